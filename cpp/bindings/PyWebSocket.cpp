@@ -1,0 +1,252 @@
+// WebSocket as a plain CPython type: its methods are the per-message hot path, so they use
+// METH_FASTCALL with no argument-parsing layer in between.
+#include "Bindings.h"
+
+#include <cstring>
+
+namespace uwspy {
+
+Constants constants;
+
+namespace {
+
+uws::WebSocket *openSocket(PyWebSocketObject *self) {
+    if (!self->ws) {
+        PyErr_SetString(constants.closedError, "this WebSocket is closed");
+    }
+    return self->ws;
+}
+
+// Positional-or-keyword arguments: fills out[0..count) from args/kwnames; NULL when absent.
+bool bindArguments(const char *function, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                   const char *const *names, int count, PyObject **out) {
+    if (nargs > count) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %d arguments (%zd given)", function, count, nargs);
+        return false;
+    }
+    for (int i = 0; i < count; i++) out[i] = i < nargs ? args[i] : nullptr;
+    if (!kwnames) return true;
+    Py_ssize_t keywords = PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t k = 0; k < keywords; k++) {
+        const char *name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, k));
+        if (!name) return false;
+        int index = -1;
+        for (int i = 0; i < count; i++) {
+            if (std::strcmp(name, names[i]) == 0) index = i;
+        }
+        if (index < 0) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%s'", function, name);
+            return false;
+        }
+        if (out[index]) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", function, name);
+            return false;
+        }
+        out[index] = args[nargs + k];
+    }
+    return true;
+}
+
+// A view of str (as UTF-8), bytes, or any contiguous buffer. Releases what it borrowed.
+class Payload {
+public:
+    ~Payload() {
+        if (hasBuffer_) PyBuffer_Release(&buffer_);
+    }
+    bool load(PyObject *object, bool &isText) {
+        if (PyUnicode_Check(object)) {
+            Py_ssize_t length;
+            const char *data = PyUnicode_AsUTF8AndSize(object, &length);
+            if (!data) return false;
+            view = std::string_view(data, size_t(length));
+            isText = true;
+            return true;
+        }
+        isText = false;
+        if (PyBytes_Check(object)) {
+            view = std::string_view(PyBytes_AS_STRING(object), size_t(PyBytes_GET_SIZE(object)));
+            return true;
+        }
+        if (PyObject_GetBuffer(object, &buffer_, PyBUF_SIMPLE) != 0) {
+            PyErr_Format(PyExc_TypeError, "expected str, bytes, bytearray or memoryview, not %.100s",
+                         Py_TYPE(object)->tp_name);
+            return false;
+        }
+        hasBuffer_ = true;
+        view = std::string_view(static_cast<const char *>(buffer_.buf), size_t(buffer_.len));
+        return true;
+    }
+    std::string_view view;
+
+private:
+    Py_buffer buffer_{};
+    bool hasBuffer_ = false;
+};
+
+PyObject *wsSend(PyWebSocketObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"data", "opcode", "compress"};
+    PyObject *values[3];
+    if (!bindArguments("send", args, nargs, kwnames, names, 3, values)) return nullptr;
+    if (!values[0]) {
+        PyErr_SetString(PyExc_TypeError, "send() missing required argument 'data'");
+        return nullptr;
+    }
+    uws::WebSocket *ws = openSocket(self);
+    if (!ws) return nullptr;
+    Payload payload;
+    bool isText;
+    if (!payload.load(values[0], isText)) return nullptr;
+    uws::OpCode opCode = isText ? uws::OpCode::Text : uws::OpCode::Binary;
+    if (values[1] && values[1] != Py_None) {
+        long requested = PyLong_AsLong(values[1]);
+        if (requested == -1 && PyErr_Occurred()) return nullptr;
+        if (requested != 1 && requested != 2 && requested != 9 && requested != 10) {
+            PyErr_Format(PyExc_ValueError, "send() opcode must be TEXT, BINARY, PING or PONG, not %ld", requested);
+            return nullptr;
+        }
+        opCode = uws::OpCode(requested);
+        if (requested >= 9 && payload.view.size() > 125) {
+            PyErr_SetString(PyExc_ValueError, "a ping or pong payload is at most 125 bytes");
+            return nullptr;
+        }
+    }
+    uws::SendStatus status = ws->send(payload.view, opCode);
+    PyObject *result = constants.sendStatus[int(status)];
+    Py_INCREF(result);
+    return result;
+}
+
+PyObject *wsEnd(PyWebSocketObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"code", "reason"};
+    PyObject *values[2];
+    if (!bindArguments("end", args, nargs, kwnames, names, 2, values)) return nullptr;
+    uws::WebSocket *ws = openSocket(self);
+    if (!ws) return nullptr;
+    long code = uws::CloseCode::Normal;
+    if (values[0] && values[0] != Py_None) {
+        code = PyLong_AsLong(values[0]);
+        if (code == -1 && PyErr_Occurred()) return nullptr;
+        if (!uws::isValidCloseCode(uint16_t(code)) || code > 4999) {
+            PyErr_Format(PyExc_ValueError, "end() code %ld is not a close code one may send (1000-1003, 1007-1014, 3000-4999)", code);
+            return nullptr;
+        }
+    }
+    Payload reason;
+    bool isText;
+    if (values[1] && !reason.load(values[1], isText)) return nullptr;
+    ws->end(uint16_t(code), reason.view);
+    Py_RETURN_NONE;
+}
+
+PyObject *wsClose(PyWebSocketObject *self, PyObject *) {
+    uws::WebSocket *ws = openSocket(self);
+    if (!ws) return nullptr;
+    ws->terminate();
+    Py_RETURN_NONE;
+}
+
+PyObject *wsBufferedAmount(PyWebSocketObject *self, PyObject *) {
+    uws::WebSocket *ws = openSocket(self);
+    if (!ws) return nullptr;
+    return PyLong_FromSize_t(ws->bufferedAmount());
+}
+
+PyObject *wsRemoteAddress(PyWebSocketObject *self, PyObject *) {
+    uws::WebSocket *ws = openSocket(self);
+    if (!ws) return nullptr;
+    std::string address = ws->remoteAddress();
+    return PyUnicode_FromStringAndSize(address.data(), Py_ssize_t(address.size()));
+}
+
+PyObject *wsUserData(PyWebSocketObject *self, PyObject *) {
+    if (!openSocket(self)) return nullptr;
+    Py_INCREF(self->userData);
+    return self->userData;
+}
+
+PyObject *wsIsClosed(PyWebSocketObject *self, PyObject *) { return PyBool_FromLong(self->ws == nullptr); }
+
+PyObject *wsCork(PyWebSocketObject *self, PyObject *callback) {
+    uws::WebSocket *ws = openSocket(self);
+    if (!ws) return nullptr;
+    bool alreadyCorked = ws->loop->corked == ws;
+    ws->cork();
+    PyObject *result = PyObject_CallNoArgs(callback);
+    // The callback may have closed the socket; self->ws says whether it is still there.
+    if (!alreadyCorked && self->ws) self->ws->flushCork();
+    return result;
+}
+
+PyObject *wsRepr(PyWebSocketObject *self) {
+    if (!self->ws) return PyUnicode_FromString("<WebSocket closed>");
+    std::string address = self->ws->remoteAddress();
+    return PyUnicode_FromFormat("<WebSocket %s>", address.c_str());
+}
+
+int wsTraverse(PyWebSocketObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->userData);
+    return 0;
+}
+
+int wsClear(PyWebSocketObject *self) {
+    Py_CLEAR(self->userData);
+    return 0;
+}
+
+void wsDealloc(PyWebSocketObject *self) {
+    PyObject_GC_UnTrack(self);
+    wsClear(self);
+    Py_TYPE(self)->tp_free(reinterpret_cast<PyObject *>(self));
+}
+
+PyMethodDef wsMethods[] = {
+    {"send", (PyCFunction)(void (*)())wsSend, METH_FASTCALL | METH_KEYWORDS,
+     "send(data, opcode=None, compress=False) -> SendStatus\n\nstr is sent as text, bytes-like as binary "
+     "unless opcode says otherwise. SUCCESS: written or corked; BACKPRESSURE: queued because the peer "
+     "reads slowly; DROPPED: not sent, the socket is over max_backpressure."},
+    {"end", (PyCFunction)(void (*)())wsEnd, METH_FASTCALL | METH_KEYWORDS,
+     "end(code=1000, reason='') -> None\n\nStarts the close handshake; the close handler runs now."},
+    {"close", (PyCFunction)wsClose, METH_NOARGS,
+     "close() -> None\n\nCloses the TCP connection at once; the close handler gets 1006."},
+    {"get_buffered_amount", (PyCFunction)wsBufferedAmount, METH_NOARGS,
+     "Bytes queued because the kernel would not take them yet."},
+    {"get_remote_address", (PyCFunction)wsRemoteAddress, METH_NOARGS, "The peer's IP address as text."},
+    {"get_user_data", (PyCFunction)wsUserData, METH_NOARGS, "The user_data given to res.upgrade(), or None."},
+    {"is_closed", (PyCFunction)wsIsClosed, METH_NOARGS, "True once the close handler has run."},
+    {"cork", (PyCFunction)wsCork, METH_O,
+     "cork(fn) -> result of fn()\n\nRuns fn with sends to this socket gathered into one write."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+} // namespace
+
+PyTypeObject PyWebSocketType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
+bool initWebSocketType(py::module_ &module) {
+    PyWebSocketType.tp_name = "uws_py._core.WebSocket";
+    PyWebSocketType.tp_basicsize = sizeof(PyWebSocketObject);
+    PyWebSocketType.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC;
+    PyWebSocketType.tp_doc = "A WebSocket connection. Handed to handlers; created by the server only.";
+    PyWebSocketType.tp_methods = wsMethods;
+    PyWebSocketType.tp_dealloc = (destructor)wsDealloc;
+    PyWebSocketType.tp_traverse = (traverseproc)wsTraverse;
+    PyWebSocketType.tp_clear = (inquiry)wsClear;
+    PyWebSocketType.tp_repr = (reprfunc)wsRepr;
+    if (PyType_Ready(&PyWebSocketType) < 0) return false;
+    Py_INCREF(&PyWebSocketType);
+    module.add_object("WebSocket", reinterpret_cast<PyObject *>(&PyWebSocketType));
+    return true;
+}
+
+PyObject *newPyWebSocket(uws::WebSocket *ws, PyObject *userData, CoreApp *app) {
+    PyWebSocketObject *self = PyObject_GC_New(PyWebSocketObject, &PyWebSocketType);
+    if (!self) return nullptr;
+    self->ws = ws;
+    self->app = app;
+    self->userData = userData ? userData : Py_None;
+    Py_INCREF(self->userData);
+    PyObject_GC_Track(self);
+    return reinterpret_cast<PyObject *>(self);
+}
+
+} // namespace uwspy

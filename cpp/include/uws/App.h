@@ -1,0 +1,72 @@
+// The builder users touch: routes, listen, run, close. One App owns one Loop.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "uws/AppStats.h"
+#include "uws/HttpParser.h"
+#include "uws/HttpRouter.h"
+#include "uws/Loop.h"
+#include "uws/WebSocket.h"
+
+namespace uws {
+
+enum class LogLevel { Debug, Info, Warning, Error };
+
+class App {
+public:
+    App();
+    ~App();
+    App(const App &) = delete;
+    App &operator=(const App &) = delete;
+
+    WebSocketContext *ws(std::string_view pattern, WebSocketBehavior behavior);
+
+    // Binds and listens; returns the bound port (useful with port 0). Throws
+    // std::system_error naming the address on failure.
+    int listen(const std::string &host, int port, int backlog = 512, bool reusePort = true);
+
+    void run() { loop_.run(); }
+    // Stops accepting, ends every WebSocket with code/reason, and stops the loop once all
+    // are gone or timeoutSeconds passed. Loop thread only.
+    void close(uint16_t code = CloseCode::GoingAway, std::string_view reason = "server shutting down",
+               unsigned timeoutSeconds = 5);
+    bool isClosing() const { return closing_; }
+
+    Loop &loop() { return loop_; }
+    AppStats stats;
+    HttpLimits httpLimits;
+    // Seconds a client has to deliver a complete request head (slowloris defence).
+    unsigned headerTimeout = 10;
+
+    // Set by the bindings: releases a response's handle once the connection is done with it.
+    std::function<void(void *)> releaseHttpHandle;
+    std::function<void(LogLevel, const std::string &)> log;
+
+    void logf(LogLevel level, const std::string &message) {
+        if (log) log(level, message);
+    }
+
+    WebSocketContext *route(std::string_view method, HttpRequest &request) {
+        WebSocketContext **found = router_.match(method, request);
+        return found ? *found : nullptr;
+    }
+
+private:
+    class Listener;
+    void onTick();
+    void afterDispatch();
+
+    Loop loop_;
+    std::vector<std::unique_ptr<Listener>> listeners_;
+    std::vector<std::unique_ptr<WebSocketContext>> contexts_;
+    HttpRouter<WebSocketContext *> router_;
+    bool closing_ = false;
+    uint32_t closeDeadline_ = 0;
+};
+
+} // namespace uws

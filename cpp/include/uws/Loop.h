@@ -1,0 +1,132 @@
+// The event loop: epoll, a one-second tick for coarse timeouts, millisecond timers, and a
+// thread-safe defer queue woken through an eventfd.
+//
+// Threading model: everything here runs on the thread that calls run() (or runOnce()),
+// except defer(), the one entry point from other threads.
+#pragma once
+
+#include <sys/epoll.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+namespace uws {
+
+class Socket;
+
+// Anything registered with epoll.
+class Pollable {
+public:
+    virtual ~Pollable() = default;
+    virtual void onPoll(uint32_t events) = 0;
+    int fd = -1;
+};
+
+class Loop {
+public:
+    // 512 KiB: a read of a 64 KiB-frame burst or many small frames in one syscall.
+    static constexpr size_t kReceiveBufferSize = 512 * 1024;
+    // 16 KiB: everything one event sends to one socket leaves in one write up to this size.
+    static constexpr size_t kCorkBufferSize = 16 * 1024;
+
+    Loop();
+    ~Loop();
+    Loop(const Loop &) = delete;
+    Loop &operator=(const Loop &) = delete;
+
+    // Runs until stop(). beforeWait/afterWait bracket each epoll_wait.
+    void run();
+    // One wait of at most timeoutMs (0: poll) and one dispatch. For embedding in another loop.
+    void runOnce(int timeoutMs);
+    void stop() { stopRequested_ = true; }
+    bool stopRequested() const { return stopRequested_; }
+
+    // Thread-safe: queue fn to run on the loop thread in its next iteration.
+    void defer(std::function<void()> fn);
+
+    // Millisecond timers on the loop thread; returns an id for cancelTimer.
+    uint64_t addTimer(uint64_t delayMs, std::function<void()> fn);
+    void cancelTimer(uint64_t id);
+    // Milliseconds until the next timer, -1 if none (for embedding).
+    int nextTimerDelayMs() const;
+
+    void add(Pollable *p, uint32_t events);
+    void modify(Pollable *p, uint32_t events);
+    void remove(Pollable *p);
+
+    int epollFd() const { return epollFd_; }
+    // Whole seconds since the loop started; advanced by the tick.
+    uint32_t now() const { return tick_; }
+
+    // Hooks (set by the owner): the bindings drop the GIL in beforeWait and take it in
+    // afterWait, so Python is entered once per batch of ready events.
+    std::function<void()> beforeWait;
+    std::function<void()> afterWait;
+    std::function<void()> onTick;          // once a second
+    std::function<void()> afterDispatch;   // end of every iteration
+
+    // Cork state, shared by every socket of this loop (see Socket::write).
+    char *corkBuffer() { return corkBuffer_; }
+    size_t corkLength = 0;
+    Socket *corked = nullptr;
+    bool inDispatch() const { return inDispatch_; }
+    // Writes out the corked socket's buffer.
+    void uncork();
+
+    char *receiveBuffer() { return receiveBuffer_; }
+
+    // Sockets closed during this iteration are freed at its end, because the event array of
+    // the current batch may still point at them.
+    void retire(Socket *s) { retired_.push_back(s); }
+
+    // Every live socket, for the tick's timeout sweep and for closing all.
+    Socket *sockets = nullptr;
+    size_t socketCount = 0;
+    void link(Socket *s);
+    void unlink(Socket *s);
+
+private:
+    class Waker;
+    class Ticker;
+    void dispatch(int ready);
+    void runDeferred();
+    void runTimers();
+    void freeRetired();
+
+    int epollFd_ = -1;
+    bool stopRequested_ = false;
+    bool inDispatch_ = false;
+    uint32_t tick_ = 0;
+    Waker *waker_ = nullptr;
+    Ticker *ticker_ = nullptr;
+    epoll_event events_[1024];
+
+    std::mutex deferMutex_;
+    std::vector<std::function<void()>> deferred_;
+    std::vector<std::function<void()>> running_;
+
+    struct TimerKey {
+        uint64_t deadlineMs;
+        uint64_t id;
+        bool operator<(const TimerKey &o) const { return deadlineMs != o.deadlineMs ? deadlineMs < o.deadlineMs : id < o.id; }
+    };
+    std::map<TimerKey, std::function<void()>> timers_;
+    std::unordered_map<uint64_t, uint64_t> timerDeadlines_;
+    uint64_t nextTimerId_ = 1;
+
+    std::vector<Socket *> retired_;
+    char *receiveBuffer_;
+    char *corkBuffer_;
+
+    friend class Waker;
+    friend class Ticker;
+};
+
+uint64_t monotonicMs();
+
+} // namespace uws

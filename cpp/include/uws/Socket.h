@@ -1,0 +1,85 @@
+// A non-blocking TCP connection on a Loop: reads into the loop's receive buffer, writes
+// through the loop's cork buffer, and keeps a backpressure buffer only for what the kernel
+// refused.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "uws/Loop.h"
+
+namespace uws {
+
+class Socket : public Pollable {
+public:
+    Socket(Loop *loop, int fd);
+    ~Socket() override;
+
+    // Queues parts in order. Inside a dispatch they go through the cork buffer and leave in
+    // one syscall when the event ends; what the kernel refuses waits in the backpressure
+    // buffer and goes out on writable events.
+    void write(const iovec *parts, int count);
+    void write(std::string_view data) {
+        iovec part{const_cast<char *>(data.data()), data.size()};
+        write(&part, 1);
+    }
+
+    // Bytes waiting in the backpressure buffer (not counting the cork buffer).
+    size_t bufferedAmount() const { return backpressure_.size() - backpressureOffset_; }
+
+    // Makes this socket the corked one, flushing another socket's cork first.
+    void cork();
+    // Writes out the cork buffer if this socket holds it.
+    void flushCork();
+
+    // Sends what is queued, then closes: at once when nothing is queued, else once drained.
+    void closeAfterFlush();
+    // Closes the descriptor now; queued bytes are lost.
+    void close();
+    bool isClosed() const { return closed_; }
+
+    std::string remoteAddress() const;
+
+    // Seconds (loop ticks) until onTimeout; 0 disables.
+    void setTimeout(uint32_t seconds);
+    uint32_t timeoutAt = 0;
+
+    Socket *prev = nullptr;
+    Socket *next = nullptr;
+    Loop *loop;
+
+    virtual void onTimeout() { close(); }
+
+protected:
+    // Gives the descriptor, its epoll registration and any queued bytes to successor (an
+    // upgrade); this object is retired without closing the descriptor or calling onClosed.
+    void handOverTo(Socket *successor);
+
+    // A read's bytes; the buffer is the loop's and may be modified in place.
+    virtual void onData(char *data, size_t length) = 0;
+    // The peer closed its side (or the connection failed).
+    virtual void onEnd() { close(); }
+    // The backpressure buffer just emptied.
+    virtual void onDrained() {}
+    // Called once from close(), before the descriptor is gone from the loop's view.
+    virtual void onClosed() {}
+
+private:
+    void onPoll(uint32_t events) override;
+    void writeDirect(const iovec *parts, int count, size_t total);
+    void bufferParts(const iovec *parts, int count, size_t skip);
+    void setWritePolling(bool enabled);
+    void flushBackpressure();
+
+    std::string backpressure_;
+    size_t backpressureOffset_ = 0;
+    bool closed_ = false;
+    bool writePolling_ = false;
+    bool closeWhenDrained_ = false;
+};
+
+} // namespace uws

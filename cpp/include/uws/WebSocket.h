@@ -1,0 +1,98 @@
+// A WebSocket connection: the RFC 6455 state machine on top of Socket, driving the
+// handlers of its WebSocketContext.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "uws/Socket.h"
+#include "uws/WebSocketProtocol.h"
+
+namespace uws {
+
+class App;
+class HttpConnection;
+struct HttpRequest;
+class WebSocket;
+struct WebSocketContext;
+
+enum class SendStatus : uint8_t { Success = 0, Backpressure = 1, Dropped = 2 };
+
+// Options and handlers of one ws() route. Defaults match what the Python API documents.
+struct WebSocketBehavior {
+    // Largest message accepted (after reassembly); larger closes with 1009 before buffering.
+    size_t maxPayloadLength = 16 * 1024 * 1024;
+    // Seconds without receiving anything before the connection is closed; 0 disables.
+    unsigned idleTimeout = 120;
+    // Bytes a socket may hold unsent before send() drops (or closes, see below).
+    size_t maxBackpressure = 1024 * 1024;
+    bool closeOnBackpressureLimit = false;
+    // Ping halfway through idleTimeout so that live but quiet clients stay connected.
+    bool sendPingsAutomatically = true;
+    uint32_t compression = 0;
+
+    std::function<void(HttpConnection *, HttpRequest *, WebSocketContext *)> upgrade;
+    std::function<void(WebSocket *)> open;
+    std::function<void(WebSocket *, std::string_view, OpCode)> message;
+    std::function<void(WebSocket *)> drain;
+    std::function<void(WebSocket *, std::string_view)> ping;
+    std::function<void(WebSocket *, std::string_view)> pong;
+    // Called exactly once per opened socket, whatever ended it.
+    std::function<void(WebSocket *, int, std::string_view)> close;
+};
+
+struct WebSocketContext {
+    App *app;
+    WebSocketBehavior behavior;
+};
+
+class WebSocket final : public Socket {
+public:
+    WebSocket(WebSocketContext *context, int fd);
+
+    SendStatus send(std::string_view message, OpCode opCode = OpCode::Binary);
+    // Starts the close handshake; the close handler runs now.
+    void end(uint16_t code = CloseCode::Normal, std::string_view reason = {});
+    // Closes the TCP connection at once; the close handler gets 1006.
+    void terminate(std::string_view reason = {});
+    bool isOpen() const { return state_ == State::Open; }
+
+    WebSocketContext *context;
+    // The bindings' object for this socket, owned by them.
+    void *handle = nullptr;
+
+    // WebSocketParser sink.
+    bool onMessage(char *data, size_t length, OpCode opCode, bool compressed);
+    bool onPing(char *data, size_t length);
+    bool onPong(char *data, size_t length);
+    bool onClose(uint16_t code, std::string_view reason);
+    void onProtocolError(uint16_t code, const char *why);
+
+    void onTimeout() override;
+    // Data that arrived with the upgrade request.
+    void feed(char *data, size_t length) { onData(data, length); }
+
+private:
+    enum class State : uint8_t {
+        Open,
+        Closing, // we sent a close frame and wait for the peer's
+        Closed,  // the close handler ran; the TCP connection is on its way out
+    };
+
+    void onData(char *data, size_t length) override;
+    void onEnd() override;
+    void onDrained() override;
+    void onClosed() override;
+    void sendFrame(OpCode opCode, const char *payload, size_t length);
+    void sendClose(uint16_t code, std::string_view reason);
+    void runCloseHandler(int code, std::string_view reason);
+    void restartIdleTimer();
+
+    WebSocketParser parser_;
+    State state_ = State::Open;
+    bool pingSent_ = false;
+};
+
+} // namespace uws

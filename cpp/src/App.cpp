@@ -1,0 +1,157 @@
+#include "uws/App.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+#include "uws/HttpConnection.h"
+
+namespace uws {
+
+class App::Listener : public Pollable {
+public:
+    Listener(App *app, int fd_) : app_(app) { fd = fd_; }
+    ~Listener() override {
+        if (fd >= 0) {
+            app_->loop().remove(this);
+            ::close(fd);
+        }
+    }
+
+    void onPoll(uint32_t) override {
+        // Bounded so that a connection storm cannot starve established sockets.
+        for (int i = 0; i < 256; i++) {
+            int client = accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (client < 0) {
+                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                    // Out of descriptors: stop polling until the next tick rather than spin.
+                    app_->logf(LogLevel::Error, std::string("accept paused: ") + std::strerror(errno));
+                    app_->loop().modify(this, 0);
+                    paused = true;
+                }
+                return;
+            }
+            int one = 1;
+            setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            HttpConnection *connection = new HttpConnection(app_, client);
+            app_->loop().add(connection, EPOLLIN);
+            connection->setTimeout(app_->headerTimeout);
+        }
+    }
+
+    void resume() {
+        if (paused) {
+            paused = false;
+            app_->loop().modify(this, EPOLLIN);
+        }
+    }
+
+    bool paused = false;
+
+private:
+    App *app_;
+};
+
+App::App() {
+    loop_.onTick = [this] { onTick(); };
+    loop_.afterDispatch = [this] { afterDispatch(); };
+}
+
+App::~App() {
+    listeners_.clear();
+    while (loop_.sockets) {
+        loop_.sockets->close();
+    }
+}
+
+WebSocketContext *App::ws(std::string_view pattern, WebSocketBehavior behavior) {
+    contexts_.push_back(std::make_unique<WebSocketContext>(WebSocketContext{this, std::move(behavior)}));
+    router_.add("*", pattern, contexts_.back().get());
+    return contexts_.back().get();
+}
+
+int App::listen(const std::string &host, int port, int backlog, bool reusePort) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo *result = nullptr;
+    std::string service = std::to_string(port);
+    int status = getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &result);
+    if (status != 0) {
+        throw std::system_error(EINVAL, std::generic_category(),
+                                "cannot resolve " + host + ": " + gai_strerror(status));
+    }
+    int lastError = 0;
+    int fd = -1;
+    for (addrinfo *ai = result; ai; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            lastError = errno;
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (reusePort) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, backlog) == 0) break;
+        lastError = errno;
+        ::close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(result);
+    if (fd < 0) {
+        throw std::system_error(lastError, std::generic_category(),
+                                "cannot listen on " + host + ":" + std::to_string(port));
+    }
+    sockaddr_storage bound{};
+    socklen_t length = sizeof bound;
+    getsockname(fd, reinterpret_cast<sockaddr *>(&bound), &length);
+    int boundPort = bound.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6 *>(&bound)->sin6_port)
+                                                : ntohs(reinterpret_cast<sockaddr_in *>(&bound)->sin_port);
+    listeners_.push_back(std::make_unique<Listener>(this, fd));
+    loop_.add(listeners_.back().get(), EPOLLIN);
+    return boundPort;
+}
+
+void App::close(uint16_t code, std::string_view reason, unsigned timeoutSeconds) {
+    if (closing_) return;
+    closing_ = true;
+    listeners_.clear();
+    closeDeadline_ = loop_.now() + timeoutSeconds + 1;
+    for (Socket *s = loop_.sockets, *next; s; s = next) {
+        next = s->next;
+        if (WebSocket *ws = dynamic_cast<WebSocket *>(s); ws && ws->isOpen()) {
+            ws->end(code, reason);
+        } else if (!dynamic_cast<WebSocket *>(s)) {
+            s->close();
+        }
+    }
+    afterDispatch();
+}
+
+void App::onTick() {
+    for (auto &listener : listeners_) listener->resume();
+    uint32_t now = loop_.now();
+    for (Socket *s = loop_.sockets, *next; s; s = next) {
+        next = s->next;
+        if (s->timeoutAt && s->timeoutAt <= now) {
+            s->timeoutAt = 0;
+            s->onTimeout();
+        }
+    }
+    if (closing_ && now >= closeDeadline_) {
+        while (loop_.sockets) loop_.sockets->close();
+    }
+}
+
+void App::afterDispatch() {
+    if (closing_ && loop_.socketCount == 0) loop_.stop();
+}
+
+} // namespace uws

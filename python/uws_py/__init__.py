@@ -1,0 +1,23 @@
+"""uws-py: a WebSocket server for Python on a native C++ core.
+
+The public API lives here; ``uws_py._core`` is private.
+"""
+
+from __future__ import annotations
+
+from ._core import HttpRequest, HttpResponse, OpCode, SendStatus, WebSocket, WebSocketClosedError
+from .app import App, CompressOptions
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "CompressOptions",
+    "HttpRequest",
+    "HttpResponse",
+    "OpCode",
+    "SendStatus",
+    "WebSocket",
+    "WebSocketClosedError",
+    "__version__",
+]

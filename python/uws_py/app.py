@@ -1,0 +1,149 @@
+"""The ``App`` builder: WebSocket routes, listen, run and close, over the native core."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Any, Callable, Mapping, Optional
+
+from . import _core
+
+logger = logging.getLogger("uws_py")
+
+
+class CompressOptions(enum.IntFlag):
+    """permessage-deflate settings of a route; a compressor and a decompressor combine with ``|``.
+
+    The low byte selects the compressor, the next byte the decompressor.
+    """
+
+    DISABLED = 0
+    SHARED_COMPRESSOR = 1
+    DEDICATED_COMPRESSOR_3KB = 2
+    DEDICATED_COMPRESSOR_4KB = 3
+    DEDICATED_COMPRESSOR_8KB = 4
+    DEDICATED_COMPRESSOR_16KB = 5
+    DEDICATED_COMPRESSOR_32KB = 6
+    DEDICATED_COMPRESSOR_64KB = 7
+    DEDICATED_COMPRESSOR_128KB = 8
+    DEDICATED_COMPRESSOR_256KB = 9
+    SHARED_DECOMPRESSOR = 1 << 8
+    DEDICATED_DECOMPRESSOR_512B = 2 << 8
+    DEDICATED_DECOMPRESSOR_1KB = 3 << 8
+    DEDICATED_DECOMPRESSOR_2KB = 4 << 8
+    DEDICATED_DECOMPRESSOR_4KB = 5 << 8
+    DEDICATED_DECOMPRESSOR_8KB = 6 << 8
+    DEDICATED_DECOMPRESSOR_16KB = 7 << 8
+    DEDICATED_DECOMPRESSOR_32KB = 8 << 8
+
+
+_HANDLERS = ("open", "message", "drain", "close", "upgrade", "ping", "pong")
+
+# Defaults of a ws() route, and why.
+_OPTION_DEFAULTS: dict[str, Any] = {
+    # Large enough for any sane application message, small enough that one client cannot
+    # make the server buffer gigabytes.
+    "max_payload_length": 16 * 1024 * 1024,
+    # Seconds without receiving anything; with automatic pings a live client never hits it.
+    "idle_timeout": 120,
+    # Bytes a slow reader may hold queued before sends to it are dropped.
+    "max_backpressure": 1024 * 1024,
+    "close_on_backpressure_limit": False,
+    "send_pings_automatically": True,
+    "compression": CompressOptions.DISABLED,
+}
+
+
+def _report_handler_error(where: str, exc: BaseException) -> None:
+    logger.error("exception in %s handler", where, exc_info=exc)
+
+
+def _forward_core_log(level: int, message: str) -> None:
+    logger.log(level, "%s", message)
+
+
+class App:
+    """A WebSocket server on the native core: routes, listen, run, close.
+
+    Handlers run on the thread that calls :meth:`run`; only :meth:`defer` and :meth:`close`
+    may be called from other threads.
+    """
+
+    def __init__(self) -> None:
+        self._core = _core.App()
+        self._core.error_handler = _report_handler_error
+        self._core.log_handler = _forward_core_log
+        self._port: Optional[int] = None
+
+    def ws(self, pattern: str, behavior: Mapping[str, Any]) -> "App":
+        """Adds a WebSocket route.
+
+        ``pattern`` is a path with optional ``:name`` segments and a trailing ``*``.
+        ``behavior`` holds handlers (``open``, ``message``, ``drain``, ``close``, ``upgrade``,
+        ``ping``, ``pong``) and options (``max_payload_length``, ``idle_timeout``,
+        ``max_backpressure``, ``close_on_backpressure_limit``, ``send_pings_automatically``,
+        ``compression``); unknown keys raise ``TypeError``.
+        """
+        unknown = set(behavior) - set(_HANDLERS) - set(_OPTION_DEFAULTS)
+        if unknown:
+            known = ", ".join(sorted((*_HANDLERS, *_OPTION_DEFAULTS)))
+            raise TypeError(f"unknown ws() behavior keys {sorted(unknown)}; known keys: {known}")
+        handlers: dict[str, Callable[..., Any]] = {}
+        for name in _HANDLERS:
+            handler = behavior.get(name)
+            if handler is None:
+                continue
+            if not callable(handler):
+                raise TypeError(f"ws() behavior '{name}' must be callable, not {type(handler).__name__}")
+            handlers[name] = handler
+        options = {**_OPTION_DEFAULTS, **{k: v for k, v in behavior.items() if k in _OPTION_DEFAULTS}}
+        for name in ("max_payload_length", "idle_timeout", "max_backpressure"):
+            value = options[name]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"ws() option '{name}' must be a non-negative int, not {value!r}")
+        if options["max_payload_length"] == 0:
+            raise ValueError("ws() option 'max_payload_length' must be positive")
+        options["compression"] = int(options["compression"])
+        self._core.ws(pattern, handlers, options)
+        return self
+
+    def listen(self, port: int = 0, host: str = "127.0.0.1", *, backlog: int = 512, reuse_port: bool = True) -> "App":
+        """Binds and listens; ``port=0`` picks a free port (see :attr:`port`). Raises ``OSError``."""
+        self._port = self._core.listen(host, port, backlog, reuse_port)
+        return self
+
+    @property
+    def port(self) -> int:
+        """The port bound by the last :meth:`listen`."""
+        if self._port is None:
+            raise RuntimeError("App.listen() has not been called")
+        return self._port
+
+    def run(self) -> None:
+        """Runs the event loop on this thread until :meth:`close`. The GIL is released while waiting."""
+        self._core.run()
+
+    def close(self, code: int = 1001, reason: str = "server shutting down", timeout: float = 5.0) -> None:
+        """Stops listening, ends every WebSocket with ``code``/``reason`` and makes :meth:`run` return.
+
+        Sockets that have not finished closing after ``timeout`` seconds are dropped.
+        Callable from any thread.
+        """
+        self._core.close(code, reason, max(0, int(round(timeout))))
+
+    def defer(self, fn: Callable[[], Any]) -> None:
+        """Runs ``fn`` on the loop thread in its next iteration. Callable from any thread."""
+        self._core.defer(fn)
+
+    def stats(self) -> dict[str, int]:
+        """The core's counters (messages, bytes, connections, drops, ...), read without locking."""
+        return self._core.stats()
+
+    @property
+    def header_timeout(self) -> int:
+        """Seconds a client has to send a complete request head (default 10)."""
+        return self._core.header_timeout
+
+    @header_timeout.setter
+    def header_timeout(self, seconds: int) -> None:
+        self._core.header_timeout = seconds
