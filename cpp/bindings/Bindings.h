@@ -31,6 +31,46 @@ extern PyTypeObject PyWebSocketType;
 bool initWebSocketType(py::module_ &module);
 PyObject *newPyWebSocket(uws::WebSocket *ws, PyObject *userData, CoreApp *app);
 
+// A view of str (as UTF-8), bytes, or any contiguous buffer. Releases what it borrowed.
+class Payload {
+public:
+    Payload() = default;
+    Payload(const Payload &) = delete;
+    Payload &operator=(const Payload &) = delete;
+
+    ~Payload() {
+        if (hasBuffer_) PyBuffer_Release(&buffer_);
+    }
+    bool load(PyObject *object, bool &isText) {
+        if (PyUnicode_Check(object)) {
+            Py_ssize_t length;
+            const char *data = PyUnicode_AsUTF8AndSize(object, &length);
+            if (!data) return false;
+            view = std::string_view(data, size_t(length));
+            isText = true;
+            return true;
+        }
+        isText = false;
+        if (PyBytes_Check(object)) {
+            view = std::string_view(PyBytes_AS_STRING(object), size_t(PyBytes_GET_SIZE(object)));
+            return true;
+        }
+        if (PyObject_GetBuffer(object, &buffer_, PyBUF_SIMPLE) != 0) {
+            PyErr_Format(PyExc_TypeError, "expected str, bytes, bytearray or memoryview, not %.100s",
+                         Py_TYPE(object)->tp_name);
+            return false;
+        }
+        hasBuffer_ = true;
+        view = std::string_view(static_cast<const char *>(buffer_.buf), size_t(buffer_.len));
+        return true;
+    }
+    std::string_view view;
+
+private:
+    Py_buffer buffer_{};
+    bool hasBuffer_ = false;
+};
+
 // Objects made once at import: enum members handed to handlers, the closed error.
 struct Constants {
     PyObject *opCodes[16] = {};
@@ -41,7 +81,7 @@ extern Constants constants;
 
 // Handlers of one ws() route, as Python callables (None when absent).
 struct PyBehavior {
-    py::object open, message, drain, close, upgrade, ping, pong;
+    py::object open, message, drain, close, upgrade, ping, pong, subscription, dropped;
 };
 
 class CoreApp {

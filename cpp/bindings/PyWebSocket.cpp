@@ -47,42 +47,6 @@ bool bindArguments(const char *function, PyObject *const *args, Py_ssize_t nargs
     return true;
 }
 
-// A view of str (as UTF-8), bytes, or any contiguous buffer. Releases what it borrowed.
-class Payload {
-public:
-    ~Payload() {
-        if (hasBuffer_) PyBuffer_Release(&buffer_);
-    }
-    bool load(PyObject *object, bool &isText) {
-        if (PyUnicode_Check(object)) {
-            Py_ssize_t length;
-            const char *data = PyUnicode_AsUTF8AndSize(object, &length);
-            if (!data) return false;
-            view = std::string_view(data, size_t(length));
-            isText = true;
-            return true;
-        }
-        isText = false;
-        if (PyBytes_Check(object)) {
-            view = std::string_view(PyBytes_AS_STRING(object), size_t(PyBytes_GET_SIZE(object)));
-            return true;
-        }
-        if (PyObject_GetBuffer(object, &buffer_, PyBUF_SIMPLE) != 0) {
-            PyErr_Format(PyExc_TypeError, "expected str, bytes, bytearray or memoryview, not %.100s",
-                         Py_TYPE(object)->tp_name);
-            return false;
-        }
-        hasBuffer_ = true;
-        view = std::string_view(static_cast<const char *>(buffer_.buf), size_t(buffer_.len));
-        return true;
-    }
-    std::string_view view;
-
-private:
-    Py_buffer buffer_{};
-    bool hasBuffer_ = false;
-};
-
 PyObject *wsSend(PyWebSocketObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     static const char *const names[] = {"data", "opcode", "compress"};
     PyObject *values[3];
@@ -177,6 +141,78 @@ PyObject *wsCork(PyWebSocketObject *self, PyObject *callback) {
     return result;
 }
 
+// A topic name from str or bytes.
+bool topicArgument(PyObject *object, Payload &topic) {
+    bool isText;
+    return topic.load(object, isText);
+}
+
+PyObject *wsSubscribe(PyWebSocketObject *self, PyObject *topicObject) {
+    uws::WebSocket *ws = openSocket(self);
+    Payload topic;
+    if (!ws || !topicArgument(topicObject, topic)) return nullptr;
+    return PyBool_FromLong(ws->subscribe(topic.view));
+}
+
+PyObject *wsUnsubscribe(PyWebSocketObject *self, PyObject *topicObject) {
+    uws::WebSocket *ws = openSocket(self);
+    Payload topic;
+    if (!ws || !topicArgument(topicObject, topic)) return nullptr;
+    return PyBool_FromLong(ws->unsubscribe(topic.view));
+}
+
+PyObject *wsIsSubscribed(PyWebSocketObject *self, PyObject *topicObject) {
+    uws::WebSocket *ws = openSocket(self);
+    Payload topic;
+    if (!ws || !topicArgument(topicObject, topic)) return nullptr;
+    return PyBool_FromLong(ws->isSubscribed(topic.view));
+}
+
+PyObject *wsTopics(PyWebSocketObject *self, PyObject *) {
+    uws::WebSocket *ws = openSocket(self);
+    if (!ws) return nullptr;
+    const auto &topics = ws->subscriptions().topics;
+    PyObject *list = PyList_New(Py_ssize_t(topics.size()));
+    if (!list) return nullptr;
+    for (size_t i = 0; i < topics.size(); i++) {
+        const std::string &name = topics[i].topic->name;
+        PyObject *item = PyUnicode_DecodeUTF8(name.data(), Py_ssize_t(name.size()), "surrogateescape");
+        if (!item) {
+            Py_DECREF(list);
+            return nullptr;
+        }
+        PyList_SET_ITEM(list, Py_ssize_t(i), item);
+    }
+    return list;
+}
+
+PyObject *wsPublish(PyWebSocketObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"topic", "message", "opcode", "compress"};
+    PyObject *values[4];
+    if (!bindArguments("publish", args, nargs, kwnames, names, 4, values)) return nullptr;
+    if (!values[0] || !values[1]) {
+        PyErr_SetString(PyExc_TypeError, "publish() needs a topic and a message");
+        return nullptr;
+    }
+    uws::WebSocket *ws = openSocket(self);
+    if (!ws) return nullptr;
+    Payload topic, message;
+    bool isText;
+    if (!topicArgument(values[0], topic) || !message.load(values[1], isText)) return nullptr;
+    uws::OpCode opCode = isText ? uws::OpCode::Text : uws::OpCode::Binary;
+    if (values[2] && values[2] != Py_None) {
+        long requested = PyLong_AsLong(values[2]);
+        if (requested == -1 && PyErr_Occurred()) return nullptr;
+        if (requested != 1 && requested != 2) {
+            PyErr_Format(PyExc_ValueError, "publish() opcode must be TEXT or BINARY, not %ld", requested);
+            return nullptr;
+        }
+        opCode = uws::OpCode(requested);
+    }
+    bool compress = values[3] && PyObject_IsTrue(values[3]) == 1;
+    return PyBool_FromLong(ws->publish(topic.view, message.view, opCode, compress));
+}
+
 PyObject *wsRepr(PyWebSocketObject *self) {
     if (!self->ws) return PyUnicode_FromString("<WebSocket closed>");
     std::string address = self->ws->remoteAddress();
@@ -213,6 +249,13 @@ PyMethodDef wsMethods[] = {
     {"get_remote_address", (PyCFunction)wsRemoteAddress, METH_NOARGS, "The peer's IP address as text."},
     {"get_user_data", (PyCFunction)wsUserData, METH_NOARGS, "The user_data given to res.upgrade(), or None."},
     {"is_closed", (PyCFunction)wsIsClosed, METH_NOARGS, "True once the close handler has run."},
+    {"subscribe", (PyCFunction)wsSubscribe, METH_O, "subscribe(topic) -> bool: False if already subscribed."},
+    {"unsubscribe", (PyCFunction)wsUnsubscribe, METH_O, "unsubscribe(topic) -> bool: False if not subscribed."},
+    {"is_subscribed", (PyCFunction)wsIsSubscribed, METH_O, "is_subscribed(topic) -> bool"},
+    {"get_topics", (PyCFunction)wsTopics, METH_NOARGS, "The topics this socket is subscribed to."},
+    {"publish", (PyCFunction)(void (*)())wsPublish, METH_FASTCALL | METH_KEYWORDS,
+     "publish(topic, message, opcode=None, compress=False) -> bool\n\nSends to every subscriber of topic "
+     "except this socket; the fan-out runs in C++. False if the topic has no subscribers."},
     {"cork", (PyCFunction)wsCork, METH_O,
      "cork(fn) -> result of fn()\n\nRuns fn with sends to this socket gathered into one write."},
     {nullptr, nullptr, 0, nullptr},

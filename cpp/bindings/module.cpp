@@ -236,20 +236,49 @@ uws::WebSocketBehavior makeBehavior(CoreApp *self, PyBehavior *handlers, const p
     };
     if (!handlers->ping.is_none()) behavior.ping = controlHandler(handlers->ping, "ping");
     if (!handlers->pong.is_none()) behavior.pong = controlHandler(handlers->pong, "pong");
-    // close always runs: after the user's handler the Python handle lets go of the socket.
-    behavior.close = [self, handlers](uws::WebSocket *ws, int code, std::string_view reason) {
-        PyObject *handle = static_cast<PyObject *>(ws->handle);
-        if (!handle) return;
-        if (!handlers->close.is_none()) {
+    if (!handlers->close.is_none()) {
+        behavior.close = [self, handlers](uws::WebSocket *ws, int code, std::string_view reason) {
             PyObject *codeObject = PyLong_FromLong(code);
             PyObject *reasonObject = PyBytes_FromStringAndSize(reason.data(), Py_ssize_t(reason.size()));
-            PyObject *args[3] = {handle, codeObject, reasonObject};
+            PyObject *args[3] = {static_cast<PyObject *>(ws->handle), codeObject, reasonObject};
             PyObject *result = codeObject && reasonObject ? callHandler(handlers->close.ptr(), args, 3) : nullptr;
             Py_XDECREF(codeObject);
             Py_XDECREF(reasonObject);
             if (!result) self->reportError("close");
             Py_XDECREF(result);
-        }
+        };
+    }
+    if (!handlers->subscription.is_none()) {
+        behavior.subscription = [self, handlers](uws::WebSocket *ws, std::string_view topic, size_t count, size_t before) {
+            PyObject *topicObject = PyUnicode_DecodeUTF8(topic.data(), Py_ssize_t(topic.size()), "surrogateescape");
+            PyObject *countObject = PyLong_FromSize_t(count);
+            PyObject *beforeObject = PyLong_FromSize_t(before);
+            PyObject *args[4] = {static_cast<PyObject *>(ws->handle), topicObject, countObject, beforeObject};
+            PyObject *result = topicObject && countObject && beforeObject
+                                   ? callHandler(handlers->subscription.ptr(), args, 4) : nullptr;
+            Py_XDECREF(topicObject);
+            Py_XDECREF(countObject);
+            Py_XDECREF(beforeObject);
+            if (!result) self->reportError("subscription");
+            Py_XDECREF(result);
+        };
+    }
+    if (!handlers->dropped.is_none()) {
+        behavior.dropped = [self, handlers](uws::WebSocket *ws, std::string_view message, uws::OpCode opCode) {
+            PyObject *data = opCode == uws::OpCode::Text
+                                 ? PyUnicode_DecodeUTF8(message.data(), Py_ssize_t(message.size()), "replace")
+                                 : PyBytes_FromStringAndSize(message.data(), Py_ssize_t(message.size()));
+            PyObject *args[3] = {static_cast<PyObject *>(ws->handle), data, constants.opCodes[int(opCode)]};
+            PyObject *result = data ? callHandler(handlers->dropped.ptr(), args, 3) : nullptr;
+            Py_XDECREF(data);
+            if (!result) self->reportError("dropped");
+            Py_XDECREF(result);
+        };
+    }
+    // The socket is done: the Python handle lets go of it and raises from now on.
+    behavior.release = [](uws::WebSocket *ws) {
+        PyObject *handle = static_cast<PyObject *>(ws->handle);
+        if (!handle) return;
         reinterpret_cast<PyWebSocketObject *>(handle)->ws = nullptr;
         ws->handle = nullptr;
         Py_DECREF(handle);
@@ -419,6 +448,8 @@ PYBIND11_MODULE(_core, m) {
             behavior->upgrade = take("upgrade");
             behavior->ping = take("ping");
             behavior->pong = take("pong");
+            behavior->subscription = take("subscription");
+            behavior->dropped = take("dropped");
             self.app.ws(pattern, makeBehavior(&self, behavior.get(), options));
             self.behaviors.push_back(std::move(behavior));
         }, py::arg("pattern"), py::arg("handlers"), py::arg("options"))
@@ -440,6 +471,22 @@ PYBIND11_MODULE(_core, m) {
                 self.app.loop().defer([app, code, reason, timeout] { app->app.close(uint16_t(code), reason, timeout); });
             }
         }, py::arg("code") = 1001, py::arg("reason") = "server shutting down", py::arg("timeout") = 5)
+        .def("publish", [](CoreApp &self, py::object topic, py::object message, py::object opcode, bool compress) {
+            Payload topicBytes, payload;
+            bool isText, topicIsText;
+            if (!topicBytes.load(topic.ptr(), topicIsText) || !payload.load(message.ptr(), isText)) {
+                throw py::error_already_set();
+            }
+            uws::OpCode opCode = opcode.is_none() ? (isText ? uws::OpCode::Text : uws::OpCode::Binary)
+                                                  : uws::OpCode(opcode.cast<int>());
+            if (opCode != uws::OpCode::Text && opCode != uws::OpCode::Binary) {
+                throw py::value_error("publish() opcode must be TEXT or BINARY");
+            }
+            return self.app.publish(topicBytes.view, payload.view, opCode, compress);
+        }, py::arg("topic"), py::arg("message"), py::arg("opcode") = py::none(), py::arg("compress") = false)
+        .def("num_subscribers", [](CoreApp &self, py::object topic) {
+            return self.app.numSubscribers(textArgument(topic));
+        }, py::arg("topic"))
         .def("defer", [](CoreApp &self, py::function fn) {
             PyRef callable(fn.ptr());
             CoreApp *app = &self;

@@ -150,7 +150,58 @@ void App::onTick() {
     }
 }
 
+bool App::publish(std::string_view topicName, std::string_view message, OpCode opCode, bool compress,
+                  WebSocket *except) {
+    (void)compress; // permessage-deflate arrives with the compression work
+    stats.publishes.add();
+    Topic *topic = topics.find(topicName);
+    if (!topic) return false;
+    char header[kMaxServerHeaderSize];
+    std::string_view frameHeader(header, formatFrameHeader(header, opCode, message.size()));
+    // Handlers for drops run after the loop: they may unsubscribe or close, which would
+    // reorder the subscriber list under our feet.
+    droppedSockets_.clear();
+    uint64_t delivered = 0;
+    for (const Topic::Entry &entry : topic->subscribers) {
+        WebSocket *ws = static_cast<WebSocket *>(entry.subscriber->owner);
+        if (ws == except || !ws->isOpen()) continue;
+        if (ws->queuePublished(frameHeader, message) == SendStatus::Dropped) {
+            droppedSockets_.push_back(ws);
+        } else {
+            delivered++;
+        }
+    }
+    stats.deliveries.add(delivered);
+    stats.messagesOut.add(delivered);
+    if (!droppedSockets_.empty()) {
+        std::vector<WebSocket *> dropped;
+        dropped.swap(droppedSockets_);
+        stats.drops.add(dropped.size());
+        for (WebSocket *ws : dropped) {
+            if (!ws->isOpen()) continue;
+            const WebSocketBehavior &b = ws->context->behavior;
+            if (b.closeOnBackpressureLimit) {
+                logf(LogLevel::Warning, "closing " + ws->remoteAddress() + ": over max_backpressure on publish");
+                ws->terminate("backpressure limit");
+            } else if (b.dropped) {
+                b.dropped(ws, message, opCode);
+            }
+        }
+    }
+    if (!loop_.inDispatch()) drainPublished();
+    return true;
+}
+
+void App::drainPublished() {
+    // Index loop: flushing can run handlers that publish again and append here.
+    for (size_t i = 0; i < publishedSockets_.size(); i++) {
+        publishedSockets_[i]->flushPublished();
+    }
+    publishedSockets_.clear();
+}
+
 void App::afterDispatch() {
+    drainPublished();
     if (closing_ && loop_.socketCount == 0) loop_.stop();
 }
 

@@ -11,6 +11,7 @@ constexpr unsigned kClosingTimeout = 4;
 
 WebSocket::WebSocket(WebSocketContext *context_, int fd_) : Socket(&context_->app->loop(), fd_), context(context_) {
     parser_.maxPayloadLength = context->behavior.maxPayloadLength;
+    subscriber_.owner = this;
     restartIdleTimer();
 }
 
@@ -45,6 +46,7 @@ void WebSocket::onTimeout() {
 }
 
 void WebSocket::sendFrame(OpCode opCode, const char *payload, size_t length) {
+    if (!published_.empty()) flushPublished(); // published frames were queued first
     char header[kMaxServerHeaderSize];
     size_t headerLength = formatFrameHeader(header, opCode, length);
     iovec parts[2] = {{header, headerLength}, {const_cast<char *>(payload), length}};
@@ -56,7 +58,7 @@ SendStatus WebSocket::send(std::string_view message, OpCode opCode) {
     if (state_ != State::Open) return SendStatus::Dropped;
     const WebSocketBehavior &b = context->behavior;
     AppStats &stats = context->app->stats;
-    size_t buffered = bufferedAmount();
+    size_t buffered = queuedAmount();
     // An empty buffer always takes one message, so a message larger than the limit can
     // still be sent; after that the limit bounds what a slow reader costs us.
     if (b.maxBackpressure && buffered && buffered + message.size() > b.maxBackpressure) {
@@ -86,10 +88,56 @@ void WebSocket::sendClose(uint16_t code, std::string_view reason) {
 }
 
 void WebSocket::runCloseHandler(int code, std::string_view reason) {
-    AppStats &stats = context->app->stats;
-    stats.openConnections.sub();
-    stats.connectionsClosed.add();
-    if (context->behavior.close) context->behavior.close(this, code, reason);
+    App *app = context->app;
+    app->stats.openConnections.sub();
+    app->stats.connectionsClosed.add();
+    const WebSocketBehavior &b = context->behavior;
+    if (b.close) b.close(this, code, reason);
+    app->topics.unsubscribeAll(&subscriber_, [this, &b](const std::string &topic, size_t count) {
+        if (b.subscription) b.subscription(this, topic, count, count + 1);
+    });
+    if (b.release) b.release(this);
+}
+
+bool WebSocket::subscribe(std::string_view topic) {
+    size_t count = 0;
+    if (!context->app->topics.subscribe(&subscriber_, topic, count)) return false;
+    if (context->behavior.subscription) context->behavior.subscription(this, topic, count, count - 1);
+    return true;
+}
+
+bool WebSocket::unsubscribe(std::string_view topic) {
+    size_t count = 0;
+    if (!context->app->topics.unsubscribe(&subscriber_, topic, count)) return false;
+    if (context->behavior.subscription) context->behavior.subscription(this, topic, count, count + 1);
+    return true;
+}
+
+bool WebSocket::isSubscribed(std::string_view topic) const { return context->app->topics.isSubscribed(&subscriber_, topic); }
+
+bool WebSocket::publish(std::string_view topic, std::string_view message, OpCode opCode, bool compress) {
+    return context->app->publish(topic, message, opCode, compress, this);
+}
+
+SendStatus WebSocket::queuePublished(std::string_view header, std::string_view payload) {
+    if (state_ != State::Open) return SendStatus::Dropped;
+    const WebSocketBehavior &b = context->behavior;
+    size_t queued = queuedAmount();
+    if (b.maxBackpressure && queued && queued + header.size() + payload.size() > b.maxBackpressure) {
+        return SendStatus::Dropped;
+    }
+    if (published_.empty()) context->app->markPublished(this);
+    published_.append(header).append(payload);
+    return bufferedAmount() ? SendStatus::Backpressure : SendStatus::Success;
+}
+
+void WebSocket::flushPublished() {
+    if (published_.empty()) return;
+    std::string batch;
+    batch.swap(published_);
+    if (isClosed()) return;
+    context->app->stats.bytesOut.add(batch.size());
+    write(batch);
 }
 
 void WebSocket::end(uint16_t code, std::string_view reason) {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 from . import _core
 
@@ -37,7 +37,7 @@ class CompressOptions(enum.IntFlag):
     DEDICATED_DECOMPRESSOR_32KB = 8 << 8
 
 
-_HANDLERS = ("open", "message", "drain", "close", "upgrade", "ping", "pong")
+_HANDLERS = ("open", "message", "drain", "close", "upgrade", "ping", "pong", "subscription", "dropped")
 
 # Defaults of a ws() route, and why.
 _OPTION_DEFAULTS: dict[str, Any] = {
@@ -80,7 +80,7 @@ class App:
 
         ``pattern`` is a path with optional ``:name`` segments and a trailing ``*``.
         ``behavior`` holds handlers (``open``, ``message``, ``drain``, ``close``, ``upgrade``,
-        ``ping``, ``pong``) and options (``max_payload_length``, ``idle_timeout``,
+        ``ping``, ``pong``, ``subscription``, ``dropped``) and options (``max_payload_length``, ``idle_timeout``,
         ``max_backpressure``, ``close_on_backpressure_limit``, ``send_pings_automatically``,
         ``compression``); unknown keys raise ``TypeError``.
         """
@@ -130,6 +130,20 @@ class App:
         Callable from any thread.
         """
         self._core.close(code, reason, max(0, int(round(timeout))))
+
+    def publish(
+        self, topic: Union[str, bytes], message: Union[str, bytes], opcode: Optional[int] = None, compress: bool = False
+    ) -> bool:
+        """Sends ``message`` to every subscriber of ``topic``; the fan-out runs in C++.
+
+        ``str`` goes out as text and bytes-like as binary unless ``opcode`` says otherwise.
+        Returns False when the topic has no subscribers. Loop thread only.
+        """
+        return self._core.publish(topic, message, opcode, compress)
+
+    def num_subscribers(self, topic: Union[str, bytes]) -> int:
+        """How many sockets are subscribed to ``topic``."""
+        return self._core.num_subscribers(topic)
 
     def defer(self, fn: Callable[[], Any]) -> None:
         """Runs ``fn`` on the loop thread in its next iteration. Callable from any thread."""

@@ -11,6 +11,7 @@
 #include "uws/HttpParser.h"
 #include "uws/HttpRouter.h"
 #include "uws/Loop.h"
+#include "uws/TopicTree.h"
 #include "uws/WebSocket.h"
 
 namespace uws {
@@ -37,7 +38,19 @@ public:
                unsigned timeoutSeconds = 5);
     bool isClosing() const { return closing_; }
 
+    // Sends message to every subscriber of topic (except `except`). The frame is built once
+    // and appended to each subscriber's publish batch; a subscriber over maxBackpressure is
+    // skipped (or closed, per its behavior) without slowing the others. Returns whether the
+    // topic had subscribers.
+    bool publish(std::string_view topic, std::string_view message, OpCode opCode, bool compress,
+                 WebSocket *except = nullptr);
+    size_t numSubscribers(std::string_view topic) const { return topics.numSubscribers(topic); }
+    void markPublished(WebSocket *ws) { publishedSockets_.push_back(ws); }
+    // Writes every pending publish batch: one write per subscriber.
+    void drainPublished();
+
     Loop &loop() { return loop_; }
+    TopicTree topics;
     AppStats stats;
     HttpLimits httpLimits;
     // Seconds a client has to deliver a complete request head (slowloris defence).
@@ -65,6 +78,8 @@ private:
     std::vector<std::unique_ptr<Listener>> listeners_;
     std::vector<std::unique_ptr<WebSocketContext>> contexts_;
     HttpRouter<WebSocketContext *> router_;
+    std::vector<WebSocket *> publishedSockets_;
+    std::vector<WebSocket *> droppedSockets_;
     bool closing_ = false;
     uint32_t closeDeadline_ = 0;
 };

@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "uws/Socket.h"
+#include "uws/TopicTree.h"
 #include "uws/WebSocketProtocol.h"
 
 namespace uws {
@@ -41,6 +42,13 @@ struct WebSocketBehavior {
     std::function<void(WebSocket *, std::string_view)> pong;
     // Called exactly once per opened socket, whatever ended it.
     std::function<void(WebSocket *, int, std::string_view)> close;
+    // A subscription changed: (ws, topic, count after, count before). Also runs for each
+    // topic a closing socket leaves, after close.
+    std::function<void(WebSocket *, std::string_view, size_t, size_t)> subscription;
+    // A publish skipped this socket because it is over maxBackpressure.
+    std::function<void(WebSocket *, std::string_view, OpCode)> dropped;
+    // Last call for a socket: the bindings let go of their handle here.
+    std::function<void(WebSocket *)> release;
 };
 
 struct WebSocketContext {
@@ -58,6 +66,22 @@ public:
     // Closes the TCP connection at once; the close handler gets 1006.
     void terminate(std::string_view reason = {});
     bool isOpen() const { return state_ == State::Open; }
+
+    // Pub/sub; the registry and fan-out live in App.
+    bool subscribe(std::string_view topic);
+    bool unsubscribe(std::string_view topic);
+    bool isSubscribed(std::string_view topic) const;
+    const Subscriber &subscriptions() const { return subscriber_; }
+    // Publishes to every subscriber of topic except this socket.
+    bool publish(std::string_view topic, std::string_view message, OpCode opCode = OpCode::Binary,
+                 bool compress = false);
+
+    // Fan-out: a published frame is appended here and the whole batch leaves in one write
+    // when the loop iteration ends (or before anything else is sent to this socket).
+    SendStatus queuePublished(std::string_view header, std::string_view payload);
+    void flushPublished();
+    // Bytes queued for this socket: backpressure plus published frames not yet written.
+    size_t queuedAmount() const { return bufferedAmount() + published_.size(); }
 
     WebSocketContext *context;
     // The bindings' object for this socket, owned by them.
@@ -91,6 +115,8 @@ private:
     void restartIdleTimer();
 
     WebSocketParser parser_;
+    Subscriber subscriber_;
+    std::string published_;
     State state_ = State::Open;
     bool pingSent_ = false;
 };
