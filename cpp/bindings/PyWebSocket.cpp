@@ -74,7 +74,8 @@ PyObject *wsSend(PyWebSocketObject *self, PyObject *const *args, Py_ssize_t narg
             return nullptr;
         }
     }
-    uws::SendStatus status = ws->send(payload.view, opCode);
+    bool compress = values[2] && PyObject_IsTrue(values[2]) == 1;
+    uws::SendStatus status = ws->send(payload.view, opCode, compress);
     PyObject *result = constants.sendStatus[int(status)];
     Py_INCREF(result);
     return result;

@@ -180,6 +180,7 @@ uws::WebSocketBehavior makeBehavior(CoreApp *self, PyBehavior *handlers, const p
     behavior.closeOnBackpressureLimit = options["close_on_backpressure_limit"].cast<bool>();
     behavior.sendPingsAutomatically = options["send_pings_automatically"].cast<bool>();
     behavior.compression = options["compression"].cast<uint32_t>();
+    behavior.compressionThreshold = options["compression_threshold"].cast<size_t>();
 
     // open always runs: it creates the Python handle when no upgrade handler made one.
     behavior.open = [self, handlers](uws::WebSocket *ws) {

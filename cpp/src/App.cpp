@@ -150,14 +150,29 @@ void App::onTick() {
     }
 }
 
+Deflater &App::sharedDeflater(int windowBits) {
+    std::unique_ptr<Deflater> &slot = sharedDeflaters_[windowBits & 15];
+    if (!slot) slot = std::make_unique<Deflater>(windowBits, 8);
+    return *slot;
+}
+
 bool App::publish(std::string_view topicName, std::string_view message, OpCode opCode, bool compress,
                   WebSocket *except) {
-    (void)compress; // permessage-deflate arrives with the compression work
     stats.publishes.add();
     Topic *topic = topics.find(topicName);
     if (!topic) return false;
     char header[kMaxServerHeaderSize];
     std::string_view frameHeader(header, formatFrameHeader(header, opCode, message.size()));
+    // Compressed once per shared-compressor window size; dedicated compressors (each with
+    // its own context) compress per subscriber.
+    struct SharedFrame {
+        bool tried = false;
+        bool compressed = false;
+        char header[kMaxServerHeaderSize];
+        size_t headerLength = 0;
+        std::string payload;
+    };
+    std::unique_ptr<SharedFrame[]> sharedFrames;
     // Handlers for drops run after the loop: they may unsubscribe or close, which would
     // reorder the subscriber list under our feet.
     droppedSockets_.clear();
@@ -165,7 +180,30 @@ bool App::publish(std::string_view topicName, std::string_view message, OpCode o
     for (const Topic::Entry &entry : topic->subscribers) {
         WebSocket *ws = static_cast<WebSocket *>(entry.subscriber->owner);
         if (ws == except || !ws->isOpen()) continue;
-        if (ws->queuePublished(frameHeader, message) == SendStatus::Dropped) {
+        SendStatus status;
+        int windowBits = compress ? ws->sharedCompressorWindowBits() : 0;
+        if (windowBits) {
+            if (!sharedFrames) sharedFrames.reset(new SharedFrame[16]);
+            SharedFrame &frame = sharedFrames[windowBits];
+            if (!frame.tried) {
+                frame.tried = true;
+                frame.compressed = sharedDeflater(windowBits).compress(message, frame.payload, true);
+                frame.headerLength = formatFrameHeader(frame.header, opCode, frame.payload.size(), true, true);
+            }
+            status = frame.compressed && ws->acceptsSharedCompression(message, frame.payload.size())
+                         ? ws->queuePublished(std::string_view(frame.header, frame.headerLength), frame.payload)
+                         : ws->queuePublished(frameHeader, message);
+        } else if (compress && ws->compressionNegotiated() && !ws->wouldDrop(message.size()) &&
+                   ws->compressMessage(message, compressScratch)) {
+            // Checked before compressing: a dedicated compressor's context must only ever
+            // see messages the client will receive.
+            char ownHeader[kMaxServerHeaderSize];
+            size_t ownLength = formatFrameHeader(ownHeader, opCode, compressScratch.size(), true, true);
+            status = ws->queuePublished(std::string_view(ownHeader, ownLength), compressScratch);
+        } else {
+            status = ws->queuePublished(frameHeader, message);
+        }
+        if (status == SendStatus::Dropped) {
             droppedSockets_.push_back(ws);
         } else {
             delivered++;

@@ -123,12 +123,11 @@ bool isValidWebSocketKey(std::string_view key) {
 }
 
 std::string computeAcceptKey(std::string_view key) {
-    char input[128];
-    size_t keyLength = key.size() < 64 ? key.size() : 64;
-    std::memcpy(input, key.data(), keyLength);
-    std::memcpy(input + keyLength, kWebSocketGuid.data(), kWebSocketGuid.size());
+    std::string input;
+    input.reserve(key.size() + kWebSocketGuid.size());
+    input.append(key).append(kWebSocketGuid);
     uint8_t digest[20];
-    sha1(input, keyLength + kWebSocketGuid.size(), digest);
+    sha1(input.data(), input.size(), digest);
     return base64Encode(digest, 20);
 }
 

@@ -136,8 +136,11 @@ void HttpConnection::reject(std::string_view status, std::string_view reason, st
 
 WebSocket *HttpConnection::upgrade(WebSocketContext *context, std::string_view key, std::string_view protocol,
                                    std::string_view extensions, void *wsHandle) {
-    (void)extensions; // permessage-deflate negotiation arrives with the compression issue
     if (responded_ || isClosed()) return nullptr;
+    DeflateAgreement deflate;
+    if (context->behavior.compression && !extensions.empty()) {
+        deflate = negotiateDeflate(extensions, context->behavior.compression);
+    }
     responded_ = true;
     std::string response;
     response.reserve(192);
@@ -150,6 +153,9 @@ WebSocket *HttpConnection::upgrade(WebSocketContext *context, std::string_view k
     if (!selected.empty()) {
         response.append("Sec-WebSocket-Protocol: ").append(selected).append("\r\n");
     }
+    if (deflate.accepted) {
+        response.append("Sec-WebSocket-Extensions: ").append(deflate.responseHeader).append("\r\n");
+    }
     response.append(pendingHeaders_);
     response.append("\r\n");
     write(response);
@@ -157,6 +163,7 @@ WebSocket *HttpConnection::upgrade(WebSocketContext *context, std::string_view k
     releaseHandle();
     WebSocket *ws = new WebSocket(context, fd);
     ws->handle = wsHandle;
+    if (deflate.accepted) ws->enableCompression(deflate);
     handOverTo(ws);
     app_->stats.connectionsOpened.add();
     app_->stats.openConnections.add();

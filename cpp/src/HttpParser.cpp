@@ -107,7 +107,9 @@ HttpParseStatus parseHttpRequest(char *data, size_t length, const HttpLimits &li
 
     // RFC 9112 2.2: ignore empty lines before the request line (a client's stray CRLF after
     // a previous body); bounded so that a stream of CRLFs ends up as 431 like any other.
-    while (pos + 1 < end && data[pos] == '\r' && data[pos + 1] == '\n') {
+    while (pos < end && data[pos] == '\r') {
+        if (pos + 1 == end) return starved;
+        if (data[pos + 1] != '\n') return HttpParseStatus::Malformed;
         pos += 2;
     }
 
@@ -139,18 +141,20 @@ HttpParseStatus parseHttpRequest(char *data, size_t length, const HttpLimits &li
     out.http10 = minor == '0';
     pos += 10;
 
-    // The target: origin-form, or absolute-form whose authority we drop (RFC 9112 3.2.2).
+    // The target: origin-form, or absolute-form whose authority we drop (RFC 9112 3.2.2);
+    // the authority ends at the first '/' or '?' (RFC 3986 3.2).
     std::string_view target = out.target;
     if (target.front() != '/') {
         size_t scheme = target.find("://");
-        if (scheme == std::string_view::npos || target == "*") {
+        if (scheme == std::string_view::npos) {
             return HttpParseStatus::Malformed;
         }
-        size_t slash = target.find('/', scheme + 3);
-        target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+        size_t pathStart = target.find_first_of("/?", scheme + 3);
+        target = pathStart == std::string_view::npos ? std::string_view() : target.substr(pathStart);
     }
     size_t question = target.find('?');
     out.path = target.substr(0, question);
+    if (out.path.empty()) out.path = "/";
     out.query = question == std::string_view::npos ? std::string_view() : target.substr(question + 1);
 
     for (;;) {

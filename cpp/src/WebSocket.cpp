@@ -45,23 +45,56 @@ void WebSocket::onTimeout() {
     end(CloseCode::GoingAway, "idle timeout");
 }
 
-void WebSocket::sendFrame(OpCode opCode, const char *payload, size_t length) {
+void WebSocket::sendFrame(OpCode opCode, const char *payload, size_t length, bool compressed) {
     if (!published_.empty()) flushPublished(); // published frames were queued first
     char header[kMaxServerHeaderSize];
-    size_t headerLength = formatFrameHeader(header, opCode, length);
+    size_t headerLength = formatFrameHeader(header, opCode, length, true, compressed);
     iovec parts[2] = {{header, headerLength}, {const_cast<char *>(payload), length}};
     write(parts, length ? 2 : 1);
     context->app->stats.bytesOut.add(headerLength + length);
 }
 
-SendStatus WebSocket::send(std::string_view message, OpCode opCode) {
+void WebSocket::enableCompression(const DeflateAgreement &agreement) {
+    const WebSocketBehavior &b = context->behavior;
+    auto state = std::make_unique<DeflateState>();
+    state->serverWindowBits = agreement.serverWindowBits;
+    state->serverNoContextTakeover = agreement.serverNoContextTakeover;
+    state->clientNoContextTakeover = agreement.clientNoContextTakeover;
+    uint32_t compressor = CompressOption::compressor(b.compression);
+    if (agreement.serverWindowBits && compressor > CompressOption::SharedCompressor) {
+        int windowBits, memLevel;
+        dedicatedCompressorParameters(compressor, windowBits, memLevel);
+        state->deflater = std::make_unique<Deflater>(agreement.serverWindowBits, memLevel);
+    }
+    if (CompressOption::decompressor(b.compression) > 1) {
+        state->inflater = std::make_unique<Inflater>(agreement.clientWindowBits);
+    }
+    deflate_ = std::move(state);
+    parser_.compressionNegotiated = true;
+}
+
+int WebSocket::sharedCompressorWindowBits() const {
+    return deflate_ && !deflate_->deflater ? deflate_->serverWindowBits : 0;
+}
+
+bool WebSocket::compressMessage(std::string_view message, std::string &out) {
+    if (!deflate_ || !deflate_->serverWindowBits || message.size() < context->behavior.compressionThreshold) return false;
+    if (deflate_->deflater) {
+        // With context takeover the peer's inflater follows ours: the output is used even
+        // when it is not smaller.
+        return deflate_->deflater->compress(message, out, deflate_->serverNoContextTakeover);
+    }
+    Deflater &shared = context->app->sharedDeflater(deflate_->serverWindowBits);
+    return shared.compress(message, out, true) && acceptsSharedCompression(message, out.size());
+}
+
+SendStatus WebSocket::send(std::string_view message, OpCode opCode, bool compress) {
     if (state_ != State::Open) return SendStatus::Dropped;
     const WebSocketBehavior &b = context->behavior;
     AppStats &stats = context->app->stats;
-    size_t buffered = queuedAmount();
     // An empty buffer always takes one message, so a message larger than the limit can
     // still be sent; after that the limit bounds what a slow reader costs us.
-    if (b.maxBackpressure && buffered && buffered + message.size() > b.maxBackpressure) {
+    if (wouldDrop(message.size())) {
         stats.drops.add();
         if (b.closeOnBackpressureLimit) {
             context->app->logf(LogLevel::Warning, "closing " + remoteAddress() + ": over max_backpressure");
@@ -69,7 +102,12 @@ SendStatus WebSocket::send(std::string_view message, OpCode opCode) {
         }
         return SendStatus::Dropped;
     }
-    sendFrame(opCode, message.data(), message.size());
+    std::string &compressed = context->app->compressScratch;
+    if (compress && (opCode == OpCode::Text || opCode == OpCode::Binary) && compressMessage(message, compressed)) {
+        sendFrame(opCode, compressed.data(), compressed.size(), true);
+    } else {
+        sendFrame(opCode, message.data(), message.size());
+    }
     stats.messagesOut.add();
     if (bufferedAmount()) {
         stats.backpressureEvents.add();
@@ -121,11 +159,7 @@ bool WebSocket::publish(std::string_view topic, std::string_view message, OpCode
 
 SendStatus WebSocket::queuePublished(std::string_view header, std::string_view payload) {
     if (state_ != State::Open) return SendStatus::Dropped;
-    const WebSocketBehavior &b = context->behavior;
-    size_t queued = queuedAmount();
-    if (b.maxBackpressure && queued && queued + header.size() + payload.size() > b.maxBackpressure) {
-        return SendStatus::Dropped;
-    }
+    if (wouldDrop(header.size() + payload.size())) return SendStatus::Dropped;
     if (published_.empty()) context->app->markPublished(this);
     published_.append(header).append(payload);
     return bufferedAmount() ? SendStatus::Backpressure : SendStatus::Success;
@@ -163,8 +197,34 @@ void WebSocket::onData(char *data, size_t length) {
 }
 
 bool WebSocket::onMessage(char *data, size_t length, OpCode opCode, bool compressed) {
-    (void)compressed; // never set until permessage-deflate is negotiated
     if (state_ != State::Open) return !isClosed();
+    if (compressed) {
+        App *app = context->app;
+        Inflater &inflater = deflate_->inflater ? *deflate_->inflater : app->sharedInflater();
+        bool reset = !deflate_->inflater || deflate_->clientNoContextTakeover;
+        std::string &inflated = app->inflateScratch;
+        switch (inflater.inflate(std::string_view(data, length), inflated, context->behavior.maxPayloadLength, reset)) {
+        case InflateResult::TooLarge:
+            onProtocolError(CloseCode::MessageTooBig, "inflated message over max_payload_length");
+            return false;
+        case InflateResult::Invalid:
+            onProtocolError(CloseCode::InvalidPayload, "invalid deflate data");
+            return false;
+        case InflateResult::Ok:
+            break;
+        }
+        if (opCode == OpCode::Text && !isValidUtf8(inflated.data(), inflated.size())) {
+            onProtocolError(CloseCode::InvalidPayload, "invalid UTF-8 in text message");
+            return false;
+        }
+        // The scratch buffer is shared by the loop: hand the handler a private view.
+        std::string message;
+        message.swap(inflated);
+        context->app->stats.messagesIn.add();
+        if (context->behavior.message) context->behavior.message(this, message, opCode);
+        message.swap(inflated);
+        return !isClosed();
+    }
     context->app->stats.messagesIn.add();
     if (context->behavior.message) context->behavior.message(this, std::string_view(data, length), opCode);
     return !isClosed();

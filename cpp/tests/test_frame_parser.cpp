@@ -120,7 +120,7 @@ Event pong(std::string payload) { return {Event::Pong, OpCode::Continuation, fal
 Event closed(uint16_t code, std::string reason = "") {
     return {Event::Close, OpCode::Continuation, false, std::move(reason), code, ""};
 }
-Event protocolError(uint16_t code) { return {Event::Error, OpCode::Continuation, false, "", code, ""}; }
+Event refused(uint16_t code) { return {Event::Error, OpCode::Continuation, false, "", code, ""}; }
 
 struct RecordingSink {
     std::vector<Event> events;
@@ -149,6 +149,8 @@ struct Config {
     bool compressionNegotiated = false;
     size_t stopAtEvent = 0;
 };
+
+const Config kCompression{16 * 1024 * 1024, true};
 
 struct Outcome {
     std::vector<Event> events;
@@ -311,6 +313,9 @@ void testCloseFrames() {
 // ---- protocol errors --------------------------------------------------------------------
 
 struct ErrorCase {
+    ErrorCase(std::string name, std::string wire, std::vector<Event> expected, Config config = {})
+        : name(std::move(name)), wire(std::move(wire)), expected(std::move(expected)), config(config) {}
+
     std::string name;
     std::string wire;
     std::vector<Event> expected; // ends with the error
@@ -320,91 +325,93 @@ struct ErrorCase {
 std::vector<ErrorCase> errorCases() {
     using namespace uws::CloseCode;
     std::vector<ErrorCase> cases = {
-        {"unmasked text", frame(kFin | op(OpCode::Text), "hi", false), {protocolError(ProtocolError)}},
-        {"unmasked ping", frame(kFin | op(OpCode::Ping), "", false), {protocolError(ProtocolError)}},
-        {"unmasked after a good frame", frame(kFin | op(OpCode::Text), "ok") + frame(kFin | op(OpCode::Binary), "x", false),
-         {message(OpCode::Text, "ok"), protocolError(ProtocolError)}},
-        {"RSV1 without compression", frame(kFin | kRsv1 | op(OpCode::Text), "hi"), {protocolError(ProtocolError)}},
-        {"RSV2", frame(kFin | kRsv2 | op(OpCode::Text), "hi"), {protocolError(ProtocolError)}},
-        {"RSV3", frame(kFin | kRsv3 | op(OpCode::Binary), "hi"), {protocolError(ProtocolError)}},
-        {"RSV2 with compression", frame(kFin | kRsv2 | op(OpCode::Text), "hi"), {protocolError(ProtocolError)}, {16 << 20, true}},
-        {"RSV1 on a ping with compression", frame(kFin | kRsv1 | op(OpCode::Ping), ""), {protocolError(ProtocolError)},
-         {16 << 20, true}},
+        {"unmasked text", frame(kFin | op(OpCode::Text), "hi", false), {refused(ProtocolError)}},
+        {"unmasked ping", frame(kFin | op(OpCode::Ping), "", false), {refused(ProtocolError)}},
+        {"unmasked after a good frame",
+         frame(kFin | op(OpCode::Text), "ok") + frame(kFin | op(OpCode::Binary), "x", false),
+         {message(OpCode::Text, "ok"), refused(ProtocolError)}},
+        {"RSV1 without compression", frame(kFin | kRsv1 | op(OpCode::Text), "hi"), {refused(ProtocolError)}},
+        {"RSV2", frame(kFin | kRsv2 | op(OpCode::Text), "hi"), {refused(ProtocolError)}},
+        {"RSV3", frame(kFin | kRsv3 | op(OpCode::Binary), "hi"), {refused(ProtocolError)}},
+        {"RSV2 with compression", frame(kFin | kRsv2 | op(OpCode::Text), "hi"), {refused(ProtocolError)}, kCompression},
+        {"RSV1 on a ping with compression", frame(kFin | kRsv1 | op(OpCode::Ping), ""), {refused(ProtocolError)},
+         kCompression},
         {"RSV1 on a continuation with compression",
          frame(kRsv1 | op(OpCode::Text), "a") + frame(kFin | kRsv1 | op(OpCode::Continuation), "b"),
-         {protocolError(ProtocolError)}, {16 << 20, true}},
-        {"ping over 125 bytes", frame(kFin | op(OpCode::Ping), text(126)), {protocolError(ProtocolError)}},
-        {"pong over 125 bytes, header only", header(kFin | op(OpCode::Pong), 70000), {protocolError(ProtocolError)}},
+         {refused(ProtocolError)}, kCompression},
+        {"ping over 125 bytes", frame(kFin | op(OpCode::Ping), text(126)), {refused(ProtocolError)}},
+        {"pong over 125 bytes, header only", header(kFin | op(OpCode::Pong), 70000), {refused(ProtocolError)}},
         {"close over 125 bytes", frame(kFin | op(OpCode::Close), closePayload(1000, text(124))),
-         {protocolError(ProtocolError)}},
-        {"fragmented ping", frame(op(OpCode::Ping), "a"), {protocolError(ProtocolError)}},
-        {"fragmented close", frame(op(OpCode::Close), closePayload(1000)), {protocolError(ProtocolError)}},
-        {"continuation without a start", frame(kFin | op(OpCode::Continuation), "x"), {protocolError(ProtocolError)}},
-        {"non-final continuation without a start", frame(op(OpCode::Continuation), "x"), {protocolError(ProtocolError)}},
+         {refused(ProtocolError)}},
+        {"fragmented ping", frame(op(OpCode::Ping), "a"), {refused(ProtocolError)}},
+        {"fragmented close", frame(op(OpCode::Close), closePayload(1000)), {refused(ProtocolError)}},
+        {"continuation without a start", frame(kFin | op(OpCode::Continuation), "x"), {refused(ProtocolError)}},
+        {"non-final continuation without a start", frame(op(OpCode::Continuation), "x"), {refused(ProtocolError)}},
         {"continuation after a finished message",
          frame(kFin | op(OpCode::Text), "a") + frame(kFin | op(OpCode::Continuation), "b"),
-         {message(OpCode::Text, "a"), protocolError(ProtocolError)}},
+         {message(OpCode::Text, "a"), refused(ProtocolError)}},
         {"text inside a fragmented message",
-         frame(op(OpCode::Text), "a") + frame(kFin | op(OpCode::Text), "b"), {protocolError(ProtocolError)}},
+         frame(op(OpCode::Text), "a") + frame(kFin | op(OpCode::Text), "b"), {refused(ProtocolError)}},
         {"binary inside a fragmented message",
          frame(op(OpCode::Binary), "a") + frame(kFin | op(OpCode::Ping), "p") + frame(op(OpCode::Binary), "b"),
-         {ping("p"), protocolError(ProtocolError)}},
+         {ping("p"), refused(ProtocolError)}},
         {"64-bit length with the top bit set",
-         std::string("\x82\xFF\x80\x00\x00\x00\x00\x00\x00\x00", 10) + std::string(reinterpret_cast<const char *>(kMask), 4),
-         {protocolError(ProtocolError)}},
-        {"close with a 1-byte payload", frame(kFin | op(OpCode::Close), "\x03"), {protocolError(ProtocolError)}},
+         std::string("\x82\xFF\x80\x00\x00\x00\x00\x00\x00\x00", 10) +
+             std::string(reinterpret_cast<const char *>(kMask), 4),
+         {refused(ProtocolError)}},
+        {"close with a 1-byte payload", frame(kFin | op(OpCode::Close), "\x03"), {refused(ProtocolError)}},
 
-        {"invalid UTF-8 in a text frame", frame(kFin | op(OpCode::Text), "ab\xFF" "cd"), {protocolError(InvalidPayload)}},
-        {"surrogate in a text frame", frame(kFin | op(OpCode::Text), "\xED\xA0\x80"), {protocolError(InvalidPayload)}},
+        {"invalid UTF-8 in a text frame", frame(kFin | op(OpCode::Text), "ab\xFF" "cd"), {refused(InvalidPayload)}},
+        {"surrogate in a text frame", frame(kFin | op(OpCode::Text), "\xED\xA0\x80"), {refused(InvalidPayload)}},
         {"text frame ending inside a code point", frame(kFin | op(OpCode::Text), "abc\xE2\x82"),
-         {protocolError(InvalidPayload)}},
+         {refused(InvalidPayload)}},
         {"big text frame with a bad byte", frame(kFin | op(OpCode::Text), text(70000) + "\xC0\x80"),
-         {protocolError(InvalidPayload)}},
+         {refused(InvalidPayload)}},
         {"code point broken across fragments",
-         frame(op(OpCode::Text), "ok\xCE") + frame(kFin | op(OpCode::Continuation), "A"), {protocolError(InvalidPayload)}},
+         frame(op(OpCode::Text), "ok\xCE") + frame(kFin | op(OpCode::Continuation), "A"), {refused(InvalidPayload)}},
         {"text message ending inside a code point",
          frame(op(OpCode::Text), "ok") + frame(kFin | op(OpCode::Continuation), "\xF0\x9F\x98"),
-         {protocolError(InvalidPayload)}},
+         {refused(InvalidPayload)}},
         {"invalid UTF-8 in a close reason", frame(kFin | op(OpCode::Close), closePayload(1000, "bad \xFF")),
-         {protocolError(InvalidPayload)}},
+         {refused(InvalidPayload)}},
         {"close reason ending inside a code point", frame(kFin | op(OpCode::Close), closePayload(1000, "\xCE")),
-         {protocolError(InvalidPayload)}},
+         {refused(InvalidPayload)}},
 
         // maxPayloadLength 1000: refused from the header, before any payload is sent.
-        {"frame over the limit, header only", header(kFin | op(OpCode::Binary), 1001), {protocolError(MessageTooBig)},
+        {"frame over the limit, header only", header(kFin | op(OpCode::Binary), 1001), {refused(MessageTooBig)},
          {1000, false}},
-        {"text frame over the limit, header only", header(kFin | op(OpCode::Text), 1001), {protocolError(MessageTooBig)},
+        {"text frame over the limit, header only", header(kFin | op(OpCode::Text), 1001), {refused(MessageTooBig)},
          {1000, false}},
         {"fragments over the limit, header only",
          frame(op(OpCode::Binary), binary(600)) + frame(kFin | op(OpCode::Ping), "p") +
              frame(op(OpCode::Continuation), binary(300)) + header(kFin | op(OpCode::Continuation), 101),
-         {ping("p"), protocolError(MessageTooBig)}, {1000, false}},
-        {"first fragment over the limit, header only", header(op(OpCode::Text), 1001), {protocolError(MessageTooBig)},
+         {ping("p"), refused(MessageTooBig)}, {1000, false}},
+        {"first fragment over the limit, header only", header(op(OpCode::Text), 1001), {refused(MessageTooBig)},
          {1000, false}},
         {"default limit, header only", header(kFin | op(OpCode::Binary), 16 * 1024 * 1024 + 1),
-         {protocolError(MessageTooBig)}},
-        {"64-bit length, header only", header(kFin | op(OpCode::Binary), uint64_t(1) << 40), {protocolError(MessageTooBig)}},
+         {refused(MessageTooBig)}},
+        {"64-bit length, header only", header(kFin | op(OpCode::Binary), uint64_t(1) << 40), {refused(MessageTooBig)}},
         {"largest 64-bit length, header only", header(kFin | op(OpCode::Binary), (uint64_t(1) << 63) - 1),
-         {protocolError(MessageTooBig)}},
+         {refused(MessageTooBig)}},
     };
 
     // Fail fast: the error comes with the first bad fragment (or bytes), not at the message's end.
     cases.push_back({"first fragment with bad UTF-8, nothing after", frame(op(OpCode::Text), "ok\xFF"),
-                     {protocolError(InvalidPayload)}, {}});
+                     {refused(InvalidPayload)}});
     cases.push_back({"second fragment with bad UTF-8, nothing after",
                      frame(op(OpCode::Text), "fine ") + frame(op(OpCode::Continuation), "\xED\xBF\xBF more"),
-                     {protocolError(InvalidPayload)}, {}});
+                     {refused(InvalidPayload)}});
     std::string partialFrame = frame(kFin | op(OpCode::Text), "abc\xF5" + text(5000));
     partialFrame.resize(header(kFin | op(OpCode::Text), 5004).size() + 4);
-    cases.push_back({"bad byte early in a frame still arriving", partialFrame, {protocolError(InvalidPayload)}, {}});
+    cases.push_back({"bad byte early in a frame still arriving", partialFrame, {refused(InvalidPayload)}});
 
     for (uint8_t opCode : {3, 4, 5, 6, 7, 11, 12, 13, 14, 15}) {
-        cases.push_back({"opcode " + std::to_string(opCode), frame(kFin | opCode, "x"), {protocolError(ProtocolError)}, {}});
-        cases.push_back({"non-final opcode " + std::to_string(opCode), frame(opCode, ""), {protocolError(ProtocolError)}, {}});
+        cases.push_back({"opcode " + std::to_string(opCode), frame(kFin | opCode, "x"), {refused(ProtocolError)}});
+        cases.push_back({"non-final opcode " + std::to_string(opCode), frame(opCode, ""), {refused(ProtocolError)}});
     }
     for (uint16_t code : {0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535}) {
         cases.push_back({"close code " + std::to_string(code), frame(kFin | op(OpCode::Close), closePayload(code)),
-                         {protocolError(ProtocolError)}, {}});
+                         {refused(ProtocolError)}});
     }
     return cases;
 }
@@ -427,7 +434,7 @@ void testLimitIsInclusive() {
     // Each message starts counting afresh.
     expectEvents(frame(op(OpCode::Binary), binary(700)) + frame(kFin | op(OpCode::Continuation), binary(300)) +
                      frame(kFin | op(OpCode::Binary), binary(1000)),
-                 {message(OpCode::Binary, binary(1000)), message(OpCode::Binary, binary(1000))}, limit);
+                 {message(OpCode::Binary, binary(700) + binary(300)), message(OpCode::Binary, binary(1000))}, limit);
 }
 
 void testBinaryIsNotValidated() {
@@ -439,15 +446,15 @@ void testBinaryIsNotValidated() {
 // With permessage-deflate negotiated, RSV1 marks a compressed message, which the sink validates
 // after inflating: the parser must pass its bytes through untouched.
 void testCompressedMessages() {
-    const Config compression{16 << 20, true};
     const std::string deflated("\xF2\x48\xCD\xC9\xC9\x07\x00\xFF", 8);
-    expectEvents(frame(kFin | kRsv1 | op(OpCode::Text), deflated), {message(OpCode::Text, deflated, true)}, compression);
+    expectEvents(frame(kFin | kRsv1 | op(OpCode::Text), deflated), {message(OpCode::Text, deflated, true)},
+                 kCompression);
     expectEvents(frame(kRsv1 | op(OpCode::Text), deflated.substr(0, 3)) +
                      frame(kFin | op(OpCode::Ping), "") +
                      frame(kFin | op(OpCode::Continuation), deflated.substr(3)),
-                 {ping(""), message(OpCode::Text, deflated, true)}, compression);
+                 {ping(""), message(OpCode::Text, deflated, true)}, kCompression);
     expectEvents(frame(kFin | op(OpCode::Text), "plain") + frame(kFin | kRsv1 | op(OpCode::Binary), deflated),
-                 {message(OpCode::Text, "plain"), message(OpCode::Binary, deflated, true)}, compression);
+                 {message(OpCode::Text, "plain"), message(OpCode::Binary, deflated, true)}, kCompression);
 }
 
 void testSinkCanStopParsing() {

@@ -171,7 +171,8 @@ void testMalformed() {
 void testUnsupportedVersion() {
     for (const char *version : {"HTTP/2.0", "HTTP/1.2", "HTTP/0.9", "HTTP/3.0"}) {
         check::Scope scope(version);
-        CHECK_EQ(statusOf(std::string("GET / ") + version + "\r\nHost: a\r\n\r\n"), HttpParseStatus::UnsupportedVersion);
+        const std::string request = std::string("GET / ") + version + "\r\nHost: a\r\n\r\n";
+        CHECK_EQ(statusOf(request), HttpParseStatus::UnsupportedVersion);
     }
 }
 
@@ -248,7 +249,8 @@ void testHeaderNamesLowercasedInPlace() {
 
 void testValueWhitespaceTrimmed() {
     Parsed parsed;
-    parseInto(parsed, requestWithHeaders({"A:   spaced  out \t ", "B:\tx", "C:", "D:    ", "E:no-space", "F: \xE9t\xE9"}));
+    parseInto(parsed,
+              requestWithHeaders({"A:   spaced  out \t ", "B:\tx", "C:", "D:    ", "E:no-space", "F: \xE9t\xE9"}));
     CHECK_EQ(parsed.status, HttpParseStatus::Complete);
     const HttpRequest &request = parsed.request;
     CHECK_EQ(request.header("a"), "spaced  out");
@@ -364,6 +366,14 @@ void testDecodeQueryComponent() {
             CHECK_EQ(out, c.out);
         }
     }
+    // An escape cut short by the end of the view, even when the bytes after the view would
+    // complete it: the decoder must not look past its input.
+    std::string cut = "stale";
+    CHECK(!uws::decodeQueryComponent(std::string_view("%41", 2), cut));
+    CHECK(!uws::decodeQueryComponent(std::string_view("x%4142", 3), cut));
+    std::string value;
+    CHECK(!uws::findQueryValue(std::string_view("a=%41", 4), "a", value));
+
     std::string nul;
     CHECK(uws::decodeQueryComponent("a%00b", nul));
     CHECK_EQ(nul, withNul("a\0b"));

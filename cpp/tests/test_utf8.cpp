@@ -43,7 +43,8 @@ std::vector<Case> cases() {
         valid("U+10000", "\xF0\x90\x80\x80"),
         valid("U+10FFFF", "\xF4\x8F\xBF\xBF"),
         valid("kosme", kKosme),
-        valid("ascii runs around multibyte", "The quick brown fox \xE2\x80\x94 " + kKosme + " \xF0\x9F\x98\x80 jumps over"),
+        valid("ascii runs around multibyte",
+              "The quick brown fox \xE2\x80\x94 " + kKosme + " \xF0\x9F\x98\x80 jumps over"),
         valid("U+FFFE and U+FFFF are not surrogates", "\xEF\xBF\xBE\xEF\xBF\xBF"),
 
         truncated("2-byte lead alone", "\xC2"),

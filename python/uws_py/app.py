@@ -51,6 +51,9 @@ _OPTION_DEFAULTS: dict[str, Any] = {
     "close_on_backpressure_limit": False,
     "send_pings_automatically": True,
     "compression": CompressOptions.DISABLED,
+    # Messages shorter than this (bytes) are sent uncompressed even with compress=True;
+    # below ~64 bytes deflate's framing costs more than it saves. 0 compresses everything.
+    "compression_threshold": 64,
 }
 
 
@@ -82,7 +85,7 @@ class App:
         ``behavior`` holds handlers (``open``, ``message``, ``drain``, ``close``, ``upgrade``,
         ``ping``, ``pong``, ``subscription``, ``dropped``) and options (``max_payload_length``, ``idle_timeout``,
         ``max_backpressure``, ``close_on_backpressure_limit``, ``send_pings_automatically``,
-        ``compression``); unknown keys raise ``TypeError``.
+        ``compression``, ``compression_threshold``); unknown keys raise ``TypeError``.
         """
         unknown = set(behavior) - set(_HANDLERS) - set(_OPTION_DEFAULTS)
         if unknown:
@@ -97,7 +100,7 @@ class App:
                 raise TypeError(f"ws() behavior '{name}' must be callable, not {type(handler).__name__}")
             handlers[name] = handler
         options = {**_OPTION_DEFAULTS, **{k: v for k, v in behavior.items() if k in _OPTION_DEFAULTS}}
-        for name in ("max_payload_length", "idle_timeout", "max_backpressure"):
+        for name in ("max_payload_length", "idle_timeout", "max_backpressure", "compression_threshold"):
             value = options[name]
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"ws() option '{name}' must be a non-negative int, not {value!r}")

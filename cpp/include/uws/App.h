@@ -49,6 +49,13 @@ public:
     // Writes every pending publish batch: one write per subscriber.
     void drainPublished();
 
+    // permessage-deflate streams shared by every socket of this loop that agreed to no
+    // context takeover, and scratch buffers for one message at a time.
+    Deflater &sharedDeflater(int windowBits);
+    Inflater &sharedInflater() { return sharedInflater_; }
+    std::string compressScratch;
+    std::string inflateScratch;
+
     Loop &loop() { return loop_; }
     TopicTree topics;
     AppStats stats;
@@ -78,6 +85,8 @@ private:
     std::vector<std::unique_ptr<Listener>> listeners_;
     std::vector<std::unique_ptr<WebSocketContext>> contexts_;
     HttpRouter<WebSocketContext *> router_;
+    std::unique_ptr<Deflater> sharedDeflaters_[16];
+    Inflater sharedInflater_{15};
     std::vector<WebSocket *> publishedSockets_;
     std::vector<WebSocket *> droppedSockets_;
     bool closing_ = false;

@@ -4,9 +4,11 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 
+#include "uws/PerMessageDeflate.h"
 #include "uws/Socket.h"
 #include "uws/TopicTree.h"
 #include "uws/WebSocketProtocol.h"
@@ -33,6 +35,9 @@ struct WebSocketBehavior {
     // Ping halfway through idleTimeout so that live but quiet clients stay connected.
     bool sendPingsAutomatically = true;
     uint32_t compression = 0;
+    // Messages shorter than this go out uncompressed, and so does a message the shared
+    // compressor could not shrink; 0 compresses everything.
+    size_t compressionThreshold = kDefaultCompressThreshold;
 
     std::function<void(HttpConnection *, HttpRequest *, WebSocketContext *)> upgrade;
     std::function<void(WebSocket *)> open;
@@ -60,7 +65,22 @@ class WebSocket final : public Socket {
 public:
     WebSocket(WebSocketContext *context, int fd);
 
-    SendStatus send(std::string_view message, OpCode opCode = OpCode::Binary);
+    // compress: deflate it when permessage-deflate was negotiated and it pays (see
+    // kCompressThreshold).
+    SendStatus send(std::string_view message, OpCode opCode = OpCode::Binary, bool compress = false);
+    // permessage-deflate as agreed in the handshake.
+    void enableCompression(const DeflateAgreement &agreement);
+    bool compressionNegotiated() const { return deflate_ != nullptr; }
+    // Window bits of the shared compressor this socket can take, 0 if none (publish uses it
+    // to compress a message once for all such subscribers).
+    int sharedCompressorWindowBits() const;
+    // Compresses message for this socket into out; false: send it uncompressed.
+    bool compressMessage(std::string_view message, std::string &out);
+    // Given the shared compressor's output for message, should this socket get it?
+    bool acceptsSharedCompression(std::string_view message, size_t compressedSize) const {
+        size_t threshold = context->behavior.compressionThreshold;
+        return message.size() >= threshold && (threshold == 0 || compressedSize < message.size());
+    }
     // Starts the close handshake; the close handler runs now.
     void end(uint16_t code = CloseCode::Normal, std::string_view reason = {});
     // Closes the TCP connection at once; the close handler gets 1006.
@@ -79,6 +99,13 @@ public:
     // Fan-out: a published frame is appended here and the whole batch leaves in one write
     // when the loop iteration ends (or before anything else is sent to this socket).
     SendStatus queuePublished(std::string_view header, std::string_view payload);
+    // Would queueing this many more bytes cross maxBackpressure? (An empty queue always
+    // takes one message.)
+    bool wouldDrop(size_t bytes) const {
+        size_t queued = queuedAmount();
+        size_t limit = context->behavior.maxBackpressure;
+        return limit && queued && queued + bytes > limit;
+    }
     void flushPublished();
     // Bytes queued for this socket: backpressure plus published frames not yet written.
     size_t queuedAmount() const { return bufferedAmount() + published_.size(); }
@@ -109,12 +136,21 @@ private:
     void onEnd() override;
     void onDrained() override;
     void onClosed() override;
-    void sendFrame(OpCode opCode, const char *payload, size_t length);
+    void sendFrame(OpCode opCode, const char *payload, size_t length, bool compressed = false);
     void sendClose(uint16_t code, std::string_view reason);
     void runCloseHandler(int code, std::string_view reason);
     void restartIdleTimer();
 
+    struct DeflateState {
+        int serverWindowBits;
+        bool serverNoContextTakeover;
+        bool clientNoContextTakeover;
+        std::unique_ptr<Deflater> deflater; // dedicated compressor, else the App's shared ones
+        std::unique_ptr<Inflater> inflater; // dedicated decompressor, else the App's shared one
+    };
+
     WebSocketParser parser_;
+    std::unique_ptr<DeflateState> deflate_;
     Subscriber subscriber_;
     std::string published_;
     State state_ = State::Open;
