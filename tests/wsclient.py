@@ -18,6 +18,7 @@ import os
 import socket
 import struct
 import time
+import zlib
 from enum import IntEnum
 from typing import Iterable, NamedTuple, Optional, Union
 
@@ -128,11 +129,21 @@ def parse_frame(buffer: Union[bytes, bytearray]) -> Optional[tuple]:
     """Parses one server frame at the start of buffer: (Frame, bytes consumed), or None if the
     buffer holds only part of a frame. No extension is ever negotiated, so any reserved bit is
     a violation."""
+    parsed = parse_frame_with_rsv(buffer)
+    if parsed is None:
+        return None
+    frame, _, used = parsed
+    return frame, used
+
+
+def parse_frame_with_rsv(buffer: Union[bytes, bytearray], allowed_rsv: int = 0) -> Optional[tuple]:
+    """Like parse_frame, returning (Frame, rsv, bytes consumed); reserved bits outside
+    allowed_rsv (RSV1 once permessage-deflate is negotiated) are a violation."""
     if len(buffer) < 2:
         return None
     first, second = buffer[0], buffer[1]
     rsv = (first >> 4) & 0x7
-    if rsv:
+    if rsv & ~allowed_rsv:
         raise ProtocolViolation(f"server frame has reserved bits {rsv:#05b} set")
     if second & 0x80:
         raise ProtocolViolation("server frame is masked (RFC 6455 5.1 forbids it)")
@@ -151,7 +162,7 @@ def parse_frame(buffer: Union[bytes, bytearray]) -> Optional[tuple]:
     if len(buffer) < offset + length:
         return None
     frame = Frame(bool(first & 0x80), first & 0x0F, bytes(buffer[offset : offset + length]))
-    return frame, offset + length
+    return frame, rsv, offset + length
 
 
 def encode_close_payload(code: Optional[int] = None, reason: Union[bytes, str] = b"") -> bytes:
@@ -170,6 +181,42 @@ def parse_close_payload(payload: bytes) -> tuple:
         raise ProtocolViolation("close payload of 1 byte (RFC 6455 5.5.1)")
     (code,) = struct.unpack_from("!H", payload)
     return code, bytes(payload[2:])
+
+
+DEFLATE_TAIL = b"\x00\x00\xff\xff"
+# Inflated bytes per zlib call; well under any window, so the window bound is enforced.
+INFLATE_STEP = 512
+INFLATE_INPUT_STEP = 4096
+
+
+def parse_extensions(value: Optional[str]) -> list:
+    """A Sec-WebSocket-Extensions value as [(name, [(parameter, value or None), ...]), ...], in
+    order, parameters in the order written; quotes around a value are removed."""
+    if not value:
+        return []
+    extensions = []
+    for extension in value.split(","):
+        name, *parameters = [part.strip() for part in extension.split(";")]
+        parsed = []
+        for parameter in parameters:
+            key, eq, raw = parameter.partition("=")
+            raw = raw.strip()
+            if len(raw) >= 2 and raw[0] == raw[-1] == '"':
+                raw = raw[1:-1]
+            parsed.append((key.strip(), raw if eq else None))
+        extensions.append((name, parsed))
+    return extensions
+
+
+def deflate_message(data: bytes, window_bits: int = 15, compressor=None) -> bytes:
+    """One permessage-deflate message body (RFC 7692 7.2.1): raw deflate ended by a sync flush,
+    its trailing 00 00 FF FF removed. A compressor (zlib.compressobj with wbits=-window_bits)
+    passed in keeps its context across messages; without one every message starts afresh."""
+    if compressor is None:
+        compressor = zlib.compressobj(6, zlib.DEFLATED, -window_bits)
+    body = compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert body.endswith(DEFLATE_TAIL), "zlib sync flush did not end with 00 00 FF FF"
+    return body[:-4]
 
 
 def handshake_request(
@@ -356,6 +403,15 @@ class Client:
         self.response = response
         self.pings_received: list = []
         self._buffer = bytearray(leftover)
+        # With permessage-deflate agreed, RSV1 marks a compressed message; otherwise any
+        # reserved bit from the server is a violation.
+        self.deflate_negotiated = any(
+            name == "permessage-deflate"
+            for name, _ in parse_extensions(response.headers.get("sec-websocket-extensions"))
+        )
+        # The window the inflater accepts; a test lowers it to check server_max_window_bits.
+        self.inflate_window_bits = 15
+        self._inflater = None
 
     def __enter__(self) -> Client:
         return self
@@ -390,13 +446,18 @@ class Client:
         self.send_frame(Op.CLOSE, encode_close_payload(code, reason))
 
     def recv_frame(self, timeout: float = DEFAULT_TIMEOUT) -> Frame:
+        return self.recv_frame_with_rsv(timeout)[0]
+
+    def recv_frame_with_rsv(self, timeout: float = DEFAULT_TIMEOUT) -> tuple:
+        """The next frame as it arrived, compressed or not: (Frame, rsv bits)."""
         deadline = time.monotonic() + timeout
+        allowed_rsv = RSV1 if self.deflate_negotiated else 0
         while True:
-            parsed = parse_frame(self._buffer)
+            parsed = parse_frame_with_rsv(self._buffer, allowed_rsv)
             if parsed is not None:
-                frame, used = parsed
+                frame, rsv, used = parsed
                 del self._buffer[:used]
-                return frame
+                return frame, rsv
             chunk = _recv_some(self.sock, deadline, "a WebSocket frame")
             if not chunk:
                 raise ConnectionClosed(
@@ -407,18 +468,26 @@ class Client:
     def recv_message(self, timeout: float = DEFAULT_TIMEOUT, answer_pings: bool = True) -> Message:
         """The next data message, reassembled from its fragments, or the next close frame as
         Message(Op.CLOSE, payload). Pings are recorded in pings_received (and answered with a
-        pong of the same payload if answer_pings); pongs are skipped."""
+        pong of the same payload if answer_pings); pongs are skipped. A compressed message is
+        returned inflated."""
+        return self.recv_message_compressed(timeout, answer_pings)[0]
+
+    def recv_message_compressed(
+        self, timeout: float = DEFAULT_TIMEOUT, answer_pings: bool = True
+    ) -> tuple:
+        """Like recv_message, returning (Message, whether it arrived compressed)."""
         deadline = time.monotonic() + timeout
         opcode = None
+        compressed = False
         parts = []
         while True:
-            frame = self.recv_frame(max(deadline - time.monotonic(), 0.001))
+            frame, rsv = self.recv_frame_with_rsv(max(deadline - time.monotonic(), 0.001))
             if frame.opcode >= Op.CLOSE:
-                if not frame.fin or len(frame.payload) > 125:
+                if not frame.fin or len(frame.payload) > 125 or rsv:
                     raise ProtocolViolation(f"invalid control frame from server: {frame.opcode}")
                 if frame.opcode == Op.CLOSE:
                     parse_close_payload(frame.payload)
-                    return Message(Op.CLOSE, frame.payload)
+                    return Message(Op.CLOSE, frame.payload), False
                 if frame.opcode == Op.PING:
                     self.pings_received.append(frame.payload)
                     if answer_pings:
@@ -429,15 +498,20 @@ class Client:
             if frame.opcode == Op.CONTINUATION:
                 if opcode is None:
                     raise ProtocolViolation("continuation frame from server without a start")
+                if rsv:
+                    raise ProtocolViolation("RSV1 on a continuation frame (RFC 7692 6.1)")
             elif frame.opcode in (Op.TEXT, Op.BINARY):
                 if opcode is not None:
                     raise ProtocolViolation("server started a message inside a fragmented one")
                 opcode = frame.opcode
+                compressed = bool(rsv)
             else:
                 raise ProtocolViolation(f"unknown data opcode {frame.opcode} from server")
             parts.append(frame.payload)
             if frame.fin:
                 payload = b"".join(parts)
+                if compressed:
+                    payload = self._inflate(payload)
                 if opcode == Op.TEXT:
                     try:
                         payload.decode("utf-8")
@@ -445,7 +519,43 @@ class Client:
                         raise ProtocolViolation(
                             f"server sent invalid UTF-8 text: {error}"
                         ) from None
-                return Message(opcode, payload)
+                return Message(opcode, payload), compressed
+
+    def _inflate(self, body: bytes) -> bytes:
+        # One inflater for the connection: it follows a server that keeps its context, and a
+        # server that resets it never refers back, so either way it decodes. Output comes in
+        # small steps so that every back reference must reach into the inflater's window: a
+        # server that compresses with a larger window than agreed fails here.
+        if self._inflater is None:
+            self._inflater = zlib.decompressobj(-self.inflate_window_bits)
+        stream = body + DEFLATE_TAIL
+        parts = []
+        try:
+            # Input in slices too, so unconsumed_tail (copied on every call) stays short.
+            for start in range(0, len(stream), INFLATE_INPUT_STEP):
+                data = stream[start : start + INFLATE_INPUT_STEP]
+                while True:
+                    out = self._inflater.decompress(data, INFLATE_STEP)
+                    parts.append(out)
+                    data = self._inflater.unconsumed_tail
+                    if self._inflater.eof or (not data and len(out) < INFLATE_STEP):
+                        break
+                if self._inflater.eof:
+                    break
+        except zlib.error as error:
+            raise ProtocolViolation(f"server sent invalid deflate data: {error}") from None
+        if self._inflater.eof:
+            # A final block: RFC 7692 allows it, and the next message starts a new stream.
+            self._inflater = None
+        return b"".join(parts)
+
+    def send_compressed(
+        self, opcode: int, payload: Union[str, bytes], compressor=None, window_bits: int = 15
+    ) -> None:
+        """Sends one message compressed (RSV1 set), fresh context unless compressor is given."""
+        if isinstance(payload, str):
+            payload = payload.encode("utf-8")
+        self.send_frame(opcode, deflate_message(payload, window_bits, compressor), rsv=RSV1)
 
     def expect_close(self, timeout: float = DEFAULT_TIMEOUT) -> tuple:
         """Skips data until the server's close frame; returns its (code, reason bytes)."""

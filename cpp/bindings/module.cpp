@@ -349,10 +349,10 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<PyHttpRequest>(m, "HttpRequest", "The request head, valid only during the handler it is passed to.")
         .def("get_header", [](const PyHttpRequest &self, const std::string &name) -> py::object {
-            std::string_view value = self.get().header(lowercase(name));
-            if (value.data() == nullptr && !self.get().hasHeader(lowercase(name))) return py::none();
-            return latin1(value);
-        }, py::arg("name"), "A header's value (name case-insensitive), or None.")
+            std::string lower = lowercase(name);
+            if (!self.get().hasHeader(lower)) return py::none();
+            return latin1(self.get().combinedHeader(lower));
+        }, py::arg("name"), "A header's value (name case-insensitive; repeated lines joined by ', '), or None.")
         .def("get_method", [](const PyHttpRequest &self) { return lowercase(std::string(self.get().method)); },
              "The method in lowercase, as uWebSockets.js does ('get').")
         .def("get_case_sensitive_method", [](const PyHttpRequest &self) { return latin1(self.get().method); })

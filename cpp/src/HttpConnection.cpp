@@ -93,8 +93,8 @@ void HttpConnection::handleRequest(HttpRequest &request, size_t headLength) {
         context->behavior.upgrade(this, &request, context);
         return;
     }
-    upgrade(context, key, request.header("sec-websocket-protocol"), request.header("sec-websocket-extensions"),
-            nullptr);
+    upgrade(context, key, request.combinedHeader("sec-websocket-protocol"),
+            request.combinedHeader("sec-websocket-extensions"), nullptr);
 }
 
 HttpConnection &HttpConnection::writeStatus(std::string_view status) {

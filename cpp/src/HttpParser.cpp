@@ -56,6 +56,16 @@ std::string_view HttpRequest::header(std::string_view lowercaseName) const {
     return {};
 }
 
+std::string HttpRequest::combinedHeader(std::string_view lowercaseName) const {
+    std::string combined;
+    for (const HttpHeader &h : headers) {
+        if (h.name != lowercaseName) continue;
+        if (!combined.empty()) combined.append(", ");
+        combined.append(h.value);
+    }
+    return combined;
+}
+
 bool HttpRequest::hasHeader(std::string_view lowercaseName) const {
     for (const HttpHeader &h : headers) {
         if (h.name == lowercaseName) {

@@ -46,6 +46,9 @@ struct HttpRequest {
     // Empty view when absent; name must be lowercase.
     std::string_view header(std::string_view lowercaseName) const;
     bool hasHeader(std::string_view lowercaseName) const;
+    // Every field line of name joined with ", " (RFC 9110 5.3): list headers such as
+    // Sec-WebSocket-Extensions may arrive split over several lines.
+    std::string combinedHeader(std::string_view lowercaseName) const;
     // Does a comma-separated header contain token (case-insensitive)?
     bool headerHasToken(std::string_view lowercaseName, std::string_view token) const;
 

@@ -1,0 +1,877 @@
+// uws-py's WebSocket load generator: one thread, one epoll loop, many connections.
+//
+// Modes:
+//   echo    N connections, K messages in flight each; RTT histogram; every echo checked
+//   idle    N connections opened and held; the server's RSS before and after
+//   fanout  N subscribers ("sub:bench") and one publisher whose rate doubles per step until
+//           deliveries stop growing; delivery latency from a timestamp in the payload
+//
+// It shares the machine's cores with the server it measures, so it keeps its own cost low:
+// everything a connection sends in one loop round goes out in one write, buffers are reused,
+// the clock is read once per round. It reports its own CPU time (getrusage) beside the server's
+// (/proc/PID/stat with --server-pid) and flags a run in which it, not the server, was the limit.
+//
+// Output: one JSON object on stdout. Exit status 1 when any error (a mismatched echo, a failed
+// connection, a protocol error, a connection the server closed) was counted.
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "Connection.h"
+#include "Frames.h"
+#include "Histogram.h"
+#include "Json.h"
+#include "ProcessStats.h"
+
+namespace {
+
+// A fixed key and its RFC 6455 accept value: a load generator needs no fresh nonce per connection.
+constexpr const char *kKey = "dGhlIHNhbXBsZSBub25jZQ==";
+constexpr const char *kAccept = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+constexpr uint64_t kProbeBit = uint64_t(1) << 63;
+constexpr double kBottleneckFraction = 0.9;
+
+uint64_t monotonicNs() {
+    timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+}
+
+double cpuSeconds() {
+    rusage usage;
+    getrusage(RUSAGE_SELF, &usage);
+    return double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+           double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+enum class PayloadKind { TEXT, BINARY, JSON };
+
+struct Options {
+    std::string host = "127.0.0.1";
+    int port = 0;
+    std::string mode = "echo";
+    int connections = 100;
+    int inflight = 1;
+    size_t size = 32;
+    PayloadKind payload = PayloadKind::TEXT;
+    double warmup = 3;
+    double duration = 5;
+    bool deflate = false;
+    int serverPid = 0;
+    int connectConcurrency = 64;
+    double hold = 5;           // idle: seconds the connections are held
+    double rateStart = 25;     // fanout: publishes per second of the first step
+    double rateMax = 1e6;
+    double step = 2;           // fanout: seconds per rate step
+    size_t publishSize = 64;
+};
+
+[[noreturn]] void usage(const char *why) {
+    std::fprintf(stderr,
+                 "loadgen: %s\n"
+                 "usage: loadgen --port P [--host H] [--mode echo|idle|fanout] [--connections N]\n"
+                 "  echo:   [--inflight K] [--size BYTES] [--payload text|binary|json] [--deflate]\n"
+                 "          [--warmup S] [--duration S]\n"
+                 "  idle:   [--hold S]\n"
+                 "  fanout: [--rate-start R] [--rate-max R] [--step S] [--publish-size BYTES]\n"
+                 "  all:    [--server-pid PID] [--connect-concurrency N]\n",
+                 why);
+    std::exit(2);
+}
+
+Options parseOptions(int argc, char **argv) {
+    Options o;
+    for (int i = 1; i < argc; i++) {
+        std::string flag = argv[i];
+        if (flag == "--deflate") {
+            o.deflate = true;
+            continue;
+        }
+        if (i + 1 >= argc) usage(("missing value for " + flag).c_str());
+        const char *value = argv[++i];
+        if (flag == "--host") o.host = value;
+        else if (flag == "--port") o.port = std::atoi(value);
+        else if (flag == "--mode") o.mode = value;
+        else if (flag == "--connections") o.connections = std::atoi(value);
+        else if (flag == "--inflight") o.inflight = std::atoi(value);
+        else if (flag == "--size") o.size = size_t(std::atol(value));
+        else if (flag == "--warmup") o.warmup = std::atof(value);
+        else if (flag == "--duration") o.duration = std::atof(value);
+        else if (flag == "--server-pid") o.serverPid = std::atoi(value);
+        else if (flag == "--connect-concurrency") o.connectConcurrency = std::atoi(value);
+        else if (flag == "--hold") o.hold = std::atof(value);
+        else if (flag == "--rate-start") o.rateStart = std::atof(value);
+        else if (flag == "--rate-max") o.rateMax = std::atof(value);
+        else if (flag == "--step") o.step = std::atof(value);
+        else if (flag == "--publish-size") o.publishSize = size_t(std::atol(value));
+        else if (flag == "--payload") {
+            std::string kind = value;
+            if (kind == "text") o.payload = PayloadKind::TEXT;
+            else if (kind == "binary") o.payload = PayloadKind::BINARY;
+            else if (kind == "json") o.payload = PayloadKind::JSON;
+            else usage("--payload must be text, binary or json");
+        } else usage(("unknown option " + flag).c_str());
+    }
+    if (o.port <= 0 || o.port > 65535) usage("--port is required");
+    if (o.mode != "echo" && o.mode != "idle" && o.mode != "fanout") usage("--mode must be echo, idle or fanout");
+    if (o.connections < 1 || o.inflight < 1) usage("--connections and --inflight must be positive");
+    if (o.size < 24) usage("--size must be at least 24 (room for the sequence stamp)");
+    if (o.publishSize < 16) usage("--publish-size must be at least 16 (timestamp and sequence)");
+    return o;
+}
+
+struct Errors {
+    uint64_t mismatches = 0;      // an echo or delivery that differs from what was sent
+    uint64_t connectFailed = 0;
+    uint64_t handshakeFailed = 0;
+    uint64_t closedByServer = 0;  // closed or reset before the load generator ended the run
+    uint64_t protocol = 0;        // malformed frames, unexpected messages
+    uint64_t subscribeTimeout = 0;
+
+    uint64_t total() const {
+        return mismatches + connectFailed + handshakeFailed + closedByServer + protocol + subscribeTimeout;
+    }
+};
+
+class Loadgen {
+public:
+    explicit Loadgen(const Options &options) : opt_(options), readBuffer_(256 * 1024) {
+        epoll_ = epoll_create1(EPOLL_CLOEXEC);
+        address_.sin_family = AF_INET;
+        address_.sin_port = htons(uint16_t(opt_.port));
+        if (inet_pton(AF_INET, opt_.host.c_str(), &address_.sin_addr) != 1) usage("--host must be an IPv4 address");
+        buildTemplates();
+    }
+
+    int run() {
+        raiseFileLimit();
+        Json out;
+        out.field("mode", opt_.mode);
+        if (opt_.mode == "echo") runEcho(out);
+        else if (opt_.mode == "idle") runIdle(out);
+        else runFanout(out);
+        closeAll();
+        out.beginObject("errors");
+        out.field("mismatches", errors_.mismatches);
+        out.field("connect_failed", errors_.connectFailed);
+        out.field("handshake_failed", errors_.handshakeFailed);
+        out.field("closed_by_server", errors_.closedByServer);
+        out.field("protocol", errors_.protocol);
+        out.field("subscribe_timeout", errors_.subscribeTimeout);
+        out.endObject();
+        out.field("ok", errors_.total() == 0);
+        std::printf("%s\n", out.finish().c_str());
+        return errors_.total() == 0 ? 0 : 1;
+    }
+
+private:
+    // ---- payloads ------------------------------------------------------------------------
+
+    // Echo payloads are a fixed template with the message's sequence number stamped at
+    // stampOffset_ (16 hex digits for text and JSON, 8 raw bytes for binary).
+    void buildTemplates() {
+        echoTemplate_.resize(opt_.size);
+        if (opt_.payload == PayloadKind::JSON) {
+            std::string json = "{\"seq\":\"0000000000000000\",\"readings\":[";
+            for (int id = 0; json.size() + 80 < opt_.size; id++) {
+                json += "{\"id\":" + std::to_string(id) + ",\"sensor\":\"probe-" + std::to_string(id % 7) +
+                        "\",\"value\":" + std::to_string(id * 3) + ".25,\"ok\":true},";
+            }
+            if (json.back() == ',') json.pop_back();
+            json += "]";
+            while (json.size() + 1 < opt_.size) json += ' ';
+            json += "}";
+            std::memcpy(echoTemplate_.data(), json.data(), opt_.size);
+            stampOffset_ = 8;
+        } else {
+            const char *alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+            for (size_t i = 0; i < opt_.size; i++) {
+                echoTemplate_[i] = opt_.payload == PayloadKind::TEXT ? uint8_t(alphabet[(i * 7) % 62]) : uint8_t(i * 131 + 17);
+            }
+            stampOffset_ = 0;
+        }
+        stampWidth_ = opt_.payload == PayloadKind::BINARY ? 8 : 16;
+        publishTemplate_.resize(opt_.publishSize);
+        for (size_t i = 0; i < opt_.publishSize; i++) publishTemplate_[i] = uint8_t(i * 37 + 5);
+    }
+
+    void stamp(uint8_t *out, uint64_t seq) const {
+        if (stampWidth_ == 8) {
+            std::memcpy(out, &seq, 8);
+            return;
+        }
+        static const char hex[] = "0123456789abcdef";
+        for (int i = 15; i >= 0; i--, seq >>= 4) out[i] = uint8_t(hex[seq & 15]);
+    }
+
+    bool echoMatches(const uint8_t *data, size_t length, uint64_t seq) const {
+        if (length != opt_.size) return false;
+        uint8_t expected[16];
+        stamp(expected, seq);
+        size_t end = stampOffset_ + stampWidth_;
+        return std::memcmp(data + stampOffset_, expected, stampWidth_) == 0 &&
+               std::memcmp(data, echoTemplate_.data(), stampOffset_) == 0 &&
+               std::memcmp(data + end, echoTemplate_.data() + end, length - end) == 0;
+    }
+
+    // ---- sending -------------------------------------------------------------------------
+
+    uint32_t nextMask() {
+        maskState_ ^= maskState_ << 13;
+        maskState_ ^= maskState_ >> 17;
+        maskState_ ^= maskState_ << 5;
+        return maskState_;
+    }
+
+    void queueFrame(Connection &c, uint8_t opcode, const uint8_t *payload, size_t length) {
+        bool compressed = false;
+        if (c.deflateNegotiated && (opcode == frames::TEXT || opcode == frames::BINARY)) {
+            compressScratch_.clear();
+            c.deflate->compress(payload, length, compressScratch_);
+            payload = compressScratch_.data();
+            length = compressScratch_.size();
+            compressed = true;
+        }
+        uint32_t mask = nextMask();
+        size_t start = c.out.size();
+        c.out.resize(start + frames::kMaxClientHeader + length);
+        size_t header = frames::writeHeader(c.out.data() + start, opcode, compressed, length, mask);
+        frames::maskCopy(c.out.data() + start + header, payload, length, mask);
+        c.out.resize(start + header + length);
+        markDirty(c);
+    }
+
+    // The echo payload is masked straight from the template, then the stamp is masked over it:
+    // one pass over the payload instead of copy-then-mask.
+    void sendEcho(Connection &c) {
+        uint64_t seq = c.sentSeq++;
+        c.sendTimes[seq % c.sendTimes.size()] = now_;
+        if (c.deflateNegotiated) {
+            echoScratch_.assign(echoTemplate_.begin(), echoTemplate_.end());
+            stamp(echoScratch_.data() + stampOffset_, seq);
+            queueFrame(c, opcode(), echoScratch_.data(), echoScratch_.size());
+            return;
+        }
+        uint32_t mask = nextMask();
+        size_t start = c.out.size();
+        c.out.resize(start + frames::kMaxClientHeader + opt_.size);
+        uint8_t *frame = c.out.data() + start;
+        size_t header = frames::writeHeader(frame, opcode(), false, opt_.size, mask);
+        uint8_t *payload = frame + header;
+        frames::maskCopy(payload, echoTemplate_.data(), opt_.size, mask);
+        uint8_t stamped[16];
+        stamp(stamped, seq);
+        const uint8_t *key = reinterpret_cast<const uint8_t *>(&mask);
+        for (size_t i = 0; i < stampWidth_; i++) {
+            size_t at = stampOffset_ + i;
+            payload[at] = stamped[i] ^ key[at & 3];
+        }
+        c.out.resize(start + header + opt_.size);
+        markDirty(c);
+    }
+
+    uint8_t opcode() const { return opt_.payload == PayloadKind::BINARY ? frames::BINARY : frames::TEXT; }
+
+    void publish(Connection &c, uint64_t seq) {
+        publishScratch_.assign(publishTemplate_.begin(), publishTemplate_.end());
+        std::memcpy(publishScratch_.data(), &now_, 8);
+        std::memcpy(publishScratch_.data() + 8, &seq, 8);
+        queueFrame(c, frames::BINARY, publishScratch_.data(), publishScratch_.size());
+    }
+
+    void markDirty(Connection &c) {
+        if (!c.dirty) {
+            c.dirty = true;
+            dirty_.push_back(uint32_t(&c - connections_.data()));
+        }
+    }
+
+    void flushDirty() {
+        for (uint32_t index : dirty_) {
+            Connection &c = connections_[index];
+            c.dirty = false;
+            if (c.state != ConnectionState::CLOSED) flush(c);
+        }
+        dirty_.clear();
+    }
+
+    void flush(Connection &c) {
+        while (c.outStart < c.out.size()) {
+            ssize_t n = send(c.fd, c.out.data() + c.outStart, c.out.size() - c.outStart, MSG_NOSIGNAL | MSG_DONTWAIT);
+            if (n > 0) {
+                c.outStart += size_t(n);
+                continue;
+            }
+            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+                if (!c.waitingWritable) setEvents(c, EPOLLIN | EPOLLOUT, true);
+                return;
+            }
+            if (n < 0 && errno == EINTR) continue;
+            lost(c);
+            return;
+        }
+        c.out.clear();
+        c.outStart = 0;
+        if (c.waitingWritable) setEvents(c, EPOLLIN, false);
+    }
+
+    void setEvents(Connection &c, uint32_t events, bool waitingWritable) {
+        epoll_event ev{};
+        ev.events = events;
+        ev.data.u32 = uint32_t(&c - connections_.data());
+        epoll_ctl(epoll_, EPOLL_CTL_MOD, c.fd, &ev);
+        c.waitingWritable = waitingWritable;
+    }
+
+    // ---- connections ---------------------------------------------------------------------
+
+    static void raiseFileLimit() {
+        rlimit limit;
+        getrlimit(RLIMIT_NOFILE, &limit);
+        limit.rlim_cur = limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit);
+    }
+
+    void startConnect(Connection &c) {
+        c.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (c.fd < 0) {
+            errors_.connectFailed++;
+            c.state = ConnectionState::CLOSED;
+            return;
+        }
+        int one = 1;
+        setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c.state = ConnectionState::CONNECTING;
+        connecting_++;
+        int rc = connect(c.fd, reinterpret_cast<sockaddr *>(&address_), sizeof address_);
+        if (rc < 0 && errno != EINPROGRESS) {
+            connectFailure(c);
+            return;
+        }
+        epoll_event ev{};
+        ev.events = EPOLLIN | EPOLLOUT;
+        ev.data.u32 = uint32_t(&c - connections_.data());
+        epoll_ctl(epoll_, EPOLL_CTL_ADD, c.fd, &ev);
+        c.waitingWritable = true;
+    }
+
+    void connectFailure(Connection &c) {
+        errors_.connectFailed++;
+        connecting_--;
+        dropSocket(c);
+    }
+
+    void finishConnect(Connection &c) {
+        int error = 0;
+        socklen_t length = sizeof error;
+        getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &error, &length);
+        if (error != 0) {
+            connectFailure(c);
+            return;
+        }
+        c.state = ConnectionState::HANDSHAKE;
+        std::string request = "GET / HTTP/1.1\r\nHost: " + opt_.host + ":" + std::to_string(opt_.port) +
+                              "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + kKey +
+                              "\r\nSec-WebSocket-Version: 13\r\n";
+        if (opt_.deflate) request += "Sec-WebSocket-Extensions: permessage-deflate\r\n";
+        request += "\r\n";
+        c.out.assign(request.begin(), request.end());
+        c.outStart = 0;
+        flush(c);
+    }
+
+    // Parses the 101 response; returns the bytes it took, 0 if incomplete, -1 on failure.
+    long handshake(Connection &c, const uint8_t *data, size_t length) {
+        std::string_view text(reinterpret_cast<const char *>(data), length);
+        size_t end = text.find("\r\n\r\n");
+        if (end == std::string_view::npos) return length > 16384 ? -1 : 0;
+        std::string head(text.substr(0, end));
+        for (char &ch : head) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+        std::string acceptLower = kAccept;
+        for (char &ch : acceptLower) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+        if (head.rfind("http/1.1 101", 0) != 0 || head.find(acceptLower) == std::string::npos) return -1;
+        c.deflateNegotiated = opt_.deflate && head.find("permessage-deflate") != std::string::npos;
+        if (c.deflateNegotiated) {
+            c.deflate = std::make_unique<Deflate>();
+            deflateConnections_++;
+        }
+        c.state = ConnectionState::OPEN;
+        connecting_--;
+        opened_++;
+        onOpen(c);
+        return long(end + 4);
+    }
+
+    // Opens `count` connections of `role`, at most --connect-concurrency handshakes at a time
+    // so that the server's accept backlog never overflows (a dropped SYN costs a 1 s retry).
+    void openConnections(int count, Role role, double timeoutSeconds) {
+        size_t first = connections_.size();
+        connections_.resize(first + size_t(count));
+        size_t next = first;
+        uint64_t deadline = monotonicNs() + uint64_t(timeoutSeconds * 1e9);
+        int target = opened_ + count;
+        for (size_t i = first; i < connections_.size(); i++) {
+            connections_[i].role = role;
+            if (role == Role::ECHO) connections_[i].sendTimes.resize(size_t(opt_.inflight));
+        }
+        while (true) {
+            while (next < connections_.size() && connecting_ < opt_.connectConcurrency) startConnect(connections_[next++]);
+            if (next == connections_.size() && connecting_ == 0) break;
+            if (opened_ >= target || monotonicNs() > deadline) break;
+            poll(10);
+        }
+        for (size_t i = first; i < connections_.size(); i++) {
+            Connection &c = connections_[i];
+            if (c.state == ConnectionState::CONNECTING || c.state == ConnectionState::HANDSHAKE) {
+                errors_.connectFailed++;
+                if (c.fd >= 0) connecting_--;
+                dropSocket(c);
+            } else if (c.fd < 0 && c.state != ConnectionState::CLOSED) {
+                c.state = ConnectionState::CLOSED;
+            }
+        }
+    }
+
+    // Ends the run politely: a close frame to each open connection, up to one second for the
+    // server's answer, then every socket is reset (SO_LINGER 0) so that no TIME_WAIT entries
+    // pile up across rounds and exhaust the ephemeral ports.
+    void closeAll() {
+        stopping_ = true;
+        uint8_t payload[2] = {0x03, 0xe8};
+        for (Connection &c : connections_) {
+            if (c.state != ConnectionState::OPEN) continue;
+            queueFrame(c, frames::CLOSE, payload, 2);
+            c.state = ConnectionState::CLOSING;
+            closing_++;
+        }
+        flushDirty();
+        uint64_t deadline = monotonicNs() + 1000000000u;
+        while (closing_ > 0 && monotonicNs() < deadline) poll(10);
+        for (Connection &c : connections_) dropSocket(c);
+    }
+
+    void dropSocket(Connection &c) {
+        if (c.fd >= 0) {
+            linger reset{1, 0};
+            setsockopt(c.fd, SOL_SOCKET, SO_LINGER, &reset, sizeof reset);
+            close(c.fd);
+            c.fd = -1;
+        }
+        if (c.state == ConnectionState::CLOSING) closing_--;
+        if (c.state == ConnectionState::OPEN) opened_--;
+        c.state = ConnectionState::CLOSED;
+    }
+
+    void lost(Connection &c) {
+        if (c.state == ConnectionState::CONNECTING || c.state == ConnectionState::HANDSHAKE) {
+            errors_.handshakeFailed++;
+            connecting_--;
+        } else if (c.state == ConnectionState::OPEN && !stopping_) {
+            errors_.closedByServer++;
+        }
+        dropSocket(c);
+    }
+
+    // ---- the loop ------------------------------------------------------------------------
+
+    void poll(int timeoutMs) {
+        epoll_event events[1024];
+        int n = epoll_wait(epoll_, events, 1024, timeoutMs);
+        now_ = monotonicNs();
+        for (int i = 0; i < n; i++) {
+            Connection &c = connections_[events[i].data.u32];
+            if (c.state == ConnectionState::CLOSED) continue;
+            if (c.state == ConnectionState::CONNECTING) {
+                finishConnect(c);
+                continue;
+            }
+            if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) receive(c);
+            if ((events[i].events & EPOLLOUT) && c.state != ConnectionState::CLOSED) flush(c);
+        }
+        flushDirty();
+    }
+
+    void receive(Connection &c) {
+        ssize_t n = recv(c.fd, readBuffer_.data(), readBuffer_.size(), MSG_DONTWAIT);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+        if (n <= 0) {
+            lost(c);
+            return;
+        }
+        const uint8_t *data = readBuffer_.data();
+        size_t length = size_t(n);
+        bool fromPending = !c.pending.empty();
+        if (fromPending) {
+            c.pending.insert(c.pending.end(), data, data + n);
+            data = c.pending.data();
+            length = c.pending.size();
+        }
+        size_t used = consume(c, data, length);
+        if (c.state == ConnectionState::CLOSED) return;
+        if (fromPending) {
+            c.pending.erase(c.pending.begin(), c.pending.begin() + long(used));
+        } else if (used < length) {
+            c.pending.assign(data + used, data + length);
+        }
+    }
+
+    size_t consume(Connection &c, const uint8_t *data, size_t length) {
+        size_t used = 0;
+        if (c.state == ConnectionState::HANDSHAKE) {
+            long taken = handshake(c, data, length);
+            if (taken < 0) {
+                lost(c);
+                return 0;
+            }
+            if (taken == 0) return 0;
+            used = size_t(taken);
+        }
+        while (used < length && c.state != ConnectionState::CLOSED) {
+            frames::Frame frame;
+            frames::Parse result = frames::parse(data + used, length - used, frame);
+            if (result == frames::Parse::INCOMPLETE) break;
+            if (result == frames::Parse::ERROR) {
+                errors_.protocol++;
+                dropSocket(c);
+                break;
+            }
+            used += frame.size;
+            onFrame(c, frame);
+        }
+        return used;
+    }
+
+    void onFrame(Connection &c, const frames::Frame &frame) {
+        switch (frame.opcode) {
+        case frames::CLOSE:
+            if (c.state != ConnectionState::CLOSING && !stopping_) errors_.closedByServer++;
+            dropSocket(c);
+            return;
+        case frames::PING:
+            queueFrame(c, frames::PONG, frame.payload, size_t(frame.length));
+            return;
+        case frames::PONG:
+            return;
+        case frames::TEXT:
+        case frames::BINARY:
+            if (frame.fin) {
+                deliver(c, frame.opcode, frame.rsv1, frame.payload, size_t(frame.length));
+                return;
+            }
+            c.fragmentOpcode = frame.opcode;
+            c.fragmentCompressed = frame.rsv1;
+            c.fragments.assign(frame.payload, frame.payload + frame.length);
+            return;
+        case frames::CONTINUATION:
+            c.fragments.insert(c.fragments.end(), frame.payload, frame.payload + frame.length);
+            if (frame.fin) deliver(c, c.fragmentOpcode, c.fragmentCompressed, c.fragments.data(), c.fragments.size());
+            return;
+        default:
+            errors_.protocol++;
+        }
+    }
+
+    void deliver(Connection &c, uint8_t op, bool compressed, const uint8_t *data, size_t length) {
+        if (compressed) {
+            if (!c.deflateNegotiated || !c.deflate->decompress(data, length, inflateScratch_)) {
+                errors_.protocol++;
+                return;
+            }
+            data = inflateScratch_.data();
+            length = inflateScratch_.size();
+            compressedReceived_++;
+        }
+        if (c.state != ConnectionState::OPEN) return;
+        switch (c.role) {
+        case Role::ECHO: onEcho(c, op, data, length); break;
+        case Role::SUBSCRIBER: onDelivery(c, data, length); break;
+        case Role::PUBLISHER:
+        case Role::IDLE: errors_.protocol++; break;
+        }
+    }
+
+    void onOpen(Connection &c) {
+        if (c.role == Role::SUBSCRIBER) {
+            static const char subscribe[] = "sub:bench";
+            queueFrame(c, frames::TEXT, reinterpret_cast<const uint8_t *>(subscribe), sizeof subscribe - 1);
+        }
+    }
+
+    // ---- echo ----------------------------------------------------------------------------
+
+    void onEcho(Connection &c, uint8_t op, const uint8_t *data, size_t length) {
+        if (c.receivedSeq >= c.sentSeq) {
+            errors_.protocol++;
+            return;
+        }
+        uint64_t seq = c.receivedSeq++;
+        if (op != opcode() || !echoMatches(data, length, seq)) errors_.mismatches++;
+        if (measuring_) {
+            latency_.record(now_ - c.sendTimes[seq % c.sendTimes.size()]);
+            messages_++;
+            bytes_ += length;
+        }
+        if (!stopping_) sendEcho(c);
+    }
+
+    void runEcho(Json &out) {
+        openConnections(opt_.connections, Role::ECHO, 30);
+        for (Connection &c : connections_) {
+            if (c.state != ConnectionState::OPEN) continue;
+            for (int k = 0; k < opt_.inflight; k++) sendEcho(c);
+        }
+        flushDirty();
+        uint64_t measureStart = now_ + uint64_t(opt_.warmup * 1e9);
+        uint64_t measureEnd = measureStart + uint64_t(opt_.duration * 1e9);
+        while (now_ < measureStart) poll(50);
+        Sample start = sample();
+        measuring_ = true;
+        while (now_ < measureEnd) poll(50);
+        measuring_ = false;
+        Sample end = sample();
+        stopping_ = true;
+
+        double seconds = double(end.ns - start.ns) / 1e9;
+        out.field("connections", opt_.connections);
+        out.field("connections_open", opened_);
+        out.field("inflight", opt_.inflight);
+        out.field("size", uint64_t(opt_.size));
+        out.field("deflate_requested", opt_.deflate);
+        out.field("deflate_negotiated", deflateConnections_ > 0 && deflateConnections_ == opened_);
+        out.field("compressed_messages_received", compressedReceived_);
+        out.field("messages", messages_);
+        out.field("duration_s", seconds);
+        out.field("msgs_per_s", double(messages_) / seconds);
+        out.field("bytes_per_s", double(bytes_) / seconds);
+        writeLatency(out, "latency_us", latency_);
+        writeCosts(out, start, end, messages_);
+    }
+
+    // ---- idle ----------------------------------------------------------------------------
+
+    void runIdle(Json &out) {
+        long rssBefore = opt_.serverPid ? serverRssKb(opt_.serverPid) : -1;
+        uint64_t openStart = monotonicNs();
+        openConnections(opt_.connections, Role::IDLE, 120);
+        double openSeconds = double(monotonicNs() - openStart) / 1e9;
+        Sample start = sample();
+        uint64_t holdEnd = now_ + uint64_t(opt_.hold * 1e9);
+        while (now_ < holdEnd) poll(100);
+        Sample end = sample();
+        long rssAfter = opt_.serverPid ? serverRssKb(opt_.serverPid) : -1;
+        out.field("connections", opt_.connections);
+        out.field("connections_open", opened_);
+        out.field("open_s", openSeconds);
+        out.field("hold_s", opt_.hold);
+        out.field("server_rss_kb_before", int64_t(rssBefore));
+        out.field("server_rss_kb_after", int64_t(rssAfter));
+        if (rssBefore >= 0 && opened_ > 0)
+            out.field("server_rss_bytes_per_connection", double(rssAfter - rssBefore) * 1024.0 / opened_);
+        writeCosts(out, start, end, 0);
+    }
+
+    // ---- fan-out -------------------------------------------------------------------------
+
+    void onDelivery(Connection &c, const uint8_t *data, size_t length) {
+        uint64_t sentAt, seq;
+        if (length != opt_.publishSize ||
+            std::memcmp(data + 16, publishTemplate_.data() + 16, length - 16) != 0) {
+            errors_.mismatches++;
+            return;
+        }
+        std::memcpy(&sentAt, data, 8);
+        std::memcpy(&seq, data + 8, 8);
+        if (seq & kProbeBit) {
+            if (!c.probed) {
+                c.probed = true;
+                probed_++;
+            }
+            return;
+        }
+        if (seq <= c.lastDeliveredSeq || seq > publishedSeq_) errors_.mismatches++;
+        c.lastDeliveredSeq = seq;
+        stepDeliveries_++;
+        if (now_ <= stepWindowEnd_) stepWindowDeliveries_++;
+        latency_.record(now_ - sentAt);
+    }
+
+    void runFanout(Json &out) {
+        openConnections(opt_.connections, Role::SUBSCRIBER, 60);
+        size_t publisherIndex = connections_.size();
+        openConnections(1, Role::PUBLISHER, 10);
+        Connection *publisher = &connections_[publisherIndex];
+        out.field("subscribers", opt_.connections);
+        out.field("subscribers_open", opened_ - (publisher->state == ConnectionState::OPEN ? 1 : 0));
+        if (publisher->state != ConnectionState::OPEN) return;
+
+        // Subscriptions are live once every subscriber has received a probe publish.
+        int subscribers = opened_ - 1;
+        uint64_t probeDeadline = now_ + 10000000000u;
+        uint64_t nextProbe = 0;
+        for (uint64_t probe = 1; probed_ < subscribers && now_ < probeDeadline;) {
+            if (now_ >= nextProbe) {
+                publish(*publisher, kProbeBit | probe++);
+                nextProbe = now_ + 50000000u;
+            }
+            poll(10);
+        }
+        if (probed_ < subscribers) {
+            errors_.subscribeTimeout++;
+            return;
+        }
+        for (uint64_t quietEnd = now_ + 300000000u; now_ < quietEnd;) poll(10);
+
+        out.beginArray("steps");
+        double bestRate = 0, bestDeliveries = 0;
+        std::string best;
+        for (double rate = opt_.rateStart; rate <= opt_.rateMax; rate *= 2) {
+            // A step that falls short is tried once more: on a shared machine one bad second
+            // should not end the ramp.
+            bool sustained = false;
+            double deliveriesPerSecond = 0;
+            std::string text;
+            for (int attempt = 0; attempt < 2 && !sustained && publisher->state == ConnectionState::OPEN; attempt++) {
+                Json step;
+                sustained = runStep(*publisher, rate, subscribers, step);
+                deliveriesPerSecond = step.number("deliveries_per_s");
+                text = step.finish();
+                out.element(text);
+            }
+            if (!sustained) break;
+            bool grew = deliveriesPerSecond >= bestDeliveries * 1.1;
+            if (deliveriesPerSecond > bestDeliveries) {
+                bestDeliveries = deliveriesPerSecond;
+                bestRate = rate;
+                best = text;
+            }
+            if (!grew || publisher->state != ConnectionState::OPEN) break;
+        }
+        out.endArray();
+        out.field("best_rate", bestRate);
+        if (!best.empty()) out.raw("best", best);
+    }
+
+    // One rate step: publish at `rate` for --step seconds, then up to 3 s for the deliveries
+    // to catch up. Sustained when (nearly) all deliveries arrived, most within the window.
+    bool runStep(Connection &publisher, double rate, int subscribers, Json &out) {
+        latency_.clear();
+        stepDeliveries_ = 0;
+        stepWindowDeliveries_ = 0;
+        uint64_t stepStart = now_;
+        stepWindowEnd_ = stepStart + uint64_t(opt_.step * 1e9);
+        uint64_t published = 0;
+        Sample start = sample();
+        while (now_ < stepWindowEnd_ && publisher.state == ConnectionState::OPEN) {
+            uint64_t due = uint64_t(double(now_ - stepStart) / 1e9 * rate);
+            for (int burst = 0; published < due && burst < 2000; burst++, published++) publish(publisher, ++publishedSeq_);
+            poll(1);
+        }
+        uint64_t expected = published * uint64_t(subscribers);
+        uint64_t drainEnd = now_ + 3000000000u;
+        while (stepDeliveries_ < expected && now_ < drainEnd) poll(10);
+        Sample end = sample();
+        double window = opt_.step;
+        double ratio = expected ? double(stepDeliveries_) / double(expected) : 0;
+        bool sustained = ratio >= 0.99 && double(stepWindowDeliveries_) >= 0.9 * double(expected);
+        out.field("rate", rate);
+        out.field("published", published);
+        out.field("deliveries", stepDeliveries_);
+        out.field("deliveries_per_s", double(stepWindowDeliveries_) / window);
+        out.field("delivered_ratio", ratio);
+        out.field("sustained", sustained);
+        writeLatency(out, "latency_us", latency_);
+        writeCosts(out, start, end, stepDeliveries_);
+        return sustained;
+    }
+
+    // ---- reporting -----------------------------------------------------------------------
+
+    struct Sample {
+        uint64_t ns;
+        double ownCpu;
+        double serverCpu;
+        long serverRss;
+        double machineBusy;
+    };
+
+    Sample sample() const {
+        Sample s{monotonicNs(), cpuSeconds(), -1, -1, machineBusySeconds()};
+        if (opt_.serverPid) {
+            s.serverCpu = serverCpuSeconds(opt_.serverPid);
+            s.serverRss = serverRssKb(opt_.serverPid);
+        }
+        return s;
+    }
+
+    static void writeLatency(Json &out, const char *name, const Histogram &h) {
+        out.beginObject(name);
+        out.field("p50", h.percentileMicros(0.50));
+        out.field("p90", h.percentileMicros(0.90));
+        out.field("p99", h.percentileMicros(0.99));
+        out.field("p999", h.percentileMicros(0.999));
+        out.field("max", h.maxMicros());
+        out.field("mean", h.meanMicros());
+        out.field("samples", h.count());
+        out.endObject();
+    }
+
+    // CPU of the load generator and of the server over the same window; the load generator
+    // is called the bottleneck when it kept one core ≥ 90 % busy.
+    void writeCosts(Json &out, const Sample &start, const Sample &end, uint64_t messages) const {
+        double seconds = double(end.ns - start.ns) / 1e9;
+        double own = end.ownCpu - start.ownCpu;
+        out.field("loadgen_cpu_s", own);
+        out.field("loadgen_cpu_fraction", own / seconds);
+        out.field("loadgen_bottleneck", own / seconds >= kBottleneckFraction);
+        if (opt_.serverPid && start.serverCpu >= 0 && end.serverCpu >= 0) {
+            double server = end.serverCpu - start.serverCpu;
+            out.field("server_cpu_s", server);
+            out.field("server_cpu_fraction", server / seconds);
+            if (messages) out.field("server_cpu_us_per_msg", server * 1e6 / double(messages));
+            out.field("server_rss_kb", int64_t(end.serverRss));
+            out.field("other_cpu_cores", (end.machineBusy - start.machineBusy - own - server) / seconds);
+        }
+    }
+
+    Options opt_;
+    int epoll_ = -1;
+    sockaddr_in address_{};
+    std::vector<Connection> connections_;
+    std::vector<uint32_t> dirty_;
+    std::vector<uint8_t> readBuffer_;
+    std::vector<uint8_t> echoTemplate_, publishTemplate_;
+    std::vector<uint8_t> echoScratch_, publishScratch_, compressScratch_, inflateScratch_;
+    size_t stampOffset_ = 0, stampWidth_ = 16;
+    uint32_t maskState_ = 0x9e3779b9u;
+    uint64_t now_ = monotonicNs();
+
+    int connecting_ = 0, opened_ = 0, closing_ = 0, probed_ = 0, deflateConnections_ = 0;
+    bool measuring_ = false, stopping_ = false;
+    uint64_t messages_ = 0, bytes_ = 0, compressedReceived_ = 0;
+    uint64_t publishedSeq_ = 0, stepDeliveries_ = 0, stepWindowDeliveries_ = 0, stepWindowEnd_ = 0;
+    Histogram latency_;
+    Errors errors_;
+};
+
+}  // namespace
+
+int main(int argc, char **argv) {
+    Options options = parseOptions(argc, argv);
+    Loadgen loadgen(options);
+    return loadgen.run();
+}

@@ -1,0 +1,85 @@
+"""The benchmark scenarios: the load generator's arguments and the metrics each one reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    title: str
+    higher_is_better: bool
+    read: Callable[[dict], Optional[float]]
+    fmt: str = "{:,.0f}"
+
+
+def _get(*path: str) -> Callable[[dict], Optional[float]]:
+    def read(result: dict) -> Optional[float]:
+        value: Any = result
+        for key in path:
+            if not isinstance(value, dict) or key not in value:
+                return None
+            value = value[key]
+        return value if isinstance(value, (int, float)) else None
+
+    return read
+
+
+MSGS = Metric("msgs_per_s", "msg/s", True, _get("msgs_per_s"))
+CPU_PER_MSG = Metric("server_cpu_us_per_msg", "server CPU µs/msg", False, _get("server_cpu_us_per_msg"), "{:.2f}")
+P50 = Metric("p50_us", "p50 µs", False, _get("latency_us", "p50"), "{:,.1f}")
+P99 = Metric("p99_us", "p99 µs", False, _get("latency_us", "p99"), "{:,.1f}")
+MB_PER_S = Metric("mb_per_s", "MB/s", True, lambda r: None if r.get("bytes_per_s") is None else r["bytes_per_s"] / 1e6, "{:,.1f}")
+DELIVERIES = Metric("deliveries_per_s", "deliveries/s", True, _get("best", "deliveries_per_s"))
+DELIVERY_P99 = Metric("delivery_p99_us", "p99 delivery µs", False, _get("best", "latency_us", "p99"), "{:,.0f}")
+BEST_RATE = Metric("best_rate", "publishes/s", True, _get("best_rate"))
+RSS_PER_CONN = Metric("rss_per_conn", "RSS bytes/conn", False, _get("server_rss_bytes_per_connection"))
+
+
+@dataclass(frozen=True)
+class Scenario:
+    number: int
+    title: str
+    kind: str  # "echo", "fanout", "idle", or "unavailable"
+    loadgen: list[str] = field(default_factory=list)
+    metrics: tuple[Metric, ...] = ()
+    deflate: bool = False
+    unavailable: str = ""  # why nobody can run it yet
+
+    @property
+    def primary(self) -> Metric:
+        return self.metrics[0]
+
+
+def scenarios(quick: bool) -> list[Scenario]:
+    """All scenarios, timed for --quick or for a full run."""
+    warm, measure = ("1", "3") if quick else ("3", "10")
+    timing = ["--warmup", warm, "--duration", measure]
+    return [
+        Scenario(1, "Echo small: 100 conns × 16 in flight, 32 B text", "echo",
+                 ["--connections", "100", "--inflight", "16", "--size", "32", "--payload", "text", *timing],
+                 (MSGS, CPU_PER_MSG, P99)),
+        Scenario(2, "Echo uWS-style: 500 conns × 1 in flight, 512 B binary", "echo",
+                 ["--connections", "500", "--inflight", "1", "--size", "512", "--payload", "binary", *timing],
+                 (MSGS, CPU_PER_MSG, P99)),
+        Scenario(3, "Large: 10 conns × 1 in flight, 64 KiB binary", "echo",
+                 ["--connections", "10", "--inflight", "1", "--size", "65536", "--payload", "binary", *timing],
+                 (MB_PER_S, CPU_PER_MSG, P99)),
+        Scenario(4, "Latency: 1 conn, 1 in flight, 32 B text", "echo",
+                 ["--connections", "1", "--inflight", "1", "--size", "32", "--payload", "text", *timing],
+                 (P99, P50, CPU_PER_MSG)),
+        Scenario(5, "Fan-out: 1000 subscribers, publisher rate doubling until deliveries stop growing", "fanout",
+                 ["--connections", "1000", "--rate-start", "25", "--rate-max", "51200", "--publish-size", "64",
+                  "--step", "1" if quick else "3"],
+                 (DELIVERIES, DELIVERY_P99, BEST_RATE)),
+        Scenario(6, "Idle: 10 000 connections held open", "idle",
+                 ["--connections", "10000", "--hold", "2" if quick else "5", "--connect-concurrency", "128"],
+                 (RSS_PER_CONN,)),
+        Scenario(7, "Compression: 100 conns × 4 in flight, 1 KiB JSON, permessage-deflate", "echo",
+                 ["--connections", "100", "--inflight", "4", "--size", "1024", "--payload", "json", "--deflate", *timing],
+                 (MSGS, CPU_PER_MSG, P99), deflate=True),
+        Scenario(8, "Full realtime stack", "unavailable",
+                 unavailable="not available: the realtime layer (auth, routing, batching over the broker) is not built yet"),
+    ]
