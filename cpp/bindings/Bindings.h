@@ -91,6 +91,7 @@ public:
 
     uws::App app;
     std::vector<std::unique_ptr<PyBehavior>> behaviors;
+    std::vector<py::object> httpHandlers; // keeps route handlers alive
     py::object errorHandler = py::none(); // (where: str, exc: BaseException) -> None
     py::object logHandler = py::none();   // (level: int, message: str) -> None
 

@@ -172,6 +172,26 @@ void CoreApp::run() {
 
 namespace {
 
+// Calls handler(res, req[, context]) for a request; req is invalid once it returns. A handler
+// that raises gets its request answered with 500 when it had not answered yet.
+void callRequestHandler(CoreApp *self, PyObject *handler, uws::HttpConnection *connection, uws::HttpRequest *request,
+                        uws::WebSocketContext *context, const char *where) {
+    py::object response = py::cast(new PyHttpResponse{connection, self}, py::return_value_policy::take_ownership);
+    connection->handle = response.inc_ref().ptr();
+    py::object requestObject = py::cast(PyHttpRequest{request});
+    py::object contextObject = context ? py::cast(PyWebSocketContext{context}) : py::object();
+    PyObject *args[3] = {response.ptr(), requestObject.ptr(), contextObject.ptr()};
+    PyObject *result = callHandler(handler, args, context ? 3 : 2);
+    requestObject.cast<PyHttpRequest *>()->request = nullptr;
+    if (!result) {
+        self->reportError(where);
+        PyHttpResponse *state = response.cast<PyHttpResponse *>();
+        if (state->connection) state->connection->reject("500 Internal Server Error", "the handler raised");
+        return;
+    }
+    Py_DECREF(result);
+}
+
 uws::WebSocketBehavior makeBehavior(CoreApp *self, PyBehavior *handlers, const py::dict &options) {
     uws::WebSocketBehavior behavior;
     behavior.maxPayloadLength = options["max_payload_length"].cast<size_t>();
@@ -287,19 +307,7 @@ uws::WebSocketBehavior makeBehavior(CoreApp *self, PyBehavior *handlers, const p
     if (!handlers->upgrade.is_none()) {
         behavior.upgrade = [self, handlers](uws::HttpConnection *connection, uws::HttpRequest *request,
                                             uws::WebSocketContext *context) {
-            py::object response = py::cast(new PyHttpResponse{connection, self}, py::return_value_policy::take_ownership);
-            connection->handle = response.inc_ref().ptr();
-            py::object requestObject = py::cast(PyHttpRequest{request});
-            py::object contextObject = py::cast(PyWebSocketContext{context});
-            PyObject *args[3] = {response.ptr(), requestObject.ptr(), contextObject.ptr()};
-            PyObject *result = callHandler(handlers->upgrade.ptr(), args, 3);
-            requestObject.cast<PyHttpRequest *>()->request = nullptr;
-            if (!result) {
-                self->reportError("upgrade");
-                PyHttpResponse *state = response.cast<PyHttpResponse *>();
-                if (state->connection) state->connection->reject("500 Internal Server Error", "upgrade handler failed");
-            }
-            Py_XDECREF(result);
+            callRequestHandler(self, handlers->upgrade.ptr(), connection, request, context, "upgrade");
         };
     }
     return behavior;
@@ -394,11 +402,11 @@ PYBIND11_MODULE(_core, m) {
             if (r.connection) r.connection->writeHeader(textArgument(name), textArgument(value));
             return self;
         }, py::arg("name"), py::arg("value"))
-        .def("end", [](py::object self, py::object body) {
+        .def("end", [](py::object self, py::object body, bool closeConnection) {
             PyHttpResponse &r = self.cast<PyHttpResponse &>();
-            if (r.connection) r.connection->end(textArgument(body));
+            if (r.connection) r.connection->end(textArgument(body), closeConnection);
             return self;
-        }, py::arg("body") = py::str(""))
+        }, py::arg("body") = py::str(""), py::arg("close_connection") = false)
         .def("end_without_body", [](py::object self) {
             PyHttpResponse &r = self.cast<PyHttpResponse &>();
             if (r.connection) r.connection->end({});
@@ -417,20 +425,48 @@ PYBIND11_MODULE(_core, m) {
            "Accepts the upgrade; a harmless no-op returning False when the client is gone.")
         .def("on_aborted", [](py::object self, py::object callback) {
             PyHttpResponse &r = self.cast<PyHttpResponse &>();
-            r.aborted = callback;
             if (r.connection) {
-                PyHttpResponse *state = &r;
+                PyRef held(callback.ptr());
                 CoreApp *app = r.app;
-                r.connection->onAborted = [state, app] {
-                    py::object callback = state->aborted;
-                    if (callback.is_none()) return;
-                    PyObject *result = PyObject_CallNoArgs(callback.ptr());
+                r.connection->onAborted = [held, app] {
+                    PyObject *result = PyObject_CallNoArgs(held.get());
                     if (!result) app->reportError("on_aborted");
                     Py_XDECREF(result);
                 };
             }
             return self;
-        }, py::arg("callback"))
+        }, py::arg("callback"), "callback() runs if the client goes away before the response ends.")
+        .def("on_data", [](py::object self, py::object callback) {
+            PyHttpResponse &r = self.cast<PyHttpResponse &>();
+            if (r.connection) {
+                PyRef held(callback.ptr());
+                CoreApp *app = r.app;
+                r.connection->onBody = [held, app](std::string_view chunk, bool last) {
+                    PyObject *data = PyBytes_FromStringAndSize(chunk.data(), Py_ssize_t(chunk.size()));
+                    PyObject *args[2] = {data, last ? Py_True : Py_False};
+                    PyObject *result = data ? callHandler(held.get(), args, 2) : nullptr;
+                    Py_XDECREF(data);
+                    if (!result) app->reportError("on_data");
+                    Py_XDECREF(result);
+                };
+            }
+            return self;
+        }, py::arg("callback"), "callback(chunk: bytes, is_last: bool) receives the request body.")
+        .def("write", [](py::object self, py::object chunk) {
+            PyHttpResponse &r = self.cast<PyHttpResponse &>();
+            if (r.connection) r.connection->write(textArgument(chunk));
+            return self;
+        }, py::arg("chunk"), "Streams a body chunk (chunked transfer encoding).")
+        .def("cork", [](py::object self, py::object fn) -> py::object {
+            PyHttpResponse &r = self.cast<PyHttpResponse &>();
+            if (!r.connection) return fn();
+            uws::HttpConnection *connection = r.connection;
+            bool alreadyCorked = connection->loop->corked == connection;
+            connection->cork();
+            py::object result = fn();
+            if (!alreadyCorked && !connection->isClosed()) connection->flushCork();
+            return result;
+        }, py::arg("fn"), "Runs fn with what it writes gathered into one write.")
         .def("get_remote_address", [](const PyHttpResponse &self) {
             return self.connection ? self.connection->remoteAddress() : std::string();
         })
@@ -462,6 +498,16 @@ PYBIND11_MODULE(_core, m) {
                 return -1;
             }
         }, py::arg("host"), py::arg("port"), py::arg("backlog") = 512, py::arg("reuse_port") = true)
+        .def("route", [](CoreApp &self, std::string method, const std::string &pattern, py::object handler) {
+            self.httpHandlers.push_back(handler);
+            PyObject *callable = handler.ptr();
+            CoreApp *app = &self;
+            self.app.route(std::move(method), pattern, [app, callable](uws::HttpConnection *connection, uws::HttpRequest *request) {
+                callRequestHandler(app, callable, connection, request, nullptr, "http");
+            });
+        }, py::arg("method"), py::arg("pattern"), py::arg("handler"))
+        .def_property("max_body_size", [](CoreApp &self) { return self.app.maxBodySize; },
+                      [](CoreApp &self, uint64_t bytes) { self.app.maxBodySize = bytes; })
         .def("run", &CoreApp::run)
         .def("close", [](CoreApp &self, int code, const std::string &reason, unsigned timeout) {
             if (self.onLoopThread()) {

@@ -72,8 +72,12 @@ App::~App() {
 
 WebSocketContext *App::ws(std::string_view pattern, WebSocketBehavior behavior) {
     contexts_.push_back(std::make_unique<WebSocketContext>(WebSocketContext{this, std::move(behavior)}));
-    router_.add("*", pattern, contexts_.back().get());
+    webSocketRouter_.add("*", pattern, contexts_.back().get());
     return contexts_.back().get();
+}
+
+void App::route(std::string method, std::string_view pattern, HttpHandler handler) {
+    httpRouter_.add(std::move(method), pattern, std::move(handler));
 }
 
 int App::listen(const std::string &host, int port, int backlog, bool reusePort) {

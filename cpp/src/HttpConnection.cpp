@@ -8,140 +8,285 @@
 
 namespace uws {
 
+namespace {
+// Seconds an idle keep-alive connection may wait for its next request.
+constexpr unsigned kKeepAliveTimeout = 10;
+// Pipelined bytes we hold while a response is pending, beyond one maximal head.
+constexpr size_t kPipelineSlack = 64 * 1024;
+
+bool parseContentLength(std::string_view text, uint64_t &value) {
+    if (text.empty() || text.size() > 18) return false;
+    value = 0;
+    for (char c : text) {
+        if (c < '0' || c > '9') return false;
+        value = value * 10 + uint64_t(c - '0');
+    }
+    return true;
+}
+} // namespace
+
 HttpConnection::HttpConnection(App *app, int fd) : Socket(&app->loop(), fd), app_(app) {}
 
 void HttpConnection::onData(char *data, size_t length) {
-    if (responded_) {
-        return; // the response is out and the connection is closing
-    }
-    // Bytes beyond a complete head (a client speaking early after the upgrade request)
-    // are kept, bounded, for the WebSocket or until the handler answers.
-    if (head_.size() + length > app_->httpLimits.maxHeadSize + 64 * 1024) {
-        reject("431 Request Header Fields Too Large", "request head too large");
-        return;
-    }
-    bool hadNewline = head_.empty() || std::memchr(data, '\n', length) != nullptr;
-    head_.append(data, length);
-    if (awaitingResponse_ || !hadNewline) {
-        if (!awaitingResponse_ && head_.size() > app_->httpLimits.maxHeadSize) {
-            reject("431 Request Header Fields Too Large", "request head too large");
+    if (closing_) return; // the last response is on its way out
+    buffer_.append(data, length);
+    process();
+}
+
+void HttpConnection::process() {
+    if (processing_) return; // end() from inside a handler: the loop below carries on
+    processing_ = true;
+    while (!isClosed()) {
+        size_t available = buffer_.size() - consumed_;
+        if (bodyRemaining_ > 0) {
+            if (available == 0) break;
+            size_t take = available < bodyRemaining_ ? available : size_t(bodyRemaining_);
+            std::string_view chunk(buffer_.data() + consumed_, take);
+            consumed_ += take;
+            bodyRemaining_ -= take;
+            if (onBody) onBody(chunk, bodyRemaining_ == 0);
+            continue;
         }
-        return;
+        if (inRequest_) {
+            if (!responseEnded_) {
+                // Pipelined requests wait for this response; their bytes are bounded.
+                if (available > app_->httpLimits.maxHeadSize + kPipelineSlack) {
+                    reject("431 Request Header Fields Too Large", "too much pipelined data");
+                }
+                break;
+            }
+            if (!finishRequest()) break;
+            continue;
+        }
+        if (available == 0) break;
+        HttpRequest &request = app_->requestScratch;
+        size_t headLength = 0;
+        HttpParseStatus status =
+            parseHttpRequest(buffer_.data() + consumed_, available, app_->httpLimits, request, headLength);
+        if (status == HttpParseStatus::Incomplete) break;
+        if (status != HttpParseStatus::Complete) {
+            switch (status) {
+            case HttpParseStatus::Malformed:
+                reject("400 Bad Request", "malformed request");
+                break;
+            case HttpParseStatus::HeadTooLarge:
+                reject("431 Request Header Fields Too Large", "request head too large");
+                break;
+            case HttpParseStatus::TooManyHeaders:
+                reject("431 Request Header Fields Too Large", "too many header fields");
+                break;
+            default:
+                reject("505 HTTP Version Not Supported", "only HTTP/1.0 and HTTP/1.1 are served");
+                break;
+            }
+            continue; // the refusal ended the request: the loop winds the connection up
+        }
+        if (!startRequest(request, headLength)) continue; // refused: the loop winds it up
+        dispatch(request);
     }
-    HttpRequest request;
-    size_t headLength = 0;
-    switch (parseHttpRequest(head_.data(), head_.size(), app_->httpLimits, request, headLength)) {
-    case HttpParseStatus::Incomplete:
-        return;
-    case HttpParseStatus::Malformed:
-        reject("400 Bad Request", "malformed request");
-        return;
-    case HttpParseStatus::HeadTooLarge:
-        reject("431 Request Header Fields Too Large", "request head too large");
-        return;
-    case HttpParseStatus::TooManyHeaders:
-        reject("431 Request Header Fields Too Large", "too many header fields");
-        return;
-    case HttpParseStatus::UnsupportedVersion:
-        reject("505 HTTP Version Not Supported", "only HTTP/1.0 and HTTP/1.1 are served");
-        return;
-    case HttpParseStatus::Complete:
-        handleRequest(request, headLength);
-        return;
+    processing_ = false;
+    // Request views die with their handler, so consumed bytes can always go.
+    if (!isClosed() && consumed_ > 0) {
+        buffer_.erase(0, consumed_);
+        consumed_ = 0;
     }
 }
 
-void HttpConnection::handleRequest(HttpRequest &request, size_t headLength) {
-    headLength_ = headLength;
+bool HttpConnection::startRequest(HttpRequest &request, size_t headLength) {
+    consumed_ += headLength;
+    inRequest_ = true;
+    responseEnded_ = false;
+    headSent_ = false;
+    status_.clear();
+    pendingHeaders_.clear();
+    headRequest_ = request.method == "HEAD";
+    keepAlive_ = request.http10 ? request.headerHasToken("connection", "keep-alive")
+                                : !request.headerHasToken("connection", "close");
+    setTimeout(0);
     if (!request.http10 && !request.hasHeader("host")) {
         reject("400 Bad Request", "missing Host header");
+        return false;
+    }
+    // Bodies: Content-Length only. Chunked (or any transfer coding) is refused rather than
+    // risk a mis-parse; both together is a smuggling attempt (RFC 9112 6.1).
+    if (request.hasHeader("transfer-encoding")) {
+        if (request.hasHeader("content-length")) {
+            reject("400 Bad Request", "both Transfer-Encoding and Content-Length");
+        } else {
+            reject("411 Length Required", "chunked request bodies are not accepted; send Content-Length");
+        }
+        return false;
+    }
+    bodyRemaining_ = 0;
+    if (request.hasHeader("content-length")) {
+        std::string combined = request.combinedHeader("content-length");
+        if (!parseContentLength(combined, bodyRemaining_)) {
+            reject("400 Bad Request", "invalid Content-Length");
+            return false;
+        }
+        if (bodyRemaining_ > app_->maxBodySize) {
+            reject("413 Content Too Large", "request body over the limit");
+            return false;
+        }
+    }
+    return true;
+}
+
+void HttpConnection::dispatch(HttpRequest &request) {
+    bool wantsUpgrade = request.headerHasToken("upgrade", "websocket");
+    WebSocketContext *context = app_->webSocketRoute(request);
+    if (context && wantsUpgrade) {
+        // A refused upgrade ends the connection: the client came to switch protocols.
+        keepAlive_ = false;
+        if (request.method != "GET" || !request.headerHasToken("connection", "upgrade")) {
+            reject("400 Bad Request", "a WebSocket upgrade is a GET with Connection: Upgrade");
+            return;
+        }
+        if (request.http10) {
+            reject("400 Bad Request", "WebSocket needs HTTP/1.1");
+            return;
+        }
+        if (request.header("sec-websocket-version") != "13") {
+            reject("426 Upgrade Required", "unsupported Sec-WebSocket-Version", "Sec-WebSocket-Version: 13\r\n");
+            return;
+        }
+        std::string_view key = request.header("sec-websocket-key");
+        if (!isValidWebSocketKey(key)) {
+            reject("400 Bad Request", "missing or invalid Sec-WebSocket-Key");
+            return;
+        }
+        if (bodyRemaining_ > 0) {
+            reject("400 Bad Request", "an upgrade request has no body");
+            return;
+        }
+        if (context->behavior.upgrade) {
+            context->behavior.upgrade(this, &request, context);
+            return;
+        }
+        upgrade(context, key, request.combinedHeader("sec-websocket-protocol"),
+                request.combinedHeader("sec-websocket-extensions"), nullptr);
         return;
     }
-    WebSocketContext *context = app_->route("GET", request);
-    if (!context) {
-        reject("404 Not Found", "no route");
+    if (HttpHandler *handler = app_->httpRoute(request)) {
+        (*handler)(this, &request);
+        if (!responseEnded_ && bodyRemaining_ == 0 && onBody) {
+            // An empty body still tells the handler it is complete.
+            onBody({}, true);
+        }
         return;
     }
-    if (request.method != "GET" || !request.headerHasToken("upgrade", "websocket") ||
-        !request.headerHasToken("connection", "upgrade")) {
+    if (context) {
         reject("426 Upgrade Required", "this route serves WebSocket only",
                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n");
         return;
     }
-    if (request.http10) {
-        reject("400 Bad Request", "WebSocket needs HTTP/1.1");
+    std::string allowed = app_->allowedMethods(request);
+    if (!allowed.empty()) {
+        reject("405 Method Not Allowed", "method not allowed here", "Allow: " + allowed + "\r\n");
         return;
     }
-    if (request.header("sec-websocket-version") != "13") {
-        reject("426 Upgrade Required", "unsupported Sec-WebSocket-Version",
-               "Sec-WebSocket-Version: 13\r\n");
-        return;
+    reject("404 Not Found", "no route");
+}
+
+bool HttpConnection::finishRequest() {
+    inRequest_ = false;
+    onBody = nullptr;
+    onAborted = nullptr;
+    if (!keepAlive_) {
+        closing_ = true;
+        closeAfterFlush();
+        return false;
     }
-    std::string_view key = request.header("sec-websocket-key");
-    if (!isValidWebSocketKey(key)) {
-        reject("400 Bad Request", "missing or invalid Sec-WebSocket-Key");
-        return;
-    }
-    if (request.hasHeader("content-length") || request.hasHeader("transfer-encoding")) {
-        if (request.header("content-length") != "0") {
-            reject("400 Bad Request", "an upgrade request has no body");
-            return;
-        }
-    }
-    if (context->behavior.upgrade) {
-        awaitingResponse_ = true;
-        context->behavior.upgrade(this, &request, context);
-        return;
-    }
-    upgrade(context, key, request.combinedHeader("sec-websocket-protocol"),
-            request.combinedHeader("sec-websocket-extensions"), nullptr);
+    setTimeout(kKeepAliveTimeout);
+    return true;
 }
 
 HttpConnection &HttpConnection::writeStatus(std::string_view status) {
-    status_.assign(status);
+    if (!headSent_) status_.assign(status);
     return *this;
 }
 
 HttpConnection &HttpConnection::writeHeader(std::string_view name, std::string_view value) {
-    pendingHeaders_.append(name).append(": ").append(value).append("\r\n");
+    if (!headSent_) pendingHeaders_.append(name).append(": ").append(value).append("\r\n");
     return *this;
 }
 
-void HttpConnection::end(std::string_view body) {
-    if (responded_ || isClosed()) return;
-    responded_ = true;
+void HttpConnection::writeHead(bool chunked, size_t contentLength) {
     std::string head;
     head.reserve(128 + pendingHeaders_.size());
     head.append("HTTP/1.1 ").append(status_.empty() ? std::string_view("200 OK") : std::string_view(status_));
     head.append("\r\n").append(pendingHeaders_);
-    head.append("Content-Length: ").append(std::to_string(body.size())).append("\r\nConnection: close\r\n\r\n");
-    iovec parts[2] = {{head.data(), head.size()}, {const_cast<char *>(body.data()), body.size()}};
-    write(parts, 2);
+    if (chunked) {
+        head.append("Transfer-Encoding: chunked\r\n");
+    } else {
+        head.append("Content-Length: ").append(std::to_string(contentLength)).append("\r\n");
+    }
+    if (!keepAlive_) head.append("Connection: close\r\n");
+    head.append("\r\n");
+    Socket::write(head);
+    headSent_ = true;
+}
+
+HttpConnection &HttpConnection::write(std::string_view chunk) {
+    if (!inRequest_ || responseEnded_ || isClosed()) return *this;
+    if (!headSent_) writeHead(true, 0);
+    if (!chunk.empty() && !headRequest_) {
+        char size[24];
+        int n = snprintf(size, sizeof size, "%zx\r\n", chunk.size());
+        iovec parts[3] = {{size, size_t(n)}, {const_cast<char *>(chunk.data()), chunk.size()}, {const_cast<char *>("\r\n"), 2}};
+        Socket::write(parts, 3);
+    }
+    return *this;
+}
+
+void HttpConnection::end(std::string_view body, bool closeConnection) {
+    if (!inRequest_ || responseEnded_ || isClosed()) return;
+    if (closeConnection) keepAlive_ = false;
+    if (headSent_) {
+        write(body);
+        if (!headRequest_) Socket::write("0\r\n\r\n");
+    } else {
+        writeHead(false, body.size());
+        if (!headRequest_ && !body.empty()) Socket::write(body);
+    }
+    responseEnded_ = true;
     releaseHandle();
-    closeAfterFlush();
+    // An answer given later (async handler) resumes pipelined requests here.
+    process();
 }
 
 void HttpConnection::reject(std::string_view status, std::string_view reason, std::string_view extraHeaders) {
-    if (responded_ || isClosed()) return;
+    if (isClosed()) return;
     app_->stats.httpRejections.add();
     app_->logf(status.substr(0, 3) == "404" ? LogLevel::Info : LogLevel::Warning,
                "refused " + remoteAddress() + " with " + std::string(status) + ": " + std::string(reason));
+    if (!inRequest_) {
+        // A request we could not even parse: answer it as one that closes the connection.
+        inRequest_ = true;
+        responseEnded_ = false;
+        headSent_ = false;
+        headRequest_ = false;
+    } else if (responseEnded_ || headSent_) {
+        close();
+        return;
+    }
+    bodyRemaining_ = 0;
     status_.assign(status);
     pendingHeaders_.assign(extraHeaders);
     pendingHeaders_.append("Content-Type: text/plain\r\n");
     std::string body(status);
     body.append(": ").append(reason).append("\n");
-    end(body);
+    end(body, true);
 }
 
 WebSocket *HttpConnection::upgrade(WebSocketContext *context, std::string_view key, std::string_view protocol,
                                    std::string_view extensions, void *wsHandle) {
-    if (responded_ || isClosed()) return nullptr;
+    if (!inRequest_ || responseEnded_ || isClosed()) return nullptr;
+    responseEnded_ = true;
     DeflateAgreement deflate;
     if (context->behavior.compression && !extensions.empty()) {
         deflate = negotiateDeflate(extensions, context->behavior.compression);
     }
-    responded_ = true;
     std::string response;
     response.reserve(192);
     response.append("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
@@ -158,7 +303,7 @@ WebSocket *HttpConnection::upgrade(WebSocketContext *context, std::string_view k
     }
     response.append(pendingHeaders_);
     response.append("\r\n");
-    write(response);
+    Socket::write(response);
 
     releaseHandle();
     WebSocket *ws = new WebSocket(context, fd);
@@ -170,8 +315,8 @@ WebSocket *HttpConnection::upgrade(WebSocketContext *context, std::string_view k
     ws->cork();
     if (context->behavior.open) context->behavior.open(ws);
     // Frames that arrived right behind the request head.
-    if (head_.size() > headLength_ && ws->isOpen()) {
-        ws->feed(head_.data() + headLength_, head_.size() - headLength_);
+    if (buffer_.size() > consumed_ && ws->isOpen()) {
+        ws->feed(buffer_.data() + consumed_, buffer_.size() - consumed_);
     }
     return ws;
 }
@@ -180,22 +325,26 @@ void HttpConnection::releaseHandle() {
     if (handle) {
         void *released = handle;
         handle = nullptr;
-        onAborted = nullptr;
         if (app_->releaseHttpHandle) app_->releaseHttpHandle(released);
     }
 }
 
 void HttpConnection::onTimeout() {
+    if (!inRequest_ && consumed_ == buffer_.size()) {
+        close(); // an idle keep-alive connection
+        return;
+    }
     app_->logf(LogLevel::Info, "closing " + remoteAddress() + ": no complete request within the header timeout");
     close();
 }
 
 void HttpConnection::onClosed() {
-    if (!responded_ && onAborted) {
+    if (inRequest_ && !responseEnded_ && onAborted) {
         std::function<void()> aborted = std::move(onAborted);
         onAborted = nullptr;
         aborted();
     }
+    onBody = nullptr;
     releaseHandle();
 }
 

@@ -10,6 +10,8 @@ from . import _core
 
 logger = logging.getLogger("uws_py")
 
+HttpHandler = Callable[["_core.HttpResponse", "_core.HttpRequest"], Any]
+
 
 class CompressOptions(enum.IntFlag):
     """permessage-deflate settings of a route; a compressor and a decompressor combine with ``|``.
@@ -109,6 +111,61 @@ class App:
         options["compression"] = int(options["compression"])
         self._core.ws(pattern, handlers, options)
         return self
+
+    def get(self, pattern: str, handler: HttpHandler) -> "App":
+        """Adds a GET route; ``handler(res, req)``. See :meth:`any` for patterns."""
+        return self._route("GET", pattern, handler)
+
+    def post(self, pattern: str, handler: HttpHandler) -> "App":
+        """Adds a POST route; read the body with ``res.on_data(callback)``."""
+        return self._route("POST", pattern, handler)
+
+    def put(self, pattern: str, handler: HttpHandler) -> "App":
+        """Adds a PUT route."""
+        return self._route("PUT", pattern, handler)
+
+    def delete(self, pattern: str, handler: HttpHandler) -> "App":
+        """Adds a DELETE route."""
+        return self._route("DELETE", pattern, handler)
+
+    def patch(self, pattern: str, handler: HttpHandler) -> "App":
+        """Adds a PATCH route."""
+        return self._route("PATCH", pattern, handler)
+
+    def options(self, pattern: str, handler: HttpHandler) -> "App":
+        """Adds an OPTIONS route."""
+        return self._route("OPTIONS", pattern, handler)
+
+    def head(self, pattern: str, handler: HttpHandler) -> "App":
+        """Adds a HEAD route (the body given to ``res.end`` is measured, not sent)."""
+        return self._route("HEAD", pattern, handler)
+
+    def any(self, pattern: str, handler: HttpHandler) -> "App":
+        """Adds a route for every method.
+
+        Patterns: literal segments, ``:name`` parameters (``req.get_parameter("name")`` or by
+        index) and a trailing ``*``. The most specific route wins, segment by segment
+        (literal, then parameter, then wildcard); then a route for the exact method over
+        ``any``. No route: 404; a route for another method only: 405 with ``Allow``.
+        The handler must end the response (now or later; ``res.on_aborted`` tells when the
+        client left); ``req`` is valid only while the handler runs.
+        """
+        return self._route("*", pattern, handler)
+
+    def _route(self, method: str, pattern: str, handler: HttpHandler) -> "App":
+        if not callable(handler):
+            raise TypeError(f"route handler must be callable, not {type(handler).__name__}")
+        self._core.route(method, pattern, handler)
+        return self
+
+    @property
+    def max_body_size(self) -> int:
+        """Largest request body accepted, in bytes (default 1 MiB); more gets 413."""
+        return self._core.max_body_size
+
+    @max_body_size.setter
+    def max_body_size(self, size: int) -> None:
+        self._core.max_body_size = size
 
     def listen(self, port: int = 0, host: str = "127.0.0.1", *, backlog: int = 512, reuse_port: bool = True) -> "App":
         """Binds and listens; ``port=0`` picks a free port (see :attr:`port`). Raises ``OSError``."""

@@ -18,6 +18,9 @@ namespace uws {
 
 enum class LogLevel { Debug, Info, Warning, Error };
 
+class HttpConnection;
+using HttpHandler = std::function<void(HttpConnection *, HttpRequest *)>;
+
 class App {
 public:
     App();
@@ -26,6 +29,8 @@ public:
     App &operator=(const App &) = delete;
 
     WebSocketContext *ws(std::string_view pattern, WebSocketBehavior behavior);
+    // An HTTP route; method "GET", "POST", ... or "*" for any.
+    void route(std::string method, std::string_view pattern, HttpHandler handler);
 
     // Binds and listens; returns the bound port (useful with port 0). Throws
     // std::system_error naming the address on failure.
@@ -71,10 +76,17 @@ public:
         if (log) log(level, message);
     }
 
-    WebSocketContext *route(std::string_view method, HttpRequest &request) {
-        WebSocketContext **found = router_.match(method, request);
+    WebSocketContext *webSocketRoute(HttpRequest &request) {
+        WebSocketContext **found = webSocketRouter_.match("GET", request);
         return found ? *found : nullptr;
     }
+    HttpHandler *httpRoute(HttpRequest &request) { return httpRouter_.match(request.method, request); }
+    // "GET, POST" for a path that has routes, but none for the request's method.
+    std::string allowedMethods(HttpRequest &request) { return httpRouter_.methodsFor(request); }
+    // Parsed once per request head, reused.
+    HttpRequest requestScratch;
+    // Largest request body accepted (Content-Length); more is refused with 413.
+    uint64_t maxBodySize = 1024 * 1024;
 
 private:
     class Listener;
@@ -84,7 +96,8 @@ private:
     Loop loop_;
     std::vector<std::unique_ptr<Listener>> listeners_;
     std::vector<std::unique_ptr<WebSocketContext>> contexts_;
-    HttpRouter<WebSocketContext *> router_;
+    HttpRouter<WebSocketContext *> webSocketRouter_;
+    HttpRouter<HttpHandler> httpRouter_;
     std::unique_ptr<Deflater> sharedDeflaters_[16];
     Inflater sharedInflater_{15};
     std::vector<WebSocket *> publishedSockets_;

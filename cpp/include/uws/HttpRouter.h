@@ -62,6 +62,19 @@ public:
         return &best->handler;
     }
 
+    // The methods of routes matching the request's path, ", "-separated ("*" routes excluded).
+    std::string methodsFor(const HttpRequest &request) const {
+        std::vector<std::string_view> path = split(request.path);
+        std::string methods;
+        for (const Route &route : routes_) {
+            if (route.method == "*" || !matches(route, path)) continue;
+            if (methods.find(route.method) != std::string::npos) continue;
+            if (!methods.empty()) methods += ", ";
+            methods += route.method;
+        }
+        return methods;
+    }
+
     bool empty() const { return routes_.empty(); }
 
 private:
