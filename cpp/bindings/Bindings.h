@@ -100,14 +100,20 @@ public:
     void reportError(const char *where);
     bool onLoopThread() const;
     bool running = false;
+    // True while another event loop (asyncio) drives this one through runOnce().
+    bool embedded = false;
 
     void run();
+    // One non-blocking iteration; returns whether the loop was asked to stop.
+    bool runOnce();
+    void setEmbedded(bool on);
 
 private:
     PyThreadState *savedThread_ = nullptr;
     std::thread::id loopThread_;
     PyObject *pendingType_ = nullptr, *pendingValue_ = nullptr, *pendingTraceback_ = nullptr;
     void stash();
+    void raisePending();
 };
 
 } // namespace uwspy

@@ -100,7 +100,32 @@ CoreApp::~CoreApp() {
     Py_XDECREF(pendingTraceback_);
 }
 
-bool CoreApp::onLoopThread() const { return !running || std::this_thread::get_id() == loopThread_; }
+bool CoreApp::onLoopThread() const {
+    return (!running && !embedded) || std::this_thread::get_id() == loopThread_;
+}
+
+void CoreApp::raisePending() {
+    if (!pendingType_) return;
+    PyErr_Restore(pendingType_, pendingValue_, pendingTraceback_);
+    pendingType_ = pendingValue_ = pendingTraceback_ = nullptr;
+    throw py::error_already_set();
+}
+
+void CoreApp::setEmbedded(bool on) {
+    if (on && running) throw std::runtime_error("App.run() is already running");
+    embedded = on;
+    if (on) {
+        loopThread_ = std::this_thread::get_id();
+        app.loop().clearStop();
+    }
+}
+
+bool CoreApp::runOnce() {
+    if (!embedded) throw std::runtime_error("run_once() needs embedded mode (App.serve())");
+    app.loop().runOnce(0);
+    raisePending();
+    return app.loop().stopRequested();
+}
 
 void CoreApp::stash() {
     if (pendingType_) {
@@ -142,7 +167,7 @@ void CoreApp::reportError(const char *where) {
 }
 
 void CoreApp::run() {
-    if (running) throw std::runtime_error("App.run() is already running");
+    if (running || embedded) throw std::runtime_error("the App is already running");
     running = true;
     loopThread_ = std::this_thread::get_id();
     uws::Loop &loop = app.loop();
@@ -163,11 +188,7 @@ void CoreApp::run() {
     loop.beforeWait = nullptr;
     loop.afterWait = nullptr;
     running = false;
-    if (pendingType_) {
-        PyErr_Restore(pendingType_, pendingValue_, pendingTraceback_);
-        pendingType_ = pendingValue_ = pendingTraceback_ = nullptr;
-        throw py::error_already_set();
-    }
+    raisePending();
 }
 
 namespace {
@@ -387,6 +408,23 @@ PYBIND11_MODULE(_core, m) {
             }
             return py::none();
         }, py::arg("index_or_name"))
+        .def("_snapshot", [](const PyHttpRequest &self) {
+            const uws::HttpRequest &request = self.get();
+            py::dict d;
+            d["method"] = latin1(request.method);
+            d["url"] = latin1(request.path);
+            d["full_url"] = latin1(request.target);
+            d["query"] = latin1(request.query);
+            py::list headers;
+            for (const uws::HttpHeader &h : request.headers) headers.append(py::make_tuple(latin1(h.name), latin1(h.value)));
+            d["headers"] = headers;
+            py::list parameters;
+            for (size_t i = 0; i < request.parameters.size(); i++) {
+                parameters.append(py::make_tuple(py::str(request.parameterNames[i]), latin1(request.parameters[i])));
+            }
+            d["parameters"] = parameters;
+            return d;
+        }, "Everything the request holds, as plain values (for handlers that outlive it).")
         .def("for_each_header", [](const PyHttpRequest &self, py::function callback) {
             for (const uws::HttpHeader &h : self.get().headers) callback(latin1(h.name), latin1(h.value));
         });
@@ -475,6 +513,15 @@ PYBIND11_MODULE(_core, m) {
 
     py::class_<CoreApp>(m, "App", "The native server. Use uws_py.App, which wraps it.")
         .def(py::init<>())
+        .def("use_tls", [](CoreApp &self, const std::string &certFile, const std::string &keyFile,
+                           const std::string &passphrase, const std::string &caFile) {
+            uws::TlsOptions options{certFile, keyFile, passphrase, caFile};
+            try {
+                self.app.useTls(options);
+            } catch (const std::runtime_error &error) {
+                throw py::value_error(error.what());
+            }
+        }, py::arg("cert_file"), py::arg("key_file"), py::arg("passphrase") = "", py::arg("ca_file") = "")
         .def("ws", [](CoreApp &self, const std::string &pattern, py::dict handlers, py::dict options) {
             auto behavior = std::make_unique<PyBehavior>();
             auto take = [&](const char *name) { return handlers.contains(name) ? py::object(handlers[name]) : py::object(py::none()); };
@@ -509,10 +556,32 @@ PYBIND11_MODULE(_core, m) {
         .def_property("max_body_size", [](CoreApp &self) { return self.app.maxBodySize; },
                       [](CoreApp &self, uint64_t bytes) { self.app.maxBodySize = bytes; })
         .def("run", &CoreApp::run)
+        .def("run_once", &CoreApp::runOnce)
+        .def_property("embedded", [](CoreApp &self) { return self.embedded; }, &CoreApp::setEmbedded)
+        .def_property_readonly("fd", [](CoreApp &self) { return self.app.loop().epollFd(); })
+        .def("next_timer_delay_ms", [](CoreApp &self) { return self.app.loop().nextTimerDelayMs(); })
+        .def("publish_threadsafe", [](CoreApp &self, py::object topic, py::object message, py::object opcode, bool compress) {
+            Payload topicBytes, payload;
+            bool isText, topicIsText;
+            if (!topicBytes.load(topic.ptr(), topicIsText) || !payload.load(message.ptr(), isText)) {
+                throw py::error_already_set();
+            }
+            uws::OpCode opCode = opcode.is_none() ? (isText ? uws::OpCode::Text : uws::OpCode::Binary)
+                                                  : uws::OpCode(opcode.cast<int>());
+            if (opCode != uws::OpCode::Text && opCode != uws::OpCode::Binary) {
+                throw py::value_error("publish_threadsafe() opcode must be TEXT or BINARY");
+            }
+            // Copies, so the loop thread owns what it sends; no Python object crosses over.
+            std::string topicCopy(topicBytes.view), messageCopy(payload.view);
+            uws::App *app = &self.app;
+            self.app.loop().defer([app, topicCopy = std::move(topicCopy), messageCopy = std::move(messageCopy), opCode, compress] {
+                app->publish(topicCopy, messageCopy, opCode, compress);
+            });
+        }, py::arg("topic"), py::arg("message"), py::arg("opcode") = py::none(), py::arg("compress") = false)
         .def("close", [](CoreApp &self, int code, const std::string &reason, unsigned timeout) {
             if (self.onLoopThread()) {
                 self.app.close(uint16_t(code), reason, timeout);
-                if (!self.running) self.app.loop().stop();
+                if (!self.running && !self.embedded) self.app.loop().stop();
             } else {
                 CoreApp *app = &self;
                 self.app.loop().defer([app, code, reason, timeout] { app->app.close(uint16_t(code), reason, timeout); });

@@ -39,7 +39,15 @@ public:
             }
             int one = 1;
             setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            HttpConnection *connection = new HttpConnection(app_, client);
+            SSL *ssl = nullptr;
+            if (app_->tls_) {
+                ssl = app_->tls_->newSession(client);
+                if (!ssl) {
+                    ::close(client);
+                    continue;
+                }
+            }
+            HttpConnection *connection = new HttpConnection(app_, client, ssl);
             app_->loop().add(connection, EPOLLIN);
             connection->setTimeout(app_->headerTimeout);
         }

@@ -25,7 +25,7 @@ bool parseContentLength(std::string_view text, uint64_t &value) {
 }
 } // namespace
 
-HttpConnection::HttpConnection(App *app, int fd) : Socket(&app->loop(), fd), app_(app) {}
+HttpConnection::HttpConnection(App *app, int fd, SSL *ssl) : Socket(&app->loop(), fd, ssl), app_(app) {}
 
 void HttpConnection::onData(char *data, size_t length) {
     if (closing_) return; // the last response is on its way out

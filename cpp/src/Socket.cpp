@@ -5,17 +5,22 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+
 #include <cerrno>
 #include <cstring>
 
 namespace uws {
 
-Socket::Socket(Loop *loop_, int fd_) : loop(loop_) {
+Socket::Socket(Loop *loop_, int fd_, SSL *ssl) : loop(loop_), ssl_(ssl) {
     fd = fd_;
     loop->link(this);
 }
 
-Socket::~Socket() = default;
+Socket::~Socket() {
+    if (ssl_) SSL_free(ssl_);
+}
 
 void Socket::setTimeout(uint32_t seconds) {
     // +1: the tick may be about to advance, so a deadline of now+N could fire after N-1 s.
@@ -41,7 +46,25 @@ void Socket::bufferParts(const iovec *parts, int count, size_t skip) {
     if (bufferedAmount()) setWritePolling(true);
 }
 
-void Socket::writeDirect(const iovec *parts, int count, size_t total) {
+ssize_t Socket::sendParts(const iovec *parts, int count) {
+    if (ssl_) {
+        // No writev in TLS: one SSL_write per part (the cork makes most sends one part).
+        size_t written = 0;
+        for (int i = 0; i < count; i++) {
+            if (parts[i].iov_len == 0) continue;
+            ERR_clear_error();
+            int n = SSL_write(ssl_, parts[i].iov_base, int(parts[i].iov_len));
+            if (n > 0) {
+                written += size_t(n);
+                if (size_t(n) < parts[i].iov_len) break;
+                continue;
+            }
+            int error = SSL_get_error(ssl_, n);
+            if (error == SSL_ERROR_WANT_WRITE || error == SSL_ERROR_WANT_READ) break;
+            return -1;
+        }
+        return ssize_t(written);
+    }
     msghdr message{};
     message.msg_iov = const_cast<iovec *>(parts);
     message.msg_iovlen = size_t(count);
@@ -49,14 +72,17 @@ void Socket::writeDirect(const iovec *parts, int count, size_t total) {
     do {
         written = ::sendmsg(fd, &message, MSG_NOSIGNAL);
     } while (written < 0 && errno == EINTR);
+    if (written < 0) return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : -1;
+    return written;
+}
+
+void Socket::writeDirect(const iovec *parts, int count, size_t total) {
+    ssize_t written = sendParts(parts, count);
     if (written < 0) {
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            // The peer is gone. Shutting down both directions makes epoll report it, and the
-            // connection closes through the normal read path instead of inside this write.
-            ::shutdown(fd, SHUT_RDWR);
-            return;
-        }
-        written = 0;
+        // The peer is gone. Shutting down both directions makes epoll report it, and the
+        // connection closes through the normal read path instead of inside this write.
+        ::shutdown(fd, SHUT_RDWR);
+        return;
     }
     if (size_t(written) < total) bufferParts(parts, count, size_t(written));
 }
@@ -116,10 +142,10 @@ void Socket::flushCork() {
 
 void Socket::flushBackpressure() {
     while (bufferedAmount()) {
-        ssize_t written = ::send(fd, backpressure_.data() + backpressureOffset_, bufferedAmount(), MSG_NOSIGNAL);
+        iovec part{backpressure_.data() + backpressureOffset_, bufferedAmount()};
+        ssize_t written = sendParts(&part, 1);
         if (written < 0) {
-            if (errno == EINTR) continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK) ::shutdown(fd, SHUT_RDWR);
+            ::shutdown(fd, SHUT_RDWR);
             break;
         }
         backpressureOffset_ += size_t(written);
@@ -128,7 +154,7 @@ void Socket::flushBackpressure() {
     if (bufferedAmount() == 0) {
         std::string().swap(backpressure_); // give the memory back: idle sockets stay small
         backpressureOffset_ = 0;
-        setWritePolling(false);
+        setWritePolling(tlsReadWantsWrite_);
         if (closeWhenDrained_) {
             close();
             return;
@@ -158,6 +184,10 @@ void Socket::close() {
         loop->corkLength = 0;
     }
     onClosed(); // before the descriptor goes, so handlers can still ask for the peer address
+    if (ssl_) {
+        SSL_shutdown(ssl_); // best effort close_notify; never waits
+        ERR_clear_error();
+    }
     loop->remove(this);
     ::close(fd);
     loop->unlink(this);
@@ -169,6 +199,9 @@ void Socket::handOverTo(Socket *successor) {
     successor->backpressure_ = std::move(backpressure_);
     successor->backpressureOffset_ = backpressureOffset_;
     successor->writePolling_ = writePolling_;
+    successor->ssl_ = ssl_;
+    successor->tlsReadWantsWrite_ = tlsReadWantsWrite_;
+    ssl_ = nullptr;
     loop->modify(successor, writePolling_ ? (EPOLLIN | EPOLLOUT) : EPOLLIN);
     closed_ = true;
     loop->unlink(this);
@@ -193,18 +226,62 @@ void Socket::onPoll(uint32_t events) {
     if (events & EPOLLOUT) {
         flushBackpressure();
         if (closed_) return;
+        if (tlsReadWantsWrite_) {
+            tlsReadWantsWrite_ = false;
+            setWritePolling(bufferedAmount() > 0);
+            events |= EPOLLIN;
+        }
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-        ssize_t received;
-        do {
-            received = ::read(fd, loop->receiveBuffer(), Loop::kReceiveBufferSize);
-        } while (received < 0 && errno == EINTR);
-        if (received > 0) {
-            cork();
-            onData(loop->receiveBuffer(), size_t(received));
-        } else if (received == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
-            onEnd();
+        if (ssl_) readTls();
+        else readPlain();
+    }
+}
+
+void Socket::readPlain() {
+    ssize_t received;
+    do {
+        received = ::read(fd, loop->receiveBuffer(), Loop::kReceiveBufferSize);
+    } while (received < 0 && errno == EINTR);
+    if (received > 0) {
+        cork();
+        onData(loop->receiveBuffer(), size_t(received));
+    } else if (received == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+        onEnd();
+    }
+}
+
+void Socket::readTls() {
+    // OpenSSL may hold decrypted records beyond what one read returns, and epoll will not
+    // report those again: read until it wants the socket, handing over full buffers.
+    for (;;) {
+        size_t filled = 0;
+        int error = SSL_ERROR_NONE;
+        while (filled < Loop::kReceiveBufferSize) {
+            ERR_clear_error();
+            int n = SSL_read(ssl_, loop->receiveBuffer() + filled, int(Loop::kReceiveBufferSize - filled));
+            if (n <= 0) {
+                error = SSL_get_error(ssl_, n);
+                break;
+            }
+            filled += size_t(n);
         }
+        if (filled > 0) {
+            cork();
+            onData(loop->receiveBuffer(), filled);
+            if (closed_) return;
+        }
+        if (error == SSL_ERROR_NONE) continue; // the buffer filled up: more may be waiting
+        if (error == SSL_ERROR_WANT_READ) return;
+        if (error == SSL_ERROR_WANT_WRITE) {
+            tlsReadWantsWrite_ = true;
+            setWritePolling(true);
+            return;
+        }
+        // Peer's close_notify, a TCP close, or a failed handshake.
+        ERR_clear_error();
+        onEnd();
+        return;
     }
 }
 

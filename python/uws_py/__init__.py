@@ -6,7 +6,7 @@ The public API lives here; ``uws_py._core`` is private.
 from __future__ import annotations
 
 from ._core import HttpRequest, HttpResponse, OpCode, SendStatus, WebSocket, WebSocketClosedError
-from .app import App, CompressOptions
+from .app import App, CompressOptions, SSLOptions
 
 __version__ = "0.1.0"
 
@@ -16,6 +16,7 @@ __all__ = [
     "HttpRequest",
     "HttpResponse",
     "OpCode",
+    "SSLOptions",
     "SendStatus",
     "WebSocket",
     "WebSocketClosedError",

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
+import os
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Union
 
 from . import _core
+from ._asyncio import CoroutineRunner
 
 logger = logging.getLogger("uws_py")
 
@@ -67,6 +71,20 @@ def _forward_core_log(level: int, message: str) -> None:
     logger.log(level, "%s", message)
 
 
+@dataclass(frozen=True)
+class SSLOptions:
+    """TLS for ``wss://`` and ``https://`` (OpenSSL; TLS 1.2 and 1.3).
+
+    ``cert_file`` is a PEM chain (leaf first) and ``key_file`` its PEM key, encrypted with
+    ``passphrase`` if given. With ``ca_file``, clients must present a certificate it signed.
+    """
+
+    cert_file: str
+    key_file: str
+    passphrase: Optional[str] = None
+    ca_file: Optional[str] = None
+
+
 class App:
     """A WebSocket server on the native core: routes, listen, run, close.
 
@@ -74,11 +92,19 @@ class App:
     may be called from other threads.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, ssl: Optional[SSLOptions] = None) -> None:
+        """``ssl``: serve TLS on every listener. A missing or unreadable file raises
+        ``OSError``; a wrong passphrase or mismatched key raises ``ValueError``."""
         self._core = _core.App()
+        if ssl is not None:
+            for path in (ssl.cert_file, ssl.key_file, ssl.ca_file):
+                if path is not None and not os.access(path, os.R_OK):
+                    raise FileNotFoundError(f"TLS file not readable: {path}")
+            self._core.use_tls(ssl.cert_file, ssl.key_file, ssl.passphrase or "", ssl.ca_file or "")
         self._core.error_handler = _report_handler_error
         self._core.log_handler = _forward_core_log
         self._port: Optional[int] = None
+        self._coroutines = CoroutineRunner()
 
     def ws(self, pattern: str, behavior: Mapping[str, Any]) -> "App":
         """Adds a WebSocket route.
@@ -100,7 +126,7 @@ class App:
                 continue
             if not callable(handler):
                 raise TypeError(f"ws() behavior '{name}' must be callable, not {type(handler).__name__}")
-            handlers[name] = handler
+            handlers[name] = self._coroutines.adapt(handler, captures_request=name == "upgrade")
         options = {**_OPTION_DEFAULTS, **{k: v for k, v in behavior.items() if k in _OPTION_DEFAULTS}}
         for name in ("max_payload_length", "idle_timeout", "max_backpressure", "compression_threshold"):
             value = options[name]
@@ -155,7 +181,7 @@ class App:
     def _route(self, method: str, pattern: str, handler: HttpHandler) -> "App":
         if not callable(handler):
             raise TypeError(f"route handler must be callable, not {type(handler).__name__}")
-        self._core.route(method, pattern, handler)
+        self._core.route(method, pattern, self._coroutines.adapt(handler, captures_request=True))
         return self
 
     @property
@@ -180,8 +206,58 @@ class App:
         return self._port
 
     def run(self) -> None:
-        """Runs the event loop on this thread until :meth:`close`. The GIL is released while waiting."""
+        """Runs the event loop on this thread until :meth:`close`: the fastest mode.
+
+        The GIL is released while the loop waits and taken once per batch of events.
+        Coroutine handlers need :meth:`serve` instead.
+        """
+        if self._coroutines.count:
+            raise RuntimeError("this App has coroutine handlers: run it with `await app.serve()`")
         self._core.run()
+
+    async def serve(self) -> None:
+        """Runs the server inside the running asyncio loop (uvloop too) until :meth:`close`.
+
+        The core's epoll descriptor is watched with ``loop.add_reader``; each readiness runs
+        one non-blocking iteration of the core, and its timers are scheduled on the asyncio
+        loop. Handlers may be coroutine functions: each call becomes a task on this loop.
+        """
+        loop = asyncio.get_running_loop()
+        core = self._core
+        core.embedded = True
+        self._coroutines.loop = loop
+        finished: asyncio.Future[None] = loop.create_future()
+        timer: Optional[asyncio.TimerHandle] = None
+
+        def step() -> None:
+            nonlocal timer
+            if timer is not None:
+                timer.cancel()
+                timer = None
+            if finished.done():
+                return
+            try:
+                stopped = core.run_once()
+            except BaseException as exc:  # a handler's KeyboardInterrupt/SystemExit, or a loop failure
+                finished.set_exception(exc)
+                return
+            if stopped:
+                finished.set_result(None)
+                return
+            delay = core.next_timer_delay_ms()
+            if delay >= 0:
+                timer = loop.call_later(delay / 1000, step)
+
+        loop.add_reader(core.fd, step)
+        try:
+            step()
+            await finished
+        finally:
+            loop.remove_reader(core.fd)
+            if timer is not None:
+                timer.cancel()
+            core.embedded = False
+            self._coroutines.loop = None
 
     def close(self, code: int = 1001, reason: str = "server shutting down", timeout: float = 5.0) -> None:
         """Stops listening, ends every WebSocket with ``code``/``reason`` and makes :meth:`run` return.
@@ -200,6 +276,13 @@ class App:
         Returns False when the topic has no subscribers. Loop thread only.
         """
         return self._core.publish(topic, message, opcode, compress)
+
+    def publish_threadsafe(
+        self, topic: Union[str, bytes], message: Union[str, bytes], opcode: Optional[int] = None, compress: bool = False
+    ) -> None:
+        """:meth:`publish` from any thread: the message is copied and published on the loop
+        thread in its next iteration, in call order per calling thread."""
+        self._core.publish_threadsafe(topic, message, opcode, compress)
 
     def num_subscribers(self, topic: Union[str, bytes]) -> int:
         """How many sockets are subscribed to ``topic``."""

@@ -11,6 +11,7 @@
 #include "uws/HttpParser.h"
 #include "uws/HttpRouter.h"
 #include "uws/Loop.h"
+#include "uws/TlsContext.h"
 #include "uws/TopicTree.h"
 #include "uws/WebSocket.h"
 
@@ -27,6 +28,11 @@ public:
     ~App();
     App(const App &) = delete;
     App &operator=(const App &) = delete;
+
+    // Serve TLS (wss://, https://) on every listener; throws std::runtime_error on a bad file
+    // or passphrase.
+    void useTls(const TlsOptions &options) { tls_ = std::make_unique<TlsContext>(options); }
+    bool usesTls() const { return tls_ != nullptr; }
 
     WebSocketContext *ws(std::string_view pattern, WebSocketBehavior behavior);
     // An HTTP route; method "GET", "POST", ... or "*" for any.
@@ -94,6 +100,7 @@ private:
     void afterDispatch();
 
     Loop loop_;
+    std::unique_ptr<TlsContext> tls_;
     std::vector<std::unique_ptr<Listener>> listeners_;
     std::vector<std::unique_ptr<WebSocketContext>> contexts_;
     HttpRouter<WebSocketContext *> webSocketRouter_;

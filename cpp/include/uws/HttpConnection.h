@@ -19,7 +19,7 @@ struct WebSocketContext;
 
 class HttpConnection final : public Socket {
 public:
-    HttpConnection(App *app, int fd);
+    HttpConnection(App *app, int fd, SSL *ssl = nullptr);
 
     // Response writers, for the request in progress. The status defaults to "200 OK".
     HttpConnection &writeStatus(std::string_view status);

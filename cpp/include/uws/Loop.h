@@ -44,6 +44,7 @@ public:
     // One wait of at most timeoutMs (0: poll) and one dispatch. For embedding in another loop.
     void runOnce(int timeoutMs);
     void stop() { stopRequested_ = true; }
+    void clearStop() { stopRequested_ = false; }
     bool stopRequested() const { return stopRequested_; }
 
     // Thread-safe: queue fn to run on the loop thread in its next iteration.

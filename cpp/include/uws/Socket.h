@@ -12,11 +12,15 @@
 
 #include "uws/Loop.h"
 
+typedef struct ssl_st SSL;
+
 namespace uws {
 
 class Socket : public Pollable {
 public:
-    Socket(Loop *loop, int fd);
+    // With ssl, every byte goes through that TLS session (server side, handshake on the
+    // first reads); the socket owns it.
+    Socket(Loop *loop, int fd, SSL *ssl = nullptr);
     ~Socket() override;
 
     // Queues parts in order. Inside a dispatch they go through the cork buffer and leave in
@@ -71,12 +75,18 @@ protected:
 private:
     void onPoll(uint32_t events) override;
     void writeDirect(const iovec *parts, int count, size_t total);
+    // Bytes the kernel (or TLS) took, or -1 when the connection failed.
+    ssize_t sendParts(const iovec *parts, int count);
+    void readPlain();
+    void readTls();
     void bufferParts(const iovec *parts, int count, size_t skip);
     void setWritePolling(bool enabled);
     void flushBackpressure();
 
     std::string backpressure_;
     size_t backpressureOffset_ = 0;
+    SSL *ssl_ = nullptr;
+    bool tlsReadWantsWrite_ = false; // a TLS read (handshake) waits for the socket to drain
     bool closed_ = false;
     bool writePolling_ = false;
     bool closeWhenDrained_ = false;
