@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from uws_py import App
 
@@ -91,9 +91,19 @@ class Recorder:
 class Server:
     """An App listening on an ephemeral loopback port, its loop on a daemon thread."""
 
-    def __init__(self, behavior: dict, route: str = "/*") -> None:
+    def __init__(
+        self,
+        behavior: Optional[dict] = None,
+        route: str = "/*",
+        setup: Optional[Callable[[App], Any]] = None,
+    ) -> None:
+        """behavior: the WebSocket route's handlers and options, or None for no WebSocket route.
+        setup(app) runs before listen, to add HTTP routes or set options such as max_body_size."""
         self.app = App()
-        self.app.ws(route, behavior)
+        if behavior is not None:
+            self.app.ws(route, behavior)
+        if setup is not None:
+            setup(self.app)
         self.app.listen(0, host=HOST)
         self.host = HOST
         self.port = self.app.port

@@ -5,10 +5,15 @@ The public API lives here; ``uws_py._core`` is private.
 
 from __future__ import annotations
 
+import logging
+
 from ._core import HttpRequest, HttpResponse, OpCode, SendStatus, WebSocket, WebSocketClosedError
 from .app import App, CompressOptions, SSLOptions
 
 __version__ = "0.1.0"
+
+# A library logs, the application decides where it goes (the CLI configures it).
+logging.getLogger("uws_py").addHandler(logging.NullHandler())
 
 __all__ = [
     "App",

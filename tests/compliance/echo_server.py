@@ -1,12 +1,13 @@
-"""The echo server that Autobahn (kosoku) drives: ``python echo_server.py PORT [COMPRESSION]``.
+"""The echo server that Autobahn (kosoku) drives.
 
-COMPRESSION is ``none`` (default), ``shared`` or ``dedicated``. Prints ``listening PORT``
+``python echo_server.py PORT [COMPRESSION] [CERT KEY]``: COMPRESSION is ``none`` (default),
+``shared`` or ``dedicated``; with CERT and KEY it serves wss://. Prints ``listening PORT``
 once it accepts connections.
 """
 
 import sys
 
-from uws_py import App, CompressOptions
+from uws_py import App, CompressOptions, SSLOptions
 
 COMPRESSION = {
     "none": CompressOptions.DISABLED,
@@ -21,7 +22,8 @@ def on_message(ws, message, opcode):
 
 def main() -> None:
     mode = sys.argv[2] if len(sys.argv) > 2 else "none"
-    app = App().ws(
+    ssl = SSLOptions(sys.argv[3], sys.argv[4]) if len(sys.argv) > 4 else None
+    app = App(ssl=ssl).ws(
         "/*",
         {
             "message": on_message,

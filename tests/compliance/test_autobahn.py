@@ -7,16 +7,19 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 HERE = Path(__file__).parent
-# (server compression mode, case groups, number of cases kosoku must report for them)
+# (server compression mode, TLS, case groups, number of cases kosoku must report for them)
 SUITES = {
-    "core": ("none", ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"], 301),
-    "deflate-shared": ("shared", ["12.*", "13.*"], 216),
-    "deflate-dedicated": ("dedicated", ["12.*", "13.*"], 216),
+    "core": ("none", False, ["1.*", "2.*", "3.*", "4.*", "5.*", "6.*", "7.*", "9.*", "10.*"], 301),
+    "deflate-shared": ("shared", False, ["12.*", "13.*"], 216),
+    "deflate-dedicated": ("dedicated", False, ["12.*", "13.*"], 216),
+    # kosoku speaks ws:// only: a local TLS tunnel carries its frames into our wss:// server.
+    "tls": ("none", True, ["1.*", "5.*"], 36),
 }
 
 
@@ -27,18 +30,18 @@ def kosoku_command() -> list[str]:
     return [executable]
 
 
-def start_echo_server(compression: str):
-    process = subprocess.Popen(
-        [sys.executable, str(HERE / "echo_server.py"), "0", compression],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+def start_process(arguments: list[str]):
+    # stderr goes to a file: a pipe nobody drains would block a chatty server.
+    log = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen([sys.executable, *arguments], stdout=subprocess.PIPE, stderr=log, text=True)
+    process.log = log  # type: ignore[attr-defined]
     try:
         line = process.stdout.readline()
         if not line.startswith("listening"):
             process.kill()
-            pytest.fail(f"echo server did not start: {line!r} {process.stderr.read()}")
+            process.wait()
+            log.seek(0)
+            pytest.fail(f"{arguments[0]} did not start: {line!r} {log.read()}")
         return process, int(line.split()[1])
     except BaseException:
         process.kill()
@@ -52,16 +55,28 @@ def stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
-    assert process.returncode in (0, -15), process.stderr.read()
+    process.log.seek(0)
+    assert process.returncode in (0, -15), process.log.read()
 
 
 @pytest.fixture(scope="module")
 def suite_runs(tmp_path_factory):
     """Runs every suite at once (each against its own server) and yields their results."""
+    sys.path.insert(0, str(HERE.parent))
+    from tlsutil import make_self_signed
+
+    cert, key = make_self_signed(tmp_path_factory.mktemp("tls"))
     runs = {}
+    helpers = []
     try:
-        for name, (compression, groups, _) in SUITES.items():
-            server, port = start_echo_server(compression)
+        for name, (compression, tls, groups, _) in SUITES.items():
+            arguments = [str(HERE / "echo_server.py"), "0", compression]
+            if tls:
+                arguments += [str(cert), str(key)]
+            server, port = start_process(arguments)
+            if tls:
+                helpers.append(server)
+                server, port = start_process([str(HERE / "tls_tunnel.py"), str(port)])
             reports = tmp_path_factory.mktemp(name)
             command = kosoku_command() + ["-p", "4", "-o", str(reports)]
             for group in groups:
@@ -80,12 +95,14 @@ def suite_runs(tmp_path_factory):
                 kosoku.kill()
                 kosoku.wait()
             stop(server)
+        for helper in helpers:
+            stop(helper)
 
 
 @pytest.mark.parametrize("suite", list(SUITES))
 def test_autobahn_cases_have_no_failures(suite_runs, suite: str) -> None:
     returncode, output, reports = suite_runs[suite]
-    expected_cases = SUITES[suite][2]
+    expected_cases = SUITES[suite][3]
     index = json.loads((reports / "index.json").read_text())
     results = next(iter(index.values()))
     counts = collections.Counter(case["behavior"] for case in results.values())
