@@ -603,6 +603,17 @@ PYBIND11_MODULE(_core, m) {
         .def("num_subscribers", [](CoreApp &self, py::object topic) {
             return self.app.numSubscribers(textArgument(topic));
         }, py::arg("topic"))
+        .def("set_timeout", [](CoreApp &self, double seconds, py::function fn) {
+            PyRef callable(fn.ptr());
+            CoreApp *app = &self;
+            uint64_t delayMs = seconds <= 0 ? 0 : uint64_t(seconds * 1000.0 + 0.5);
+            return self.app.loop().addTimer(delayMs, [callable, app] {
+                PyObject *result = PyObject_CallNoArgs(callable.get());
+                if (!result) app->reportError("timer");
+                Py_XDECREF(result);
+            });
+        }, py::arg("seconds"), py::arg("fn"), "Runs fn once on the loop thread after seconds; loop thread only.")
+        .def("clear_timeout", [](CoreApp &self, uint64_t id) { self.app.loop().cancelTimer(id); }, py::arg("timer_id"))
         .def("defer", [](CoreApp &self, py::function fn) {
             PyRef callable(fn.ptr());
             CoreApp *app = &self;

@@ -9,6 +9,12 @@ import logging
 
 from ._core import HttpRequest, HttpResponse, OpCode, SendStatus, WebSocket, WebSocketClosedError
 from .app import App, CompressOptions, SSLOptions
+from .auth import JWTAuth
+from .batching import Batching
+from .client import Client
+from .protocol import ProtocolError
+from .ratelimit import RateLimit
+from .server import RealtimeServer
 
 __version__ = "0.1.0"
 
@@ -17,6 +23,12 @@ logging.getLogger("uws_py").addHandler(logging.NullHandler())
 
 __all__ = [
     "App",
+    "Batching",
+    "Client",
+    "JWTAuth",
+    "ProtocolError",
+    "RateLimit",
+    "RealtimeServer",
     "CompressOptions",
     "HttpRequest",
     "HttpResponse",

@@ -288,6 +288,15 @@ class App:
         """How many sockets are subscribed to ``topic``."""
         return self._core.num_subscribers(topic)
 
+    def set_timeout(self, seconds: float, fn: Callable[[], Any]) -> int:
+        """Runs ``fn`` once on the loop thread after ``seconds`` (millisecond precision).
+        Returns an id for :meth:`clear_timeout`. Loop thread only."""
+        return self._core.set_timeout(seconds, fn)
+
+    def clear_timeout(self, timer_id: int) -> None:
+        """Cancels a timer from :meth:`set_timeout`; a no-op when it already ran."""
+        self._core.clear_timeout(timer_id)
+
     def defer(self, fn: Callable[[], Any]) -> None:
         """Runs ``fn`` on the loop thread in its next iteration. Callable from any thread."""
         self._core.defer(fn)

@@ -1,0 +1,135 @@
+"""Monitoring: Python-side counters kept cheap per message, core counters read at scrape
+time, both exposed in Prometheus text format through prometheus-client."""
+
+from __future__ import annotations
+
+import bisect
+import os
+import time
+from typing import Any, Callable, Iterable
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+# Handler latency buckets, seconds.
+LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class LatencyHistogram:
+    """Bucket counts and sum; ``observe`` is a bisect and two additions (no lock: loop thread)."""
+
+    __slots__ = ("counts", "total", "count")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+        self.count += 1
+
+    def quantile(self, q: float) -> float:
+        """Upper bound of the bucket holding quantile q (0 when empty)."""
+        if not self.count:
+            return 0.0
+        rank = q * self.count
+        seen = 0
+        for index, n in enumerate(self.counts):
+            seen += n
+            if seen >= rank:
+                return LATENCY_BUCKETS[index] if index < len(LATENCY_BUCKETS) else float("inf")
+        return float("inf")
+
+
+class Metrics:
+    """What the realtime layer counts, plus the core's counters at scrape time."""
+
+    def __init__(self, core_stats: Callable[[], dict[str, int]]) -> None:
+        self.core_stats = core_stats
+        self.started = time.time()
+        self.latency: dict[str, LatencyHistogram] = {}
+        self.errors: dict[str, int] = {}
+        self.auth_failures: dict[str, int] = {}
+        self.refused_connections: dict[str, int] = {}
+        self.rate_limited = 0
+        self.batches_sent = 0
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(_Collector(self))
+
+    def histogram(self, kind: str) -> LatencyHistogram:
+        histogram = self.latency.get(kind)
+        if histogram is None:
+            histogram = self.latency[kind] = LatencyHistogram()
+        return histogram
+
+    def error(self, code: str) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
+
+    def auth_failure(self, reason: str) -> None:
+        self.auth_failures[reason] = self.auth_failures.get(reason, 0) + 1
+
+    def refused(self, status: str) -> None:
+        self.refused_connections[status] = self.refused_connections.get(status, 0) + 1
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition."""
+        return generate_latest(self.registry)
+
+    def health(self) -> dict[str, Any]:
+        stats = self.core_stats()
+        return {
+            "status": "ok",
+            "uptime": round(time.time() - self.started, 3),
+            "connections": stats["open_connections"],
+            "pid": os.getpid(),
+        }
+
+
+class _Collector:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Any]:
+        m = self.metrics
+        stats = m.core_stats()
+        yield GaugeMetricFamily("uws_connections", "Open WebSocket connections", value=stats["open_connections"])
+        for name, key, help_text in (
+            ("uws_messages_received", "messages_in", "WebSocket messages received"),
+            ("uws_messages_sent", "messages_out", "WebSocket messages sent, publish deliveries included"),
+            ("uws_bytes_received", "bytes_in", "Bytes received on WebSockets"),
+            ("uws_bytes_sent", "bytes_out", "Bytes sent on WebSockets"),
+            ("uws_connections_opened", "connections_opened", "WebSocket connections opened"),
+            ("uws_publishes", "publishes", "Publish calls"),
+            ("uws_deliveries", "deliveries", "Messages delivered by publishes"),
+            ("uws_dropped", "drops", "Sends and deliveries dropped over max_backpressure"),
+            ("uws_backpressure_events", "backpressure_events", "Sends that found the socket backed up"),
+            ("uws_protocol_errors", "protocol_errors", "Connections failed for protocol errors"),
+            ("uws_http_rejections", "http_rejections", "HTTP requests and upgrades refused"),
+            ("uws_idle_timeouts", "idle_timeouts", "Connections closed for idleness"),
+        ):
+            yield CounterMetricFamily(name, help_text, value=stats[key])
+        errors = CounterMetricFamily("uws_errors", "ERROR replies by code", labels=["code"])
+        for code, count in sorted(m.errors.items()):
+            errors.add_metric([code], count)
+        yield errors
+        auth = CounterMetricFamily("uws_auth_failures", "Refused tokens by reason", labels=["reason"])
+        for reason, count in sorted(m.auth_failures.items()):
+            auth.add_metric([reason], count)
+        yield auth
+        refused = CounterMetricFamily("uws_refused_connections", "Upgrades refused by status", labels=["status"])
+        for status, count in sorted(m.refused_connections.items()):
+            refused.add_metric([status], count)
+        yield refused
+        yield CounterMetricFamily("uws_rate_limited", "Messages refused by the rate limit", value=m.rate_limited)
+        yield CounterMetricFamily("uws_batches_sent", "BATCH frames sent", value=m.batches_sent)
+        latency = HistogramMetricFamily("uws_handler_seconds", "Handler latency by message type", labels=["type"])
+        for kind, histogram in sorted(m.latency.items()):
+            cumulative = 0
+            buckets = []
+            for bound, n in zip((*LATENCY_BUCKETS, float("inf")), histogram.counts):
+                cumulative += n
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+            latency.add_metric([kind], buckets, histogram.total)
+        yield latency

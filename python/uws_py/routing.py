@@ -1,0 +1,82 @@
+"""Routing client messages by ``type`` to handlers, with optional validation."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Optional
+
+from .protocol import INVALID_MESSAGE, ProtocolError
+
+Handler = Callable[..., Any]
+
+
+class Route:
+    """One message type's handler and its optional schema."""
+
+    __slots__ = ("kind", "handler", "schema", "is_async", "_convert")
+
+    def __init__(self, kind: str, handler: Handler, schema: Any = None) -> None:
+        self.kind = kind
+        self.handler = handler
+        self.schema = schema
+        self.is_async = inspect.iscoroutinefunction(handler)
+        self._convert = _make_converter(schema)
+
+    def validate(self, message: dict[str, Any]) -> Any:
+        """The message as the handler receives it; ProtocolError(INVALID_MESSAGE) naming the
+        field when the schema refuses it."""
+        if self._convert is None:
+            return message
+        return self._convert(message)
+
+
+def _make_converter(schema: Any) -> Optional[Callable[[dict[str, Any]], Any]]:
+    if schema is None:
+        return None
+    if hasattr(schema, "__struct_fields__"):  # a msgspec Struct
+        import msgspec
+
+        def convert_struct(message: dict[str, Any]) -> Any:
+            try:
+                return msgspec.convert(message, schema)
+            except msgspec.ValidationError as exc:
+                raise ProtocolError(INVALID_MESSAGE, str(exc)) from None
+
+        return convert_struct
+    if callable(schema):
+
+        def convert_callable(message: dict[str, Any]) -> Any:
+            try:
+                result = schema(message)
+            except (ValueError, TypeError, KeyError) as exc:
+                raise ProtocolError(INVALID_MESSAGE, str(exc) or type(exc).__name__) from None
+            return message if result is None else result
+
+        return convert_callable
+    raise TypeError(f"schema must be a msgspec Struct type or a callable, not {schema!r}")
+
+
+class Router:
+    """type -> Route. Built-in types are the server's; applications add the rest."""
+
+    def __init__(self, reserved: frozenset[str] = frozenset()) -> None:
+        self._routes: dict[str, Route] = {}
+        self._reserved = reserved
+
+    def add(self, kind: str, handler: Handler, schema: Any = None) -> Route:
+        """Registers handler(client, message) for messages of this type."""
+        if not isinstance(kind, str) or not kind:
+            raise ValueError("a message type is a non-empty string")
+        if kind in self._reserved:
+            raise ValueError(f"{kind!r} is a built-in message type")
+        if kind in self._routes:
+            raise ValueError(f"a handler for {kind!r} is already registered")
+        route = Route(kind, handler, schema)
+        self._routes[kind] = route
+        return route
+
+    def get(self, kind: str) -> Optional[Route]:
+        return self._routes.get(kind)
+
+    def types(self) -> list[str]:
+        return sorted(self._routes)
