@@ -1,57 +1,325 @@
-"""The ``uws-py`` command."""
+"""The ``uws-py`` command: ``serve``, ``check-config`` and ``--version``."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import importlib
+import json
 import logging
+import os
 import signal
+import socket
 import sys
+import time
 from typing import Any, Optional, Sequence
 
 from . import __version__
-from .app import App
+from .config import SECRET_OPTIONS, ConfigError, ServeConfig, load, parse_rate_limit
+
+logger = logging.getLogger("uws_py.cli")
+
+EXIT_USAGE = 2
 
 
-def _echo_app() -> App:
-    def on_message(ws: Any, message: Any, opcode: Any) -> None:
-        ws.send(message, opcode)
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log pipelines."""
 
-    return App().ws("/*", {"message": on_message})
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    app = _echo_app()
+def configure_logging(config: ServeConfig) -> None:
+    handler = logging.StreamHandler()
+    if config.log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s [%(process)d] %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(config.log_level.upper())
+
+
+def _add_serve_options(parser: argparse.ArgumentParser) -> None:
+    """Every ServeConfig field as --option; absent options stay absent (argparse.SUPPRESS),
+    so the environment and the file can fill them."""
+    for f in dataclasses.fields(ServeConfig):
+        if f.name == "app":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        env = "UWS_PY_" + f.name.upper()
+        shown_default = "***" if f.name in SECRET_OPTIONS and f.default else f.default
+        help_text = f"{f.metadata['help']} [env {env}; default {shown_default}]"
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
+        elif f.type in ("int", int):
+            parser.add_argument(flag, dest=f.name, type=int, default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="uws-py",
+        description="A WebSocket server on a native core. Precedence of settings: "
+        "command line > environment (UWS_PY_<NAME>) > --config FILE (TOML, [serve] table) > default.",
+    )
+    parser.add_argument("--version", action="version", version=f"uws-py {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser(
+        "serve",
+        help="run a server (default: the built-in realtime hub at /realtime)",
+        description="Runs MODULE:ATTR (a RealtimeServer, an App, or a factory returning one), or with no "
+        "argument the built-in realtime hub: the realtime protocol at /realtime (SUBSCRIBE/PUBLISH "
+        "between clients; JWT auth when --jwt-secret or --jwt-public-key is given), /health and /metrics. "
+        "Precedence: command line > environment (UWS_PY_<NAME>) > --config FILE > default.",
+    )
+    serve.add_argument("app", nargs="?", default=argparse.SUPPRESS, help="MODULE:ATTR [env UWS_PY_APP]")
+    serve.add_argument("--config", dest="config_file", default=None, help="TOML file with a [serve] table")
+    _add_serve_options(serve)
+    check = commands.add_parser("check-config", help="validate a TOML file and print the effective configuration")
+    check.add_argument("file")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace, environ: Optional[dict[str, str]] = None) -> ServeConfig:
+    given = {k: v for k, v in vars(args).items() if k not in ("command", "config_file", "file")}
+    return load(getattr(args, "config_file", None), dict(os.environ if environ is None else environ), given)
+
+
+def load_target(spec: str) -> Any:
+    """Imports MODULE:ATTR; ConfigError with the import error when it fails."""
+    module_name, _, attribute = spec.partition(":")
+    sys.path.insert(0, os.getcwd())
     try:
-        app.listen(args.port, args.host)
-    except OSError as error:
-        print(f"uws-py: error: cannot listen on {args.host}:{args.port}: {error}", file=sys.stderr)
-        return 2
-    logging.getLogger("uws_py").info("echo server on ws://%s:%d/", args.host, app.port)
-    print(f"uws-py {__version__}: echo server listening on ws://{args.host}:{app.port}/", flush=True)
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ConfigError(f"cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
+    target: Any = module
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ConfigError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    return target
 
-    def stop(signum: int, frame: Any) -> None:
-        app.close()
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    app.run()
+def build_server(config: ServeConfig) -> Any:
+    """The RealtimeServer or App this configuration runs."""
+    from .app import App, SSLOptions
+    from .auth import JWTAuth
+    from .ratelimit import RateLimit
+    from .server import RealtimeServer
+
+    ssl = None
+    if config.ssl_certfile and config.ssl_keyfile:
+        ssl = SSLOptions(config.ssl_certfile, config.ssl_keyfile, config.ssl_keyfile_password)
+    if config.app:
+        target = load_target(config.app)
+        if not isinstance(target, (RealtimeServer, App)) and callable(target):
+            target = target()
+        if not isinstance(target, (RealtimeServer, App)):
+            raise ConfigError(f"{config.app} is neither a RealtimeServer nor an App (nor a factory of one)")
+        if ssl is not None:
+            raise ConfigError("--ssl-* options apply to the built-in hub; give SSLOptions to your own server")
+        return target
+    auth = None
+    if config.jwt_secret or config.jwt_public_key:
+        algorithms = [a.strip() for a in config.jwt_algorithms.split(",") if a.strip()]
+        if config.jwt_secret:
+            auth = JWTAuth(secret=config.jwt_secret, algorithms=algorithms or ["HS256"])
+        else:
+            with open(config.jwt_public_key, encoding="utf-8") as handle:  # type: ignore[arg-type]
+                auth = JWTAuth(public_key=handle.read(), algorithms=algorithms or ["RS256"])
+    limit = parse_rate_limit(config.rate_limit)
+    try:
+        return RealtimeServer(
+            auth=auth,
+            rate_limit=RateLimit(messages=limit[0], per_seconds=limit[1]) if limit else None,
+            max_payload_length=config.max_payload,
+            idle_timeout=config.idle_timeout,
+            compression=config.compression,
+            ssl=ssl,
+            access_log=config.access_log,
+        )
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def check_port(host: str, port: int) -> int:
+    """Binds without SO_REUSEPORT to learn whether anyone holds the port; returns the port
+    (a free one for 0). ConfigError when it is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host, port))
+        return probe.getsockname()[1]
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    finally:
+        probe.close()
+
+
+def run_worker(config: ServeConfig) -> int:
+    """One serving process: builds the server, listens, runs until SIGTERM/SIGINT."""
+    from .server import RealtimeServer
+
+    server = build_server(config)
+    scheme = "wss" if config.ssl_certfile else "ws"
+    if isinstance(server, RealtimeServer):
+        server.listen(config.host, config.port)
+        logger.info("uws-py %s serving %s://%s:%d%s (pid %d)", __version__, scheme, config.host, server.port, server.path, os.getpid())
+        print(f"uws-py {__version__}: listening on {scheme}://{config.host}:{server.port}{server.path}", flush=True)
+        server.run_forever()
+    else:
+        server.listen(config.port, config.host)
+        logger.info("uws-py %s serving an App on %s:%d (pid %d)", __version__, config.host, server.port, os.getpid())
+        print(f"uws-py {__version__}: listening on {config.host}:{server.port}", flush=True)
+        previous = {s: signal.signal(s, lambda *_: server.close()) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            server.run()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
     return 0
+
+
+class Supervisor:
+    """Runs N workers on one port (SO_REUSEPORT), restarts those that die (with backoff),
+    stops them gracefully on SIGTERM/SIGINT, restarts them one by one on SIGHUP."""
+
+    def __init__(self, config: ServeConfig, grace: float = 10.0) -> None:
+        self.config = config
+        self.grace = grace
+        self.children: dict[int, int] = {}  # pid -> worker index
+        self.started: dict[int, float] = {}
+        self.failures = [0] * config.workers
+        self.stopping = False
+        self.reload = False
+
+    def spawn(self, index: int) -> int:
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            code = 1
+            try:
+                code = run_worker(self.config)
+            except ConfigError as exc:
+                print(f"uws-py: error: {exc}", file=sys.stderr, flush=True)
+                code = EXIT_USAGE
+            except BaseException:
+                logger.exception("worker %d failed", index)
+            finally:
+                os._exit(code)
+        self.children[pid] = index
+        self.started[pid] = time.monotonic()
+        return pid
+
+    def stop_all(self, signum: int = signal.SIGTERM) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def run(self) -> int:
+        def on_stop(signum: int, frame: Any) -> None:
+            self.stopping = True
+            self.stop_all()
+
+        def on_reload(signum: int, frame: Any) -> None:
+            self.reload = True
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_reload)
+        for index in range(self.config.workers):
+            self.spawn(index)
+        deadline: Optional[float] = None
+        while self.children:
+            if self.reload and not self.stopping:
+                self.reload = False
+                self.rolling_restart()
+                continue
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                if self.stopping:
+                    deadline = deadline or time.monotonic() + self.grace
+                    if time.monotonic() > deadline:
+                        self.stop_all(signal.SIGKILL)
+                time.sleep(0.05)
+                continue
+            index = self.children.pop(pid, None)
+            if index is None or self.stopping:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if code == EXIT_USAGE:
+                logger.error("worker %d exited with a configuration error; not restarting", index)
+                self.stopping = True
+                self.stop_all()
+                return EXIT_USAGE
+            lived = time.monotonic() - self.started.pop(pid, time.monotonic())
+            self.failures[index] = 0 if lived > 30 else self.failures[index] + 1
+            backoff = min(30.0, 0.5 * (2 ** max(0, self.failures[index] - 1))) if self.failures[index] else 0.0
+            logger.warning("worker %d (pid %d) exited with %d; restarting in %.1f s", index, pid, code, backoff)
+            time.sleep(backoff)
+            if not self.stopping:
+                self.spawn(index)
+        return 0
+
+    def rolling_restart(self) -> None:
+        """One worker at a time: start the new one, then stop the old; the port never closes."""
+        for pid, index in list(self.children.items()):
+            self.spawn(index)
+            time.sleep(0.5)
+            try:
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            self.children.pop(pid, None)
+            logger.info("worker %d restarted", index)
+
+
+def serve(config: ServeConfig) -> int:
+    configure_logging(config)
+    logger.debug("configuration: %s", config.redacted())
+    if config.broker:
+        raise ConfigError("--broker: the Redis broker is not built yet")
+    config.port = check_port(config.host, config.port)
+    if config.workers > 1:
+        logger.warning("%d workers without --broker: pub/sub reaches only subscribers of the same worker", config.workers)
+        return Supervisor(config).run()
+    return run_worker(config)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``uws-py`` console script."""
-    parser = argparse.ArgumentParser(prog="uws-py", description="WebSocket server on a native core")
-    parser.add_argument("--version", action="version", version=f"uws-py {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the server")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=9001, help="port to bind (default 9001, 0 picks one)")
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "serve":
-        return _serve(args)
-    return 2
+    try:
+        if args.command == "check-config":
+            config = load(args.file, {}, {})
+            print(json.dumps(config.redacted(), indent=2))
+            return 0
+        config = resolve_config(args)
+        return serve(config)
+    except ConfigError as exc:
+        print(f"uws-py: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from .ratelimit import ConnectionLimiter, RateLimit, TokenBucket
 from .routing import Router
 
 logger = logging.getLogger("uws_py.realtime")
+access_logger = logging.getLogger("uws_py.access")
 
 BUILTIN_TYPES = frozenset({"SUBSCRIBE", "UNSUBSCRIBE", "PUBLISH", "BATCH", "PING", "AUTH"})
 TopicHook = Callable[[Client, str, str], bool]
@@ -43,6 +44,8 @@ class RealtimeServer:
     - ``allowed_origins``: Origin values allowed to connect (others get 403); None allows all.
     - ``max_connections`` (503 beyond) and ``max_connections_per_ip`` (429 beyond).
     - ``report_interval``: seconds between performance reports in the log; None is off.
+    - ``access_log``: log each upgrade and HTTP request (path only: a token in the query
+      string never reaches the log).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class RealtimeServer:
         report_interval: Optional[float] = None,
         health_path: str = "/health",
         metrics_path: str = "/metrics",
+        access_log: bool = False,
     ) -> None:
         self.path = path
         self.auth = auth
@@ -70,6 +74,7 @@ class RealtimeServer:
         self.max_payload_length = max_payload_length
         self.allowed_origins = frozenset(allowed_origins) if allowed_origins is not None else None
         self.report_interval = report_interval
+        self.access_log = access_log
         self.router = Router(reserved=BUILTIN_TYPES)
         self.clients: dict[str, Client] = {}
         self.limiter = ConnectionLimiter(max_connections, max_connections_per_ip)
@@ -157,6 +162,10 @@ class RealtimeServer:
     def run(self, host: str = "127.0.0.1", port: int = 8080) -> None:
         """Listens and runs until SIGTERM/SIGINT or :meth:`close`; shuts down gracefully."""
         self.listen(host, port)
+        self.run_forever()
+
+    def run_forever(self) -> None:
+        """Runs an already listening server until SIGTERM/SIGINT or :meth:`close`."""
         self._start_reporting()
         previous = {}
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -224,16 +233,23 @@ class RealtimeServer:
 
     # -- HTTP -----------------------------------------------------------------------------
 
+    def _access(self, address: str, method: str, path: str, status: str) -> None:
+        if self.access_log:
+            access_logger.info('%s "%s %s" %s', address, method, path, status)
+
     def _health(self, res: Any, req: Any) -> None:
+        self._access(res.get_remote_address(), "GET", req.get_url(), "200")
         res.write_header("Content-Type", "application/json").end(protocol.encode(self.metrics.health()))
 
     def _metrics(self, res: Any, req: Any) -> None:
+        self._access(res.get_remote_address(), "GET", req.get_url(), "200")
         res.write_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8").end(self.metrics.render())
 
     # -- connection lifecycle ---------------------------------------------------------------
 
     def _refuse(self, res: Any, status: str, message: str) -> None:
         self.metrics.refused(status[:3])
+        self._access(res.get_remote_address(), "GET", self.path, status[:3])
         logger.info("refused upgrade from %s: %s (%s)", res.get_remote_address(), status, message)
         res.write_status(status).end(message)
 
@@ -271,6 +287,7 @@ class RealtimeServer:
             client.user_id = None if user is None else str(user)
             exp = claims.get("exp")
             client.token_expires_at = float(exp) if isinstance(exp, (int, float)) else None
+        self._access(address, "GET", self.path, "101")
         res.upgrade(client, key, selected if selected is not None else (protocols or ""), extensions or "", context)
 
     def _on_open(self, ws: Any) -> None:

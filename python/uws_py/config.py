@@ -1,0 +1,162 @@
+"""The server's configuration: defaults < TOML file < environment (UWS_PY_<NAME>) < command line."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+from urllib.parse import urlsplit
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    tomllib = None
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the option."""
+
+
+SECRET_OPTIONS = frozenset({"jwt_secret", "ssl_keyfile_password"})
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclass
+class ServeConfig:
+    """Every option of ``uws-py serve``; the help text comes from the metadata."""
+
+    app: Optional[str] = field(default=None, metadata={"help": "MODULE:ATTR of a RealtimeServer, App or factory"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
+    port: int = field(default=8080, metadata={"help": "port to bind (0 picks one)"})
+    workers: int = field(default=1, metadata={"help": "worker processes sharing the port (SO_REUSEPORT)"})
+    ssl_certfile: Optional[str] = field(default=None, metadata={"help": "TLS certificate chain (PEM)"})
+    ssl_keyfile: Optional[str] = field(default=None, metadata={"help": "TLS private key (PEM)"})
+    ssl_keyfile_password: Optional[str] = field(default=None, metadata={"help": "passphrase of the TLS key"})
+    jwt_secret: Optional[str] = field(default=None, metadata={"help": "HMAC secret: require JWTs (HS256)"})
+    jwt_public_key: Optional[str] = field(default=None, metadata={"help": "PEM file of the JWT public key"})
+    jwt_algorithms: str = field(default="", metadata={"help": "comma-separated (default HS256 or RS256)"})
+    rate_limit: Optional[str] = field(default="100/60s", metadata={"help": "messages per client, e.g. 100/60s; 'off'"})
+    max_payload: int = field(default=100 * 1024, metadata={"help": "largest message in bytes"})
+    idle_timeout: int = field(default=120, metadata={"help": "seconds before an idle connection closes"})
+    compression: bool = field(default=True, metadata={"help": "permessage-deflate"})
+    broker: Optional[str] = field(default=None, metadata={"help": "redis://host:port/db for pub/sub across workers"})
+    log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
+    log_format: str = field(default="human", metadata={"help": "human or json"})
+    access_log: bool = field(default=True, metadata={"help": "log every upgrade and HTTP request"})
+
+    def validate(self) -> "ServeConfig":
+        if not (0 <= self.port <= 65535):
+            raise ConfigError(f"--port must be 0..65535, not {self.port}")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, not {self.workers}")
+        if self.log_level not in LOG_LEVELS:
+            raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
+        if self.log_format not in ("human", "json"):
+            raise ConfigError(f"--log-format must be human or json, not {self.log_format!r}")
+        if self.max_payload <= 0 or self.idle_timeout < 0:
+            raise ConfigError("--max-payload must be positive and --idle-timeout not negative")
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise ConfigError("--ssl-certfile and --ssl-keyfile go together")
+        for path_option in ("ssl_certfile", "ssl_keyfile", "jwt_public_key"):
+            path = getattr(self, path_option)
+            if path and not os.access(path, os.R_OK):
+                raise ConfigError(f"--{path_option.replace('_', '-')}: cannot read {path}")
+        if self.jwt_secret and self.jwt_public_key:
+            raise ConfigError("give --jwt-secret or --jwt-public-key, not both")
+        parse_rate_limit(self.rate_limit)
+        if self.broker is not None:
+            parse_broker_url(self.broker)
+        if self.app is not None and not re.fullmatch(r"[\w.]+:[\w.]+", self.app):
+            raise ConfigError(f"the app must be MODULE:ATTR, not {self.app!r}")
+        return self
+
+    def redacted(self) -> dict[str, Any]:
+        """The effective configuration with secrets masked, for logs and check-config."""
+        shown = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            shown[f.name] = "***" if f.name in SECRET_OPTIONS and value else value
+        return shown
+
+
+def parse_rate_limit(text: Optional[str]) -> Optional[tuple[int, float]]:
+    """'100/60s' -> (100, 60.0); 'off' or None -> None."""
+    if text is None or text.lower() in ("off", "none", "0"):
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
+    if not match:
+        raise ConfigError(f"--rate-limit must look like 100/60s, not {text!r}")
+    count, amount, unit = int(match.group(1)), float(match.group(2)), match.group(3) or "s"
+    seconds = amount * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+    if count <= 0 or seconds <= 0:
+        raise ConfigError(f"--rate-limit needs positive numbers, not {text!r}")
+    return count, seconds
+
+
+def parse_broker_url(url: str) -> Any:
+    """Checks a redis:// or rediss:// URL; raises ConfigError naming what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigError(f"--broker must be a redis:// or rediss:// URL, not {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"--broker has an invalid port: {url!r}") from None
+    if not parts.hostname:
+        raise ConfigError(f"--broker has no host: {url!r}")
+    path = parts.path.lstrip("/")
+    if path and not path.isdigit():
+        raise ConfigError(f"--broker database must be a number: {url!r}")
+    return parts.hostname, port or 6379, int(path or 0)
+
+
+def _coerce(name: str, kind: Any, value: Any, source: str) -> Any:
+    if value is None:
+        return None
+    text_kind = str(kind)
+    try:
+        if text_kind in ("int", "<class 'int'>"):
+            return int(value)
+        if text_kind in ("bool", "<class 'bool'>"):
+            if isinstance(value, bool):
+                return value
+            lowered = str(value).strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+    except ValueError:
+        raise ConfigError(f"{source}: {name} expects {text_kind.replace('<class ', '').strip('>')}, not {value!r}") from None
+    return str(value) if not isinstance(value, str) else value
+
+
+def load(file: Optional[str], environ: dict[str, str], command_line: dict[str, Any]) -> ServeConfig:
+    """Merges the layers: command_line holds only the options given on the command line."""
+    values: dict[str, Any] = {}
+    known = {f.name: f for f in fields(ServeConfig)}
+    if file:
+        if tomllib is None:
+            raise ConfigError("--config needs Python 3.11+ (tomllib)")
+        try:
+            with open(file, "rb") as handle:
+                document = tomllib.load(handle)
+        except OSError as exc:
+            raise ConfigError(f"--config: cannot read {file}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"--config: {file} is not valid TOML: {exc}") from None
+        section = document.get("serve", document)
+        for key, value in section.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"--config: unknown option {key!r} in {file}")
+            values[name] = _coerce(name, known[name].type, value, file)
+    for name, f in known.items():
+        env_name = "UWS_PY_" + name.upper()
+        if env_name in environ:
+            values[name] = _coerce(name, f.type, environ[env_name], env_name)
+    for name, value in command_line.items():
+        values[name] = value
+    return ServeConfig(**values).validate()
