@@ -141,8 +141,17 @@ def build_server(config: ServeConfig) -> Any:
             with open(config.jwt_public_key, encoding="utf-8") as handle:  # type: ignore[arg-type]
                 auth = JWTAuth(public_key=handle.read(), algorithms=algorithms or ["RS256"])
     limit = parse_rate_limit(config.rate_limit)
+    broker = None
+    if config.broker:
+        from .broker.redis import RedisBroker
+
+        try:
+            broker = RedisBroker(config.broker)
+        except RuntimeError as exc:
+            raise ConfigError(str(exc)) from None
     try:
         return RealtimeServer(
+            broker=broker,
             auth=auth,
             rate_limit=RateLimit(messages=limit[0], per_seconds=limit[1]) if limit else None,
             max_payload_length=config.max_payload,
@@ -297,10 +306,8 @@ class Supervisor:
 def serve(config: ServeConfig) -> int:
     configure_logging(config)
     logger.debug("configuration: %s", config.redacted())
-    if config.broker:
-        raise ConfigError("--broker: the Redis broker is not built yet")
     config.port = check_port(config.host, config.port)
-    if config.workers > 1:
+    if config.workers > 1 and not config.broker:
         logger.warning("%d workers without --broker: pub/sub reaches only subscribers of the same worker", config.workers)
         return Supervisor(config).run()
     return run_worker(config)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import bisect
 import os
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -46,8 +46,10 @@ class LatencyHistogram:
 class Metrics:
     """What the realtime layer counts, plus the core's counters at scrape time."""
 
-    def __init__(self, core_stats: Callable[[], dict[str, int]]) -> None:
+    def __init__(self, core_stats: Callable[[], dict[str, int]],
+                 broker_stats: Optional[Callable[[], dict[str, int]]] = None) -> None:
         self.core_stats = core_stats
+        self.broker_stats = broker_stats
         self.started = time.time()
         self.latency: dict[str, LatencyHistogram] = {}
         self.errors: dict[str, int] = {}
@@ -133,3 +135,8 @@ class _Collector:
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             latency.add_metric([kind], buckets, histogram.total)
         yield latency
+        if m.broker_stats is not None:
+            broker = m.broker_stats()
+            yield GaugeMetricFamily("uws_broker_connected", "1 while the broker connection is up", value=broker["connected"])
+            for key in ("published", "received", "publish_failures", "reconnects"):
+                yield CounterMetricFamily(f"uws_broker_{key}", f"Broker {key.replace('_', ' ')}", value=broker[key])

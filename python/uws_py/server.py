@@ -15,6 +15,7 @@ from . import protocol
 from ._core import OpCode
 from .app import App, CompressOptions, SSLOptions
 from .auth import AuthError, JWTAuth, topic_matches
+from .broker import Broker
 from .batching import Batcher, Batching
 from .client import Client
 from .metrics import Metrics
@@ -44,6 +45,8 @@ class RealtimeServer:
     - ``allowed_origins``: Origin values allowed to connect (others get 403); None allows all.
     - ``max_connections`` (503 beyond) and ``max_connections_per_ip`` (429 beyond).
     - ``report_interval``: seconds between performance reports in the log; None is off.
+    - ``broker``: a :class:`uws_py.broker.Broker` (e.g. RedisBroker) carrying publishes to
+      and from other server processes; None keeps pub/sub within this process.
     - ``access_log``: log each upgrade and HTTP request (path only: a token in the query
       string never reaches the log).
     """
@@ -66,6 +69,7 @@ class RealtimeServer:
         health_path: str = "/health",
         metrics_path: str = "/metrics",
         access_log: bool = False,
+        broker: Optional["Broker"] = None,
     ) -> None:
         self.path = path
         self.auth = auth
@@ -75,6 +79,7 @@ class RealtimeServer:
         self.allowed_origins = frozenset(allowed_origins) if allowed_origins is not None else None
         self.report_interval = report_interval
         self.access_log = access_log
+        self.broker = broker
         self.router = Router(reserved=BUILTIN_TYPES)
         self.clients: dict[str, Client] = {}
         self.limiter = ConnectionLimiter(max_connections, max_connections_per_ip)
@@ -94,7 +99,7 @@ class RealtimeServer:
         self._report_timer: Optional[int] = None
         self._last_report: tuple[float, int] = (time.monotonic(), 0)
         self.app = App(ssl=ssl)
-        self.metrics = Metrics(self.app.stats)
+        self.metrics = Metrics(self.app.stats, broker.stats if broker is not None else None)
         self.app.ws(
             path,
             {
@@ -102,6 +107,7 @@ class RealtimeServer:
                 "open": self._on_open,
                 "message": self._on_message,
                 "close": self._on_close,
+                "subscription": self._on_subscription,
                 # The hard limit: twice the soft one, answered politely below it.
                 "max_payload_length": max_payload_length * 2,
                 "idle_timeout": idle_timeout,
@@ -166,6 +172,7 @@ class RealtimeServer:
 
     def run_forever(self) -> None:
         """Runs an already listening server until SIGTERM/SIGINT or :meth:`close`."""
+        self._start_broker()
         self._start_reporting()
         previous = {}
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -175,11 +182,13 @@ class RealtimeServer:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            self._stop_broker()
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8080, handle_signals: bool = True) -> None:
         """As :meth:`run`, inside the running asyncio loop (async handlers allowed)."""
         self.listen(host, port)
         self._loop = asyncio.get_running_loop()
+        self._start_broker()
         self._start_reporting()
         installed = []
         if handle_signals:
@@ -195,6 +204,7 @@ class RealtimeServer:
             for signum in installed:
                 self._loop.remove_signal_handler(signum)
             self._loop = None
+            self._stop_broker()
 
     def close(self, code: int = 1001, reason: str = "server shutting down", timeout: float = 5.0) -> None:
         """Graceful shutdown: flushes every batch, ends every connection, stops the loop."""
@@ -210,15 +220,40 @@ class RealtimeServer:
         self.app.defer(shut_down)
 
     def publish(self, topic: str, data: Any) -> bool:
-        """A server-originated MESSAGE (``from`` is null) to every subscriber. Loop thread."""
+        """A server-originated MESSAGE (``from`` is null) to every subscriber, in every
+        process when there is a broker. Loop thread."""
         payload = protocol.encode({"type": "MESSAGE", "topic": topic, "data": data, "from": None})
+        if self.broker is not None:
+            self.broker.publish(topic, payload)
         return self.app.publish(topic, payload, OpCode.TEXT)
+
+    def _start_broker(self) -> None:
+        if self.broker is not None:
+            self.broker.start(self._deliver_remote, self.app.defer)
+
+    def _stop_broker(self) -> None:
+        if self.broker is not None:
+            self.broker.stop()
+
+    def _deliver_remote(self, topic: str, payload: bytes) -> None:
+        self.app.publish(topic, payload, OpCode.TEXT)
+
+    def _on_subscription(self, ws: Any, topic: str, count: int, before: int) -> None:
+        broker = self.broker
+        if broker is None:
+            return
+        if before == 0 and count > 0:
+            broker.subscribe(topic)
+        elif count == 0 and before > 0:
+            broker.unsubscribe(topic)
 
     def publish_from(self, client: Client, topic: str, data: Any, echo: bool) -> None:
         message = {"type": "MESSAGE", "topic": topic, "data": data, "from": client.id}
         payload = protocol.encode(message)
         if client.ws is not None:
             client.ws.publish(topic, payload, OpCode.TEXT)
+        if self.broker is not None:
+            self.broker.publish(topic, payload)
         if echo:
             client.send(message)
 
