@@ -34,11 +34,11 @@ class LatencyHistogram:
         """Upper bound of the bucket holding quantile q (0 when empty)."""
         if not self.count:
             return 0.0
-        rank = q * self.count
+        rank = max(q * self.count, 1)
         seen = 0
         for index, n in enumerate(self.counts):
             seen += n
-            if seen >= rank:
+            if n and seen >= rank:
                 return LATENCY_BUCKETS[index] if index < len(LATENCY_BUCKETS) else float("inf")
         return float("inf")
 

@@ -26,6 +26,9 @@ from .routing import Router
 logger = logging.getLogger("uws_py.realtime")
 access_logger = logging.getLogger("uws_py.access")
 
+# Returned by a built-in that already sent its own reply.
+_REPLIED = object()
+
 BUILTIN_TYPES = frozenset({"SUBSCRIBE", "UNSUBSCRIBE", "PUBLISH", "BATCH", "PING", "AUTH"})
 TopicHook = Callable[[Client, str, str], bool]
 
@@ -79,6 +82,7 @@ class RealtimeServer:
         self.allowed_origins = frozenset(allowed_origins) if allowed_origins is not None else None
         self.report_interval = report_interval
         self.access_log = access_log
+        self.compression = compression
         self.broker = broker
         self.router = Router(reserved=BUILTIN_TYPES)
         self.clients: dict[str, Client] = {}
@@ -343,7 +347,7 @@ class RealtimeServer:
                 "serverTime": protocol.now_ms(),
                 "capabilities": {
                     "batching": self.batching is not None,
-                    "compression": True,
+                    "compression": self.compression,
                     "maxPayloadLength": self.max_payload_length,
                     "rateLimit": None
                     if self.rate_limit is None
@@ -403,7 +407,11 @@ class RealtimeServer:
         if bucket is not None and not bucket.take():
             self._rate_limited(client, bucket)
             return
-        if len(data) > self.max_payload_length:
+        if len(data) > self.max_payload_length or (
+            # Text arrives decoded: measure bytes only when characters could hide them.
+            isinstance(data, str) and len(data) * 4 > self.max_payload_length
+            and len(data.encode("utf-8", "surrogatepass")) > self.max_payload_length
+        ):
             self._send_error(client, None, ProtocolError(PAYLOAD_TOO_LARGE, f"message over {self.max_payload_length} bytes"))
             return
         if opcode == OpCode.BINARY:
@@ -492,6 +500,8 @@ class RealtimeServer:
         loop.create_task(coroutine)  # type: ignore[arg-type]
 
     def _reply(self, client: Client, request_id: Any, reply: Any, out: Optional[list[Any]]) -> None:
+        if reply is _REPLIED:
+            return
         if reply is None:
             if request_id is None:
                 return
@@ -557,7 +567,7 @@ class RealtimeServer:
         self._schedule_expiry(client)
         return {"type": "AUTHENTICATED", "expiresAt": client.token_expires_at}
 
-    def _batch(self, client: Client, message: dict[str, Any], out: Optional[list[Any]]) -> None:
+    def _batch(self, client: Client, message: dict[str, Any], out: Optional[list[Any]]) -> object:
         if out is not None:
             raise ProtocolError(INVALID_MESSAGE, "a BATCH cannot contain a BATCH")
         messages = message.get("messages")
@@ -574,7 +584,9 @@ class RealtimeServer:
             if "id" in message:
                 reply["id"] = message["id"]
             client.send(reply)
-        return None
+        elif "id" in message:
+            client.send({"type": "ACK", "id": message["id"]})
+        return _REPLIED
 
     # -- reporting ----------------------------------------------------------------------------
 
