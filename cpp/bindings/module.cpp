@@ -334,6 +334,21 @@ uws::WebSocketBehavior makeBehavior(CoreApp *self, PyBehavior *handlers, const p
     return behavior;
 }
 
+// Topic and message views, and the opcode (text for str, binary otherwise, unless given).
+uws::OpCode loadPublishArguments(const py::object &topic, const py::object &message, const py::object &opcode,
+                                 Payload &topicBytes, Payload &payload, const char *function) {
+    bool isText, topicIsText;
+    if (!topicBytes.load(topic.ptr(), topicIsText) || !payload.load(message.ptr(), isText)) {
+        throw py::error_already_set();
+    }
+    uws::OpCode opCode = opcode.is_none() ? (isText ? uws::OpCode::Text : uws::OpCode::Binary)
+                                          : uws::OpCode(opcode.cast<int>());
+    if (opCode != uws::OpCode::Text && opCode != uws::OpCode::Binary) {
+        throw py::value_error(std::string(function) + "() opcode must be TEXT or BINARY");
+    }
+    return opCode;
+}
+
 void throwOSError(const std::system_error &error) {
     PyErr_SetObject(PyExc_OSError, py::make_tuple(error.code().value(), error.what()).ptr());
     throw py::error_already_set();
@@ -562,15 +577,7 @@ PYBIND11_MODULE(_core, m) {
         .def("next_timer_delay_ms", [](CoreApp &self) { return self.app.loop().nextTimerDelayMs(); })
         .def("publish_threadsafe", [](CoreApp &self, py::object topic, py::object message, py::object opcode, bool compress) {
             Payload topicBytes, payload;
-            bool isText, topicIsText;
-            if (!topicBytes.load(topic.ptr(), topicIsText) || !payload.load(message.ptr(), isText)) {
-                throw py::error_already_set();
-            }
-            uws::OpCode opCode = opcode.is_none() ? (isText ? uws::OpCode::Text : uws::OpCode::Binary)
-                                                  : uws::OpCode(opcode.cast<int>());
-            if (opCode != uws::OpCode::Text && opCode != uws::OpCode::Binary) {
-                throw py::value_error("publish_threadsafe() opcode must be TEXT or BINARY");
-            }
+            uws::OpCode opCode = loadPublishArguments(topic, message, opcode, topicBytes, payload, "publish_threadsafe");
             // Copies, so the loop thread owns what it sends; no Python object crosses over.
             std::string topicCopy(topicBytes.view), messageCopy(payload.view);
             uws::App *app = &self.app;
@@ -589,15 +596,7 @@ PYBIND11_MODULE(_core, m) {
         }, py::arg("code") = 1001, py::arg("reason") = "server shutting down", py::arg("timeout") = 5)
         .def("publish", [](CoreApp &self, py::object topic, py::object message, py::object opcode, bool compress) {
             Payload topicBytes, payload;
-            bool isText, topicIsText;
-            if (!topicBytes.load(topic.ptr(), topicIsText) || !payload.load(message.ptr(), isText)) {
-                throw py::error_already_set();
-            }
-            uws::OpCode opCode = opcode.is_none() ? (isText ? uws::OpCode::Text : uws::OpCode::Binary)
-                                                  : uws::OpCode(opcode.cast<int>());
-            if (opCode != uws::OpCode::Text && opCode != uws::OpCode::Binary) {
-                throw py::value_error("publish() opcode must be TEXT or BINARY");
-            }
+            uws::OpCode opCode = loadPublishArguments(topic, message, opcode, topicBytes, payload, "publish");
             return self.app.publish(topicBytes.view, payload.view, opCode, compress);
         }, py::arg("topic"), py::arg("message"), py::arg("opcode") = py::none(), py::arg("compress") = false)
         .def("num_subscribers", [](CoreApp &self, py::object topic) {
