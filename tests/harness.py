@@ -4,15 +4,19 @@ thread, and a recorder of what its handlers saw.
 Handlers run on the server's loop thread; they put what they see into queues, and tests wait on
 those queues with timeouts. Anything a test does to a WebSocket goes through Server.call, which
 runs it on the loop thread with app.defer, because the core is not thread-safe.
+
+The loop is app.run() unless the Server is given another runner: serve_asyncio and serve_uvloop
+run `await app.serve()` inside an asyncio (or uvloop) event loop on that thread instead.
 """
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from typing import Any, Callable, Optional
 
-from uws_py import App
+from uws_py import App, SSLOptions
 
 HOST = "127.0.0.1"
 WAIT = 5.0
@@ -88,6 +92,21 @@ class Recorder:
         return wait_for(self.closes, "the close handler", timeout)
 
 
+def serve_asyncio(app: App) -> None:
+    """A runner: app.serve() in a new asyncio event loop on the calling thread."""
+    asyncio.run(app.serve())
+
+
+def serve_uvloop(app: App) -> None:
+    """A runner: app.serve() in a new uvloop event loop on the calling thread."""
+    import uvloop
+
+    uvloop.run(app.serve())
+
+
+RUNNERS = {"run": App.run, "asyncio": serve_asyncio, "uvloop": serve_uvloop}
+
+
 class Server:
     """An App listening on an ephemeral loopback port, its loop on a daemon thread."""
 
@@ -96,10 +115,15 @@ class Server:
         behavior: Optional[dict] = None,
         route: str = "/*",
         setup: Optional[Callable[[App], Any]] = None,
+        ssl: Optional[SSLOptions] = None,
+        runner: Callable[[App], None] = App.run,
     ) -> None:
         """behavior: the WebSocket route's handlers and options, or None for no WebSocket route.
-        setup(app) runs before listen, to add HTTP routes or set options such as max_body_size."""
-        self.app = App()
+        setup(app) runs before listen, to add HTTP routes or set options such as max_body_size.
+        ssl makes it a TLS server; runner(app) is what the loop thread runs (see RUNNERS), and
+        what it raised, if anything, is kept in runner_error."""
+        self.app = App(ssl=ssl)
+        self.runner_error: Optional[BaseException] = None
         if behavior is not None:
             self.app.ws(route, behavior)
         if setup is not None:
@@ -110,10 +134,18 @@ class Server:
         assert isinstance(self.port, int) and self.port > 0, (
             f"app.port after listen(0) is {self.port!r}"
         )
+        self._runner = runner
         self.thread = threading.Thread(
-            target=self.app.run, name=f"uws-loop-{self.port}", daemon=True
+            target=self._run_loop, name=f"uws-loop-{self.port}", daemon=True
         )
         self.thread.start()
+
+    def _run_loop(self) -> None:
+        try:
+            self._runner(self.app)
+        except BaseException as error:
+            self.runner_error = error
+            raise
 
     @property
     def address(self) -> tuple:
@@ -161,3 +193,26 @@ def text_of_size(size: int) -> str:
     text = unit * (size // 10)
     text += "a" * (size - len(text.encode("utf-8")))
     return text
+
+
+class ServerPool:
+    """The servers one test starts, stopped together at its end."""
+
+    def __init__(self) -> None:
+        self.servers: list = []
+
+    def start(self, *args: Any, **kwargs: Any) -> Server:
+        """A running Server(*args, **kwargs), stopped by stop_all."""
+        server = Server(*args, **kwargs)
+        self.servers.append(server)
+        return server
+
+    def stop_all(self) -> None:
+        """Stops every server; fails naming each one whose loop did not return."""
+        failures = []
+        for server in self.servers:
+            try:
+                server.stop()
+            except AssertionError as error:
+                failures.append(str(error))
+        assert not failures, "; ".join(failures)

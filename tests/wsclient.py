@@ -2,7 +2,8 @@
 
 It speaks just enough RFC 6455 to exercise a server, and it lets a test break the protocol on
 purpose (unmasked frames, reserved bits, unknown opcodes, oversize control frames), which a real
-client library refuses to do. Every socket operation runs against a deadline, so a server that
+client library refuses to do. Given an ssl.SSLContext (tls=...), it speaks the same over
+TLS. Every socket operation runs against a deadline, so a server that
 stops answering fails a test instead of hanging it.
 
 It checks what the server sends: a masked server frame, reserved bits that were not negotiated,
@@ -16,6 +17,7 @@ import base64
 import hashlib
 import os
 import socket
+import ssl
 import struct
 import time
 import zlib
@@ -332,9 +334,26 @@ def read_http_response(sock: socket.socket, deadline: float) -> tuple:
         rest_buffer += chunk
 
 
+def insecure_tls_context(version: Optional[ssl.TLSVersion] = None) -> ssl.SSLContext:
+    """A client context that accepts any certificate (the tests' are self-signed); with version,
+    only that TLS version is offered."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if version is not None:
+        context.minimum_version = version
+        context.maximum_version = version
+    return context
+
+
 def open_socket(
-    host: str, port: int, timeout: float, recv_buffer_size: Optional[int] = None
+    host: str,
+    port: int,
+    timeout: float,
+    recv_buffer_size: Optional[int] = None,
+    tls: Optional[ssl.SSLContext] = None,
 ) -> socket.socket:
+    """A connected TCP socket; with tls, wrapped in TLS and handshaken within timeout."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     if recv_buffer_size is not None:
@@ -343,6 +362,8 @@ def open_socket(
     sock.settimeout(timeout)
     try:
         sock.connect((host, port))
+        if tls is not None:
+            sock = tls.wrap_socket(sock, server_hostname=host)
     except BaseException:
         sock.close()
         raise
@@ -373,10 +394,16 @@ def socket_reaches_eof(sock: socket.socket, timeout: float) -> bool:
             return True
 
 
-def open_raw_http(host: str, port: int, request: bytes, timeout: float = DEFAULT_TIMEOUT) -> tuple:
+def open_raw_http(
+    host: str,
+    port: int,
+    request: bytes,
+    timeout: float = DEFAULT_TIMEOUT,
+    tls: Optional[ssl.SSLContext] = None,
+) -> tuple:
     """Sends request bytes as they are and reads one response: (HttpResponse, socket). The caller
     closes the socket; use this when the test also checks whether the server closes it."""
-    sock = open_socket(host, port, timeout)
+    sock = open_socket(host, port, timeout, tls=tls)
     try:
         send_all_tolerating_reset(sock, request)
         response, _ = read_http_response(sock, time.monotonic() + timeout)
@@ -387,10 +414,14 @@ def open_raw_http(host: str, port: int, request: bytes, timeout: float = DEFAULT
 
 
 def raw_http(
-    host: str, port: int, request: bytes, timeout: float = DEFAULT_TIMEOUT
+    host: str,
+    port: int,
+    request: bytes,
+    timeout: float = DEFAULT_TIMEOUT,
+    tls: Optional[ssl.SSLContext] = None,
 ) -> HttpResponse:
     """Sends request bytes as they are; returns (status, headers, body) of the response."""
-    response, sock = open_raw_http(host, port, request, timeout)
+    response, sock = open_raw_http(host, port, request, timeout, tls)
     sock.close()
     return response
 
@@ -607,12 +638,14 @@ def connect(
     timeout: float = DEFAULT_TIMEOUT,
     recv_buffer_size: Optional[int] = None,
     first_data: bytes = b"",
+    tls: Optional[ssl.SSLContext] = None,
 ) -> Client:
     """Opens a WebSocket connection. Raises HandshakeRefused for any answer other than 101, and
     ProtocolViolation for a 101 that is not a valid WebSocket handshake. first_data is sent in
-    the same write as the request, to test a server that gets frames along with the head."""
+    the same write as the request, to test a server that gets frames along with the head. With
+    tls (see insecure_tls_context) the connection is wss://."""
     key = new_key()
-    sock = open_socket(host, port, timeout, recv_buffer_size)
+    sock = open_socket(host, port, timeout, recv_buffer_size, tls)
     try:
         sock.sendall(
             handshake_request(path, f"{host}:{port}", key, protocols, headers) + first_data

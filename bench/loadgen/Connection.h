@@ -36,6 +36,7 @@ struct Connection {
     uint64_t sentSeq = 0;
     uint64_t receivedSeq = 0;
 
+    int skipped = 0;                // greeting messages ignored so far (--skip-first)
     uint64_t lastDeliveredSeq = 0;  // SUBSCRIBER: deliveries must arrive in publish order
 
     std::unique_ptr<Deflate> deflate;

@@ -59,7 +59,7 @@ double cpuSeconds() {
            double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
 }
 
-enum class PayloadKind { TEXT, BINARY, JSON };
+enum class PayloadKind { TEXT, BINARY, JSON, REQUEST };
 
 struct Options {
     std::string host = "127.0.0.1";
@@ -79,13 +79,17 @@ struct Options {
     double rateMax = 1e6;
     double step = 2;           // fanout: seconds per rate step
     size_t publishSize = 64;
+    std::string path = "/";     // request target of the upgrade (a token may go in its query)
+    std::string header;         // one extra request header line, e.g. "Authorization: Bearer x"
+    int skipFirst = 0;          // messages to ignore at the start of each connection (a greeting)
 };
 
 [[noreturn]] void usage(const char *why) {
     std::fprintf(stderr,
                  "loadgen: %s\n"
                  "usage: loadgen --port P [--host H] [--mode echo|idle|fanout] [--connections N]\n"
-                 "  echo:   [--inflight K] [--size BYTES] [--payload text|binary|json] [--deflate]\n"
+                 "  echo:   [--inflight K] [--size BYTES] [--payload text|binary|json|request] [--deflate]\n"
+                 "          [--path /p?q] [--header 'Name: value'] [--skip-first N]\n"
                  "          [--warmup S] [--duration S]\n"
                  "  idle:   [--hold S]\n"
                  "  fanout: [--rate-start R] [--rate-max R] [--step S] [--publish-size BYTES]\n"
@@ -119,12 +123,16 @@ Options parseOptions(int argc, char **argv) {
         else if (flag == "--rate-max") o.rateMax = std::atof(value);
         else if (flag == "--step") o.step = std::atof(value);
         else if (flag == "--publish-size") o.publishSize = size_t(std::atol(value));
+        else if (flag == "--path") o.path = value;
+        else if (flag == "--header") o.header = value;
+        else if (flag == "--skip-first") o.skipFirst = std::atoi(value);
         else if (flag == "--payload") {
             std::string kind = value;
             if (kind == "text") o.payload = PayloadKind::TEXT;
             else if (kind == "binary") o.payload = PayloadKind::BINARY;
             else if (kind == "json") o.payload = PayloadKind::JSON;
-            else usage("--payload must be text, binary or json");
+            else if (kind == "request") o.payload = PayloadKind::REQUEST;
+            else usage("--payload must be text, binary, json or request");
         } else usage(("unknown option " + flag).c_str());
     }
     if (o.port <= 0 || o.port > 65535) usage("--port is required");
@@ -198,6 +206,13 @@ private:
             json += "}";
             std::memcpy(echoTemplate_.data(), json.data(), opt_.size);
             stampOffset_ = 8;
+        } else if (opt_.payload == PayloadKind::REQUEST) {
+            // A realtime-protocol request whose reply, {...request, "id"}, is the same bytes.
+            std::string json = "{\"type\":\"ECHO\",\"id\":\"0000000000000000\",\"data\":\"";
+            while (json.size() + 2 < opt_.size) json += char('a' + json.size() % 26);
+            json += "\"}";
+            std::memcpy(echoTemplate_.data(), json.data(), opt_.size);
+            stampOffset_ = 21;
         } else {
             const char *alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
             for (size_t i = 0; i < opt_.size; i++) {
@@ -385,10 +400,11 @@ private:
             return;
         }
         c.state = ConnectionState::HANDSHAKE;
-        std::string request = "GET / HTTP/1.1\r\nHost: " + opt_.host + ":" + std::to_string(opt_.port) +
+        std::string request = "GET " + opt_.path + " HTTP/1.1\r\nHost: " + opt_.host + ":" + std::to_string(opt_.port) +
                               "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + kKey +
                               "\r\nSec-WebSocket-Version: 13\r\n";
         if (opt_.deflate) request += "Sec-WebSocket-Extensions: permessage-deflate\r\n";
+        if (!opt_.header.empty()) request += opt_.header + "\r\n";
         request += "\r\n";
         c.out.assign(request.begin(), request.end());
         c.outStart = 0;
@@ -615,6 +631,10 @@ private:
     // ---- echo ----------------------------------------------------------------------------
 
     void onEcho(Connection &c, uint8_t op, const uint8_t *data, size_t length) {
+        if (c.skipped < opt_.skipFirst) {
+            c.skipped++;
+            return;
+        }
         if (c.receivedSeq >= c.sentSeq) {
             errors_.protocol++;
             return;

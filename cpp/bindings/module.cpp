@@ -589,6 +589,7 @@ PYBIND11_MODULE(_core, m) {
             if (self.onLoopThread()) {
                 self.app.close(uint16_t(code), reason, timeout);
                 if (!self.running && !self.embedded) self.app.loop().stop();
+                if (self.embedded) self.app.loop().wakeup(); // serve() must see it now
             } else {
                 CoreApp *app = &self;
                 self.app.loop().defer([app, code, reason, timeout] { app->app.close(uint16_t(code), reason, timeout); });

@@ -130,6 +130,8 @@ void Loop::defer(std::function<void()> fn) {
     waker_->wake();
 }
 
+void Loop::wakeup() { waker_->wake(); }
+
 void Loop::runDeferred() {
     {
         std::lock_guard<std::mutex> lock(deferMutex_);
@@ -146,6 +148,7 @@ uint64_t Loop::addTimer(uint64_t delayMs, std::function<void()> fn) {
     uint64_t deadline = monotonicMs() + delayMs;
     timers_.emplace(TimerKey{deadline, id}, std::move(fn));
     timerDeadlines_[id] = deadline;
+    if (!inDispatch_) wakeup(); // a wait already under way does not know this deadline
     return id;
 }
 

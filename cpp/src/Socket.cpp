@@ -48,20 +48,26 @@ void Socket::bufferParts(const iovec *parts, int count, size_t skip) {
 
 ssize_t Socket::sendParts(const iovec *parts, int count) {
     if (ssl_) {
-        // No writev in TLS: one SSL_write per part (the cork makes most sends one part).
+        // No writev in TLS: SSL_write per part, repeated while it takes bytes (with partial
+        // writes on, each call may stop after one 16 KiB record).
         size_t written = 0;
         for (int i = 0; i < count; i++) {
-            if (parts[i].iov_len == 0) continue;
-            ERR_clear_error();
-            int n = SSL_write(ssl_, parts[i].iov_base, int(parts[i].iov_len));
-            if (n > 0) {
-                written += size_t(n);
-                if (size_t(n) < parts[i].iov_len) break;
-                continue;
+            const char *data = static_cast<const char *>(parts[i].iov_base);
+            size_t offset = 0;
+            while (offset < parts[i].iov_len) {
+                ERR_clear_error();
+                int n = SSL_write(ssl_, data + offset, int(parts[i].iov_len - offset));
+                if (n > 0) {
+                    offset += size_t(n);
+                    continue;
+                }
+                int error = SSL_get_error(ssl_, n);
+                if (error == SSL_ERROR_WANT_WRITE || error == SSL_ERROR_WANT_READ) {
+                    return ssize_t(written + offset);
+                }
+                return -1;
             }
-            int error = SSL_get_error(ssl_, n);
-            if (error == SSL_ERROR_WANT_WRITE || error == SSL_ERROR_WANT_READ) break;
-            return -1;
+            written += offset;
         }
         return ssize_t(written);
     }

@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import protocol
+import orjson
+
 from ._core import OpCode, WebSocket
+
+_dumps = orjson.dumps
+_TEXT = int(OpCode.TEXT)
 
 if TYPE_CHECKING:
     from .batching import Batcher
@@ -45,11 +50,12 @@ class Client:
         """Sends a message (a dict, serialized with orjson). With batching on, it may wait up
         to max_wait_ms to leave in a BATCH frame; ``priority`` sends at once (after what was
         queued before it)."""
-        if self.closed or self.ws is None:
+        ws = self.ws
+        if ws is None or self.closed:
             return
         batcher = self.batcher
         if batcher is None:
-            self.ws.send(protocol.encode(message), OpCode.TEXT)
+            ws.send(_dumps(message), _TEXT)
             return
         frames, start_timer = batcher.add(message, priority)
         if frames:

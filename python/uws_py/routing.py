@@ -13,13 +13,14 @@ Handler = Callable[..., Any]
 class Route:
     """One message type's handler and its optional schema."""
 
-    __slots__ = ("kind", "handler", "schema", "is_async", "_convert")
+    __slots__ = ("kind", "handler", "schema", "is_async", "histogram", "_convert")
 
     def __init__(self, kind: str, handler: Handler, schema: Any = None) -> None:
         self.kind = kind
         self.handler = handler
         self.schema = schema
         self.is_async = inspect.iscoroutinefunction(handler)
+        self.histogram: Any = None  # the server's latency histogram for this type, bound on first use
         self._convert = _make_converter(schema)
 
     def validate(self, message: dict[str, Any]) -> Any:

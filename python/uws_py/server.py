@@ -11,6 +11,9 @@ import time
 import uuid
 from typing import Any, Awaitable, Callable, Optional, Sequence, Union
 
+import orjson
+from orjson import JSONDecodeError
+
 from . import protocol
 from ._core import OpCode
 from .app import App, CompressOptions, SSLOptions
@@ -25,6 +28,10 @@ from .routing import Router
 
 logger = logging.getLogger("uws_py.realtime")
 access_logger = logging.getLogger("uws_py.access")
+
+_BINARY = int(OpCode.BINARY)
+_loads = orjson.loads
+_perf_counter = time.perf_counter
 
 # Returned by a built-in that already sent its own reply.
 _REPLIED = object()
@@ -46,6 +53,7 @@ class RealtimeServer:
       1009 before it is buffered. ``idle_timeout``, ``max_backpressure``: as in ``App.ws``.
     - ``compression``: permessage-deflate with the shared compressor (no per-socket memory).
     - ``allowed_origins``: Origin values allowed to connect (others get 403); None allows all.
+      Requests without Origin (non-browser clients) are not refused for it.
     - ``max_connections`` (503 beyond) and ``max_connections_per_ip`` (429 beyond).
     - ``report_interval``: seconds between performance reports in the log; None is off.
     - ``broker``: a :class:`uws_py.broker.Broker` (e.g. RedisBroker) carrying publishes to
@@ -295,7 +303,9 @@ class RealtimeServer:
     def _on_upgrade(self, res: Any, req: Any, context: Any) -> None:
         address = res.get_remote_address()
         origin = req.get_header("origin")
-        if self.allowed_origins is not None and origin not in self.allowed_origins:
+        # Browsers always send Origin (cross-site WebSocket hijacking comes from them); a
+        # client without one is not a browser and is let through, as Centrifugo does.
+        if self.allowed_origins is not None and origin is not None and origin not in self.allowed_origins:
             self._refuse(res, "403 Forbidden", "origin not allowed")
             return
         refusal = self.limiter.check(address)
@@ -414,14 +424,20 @@ class RealtimeServer:
         ):
             self._send_error(client, None, ProtocolError(PAYLOAD_TOO_LARGE, f"message over {self.max_payload_length} bytes"))
             return
-        if opcode == OpCode.BINARY:
+        if opcode == _BINARY:
             self._binary(client, data)  # type: ignore[arg-type]
             return
         try:
-            message = protocol.decode(data)
-        except ProtocolError as exc:
-            self._send_error(client, None, exc)
+            message = _loads(data)
+        except JSONDecodeError as exc:
+            self._send_error(client, None, ProtocolError(INVALID_MESSAGE, f"not JSON: {exc}"))
             return
+        if type(message) is not dict or type(message.get("type")) is not str or not message["type"]:
+            try:
+                protocol.decode(data)  # the same checks, with the precise error
+            except ProtocolError as exc:
+                self._send_error(client, None, exc)
+                return
         self._dispatch(client, message, None)
 
     def _rate_limited(self, client: Client, bucket: TokenBucket) -> None:
@@ -460,13 +476,16 @@ class RealtimeServer:
                 route = self.router.get(kind)
                 if route is None:
                     raise ProtocolError(UNKNOWN_TYPE, f"no handler for type {kind!r}")
-                argument = route.validate(message)
+                argument = message if route.schema is None else route.validate(message)
                 if route.is_async:
                     self._start_task(self._run_async(route, client, argument, request_id))
                     return
-                started = time.perf_counter()
+                started = _perf_counter()
                 reply = route.handler(client, argument)
-                self.metrics.histogram(kind).observe(time.perf_counter() - started)
+                histogram = route.histogram
+                if histogram is None:
+                    histogram = route.histogram = self.metrics.histogram(kind)
+                histogram.observe(_perf_counter() - started)
         except ProtocolError as exc:
             self._send_error(client, request_id, exc, out)
             return

@@ -49,6 +49,10 @@ public:
 
     // Thread-safe: queue fn to run on the loop thread in its next iteration.
     void defer(std::function<void()> fn);
+    // Thread-safe: makes the next wait return at once. An embedding loop (asyncio) sees the
+    // epoll descriptor readable, so work done outside an iteration (a close, a new timer)
+    // gets its iteration.
+    void wakeup();
 
     // Millisecond timers on the loop thread; returns an id for cancelTimer.
     uint64_t addTimer(uint64_t delayMs, std::function<void()> fn);

@@ -1,0 +1,39 @@
+"""uws-py full realtime stack for scenario 8: RealtimeServer with JWT auth, rate limiting
+(generous, so it measures its cost without refusing) and metrics on; an ECHO handler that
+answers each request with itself (the reply carries the request's id).
+
+usage: python uwspy_realtime.py PORT   (prints `listening PORT` and `token TOKEN`)
+"""
+
+import sys
+import time
+
+import jwt
+
+from uws_py import JWTAuth, RateLimit, RealtimeServer
+
+SECRET = "bench-secret-bench-secret-bench-secret"
+
+
+def main() -> None:
+    server = RealtimeServer(
+        path="/realtime",
+        auth=JWTAuth(secret=SECRET),
+        rate_limit=RateLimit(messages=10_000_000, per_seconds=1),
+        idle_timeout=0,
+        compression=False,
+    )
+
+    @server.on("ECHO")
+    def echo(client, message):
+        return message
+
+    server.listen("127.0.0.1", int(sys.argv[1]))
+    token = jwt.encode({"sub": "bench", "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256")
+    print(f"token {token}", flush=True)
+    print(f"listening {server.port}", flush=True)
+    server.run_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,409 @@
+"""uws_py.config and the parsing half of uws_py.cli: options, their layers (command line >
+environment > TOML file > default), coercion and validation, without starting a server."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from uws_py import __version__
+from uws_py.cli import build_parser, main, resolve_config
+from uws_py.config import ConfigError, ServeConfig, load, parse_broker_url, parse_rate_limit
+
+needs_tomllib = pytest.mark.skipif(sys.version_info < (3, 11), reason="--config files need tomllib (Python 3.11+)")
+
+
+def write_toml(directory: Path, text: str) -> str:
+    path = directory / "serve.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def resolve(argv: list, environ: dict = None) -> ServeConfig:
+    """The configuration `uws-py <argv>` would run with, given only this environment."""
+    return resolve_config(build_parser().parse_args(argv), environ or {})
+
+
+# -- defaults and the command line ---------------------------------------------------------
+
+
+def test_defaults_with_no_layer():
+    config = load(None, {}, {})
+    assert config == ServeConfig()
+    assert (config.host, config.port, config.workers) == ("127.0.0.1", 8080, 1)
+    assert config.rate_limit == "100/60s"
+    assert config.max_payload == 100 * 1024 and config.idle_timeout == 120
+    assert config.compression is True and config.access_log is True
+    assert config.broker is None and config.jwt_secret is None and config.app is None
+    assert (config.log_level, config.log_format) == ("info", "human")
+
+
+def test_every_option_parses_to_its_typed_field():
+    config = resolve(
+        [
+            "serve", "pkg.module:factory",
+            "--host", "0.0.0.0", "--port", "9001", "--workers", "3",
+            "--jwt-secret", "s", "--jwt-algorithms", "HS256,HS512",
+            "--rate-limit", "5/1s", "--max-payload", "2048", "--idle-timeout", "30",
+            "--no-compression", "--broker", "redis://localhost:6380/2",
+            "--log-level", "debug", "--log-format", "json", "--no-access-log",
+        ]
+    )
+    assert config.app == "pkg.module:factory"
+    assert (config.host, config.port, config.workers) == ("0.0.0.0", 9001, 3)
+    assert config.jwt_secret == "s" and config.jwt_algorithms == "HS256,HS512"
+    assert config.rate_limit == "5/1s"
+    assert (config.max_payload, config.idle_timeout) == (2048, 30)
+    assert config.compression is False and config.access_log is False
+    assert config.broker == "redis://localhost:6380/2"
+    assert (config.log_level, config.log_format) == ("debug", "json")
+
+
+def test_options_left_out_are_absent_from_the_namespace():
+    """Absent options must not carry argparse defaults, or they would hide env and file values."""
+    args = build_parser().parse_args(["serve", "--port", "1234"])
+    given = {k for k in vars(args) if k not in ("command", "config_file")}
+    assert given == {"port"}
+
+
+def test_boolean_flags_both_ways():
+    assert resolve(["serve", "--compression"]).compression is True
+    assert resolve(["serve", "--no-compression"]).compression is False
+    assert resolve(["serve", "--access-log"]).access_log is True
+    assert resolve(["serve", "--no-access-log"]).access_log is False
+
+
+def test_unknown_option_exits_with_argparse_usage_code(capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", "--no-such-option"])
+    assert exited.value.code == 2
+    assert "--no-such-option" in capsys.readouterr().err
+
+
+def test_non_integer_port_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["serve", "--port", "eighty"])
+    assert exited.value.code == 2
+    assert "--port" in capsys.readouterr().err
+
+
+def test_a_command_is_required(capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([])
+    assert exited.value.code == 2
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"uws-py {__version__}"
+
+
+def test_help_shows_every_option_and_its_environment_variable(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    for flag in (
+        "--host", "--port", "--workers", "--ssl-certfile", "--ssl-keyfile", "--ssl-keyfile-password",
+        "--jwt-secret", "--jwt-public-key", "--jwt-algorithms", "--rate-limit", "--max-payload",
+        "--idle-timeout", "--compression", "--no-compression", "--broker", "--log-level",
+        "--log-format", "--access-log", "--no-access-log", "--config",
+    ):
+        assert flag in help_text, flag
+    assert "UWS_PY_PORT" in help_text and "UWS_PY_BROKER" in help_text
+
+
+# -- the environment ------------------------------------------------------------------------
+
+
+def test_environment_sets_options_with_their_types():
+    config = resolve(
+        ["serve"],
+        {
+            "UWS_PY_PORT": "9100",
+            "UWS_PY_WORKERS": "2",
+            "UWS_PY_COMPRESSION": "false",
+            "UWS_PY_ACCESS_LOG": "0",
+            "UWS_PY_LOG_FORMAT": "json",
+            "UWS_PY_APP": "mod:attr",
+            "UWS_PY_BROKER": "redis://127.0.0.1:6379/0",
+        },
+    )
+    assert config.port == 9100 and config.workers == 2
+    assert config.compression is False and config.access_log is False
+    assert config.log_format == "json"
+    assert config.app == "mod:attr"
+    assert config.broker == "redis://127.0.0.1:6379/0"
+
+
+@pytest.mark.parametrize("text", ["1", "true", "TRUE", "yes", "on", " On "])
+def test_environment_true_spellings(text):
+    assert load(None, {"UWS_PY_COMPRESSION": text}, {}).compression is True
+
+
+@pytest.mark.parametrize("text", ["0", "false", "False", "no", "off"])
+def test_environment_false_spellings(text):
+    assert load(None, {"UWS_PY_COMPRESSION": text}, {}).compression is False
+
+
+def test_environment_bad_boolean_names_the_variable():
+    with pytest.raises(ConfigError, match="UWS_PY_COMPRESSION") as raised:
+        load(None, {"UWS_PY_COMPRESSION": "maybe"}, {})
+    assert "maybe" in str(raised.value)
+
+
+def test_environment_bad_integer_names_the_variable():
+    with pytest.raises(ConfigError, match="UWS_PY_PORT") as raised:
+        load(None, {"UWS_PY_PORT": "http"}, {})
+    assert "http" in str(raised.value)
+
+
+def test_unrelated_environment_variables_are_ignored():
+    config = load(None, {"UWS_PY": "x", "UWS_PORT": "1", "PORT": "2", "uws_py_port": "3"}, {})
+    assert config.port == 8080
+
+
+def test_resolve_config_reads_os_environ_when_no_environment_is_given(monkeypatch):
+    monkeypatch.setenv("UWS_PY_IDLE_TIMEOUT", "77")
+    assert resolve_config(build_parser().parse_args(["serve"])).idle_timeout == 77
+
+
+# -- the TOML file --------------------------------------------------------------------------
+
+
+@needs_tomllib
+def test_file_serve_table_with_dashed_or_underscored_keys(tmp_path):
+    path = write_toml(
+        tmp_path,
+        '[serve]\nport = 9200\nlog-level = "warning"\nmax_payload = 4096\ncompression = false\n'
+        'rate-limit = "off"\nbroker = "rediss://cache.example:6390/1"\n',
+    )
+    config = load(path, {}, {})
+    assert config.port == 9200
+    assert config.log_level == "warning"
+    assert config.max_payload == 4096
+    assert config.compression is False
+    assert config.rate_limit == "off"
+    assert config.broker == "rediss://cache.example:6390/1"
+
+
+@needs_tomllib
+def test_file_given_with_the_config_option(tmp_path):
+    path = write_toml(tmp_path, "[serve]\nworkers = 4\n")
+    config = resolve(["serve", "--config", path])
+    assert config.workers == 4
+
+
+@needs_tomllib
+def test_file_with_unknown_option_is_refused(tmp_path):
+    path = write_toml(tmp_path, "[serve]\nport = 1\ncolour = \"blue\"\n")
+    with pytest.raises(ConfigError, match="colour"):
+        load(path, {}, {})
+
+
+@needs_tomllib
+def test_file_with_wrong_type_is_refused(tmp_path):
+    path = write_toml(tmp_path, '[serve]\nworkers = "many"\n')
+    with pytest.raises(ConfigError, match="workers"):
+        load(path, {}, {})
+
+
+@needs_tomllib
+def test_file_that_is_not_toml_is_refused(tmp_path):
+    path = write_toml(tmp_path, "[serve\nport = \n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(path, {}, {})
+
+
+def test_missing_file_is_refused(tmp_path):
+    missing = str(tmp_path / "absent.toml")
+    with pytest.raises(ConfigError, match="absent.toml"):
+        load(missing, {}, {})
+
+
+# -- precedence: command line > environment > file > default --------------------------------
+
+
+@needs_tomllib
+def test_each_layer_overrides_the_ones_below(tmp_path):
+    path = write_toml(
+        tmp_path,
+        '[serve]\nport = 1001\nworkers = 2\nidle_timeout = 11\nlog_level = "error"\n',
+    )
+    environ = {"UWS_PY_PORT": "2002", "UWS_PY_WORKERS": "3", "UWS_PY_LOG_LEVEL": "debug"}
+    config = resolve(["serve", "--config", path, "--port", "3003"], environ)
+    assert config.port == 3003  # command line over environment and file
+    assert config.workers == 3  # environment over file
+    assert config.log_level == "debug"  # environment over file
+    assert config.idle_timeout == 11  # file over default
+    assert config.max_payload == 100 * 1024  # default where nobody spoke
+
+
+@needs_tomllib
+def test_negative_boolean_flag_beats_environment_and_file(tmp_path):
+    path = write_toml(tmp_path, "[serve]\ncompression = true\naccess_log = false\n")
+    config = resolve(
+        ["serve", "--config", path, "--no-compression", "--access-log"],
+        {"UWS_PY_COMPRESSION": "true", "UWS_PY_ACCESS_LOG": "false"},
+    )
+    assert config.compression is False
+    assert config.access_log is True
+
+
+@needs_tomllib
+def test_environment_false_beats_file_true(tmp_path):
+    path = write_toml(tmp_path, "[serve]\ncompression = true\n")
+    assert resolve(["serve", "--config", path], {"UWS_PY_COMPRESSION": "no"}).compression is False
+
+
+def test_positional_app_beats_environment():
+    config = resolve(["serve", "cli.module:server"], {"UWS_PY_APP": "env.module:server"})
+    assert config.app == "cli.module:server"
+
+
+def test_command_line_value_is_validated_even_when_environment_is_valid():
+    with pytest.raises(ConfigError, match="--port"):
+        resolve(["serve", "--port", "70000"], {"UWS_PY_PORT": "80"})
+
+
+# -- validation -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        ({"port": -1}, "--port"),
+        ({"port": 65536}, "--port"),
+        ({"workers": 0}, "--workers"),
+        ({"log_level": "verbose"}, "--log-level"),
+        ({"log_format": "xml"}, "--log-format"),
+        ({"max_payload": 0}, "--max-payload"),
+        ({"idle_timeout": -1}, "--idle-timeout"),
+        ({"rate_limit": "lots"}, "--rate-limit"),
+        ({"ssl_certfile": __file__}, "--ssl-keyfile"),
+        ({"ssl_keyfile": __file__}, "--ssl-certfile"),
+        ({"ssl_certfile": "/nonexistent/cert.pem", "ssl_keyfile": __file__}, "cannot read /nonexistent/cert.pem"),
+        ({"jwt_public_key": "/nonexistent/key.pem"}, "cannot read /nonexistent/key.pem"),
+        ({"jwt_secret": "s", "jwt_public_key": __file__}, "not both"),
+        ({"broker": "http://127.0.0.1:6379/0"}, "--broker"),
+        ({"app": "no_colon_here"}, "MODULE:ATTR"),
+        ({"app": "mod:attr; rm -rf"}, "MODULE:ATTR"),
+    ],
+)
+def test_invalid_values_are_refused_naming_the_option(overrides, named):
+    with pytest.raises(ConfigError) as raised:
+        load(None, {}, overrides)
+    assert named in str(raised.value)
+
+
+def test_port_bounds_are_accepted():
+    assert load(None, {}, {"port": 0}).port == 0
+    assert load(None, {}, {"port": 65535}).port == 65535
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("100/60s", (100, 60.0)),
+        ("100/60", (100, 60.0)),
+        (" 7 / 2.5s ", (7, 2.5)),
+        ("5/500ms", (5, 0.5)),
+        ("10/2m", (10, 120.0)),
+        ("1/1h", (1, 3600.0)),
+        ("off", None),
+        ("OFF", None),
+        ("none", None),
+        (None, None),
+    ],
+)
+def test_rate_limit_spellings(text, expected):
+    assert parse_rate_limit(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "100", "100/", "/60s", "100/60x", "-1/60s", "0/60s", "10/0s", "1.5/60s"])
+def test_rate_limit_refusals(text):
+    with pytest.raises(ConfigError, match="rate-limit"):
+        parse_rate_limit(text)
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("redis://127.0.0.1:6380/0", ("127.0.0.1", 6380, 0)),
+        ("redis://cache.internal/3", ("cache.internal", 6379, 3)),
+        ("redis://localhost", ("localhost", 6379, 0)),
+        ("rediss://user:pw@secure.example:6390/1", ("secure.example", 6390, 1)),
+    ],
+)
+def test_broker_urls_accepted(url, expected):
+    assert parse_broker_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    "url, named",
+    [
+        ("http://127.0.0.1:6379/0", "redis://"),
+        ("127.0.0.1:6379", "redis://"),
+        ("redis://127.0.0.1:notaport/0", "port"),
+        ("redis://127.0.0.1:99999/0", "port"),
+        ("redis:///0", "host"),
+        ("redis://127.0.0.1:6379/zero", "database"),
+    ],
+)
+def test_malformed_broker_urls_refused(url, named):
+    with pytest.raises(ConfigError, match=named):
+        parse_broker_url(url)
+
+
+def test_redacted_masks_secrets_only_when_set():
+    shown = load(None, {}, {"jwt_secret": "hunter2-secret", "ssl_keyfile_password": "pass-phrase"}).redacted()
+    assert shown["jwt_secret"] == "***"
+    assert shown["ssl_keyfile_password"] == "***"
+    assert "hunter2-secret" not in json.dumps(shown) and "pass-phrase" not in json.dumps(shown)
+    assert shown["port"] == 8080 and shown["broker"] is None
+    unset = ServeConfig().redacted()
+    assert unset["jwt_secret"] is None and unset["ssl_keyfile_password"] is None
+    assert set(unset) == set(ServeConfig.__dataclass_fields__)
+
+
+# -- main() without serving --------------------------------------------------------------------
+
+
+def test_main_reports_invalid_configuration_in_one_line(capsys):
+    assert main(["serve", "--workers", "0"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "uws-py: error: --workers must be at least 1, not 0\n"
+
+
+def test_main_reports_environment_error_in_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("UWS_PY_MAX_PAYLOAD", "big")
+    assert main(["serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("uws-py: error: ") and err.count("\n") == 1
+    assert "UWS_PY_MAX_PAYLOAD" in err
+
+
+@needs_tomllib
+def test_main_check_config_prints_effective_configuration_with_secrets_masked(tmp_path, capsys):
+    path = write_toml(tmp_path, '[serve]\nport = 9300\njwt_secret = "file-secret-value"\nworkers = 2\n')
+    assert main(["check-config", path]) == 0
+    out = capsys.readouterr().out
+    shown = json.loads(out)
+    assert shown["port"] == 9300 and shown["workers"] == 2
+    assert shown["jwt_secret"] == "***"
+    assert "file-secret-value" not in out
+    assert shown["host"] == "127.0.0.1"  # defaults fill what the file leaves out
+
+
+@needs_tomllib
+def test_main_check_config_refuses_a_bad_file_in_one_line(tmp_path, capsys):
+    path = write_toml(tmp_path, "[serve]\nport = 123456\n")
+    assert main(["check-config", path]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("uws-py: error: ") and err.count("\n") == 1
+    assert "--port" in err
