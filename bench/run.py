@@ -99,7 +99,7 @@ class RunningServer:
 
 def measure(server: Server, scenario: Scenario, round_number: int) -> dict:
     """One loadgen run against a fresh server; the loadgen's JSON plus status fields."""
-    kind = "pubsub" if scenario.kind == "fanout" else "echo"
+    kind = {"fanout": "pubsub", "realtime": "realtime"}.get(scenario.kind, "echo")
     LOGS.mkdir(parents=True, exist_ok=True)
     log_path = LOGS / f"{server.name}-s{scenario.number}-r{round_number}.log"
     running = RunningServer(server, kind, scenario.deflate, log_path)
@@ -107,9 +107,13 @@ def measure(server: Server, scenario: Scenario, round_number: int) -> dict:
         problem = running.wait_ready()
         if problem:
             return {"status": problem}
-        mode = {"echo": "echo", "fanout": "fanout", "idle": "idle"}[scenario.kind]
+        mode = {"echo": "echo", "fanout": "fanout", "idle": "idle", "realtime": "echo"}[scenario.kind]
         command = [str(LOADGEN), "--port", str(running.port), "--mode", mode,
                    "--server-pid", str(running.process.pid), *scenario.loadgen]
+        if kind == "realtime" and server.realtime:
+            # The realtime server prints a token for the load generator and greets each client.
+            token = next((line.split()[1] for line in log_path.read_text().splitlines() if line.startswith("token ")), "")
+            command += ["--path", f"/realtime?token={token}", "--skip-first", "1"]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         except subprocess.TimeoutExpired:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,10 +30,16 @@ class Server:
     pubsub: list[str]
     env: dict[str, str] = field(default_factory=dict)
     missing: str = ""  # why it cannot run here, or "" if it can
+    # Scenario 8: the full realtime stack where the library has one (uws-py); the others
+    # answer the same requests with their raw echo server.
+    realtime: list[str] = field(default_factory=list)
 
     def command(self, kind: str, port: int, deflate: bool = False) -> list[str]:
-        """The argv of the echo or pub/sub server on ``port``."""
-        base = self.echo if kind == "echo" else self.pubsub
+        """The argv of the echo, pub/sub or realtime server on ``port``."""
+        if kind == "realtime":
+            base = self.realtime or self.echo
+        else:
+            base = self.echo if kind == "echo" else self.pubsub
         return [*base, str(port), *(["--deflate"] if deflate else [])]
 
 
@@ -79,7 +86,10 @@ def all_servers(versions: dict[str, str]) -> list[Server]:
 
     uws_version = versions.get("uws-py", "?")
     servers = [
-        _python_server("uws-py", f"uws-py {uws_version}", PROJECT_PYTHON, "uwspy", ""),
+        dataclasses.replace(
+            _python_server("uws-py", f"uws-py {uws_version}", PROJECT_PYTHON, "uwspy", ""),
+            realtime=[str(PROJECT_PYTHON), str(SERVERS_DIR / "uwspy_realtime.py")],
+        ),
     ]
     newest = _node_package_version("@btc-vision/uwebsockets.js")
     shim_ready = (UWSJS_SHIM / "uws.node").exists() and (UWSJS_SHIM / "libisoc23.so").exists()

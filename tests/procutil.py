@@ -281,9 +281,17 @@ def health(port: int, tls: Any = None) -> dict:
     return json.loads(response.body)
 
 
-def health_pids(port: int, requests: int = 40) -> set:
-    """The pids that answered `requests` /health requests, each on its own connection."""
-    return {health(port)["pid"] for _ in range(requests)}
+def health_pids(port: int, requests: int = 40, tolerate_resets: bool = False) -> set:
+    """The pids that answered `requests` /health requests, each on its own connection. With
+    tolerate_resets, a connection the kernel queued to a worker that just died is skipped."""
+    pids = set()
+    for _ in range(requests):
+        try:
+            pids.add(health(port)["pid"])
+        except (wsclient.ConnectionClosed, ConnectionError):
+            if not tolerate_resets:
+                raise
+    return pids
 
 
 def metric_value(port: int, name: str) -> Optional[float]:
@@ -363,5 +371,16 @@ class RealtimeClient:
             return
         raise AssertionError(f"unexpected message: {message}")
 
+    def expect_close(self, timeout: float = 10.0) -> int:
+        """Waits for the server's close frame, answers it and closes TCP; returns the code."""
+        code, _ = self.ws.expect_close(timeout)
+        try:
+            self.ws.send_close(code)
+        except OSError:
+            pass
+        self.ws.disconnect()
+        return code
+
     def close(self) -> None:
+        """Closes TCP at once (the server sees the connection go without a handshake)."""
         self.ws.disconnect()

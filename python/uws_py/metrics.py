@@ -11,6 +11,13 @@ from typing import Any, Callable, Iterable, Optional
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+_bisect_left = bisect.bisect_left
+
+# Sync handlers on the inline path time one call in LATENCY_SAMPLE_EVERY; their call counts
+# stay exact (uws_handler_calls_total).
+LATENCY_SAMPLE_EVERY = 16
+LATENCY_SAMPLE_MASK = LATENCY_SAMPLE_EVERY - 1
+
 # Handler latency buckets, seconds.
 LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -18,23 +25,26 @@ LATENCY_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
 class LatencyHistogram:
     """Bucket counts and sum; ``observe`` is a bisect and two additions (no lock: loop thread)."""
 
-    __slots__ = ("counts", "total", "count")
+    __slots__ = ("counts", "total")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
         self.total = 0.0
-        self.count = 0
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
 
     def observe(self, seconds: float) -> None:
-        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.counts[_bisect_left(LATENCY_BUCKETS, seconds)] += 1
         self.total += seconds
-        self.count += 1
 
     def quantile(self, q: float) -> float:
         """Upper bound of the bucket holding quantile q (0 when empty)."""
-        if not self.count:
+        count = self.count
+        if not count:
             return 0.0
-        rank = max(q * self.count, 1)
+        rank = max(q * count, 1)
         seen = 0
         for index, n in enumerate(self.counts):
             seen += n
@@ -52,6 +62,7 @@ class Metrics:
         self.broker_stats = broker_stats
         self.started = time.time()
         self.latency: dict[str, LatencyHistogram] = {}
+        self.routes: dict[str, Any] = {}  # type -> Route, for exact call counts
         self.errors: dict[str, int] = {}
         self.auth_failures: dict[str, int] = {}
         self.refused_connections: dict[str, int] = {}
@@ -126,7 +137,15 @@ class _Collector:
         yield refused
         yield CounterMetricFamily("uws_rate_limited", "Messages refused by the rate limit", value=m.rate_limited)
         yield CounterMetricFamily("uws_batches_sent", "BATCH frames sent", value=m.batches_sent)
-        latency = HistogramMetricFamily("uws_handler_seconds", "Handler latency by message type", labels=["type"])
+        calls = CounterMetricFamily("uws_handler_calls", "Handler calls by message type", labels=["type"])
+        for kind, route in sorted(m.routes.items()):
+            calls.add_metric([kind], route.calls)
+        yield calls
+        latency = HistogramMetricFamily(
+            "uws_handler_seconds",
+            f"Handler latency by message type (sync handlers: one call in {LATENCY_SAMPLE_EVERY} sampled)",
+            labels=["type"],
+        )
         for kind, histogram in sorted(m.latency.items()):
             cumulative = 0
             buckets = []

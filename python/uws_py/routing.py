@@ -13,14 +13,17 @@ Handler = Callable[..., Any]
 class Route:
     """One message type's handler and its optional schema."""
 
-    __slots__ = ("kind", "handler", "schema", "is_async", "histogram", "_convert")
+    __slots__ = ("kind", "handler", "schema", "is_async", "fast", "histogram", "calls", "_convert")
 
     def __init__(self, kind: str, handler: Handler, schema: Any = None) -> None:
         self.kind = kind
         self.handler = handler
         self.schema = schema
         self.is_async = inspect.iscoroutinefunction(handler)
-        self.histogram: Any = None  # the server's latency histogram for this type, bound on first use
+        # A plain function without schema: the server calls it inline, on its fastest path.
+        self.fast = not self.is_async and schema is None
+        self.histogram: Any = None  # the server's latency histogram for this type, bound at registration
+        self.calls = 0  # handler calls, exact (read at scrape time)
         self._convert = _make_converter(schema)
 
     def validate(self, message: dict[str, Any]) -> Any:
@@ -61,7 +64,7 @@ class Router:
     """type -> Route. Built-in types are the server's; applications add the rest."""
 
     def __init__(self, reserved: frozenset[str] = frozenset()) -> None:
-        self._routes: dict[str, Route] = {}
+        self.routes: dict[str, Route] = {}  # read directly on the server's hot path
         self._reserved = reserved
 
     def add(self, kind: str, handler: Handler, schema: Any = None) -> Route:
@@ -70,14 +73,14 @@ class Router:
             raise ValueError("a message type is a non-empty string")
         if kind in self._reserved:
             raise ValueError(f"{kind!r} is a built-in message type")
-        if kind in self._routes:
+        if kind in self.routes:
             raise ValueError(f"a handler for {kind!r} is already registered")
         route = Route(kind, handler, schema)
-        self._routes[kind] = route
+        self.routes[kind] = route
         return route
 
     def get(self, kind: str) -> Optional[Route]:
-        return self._routes.get(kind)
+        return self.routes.get(kind)
 
     def types(self) -> list[str]:
-        return sorted(self._routes)
+        return sorted(self.routes)

@@ -216,18 +216,19 @@ def test_builtin_hub_serves_realtime_health_and_metrics_and_stops_on_sigterm():
         # No broker: no broker metrics.
         assert metric_value(server.port, "uws_broker_connected") is None
 
+        started = time.monotonic()
         server.signal(signal.SIGTERM)
-        for client in (alice, bob):
-            code, _ = client.ws.expect_close(timeout=GRACEFUL_EXIT)
-            assert code == 1001
+        assert [client.expect_close(GRACEFUL_EXIT) for client in (alice, bob)] == [1001, 1001]
         assert server.wait(GRACEFUL_EXIT) == 0
+        # Clients answered the close: nothing should wait for a timeout.
+        assert time.monotonic() - started < 3.0
 
 
 def test_sigint_also_stops_gracefully():
     with UwsServer(env=clean_env()) as server:
         client = RealtimeClient(server.port)
         server.signal(signal.SIGINT)
-        assert client.ws.expect_close(timeout=GRACEFUL_EXIT)[0] == 1001
+        assert client.expect_close(GRACEFUL_EXIT) == 1001
         assert server.wait(GRACEFUL_EXIT) == 0
 
 
@@ -249,6 +250,7 @@ def test_layers_reach_the_running_server(tmp_path):
         assert capabilities["maxPayloadLength"] == 2222
         assert capabilities["rateLimit"] == {"messages": 7, "perSeconds": 3.0}
         assert "sec-websocket-extensions" not in client.ws.response.headers
+        client.close()
 
 
 def test_module_target_is_served(tmp_path):
@@ -271,7 +273,7 @@ def test_module_target_is_served(tmp_path):
         assert client.request({"type": "double", "value": 21}) == {"type": "DOUBLED", "value": 42, "id": 1}
         assert "double" in client.connected["capabilities"]["types"]
         server.signal(signal.SIGTERM)
-        assert client.ws.expect_close(timeout=GRACEFUL_EXIT)[0] == 1001
+        assert client.expect_close(GRACEFUL_EXIT) == 1001
         assert server.wait(GRACEFUL_EXIT) == 0
 
 
@@ -313,6 +315,8 @@ def test_secrets_and_tokens_never_reach_the_log(tmp_path):
         by_query = RealtimeClient(server.port, path=f"/realtime?token={good}", tls=tls)
         by_header = RealtimeClient(server.port, tls=tls, headers={"Authorization": f"Bearer {good}"})
         assert by_query.connected["userId"] == by_header.connected["userId"] == "alice"
+        by_query.close()
+        by_header.close()
         with pytest.raises(wsclient.HandshakeRefused) as refused:
             wsclient.connect(HOST, server.port, f"/realtime?token={forged}", tls=tls)
         assert refused.value.response.status == 401
@@ -357,11 +361,11 @@ def test_no_access_log_silences_requests():
 # -- workers ------------------------------------------------------------------------------------
 
 
-def wait_for_workers(server: UwsServer, accept, what: str) -> set:
+def wait_for_workers(server: UwsServer, accept, what: str, tolerate_resets: bool = False) -> set:
     """Polls /health until the set of pids answering it satisfies accept; returns that set."""
 
     def pids_if_accepted():
-        seen = health_pids(server.port, 20)
+        seen = health_pids(server.port, 20, tolerate_resets)
         return seen if accept(seen) else None
 
     return wait_until(pids_if_accepted, what, timeout=10.0)
@@ -386,11 +390,16 @@ def test_killed_worker_is_restarted():
         victim = min(pids)
         os.kill(victim, signal.SIGKILL)
         survivor = (pids - {victim}).pop()
+        wait_until(lambda: not pid_alive(victim), "the killed worker gone")
+        # A connection the kernel queued to the victim as it died is reset; that is not the
+        # supervisor's doing, so such requests are skipped while waiting for the replacement.
         new_pids = wait_for_workers(
-            server, lambda seen: len(seen) == 2 and victim not in seen, "a replacement worker answering /health"
+            server,
+            lambda seen: len(seen) == 2 and victim not in seen,
+            "a replacement worker answering /health",
+            tolerate_resets=True,
         )
         assert survivor in new_pids
-        wait_until(lambda: not pid_alive(victim), "the killed worker reaped")
         assert "exited with" in server.stderr_text()
 
 
@@ -398,17 +407,27 @@ def test_sighup_restarts_workers_one_by_one_without_closing_the_port():
     with UwsServer("--workers", "2", env=clean_env()) as server:
         old = two_worker_pids(server)
         server.signal(signal.SIGHUP)
-        seen_after = set()
+        seen_after, answered, reset = set(), 0, 0
         deadline = time.monotonic() + 15.0
-        # Every request on a new connection must be answered while the workers are replaced.
         while time.monotonic() < deadline:
-            pid = health(server.port)["pid"]
+            try:
+                pid = health(server.port)["pid"]
+            except ConnectionRefusedError:
+                raise AssertionError("the port stopped accepting during the rolling restart") from None
+            except (wsclient.ConnectionClosed, ConnectionResetError):
+                # A connection the kernel had queued to a worker as it closed its listening
+                # socket (SO_REUSEPORT does not hand the queue over): at most one per worker.
+                reset += 1
+                continue
+            answered += 1
             if pid not in old:
                 seen_after.add(pid)
             if len(seen_after) == 2 and not any(pid_alive(p) for p in old):
                 break
+            time.sleep(0.005)
         assert len(seen_after) == 2, f"new workers seen: {seen_after}; old {old}"
         assert not any(pid_alive(p) for p in old), "old workers still running"
+        assert reset <= len(old), f"{reset} requests reset, {answered} answered"
         assert health_pids(server.port, 20) == seen_after
 
 
@@ -418,7 +437,7 @@ def test_sigterm_stops_supervisor_and_workers_gracefully():
         clients = [RealtimeClient(server.port) for _ in range(8)]
         started = time.monotonic()
         server.signal(signal.SIGTERM)
-        codes = [client.ws.expect_close(timeout=GRACEFUL_EXIT)[0] for client in clients]
+        codes = [client.expect_close(GRACEFUL_EXIT) for client in clients]
         assert codes == [1001] * len(clients)
         assert server.wait(GRACEFUL_EXIT) == 0
         assert time.monotonic() - started < GRACEFUL_EXIT
