@@ -613,6 +613,10 @@ private:
             compressedReceived_++;
         }
         if (c.state != ConnectionState::OPEN) return;
+        if (c.skipped < opt_.skipFirst) {
+            c.skipped++; // a greeting (the realtime layer's CONNECTED), whatever the role
+            return;
+        }
         switch (c.role) {
         case Role::ECHO: onEcho(c, op, data, length); break;
         case Role::SUBSCRIBER: onDelivery(c, data, length); break;
@@ -631,10 +635,6 @@ private:
     // ---- echo ----------------------------------------------------------------------------
 
     void onEcho(Connection &c, uint8_t op, const uint8_t *data, size_t length) {
-        if (c.skipped < opt_.skipFirst) {
-            c.skipped++;
-            return;
-        }
         if (c.receivedSeq >= c.sentSeq) {
             errors_.protocol++;
             return;
