@@ -359,7 +359,10 @@ class RealtimeClient:
 
     def expect_message(self, topic: str, timeout: float = 5.0) -> Any:
         """The data of the next MESSAGE (anything else fails the test)."""
-        message = self.recv(timeout)
+        try:
+            message = self.recv(timeout)
+        except TimeoutError:
+            raise AssertionError(f"no MESSAGE on {topic!r} within {timeout} s") from None
         assert message.get("type") == "MESSAGE" and message.get("topic") == topic, message
         return message["data"]
 

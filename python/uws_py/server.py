@@ -21,6 +21,7 @@ from .app import App, CompressOptions, SSLOptions
 from .auth import AuthError, JWTAuth, topic_matches
 from .broker import Broker
 from .batching import Batcher, Batching
+from ._asyncio import CapturedRequest
 from .client import Client
 from .metrics import Metrics
 from .protocol import FORBIDDEN, INTERNAL, INVALID_MESSAGE, PAYLOAD_TOO_LARGE, RATE_LIMITED, UNAUTHORIZED, UNKNOWN_TYPE, ProtocolError
@@ -109,6 +110,7 @@ class RealtimeServer:
         self._on_connect: list[Callable[[Client], Any]] = []
         self._on_disconnect: list[Callable[[Client, int], Any]] = []
         self._topic_hook: Optional[TopicHook] = None
+        self._authenticate: Optional[Callable[..., Any]] = None
         self._builtins = {
             "SUBSCRIBE": self._subscribe,
             "UNSUBSCRIBE": self._unsubscribe,
@@ -174,6 +176,15 @@ class RealtimeServer:
         self._on_disconnect.append(handler)
         return handler
 
+    def authenticate(self, hook: Callable[..., Any]) -> Callable[..., Any]:
+        """Decorator: ``hook(claims, request)`` runs at each upgrade after the token (if any)
+        was verified; ``request`` is a captured copy of the HTTP request. It returns False to
+        refuse (403), a dict to use as the client's claims, or anything else to accept; raising
+        AuthError refuses with 401. An ``async def`` hook (a user lookup, a JWKS fetch) is
+        awaited without blocking the loop; it needs :meth:`serve`."""
+        self._authenticate = hook
+        return hook
+
     def authorize_topic(self, hook: TopicHook) -> TopicHook:
         """Decorator: ``hook(client, topic, action) -> bool`` ("subscribe" or "publish"),
         asked after the token's topic claim allowed the topic."""
@@ -221,7 +232,7 @@ class RealtimeServer:
                 try:
                     self._loop.add_signal_handler(signum, self.close)
                     installed.append(signum)
-                except (NotImplementedError, RuntimeError):
+                except (NotImplementedError, RuntimeError, ValueError):
                     pass
         try:
             await self.app.serve()
@@ -343,14 +354,74 @@ class RealtimeServer:
                 self._refuse(res, "401 Unauthorized", exc.message)
                 return
             topics = self.auth.topics_allowed(claims)
+        protocol_answer = selected if selected is not None else (protocols or "")
+        hook = self._authenticate
+        if hook is None:
+            self._accept(res, context, address, claims, topics, key, protocol_answer, extensions or "")
+            return
+        # The application's own check (a user lookup, a JWKS fetch...): the socket is accepted
+        # only when it says yes, and the loop goes on serving others while it thinks.
+        request = CapturedRequest(req._snapshot())
+        if not asyncio.iscoroutinefunction(hook):
+            try:
+                verdict = hook(claims, request)
+            except AuthError as exc:
+                self.metrics.auth_failure(exc.reason)
+                self._refuse(res, "401 Unauthorized", exc.message)
+                return
+            self._conclude(res, context, address, verdict, claims, topics, key, protocol_answer, extensions or "")
+            return
+        if self._loop is None:
+            self._refuse(res, "500 Internal Server Error", "async authenticate needs server.serve()")
+            return
+        res.on_aborted(lambda: None)  # makes a late answer a harmless no-op
+        self._start_task(self._authenticate_later(hook, res, context, address, claims, topics, key,
+                                                  protocol_answer, extensions or "", request))
+
+    async def _authenticate_later(self, hook: Any, res: Any, context: Any, address: str, claims: dict[str, Any],
+                                  topics: Any, key: str, protocol_answer: str, extensions: str, request: Any) -> None:
+        try:
+            verdict = await hook(claims, request)
+        except AuthError as exc:
+            self.metrics.auth_failure(exc.reason)
+            if not res.aborted:
+                self._refuse(res, "401 Unauthorized", exc.message)
+            return
+        except Exception:
+            logger.exception("exception in authenticate hook")
+            if not res.aborted:
+                self._refuse(res, "500 Internal Server Error", "authentication failed")
+            return
+        if res.aborted:
+            return  # the client left while we were checking
+        self._conclude(res, context, address, verdict, claims, topics, key, protocol_answer, extensions)
+
+    def _conclude(self, res: Any, context: Any, address: str, verdict: Any, claims: dict[str, Any],
+                  topics: Any, key: str, protocol_answer: str, extensions: str) -> None:
+        """Applies an authenticate hook's verdict: False refuses (403), a dict replaces the
+        claims, anything else accepts."""
+        if verdict is False:
+            self.metrics.auth_failure("hook")
+            self._refuse(res, "403 Forbidden", "not allowed")
+            return
+        if isinstance(verdict, dict):
+            claims = verdict
+            if self.auth is not None:
+                topics = self.auth.topics_allowed(claims)
+        self._accept(res, context, address, claims, topics, key, protocol_answer, extensions)
+
+    def _accept(self, res: Any, context: Any, address: str, claims: dict[str, Any], topics: Any,
+                key: str, protocol_answer: str, extensions: str) -> None:
         client = Client(self, uuid.uuid4().hex[:16], claims, topics, address)
         if self.auth is not None:
             user = claims.get(self.auth.user_id_claim)
             client.user_id = None if user is None else str(user)
             exp = claims.get("exp")
             client.token_expires_at = float(exp) if isinstance(exp, (int, float)) else None
+        elif "sub" in claims:
+            client.user_id = str(claims["sub"])
         self._access(address, "GET", self.path, "101")
-        res.upgrade(client, key, selected if selected is not None else (protocols or ""), extensions or "", context)
+        res.upgrade(client, key, protocol_answer, extensions, context)
 
     def _on_open(self, ws: Any) -> None:
         client: Client = ws.get_user_data()

@@ -28,11 +28,14 @@ def redis_server():
     server.cleanup()
 
 
+def redis_client_for(redis_server: RedisServer):
+    return redis.Redis(host=HOST, port=redis_server.port, socket_timeout=2, socket_connect_timeout=2)
+
+
 @pytest.fixture
 def redis_client(redis_server):
-    client = redis.Redis(host=HOST, port=redis_server.port, socket_timeout=2, socket_connect_timeout=2)
-    yield client
-    client.close()
+    with redis_client_for(redis_server) as client:
+        yield client
 
 
 @pytest.fixture
@@ -48,6 +51,22 @@ def start_hub(redis_server):
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def connect(start_hub):
+    """connect(hub) -> a RealtimeClient, disconnected before the hubs stop (a client left
+    open would make each hub wait out its close timeout)."""
+    clients: list = []
+
+    def open_client(hub: UwsServer) -> RealtimeClient:
+        client = RealtimeClient(hub.port)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
 
 
 def subscribers(client, topic: str) -> int:
@@ -78,13 +97,13 @@ def wait_for_metric(hub: UwsServer, name: str, accept, timeout: float = 15.0) ->
 # -- delivery across processes -----------------------------------------------------------------
 
 
-def test_publish_reaches_a_subscriber_on_another_process(start_hub, redis_client):
+def test_publish_reaches_a_subscriber_on_another_process(start_hub, connect, redis_client):
     a, b = start_hub(), start_hub()
     assert wait_for_metric(a, "uws_broker_connected", lambda v: v == 1) == 1
-    remote = RealtimeClient(b.port)
+    remote = connect(b)
     remote.subscribe("news")
     wait_for_subscribers(redis_client, "news", 1)
-    publisher = RealtimeClient(a.port)
+    publisher = connect(a)
     publisher.publish("news", {"headline": "across processes", "n": 1})
     message = remote.recv()
     assert message == {
@@ -103,25 +122,25 @@ def test_publish_reaches_a_subscriber_on_another_process(start_hub, redis_client
     assert metric_value(b.port, "uws_broker_received_total") >= 1
 
 
-def test_topics_stay_apart(start_hub, redis_client):
+def test_topics_stay_apart(start_hub, connect, redis_client):
     a, b = start_hub(), start_hub()
-    on_b = RealtimeClient(b.port)
+    on_b = connect(b)
     on_b.subscribe("wanted")
     wait_for_subscribers(redis_client, "wanted", 1)
-    publisher = RealtimeClient(a.port)
+    publisher = connect(a)
     publisher.publish("unwanted", 1)
     publisher.publish("wanted", 2)
     assert on_b.expect_message("wanted") == 2
     on_b.expect_silence(0.3)
 
 
-def test_messages_of_one_publisher_arrive_in_order_everywhere(start_hub, redis_client):
+def test_messages_of_one_publisher_arrive_in_order_everywhere(start_hub, connect, redis_client):
     a, b = start_hub("--rate-limit", "off"), start_hub("--rate-limit", "off")
-    local, remote = RealtimeClient(a.port), RealtimeClient(b.port)
+    local, remote = connect(a), connect(b)
     local.subscribe("ticks")
     remote.subscribe("ticks")
     wait_for_subscribers(redis_client, "ticks", 2)
-    publisher = RealtimeClient(a.port)
+    publisher = connect(a)
     count = 200
     for n in range(count):
         publisher.publish("ticks", n)
@@ -131,14 +150,14 @@ def test_messages_of_one_publisher_arrive_in_order_everywhere(start_hub, redis_c
     local.expect_silence(0.1)
 
 
-def test_publishers_process_delivers_each_message_once(start_hub, redis_client):
+def test_publishers_process_delivers_each_message_once(start_hub, connect, redis_client):
     """The publishing process is subscribed to the channel too; it must drop its own copy."""
     a, b = start_hub(), start_hub()
-    local, remote = RealtimeClient(a.port), RealtimeClient(b.port)
+    local, remote = connect(a), connect(b)
     local.subscribe("once")
     remote.subscribe("once")
     wait_for_subscribers(redis_client, "once", 2)
-    publisher = RealtimeClient(a.port)
+    publisher = connect(a)
     publisher.send({"type": "PUBLISH", "topic": "once", "data": "echoed", "echo": True})
     for n in range(5):
         publisher.publish("once", n)
@@ -151,11 +170,11 @@ def test_publishers_process_delivers_each_message_once(start_hub, redis_client):
     assert metric_value(a.port, "uws_broker_received_total") == 0
 
 
-def test_redis_subscription_follows_local_subscribers(start_hub, redis_client):
+def test_redis_subscription_follows_local_subscribers(start_hub, connect, redis_client):
     a = start_hub()
     wait_for_metric(a, "uws_broker_connected", lambda v: v == 1)
     assert subscribers(redis_client, "books") == 0
-    first, second = RealtimeClient(a.port), RealtimeClient(a.port)
+    first, second = connect(a), connect(a)
 
     first.subscribe("books")
     wait_for_subscribers(redis_client, "books", 1)
@@ -181,66 +200,102 @@ def test_redis_subscription_follows_local_subscribers(start_hub, redis_client):
     assert subscribers(redis_client, "books") == 0
 
 
-def test_workers_with_a_broker_deliver_across_workers(start_hub, redis_client):
+def test_workers_with_a_broker_deliver_across_workers(start_hub, connect, redis_client):
     hub = start_hub("--workers", "2")
-
-    def two_pids():
-        seen = health_pids(hub.port, 20)
-        return seen if len(seen) == 2 else None
-
-    pids = wait_until(two_pids, "two workers answering /health with --workers 2 --broker", timeout=10.0)
-    assert hub.pid not in pids
+    seen: set = set()
+    deadline = time.monotonic() + 10.0
+    while len(seen) < 2 and time.monotonic() < deadline:
+        seen |= health_pids(hub.port, 20)
+    assert len(seen) == 2, (
+        f"--workers 2 --broker: /health answered from pids {seen} only (supervisor pid {hub.pid}); "
+        "expected two worker processes"
+    )
+    assert hub.pid not in seen
     # Connections spread over the workers as the kernel decides; add subscribers until both
     # workers have one (each worker holds one Redis subscription for the topic).
     clients = []
     while subscribers(redis_client, "fanout") < 2 and len(clients) < 32:
         for _ in range(4):
-            client = RealtimeClient(hub.port)
+            client = connect(hub)
             client.subscribe("fanout")
             clients.append(client)
         time.sleep(0.1)
     wait_for_subscribers(redis_client, "fanout", 2, timeout=5.0)
-    publisher = RealtimeClient(hub.port)
+    publisher = connect(hub)
     publisher.publish("fanout", "to every worker")
     assert [client.expect_message("fanout") for client in clients] == ["to every worker"] * len(clients)
     for client in clients:
         client.expect_silence(0.05)
 
 
-def test_redis_restart_local_delivery_goes_on_and_remote_delivery_resumes(start_hub, redis_server, redis_client):
+def restart_redis(redis_server: RedisServer, hubs, outage=None) -> None:
+    """Stops redis-server, runs outage() while it is down, starts it again on the same port
+    and waits until every hub's broker is connected again."""
+    redis_server.stop()
+    for hub in hubs:
+        wait_for_metric(hub, "uws_broker_connected", lambda v: v == 0)
+    if outage is not None:
+        outage()
+    redis_server.start()
+    for hub in hubs:
+        wait_for_metric(hub, "uws_broker_connected", lambda v: v == 1)
+        assert metric_value(hub.port, "uws_broker_reconnects_total") >= 1
+
+
+def test_redis_restart_local_delivery_goes_on_and_remote_delivery_resumes(start_hub, connect, redis_server):
     a, b = start_hub(), start_hub()
-    local, remote = RealtimeClient(a.port), RealtimeClient(b.port)
+    local, remote = connect(a), connect(b)
     local.subscribe("live")
     remote.subscribe("live")
-    wait_for_subscribers(redis_client, "live", 2)
-    publisher = RealtimeClient(a.port)
+    with redis_client_for(redis_server) as client:
+        wait_for_subscribers(client, "live", 2)
+    publisher = connect(a)
     publisher.publish("live", "before")
     assert remote.expect_message("live") == "before"
     assert local.expect_message("live") == "before"
-    redis_client.close()
 
-    redis_server.stop()
-    wait_for_metric(a, "uws_broker_connected", lambda v: v == 0)
-    wait_for_metric(b, "uws_broker_connected", lambda v: v == 0)
-    publisher.publish("live", "during")
-    assert local.expect_message("live") == "during"
-    wait_for_metric(a, "uws_broker_publish_failures_total", lambda v: v > 0)
-    remote.expect_silence(0.3)
-    assert "Redis unreachable" in a.stderr_text()
+    def outage():
+        publisher.publish("live", "during")
+        assert local.expect_message("live") == "during"
+        wait_for_metric(a, "uws_broker_publish_failures_total", lambda v: v > 0)
+        remote.expect_silence(0.3)
+        assert "Redis unreachable" in a.stderr_text()
 
-    redis_server.start()
-    for hub in (a, b):
-        wait_for_metric(hub, "uws_broker_connected", lambda v: v == 1)
-        assert metric_value(hub.port, "uws_broker_reconnects_total") >= 1
-    restarted = redis.Redis(host=HOST, port=redis_server.port, socket_timeout=2, socket_connect_timeout=2)
-    try:
-        wait_for_subscribers(restarted, "live", 2)
-    finally:
-        restarted.close()
+    restart_redis(redis_server, (a, b), outage)
+    with redis_client_for(redis_server) as client:
+        wait_for_subscribers(client, "live", 2)
     publisher.publish("live", "after")
     # At most once: "during" is gone for the other process, and nothing is replayed.
     assert remote.expect_message("live", timeout=10.0) == "after"
     assert local.expect_message("live") == "after"
-    remote.publish("live", "from b")
-    assert local.expect_message("live") == "from b"
-    remote.expect_silence(0.2)
+    remote.expect_silence(0.3)
+
+
+def test_first_publish_after_redis_restart_reaches_other_processes(start_hub, connect, redis_server):
+    """A process that did not publish during the outage must not lose its first publish
+    once Redis is back and its broker reports itself connected."""
+    a, b = start_hub(), start_hub()
+    subscriber, publisher = connect(a), connect(b)
+    subscriber.subscribe("resumed")
+    with redis_client_for(redis_server) as client:
+        wait_for_subscribers(client, "resumed", 1)
+    publisher.publish("resumed", "before")
+    assert subscriber.expect_message("resumed") == "before"
+
+    restart_redis(redis_server, (a, b))
+    with redis_client_for(redis_server) as client:
+        wait_for_subscribers(client, "resumed", 1)
+    publisher.publish("resumed", "first after the restart")
+    publisher.publish("resumed", "second after the restart")
+    received = []
+    try:
+        received.append(subscriber.expect_message("resumed", timeout=5.0))
+        received.append(subscriber.expect_message("resumed", timeout=5.0))
+    except AssertionError:
+        pass
+    failures = metric_value(b.port, "uws_broker_publish_failures_total")
+    assert received == ["first after the restart", "second after the restart"], (
+        f"received {received}; the publishing process counted {failures} publish failure(s) "
+        "although its broker was connected again"
+    )
+    assert failures == 0

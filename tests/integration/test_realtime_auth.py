@@ -4,7 +4,9 @@ topic permissions, and keeping tokens out of the log."""
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
 
 import jwt
@@ -24,6 +26,9 @@ from test_realtime import (  # noqa: F401 (serve is a fixture)
     serve,
 )
 from uws_py import JWTAuth
+from wsclient import HandshakeRefused, connect
+
+HOST = "127.0.0.1"
 
 AUDIENCE = "uws-tests"
 ISSUER = "https://issuer.uws-tests.invalid"
@@ -281,3 +286,86 @@ def test_token_in_url_never_reaches_the_log(serve, caplog):
     for name, token in tokens.items():
         signature = token.rsplit(".", 1)[1]
         assert signature not in logged and signature not in caplog.text, f"the {name} token was logged"
+
+
+# -- the authenticate hook ------------------------------------------------------------------------
+
+
+def test_sync_authenticate_hook_refuses_accepts_and_replaces_claims(serve):
+    server = realtime_server()
+    seen = []
+
+    @server.authenticate
+    def check(claims, request):
+        seen.append((claims.get("sub"), request.get_header("x-tenant")))
+        if claims.get("sub") == "mallory":
+            return False
+        return {**claims, "topics": ["tenant.*"]}
+
+    live = serve(server)
+    assert live.refused(token=make_token("mallory")).status == 403
+    client = live.connect(make_token("alice"), headers=[("X-Tenant", "acme")])
+    assert recv_json(client)["type"] == "CONNECTED"
+    client.send_text(json.dumps({"type": "SUBSCRIBE", "topic": "other", "id": 1}))
+    assert recv_json(client)["code"] == "FORBIDDEN", "the hook's claims replaced the token's topics"
+    assert ("alice", "acme") in seen
+
+
+def test_async_authenticate_hook_is_awaited_without_blocking_the_loop():
+    import asyncio
+
+    server = realtime_server()
+    started = threading.Event()
+
+    @server.authenticate
+    async def lookup(claims, request):
+        await asyncio.sleep(0.3)  # a slow user service
+        return claims.get("sub") != "mallory"
+
+    @server.on("PING_ME")
+    def ping_me(client, message):
+        return {"type": "PONGED"}
+
+    def run() -> None:
+        async def main() -> None:
+            task = asyncio.create_task(server.serve(HOST, 0, handle_signals=False))
+            while server.app._port is None:
+                await asyncio.sleep(0.01)
+            started.set()
+            await task
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert started.wait(5)
+    try:
+        fast = connect(HOST, server.port, server.path, headers=[("Authorization", f"Bearer {make_token('alice')}")])
+        assert recv_json(fast)["type"] == "CONNECTED"
+        # While a second upgrade waits on the hook, the first client is still served.
+        results = {}
+
+        def slow_upgrade(name: str) -> None:
+            try:
+                client = connect(HOST, server.port, server.path, headers=[("Authorization", f"Bearer {make_token(name)}")])
+                results[name] = recv_json(client)["type"]
+                client.close()
+            except HandshakeRefused as refusal:
+                results[name] = refusal.response.status
+
+        waiting = [threading.Thread(target=slow_upgrade, args=(n,)) for n in ("bob", "mallory")]
+        for t in waiting:
+            t.start()
+        time.sleep(0.05)
+        began = time.monotonic()
+        fast.send_text(json.dumps({"type": "PING_ME", "id": 1}))
+        assert recv_json(fast)["type"] == "PONGED"
+        assert time.monotonic() - began < 0.2, "the loop waited for the hook"
+        for t in waiting:
+            t.join(5)
+        assert results == {"bob": "CONNECTED", "mallory": 403}
+        fast.close()
+    finally:
+        server.close(timeout=1)
+        thread.join(10)
+    assert not thread.is_alive()
