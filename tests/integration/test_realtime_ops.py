@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import queue
 import time
@@ -305,3 +306,17 @@ def test_example_app_answers_natural_language_and_broadcasts_ticks(serve):
     tick = recv_json(client, timeout=2.0)
     assert (tick["type"], tick["topic"], tick["from"]) == ("MESSAGE", "ticks", None), tick
     assert tick["data"]["n"] >= 1
+
+
+def test_periodic_performance_report_is_logged(serve, caplog):
+    caplog.set_level(logging.INFO, logger="uws_py")
+    server = realtime_server(report_interval=0.2)
+    live = serve(server)
+    server.app.defer(server._start_reporting)  # run() starts it; the fixture runs the bare loop
+    client, _ = live.join()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not any("perf:" in r.getMessage() for r in caplog.records):
+        time.sleep(0.05)
+    reports = [r.getMessage() for r in caplog.records if "perf:" in r.getMessage()]
+    assert reports, "no performance report within 5 s"
+    assert "msg/s" in reports[0] and "connections" in reports[0] and "p99" in reports[0]
