@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("app", nargs="?", default=argparse.SUPPRESS, help="MODULE:ATTR [env UWS_PY_APP]")
     serve.add_argument("--config", dest="config_file", default=None, help="TOML file with a [serve] table")
     _add_serve_options(serve)
-    check = commands.add_parser("check-config", help="validate a TOML file and print the effective configuration")
+    check = commands.add_parser(
+        "check-config", help="validate a TOML file and print the effective configuration (file, then UWS_PY_* environment)"
+    )
     check.add_argument("file")
     return parser
 
@@ -179,6 +181,12 @@ def check_port(host: str, port: int) -> int:
         probe.close()
 
 
+def _say(line: str) -> None:
+    """One whole line on stdout in one write: workers share the terminal."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def run_worker(config: ServeConfig) -> int:
     """One serving process: builds the server, listens, runs until SIGTERM/SIGINT."""
     from .server import RealtimeServer
@@ -188,12 +196,12 @@ def run_worker(config: ServeConfig) -> int:
     if isinstance(server, RealtimeServer):
         server.listen(config.host, config.port)
         logger.info("uws-py %s serving %s://%s:%d%s (pid %d)", __version__, scheme, config.host, server.port, server.path, os.getpid())
-        print(f"uws-py {__version__}: listening on {scheme}://{config.host}:{server.port}{server.path}", flush=True)
+        _say(f"uws-py {__version__}: listening on {scheme}://{config.host}:{server.port}{server.path}")
         server.run_forever()
     else:
         server.listen(config.port, config.host)
         logger.info("uws-py %s serving an App on %s:%d (pid %d)", __version__, config.host, server.port, os.getpid())
-        print(f"uws-py {__version__}: listening on {config.host}:{server.port}", flush=True)
+        _say(f"uws-py {__version__}: listening on {config.host}:{server.port}")
         previous = {s: signal.signal(s, lambda *_: server.close()) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             server.run()
@@ -307,8 +315,9 @@ def serve(config: ServeConfig) -> int:
     configure_logging(config)
     logger.debug("configuration: %s", config.redacted())
     config.port = check_port(config.host, config.port)
-    if config.workers > 1 and not config.broker:
-        logger.warning("%d workers without --broker: pub/sub reaches only subscribers of the same worker", config.workers)
+    if config.workers > 1:
+        if not config.broker:
+            logger.warning("%d workers without --broker: pub/sub reaches only subscribers of the same worker", config.workers)
         return Supervisor(config).run()
     return run_worker(config)
 
@@ -319,7 +328,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "check-config":
-            config = load(args.file, {}, {})
+            config = load(args.file, dict(os.environ), {})
             print(json.dumps(config.redacted(), indent=2))
             return 0
         config = resolve_config(args)

@@ -44,7 +44,9 @@ def start_hub(redis_server):
     started: list = []
 
     def start(*options: str) -> UwsServer:
-        server = UwsServer("--broker", redis_server.url, "--log-level", "debug", "--no-access-log", *options, env=clean_env())
+        server = UwsServer(
+            "--broker", redis_server.url, "--log-level", "debug", "--no-access-log", *options, env=clean_env()
+        )
         started.append(server)
         return server
 
@@ -83,15 +85,21 @@ def wait_for_metric(hub: UwsServer, name: str, accept, timeout: float = 15.0) ->
     """Polls the hub's /metrics until the sample `name` satisfies accept; on failure the
     message carries the end of the hub's log."""
 
+    seen: list = []
+
     def value_if_accepted():
-        value = metric_value(hub.port, name)
-        return (value,) if value is not None and accept(value) else value  # (0.0,) is truthy
+        seen.append(metric_value(hub.port, name))
+        value = seen[-1]
+        return (value,) if value is not None and accept(value) else None  # (0.0,) is truthy
 
     try:
         return wait_until(value_if_accepted, f"{name} of pid {hub.pid} reaching the expected value",
                           timeout=timeout, interval=0.1)[0]
-    except AssertionError as failure:
-        raise AssertionError(f"{failure}; log: {hub.stderr_text()[-3000:]}") from None
+    except AssertionError:
+        raise AssertionError(
+            f"{name} of pid {hub.pid} did not reach the expected value within {timeout} s "
+            f"(last {seen[-1] if seen else None}); log: {hub.stderr_text()[-3000:]}"
+        ) from None
 
 
 # -- delivery across processes -----------------------------------------------------------------

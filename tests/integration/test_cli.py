@@ -130,6 +130,14 @@ def test_unreadable_certificate(tmp_path):
     assert_one_line_error(result, "--ssl-certfile", str(missing))
 
 
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
+def test_certificate_without_read_permission(tmp_path):
+    cert, key = make_self_signed(tmp_path)
+    cert.chmod(0)
+    result = run_uws_py("serve", "--port", "0", "--ssl-certfile", str(cert), "--ssl-keyfile", str(key), env=clean_env())
+    assert_one_line_error(result, "--ssl-certfile", str(cert))
+
+
 def test_certificate_that_is_not_pem(tmp_path):
     garbage = tmp_path / "garbage.pem"
     garbage.write_text("this is not a certificate\n")

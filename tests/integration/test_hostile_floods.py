@@ -47,7 +47,7 @@ def many_descriptors():
 
 
 def p99(samples: list) -> float:
-    return statistics.quantiles(samples, n=100)[98] if len(samples) >= 2 else max(samples)
+    return statistics.quantiles(samples, n=100, method="inclusive")[98] if len(samples) >= 2 else max(samples)
 
 
 # -- connection storm ---------------------------------------------------------------------------
@@ -172,10 +172,8 @@ def test_client_flooding_a_rate_limited_server_is_closed_while_another_is_answer
 
     flooder = threading.Thread(target=flood, daemon=True)
     flooder.start()
-    answered = []
-    while flooder.is_alive() and len(answered) < 40:
-        answered.append(request(quiet, {"type": "PING", "id": len(answered)})["type"])
-        time.sleep(0.02)
+    # Requests while the flood goes on and after it; 40 stays under the quiet client's 50.
+    answered = [request(quiet, {"type": "PING", "id": i})["type"] for i in range(40)]
     flooder.join(12.0)
     assert not flooder.is_alive(), "the flooding client was not closed within 10 s"
     types = [reply.get("code", reply["type"]) for reply in replies]
@@ -261,6 +259,9 @@ def test_publish_flood_drops_or_closes_slow_subscribers_only(pool, recorder, clo
         growth = rss_bytes() - rss_before
         stats = server.call(server.app.stats)
         open_now = server.call(lambda: server.app.num_subscribers("flood"))
+        closes = []
+        while not recorder.closes.empty():
+            closes.append(recorder.closes.get()[1])
     finally:
         for client in fast:
             client.sock.close()
@@ -271,9 +272,6 @@ def test_publish_flood_drops_or_closes_slow_subscribers_only(pool, recorder, clo
           f"{open_now} subscribers left, RSS growth {growth / MIB:.1f} MiB")
     assert growth < 64 * MIB, f"RSS grew {growth / MIB:.1f} MiB during the publish flood"
     assert stats["drops"] > 0, stats
-    closes = []
-    while not recorder.closes.empty():
-        closes.append(recorder.closes.get()[1])
     if close_on_limit:
         assert closes == [1006] * slow_count, f"close codes seen: {closes}"
         assert open_now == subscribers - slow_count
@@ -283,7 +281,8 @@ def test_publish_flood_drops_or_closes_slow_subscribers_only(pool, recorder, clo
         assert closes == [] and open_now == subscribers, (closes, open_now)
         for client in slow:
             reader = InOrderReader(client)
-            client.sock.settimeout(1.0)
+            # All it will get is already queued: a pause means the end.
+            client.sock.settimeout(0.15)
             try:
                 while len(reader.received) < count:
                     data = client.sock.recv(256 * 1024)

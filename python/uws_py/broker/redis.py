@@ -126,11 +126,15 @@ class RedisBroker(Broker):
     async def _publisher(self) -> None:
         backoff = BACKOFF_START
         assert self._outbox is not None
+        retry: Optional[tuple[str, bytes]] = None
         while not self._stopping:
             try:
                 client = await self._connect()
             except Exception as exc:
                 logger.debug("Redis connect failed: %s", exc)
+                if retry is not None:
+                    retry = None
+                    self._failed(1)
                 self._drain_outbox_as_failed()
                 await asyncio.sleep(backoff)
                 backoff = min(BACKOFF_CAP, backoff * 2)
@@ -138,11 +142,19 @@ class RedisBroker(Broker):
             backoff = BACKOFF_START
             try:
                 while True:
-                    topic, payload = await self._outbox.get()
-                    await client.publish(self.prefix + topic, self.origin + b"|" + payload)
+                    if retry is None:
+                        topic, payload = await self._outbox.get()
+                    else:
+                        (topic, payload), retry = retry, None
+                    try:
+                        await client.publish(self.prefix + topic, self.origin + b"|" + payload)
+                    except Exception:
+                        # A connection that died while idle is only found out by using it:
+                        # the message gets one more try on a fresh connection.
+                        retry = (topic, payload)
+                        raise
                     self._counters["published"] += 1
             except Exception as exc:
-                self._failed(1)
                 logger.debug("Redis publish failed: %s", exc)
                 try:
                     await client.aclose()
