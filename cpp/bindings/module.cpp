@@ -640,6 +640,7 @@ PYBIND11_MODULE(_core, m) {
             d["protocol_errors"] = s.protocolErrors.get();
             d["http_rejections"] = s.httpRejections.get();
             d["idle_timeouts"] = s.idleTimeouts.get();
+            d["header_timeouts"] = s.headerTimeouts.get();
             return d;
         })
         .def_property("error_handler", [](CoreApp &self) { return self.errorHandler; },

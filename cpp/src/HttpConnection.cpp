@@ -94,6 +94,7 @@ void HttpConnection::process() {
 
 bool HttpConnection::startRequest(HttpRequest &request, size_t headLength) {
     consumed_ += headLength;
+    requestsStarted_++;
     inRequest_ = true;
     responseEnded_ = false;
     headSent_ = false;
@@ -330,11 +331,13 @@ void HttpConnection::releaseHandle() {
 }
 
 void HttpConnection::onTimeout() {
-    if (!inRequest_ && consumed_ == buffer_.size()) {
-        close(); // an idle keep-alive connection
+    if (requestsStarted_ > 0 && !inRequest_ && consumed_ == buffer_.size()) {
+        close(); // a keep-alive connection idle after its requests: nothing wrong
         return;
     }
-    app_->logf(LogLevel::Info, "closing " + remoteAddress() + ": no complete request within the header timeout");
+    app_->stats.headerTimeouts.add();
+    app_->logf(LogLevel::Info, "closing " + remoteAddress() + ": no complete request within the header timeout (" +
+                                   std::to_string(buffer_.size() - consumed_) + " bytes received)");
     close();
 }
 

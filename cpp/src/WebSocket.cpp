@@ -234,7 +234,11 @@ bool WebSocket::onPing(char *data, size_t length) {
     if (state_ != State::Open) return !isClosed();
     // A client that pings without reading must not grow our memory: over maxBackpressure
     // the pong is skipped (RFC 6455 5.5.3 lets us answer only the latest ping anyway).
-    if (!wouldDrop(length + 2)) sendFrame(OpCode::Pong, data, length);
+    if (wouldDrop(length + 2)) {
+        context->app->stats.drops.add();
+    } else {
+        sendFrame(OpCode::Pong, data, length);
+    }
     if (context->behavior.ping) context->behavior.ping(this, std::string_view(data, length));
     return !isClosed();
 }

@@ -121,6 +121,7 @@ class _Collector:
             ("uws_protocol_errors", "protocol_errors", "Connections failed for protocol errors"),
             ("uws_http_rejections", "http_rejections", "HTTP requests and upgrades refused"),
             ("uws_idle_timeouts", "idle_timeouts", "Connections closed for idleness"),
+            ("uws_header_timeouts", "header_timeouts", "Connections closed without a complete request head in time"),
         ):
             yield CounterMetricFamily(name, help_text, value=stats[key])
         errors = CounterMetricFamily("uws_errors", "ERROR replies by code", labels=["code"])

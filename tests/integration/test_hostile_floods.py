@@ -22,7 +22,6 @@ from test_hostile import MIB, echo_latency, rss_bytes
 from test_realtime import (  # noqa: F401 (serve is a fixture)
     WAIT,
     realtime_server,
-    recv_json,
     request,
     serve,
 )

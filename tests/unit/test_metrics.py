@@ -25,6 +25,7 @@ CORE_COUNTERS = {
     "uws_protocol_errors": "protocol_errors",
     "uws_http_rejections": "http_rejections",
     "uws_idle_timeouts": "idle_timeouts",
+    "uws_header_timeouts": "header_timeouts",
 }
 
 

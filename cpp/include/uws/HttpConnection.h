@@ -63,6 +63,7 @@ private:
     size_t consumed_ = 0;
     bool processing_ = false;
     bool closing_ = false;
+    uint32_t requestsStarted_ = 0;
 
     // The request in progress.
     bool inRequest_ = false;
