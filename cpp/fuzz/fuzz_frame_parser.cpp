@@ -11,7 +11,8 @@
 //  - after a protocol error nothing more is reported, and consume() returns false;
 //  - a text message delivered uncompressed is valid UTF-8, a compressed one only arrives
 //    when compression was negotiated, no message exceeds maxPayloadLength;
-//  - control payloads stay within 125 bytes, close codes and reasons are valid;
+//  - control payloads stay within 125 bytes, close codes and reasons are valid, and the
+//    close payload formatted from a valid reason or text message (cut to fit) stays valid;
 //  - bufferedMessageBytes() <= maxPayloadLength after every read;
 //  - the events are the same as when the stream arrives in one read.
 #include <cstddef>
@@ -45,6 +46,19 @@ struct Event {
     }
 };
 
+// The close payload we would send with this reason: the reason is cut to fit 125 bytes on a
+// code point boundary, so valid UTF-8 stays valid.
+void checkClosePayload(std::string_view reason) {
+    char payload[125];
+    size_t length = uws::formatClosePayload(payload, uws::CloseCode::Normal, reason);
+    FUZZ_CHECK(length >= 2 && length <= 125);
+    const std::string_view sent(payload + 2, length - 2);
+    FUZZ_CHECK(sent == reason.substr(0, sent.size()));
+    // Cut only past 123 bytes, and by less than one code point.
+    FUZZ_CHECK(reason.size() <= 123 ? sent.size() == reason.size() : sent.size() >= 123 - 3);
+    FUZZ_CHECK(uws::isValidUtf8(payload + 2, length - 2));
+}
+
 struct RecordingSink {
     size_t maxPayloadLength = 0;
     bool compressionNegotiated = false;
@@ -58,7 +72,10 @@ struct RecordingSink {
         FUZZ_CHECK(opCode == OpCode::Text || opCode == OpCode::Binary);
         FUZZ_CHECK(length <= maxPayloadLength);
         FUZZ_CHECK(!compressed || compressionNegotiated);
-        if (opCode == OpCode::Text && !compressed) FUZZ_CHECK(uws::isValidUtf8(data, length));
+        if (opCode == OpCode::Text && !compressed) {
+            FUZZ_CHECK(uws::isValidUtf8(data, length));
+            checkClosePayload(std::string_view(data, length));
+        }
         events.push_back({Event::Message, opCode, compressed, 0, std::string(data, length)});
         return true;
     }
@@ -83,6 +100,9 @@ struct RecordingSink {
             FUZZ_CHECK(reason.size() <= 123);
             FUZZ_CHECK(uws::isValidUtf8(reason.data(), reason.size()));
         }
+        checkClosePayload(reason);
+        // WebSocket echoes a close with the code alone.
+        checkClosePayload({});
         events.push_back({Event::Close, OpCode::Close, false, code, std::string(reason)});
         stopped = stopAtClose;
         return !stopAtClose;

@@ -176,6 +176,11 @@ bool Deflater::compress(std::string_view message, std::string &out, bool resetAf
     if (out.size() >= 4 && std::string_view(out).substr(out.size() - 4) == std::string_view(reinterpret_cast<const char *>(kTail), 4)) {
         out.resize(out.size() - 4);
     }
+    if (out.empty()) {
+        // zlib flushes nothing twice in a row (an empty message right after another): one
+        // 0x00 byte, an empty stored block's header, is what the peer can inflate (RFC 7692 7.2.3.6).
+        out.push_back('\0');
+    }
     if (resetAfter) deflateReset(&stream_);
     return true;
 }
@@ -196,8 +201,10 @@ InflateResult Inflater::inflate(std::string_view compressed, std::string &out, s
         while (stream_.avail_in > 0) {
             size_t used = out.size();
             // Never let one step produce past maxLength + 1: the +1 tells "too large" apart.
-            size_t room = maxLength + 1 - used;
+            // (A limit of SIZE_MAX must not wrap that +1 to zero room.)
+            size_t room = maxLength - used < SIZE_MAX ? maxLength - used + 1 : SIZE_MAX;
             if (chunk > room) chunk = room;
+            if (chunk == 0) chunk = 1;
             out.resize(used + chunk);
             stream_.next_out = reinterpret_cast<Bytef *>(&out[used]);
             stream_.avail_out = uInt(chunk);

@@ -10,7 +10,7 @@ size_t formatClosePayload(char out[125], uint16_t code, std::string_view reason)
     while (length > 0 && length < reason.size() && (uint8_t(reason[length]) & 0xC0) == 0x80) {
         length--;
     }
-    std::memcpy(out + 2, reason.data(), length);
+    if (length) std::memcpy(out + 2, reason.data(), length); // an empty view may be null
     return 2 + length;
 }
 

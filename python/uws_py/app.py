@@ -43,6 +43,9 @@ class CompressOptions(enum.IntFlag):
     DEDICATED_DECOMPRESSOR_32KB = 8 << 8
 
 
+# Upper bound of byte limits (1 TiB): larger values mean "no limit" and would overflow sums.
+_MAX_LIMIT = 1 << 40
+
 _HANDLERS = ("open", "message", "drain", "close", "upgrade", "ping", "pong", "subscription", "dropped")
 
 # Defaults of a ws() route, and why.
@@ -132,8 +135,10 @@ class App:
             value = options[name]
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"ws() option '{name}' must be a non-negative int, not {value!r}")
-        if options["max_payload_length"] == 0:
-            raise ValueError("ws() option 'max_payload_length' must be positive")
+        if not 0 < options["max_payload_length"] <= _MAX_LIMIT:
+            raise ValueError(f"ws() option 'max_payload_length' must be 1..{_MAX_LIMIT}")
+        if options["max_backpressure"] > _MAX_LIMIT:
+            raise ValueError(f"ws() option 'max_backpressure' must be at most {_MAX_LIMIT}")
         options["compression"] = int(options["compression"])
         self._core.ws(pattern, handlers, options)
         return self

@@ -17,7 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 # The executables that CMakeLists.txt builds from cpp/tests/<name>.cpp.
-TEST_BINARIES = ["test_utf8", "test_http_parser", "test_frame_parser", "test_handshake", "test_router"]
+TEST_BINARIES = ["test_utf8", "test_http_parser", "test_frame_parser", "test_handshake", "test_router", "test_deflate", "test_topic_tree"]
 
 CONFIGURE_TIMEOUT = 120
 BUILD_TIMEOUT = 600
