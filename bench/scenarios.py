@@ -80,8 +80,8 @@ def scenarios(quick: bool) -> list[Scenario]:
         Scenario(7, "Compression: 100 conns × 4 in flight, 1 KiB JSON, permessage-deflate", "echo",
                  ["--connections", "100", "--inflight", "4", "--size", "1024", "--payload", "json", "--deflate", *timing],
                  (MSGS, CPU_PER_MSG, P99), deflate=True),
-        Scenario(8, "Full realtime stack: 100 conns × 16 in flight, 64 B JSON requests with an id; "
-                    "uws-py runs RealtimeServer (JWT, routing, rate limit, metrics), the others their raw echo",
+        # uws-py runs RealtimeServer (JWT, routing, rate limit, metrics); the others their raw echo.
+        Scenario(8, "Realtime stack vs raw echo: 100 conns × 16 in flight, 64 B JSON requests",
                  "realtime",
                  ["--connections", "100", "--inflight", "16", "--size", "64", "--payload", "request", *timing],
                  (MSGS, CPU_PER_MSG, P99)),
