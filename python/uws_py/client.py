@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any, Optional
 
 from . import protocol
@@ -16,6 +17,20 @@ if TYPE_CHECKING:
     from .batching import Batcher
     from .ratelimit import TokenBucket
     from .server import RealtimeServer
+
+
+logger = logging.getLogger("uws_py.realtime")
+
+
+def _encoding_failure(message: Any, exc: Exception) -> bytes:
+    """What the client gets instead of a message that cannot be serialized: INTERNAL."""
+    logger.error("cannot encode a message for a client: %s", exc)
+    request_id = message.get("id") if isinstance(message, dict) else None
+    reply = protocol.error(protocol.INTERNAL, "the reply could not be encoded")
+    if isinstance(request_id, (str, int, float, bool)) or request_id is None:
+        if request_id is not None:
+            reply["id"] = request_id
+    return _dumps(reply)
 
 
 class Client:
@@ -55,7 +70,11 @@ class Client:
             return
         batcher = self.batcher
         if batcher is None:
-            ws.send(_dumps(message), _TEXT)
+            try:
+                data = _dumps(message)
+            except TypeError as exc:  # a reply orjson cannot encode (a set, 255+ levels deep...)
+                data = _encoding_failure(message, exc)
+            ws.send(data, _TEXT)
             return
         frames, start_timer = batcher.add(message, priority)
         if frames:
@@ -76,7 +95,11 @@ class Client:
         for frame in frames:
             if frame.get("type") == "BATCH":
                 self.server.metrics.batches_sent += 1
-            ws.send(protocol.encode(frame), OpCode.TEXT)
+            try:
+                data = _dumps(frame)
+            except TypeError as exc:
+                data = _encoding_failure(frame, exc)
+            ws.send(data, _TEXT)
 
     def subscribe(self, topic: str) -> bool:
         """Subscribes to topic if the token and the server's hook allow it; raises

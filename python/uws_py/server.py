@@ -520,7 +520,8 @@ class RealtimeServer:
             try:
                 protocol.decode(data)  # the same checks, with the precise error
             except ProtocolError as exc:
-                self._send_error(client, None, exc)
+                request_id = message.get("id") if type(message) is dict else None
+                self._send_error(client, request_id, exc)
                 return
         route = self._routes.get(message["type"])
         if route is not None and route.fast:
@@ -542,7 +543,10 @@ class RealtimeServer:
                 request_id = message.get("id")
                 if request_id is not None:
                     reply = {**reply, "id": request_id}
-                ws.send(_dumps(reply), _TEXT)
+                try:
+                    ws.send(_dumps(reply), _TEXT)
+                except TypeError:
+                    client.send(reply)  # the slow path answers INTERNAL for an unencodable reply
                 return
             self._reply(client, message.get("id"), reply, None)
             return
