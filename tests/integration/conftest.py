@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Optional
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,8 @@ def make_server(recorder):
     It depends on recorder so that the recorder's check runs after the servers have stopped."""
     servers: list = []
 
-    def factory(behavior: dict, route: str = "/*") -> Server:
-        server = Server(behavior, route)
+    def factory(behavior: Optional[dict], route: str = "/*", setup=None) -> Server:
+        server = Server(behavior, route, setup)
         servers.append(server)
         return server
 

@@ -28,25 +28,14 @@ MIB = 1024 * 1024
 
 
 @pytest.fixture
-def serve(recorder):
+def serve(make_server):
     """serve(setup, behavior=None, ws_route="/*") -> a running Server whose setup(app) added its
-    HTTP routes; stopped at teardown. Depends on recorder so that its check of handler errors
-    runs after the servers have stopped."""
-    servers: list = []
+    HTTP routes; conftest's make_server stops it at teardown."""
 
     def factory(setup, behavior: Optional[dict] = None, ws_route: str = "/*") -> Server:
-        server = Server(behavior, ws_route, setup)
-        servers.append(server)
-        return server
+        return make_server(behavior, ws_route, setup)
 
-    yield factory
-    failures = []
-    for server in servers:
-        try:
-            server.stop()
-        except AssertionError as error:
-            failures.append(str(error))
-    assert not failures, "; ".join(failures)
+    return factory
 
 
 def http_request(
