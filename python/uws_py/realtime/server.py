@@ -95,6 +95,19 @@ class Engine:
             self.limiter, self.metrics, self.access_log, self.runner, self.session_context,
         )
 
+    def add_route(self, kind: str, handler: Callable[..., Any], schema: Any = None) -> None:
+        """Registers ``handler(client, message)`` for type ``kind``, with its metrics.
+
+        Args:
+            kind: the message type.
+            handler: the handler.
+            schema: see :meth:`uws_py.realtime.routing.Router.add`.
+        """
+        route = self.router.add(kind, handler, schema)
+        if self.options.handler_metrics:
+            route.histogram = self.metrics.histogram(kind)
+        self.metrics.routes[kind] = route
+
 
 class RealtimeServer:
     """The realtime server; every option has a documented default.
@@ -191,10 +204,7 @@ class RealtimeServer:
         """
 
         def register(handler: Callable[..., Any]) -> Callable[..., Any]:
-            route = self.router.add(kind, handler, schema)
-            if self.options.handler_metrics:
-                route.histogram = self.metrics.histogram(kind)
-            self.metrics.routes[kind] = route
+            self.engine.add_route(kind, handler, schema)
             return handler
 
         return register
