@@ -1,4 +1,4 @@
-#include "uws/WebSocketProtocol.h"
+#include "uws/WebSocketParser.h"
 
 namespace uws {
 
