@@ -17,23 +17,15 @@ import time
 import orjson
 import pytest
 
-from harness import HOST, ServerPool
-from test_hostile import MIB, echo_latency, rss_bytes
-from test_realtime import (  # noqa: F401 (serve is a fixture)
+from tests.support.harness import HOST, ServerPool
+from tests.support.hostile import MIB, echo_latency, rss_bytes
+from tests.support.realtime import (
     WAIT,
     realtime_server,
     request,
-    serve,
 )
 from uws_py import RateLimit
-from wsclient import ConnectionClosed, Op, connect, encode_frame, handshake_request, parse_close_payload
-
-
-@pytest.fixture
-def pool(recorder):
-    servers = ServerPool()
-    yield servers
-    servers.stop_all()
+from tests.support.wsclient import ConnectionClosed, Op, connect, encode_frame, handshake_request, parse_close_payload
 
 
 @pytest.fixture

@@ -426,8 +426,11 @@ def raw_http(
     return response
 
 
-class Client:
+class TestClient:
     """One WebSocket connection after a successful handshake."""
+
+    # A client for the tests, not a test class: pytest must not collect it.
+    __test__ = False
 
     def __init__(self, sock: socket.socket, response: HttpResponse, leftover: bytes = b""):
         self.sock = sock
@@ -444,7 +447,7 @@ class Client:
         self.inflate_window_bits = 15
         self._inflater = None
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> TestClient:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -639,7 +642,7 @@ def connect(
     recv_buffer_size: Optional[int] = None,
     first_data: bytes = b"",
     tls: Optional[ssl.SSLContext] = None,
-) -> Client:
+) -> TestClient:
     """Opens a WebSocket connection. Raises HandshakeRefused for any answer other than 101, and
     ProtocolViolation for a 101 that is not a valid WebSocket handshake. first_data is sent in
     the same write as the request, to test a server that gets frames along with the head. With
@@ -665,4 +668,4 @@ def connect(
     except BaseException:
         sock.close()
         raise
-    return Client(sock, response, leftover)
+    return TestClient(sock, response, leftover)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import struct
 
-from harness import payload_of_size, wait_for
+from tests.support.harness import payload_of_size, wait_for
 from uws_py import SendStatus
-from wsclient import Op, connect
+from tests.support.wsclient import Op, connect
 
 MESSAGE_SIZE = 64 * 1024
 # 64 MiB: far more than loopback kernel buffers hold, so a server that never reports

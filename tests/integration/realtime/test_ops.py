@@ -13,7 +13,7 @@ from pathlib import Path
 
 import orjson
 
-from test_realtime import (  # noqa: F401 (serve is a fixture)
+from tests.support.realtime import (
     WAIT,
     assert_next_is_pong,
     make_token,
@@ -23,10 +23,9 @@ from test_realtime import (  # noqa: F401 (serve is a fixture)
     request,
     scrape,
     send_json,
-    serve,
 )
 from uws_py import Batching, RateLimit
-from wsclient import Op, encode_frame, parse_close_payload
+from tests.support.wsclient import Op, encode_frame, parse_close_payload
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "realtime_app.py"
 

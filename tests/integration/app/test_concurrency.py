@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from harness import wait_for
-from wsclient import (
+from tests.support.harness import wait_for
+from tests.support.wsclient import (
     Op,
     accept_key,
     connect,

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from harness import assert_nothing_more, payload_of_size, wait_for
+from tests.support.harness import assert_nothing_more, payload_of_size, wait_for
 from uws_py import OpCode
-from wsclient import ConnectionClosed, Op, connect
+from tests.support.wsclient import ConnectionClosed, Op, connect
 
 ABNORMAL = 1006
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from procutil import HOST, RealtimeClient, RedisServer, UwsServer, health_pids, metric_value, wait_until
+from tests.support.procutil import HOST, RealtimeClient, RedisServer, UwsServer, health_pids, metric_value, wait_until
 
 pytestmark = pytest.mark.skipif(
     not RedisServer.available(), reason="redis-server is not on PATH (CI installs it; the broker tests need it)"

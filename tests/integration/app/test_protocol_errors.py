@@ -7,28 +7,9 @@ import struct
 
 import pytest
 
-from harness import payload_of_size
-from wsclient import RSV1, RSV2, RSV3, Op, connect, encode_close_payload, encode_frame
-
-PROTOCOL_ERROR = 1002
-INVALID_DATA = 1007
-TOO_BIG = 1009
-
-
-def assert_connection_failed(server, recorder, data: bytes, expected_code: int) -> None:
-    """Sends data on a fresh connection; the server must answer with a close frame carrying
-    expected_code, close TCP, and run the close handler, without the message handler seeing
-    anything."""
-    with connect(*server.address) as client:
-        recorder.next_open()
-        # The server may fail the connection before reading everything sent.
-        client.send_raw(data, tolerate_reset=True)
-        code, _ = client.expect_close()
-        assert code == expected_code
-        assert client.wait_for_eof(3.0), "TCP connection left open after failing the WebSocket"
-    recorder.next_close()
-    assert recorder.messages.empty(), f"message handler saw {recorder.messages.get()!r}"
-
+from tests.support.failures import INVALID_DATA, PROTOCOL_ERROR, TOO_BIG, assert_connection_failed
+from tests.support.harness import payload_of_size
+from tests.support.wsclient import RSV1, RSV2, RSV3, Op, connect, encode_close_payload, encode_frame
 
 @pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535])
 def test_invalid_close_code(echo_server, recorder, code):

@@ -11,9 +11,9 @@ from typing import Iterable, Optional
 
 import pytest
 
-from harness import WAIT, Server, assert_nothing_more, payload_of_size, wait_for
+from tests.support.harness import WAIT, Server, assert_nothing_more, payload_of_size, wait_for
 from uws_py import App
-from wsclient import (
+from tests.support.wsclient import (
     ConnectionClosed,
     HttpResponse,
     open_raw_http,

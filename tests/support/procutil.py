@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import wsclient
+from . import wsclient
 
 HOST = "127.0.0.1"
 START_TIMEOUT = 10.0

@@ -12,9 +12,9 @@ import time
 
 import pytest
 
-from harness import RUNNERS, ServerPool
+from tests.support.harness import RUNNERS, ServerPool
 from uws_py import App, HttpRequest
-from wsclient import ConnectionClosed, Op, connect, raw_http
+from tests.support.wsclient import ConnectionClosed, Op, connect, raw_http
 
 DELAY = 0.2
 CONCURRENT_MESSAGES = 5

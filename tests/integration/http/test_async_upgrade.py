@@ -12,9 +12,9 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import pytest
 
-from harness import WAIT, Server, assert_nothing_more, wait_for
-from wsclient import (
-    Client,
+from tests.support.harness import WAIT, Server, assert_nothing_more, wait_for
+from tests.support.wsclient import (
+    TestClient,
     HandshakeRefused,
     ProtocolViolation,
     accept_key,
@@ -127,14 +127,14 @@ def send_handshake(server: Server, path: str = "/", protocols=None) -> tuple:
     return sock, key
 
 
-def finish_handshake(sock: socket.socket, key: str, timeout: float = WAIT) -> Client:
-    """Reads the answer to send_handshake's request; a Client if it is a valid 101."""
+def finish_handshake(sock: socket.socket, key: str, timeout: float = WAIT) -> TestClient:
+    """Reads the answer to send_handshake's request; a TestClient if it is a valid 101."""
     response, leftover = read_http_response(sock, time.monotonic() + timeout)
     if response.status != 101:
         raise HandshakeRefused(response)
     if response.headers.get("sec-websocket-accept") != accept_key(key):
         raise ProtocolViolation(f"wrong Sec-WebSocket-Accept for key {key}: {response.headers}")
-    return Client(sock, response, leftover)
+    return TestClient(sock, response, leftover)
 
 
 def test_upgrade_accepted_after_a_delay(deferring, recorder):

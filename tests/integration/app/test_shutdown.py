@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from harness import ServerPool, payload_of_size
-from wsclient import ConnectionClosed, HandshakeRefused, Op, connect, parse_close_payload
+from tests.support.harness import ServerPool, payload_of_size
+from tests.support.wsclient import ConnectionClosed, HandshakeRefused, Op, connect, parse_close_payload
 
 TOPIC = "feed"
 CLIENTS = 50

@@ -12,10 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from harness import ServerPool, payload_of_size, text_of_size, wait_for
-from tlsutil import make_self_signed
+from tests.support.harness import ServerPool, payload_of_size, text_of_size, wait_for
+from tests.support.tlsutil import make_self_signed
 from uws_py import App, SendStatus, SSLOptions
-from wsclient import (
+from tests.support.wsclient import (
     Op,
     connect,
     insecure_tls_context,

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from harness import RUNNERS, ServerPool
-from wsclient import Op, connect
+from tests.support.harness import RUNNERS, ServerPool
+from tests.support.wsclient import Op, connect
 
 TOPIC = "fan-out"
 PUBLISHERS = 4

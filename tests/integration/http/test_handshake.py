@@ -6,8 +6,8 @@ import queue
 
 import pytest
 
-from harness import wait_for
-from wsclient import (
+from tests.support.harness import wait_for
+from tests.support.wsclient import (
     HandshakeRefused,
     Op,
     accept_key,

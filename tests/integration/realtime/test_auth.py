@@ -12,7 +12,8 @@ import time
 import jwt
 import pytest
 
-from test_realtime import (  # noqa: F401 (serve is a fixture)
+from tests.support.realtime import (
+    HOST,
     OTHER_SECRET,
     SECRET,
     WAIT,
@@ -23,12 +24,9 @@ from test_realtime import (  # noqa: F401 (serve is a fixture)
     recv_json,
     request,
     scrape,
-    serve,
 )
 from uws_py import JWTAuth
-from wsclient import HandshakeRefused, connect
-
-HOST = "127.0.0.1"
+from tests.support.wsclient import HandshakeRefused, connect
 
 AUDIENCE = "uws-tests"
 ISSUER = "https://issuer.uws-tests.invalid"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from wsclient import ConnectionClosed, Op, connect
+from tests.support.wsclient import ConnectionClosed, Op, connect
 
 SLACK = 2.5
 

@@ -13,10 +13,10 @@ import zlib
 
 import pytest
 
-from harness import wait_for
+from tests.support.harness import wait_for
 from uws_py import CompressOptions as C
 from uws_py import OpCode
-from wsclient import DEFLATE_TAIL, RSV1, Op, connect, parse_extensions
+from tests.support.wsclient import DEFLATE_TAIL, RSV1, Op, connect, parse_extensions
 
 SHARED = C.SHARED_COMPRESSOR | C.SHARED_DECOMPRESSOR
 DEDICATED = C.DEDICATED_COMPRESSOR_256KB | C.DEDICATED_DECOMPRESSOR_32KB

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 import uws_py
-from wsclient import Op, connect
+from tests.support.wsclient import Op, connect
 
 GOING_AWAY = 1001
 

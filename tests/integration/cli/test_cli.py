@@ -13,8 +13,8 @@ import time
 import jwt
 import pytest
 
-import wsclient
-from procutil import (
+from tests.support import wsclient
+from tests.support.procutil import (
     HOST,
     RealtimeClient,
     UwsServer,
@@ -28,7 +28,7 @@ from procutil import (
     run_uws_py,
     wait_until,
 )
-from tlsutil import make_self_signed
+from tests.support.tlsutil import make_self_signed
 from uws_py import __version__
 
 GRACEFUL_EXIT = 10.0

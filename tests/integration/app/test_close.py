@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness import assert_nothing_more
-from wsclient import ConnectionClosed, Op, connect, encode_close_payload, encode_frame
+from tests.support.harness import assert_nothing_more
+from tests.support.wsclient import ConnectionClosed, Op, connect, encode_close_payload, encode_frame
 
 VALID_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999]
 ABNORMAL = 1006

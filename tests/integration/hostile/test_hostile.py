@@ -22,9 +22,10 @@ import time
 
 import pytest
 
-from harness import HOST, ServerPool, payload_of_size
-from test_protocol_errors import PROTOCOL_ERROR, TOO_BIG, assert_connection_failed
-from wsclient import (
+from tests.support.harness import HOST, ServerPool, payload_of_size
+from tests.support.failures import PROTOCOL_ERROR, TOO_BIG, assert_connection_failed
+from tests.support.hostile import MIB, echo_latency, rss_bytes
+from tests.support.wsclient import (
     ConnectionClosed,
     Op,
     connect,
@@ -36,18 +37,8 @@ from wsclient import (
     socket_reaches_eof,
 )
 
-MIB = 1024 * 1024
 # An ordinary client next to an attack must still be answered this fast.
 MAX_BYSTANDER_LATENCY = 0.2
-
-
-def rss_bytes() -> int:
-    """Resident memory of this process (the server runs in it, on a thread)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
 
 
 def header_timeout(seconds: int):
@@ -57,15 +48,6 @@ def header_timeout(seconds: int):
         app.header_timeout = seconds
 
     return setup
-
-
-def echo_latency(client, payload: bytes = b"still here") -> float:
-    """Seconds one echo round trip took; fails unless the echo comes back intact."""
-    started = time.monotonic()
-    client.send_binary(payload)
-    message = client.recv_message(timeout=2.0)
-    assert message == (Op.BINARY, payload), f"bystander got {message!r}"
-    return time.monotonic() - started
 
 
 def peer_closed(sock: socket.socket) -> bool:
@@ -89,13 +71,6 @@ def refused_status(server, request: bytes) -> int:
 
 def log_lines(caplog) -> list:
     return [record.getMessage() for record in caplog.records if record.name.startswith("uws_py")]
-
-
-@pytest.fixture
-def pool(recorder):
-    servers = ServerPool()
-    yield servers
-    servers.stop_all()
 
 
 # -- request heads ------------------------------------------------------------------------------

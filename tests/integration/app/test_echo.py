@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from harness import payload_of_size, text_of_size
+from tests.support.harness import payload_of_size, text_of_size
 from uws_py import CompressOptions, OpCode, SendStatus
-from wsclient import Op, connect, encode_frame
+from tests.support.wsclient import Op, connect, encode_frame
 
 # 125/126 and 65535/65536 are the edges of the 7-bit, 16-bit and 64-bit length encodings.
 SIZES = [0, 1, 125, 126, 127, 65535, 65536, 1024 * 1024]
