@@ -8,7 +8,7 @@ import pytest
 
 from uws_py import RealtimeServer
 
-from tests.support.harness import Recorder, Server
+from tests.support.harness import Recorder, Server, ServerPool
 from tests.support.realtime import LiveServer
 
 # Whole-test bound, applied only when pytest-timeout is installed; every wait inside a test has

@@ -27,7 +27,7 @@ from tests.support.realtime import (
 from uws_py import Batching, RateLimit
 from tests.support.wsclient import Op, encode_frame, parse_close_payload
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "realtime_app.py"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "realtime_app.py"
 
 
 def ping_frames(ids) -> bytes:
