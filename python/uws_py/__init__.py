@@ -16,7 +16,7 @@ from .protocol import ProtocolError
 from .ratelimit import RateLimit
 from .server import RealtimeServer
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # A library logs, the application decides where it goes (the CLI configures it).
 logging.getLogger("uws_py").addHandler(logging.NullHandler())

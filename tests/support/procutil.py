@@ -212,11 +212,14 @@ class UwsServer(Process):
 
 
 class RedisServer:
-    """redis-server on a loopback port, without persistence; stop() and start() again on the
-    same port to simulate an outage."""
+    """redis-server on a loopback port, without persistence unless append_only; stop() and
+    start() again on the same port to simulate an outage."""
 
-    def __init__(self, port: Optional[int] = None) -> None:
+    def __init__(self, port: Optional[int] = None, append_only: bool = False) -> None:
         self.port = port or free_port()
+        # With append_only, every write is fsynced to the AOF before it is acknowledged, so a
+        # restart keeps everything (the history tests' "Redis with persistence").
+        self.append_only = append_only
         self.workdir = tempfile.mkdtemp(prefix="uws-py-redis-")
         self.process: Optional[Process] = None
 
@@ -234,7 +237,8 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", HOST,
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.append_only else "no",
+            "--appendfsync", "always",
             "--daemonize", "no",
             "--dir", self.workdir,
         ]
