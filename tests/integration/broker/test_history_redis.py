@@ -11,7 +11,7 @@ import time
 import orjson
 import pytest
 
-from procutil import HOST, RedisServer, wait_until
+from tests.support.procutil import HOST, RedisServer, wait_until
 from uws_py.realtime.history import (
     Continuity,
     DeliveryTracker,
