@@ -26,9 +26,7 @@ from pathlib import Path
 import pytest
 from websockets.sync.client import connect
 
-# tlsutil is a tests/ helper; tests/packaging/conftest.py puts tests/ on sys.path until the
-# helpers live in the tests/support/ package, then: `from support.tlsutil import make_self_signed`.
-from tlsutil import make_self_signed
+from tests.support.tlsutil import make_self_signed
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
