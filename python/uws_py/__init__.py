@@ -15,7 +15,7 @@ from .behavior import Behavior
 from .ratelimit import RateLimit
 from .realtime import Client, ProtocolError, RealtimeServer
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # A library logs, the application decides where it goes (the CLI configures it).
 logging.getLogger("uws_py").addHandler(logging.NullHandler())
