@@ -139,6 +139,7 @@ class Lifecycle:
                 "clientId": client.id,
                 "userId": client.user_id,
                 "serverTime": now_ms(),
+                "expiresAt": client.token_expires_at,
                 "capabilities": {**self.capabilities, "types": sorted(BUILTIN_TYPES) + self.route_types()},
             },
             priority=True,

@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..auth import topic_matches
+from .history import HistoryPolicy, MemoryHistory, Position, message_parts
 from .protocol import FORBIDDEN, INVALID_MESSAGE, TEXT, ProtocolError, encode
 
 if TYPE_CHECKING:
     from ..broker import Broker
     from .session import Client
 
-# hook(client, topic, action) -> bool, action being "subscribe" or "publish".
+# hook(client, topic, action) -> bool, action being "subscribe", "publish" or "history".
 TopicHook = Callable[["Client", str, str], bool]
 # publish(topic, payload, opcode) -> whether anyone subscribed: the App's.
 LocalPublish = Callable[[str, bytes, int], bool]
@@ -21,17 +22,34 @@ LocalPublish = Callable[[str, bytes, int], bool]
 class PubSub:
     """Topic policy and fan-out for one server.
 
+    Topics matching a history pattern go through ``history`` (an offset assigned, the
+    publication kept as the exact MESSAGE bytes sent live); every other topic takes the
+    plain path, which costs one ``options_for`` lookup more only when patterns exist.
+
     Args:
         publish_local: the core's ``publish(topic, payload, opcode)``.
         broker: carries publishes to and from other processes; None keeps them local.
+        policy: the history patterns (empty: every topic is plain).
+        history: the in-process store of the history topics.
     """
 
-    __slots__ = ("publish_local", "broker", "topic_hook")
+    __slots__ = ("publish_local", "broker", "topic_hook", "policy", "history")
 
-    def __init__(self, publish_local: LocalPublish, broker: Optional["Broker"] = None) -> None:
+    def __init__(self, publish_local: LocalPublish, broker: Optional["Broker"] = None,
+                 policy: Optional[HistoryPolicy] = None, history: Optional[MemoryHistory] = None) -> None:
         self.publish_local = publish_local
         self.broker = broker
         self.topic_hook: Optional[TopicHook] = None  # the application's, set by authorize_topic
+        self.policy = policy if policy is not None else HistoryPolicy()
+        self.history = history if history is not None else MemoryHistory(self.policy)
+
+    def is_history_topic(self, topic: str) -> bool:
+        """Whether topic keeps a history.
+
+        Args:
+            topic: the topic name.
+        """
+        return self.policy.options_for(topic) is not None
 
     def check_topic(self, client: "Client", topic: Any, action: str) -> None:
         """Raises ProtocolError unless the client may act on the topic.
@@ -39,7 +57,7 @@ class PubSub:
         Args:
             client: who asks (its ``topics_allowed`` from the token, then the hook).
             topic: the topic as the client sent it (INVALID_MESSAGE unless a non-empty str).
-            action: "subscribe" or "publish".
+            action: "subscribe", "publish" or "history".
         """
         if not isinstance(topic, str) or not topic:
             raise ProtocolError(INVALID_MESSAGE, "field 'topic' must be a non-empty string")
@@ -48,7 +66,7 @@ class PubSub:
         if self.topic_hook is not None and not self.topic_hook(client, topic, action):
             raise ProtocolError(FORBIDDEN, f"not allowed to {action} {topic!r}")
 
-    def publish_from(self, client: "Client", topic: str, data: Any, echo: bool) -> None:
+    def publish_from(self, client: "Client", topic: str, data: Any, echo: bool) -> Optional[Position]:
         """A client's MESSAGE to every other subscriber, here and through the broker.
 
         Args:
@@ -56,7 +74,11 @@ class PubSub:
             topic: an already checked topic.
             data: the payload's ``data``.
             echo: also send the MESSAGE back to the publisher.
+
+        Returns the position of the publication on a history topic, None on a plain one.
         """
+        if self.policy and self.policy.options_for(topic) is not None:
+            return self._publish_history(client, topic, data, echo)
         message = {"type": "MESSAGE", "topic": topic, "data": data, "from": client.id}
         payload = encode(message)
         if client.ws is not None:
@@ -65,10 +87,21 @@ class PubSub:
             self.broker.publish(topic, payload)
         if echo:
             client.send(message)
+        return None
+
+    def _publish_history(self, client: "Client", topic: str, data: Any, echo: bool) -> Position:
+        head, tail = message_parts(topic, data, client.id)
+        position, publication = self.history.publish(topic, head, tail)
+        if client.ws is not None:
+            client.ws.publish(topic, publication.payload, TEXT)
+        if echo:
+            client.send({"type": "MESSAGE", "topic": topic, "data": data, "from": client.id,
+                         "offset": publication.offset})
+        return position
 
     def publish(self, topic: str, data: Any) -> bool:
         """A server-originated MESSAGE (``from`` is null) to every subscriber, in every
-        process when there is a broker. Loop thread.
+        process when there is a broker. On a history topic it gets the next offset. Loop thread.
 
         Args:
             topic: the topic.
@@ -76,6 +109,10 @@ class PubSub:
 
         Returns whether this process had subscribers.
         """
+        if self.policy and self.policy.options_for(topic) is not None:
+            head, tail = message_parts(topic, data, None)
+            _, publication = self.history.publish(topic, head, tail)
+            return self.publish_local(topic, publication.payload, TEXT)
         payload = encode({"type": "MESSAGE", "topic": topic, "data": data, "from": None})
         if self.broker is not None:
             self.broker.publish(topic, payload)

@@ -17,6 +17,7 @@ from ..metrics import Metrics, Reporter
 from ..ratelimit import ConnectionLimiter, RateLimit
 from .builtins import Builtins
 from .dispatch import Dispatcher
+from .history import DEFAULT_RECOVER_LIMIT, HistoryMetrics, HistoryOptions, HistoryPolicy, MemoryHistory
 from .lifecycle import Lifecycle, TokenExpiry
 from .protocol import BUILTIN_TYPES, encode
 from .pubsub import PubSub, TopicHook
@@ -49,6 +50,10 @@ class Options:
     access_log: bool = False
     broker: Optional[Broker] = None
     handler_metrics: bool = True
+    history_recover_limit: int = DEFAULT_RECOVER_LIMIT
+
+# Seconds between sweeps of expired history; a publication may outlive its ttl by this much.
+HISTORY_SWEEP_INTERVAL = 5.0
 
 
 class Engine:
@@ -69,7 +74,12 @@ class Engine:
         self.clients: dict[str, Client] = {}
         self.limiter = ConnectionLimiter(options.max_connections, options.max_connections_per_ip)
         self.access_log = AccessLog(options.access_log)
-        self.pubsub = PubSub(loop.publish, options.broker)
+        self.history_policy = HistoryPolicy()
+        self.history_metrics = HistoryMetrics()
+        self.history = MemoryHistory(self.history_policy, metrics=self.history_metrics)
+        self.pubsub = PubSub(loop.publish, options.broker, self.history_policy, self.history)
+        self._loop = loop
+        self._sweep_timer: Optional[int] = None
         self.session_context = SessionContext(self.pubsub, loop.set_timeout, self.metrics)
         auth = options.auth
         self.expiry = TokenExpiry(auth.leeway if auth is not None else None, loop.set_timeout,
@@ -86,7 +96,8 @@ class Engine:
             },
             self.router.types,
         )
-        self.builtins = Builtins(auth, self.metrics, self.expiry.schedule)
+        self.builtins = Builtins(auth, self.metrics, self.expiry.schedule, self.pubsub,
+                                 options.history_recover_limit)
         self.dispatcher = Dispatcher(self.router, self.builtins.table(), self.metrics, self.runner,
                                      rate_limit, options.max_payload_length)
         self.upgrader = Upgrader(
@@ -107,6 +118,23 @@ class Engine:
         if self.options.handler_metrics:
             route.histogram = self.metrics.histogram(kind)
         self.metrics.routes[kind] = route
+
+    def add_history(self, options: HistoryOptions) -> None:
+        """Topics matching ``options.pattern`` keep a history; the first registration arms
+        the sweep of expired publications.
+
+        Args:
+            options: the pattern with its size and ttl.
+        """
+        if self.options.broker is not None:
+            raise ValueError("history with a broker is not supported yet: it needs the Redis store")
+        self.history_policy.add(options)
+        if self._sweep_timer is None:
+            self._sweep_timer = self._loop.set_timeout(HISTORY_SWEEP_INTERVAL, self._sweep)
+
+    def _sweep(self) -> None:
+        self.history.sweep()
+        self._sweep_timer = self._loop.set_timeout(HISTORY_SWEEP_INTERVAL, self._sweep)
 
 
 class RealtimeServer:
@@ -131,6 +159,8 @@ class RealtimeServer:
       handlers: one call in 16 is timed); the other metrics cost nothing per message.
     - ``access_log``: log each upgrade and HTTP request (path only: a token in the query
       string never reaches the log).
+    - ``history_recover_limit``: the most publications one SUBSCRIBE recovery returns (more
+      missed -> ``recovered: false``), and the cap of a HISTORY ``limit`` (1000).
     """
 
     def __init__(
@@ -153,11 +183,15 @@ class RealtimeServer:
         access_log: bool = False,
         broker: Optional[Broker] = None,
         handler_metrics: bool = True,
+        history_recover_limit: int = DEFAULT_RECOVER_LIMIT,
     ) -> None:
+        if isinstance(history_recover_limit, bool) or not isinstance(history_recover_limit, int) \
+                or history_recover_limit < 0:
+            raise ValueError(f"history_recover_limit must be an integer >= 0, got {history_recover_limit!r}")
         options = self.options = Options(
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
             allowed_origins, max_connections, max_connections_per_ip, ssl, report_interval, health_path,
-            metrics_path, access_log, broker, handler_metrics,
+            metrics_path, access_log, broker, handler_metrics, history_recover_limit,
         )
         self.path = path
         self.auth = auth
@@ -208,6 +242,20 @@ class RealtimeServer:
             return handler
 
         return register
+
+    def history(self, pattern: str, size: int = 100, ttl: float = 300.0) -> "RealtimeServer":
+        """Topics matching the fnmatch ``pattern`` keep their last ``size`` publications for
+        ``ttl`` seconds (from the topic's last publish): their MESSAGEs carry an ``offset``
+        and SUBSCRIBE can recover missed ones. The first matching pattern wins. Call before
+        the server runs.
+
+        Args:
+            pattern: an fnmatch pattern, e.g. ``"chat.*"``.
+            size: publications kept per topic (>= 1).
+            ttl: seconds they are kept (> 0).
+        """
+        self.engine.add_history(HistoryOptions(pattern, size, ttl))
+        return self
 
     def on_binary(self, handler: Callable[[Client, bytes], Any]) -> Callable[[Client, bytes], Any]:
         """Decorator: binary messages go to ``handler(client, data)`` (else INVALID_MESSAGE).

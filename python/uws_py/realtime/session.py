@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from ..batching import Batcher
     from ..metrics import Metrics
     from ..ratelimit import TokenBucket
+    from .history import Position
     from .pubsub import PubSub
 
 _dumps = orjson.dumps
@@ -139,7 +140,7 @@ class Client:
         """
         return self.ws is not None and not self.closed and self.ws.unsubscribe(topic)
 
-    def publish(self, topic: str, data: Any, echo: bool = False) -> None:
+    def publish(self, topic: str, data: Any, echo: bool = False) -> Optional["Position"]:
         """Publishes as this client: every other subscriber (in every process, with a
         broker) gets a MESSAGE with ``from`` set to this client's id.
 
@@ -147,10 +148,12 @@ class Client:
             topic: the topic (checked as for :meth:`subscribe`, action "publish").
             data: any JSON-encodable value.
             echo: also send the MESSAGE to this client.
+
+        Returns the publication's position on a history topic (None on a plain one).
         """
         pubsub = self.context.pubsub
         pubsub.check_topic(self, topic, "publish")
-        pubsub.publish_from(self, topic, data, echo)
+        return pubsub.publish_from(self, topic, data, echo)
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         """Starts the close handshake.
