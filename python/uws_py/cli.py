@@ -14,7 +14,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from . import __version__
-from .config import SECRET_OPTIONS, ConfigError, ServeConfig, load, parse_rate_limit
+from .config import SECRET_OPTIONS, ConfigError, ServeConfig, load, parse_history, parse_rate_limit
 from .supervisor import EXIT_USAGE, Supervisor
 
 logger = logging.getLogger("uws_py.cli")
@@ -64,8 +64,12 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         env = "UWS_PY_" + f.name.upper()
         shown_default = "***" if f.name in SECRET_OPTIONS and f.default else f.default
+        if f.default is dataclasses.MISSING:
+            shown_default = "none"
         help_text = f"{f.metadata['help']} [env {env}; default {shown_default}]"
-        if f.type in ("bool", bool):
+        if f.type in ("list[str]",):
+            parser.add_argument(flag, dest=f.name, action="append", default=argparse.SUPPRESS, help=help_text)
+        elif f.type in ("bool", bool):
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         elif f.type in ("int", int):
             parser.add_argument(flag, dest=f.name, type=int, default=argparse.SUPPRESS, help=help_text)
@@ -173,7 +177,7 @@ def build_server(config: ServeConfig) -> Any:
         except RuntimeError as exc:
             raise ConfigError(str(exc)) from None
     try:
-        return RealtimeServer(
+        server = RealtimeServer(
             broker=broker,
             auth=auth,
             rate_limit=RateLimit(messages=limit[0], per_seconds=limit[1]) if limit else None,
@@ -182,7 +186,11 @@ def build_server(config: ServeConfig) -> Any:
             compression=config.compression,
             ssl=ssl,
             access_log=config.access_log,
+            history_recover_limit=config.history_recover_limit,
         )
+        for spec in config.history:
+            server.history(*parse_history(spec))
+        return server
     except (OSError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
 

@@ -42,6 +42,11 @@ class ServeConfig:
     idle_timeout: int = field(default=120, metadata={"help": "seconds before an idle connection closes"})
     compression: bool = field(default=True, metadata={"help": "permessage-deflate"})
     broker: Optional[str] = field(default=None, metadata={"help": "redis://host:port/db for pub/sub across workers"})
+    history: list[str] = field(default_factory=list, metadata={
+        "help": "PATTERN[:SIZE[:TTL]] topics keeping a history, e.g. 'chat.*:100:300' (repeatable; "
+                "env: comma-separated; file: [[history]] pattern/size/ttl)"})
+    history_recover_limit: int = field(default=1000, metadata={
+        "help": "most publications one recovery returns (and the HISTORY limit cap)"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
     log_format: str = field(default="human", metadata={"help": "human or json"})
     access_log: bool = field(default=True, metadata={"help": "log every upgrade and HTTP request"})
@@ -68,6 +73,10 @@ class ServeConfig:
         parse_rate_limit(self.rate_limit)
         if self.broker is not None:
             parse_broker_url(self.broker)
+        for spec in self.history:
+            parse_history(spec)
+        if self.history_recover_limit < 0:
+            raise ConfigError(f"--history-recover-limit must not be negative, not {self.history_recover_limit}")
         if self.app is not None and not re.fullmatch(r"[\w.]+:[\w.]+", self.app):
             raise ConfigError(f"the app must be MODULE:ATTR, not {self.app!r}")
         return self
@@ -95,6 +104,42 @@ def parse_rate_limit(text: Optional[str]) -> Optional[tuple[int, float]]:
     return count, seconds
 
 
+def parse_history(spec: str) -> tuple[str, int, float]:
+    """'chat.*:100:300' -> ('chat.*', 100, 300.0); size and ttl may be left out (100, 300).
+
+    Args:
+        spec: PATTERN[:SIZE[:TTL]]; the pattern itself may hold ':' when size and ttl follow.
+    """
+    parts = spec.rsplit(":", 2)
+    numbers: list[str] = []
+    while len(parts) > 1 and re.fullmatch(r"\s*\d+(?:\.\d+)?\s*", parts[-1]):
+        numbers.insert(0, parts.pop())
+    pattern = ":".join(parts)
+    if not pattern or len(numbers) > 2:
+        raise ConfigError(f"--history must look like 'chat.*:100:300' (PATTERN[:SIZE[:TTL]]), not {spec!r}")
+    try:
+        size = int(numbers[0]) if numbers else 100
+    except ValueError:
+        raise ConfigError(f"--history size must be an integer, not {numbers[0]!r} in {spec!r}") from None
+    ttl = float(numbers[1]) if len(numbers) > 1 else 300.0
+    if size < 1 or ttl <= 0:
+        raise ConfigError(f"--history needs size >= 1 and ttl > 0, not {spec!r}")
+    return pattern, size, ttl
+
+
+def _history_entry(entry: Any, source: str) -> str:
+    """A file's ``[[history]]`` table as the PATTERN:SIZE:TTL spec the command line takes."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("pattern"), str):
+        raise ConfigError(f"{source}: each [[history]] entry needs a string 'pattern'")
+    unknown = set(entry) - {"pattern", "size", "ttl"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown [[history]] key(s) {', '.join(sorted(unknown))}")
+    size, ttl = entry.get("size", 100), entry.get("ttl", 300.0)
+    if isinstance(size, bool) or not isinstance(size, int) or isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise ConfigError(f"{source}: [[history]] {entry['pattern']!r} needs an integer size and a numeric ttl")
+    return f"{entry['pattern']}:{size}:{ttl}"
+
+
 def parse_broker_url(url: str) -> Any:
     """Checks a redis:// or rediss:// URL; raises ConfigError naming what is wrong."""
     parts = urlsplit(url)
@@ -116,6 +161,12 @@ def _coerce(name: str, kind: Any, value: Any, source: str) -> Any:
     if value is None:
         return None
     text_kind = str(kind)
+    if text_kind in ("list[str]",):
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return list(value)
+        raise ConfigError(f"{source}: {name} expects a list of strings, not {value!r}")
     try:
         if text_kind in ("int", "<class 'int'>"):
             return int(value)
@@ -148,11 +199,19 @@ def load(file: Optional[str], environ: dict[str, str], command_line: dict[str, A
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"--config: {file} is not valid TOML: {exc}") from None
         section = document.get("serve", document)
+        entries = document.get("history") if "serve" in document else None
         for key, value in section.items():
             name = key.replace("-", "_")
+            if name == "history" and isinstance(value, list) and any(isinstance(v, dict) for v in value):
+                entries = value
+                continue
             if name not in known:
                 raise ConfigError(f"--config: unknown option {key!r} in {file}")
             values[name] = _coerce(name, known[name].type, value, file)
+        if entries is not None:
+            if not isinstance(entries, list):
+                raise ConfigError(f"--config: 'history' in {file} must be [[history]] tables")
+            values["history"] = [_history_entry(entry, file) for entry in entries]
     for name, f in known.items():
         env_name = "UWS_PY_" + name.upper()
         if env_name in environ:

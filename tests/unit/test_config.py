@@ -11,7 +11,7 @@ import pytest
 
 from uws_py import __version__
 from uws_py.cli import build_parser, main, resolve_config
-from uws_py.config import ConfigError, ServeConfig, load, parse_broker_url, parse_rate_limit
+from uws_py.config import ConfigError, ServeConfig, load, parse_broker_url, parse_history, parse_rate_limit
 
 needs_tomllib = pytest.mark.skipif(sys.version_info < (3, 11), reason="--config files need tomllib (Python 3.11+)")
 
@@ -407,3 +407,63 @@ def test_main_check_config_refuses_a_bad_file_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("uws-py: error: ") and err.count("\n") == 1
     assert "--port" in err
+
+
+# -- history (issue 13) -------------------------------------------------------------------------
+
+
+def test_history_option_repeats_and_keeps_its_order():
+    config = resolve(["serve", "--history", "chat.*:100:300", "--history", "feed.*", "--history-recover-limit", "50"])
+    assert config.history == ["chat.*:100:300", "feed.*"]
+    assert config.history_recover_limit == 50
+    assert load(None, {}, {}).history == [] and load(None, {}, {}).history_recover_limit == 1000
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("chat.*:100:300", ("chat.*", 100, 300.0)),
+        ("chat.*", ("chat.*", 100, 300.0)),
+        ("chat.*:10", ("chat.*", 10, 300.0)),
+        ("room:*:5:2.5", ("room:*", 5, 2.5)),
+    ],
+)
+def test_history_specs(spec, expected):
+    assert parse_history(spec) == expected
+
+
+@pytest.mark.parametrize("spec", ["", ":100:300", "chat.*:0:300", "chat.*:10:0", "chat.*:1.5:3"])
+def test_history_spec_refusals_name_the_option(spec):
+    with pytest.raises(ConfigError) as raised:
+        load(None, {}, {"history": [spec]})
+    assert "--history" in str(raised.value)
+
+
+def test_history_from_the_environment_is_comma_separated():
+    assert resolve(["serve"], {"UWS_PY_HISTORY": "chat.*:10:60, feed.*"}).history == ["chat.*:10:60", "feed.*"]
+
+
+@needs_tomllib
+def test_history_tables_in_the_file_beside_a_serve_table(tmp_path):
+    path = write_toml(tmp_path, '[serve]\nport = 9000\n\n[[history]]\npattern = "chat.*"\nsize = 50\nttl = 60\n\n'
+                                '[[history]]\npattern = "feed.*"\n')
+    config = load(path, {}, {})
+    assert config.history == ["chat.*:50:60", "feed.*:100:300.0"]
+    assert [parse_history(spec) for spec in config.history] == [("chat.*", 50, 60.0), ("feed.*", 100, 300.0)]
+
+
+@needs_tomllib
+def test_history_tables_without_a_serve_table_and_bad_entries(tmp_path):
+    assert load(write_toml(tmp_path, '[[history]]\npattern = "a.*"\nsize = 3\n'), {}, {}).history == ["a.*:3:300.0"]
+    for bad in ('[[history]]\nsize = 3\n', '[[history]]\npattern = "a"\nsize = "x"\n', '[[history]]\npattern = "a"\nmax = 1\n'):
+        with pytest.raises(ConfigError):
+            load(write_toml(tmp_path, bad), {}, {})
+
+
+def test_build_server_registers_the_history_patterns():
+    from uws_py.cli import build_server
+
+    server = build_server(load(None, {}, {"history": ["chat.*:7:9"], "history_recover_limit": 20}))
+    assert server.engine.history_policy.patterns[0].pattern == "chat.*"
+    assert (server.engine.history_policy.patterns[0].size, server.engine.history_policy.patterns[0].ttl) == (7, 9.0)
+    assert server.options.history_recover_limit == 20
