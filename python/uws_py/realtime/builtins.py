@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..auth import AuthError, JWTAuth, identity
+from .dispatch import REPLIED
 from .history import (
     DEFAULT_RECOVER_LIMIT, HistoryError, NoHistory, Position, Recovery, UnrecoverablePosition, parse_limit,
     parse_since,
@@ -107,6 +108,12 @@ class Builtins:
             client.subscribe(topic)  # type: ignore[arg-type]
             return {"type": "SUBSCRIBED", "topic": topic}
         since = parse_recover(message)
+        if pubsub.relay is not None:
+            # Through Redis: SUBSCRIBED (or ERROR) is sent when the read is done, outside a BATCH.
+            pubsub.check_topic(client, topic, "subscribe")
+            if client.ws is not None and not client.closed:
+                pubsub.relay.subscribe(client, topic, since, message.get("id"))
+            return REPLIED
         client.subscribe(topic)
         if since is None:
             position = pubsub.history.position(topic)
@@ -141,6 +148,13 @@ class Builtins:
         """
         if "data" not in message:
             raise ProtocolError(INVALID_MESSAGE, "field 'data' is required")
+        pubsub, topic = self.pubsub, message.get("topic")
+        if pubsub.relay is not None and isinstance(topic, str) and pubsub.policy and pubsub.is_history_topic(topic):
+            # Through Redis: PUBLISHED (or ERROR UNAVAILABLE) is sent when the store answered.
+            pubsub.check_topic(client, topic, "publish")
+            pubsub.relay.publish(client, topic, message["data"], bool(message.get("echo", False)),
+                                 message.get("id"), "id" in message)
+            return REPLIED
         position = client.publish(message.get("topic"), message["data"], bool(message.get("echo", False)))  # type: ignore[arg-type]
         if "id" not in message:
             return None
@@ -170,6 +184,9 @@ class Builtins:
                 raise NoHistory(topic)
             limit = parse_limit(message.get("limit"), self.recover_limit)
             since = parse_since(message["since"]) if message.get("since") is not None else None
+            if pubsub.relay is not None:
+                pubsub.relay.history(client, topic, since, limit, reverse, message.get("id"))
+                return REPLIED  # type: ignore[return-value]
             page = pubsub.history.read(topic, since, limit, reverse)
         except HistoryError as exc:
             raise history_refusal(exc) from None

@@ -11,6 +11,7 @@ from .protocol import FORBIDDEN, INVALID_MESSAGE, TEXT, ProtocolError, encode
 
 if TYPE_CHECKING:
     from ..broker import Broker
+    from .relay import HistoryRelay
     from .session import Client
 
 # hook(client, topic, action) -> bool, action being "subscribe", "publish" or "history".
@@ -33,7 +34,7 @@ class PubSub:
         history: the in-process store of the history topics.
     """
 
-    __slots__ = ("publish_local", "broker", "topic_hook", "policy", "history")
+    __slots__ = ("publish_local", "broker", "topic_hook", "policy", "history", "relay")
 
     def __init__(self, publish_local: LocalPublish, broker: Optional["Broker"] = None,
                  policy: Optional[HistoryPolicy] = None, history: Optional[MemoryHistory] = None) -> None:
@@ -42,6 +43,8 @@ class PubSub:
         self.topic_hook: Optional[TopicHook] = None  # the application's, set by authorize_topic
         self.policy = policy if policy is not None else HistoryPolicy()
         self.history = history if history is not None else MemoryHistory(self.policy)
+        # With a Redis broker, history topics go through the relay instead of ``history``.
+        self.relay: Optional["HistoryRelay"] = None
 
     def is_history_topic(self, topic: str) -> bool:
         """Whether topic keeps a history.
@@ -107,9 +110,13 @@ class PubSub:
             topic: the topic.
             data: the payload's ``data``.
 
-        Returns whether this process had subscribers.
+        Returns whether this process had subscribers (False for a history topic with a broker:
+        its delivery comes later, through the broker).
         """
         if self.policy and self.policy.options_for(topic) is not None:
+            if self.relay is not None:
+                self.relay.publish(None, topic, data, False, None, False)
+                return False
             head, tail = message_parts(topic, data, None)
             _, publication = self.history.publish(topic, head, tail)
             return self.publish_local(topic, publication.payload, TEXT)
@@ -140,9 +147,12 @@ class PubSub:
         broker = self.broker
         if broker is None:
             return
+        relay = self.relay
+        if relay is not None and count < before:
+            relay.unsubscribed(ws.get_user_data(), topic)
         if before == 0 and count > 0:
             broker.subscribe(topic)
-        elif count == 0 and before > 0:
+        elif count == 0 and before > 0 and not (relay is not None and topic in relay.pending):
             broker.unsubscribe(topic)
 
     def start(self, schedule: Callable[[Callable[[], None]], None]) -> None:
@@ -152,7 +162,11 @@ class PubSub:
             schedule: the loop's thread-safe ``defer``, through which deliveries arrive.
         """
         if self.broker is not None:
-            self.broker.start(self.deliver_remote, schedule)
+            if self.relay is not None:
+                self.broker.start(self.deliver_remote, schedule, deliver_positioned=self.relay.deliver,
+                                  on_connection=self.relay.connection)
+            else:
+                self.broker.start(self.deliver_remote, schedule)
 
     def stop(self) -> None:
         """Stops the broker, if any."""

@@ -126,8 +126,17 @@ class Engine:
         Args:
             options: the pattern with its size and ttl.
         """
-        if self.options.broker is not None:
-            raise ValueError("history with a broker is not supported yet: it needs the Redis store")
+        broker = self.options.broker
+        if broker is not None and self.pubsub.relay is None:
+            if not hasattr(broker, "run"):
+                raise ValueError("history with a broker needs the Redis broker (its store is Redis)")
+            from .history import DeliveryTracker
+            from .history_redis import RedisHistory
+            from .relay import HistoryRelay
+
+            store = RedisHistory.for_broker(broker, self.history_policy, self.history_metrics)
+            self.pubsub.relay = HistoryRelay(broker, store, DeliveryTracker(self.history_metrics),
+                                             self._loop.publish, self.metrics, self.options.history_recover_limit)
         self.history_policy.add(options)
         if self._sweep_timer is None:
             self._sweep_timer = self._loop.set_timeout(HISTORY_SWEEP_INTERVAL, self._sweep)

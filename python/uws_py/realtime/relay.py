@@ -1,0 +1,266 @@
+"""History topics across processes: publishes, recoveries and HISTORY through the Redis store
+(on the broker's loop, via ``broker.run``), and delivery of history publications as the broker
+hands them over (``deliver_positioned``), in offset order, with continuity checked.
+
+Every method runs on the server's loop thread; the store's coroutines run on the broker's.
+
+How a recovering SUBSCRIBE gets no gap and no duplicate: the client is not subscribed in the
+core until its read is done. First the broker subscribes to the topic and confirms it (from
+then on every publication is received); then the history is read (position and publications
+in one atomic step); publications received meanwhile are buffered for that client. When the
+read is done the client is subscribed in the core, gets SUBSCRIBED (position = the top read),
+then the buffered publications above that top; later ones reach it through the core.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from .history import (
+    Continuity, DeliveryTracker, HistoryError, HistoryUnavailable, Position, Recovery, message_parts,
+)
+from .protocol import INTERNAL, TEXT, ProtocolError, error
+
+if TYPE_CHECKING:
+    from ..broker.redis import RedisBroker
+    from ..metrics import Metrics
+    from .history_redis import RedisHistory
+    from .session import Client
+
+logger = logging.getLogger("uws_py.realtime")
+
+# The push telling a subscriber the server lost continuity of a topic (spec-history.md).
+INSUFFICIENT_STATE = "insufficient_state"
+
+
+class _Pending:
+    """A SUBSCRIBE waiting for its read: what arrived live meanwhile, and whether continuity
+    broke before the read was done."""
+
+    __slots__ = ("client", "buffered", "broken")
+
+    def __init__(self, client: "Client") -> None:
+        self.client = client
+        self.buffered: list[tuple[int, bytes]] = []
+        self.broken = False
+
+
+class HistoryRelay:
+    """History topics of one worker with a Redis broker.
+
+    Args:
+        broker: the process's RedisBroker (``run``, ``subscribe(topic, ready=)``).
+        store: the RedisHistory beside it.
+        tracker: the last position delivered per topic.
+        publish_local: the core's ``publish(topic, payload, opcode)``.
+        metrics: counts ERROR replies.
+        recover_limit: the most publications one recovery returns.
+    """
+
+    def __init__(self, broker: "RedisBroker", store: "RedisHistory", tracker: DeliveryTracker,
+                 publish_local: Callable[[str, bytes, int], bool], metrics: "Metrics", recover_limit: int) -> None:
+        self.broker = broker
+        self.store = store
+        self.tracker = tracker
+        self.publish_local = publish_local
+        self.metrics = metrics
+        self.recover_limit = recover_limit
+        self.pending: dict[str, list[_Pending]] = {}
+        # Clients subscribed in the core to each history topic, told when continuity breaks.
+        self.members: dict[str, dict[str, "Client"]] = {}
+
+    # -- replies ----------------------------------------------------------------------------
+
+    def _refuse(self, client: "Client", request_id: Any, result: BaseException) -> None:
+        if isinstance(result, HistoryError):
+            exc = ProtocolError(result.code, str(result), **(
+                result.position.to_wire() if hasattr(result, "position") else {}))
+        elif isinstance(result, (ConnectionError, OSError)):
+            exc = ProtocolError(HistoryUnavailable.code, f"history storage unavailable: {result}")
+        else:
+            logger.error("history request failed: %r", result)
+            exc = ProtocolError(INTERNAL, "internal error")
+        self.metrics.error(exc.code)
+        client.send(error(exc.code, exc.message, request_id, **exc.extra))
+
+    # -- PUBLISH ----------------------------------------------------------------------------
+
+    def publish(self, client: Optional["Client"], topic: str, data: Any, echo: bool, request_id: Any,
+                reply: bool) -> None:
+        """Publishes through the store; every process (this one too) delivers it when the
+        broker hands it over. PUBLISHED (with the position) or ERROR UNAVAILABLE follows.
+
+        Args:
+            client: the publisher, None for the server.
+            topic: an already checked history topic.
+            data: the MESSAGE's ``data``.
+            echo: also send the MESSAGE to the publisher (if it is not subscribed).
+            request_id: the request's id.
+            reply: send PUBLISHED (the request had an id).
+        """
+        head, tail = message_parts(topic, data, client.id if client is not None else None)
+        store = self.store
+
+        def done(result: Any) -> None:
+            if isinstance(result, BaseException):
+                if client is None:
+                    logger.warning("server publish to %r failed: %s", topic, result)
+                else:
+                    self._refuse(client, request_id, result)
+                return
+            position, publication = result
+            if client is None:
+                return
+            if echo and client.id not in self.members.get(topic, {}):
+                client.send({"type": "MESSAGE", "topic": topic, "data": data, "from": client.id,
+                             "offset": publication.offset})
+            if reply:
+                client.send({"type": "PUBLISHED", "topic": topic, "id": request_id,
+                             "offset": position.offset, "epoch": position.epoch})
+
+        self.broker.run(lambda: store.publish(topic, head, tail), done)
+
+    # -- SUBSCRIBE ----------------------------------------------------------------------------
+
+    def subscribe(self, client: "Client", topic: str, since: Optional[Position], request_id: Any) -> None:
+        """Subscribes once the broker confirmed the topic and the history was read; SUBSCRIBED
+        (with the recovery, when ``since``) or ERROR UNAVAILABLE follows.
+
+        Args:
+            client: the subscriber (its topic already checked).
+            topic: a history topic.
+            since: the position to recover from, None when not recovering.
+            request_id: the request's id.
+        """
+        pending = _Pending(client)
+        self.pending.setdefault(topic, []).append(pending)
+        store, limit = self.store, self.recover_limit
+
+        def read() -> Any:
+            return store.recover(topic, since, limit) if since is not None else store.position(topic)
+
+        def done(result: Any) -> None:
+            waiting = self.pending.get(topic, [])
+            if pending in waiting:
+                waiting.remove(pending)
+            if not waiting:
+                self.pending.pop(topic, None)
+            if client.closed or client.ws is None:
+                self._release(topic)
+                return
+            if isinstance(result, BaseException):
+                self._release(topic)
+                self._refuse(client, request_id, result)
+                return
+            if isinstance(result, Recovery):
+                position = result.position
+                reply = {"type": "SUBSCRIBED", "topic": topic, **position.to_wire(), "wasRecovering": True,
+                         "recovered": result.recovered,
+                         "publications": [p.to_wire() for p in result.publications]}
+            else:
+                position = result
+                reply = {"type": "SUBSCRIBED", "topic": topic, **position.to_wire(), "wasRecovering": False,
+                         "recovered": False}
+            if request_id is not None:
+                reply["id"] = request_id
+            client.ws.subscribe(topic)
+            self.members.setdefault(topic, {})[client.id] = client
+            if self.tracker.last(topic) is None:
+                self.tracker.track(topic, position)
+            client.send(reply)
+            for offset, payload in pending.buffered:
+                if offset > position.offset:
+                    client.ws.send(payload, TEXT)
+            if pending.broken:
+                self._drop(topic, [client])
+
+        self.broker.subscribe(topic, ready=lambda: self.broker.run(read, done))
+
+    def _release(self, topic: str) -> None:
+        """A pending subscription ended without subscribing: the broker may leave the topic."""
+        if topic not in self.pending and not self.members.get(topic):
+            self.broker.unsubscribe(topic)
+
+    def unsubscribed(self, client: "Client", topic: str) -> None:
+        """The client left topic (UNSUBSCRIBE).
+
+        Args: client: who left; topic: the topic.
+        """
+        members = self.members.get(topic)
+        if members is not None:
+            members.pop(client.id, None)
+            if not members:
+                del self.members[topic]
+                self.tracker.forget(topic)
+
+    # -- HISTORY -----------------------------------------------------------------------------
+
+    def history(self, client: "Client", topic: str, since: Optional[Position], limit: int, reverse: bool,
+                request_id: Any) -> None:
+        """HISTORY_RESULT (or its ERROR) once the store answered.
+
+        Args: client: the requester; topic: a checked history topic; since, limit, reverse:
+        the validated request; request_id: its id.
+        """
+        store = self.store
+
+        def done(result: Any) -> None:
+            if isinstance(result, BaseException):
+                self._refuse(client, request_id, result)
+                return
+            reply = {"type": "HISTORY_RESULT", "topic": topic, **result.position.to_wire(),
+                     "publications": [p.to_wire() for p in result.publications]}
+            if request_id is not None:
+                reply["id"] = request_id
+            client.send(reply)
+
+        self.broker.run(lambda: store.read(topic, since, limit, reverse), done)
+
+    # -- delivery ------------------------------------------------------------------------------
+
+    def deliver(self, topic: str, payload: bytes, epoch: str, offset: int) -> None:
+        """A history publication from the broker (every process's, in offset order).
+
+        Args: topic: its topic; payload: the MESSAGE as kept; epoch, offset: its position.
+        """
+        for pending in self.pending.get(topic, ()):
+            pending.buffered.append((offset, payload))
+        continuity = self.tracker.observe(topic, epoch, offset)
+        if continuity is Continuity.NEXT:
+            self.publish_local(topic, payload, TEXT)
+        elif continuity is Continuity.UNTRACKED:
+            self.tracker.track(topic, Position(epoch, offset))
+            self.publish_local(topic, payload, TEXT)
+        elif continuity is not Continuity.DUPLICATE:
+            logger.warning("history %r: %s at %s:%d; subscribers must recover", topic, continuity.value, epoch, offset)
+            self._lost(topic)
+
+    def connection(self, connected: bool) -> None:
+        """The broker's receiving connection was lost (False) or is back (True): every
+        delivered history topic may have missed publications.
+
+        Args: connected: the new state.
+        """
+        if connected:
+            return
+        for topic in self.tracker.connection_lost():
+            self._lost(topic)
+        for topic in list(self.pending):
+            for pending in self.pending[topic]:
+                pending.broken = True
+
+    def _lost(self, topic: str) -> None:
+        for pending in self.pending.get(topic, ()):
+            pending.broken = True
+        self._drop(topic, list(self.members.get(topic, {}).values()))
+
+    def _drop(self, topic: str, clients: list["Client"]) -> None:
+        """Unsubscribes clients from topic and tells them to recover."""
+        for client in clients:
+            self.unsubscribed(client, topic)
+            if client.ws is not None and not client.closed and client.ws.unsubscribe(topic):
+                client.send({"type": "UNSUBSCRIBED", "topic": topic, "reason": INSUFFICIENT_STATE,
+                             "resubscribe": True})
+        if not self.members.get(topic):
+            self.tracker.forget(topic)
