@@ -9,7 +9,9 @@ core until its read is done. First the broker subscribes to the topic and confir
 then on every publication is received); then the history is read (position and publications
 in one atomic step); publications received meanwhile are buffered for that client. When the
 read is done the client is subscribed in the core, gets SUBSCRIBED (position = the top read),
-then the buffered publications above that top; later ones reach it through the core.
+then the buffered publications above that top; later ones reach it through the core. When
+other local subscribers are still behind that top (their deliveries are in flight), the new
+one joins the core's fan-out only once delivery reached its top, so it gets nothing twice.
 """
 
 from __future__ import annotations
@@ -38,12 +40,14 @@ class _Pending:
     """A SUBSCRIBE waiting for its read: what arrived live meanwhile, and whether continuity
     broke before the read was done."""
 
-    __slots__ = ("client", "buffered", "broken")
+    __slots__ = ("client", "buffered", "broken", "top")
 
     def __init__(self, client: "Client") -> None:
         self.client = client
         self.buffered: list[tuple[int, bytes]] = []
         self.broken = False
+        # Set once SUBSCRIBED was sent while delivery was still behind this offset.
+        self.top: Optional[int] = None
 
 
 class HistoryRelay:
@@ -164,18 +168,34 @@ class HistoryRelay:
                          "recovered": False}
             if request_id is not None:
                 reply["id"] = request_id
-            client.ws.subscribe(topic)
-            self.members.setdefault(topic, {})[client.id] = client
-            if self.tracker.last(topic) is None:
-                self.tracker.track(topic, position)
             client.send(reply)
             for offset, payload in pending.buffered:
                 if offset > position.offset:
                     client.ws.send(payload, TEXT)
-            if pending.broken:
-                self._drop(topic, [client])
+            pending.buffered = []
+            last = self.tracker.last(topic)
+            if self.members.get(topic) and last is not None and last.epoch == position.epoch \
+                    and last.offset < position.offset and not pending.broken:
+                pending.top = position.offset  # joins the fan-out when delivery reaches it
+                self.pending.setdefault(topic, []).append(pending)
+                return
+            if not self.members.get(topic) and (last is None or last.epoch != position.epoch
+                                                or last.offset < position.offset):
+                self.tracker.track(topic, position)
+            self._activate(topic, pending)
 
         self.broker.subscribe(topic, ready=lambda: self.broker.run(read, done))
+
+    def _activate(self, topic: str, pending: _Pending) -> None:
+        """The subscriber joins the core's fan-out (or, continuity lost meanwhile, is told)."""
+        client = pending.client
+        if client.closed or client.ws is None:
+            self._release(topic)
+            return
+        client.ws.subscribe(topic)
+        self.members.setdefault(topic, {})[client.id] = client
+        if pending.broken:
+            self._drop(topic, [client])
 
     def _release(self, topic: str) -> None:
         """A pending subscription ended without subscribing: the broker may leave the topic."""
@@ -224,8 +244,12 @@ class HistoryRelay:
 
         Args: topic: its topic; payload: the MESSAGE as kept; epoch, offset: its position.
         """
-        for pending in self.pending.get(topic, ()):
-            pending.buffered.append((offset, payload))
+        waiting = self.pending.get(topic)
+        if waiting is None and topic not in self.members:
+            return  # nobody here follows it (a broker unsubscribe still in flight)
+        for pending in waiting or ():
+            if pending.top is None:
+                pending.buffered.append((offset, payload))
         continuity = self.tracker.observe(topic, epoch, offset)
         if continuity is Continuity.NEXT:
             self.publish_local(topic, payload, TEXT)
@@ -235,6 +259,21 @@ class HistoryRelay:
         elif continuity is not Continuity.DUPLICATE:
             logger.warning("history %r: %s at %s:%d; subscribers must recover", topic, continuity.value, epoch, offset)
             self._lost(topic)
+            return
+        for pending in list(waiting or ()):
+            if pending.top is not None and offset >= pending.top:
+                self._unpend(topic, pending)
+                client = pending.client
+                if offset > pending.top and client.ws is not None and not client.closed:
+                    client.ws.send(payload, TEXT)  # the core's fan-out of it passed this client
+                self._activate(topic, pending)
+
+    def _unpend(self, topic: str, pending: _Pending) -> None:
+        waiting = self.pending.get(topic, [])
+        if pending in waiting:
+            waiting.remove(pending)
+        if not waiting:
+            self.pending.pop(topic, None)
 
     def connection(self, connected: bool) -> None:
         """The broker's receiving connection was lost (False) or is back (True): every
@@ -247,12 +286,18 @@ class HistoryRelay:
         for topic in self.tracker.connection_lost():
             self._lost(topic)
         for topic in list(self.pending):
-            for pending in self.pending[topic]:
+            for pending in list(self.pending.get(topic, ())):
                 pending.broken = True
+                if pending.top is not None:
+                    self._unpend(topic, pending)
+                    self._activate(topic, pending)
 
     def _lost(self, topic: str) -> None:
-        for pending in self.pending.get(topic, ()):
+        for pending in list(self.pending.get(topic, ())):
             pending.broken = True
+            if pending.top is not None:
+                self._unpend(topic, pending)
+                self._activate(topic, pending)
         self._drop(topic, list(self.members.get(topic, {}).values()))
 
     def _drop(self, topic: str, clients: list["Client"]) -> None:

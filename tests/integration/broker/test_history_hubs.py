@@ -1,0 +1,163 @@
+"""History topics across `uws-py serve --broker redis://... --history ...` processes sharing one
+real redis-server (issue 13 tests 2 and 6, and UNAVAILABLE when Redis is down)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.support.procutil import HOST, RealtimeClient, RedisServer, UwsServer, metric_value, wait_until
+
+pytestmark = pytest.mark.skipif(
+    not RedisServer.available(), reason="redis-server is not on PATH (CI installs it; the broker tests need it)"
+)
+redis = pytest.importorskip("redis", reason="redis-py is part of the test extras; the broker needs it")
+
+HISTORY = ("--history", "chat.*:300:300", "--rate-limit", "off")
+
+
+@pytest.fixture
+def redis_server():
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def redis_client(redis_server):
+    with redis.Redis(host=HOST, port=redis_server.port, socket_timeout=2, socket_connect_timeout=2) as client:
+        yield client
+
+
+@pytest.fixture
+def hubs(redis_server):
+    """hubs(n) -> n `uws-py serve --broker ... --history chat.*` processes, stopped at teardown;
+    each waits until its broker connection is up."""
+    started: list = []
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UWS_PY_")}
+
+    def start(count: int) -> list:
+        for _ in range(count):
+            started.append(UwsServer("--broker", redis_server.url, "--no-access-log", *HISTORY, env=env))
+        for hub in started[-count:]:
+            wait_until(lambda hub=hub: metric_value(hub.port, "uws_broker_connected") == 1,
+                       f"broker of pid {hub.pid} connected", timeout=15.0)
+        return started[-count:]
+
+    yield start
+    for hub in started:
+        hub.stop()
+
+
+@pytest.fixture
+def connect():
+    clients: list = []
+
+    def open_client(hub) -> RealtimeClient:
+        client = RealtimeClient(hub.port)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
+
+
+def publish_all(publisher: RealtimeClient, topic: str, first: int, count: int) -> list:
+    replies = []
+    for n in range(first, first + count):
+        reply = publisher.request({"type": "PUBLISH", "topic": topic, "data": {"n": n}})
+        assert reply["type"] == "PUBLISHED", reply
+        replies.append(reply)
+    return replies
+
+
+def test_recovery_across_two_workers_returns_exactly_the_missed_hundred(hubs, connect):
+    publishing_hub, reading_hub = hubs(2)
+    reader = connect(reading_hub)
+    subscribed = reader.request({"type": "SUBSCRIBE", "topic": "chat.x"})
+    assert subscribed["type"] == "SUBSCRIBED" and subscribed["offset"] == 0, subscribed
+    epoch = subscribed["epoch"]
+    publisher = connect(publishing_hub)
+    replies = publish_all(publisher, "chat.x", 0, 5)
+    assert [(r["offset"], r["epoch"]) for r in replies] == [(n, epoch) for n in range(1, 6)]
+    live = [reader.recv() for _ in range(5)]
+    assert [(m["type"], m["offset"], m["data"]["n"]) for m in live] == [("MESSAGE", n + 1, n) for n in range(5)]
+
+    reader.ws.reset()  # the TCP connection is cut
+    assert [r["offset"] for r in publish_all(publisher, "chat.x", 5, 100)] == list(range(6, 106))
+
+    again = connect(reading_hub)
+    recovered = again.request({"type": "SUBSCRIBE", "topic": "chat.x", "recover": True,
+                               "since": {"epoch": epoch, "offset": 5}})
+    assert (recovered["type"], recovered["epoch"], recovered["offset"]) == ("SUBSCRIBED", epoch, 105), recovered
+    assert recovered["wasRecovering"] is True and recovered["recovered"] is True
+    assert [p["offset"] for p in recovered["publications"]] == list(range(6, 106))
+    assert [p["data"]["n"] for p in recovered["publications"]] == list(range(5, 105))
+
+    publish_all(publisher, "chat.x", 105, 1)
+    message = again.recv()
+    assert (message["type"], message["offset"], message["data"]) == ("MESSAGE", 106, {"n": 105})
+    again.expect_silence(0.3)
+
+
+def test_publishes_from_two_workers_share_one_offset_sequence(hubs, connect):
+    first, second = hubs(2)
+    reader = connect(first)
+    assert reader.request({"type": "SUBSCRIBE", "topic": "chat.y"})["offset"] == 0
+    a, b = connect(first), connect(second)
+    offsets = []
+    for n in range(10):
+        offsets.append((a if n % 2 else b).request({"type": "PUBLISH", "topic": "chat.y", "data": n})["offset"])
+    assert offsets == list(range(1, 11))
+    assert [reader.recv()["offset"] for _ in range(10)] == list(range(1, 11))
+    page = a.request({"type": "HISTORY", "topic": "chat.y", "limit": 3, "reverse": True})
+    assert [p["data"] for p in page["publications"]] == [9, 8, 7]
+
+
+def test_history_publish_fails_unavailable_while_plain_topics_go_on(hubs, connect, redis_server):
+    (hub,) = hubs(1)
+    reader, publisher = connect(hub), connect(hub)
+    reader.subscribe("plain")
+    redis_server.stop()
+    refused = publisher.request({"type": "PUBLISH", "topic": "chat.z", "data": 1}, timeout=10.0)
+    assert (refused["type"], refused["code"]) == ("ERROR", "UNAVAILABLE"), refused
+    assert publisher.request({"type": "PUBLISH", "topic": "plain", "data": 2})["type"] == "PUBLISHED"
+    assert reader.expect_message("plain") == 2
+
+
+def test_killed_pubsub_connection_gives_contiguous_offsets_or_insufficient_state(hubs, connect, redis_client):
+    publishing_hub, reading_hub = hubs(2)
+    reader = connect(reading_hub)
+    subscribed = reader.request({"type": "SUBSCRIBE", "topic": "chat.k"})
+    assert subscribed["offset"] == 0
+    publisher = connect(publishing_hub)
+    seen: list = []
+    told_to_resubscribe = False
+    for n in range(60):
+        publisher.send({"type": "PUBLISH", "topic": "chat.k", "data": n})
+        if n == 20:
+            redis_client.client_kill_filter(_type="pubsub")
+        time.sleep(0.01)
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        try:
+            message = reader.recv(1.0)
+        except TimeoutError:
+            break
+        if message["type"] == "UNSUBSCRIBED":
+            assert (message["reason"], message["resubscribe"]) == ("insufficient_state", True), message
+            told_to_resubscribe = True
+            break
+        assert message["type"] == "MESSAGE", message
+        seen.append(message["offset"])
+    assert seen == list(range(1, len(seen) + 1)), seen
+    if told_to_resubscribe:  # the client's part: recover from its last position
+        wait_until(lambda: metric_value(reading_hub.port, "uws_broker_connected") == 1, "broker back", timeout=15.0)
+        recovered = reader.request({"type": "SUBSCRIBE", "topic": "chat.k", "recover": True,
+                                    "since": {"epoch": subscribed["epoch"], "offset": seen[-1] if seen else 0}})
+        assert recovered["recovered"] is True, recovered
+        seen += [p["offset"] for p in recovered["publications"]]
+    assert seen == list(range(1, 61)), (told_to_resubscribe, seen)
