@@ -1,0 +1,227 @@
+"""uws_py.realtime.relay: history topics with a broker, on the fake loop. The broker and the
+Redis store are stand-ins whose steps (subscription confirmed, job done, delivery) the tests
+order by hand, so the races of the real thing are played one by one."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Callable, Optional
+
+from uws_py.realtime.history import (
+    DeliveryTracker, HistoryOptions, HistoryUnavailable, MemoryHistory, Position, message_parts,
+)
+from uws_py.realtime.relay import HistoryRelay
+
+
+class FakeBroker:
+    def __init__(self) -> None:
+        self.ready: list[Callable[[], None]] = []
+        self.jobs: list[tuple[Callable[[], Any], Callable[[Any], None]]] = []
+        self.topics: set[str] = set()
+
+    def subscribe(self, topic: str, ready: Optional[Callable[[], None]] = None) -> None:
+        self.topics.add(topic)
+        if ready is not None:
+            self.ready.append(ready)
+
+    def unsubscribe(self, topic: str) -> None:
+        self.topics.discard(topic)
+
+    def run(self, job: Callable[[], Any], done: Callable[[Any], None]) -> None:
+        self.jobs.append((job, done))
+
+    def confirm(self) -> None:
+        ready, self.ready = self.ready, []
+        for callback in ready:
+            callback()
+
+    def finish(self) -> None:
+        jobs, self.jobs = self.jobs, []
+        for job, done in jobs:
+            try:
+                result = asyncio.run(job())
+            except Exception as exc:
+                result = exc
+            done(result)
+
+
+class AsyncStore:
+    """The RedisHistory interface over a MemoryHistory; ``down`` makes every call unavailable."""
+
+    def __init__(self, memory: MemoryHistory) -> None:
+        self.memory = memory
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise HistoryUnavailable("redis is down")
+
+    async def publish(self, topic, head, tail):
+        self._check()
+        return self.memory.publish(topic, head, tail)
+
+    async def position(self, topic):
+        self._check()
+        return self.memory.position(topic)
+
+    async def recover(self, topic, since, limit):
+        self._check()
+        return self.memory.recover(topic, since, limit)
+
+    async def read(self, topic, since, limit, reverse):
+        self._check()
+        return self.memory.read(topic, since, limit, reverse)
+
+
+def relay_harness(harness):
+    h = harness(rate_limit=None)
+    h.engine.history_policy.add(HistoryOptions("chat.*", size=50))
+    broker, store = FakeBroker(), AsyncStore(h.engine.history)
+    relay = HistoryRelay(broker, store, DeliveryTracker(), h.loop.publish, h.engine.metrics, 1000)
+    h.engine.pubsub.relay = relay
+    return h, broker, store, relay
+
+
+def publish(store: AsyncStore, topic: str, n: int):
+    """A publication committed to the store (as another worker's would be), not yet delivered."""
+    head, tail = message_parts(topic, n, "other")
+    position, publication = store.memory.publish(topic, head, tail)
+    return position, publication
+
+
+def deliver(relay: HistoryRelay, topic: str, position: Position, payload: bytes) -> None:
+    relay.deliver(topic, payload, position.epoch, position.offset)
+
+
+def offsets(frames):
+    return [f.get("offset") for f in frames if f["type"] == "MESSAGE"]
+
+
+def subscribe(h, broker, ws, **fields):
+    """SUBSCRIBE whose read completes at once; returns the frames sent."""
+    assert h.send(ws, {"type": "SUBSCRIBE", "topic": "chat.1", "id": 1, **fields}) == []
+    broker.confirm()
+    broker.finish()
+    return ws.frames()
+
+
+def test_a_publication_delivered_during_the_read_is_not_sent_twice(harness):
+    h, broker, store, relay = relay_harness(harness)
+    for n in range(3):
+        position, _ = publish(store, "chat.1", n)
+    epoch = position.epoch
+    ws = h.connect()
+    ws.frames()
+    assert h.send(ws, {"type": "SUBSCRIBE", "topic": "chat.1", "id": 1, "recover": True,
+                       "since": {"epoch": epoch, "offset": 1}}) == []
+    broker.confirm()
+    p4, pub4 = publish(store, "chat.1", 3)
+    deliver(relay, "chat.1", p4, pub4.payload)  # arrives before the read: buffered, and <= top
+    broker.finish()
+    p5, pub5 = publish(store, "chat.1", 4)
+    deliver(relay, "chat.1", p5, pub5.payload)
+    (subscribed, live) = ws.frames()
+    assert (subscribed["type"], subscribed["offset"], subscribed["recovered"]) == ("SUBSCRIBED", 4, True)
+    assert [p["offset"] for p in subscribed["publications"]] == [2, 3, 4]
+    assert (live["type"], live["offset"]) == ("MESSAGE", 5)
+
+
+def test_a_publication_buffered_above_the_top_follows_subscribed(harness):
+    h, broker, store, relay = relay_harness(harness)
+    ws = h.connect()
+    ws.frames()
+    assert h.send(ws, {"type": "SUBSCRIBE", "topic": "chat.1", "id": 1}) == []
+    broker.confirm()
+    job, done = broker.jobs.pop()
+    result = asyncio.run(job())  # the read answers top 0 ...
+    p1, pub1 = publish(store, "chat.1", 0)
+    deliver(relay, "chat.1", p1, pub1.payload)  # ... and offset 1 arrives before its reply
+    done(result)
+    frames = ws.frames()
+    assert [(f["type"], f.get("offset")) for f in frames] == [("SUBSCRIBED", 0), ("MESSAGE", 1)]
+    p2, pub2 = publish(store, "chat.1", 1)
+    deliver(relay, "chat.1", p2, pub2.payload)
+    assert offsets(ws.frames()) == [2]
+
+
+def test_a_new_subscriber_joins_the_fan_out_only_when_delivery_reaches_its_top(harness):
+    h, broker, store, relay = relay_harness(harness)
+    early = h.connect()
+    early.frames()
+    assert subscribe(h, broker, early)[0]["offset"] == 0
+    p1, pub1 = publish(store, "chat.1", 0)
+    deliver(relay, "chat.1", p1, pub1.payload)
+    assert offsets(early.frames()) == [1]
+    in_flight = [publish(store, "chat.1", n) for n in (1, 2)]  # committed, not delivered yet
+
+    late = h.connect()
+    late.frames()
+    (subscribed,) = subscribe(h, broker, late)
+    assert subscribed["offset"] == 3
+    for position, publication in in_flight:
+        deliver(relay, "chat.1", position, publication.payload)
+    assert offsets(early.frames()) == [2, 3]
+    assert late.frames() == []  # 2 and 3 are below its top: not sent
+    p4, pub4 = publish(store, "chat.1", 3)
+    deliver(relay, "chat.1", p4, pub4.payload)
+    assert offsets(early.frames()) == [4] and offsets(late.frames()) == [4]
+
+
+def test_an_offset_jump_drops_subscribers_with_insufficient_state(harness):
+    h, broker, store, relay = relay_harness(harness)
+    ws = h.connect()
+    ws.frames()
+    subscribe(h, broker, ws)
+    publish(store, "chat.1", 0)  # offset 1, never delivered
+    p2, pub2 = publish(store, "chat.1", 1)
+    deliver(relay, "chat.1", p2, pub2.payload)
+    assert ws.frames() == [{"type": "UNSUBSCRIBED", "topic": "chat.1", "reason": "insufficient_state",
+                            "resubscribe": True}]
+    assert "chat.1" not in ws.topics
+    p3, pub3 = publish(store, "chat.1", 2)
+    deliver(relay, "chat.1", p3, pub3.payload)
+    assert ws.frames() == []
+    assert relay.tracker.metrics.gaps_detected == 1
+
+
+def test_a_lost_broker_connection_drops_subscribers_with_insufficient_state(harness):
+    h, broker, store, relay = relay_harness(harness)
+    ws = h.connect()
+    ws.frames()
+    subscribe(h, broker, ws)
+    relay.connection(False)
+    assert ws.frames() == [{"type": "UNSUBSCRIBED", "topic": "chat.1", "reason": "insufficient_state",
+                            "resubscribe": True}]
+    relay.connection(True)
+    assert ws.frames() == []
+
+
+def test_storage_down_refuses_publish_subscribe_and_history_with_unavailable(harness):
+    h, broker, store, relay = relay_harness(harness)
+    ws = h.connect()
+    ws.frames()
+    store.down = True
+    assert h.send(ws, {"type": "PUBLISH", "topic": "chat.1", "id": 5, "data": 1}) == []
+    broker.finish()
+    (refused,) = ws.frames()
+    assert (refused["type"], refused["code"], refused["id"]) == ("ERROR", "UNAVAILABLE", 5)
+    (refused,) = subscribe(h, broker, ws)
+    assert (refused["code"], refused["id"]) == ("UNAVAILABLE", 1)
+    assert "chat.1" not in ws.topics and "chat.1" not in broker.topics
+    assert h.send(ws, {"type": "HISTORY", "topic": "chat.1", "id": 6}) == []
+    broker.finish()
+    assert ws.frames()[0]["code"] == "UNAVAILABLE"
+    assert h.send(ws, {"type": "PUBLISH", "topic": "plain", "id": 7, "data": 1}) == [
+        {"type": "PUBLISHED", "topic": "plain", "id": 7}]
+
+
+def test_published_carries_the_position_once_the_store_answered(harness):
+    h, broker, store, relay = relay_harness(harness)
+    ws = h.connect()
+    ws.frames()
+    assert h.send(ws, {"type": "PUBLISH", "topic": "chat.1", "id": 5, "data": 1, "echo": True}) == []
+    broker.finish()
+    echo, published = ws.frames()
+    assert (echo["type"], echo["offset"]) == ("MESSAGE", 1)
+    assert (published["type"], published["offset"], published["id"]) == ("PUBLISHED", 1, 5)
+    assert published["epoch"] == store.memory.position("chat.1").epoch
