@@ -70,6 +70,10 @@ class Metrics:
         self.refused_connections: dict[str, int] = {}
         self.rate_limited = 0
         self.batches_sent = 0
+        # Set once the server has a history pattern: the HistoryMetrics counters, and the
+        # in-process store's bytes and topics (None with Redis, whose memory is its own).
+        self.history_metrics: Any = None
+        self.history_memory: Optional[Callable[[], tuple[int, int]]] = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
@@ -227,6 +231,26 @@ class _Collector:
                 buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
             latency.add_metric([kind], buckets, histogram.total)
         yield latency
+        history = m.history_metrics
+        if history is not None:
+            recoveries = CounterMetricFamily("uws_history_recoveries", "SUBSCRIBE recoveries by outcome",
+                                             labels=["outcome"])
+            for outcome, count in sorted(history.recoveries.items()):
+                recoveries.add_metric([outcome], count)
+            yield recoveries
+            yield CounterMetricFamily("uws_history_publications_recovered", "Publications returned by recoveries",
+                                      value=history.publications_recovered)
+            yield CounterMetricFamily("uws_history_gaps_detected",
+                                      "Breaks of continuity seen in broker deliveries (offset jump, reconnect)",
+                                      value=history.gaps_detected)
+            yield CounterMetricFamily("uws_history_topics_evicted", "Topics evicted over the history memory cap",
+                                      value=history.topics_evicted)
+            if m.history_memory is not None:
+                memory_bytes, topics = m.history_memory()
+                yield GaugeMetricFamily("uws_history_memory_bytes", "Bytes of history kept in this process",
+                                        value=memory_bytes)
+                yield GaugeMetricFamily("uws_history_topics", "Topics with history state in this process",
+                                        value=topics)
         if m.broker_stats is not None:
             broker = m.broker_stats()
             yield GaugeMetricFamily("uws_broker_connected", "1 while the broker connection is up", value=broker["connected"])

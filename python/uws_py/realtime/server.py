@@ -138,6 +138,10 @@ class Engine:
             self.pubsub.relay = HistoryRelay(broker, store, DeliveryTracker(self.history_metrics),
                                              self._loop.publish, self.metrics, self.options.history_recover_limit)
         self.history_policy.add(options)
+        self.metrics.history_metrics = self.history_metrics
+        if self.pubsub.relay is None:
+            history = self.history
+            self.metrics.history_memory = lambda: (history.memory_bytes, history.topics)
         if self._sweep_timer is None:
             self._sweep_timer = self._loop.set_timeout(HISTORY_SWEEP_INTERVAL, self._sweep)
 

@@ -241,3 +241,21 @@ def test_bad_history_requests_get_documented_errors_and_the_connection_goes_on(s
     assert_next_is_pong(client)
     send_json(client, {"type": "PUBLISH", "topic": "chat.1", "id": 16, "data": 1})
     assert recv_json(client)["offset"] == 4
+
+
+def test_metrics_count_recoveries_by_outcome_and_the_memory_kept(serve):
+    from tests.support.realtime import metric, scrape
+
+    live = serve(history_server(size=5))
+    client, _ = live.join("alice")
+    epoch = request(client, {"type": "SUBSCRIBE", "topic": "chat.m", "id": 1})["epoch"]
+    publish_all(client, "chat.m", 8)
+    request(client, {"type": "SUBSCRIBE", "topic": "chat.m", "id": 2, "recover": True,
+                     "since": {"epoch": epoch, "offset": 6}})
+    request(client, {"type": "SUBSCRIBE", "topic": "chat.m", "id": 3, "recover": True,
+                     "since": {"epoch": epoch, "offset": 0}})
+    samples = scrape(live)
+    assert metric(samples, "uws_history_recoveries_total", outcome="recovered") == 1
+    assert metric(samples, "uws_history_recoveries_total", outcome="gap") == 1
+    assert metric(samples, "uws_history_publications_recovered_total") == 2
+    assert metric(samples, "uws_history_memory_bytes") > 0 and metric(samples, "uws_history_topics") == 1
