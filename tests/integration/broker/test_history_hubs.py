@@ -161,3 +161,40 @@ def test_killed_pubsub_connection_gives_contiguous_offsets_or_insufficient_state
         assert recovered["recovered"] is True, recovered
         seen += [p["offset"] for p in recovered["publications"]]
     assert seen == list(range(1, 61)), (told_to_resubscribe, seen)
+
+
+@pytest.mark.parametrize("append_only", [False, True], ids=["no-persistence", "aof"])
+def test_redis_restart_keeps_the_epoch_only_with_persistence(append_only):
+    """Issue 13 test 4: without persistence a restart loses the history (new epoch,
+    recovered false); with AOF the epoch and the publications survive (recovered true)."""
+    redis_server = RedisServer(append_only=append_only).start()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UWS_PY_")}
+    hub = UwsServer("--broker", redis_server.url, "--no-access-log", *HISTORY, env=env)
+    clients: list = []
+
+    def connect(server):
+        clients.append(RealtimeClient(server.port))
+        return clients[-1]
+
+    try:
+        wait_until(lambda: metric_value(hub.port, "uws_broker_connected") == 1, "broker connected", timeout=15.0)
+        publisher = connect(hub)
+        epoch = publish_all(publisher, "chat.r", 0, 3)[-1]["epoch"]
+        redis_server.stop()
+        redis_server.start()
+        wait_until(lambda: metric_value(hub.port, "uws_broker_connected") == 1, "broker reconnected", timeout=15.0)
+        reader = connect(hub)
+        answer = reader.request({"type": "SUBSCRIBE", "topic": "chat.r", "recover": True,
+                                 "since": {"epoch": epoch, "offset": 1}}, timeout=10.0)
+        assert answer["type"] == "SUBSCRIBED", answer
+        if append_only:
+            assert (answer["epoch"], answer["offset"], answer["recovered"]) == (epoch, 3, True), answer
+            assert [p["data"]["n"] for p in answer["publications"]] == [1, 2]
+        else:
+            assert answer["epoch"] != epoch and answer["offset"] == 0, answer
+            assert (answer["recovered"], answer["publications"]) == (False, [])
+    finally:
+        for client in clients:
+            client.close()
+        hub.stop()
+        redis_server.cleanup()
