@@ -104,7 +104,7 @@ class Builtins:
         """
         topic = message.get("topic")
         pubsub = self.pubsub
-        if not (pubsub.policy and isinstance(topic, str) and pubsub.is_history_topic(topic)):
+        if not (pubsub.history_on and isinstance(topic, str) and pubsub.is_history_topic(topic)):
             client.subscribe(topic)  # type: ignore[arg-type]
             return {"type": "SUBSCRIBED", "topic": topic}
         since = parse_recover(message)
@@ -149,7 +149,7 @@ class Builtins:
         if "data" not in message:
             raise ProtocolError(INVALID_MESSAGE, "field 'data' is required")
         pubsub, topic = self.pubsub, message.get("topic")
-        if pubsub.relay is not None and isinstance(topic, str) and pubsub.policy and pubsub.is_history_topic(topic):
+        if pubsub.relay is not None and isinstance(topic, str) and pubsub.history_on and pubsub.is_history_topic(topic):
             # Through Redis: PUBLISHED (or ERROR UNAVAILABLE) is sent when the store answered.
             pubsub.check_topic(client, topic, "publish")
             pubsub.relay.publish(client, topic, message["data"], bool(message.get("echo", False)),

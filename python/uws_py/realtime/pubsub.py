@@ -34,7 +34,7 @@ class PubSub:
         history: the in-process store of the history topics.
     """
 
-    __slots__ = ("publish_local", "broker", "topic_hook", "policy", "history", "relay")
+    __slots__ = ("publish_local", "broker", "topic_hook", "policy", "history", "relay", "history_on")
 
     def __init__(self, publish_local: LocalPublish, broker: Optional["Broker"] = None,
                  policy: Optional[HistoryPolicy] = None, history: Optional[MemoryHistory] = None) -> None:
@@ -42,6 +42,8 @@ class PubSub:
         self.broker = broker
         self.topic_hook: Optional[TopicHook] = None  # the application's, set by authorize_topic
         self.policy = policy if policy is not None else HistoryPolicy()
+        # A plain attribute read on every publish: a server without patterns pays nothing more.
+        self.history_on = bool(self.policy)
         self.history = history if history is not None else MemoryHistory(self.policy)
         # With a Redis broker, history topics go through the relay instead of ``history``.
         self.relay: Optional["HistoryRelay"] = None
@@ -80,7 +82,7 @@ class PubSub:
 
         Returns the position of the publication on a history topic, None on a plain one.
         """
-        if self.policy and self.policy.options_for(topic) is not None:
+        if self.history_on and self.policy.options_for(topic) is not None:
             return self._publish_history(client, topic, data, echo)
         message = {"type": "MESSAGE", "topic": topic, "data": data, "from": client.id}
         payload = encode(message)
@@ -113,7 +115,7 @@ class PubSub:
         Returns whether this process had subscribers (False for a history topic with a broker:
         its delivery comes later, through the broker).
         """
-        if self.policy and self.policy.options_for(topic) is not None:
+        if self.history_on and self.policy.options_for(topic) is not None:
             if self.relay is not None:
                 self.relay.publish(None, topic, data, False, None, False)
                 return False

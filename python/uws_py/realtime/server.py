@@ -138,6 +138,7 @@ class Engine:
             self.pubsub.relay = HistoryRelay(broker, store, DeliveryTracker(self.history_metrics),
                                              self._loop.publish, self.metrics, self.options.history_recover_limit)
         self.history_policy.add(options)
+        self.pubsub.history_on = True
         self.metrics.history_metrics = self.history_metrics
         if self.pubsub.relay is None:
             history = self.history

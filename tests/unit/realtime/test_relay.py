@@ -75,7 +75,7 @@ class AsyncStore:
 
 def relay_harness(harness):
     h = harness(rate_limit=None)
-    h.engine.history_policy.add(HistoryOptions("chat.*", size=50))
+    h.engine.add_history(HistoryOptions("chat.*", size=50))
     broker, store = FakeBroker(), AsyncStore(h.engine.history)
     relay = HistoryRelay(broker, store, DeliveryTracker(), h.loop.publish, h.engine.metrics, 1000)
     h.engine.pubsub.relay = relay
