@@ -20,6 +20,8 @@ from uws_py import App, SSLOptions
 
 HOST = "127.0.0.1"
 WAIT = 5.0
+# The close code app.close() sends by default (RFC 6455 7.4.1).
+GOING_AWAY = 1001
 
 
 def wait_for(q: queue.Queue, what: str, timeout: float = WAIT) -> Any:

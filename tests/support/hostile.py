@@ -7,6 +7,8 @@ import time
 from .wsclient import Op
 
 MIB = 1024 * 1024
+# An ordinary client next to an attack must still be answered this fast.
+MAX_BYSTANDER_LATENCY = 0.2
 
 
 def rss_bytes() -> int:

@@ -1,16 +1,14 @@
-"""The life of handles and of the App: WebSocket handles used after their connection closed,
-app.close(), the thread handlers run on, and handler exceptions."""
+"""The life of handles: WebSocket handles used after their connection closed (or after the App
+stopped), the thread handlers run on, handler exceptions, two Apps side by side. app.close()
+itself is in test_shutdown.py."""
 
 from __future__ import annotations
-
-import socket
 
 import pytest
 
 import uws_py
+from tests.support.harness import GOING_AWAY
 from tests.support.wsclient import Op, connect
-
-GOING_AWAY = 1001
 
 USES_AFTER_CLOSE = {
     "send-str": lambda ws: ws.send("late"),
@@ -78,58 +76,6 @@ def test_use_after_app_stopped_raises_on_any_thread(echo_server, recorder):
     assert not echo_server.thread.is_alive()
     with pytest.raises(RuntimeError):
         ws.send("after the loop is gone")
-
-
-def test_app_close_sends_1001_and_run_returns(echo_server, recorder):
-    clients = [connect(*echo_server.address) for _ in range(3)]
-    for _ in clients:
-        recorder.next_open()
-    echo_server.app.defer(echo_server.app.close)
-    for client in clients:
-        with client:
-            assert client.expect_close()[0] == GOING_AWAY
-            client.send_close(GOING_AWAY)
-    echo_server.thread.join(5.0)
-    assert not echo_server.thread.is_alive(), "run() did not return after app.close()"
-    for _ in clients:
-        recorder.next_close(timeout=0.1)
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(echo_server.address, timeout=2.0).close()
-
-
-def test_app_close_returns_despite_clients_that_never_answer(echo_server, recorder):
-    clients = [connect(*echo_server.address) for _ in range(2)]
-    for _ in clients:
-        recorder.next_open()
-    echo_server.app.defer(echo_server.app.close)
-    echo_server.thread.join(10.0)
-    try:
-        assert not echo_server.thread.is_alive(), "run() waits forever for close replies"
-    finally:
-        for client in clients:
-            client.disconnect()
-
-
-def test_app_close_without_connections_returns(echo_server):
-    echo_server.app.defer(echo_server.app.close)
-    echo_server.thread.join(5.0)
-    assert not echo_server.thread.is_alive()
-
-
-def test_app_close_called_inside_a_handler(make_server, recorder):
-    holder = {}
-
-    def on_message(ws, message, opcode):
-        holder["app"].close()
-
-    server = make_server(recorder.behavior(message=recorder.guard(on_message)))
-    holder["app"] = server.app
-    with connect(*server.address) as client:
-        client.send_text("shut down")
-        assert client.expect_close()[0] == GOING_AWAY
-        client.send_close(GOING_AWAY)
-    server.thread.join(5.0)
-    assert not server.thread.is_alive()
 
 
 def test_handlers_run_on_the_loop_thread(echo_server, recorder):

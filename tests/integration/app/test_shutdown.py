@@ -1,21 +1,22 @@
 """Graceful shutdown with app.close(code, reason, timeout): what was queued before the close reaches
 clients that keep reading, then the close frame; clients that never answer are dropped after the
-timeout; the code and reason reach the clients; nothing new is accepted."""
+timeout; the code and reason reach the clients; nothing new is accepted; app.close() from a handler
+or with no connections returns run()."""
 
 from __future__ import annotations
 
+import socket
 import struct
 import threading
 import time
 
 import pytest
 
-from tests.support.harness import ServerPool, payload_of_size
+from tests.support.harness import GOING_AWAY, ServerPool, payload_of_size
 from tests.support.wsclient import ConnectionClosed, HandshakeRefused, Op, connect, parse_close_payload
 
 TOPIC = "feed"
 CLIENTS = 50
-GOING_AWAY = 1001
 DEFAULT_REASON = b"server shutting down"
 SEQUENCE = struct.Struct("!Q")
 PUBLISH_BATCH = 2
@@ -292,3 +293,55 @@ def test_new_connection_while_closing_is_refused(start_server, recorder):
         silent.disconnect()
         witness.disconnect()
     assert_run_returns(server, within=2 + SLACK)
+
+
+def test_app_close_sends_1001_and_run_returns(echo_server, recorder):
+    clients = [connect(*echo_server.address) for _ in range(3)]
+    for _ in clients:
+        recorder.next_open()
+    echo_server.app.defer(echo_server.app.close)
+    for client in clients:
+        with client:
+            assert client.expect_close()[0] == GOING_AWAY
+            client.send_close(GOING_AWAY)
+    echo_server.thread.join(5.0)
+    assert not echo_server.thread.is_alive(), "run() did not return after app.close()"
+    for _ in clients:
+        recorder.next_close(timeout=0.1)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(echo_server.address, timeout=2.0).close()
+
+
+def test_app_close_returns_despite_clients_that_never_answer(echo_server, recorder):
+    clients = [connect(*echo_server.address) for _ in range(2)]
+    for _ in clients:
+        recorder.next_open()
+    echo_server.app.defer(echo_server.app.close)
+    echo_server.thread.join(10.0)
+    try:
+        assert not echo_server.thread.is_alive(), "run() waits forever for close replies"
+    finally:
+        for client in clients:
+            client.disconnect()
+
+
+def test_app_close_without_connections_returns(echo_server):
+    echo_server.app.defer(echo_server.app.close)
+    echo_server.thread.join(5.0)
+    assert not echo_server.thread.is_alive()
+
+
+def test_app_close_called_inside_a_handler(make_server, recorder):
+    holder = {}
+
+    def on_message(ws, message, opcode):
+        holder["app"].close()
+
+    server = make_server(recorder.behavior(message=recorder.guard(on_message)))
+    holder["app"] = server.app
+    with connect(*server.address) as client:
+        client.send_text("shut down")
+        assert client.expect_close()[0] == GOING_AWAY
+        client.send_close(GOING_AWAY)
+    server.thread.join(5.0)
+    assert not server.thread.is_alive()

@@ -1,7 +1,8 @@
 """Floods: thousands of connections at once, a client sending as fast as it can to a
-rate-limited RealtimeServer, and a publish flood to subscribers of which some stop reading.
+rate-limited RealtimeServer, a publish flood to subscribers of which some stop reading, and a
+ping flood from a client that never reads.
 In each, the point is that the server goes on serving everyone else within bounded memory.
-(Single-connection attacks are in test_hostile.py.)
+(Malformed heads and frames are in test_hostile.py.)
 """
 
 from __future__ import annotations
@@ -17,8 +18,8 @@ import time
 import orjson
 import pytest
 
-from tests.support.harness import HOST, ServerPool
-from tests.support.hostile import MIB, echo_latency, rss_bytes
+from tests.support.harness import HOST, payload_of_size
+from tests.support.hostile import MAX_BYSTANDER_LATENCY, MIB, echo_latency, rss_bytes
 from tests.support.realtime import (
     WAIT,
     realtime_server,
@@ -288,3 +289,55 @@ def test_publish_flood_drops_or_closes_slow_subscribers_only(pool, recorder, clo
             )
     for client in slow:
         client.sock.close()
+
+
+# -- ping flood -------------------------------------------------------------------------------
+
+
+def test_ping_flood_from_a_client_that_never_reads_stays_bounded(pool, recorder):
+    """Rounds of 10 000 pings of 125 bytes from a client that reads nothing. The kernel's
+    socket buffers (up to tcp_wmem's 4 MiB) swallow the first pongs; once they are full the
+    server's own buffer for that socket must stop at max_backpressure (pongs are skipped),
+    memory must stay flat and another client must not notice."""
+    limit = 256 * 1024
+    per_round = 10_000
+    server = pool.start(recorder.behavior(max_backpressure=limit))
+    flood = b"".join(encode_frame(Op.PING, payload_of_size(125, i)) for i in range(per_round))
+    rss_before = rss_bytes()
+    buffered_after_round = []
+    latencies = []
+    with connect(*server.address, recv_buffer_size=4096) as flooder, connect(*server.address) as bystander:
+        flooder_ws = recorder.next_open()
+        recorder.next_open()
+        bytes_in_before = server.call(server.app.stats)["bytes_in"]
+        # Until the server has buffered pongs in user space for two rounds (10 rounds at most).
+        while sum(1 for b in buffered_after_round if b) < 2 and len(buffered_after_round) < 10:
+            sender = threading.Thread(target=flooder.send_raw, args=(flood, True), daemon=True)
+            sender.start()
+            while sender.is_alive():
+                latencies.append(echo_latency(bystander))
+            sender.join()
+            sent = len(flood) * (len(buffered_after_round) + 1)
+            deadline = time.monotonic() + 5.0
+            while server.call(server.app.stats)["bytes_in"] - bytes_in_before < sent:
+                assert time.monotonic() < deadline, "the server did not read a round of pings within 5 s"
+                time.sleep(0.05)
+            buffered_after_round.append(server.call(flooder_ws.get_buffered_amount))
+        still_open = not server.call(flooder_ws.is_closed)
+        latencies.append(echo_latency(bystander))
+        growth = rss_bytes() - rss_before
+
+        pongs = 0
+        try:
+            while flooder.recv_frame(timeout=0.5).opcode == Op.PONG:
+                pongs += 1
+        except (TimeoutError, ConnectionClosed):
+            pass
+    pings = per_round * len(buffered_after_round)
+    print(f"ping flood: {pings} pings, {pongs} pongs reached the client, bytes buffered for it after "
+          f"each round {buffered_after_round}, still open: {still_open}, RSS growth {growth / MIB:.1f} MiB")
+    assert max(buffered_after_round) <= limit, f"pongs buffered past max_backpressure: {buffered_after_round}"
+    assert any(buffered_after_round), "the kernel took every pong: the flood never reached the server's buffer"
+    assert pongs < pings, "every ping was answered although the client never read"
+    assert growth < 32 * MIB, f"RSS grew {growth / MIB:.1f} MiB during a ping flood"
+    assert max(latencies) < MAX_BYSTANDER_LATENCY, f"bystander echo latencies up to {max(latencies):.3f} s"

@@ -367,3 +367,26 @@ def test_async_authenticate_hook_is_awaited_without_blocking_the_loop():
         server.close(timeout=1)
         thread.join(10)
     assert not thread.is_alive()
+
+
+# -- the AUTH message -------------------------------------------------------------------------
+
+
+def test_auth_refreshes_token_and_refuses_bad_or_foreign_ones(serve):
+    live = serve(realtime_server())
+    client, _ = live.join("alice", ttl=30)
+    exp = time.time() + 600
+    fresh = make_token("alice", ttl=None, exp=exp)
+    assert request(client, {"type": "AUTH", "token": fresh, "id": 1}) == {
+        "type": "AUTHENTICATED", "expiresAt": exp, "id": 1,
+    }
+
+    forged = request(client, {"type": "AUTH", "token": make_token("alice", secret=OTHER_SECRET), "id": 2})
+    assert (forged["type"], forged["code"], forged["id"]) == ("ERROR", "UNAUTHORIZED", 2), forged
+
+    foreign = request(client, {"type": "AUTH", "token": make_token("mallory"), "id": 3})
+    assert (foreign["type"], foreign["code"], foreign["id"]) == ("ERROR", "FORBIDDEN", 3), foreign
+
+    missing = request(client, {"type": "AUTH", "id": 4})
+    assert (missing["type"], missing["code"]) == ("ERROR", "INVALID_MESSAGE"), missing
+    assert_next_is_pong(client, "the connection to stay open after refused AUTHs")
