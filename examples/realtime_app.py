@@ -78,7 +78,7 @@ def sample_token(secret: str, user: str = "demo", ttl: float = 3600.0) -> str:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
@@ -88,11 +88,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         secret = DEV_SECRET
     server = build_server(secret)
     start_ticks(server)
-    print(f"listening on ws://{args.host}:{args.port}/realtime", flush=True)
+    server.listen(args.host, args.port)  # --port 0 picks a free port
+    port = server.port
+    print(f"listening on ws://{args.host}:{port}/realtime", flush=True)
     print(f"sample token (user 'demo', 1 hour): {sample_token(secret)}", flush=True)
-    print(f"health: http://{args.host}:{args.port}/health  metrics: http://{args.host}:{args.port}/metrics", flush=True)
+    print(f"health: http://{args.host}:{port}/health  metrics: http://{args.host}:{port}/metrics", flush=True)
     # Runs until SIGINT/SIGTERM, then closes every connection with 1001 after flushing.
-    server.run(args.host, args.port)
+    server.run_forever()
     return 0
 
 

@@ -1,8 +1,10 @@
 // WebSocket as a plain CPython type: its methods are the per-message hot path, so they use
 // METH_FASTCALL with no argument-parsing layer in between.
-#include "Bindings.h"
+#include "PyWebSocket.h"
 
 #include <cstring>
+
+#include "Arguments.h"
 
 namespace uwspy {
 
@@ -59,20 +61,10 @@ PyObject *wsSend(PyWebSocketObject *self, PyObject *const *args, Py_ssize_t narg
     if (!ws) return nullptr;
     Payload payload;
     bool isText;
-    if (!payload.load(values[0], isText)) return nullptr;
-    uws::OpCode opCode = isText ? uws::OpCode::Text : uws::OpCode::Binary;
-    if (values[1] && values[1] != Py_None) {
-        long requested = PyLong_AsLong(values[1]);
-        if (requested == -1 && PyErr_Occurred()) return nullptr;
-        if (requested != 1 && requested != 2 && requested != 9 && requested != 10) {
-            PyErr_Format(PyExc_ValueError, "send() opcode must be TEXT, BINARY, PING or PONG, not %ld", requested);
-            return nullptr;
-        }
-        opCode = uws::OpCode(requested);
-        if (requested >= 9 && payload.view.size() > 125) {
-            PyErr_SetString(PyExc_ValueError, "a ping or pong payload is at most 125 bytes");
-            return nullptr;
-        }
+    uws::OpCode opCode;
+    if (!payload.load(values[0], isText) ||
+        !opCodeArgument(values[1], isText, payload.view.size(), AllowedOpCodes::DataAndControl, "send", opCode)) {
+        return nullptr;
     }
     bool compress = values[2] && PyObject_IsTrue(values[2]) == 1;
     uws::SendStatus status = ws->send(payload.view, opCode, compress);
@@ -97,8 +89,7 @@ PyObject *wsEnd(PyWebSocketObject *self, PyObject *const *args, Py_ssize_t nargs
         }
     }
     Payload reason;
-    bool isText;
-    if (values[1] && !reason.load(values[1], isText)) return nullptr;
+    if (values[1] && !reason.load(values[1])) return nullptr;
     ws->end(uint16_t(code), reason.view);
     Py_RETURN_NONE;
 }
@@ -134,7 +125,7 @@ PyObject *wsIsClosed(PyWebSocketObject *self, PyObject *) { return PyBool_FromLo
 PyObject *wsCork(PyWebSocketObject *self, PyObject *callback) {
     uws::WebSocket *ws = openSocket(self);
     if (!ws) return nullptr;
-    bool alreadyCorked = ws->loop->corked == ws;
+    bool alreadyCorked = ws->isCorked();
     ws->cork();
     PyObject *result = PyObject_CallNoArgs(callback);
     // The callback may have closed the socket; self->ws says whether it is still there.
@@ -142,30 +133,24 @@ PyObject *wsCork(PyWebSocketObject *self, PyObject *callback) {
     return result;
 }
 
-// A topic name from str or bytes.
-bool topicArgument(PyObject *object, Payload &topic) {
-    bool isText;
-    return topic.load(object, isText);
-}
-
 PyObject *wsSubscribe(PyWebSocketObject *self, PyObject *topicObject) {
     uws::WebSocket *ws = openSocket(self);
     Payload topic;
-    if (!ws || !topicArgument(topicObject, topic)) return nullptr;
+    if (!ws || !topic.load(topicObject)) return nullptr;
     return PyBool_FromLong(ws->subscribe(topic.view));
 }
 
 PyObject *wsUnsubscribe(PyWebSocketObject *self, PyObject *topicObject) {
     uws::WebSocket *ws = openSocket(self);
     Payload topic;
-    if (!ws || !topicArgument(topicObject, topic)) return nullptr;
+    if (!ws || !topic.load(topicObject)) return nullptr;
     return PyBool_FromLong(ws->unsubscribe(topic.view));
 }
 
 PyObject *wsIsSubscribed(PyWebSocketObject *self, PyObject *topicObject) {
     uws::WebSocket *ws = openSocket(self);
     Payload topic;
-    if (!ws || !topicArgument(topicObject, topic)) return nullptr;
+    if (!ws || !topic.load(topicObject)) return nullptr;
     return PyBool_FromLong(ws->isSubscribed(topic.view));
 }
 
@@ -199,16 +184,10 @@ PyObject *wsPublish(PyWebSocketObject *self, PyObject *const *args, Py_ssize_t n
     if (!ws) return nullptr;
     Payload topic, message;
     bool isText;
-    if (!topicArgument(values[0], topic) || !message.load(values[1], isText)) return nullptr;
-    uws::OpCode opCode = isText ? uws::OpCode::Text : uws::OpCode::Binary;
-    if (values[2] && values[2] != Py_None) {
-        long requested = PyLong_AsLong(values[2]);
-        if (requested == -1 && PyErr_Occurred()) return nullptr;
-        if (requested != 1 && requested != 2) {
-            PyErr_Format(PyExc_ValueError, "publish() opcode must be TEXT or BINARY, not %ld", requested);
-            return nullptr;
-        }
-        opCode = uws::OpCode(requested);
+    uws::OpCode opCode;
+    if (!topic.load(values[0]) || !message.load(values[1], isText) ||
+        !opCodeArgument(values[2], isText, message.view.size(), AllowedOpCodes::Data, "publish", opCode)) {
+        return nullptr;
     }
     bool compress = values[3] && PyObject_IsTrue(values[3]) == 1;
     return PyBool_FromLong(ws->publish(topic.view, message.view, opCode, compress));
@@ -282,7 +261,7 @@ bool initWebSocketType(py::module_ &module) {
     return true;
 }
 
-PyObject *newPyWebSocket(uws::WebSocket *ws, PyObject *userData, CoreApp *app) {
+PyObject *newPyWebSocket(uws::WebSocket *ws, PyObject *userData, PyApp *app) {
     PyWebSocketObject *self = PyObject_GC_New(PyWebSocketObject, &PyWebSocketType);
     if (!self) return nullptr;
     self->ws = ws;

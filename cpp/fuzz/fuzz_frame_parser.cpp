@@ -23,7 +23,7 @@
 
 #include "fuzz_support.h"
 #include "uws/Utf8.h"
-#include "uws/WebSocketProtocol.h"
+#include "uws/WebSocketParser.h"
 
 namespace {
 

@@ -31,7 +31,7 @@ public:
             if (client < 0) {
                 if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                     // Out of descriptors: stop polling until the next tick rather than spin.
-                    app_->logf(LogLevel::Error, std::string("accept paused: ") + std::strerror(errno));
+                    logTo(app_->log, LogLevel::Error, std::string("accept paused: ") + std::strerror(errno));
                     app_->loop().modify(this, 0);
                     paused = true;
                 }
@@ -39,17 +39,17 @@ public:
             }
             int one = 1;
             setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            SSL *ssl = nullptr;
+            std::unique_ptr<TlsSession> tls;
             if (app_->tls_) {
-                ssl = app_->tls_->newSession(client);
-                if (!ssl) {
+                tls = app_->tls_->newSession(client);
+                if (!tls) {
                     ::close(client);
                     continue;
                 }
             }
-            HttpConnection *connection = new HttpConnection(app_, client, ssl);
+            HttpConnection *connection = new HttpConnection(&app_->http_, client, std::move(tls));
             app_->loop().add(connection, EPOLLIN);
-            connection->setTimeout(app_->headerTimeout);
+            connection->setTimeout(app_->http_.headerTimeout);
         }
     }
 
@@ -67,8 +67,11 @@ private:
 };
 
 App::App() {
-    loop_.onTick = [this] { onTick(); };
-    loop_.afterDispatch = [this] { afterDispatch(); };
+    http_.loop = &loop_;
+    http_.stats = &stats_;
+    http_.log = &log;
+    loop_.afterTick = [this] { everySecond(); };
+    loop_.afterIteration = [this] { endOfIteration(); };
 }
 
 App::~App() {
@@ -79,13 +82,14 @@ App::~App() {
 }
 
 WebSocketContext *App::ws(std::string_view pattern, WebSocketBehavior behavior) {
-    contexts_.push_back(std::make_unique<WebSocketContext>(WebSocketContext{this, std::move(behavior)}));
-    webSocketRouter_.add("*", pattern, contexts_.back().get());
+    contexts_.push_back(std::make_unique<WebSocketContext>(
+        WebSocketContext{std::move(behavior), &loop_, &loop_.data(), &topics_, &publisher_, &stats_, &log}));
+    http_.webSocketRouter.add("*", pattern, contexts_.back().get());
     return contexts_.back().get();
 }
 
 void App::route(std::string method, std::string_view pattern, HttpHandler handler) {
-    httpRouter_.add(std::move(method), pattern, std::move(handler));
+    http_.httpRouter.add(std::move(method), pattern, std::move(handler));
 }
 
 int App::listen(const std::string &host, int port, int backlog, bool reusePort) {
@@ -138,120 +142,20 @@ void App::close(uint16_t code, std::string_view reason, unsigned timeoutSeconds)
     closeDeadline_ = loop_.now() + timeoutSeconds + 1;
     for (Socket *s = loop_.sockets, *next; s; s = next) {
         next = s->next;
-        if (WebSocket *ws = dynamic_cast<WebSocket *>(s); ws && ws->isOpen()) {
-            ws->end(code, reason);
-        } else if (!dynamic_cast<WebSocket *>(s)) {
-            s->close();
-        }
+        s->shutdown(code, reason);
     }
-    afterDispatch();
+    endOfIteration();
 }
 
-void App::onTick() {
+void App::everySecond() {
     for (auto &listener : listeners_) listener->resume();
-    uint32_t now = loop_.now();
-    for (Socket *s = loop_.sockets, *next; s; s = next) {
-        next = s->next;
-        if (s->timeoutAt && s->timeoutAt <= now) {
-            s->timeoutAt = 0;
-            s->onTimeout();
-        }
-    }
-    if (closing_ && now >= closeDeadline_) {
+    if (closing_ && loop_.now() >= closeDeadline_) {
         while (loop_.sockets) loop_.sockets->close();
     }
 }
 
-Deflater &App::sharedDeflater(int windowBits) {
-    std::unique_ptr<Deflater> &slot = sharedDeflaters_[windowBits & 15];
-    if (!slot) slot = std::make_unique<Deflater>(windowBits, 8);
-    return *slot;
-}
-
-bool App::publish(std::string_view topicName, std::string_view message, OpCode opCode, bool compress,
-                  WebSocket *except) {
-    stats.publishes.add();
-    Topic *topic = topics.find(topicName);
-    if (!topic) return false;
-    char header[kMaxServerHeaderSize];
-    std::string_view frameHeader(header, formatFrameHeader(header, opCode, message.size()));
-    // Compressed once per shared-compressor window size; dedicated compressors (each with
-    // its own context) compress per subscriber.
-    struct SharedFrame {
-        bool tried = false;
-        bool compressed = false;
-        char header[kMaxServerHeaderSize];
-        size_t headerLength = 0;
-        std::string payload;
-    };
-    std::unique_ptr<SharedFrame[]> sharedFrames;
-    // Handlers for drops run after the loop: they may unsubscribe or close, which would
-    // reorder the subscriber list under our feet.
-    droppedSockets_.clear();
-    uint64_t delivered = 0;
-    for (const Topic::Entry &entry : topic->subscribers) {
-        WebSocket *ws = static_cast<WebSocket *>(entry.subscriber->owner);
-        if (ws == except || !ws->isOpen()) continue;
-        SendStatus status;
-        int windowBits = compress ? ws->sharedCompressorWindowBits() : 0;
-        if (windowBits) {
-            if (!sharedFrames) sharedFrames.reset(new SharedFrame[16]);
-            SharedFrame &frame = sharedFrames[windowBits];
-            if (!frame.tried) {
-                frame.tried = true;
-                frame.compressed = sharedDeflater(windowBits).compress(message, frame.payload, true);
-                frame.headerLength = formatFrameHeader(frame.header, opCode, frame.payload.size(), true, true);
-            }
-            status = frame.compressed && ws->acceptsSharedCompression(message, frame.payload.size())
-                         ? ws->queuePublished(std::string_view(frame.header, frame.headerLength), frame.payload)
-                         : ws->queuePublished(frameHeader, message);
-        } else if (compress && ws->compressionNegotiated() && !ws->wouldDrop(message.size()) &&
-                   ws->compressMessage(message, compressScratch)) {
-            // Checked before compressing: a dedicated compressor's context must only ever
-            // see messages the client will receive.
-            char ownHeader[kMaxServerHeaderSize];
-            size_t ownLength = formatFrameHeader(ownHeader, opCode, compressScratch.size(), true, true);
-            status = ws->queuePublished(std::string_view(ownHeader, ownLength), compressScratch);
-        } else {
-            status = ws->queuePublished(frameHeader, message);
-        }
-        if (status == SendStatus::Dropped) {
-            droppedSockets_.push_back(ws);
-        } else {
-            delivered++;
-        }
-    }
-    stats.deliveries.add(delivered);
-    stats.messagesOut.add(delivered);
-    if (!droppedSockets_.empty()) {
-        std::vector<WebSocket *> dropped;
-        dropped.swap(droppedSockets_);
-        stats.drops.add(dropped.size());
-        for (WebSocket *ws : dropped) {
-            if (!ws->isOpen()) continue;
-            const WebSocketBehavior &b = ws->context->behavior;
-            if (b.closeOnBackpressureLimit) {
-                logf(LogLevel::Warning, "closing " + ws->remoteAddress() + ": over max_backpressure on publish");
-                ws->terminate("backpressure limit");
-            } else if (b.dropped) {
-                b.dropped(ws, message, opCode);
-            }
-        }
-    }
-    if (!loop_.inDispatch()) drainPublished();
-    return true;
-}
-
-void App::drainPublished() {
-    // Index loop: flushing can run handlers that publish again and append here.
-    for (size_t i = 0; i < publishedSockets_.size(); i++) {
-        publishedSockets_[i]->flushPublished();
-    }
-    publishedSockets_.clear();
-}
-
-void App::afterDispatch() {
-    drainPublished();
+void App::endOfIteration() {
+    publisher_.drain();
     if (closing_ && loop_.socketCount == 0) loop_.stop();
 }
 

@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "uws/App.h"
+#include "uws/LoopData.h"
 #include "uws/Handshake.h"
 #include "uws/WebSocket.h"
 
@@ -25,7 +25,8 @@ bool parseContentLength(std::string_view text, uint64_t &value) {
 }
 } // namespace
 
-HttpConnection::HttpConnection(App *app, int fd, SSL *ssl) : Socket(&app->loop(), fd, ssl), app_(app) {}
+HttpConnection::HttpConnection(HttpContext *context, int fd, std::unique_ptr<TlsSession> tls)
+    : Socket(context->loop, fd, std::move(tls)), context_(context) {}
 
 void HttpConnection::onData(char *data, size_t length) {
     if (closing_) return; // the last response is on its way out
@@ -50,7 +51,7 @@ void HttpConnection::process() {
         if (inRequest_) {
             if (!responseEnded_) {
                 // Pipelined requests wait for this response; their bytes are bounded.
-                if (available > app_->httpLimits.maxHeadSize + kPipelineSlack) {
+                if (available > context_->limits.maxHeadSize + kPipelineSlack) {
                     reject("431 Request Header Fields Too Large", "too much pipelined data");
                 }
                 break;
@@ -59,10 +60,10 @@ void HttpConnection::process() {
             continue;
         }
         if (available == 0) break;
-        HttpRequest &request = app_->requestScratch;
+        HttpRequest &request = loop->data().requestScratch;
         size_t headLength = 0;
         HttpParseStatus status =
-            parseHttpRequest(buffer_.data() + consumed_, available, app_->httpLimits, request, headLength);
+            parseHttpRequest(buffer_.data() + consumed_, available, context_->limits, request, headLength);
         if (status == HttpParseStatus::Incomplete) break;
         if (status != HttpParseStatus::Complete) {
             switch (status) {
@@ -125,7 +126,7 @@ bool HttpConnection::startRequest(HttpRequest &request, size_t headLength) {
             reject("400 Bad Request", "invalid Content-Length");
             return false;
         }
-        if (bodyRemaining_ > app_->maxBodySize) {
+        if (bodyRemaining_ > context_->maxBodySize) {
             reject("413 Content Too Large", "request body over the limit");
             return false;
         }
@@ -135,7 +136,7 @@ bool HttpConnection::startRequest(HttpRequest &request, size_t headLength) {
 
 void HttpConnection::dispatch(HttpRequest &request) {
     bool wantsUpgrade = request.headerHasToken("upgrade", "websocket");
-    WebSocketContext *context = app_->webSocketRoute(request);
+    WebSocketContext *context = context_->webSocketRoute(request);
     if (context && wantsUpgrade) {
         // A refused upgrade ends the connection: the client came to switch protocols.
         keepAlive_ = false;
@@ -168,7 +169,7 @@ void HttpConnection::dispatch(HttpRequest &request) {
                 request.combinedHeader("sec-websocket-extensions"), nullptr);
         return;
     }
-    if (HttpHandler *handler = app_->httpRoute(request)) {
+    if (HttpHandler *handler = context_->httpRoute(request)) {
         (*handler)(this, &request);
         if (!responseEnded_ && bodyRemaining_ == 0 && onBody) {
             // An empty body still tells the handler it is complete.
@@ -181,7 +182,7 @@ void HttpConnection::dispatch(HttpRequest &request) {
                "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n");
         return;
     }
-    std::string allowed = app_->allowedMethods(request);
+    std::string allowed = context_->allowedMethods(request);
     if (!allowed.empty()) {
         reject("405 Method Not Allowed", "method not allowed here", "Allow: " + allowed + "\r\n");
         return;
@@ -258,8 +259,8 @@ void HttpConnection::end(std::string_view body, bool closeConnection) {
 
 void HttpConnection::reject(std::string_view status, std::string_view reason, std::string_view extraHeaders) {
     if (isClosed()) return;
-    app_->stats.httpRejections.add();
-    app_->logf(status.substr(0, 3) == "404" ? LogLevel::Info : LogLevel::Warning,
+    context_->stats->httpRejections.add();
+    logTo(*context_->log, status.substr(0, 3) == "404" ? LogLevel::Info : LogLevel::Warning,
                "refused " + remoteAddress() + " with " + std::string(status) + ": " + std::string(reason));
     if (!inRequest_) {
         // A request we could not even parse: answer it as one that closes the connection.
@@ -311,8 +312,8 @@ WebSocket *HttpConnection::upgrade(WebSocketContext *context, std::string_view k
     ws->handle = wsHandle;
     if (deflate.accepted) ws->enableCompression(deflate);
     handOverTo(ws);
-    app_->stats.connectionsOpened.add();
-    app_->stats.openConnections.add();
+    context->stats->connectionsOpened.add();
+    context->stats->openConnections.add();
     ws->cork();
     if (context->behavior.open) context->behavior.open(ws);
     // Frames that arrived right behind the request head.
@@ -326,7 +327,7 @@ void HttpConnection::releaseHandle() {
     if (handle) {
         void *released = handle;
         handle = nullptr;
-        if (app_->releaseHttpHandle) app_->releaseHttpHandle(released);
+        if (context_->releaseHandle) context_->releaseHandle(released);
     }
 }
 
@@ -335,8 +336,8 @@ void HttpConnection::onTimeout() {
         close(); // a keep-alive connection idle after its requests: nothing wrong
         return;
     }
-    app_->stats.headerTimeouts.add();
-    app_->logf(LogLevel::Info, "closing " + remoteAddress() + ": no complete request within the header timeout (" +
+    context_->stats->headerTimeouts.add();
+    logTo(*context_->log, LogLevel::Info, "closing " + remoteAddress() + ": no complete request within the header timeout (" +
                                    std::to_string(buffer_.size() - consumed_) + " bytes received)");
     close();
 }

@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "uws/LoopData.h"
 #include "uws/Socket.h"
 
 namespace uws {
@@ -58,18 +59,17 @@ public:
         uint64_t expirations = 0;
         if (::read(fd, &expirations, sizeof expirations) != sizeof expirations) return;
         loop_->tick_ += uint32_t(expirations);
-        if (loop_->onTick) loop_->onTick();
+        loop_->sweepTimeouts();
+        if (loop_->afterTick) loop_->afterTick();
     }
 
 private:
     Loop *loop_;
 };
 
-Loop::Loop() {
+Loop::Loop() : data_(std::make_unique<LoopData>()) {
     epollFd_ = epoll_create1(EPOLL_CLOEXEC);
     if (epollFd_ < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1");
-    receiveBuffer_ = static_cast<char *>(std::malloc(kReceiveBufferSize));
-    corkBuffer_ = static_cast<char *>(std::malloc(kCorkBufferSize));
     waker_ = new Waker(this);
     ticker_ = new Ticker(this);
     add(waker_, EPOLLIN);
@@ -84,8 +84,6 @@ Loop::~Loop() {
     delete waker_;
     delete ticker_;
     ::close(epollFd_);
-    std::free(receiveBuffer_);
-    std::free(corkBuffer_);
 }
 
 void Loop::add(Pollable *p, uint32_t events) {
@@ -177,8 +175,18 @@ void Loop::runTimers() {
 }
 
 void Loop::uncork() {
-    if (corked) {
-        corked->flushCork();
+    if (data_->corked) {
+        data_->corked->flushCork();
+    }
+}
+
+void Loop::sweepTimeouts() {
+    for (Socket *s = sockets, *next; s; s = next) {
+        next = s->next;
+        if (s->timeoutAt && s->timeoutAt <= tick_) {
+            s->timeoutAt = 0;
+            s->onTimeout();
+        }
     }
 }
 
@@ -197,7 +205,7 @@ void Loop::dispatch(int ready) {
     }
     runTimers();
     uncork();
-    if (afterDispatch) afterDispatch();
+    if (afterIteration) afterIteration();
     uncork();
     inDispatch_ = false;
     freeRetired();

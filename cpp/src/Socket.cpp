@@ -5,22 +5,23 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-
 #include <cerrno>
 #include <cstring>
 
+#include "uws/LoopData.h"
+
 namespace uws {
 
-Socket::Socket(Loop *loop_, int fd_, SSL *ssl) : loop(loop_), ssl_(ssl) {
+Socket::Socket(Loop *loop_, int fd_, std::unique_ptr<TlsSession> tls) : loop(loop_), tls_(std::move(tls)) {
     fd = fd_;
     loop->link(this);
 }
 
-Socket::~Socket() {
-    if (ssl_) SSL_free(ssl_);
-}
+Socket::~Socket() = default;
+
+bool Socket::isCorked() const { return loop->data().corked == this; }
+
+void Socket::failWrites() { ::shutdown(fd, SHUT_RDWR); }
 
 void Socket::setTimeout(uint32_t seconds) {
     // +1: the tick may be about to advance, so a deadline of now+N could fire after N-1 s.
@@ -47,30 +48,7 @@ void Socket::bufferParts(const iovec *parts, int count, size_t skip) {
 }
 
 ssize_t Socket::sendParts(const iovec *parts, int count) {
-    if (ssl_) {
-        // No writev in TLS: SSL_write per part, repeated while it takes bytes (with partial
-        // writes on, each call may stop after one 16 KiB record).
-        size_t written = 0;
-        for (int i = 0; i < count; i++) {
-            const char *data = static_cast<const char *>(parts[i].iov_base);
-            size_t offset = 0;
-            while (offset < parts[i].iov_len) {
-                ERR_clear_error();
-                int n = SSL_write(ssl_, data + offset, int(parts[i].iov_len - offset));
-                if (n > 0) {
-                    offset += size_t(n);
-                    continue;
-                }
-                int error = SSL_get_error(ssl_, n);
-                if (error == SSL_ERROR_WANT_WRITE || error == SSL_ERROR_WANT_READ) {
-                    return ssize_t(written + offset);
-                }
-                return -1;
-            }
-            written += offset;
-        }
-        return ssize_t(written);
-    }
+    if (tls_) return tls_->send(parts, count);
     msghdr message{};
     message.msg_iov = const_cast<iovec *>(parts);
     message.msg_iovlen = size_t(count);
@@ -85,9 +63,7 @@ ssize_t Socket::sendParts(const iovec *parts, int count) {
 void Socket::writeDirect(const iovec *parts, int count, size_t total) {
     ssize_t written = sendParts(parts, count);
     if (written < 0) {
-        // The peer is gone. Shutting down both directions makes epoll report it, and the
-        // connection closes through the normal read path instead of inside this write.
-        ::shutdown(fd, SHUT_RDWR);
+        failWrites();
         return;
     }
     if (size_t(written) < total) bufferParts(parts, count, size_t(written));
@@ -102,45 +78,48 @@ void Socket::write(const iovec *parts, int count) {
         bufferParts(parts, count, 0);
         return;
     }
-    if (loop->corked != this) {
+    LoopData &shared = loop->data();
+    if (shared.corked != this) {
         if (!loop->inDispatch()) {
             writeDirect(parts, count, total);
             return;
         }
         cork();
     }
-    if (loop->corkLength + total <= Loop::kCorkBufferSize) {
-        char *out = loop->corkBuffer() + loop->corkLength;
+    if (shared.corkLength + total <= LoopData::kCorkBufferSize) {
+        char *out = shared.corkBuffer + shared.corkLength;
         for (int i = 0; i < count; i++) {
             std::memcpy(out, parts[i].iov_base, parts[i].iov_len);
             out += parts[i].iov_len;
         }
-        loop->corkLength += total;
+        shared.corkLength += total;
         return;
     }
     // Too big for the cork: the cork's bytes and these parts leave in one sendmsg.
     iovec all[9];
     int n = 0;
-    if (loop->corkLength) all[n++] = {loop->corkBuffer(), loop->corkLength};
+    if (shared.corkLength) all[n++] = {shared.corkBuffer, shared.corkLength};
     for (int i = 0; i < count && n < 9; i++) all[n++] = parts[i];
-    total += loop->corkLength;
-    loop->corkLength = 0;
+    total += shared.corkLength;
+    shared.corkLength = 0;
     writeDirect(all, n, total);
 }
 
 void Socket::cork() {
-    if (loop->corked == this) return;
+    LoopData &shared = loop->data();
+    if (shared.corked == this) return;
     loop->uncork();
-    loop->corked = this;
+    shared.corked = this;
 }
 
 void Socket::flushCork() {
-    if (loop->corked != this) return;
-    size_t length = loop->corkLength;
-    loop->corked = nullptr;
-    loop->corkLength = 0;
+    LoopData &shared = loop->data();
+    if (shared.corked != this) return;
+    size_t length = shared.corkLength;
+    shared.corked = nullptr;
+    shared.corkLength = 0;
     if (length && !closed_) {
-        iovec part{loop->corkBuffer(), length};
+        iovec part{shared.corkBuffer, length};
         if (bufferedAmount()) bufferParts(&part, 1, 0);
         else writeDirect(&part, 1, length);
     }
@@ -151,7 +130,7 @@ void Socket::flushBackpressure() {
         iovec part{backpressure_.data() + backpressureOffset_, bufferedAmount()};
         ssize_t written = sendParts(&part, 1);
         if (written < 0) {
-            ::shutdown(fd, SHUT_RDWR);
+            failWrites();
             break;
         }
         backpressureOffset_ += size_t(written);
@@ -185,15 +164,13 @@ void Socket::closeAfterFlush() {
 void Socket::close() {
     if (closed_) return;
     closed_ = true;
-    if (loop->corked == this) {
-        loop->corked = nullptr;
-        loop->corkLength = 0;
+    LoopData &shared = loop->data();
+    if (shared.corked == this) {
+        shared.corked = nullptr;
+        shared.corkLength = 0;
     }
     onClosed(); // before the descriptor goes, so handlers can still ask for the peer address
-    if (ssl_) {
-        SSL_shutdown(ssl_); // best effort close_notify; never waits
-        ERR_clear_error();
-    }
+    if (tls_) tls_->shutdown();
     loop->remove(this);
     ::close(fd);
     loop->unlink(this);
@@ -205,9 +182,8 @@ void Socket::handOverTo(Socket *successor) {
     successor->backpressure_ = std::move(backpressure_);
     successor->backpressureOffset_ = backpressureOffset_;
     successor->writePolling_ = writePolling_;
-    successor->ssl_ = ssl_;
+    successor->tls_ = std::move(tls_);
     successor->tlsReadWantsWrite_ = tlsReadWantsWrite_;
-    ssl_ = nullptr;
     loop->modify(successor, writePolling_ ? (EPOLLIN | EPOLLOUT) : EPOLLIN);
     closed_ = true;
     loop->unlink(this);
@@ -239,7 +215,7 @@ void Socket::onPoll(uint32_t events) {
         }
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-        if (ssl_) readTls();
+        if (tls_) readTls();
         else readPlain();
     }
 }
@@ -247,11 +223,11 @@ void Socket::onPoll(uint32_t events) {
 void Socket::readPlain() {
     ssize_t received;
     do {
-        received = ::read(fd, loop->receiveBuffer(), Loop::kReceiveBufferSize);
+        received = ::read(fd, loop->data().receiveBuffer, LoopData::kReceiveBufferSize);
     } while (received < 0 && errno == EINTR);
     if (received > 0) {
         cork();
-        onData(loop->receiveBuffer(), size_t(received));
+        onData(loop->data().receiveBuffer, size_t(received));
     } else if (received == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
         onEnd();
     }
@@ -260,34 +236,28 @@ void Socket::readPlain() {
 void Socket::readTls() {
     // OpenSSL may hold decrypted records beyond what one read returns, and epoll will not
     // report those again: read until it wants the socket, handing over full buffers.
+    char *buffer = loop->data().receiveBuffer;
     for (;;) {
         size_t filled = 0;
-        int error = SSL_ERROR_NONE;
-        while (filled < Loop::kReceiveBufferSize) {
-            ERR_clear_error();
-            int n = SSL_read(ssl_, loop->receiveBuffer() + filled, int(Loop::kReceiveBufferSize - filled));
-            if (n <= 0) {
-                error = SSL_get_error(ssl_, n);
-                break;
-            }
-            filled += size_t(n);
-        }
+        TlsRead status = tls_->receive(buffer, LoopData::kReceiveBufferSize, filled);
         if (filled > 0) {
             cork();
-            onData(loop->receiveBuffer(), filled);
+            onData(buffer, filled);
             if (closed_) return;
         }
-        if (error == SSL_ERROR_NONE) continue; // the buffer filled up: more may be waiting
-        if (error == SSL_ERROR_WANT_READ) return;
-        if (error == SSL_ERROR_WANT_WRITE) {
+        switch (status) {
+        case TlsRead::Full:
+            continue;
+        case TlsRead::WantRead:
+            return;
+        case TlsRead::WantWrite:
             tlsReadWantsWrite_ = true;
             setWritePolling(true);
             return;
+        case TlsRead::Ended:
+            onEnd();
+            return;
         }
-        // Peer's close_notify, a TCP close, or a failed handshake.
-        ERR_clear_error();
-        onEnd();
-        return;
     }
 }
 

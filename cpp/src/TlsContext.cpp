@@ -69,12 +69,12 @@ TlsContext::~TlsContext() {
     if (context_) SSL_CTX_free(context_);
 }
 
-SSL *TlsContext::newSession(int fd) const {
+std::unique_ptr<TlsSession> TlsContext::newSession(int fd) const {
     SSL *ssl = SSL_new(context_);
     if (!ssl) return nullptr;
     SSL_set_fd(ssl, fd);
     SSL_set_accept_state(ssl);
-    return ssl;
+    return std::make_unique<TlsSession>(ssl);
 }
 
 } // namespace uws

@@ -1,6 +1,7 @@
 #include "uws/WebSocket.h"
 
-#include "uws/App.h"
+#include "uws/LoopData.h"
+#include "uws/Publisher.h"
 
 namespace uws {
 
@@ -9,7 +10,7 @@ namespace {
 constexpr unsigned kClosingTimeout = 4;
 } // namespace
 
-WebSocket::WebSocket(WebSocketContext *context_, int fd_) : Socket(&context_->app->loop(), fd_), context(context_) {
+WebSocket::WebSocket(WebSocketContext *context_, int fd_) : Socket(context_->loop, fd_), context(context_) {
     parser_.maxPayloadLength = context->behavior.maxPayloadLength;
     subscriber_.owner = this;
     restartIdleTimer();
@@ -40,8 +41,8 @@ void WebSocket::onTimeout() {
         setTimeout(rest ? rest : 1);
         return;
     }
-    context->app->stats.idleTimeouts.add();
-    context->app->logf(LogLevel::Info, "closing " + remoteAddress() + ": idle timeout");
+    context->stats->idleTimeouts.add();
+    logTo(*context->log, LogLevel::Info, "closing " + remoteAddress() + ": idle timeout");
     end(CloseCode::GoingAway, "idle timeout");
 }
 
@@ -51,7 +52,7 @@ void WebSocket::sendFrame(OpCode opCode, const char *payload, size_t length, boo
     size_t headerLength = formatFrameHeader(header, opCode, length, true, compressed);
     iovec parts[2] = {{header, headerLength}, {const_cast<char *>(payload), length}};
     write(parts, length ? 2 : 1);
-    context->app->stats.bytesOut.add(headerLength + length);
+    context->stats->bytesOut.add(headerLength + length);
 }
 
 void WebSocket::enableCompression(const DeflateAgreement &agreement) {
@@ -84,25 +85,25 @@ bool WebSocket::compressMessage(std::string_view message, std::string &out) {
         // when it is not smaller.
         return deflate_->deflater->compress(message, out, deflate_->serverNoContextTakeover);
     }
-    Deflater &shared = context->app->sharedDeflater(deflate_->serverWindowBits);
+    Deflater &shared = context->loopData->sharedDeflater(deflate_->serverWindowBits);
     return shared.compress(message, out, true) && acceptsSharedCompression(message, out.size());
 }
 
 SendStatus WebSocket::send(std::string_view message, OpCode opCode, bool compress) {
     if (state_ != State::Open) return SendStatus::Dropped;
     const WebSocketBehavior &b = context->behavior;
-    AppStats &stats = context->app->stats;
+    AppStats &stats = *context->stats;
     // An empty buffer always takes one message, so a message larger than the limit can
     // still be sent; after that the limit bounds what a slow reader costs us.
     if (wouldDrop(message.size())) {
         stats.drops.add();
         if (b.closeOnBackpressureLimit) {
-            context->app->logf(LogLevel::Warning, "closing " + remoteAddress() + ": over max_backpressure");
+            logTo(*context->log, LogLevel::Warning, "closing " + remoteAddress() + ": over max_backpressure");
             terminate("backpressure limit");
         }
         return SendStatus::Dropped;
     }
-    std::string &compressed = context->app->compressScratch;
+    std::string &compressed = context->loopData->compressScratch;
     if (compress && (opCode == OpCode::Text || opCode == OpCode::Binary) && compressMessage(message, compressed)) {
         sendFrame(opCode, compressed.data(), compressed.size(), true);
     } else {
@@ -126,12 +127,11 @@ void WebSocket::sendClose(uint16_t code, std::string_view reason) {
 }
 
 void WebSocket::runCloseHandler(int code, std::string_view reason) {
-    App *app = context->app;
-    app->stats.openConnections.sub();
-    app->stats.connectionsClosed.add();
+    context->stats->openConnections.sub();
+    context->stats->connectionsClosed.add();
     const WebSocketBehavior &b = context->behavior;
     if (b.close) b.close(this, code, reason);
-    app->topics.unsubscribeAll(&subscriber_, [this, &b](const std::string &topic, size_t count) {
+    context->topics->unsubscribeAll(&subscriber_, [this, &b](const std::string &topic, size_t count) {
         if (b.subscription) b.subscription(this, topic, count, count + 1);
     });
     if (b.release) b.release(this);
@@ -139,28 +139,28 @@ void WebSocket::runCloseHandler(int code, std::string_view reason) {
 
 bool WebSocket::subscribe(std::string_view topic) {
     size_t count = 0;
-    if (!context->app->topics.subscribe(&subscriber_, topic, count)) return false;
+    if (!context->topics->subscribe(&subscriber_, topic, count)) return false;
     if (context->behavior.subscription) context->behavior.subscription(this, topic, count, count - 1);
     return true;
 }
 
 bool WebSocket::unsubscribe(std::string_view topic) {
     size_t count = 0;
-    if (!context->app->topics.unsubscribe(&subscriber_, topic, count)) return false;
+    if (!context->topics->unsubscribe(&subscriber_, topic, count)) return false;
     if (context->behavior.subscription) context->behavior.subscription(this, topic, count, count + 1);
     return true;
 }
 
-bool WebSocket::isSubscribed(std::string_view topic) const { return context->app->topics.isSubscribed(&subscriber_, topic); }
+bool WebSocket::isSubscribed(std::string_view topic) const { return context->topics->isSubscribed(&subscriber_, topic); }
 
 bool WebSocket::publish(std::string_view topic, std::string_view message, OpCode opCode, bool compress) {
-    return context->app->publish(topic, message, opCode, compress, this);
+    return context->publisher->publish(topic, message, opCode, compress, this);
 }
 
 SendStatus WebSocket::queuePublished(std::string_view header, std::string_view payload) {
     if (state_ != State::Open) return SendStatus::Dropped;
     if (wouldDrop(header.size() + payload.size())) return SendStatus::Dropped;
-    if (published_.empty()) context->app->markPublished(this);
+    if (published_.empty()) context->publisher->markPublished(this);
     published_.append(header).append(payload);
     return bufferedAmount() ? SendStatus::Backpressure : SendStatus::Success;
 }
@@ -170,7 +170,7 @@ void WebSocket::flushPublished() {
     std::string batch;
     batch.swap(published_);
     if (isClosed()) return;
-    context->app->stats.bytesOut.add(batch.size());
+    context->stats->bytesOut.add(batch.size());
     write(batch);
 }
 
@@ -191,7 +191,7 @@ void WebSocket::terminate(std::string_view reason) {
 }
 
 void WebSocket::onData(char *data, size_t length) {
-    context->app->stats.bytesIn.add(length);
+    context->stats->bytesIn.add(length);
     if (state_ == State::Open) restartIdleTimer();
     parser_.consume(data, length, *this);
 }
@@ -199,10 +199,10 @@ void WebSocket::onData(char *data, size_t length) {
 bool WebSocket::onMessage(char *data, size_t length, OpCode opCode, bool compressed) {
     if (state_ != State::Open) return !isClosed();
     if (compressed) {
-        App *app = context->app;
-        Inflater &inflater = deflate_->inflater ? *deflate_->inflater : app->sharedInflater();
+        LoopData &shared = *context->loopData;
+        Inflater &inflater = deflate_->inflater ? *deflate_->inflater : shared.sharedInflater;
         bool reset = !deflate_->inflater || deflate_->clientNoContextTakeover;
-        std::string &inflated = app->inflateScratch;
+        std::string &inflated = shared.inflateScratch;
         switch (inflater.inflate(std::string_view(data, length), inflated, context->behavior.maxPayloadLength, reset)) {
         case InflateResult::TooLarge:
             onProtocolError(CloseCode::MessageTooBig, "inflated message over max_payload_length");
@@ -220,12 +220,12 @@ bool WebSocket::onMessage(char *data, size_t length, OpCode opCode, bool compres
         // The scratch buffer is shared by the loop: hand the handler a private view.
         std::string message;
         message.swap(inflated);
-        context->app->stats.messagesIn.add();
+        context->stats->messagesIn.add();
         if (context->behavior.message) context->behavior.message(this, message, opCode);
         message.swap(inflated);
         return !isClosed();
     }
-    context->app->stats.messagesIn.add();
+    context->stats->messagesIn.add();
     if (context->behavior.message) context->behavior.message(this, std::string_view(data, length), opCode);
     return !isClosed();
 }
@@ -235,7 +235,7 @@ bool WebSocket::onPing(char *data, size_t length) {
     // A client that pings without reading must not grow our memory: over maxBackpressure
     // the pong is skipped (RFC 6455 5.5.3 lets us answer only the latest ping anyway).
     if (wouldDrop(length + 2)) {
-        context->app->stats.drops.add();
+        context->stats->drops.add();
     } else {
         sendFrame(OpCode::Pong, data, length);
     }
@@ -261,15 +261,18 @@ bool WebSocket::onClose(uint16_t code, std::string_view reason) {
 }
 
 void WebSocket::onProtocolError(uint16_t code, const char *why) {
-    AppStats &stats = context->app->stats;
-    stats.protocolErrors.add();
-    context->app->logf(LogLevel::Warning, "closing " + remoteAddress() + " with " + std::to_string(code) + ": " + why);
+    context->stats->protocolErrors.add();
+    logTo(*context->log, LogLevel::Warning, "closing " + remoteAddress() + " with " + std::to_string(code) + ": " + why);
     if (state_ == State::Open) {
         state_ = State::Closed;
         sendClose(code, why);
         runCloseHandler(code, why);
     }
     closeAfterFlush();
+}
+
+void WebSocket::shutdown(uint16_t code, std::string_view reason) {
+    if (state_ == State::Open) end(code, reason);
 }
 
 void WebSocket::onEnd() { close(); }

@@ -5,7 +5,7 @@
 
 #include "check.h"
 #include "uws/PerMessageDeflate.h"
-#include "uws/WebSocketProtocol.h"
+#include "uws/WebSocketParser.h"
 
 namespace {
 

@@ -11,7 +11,7 @@
 
 #include "check.h"
 #include "uws/Utf8.h"
-#include "uws/WebSocketProtocol.h"
+#include "uws/WebSocketParser.h"
 
 namespace {
 

@@ -11,12 +11,11 @@ from ._core import HttpRequest, HttpResponse, OpCode, SendStatus, WebSocket, Web
 from .app import App, CompressOptions, SSLOptions
 from .auth import JWTAuth
 from .batching import Batching
-from .client import Client
-from .protocol import ProtocolError
+from .behavior import Behavior
 from .ratelimit import RateLimit
-from .server import RealtimeServer
+from .realtime import Client, ProtocolError, RealtimeServer
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 # A library logs, the application decides where it goes (the CLI configures it).
 logging.getLogger("uws_py").addHandler(logging.NullHandler())
@@ -24,6 +23,7 @@ logging.getLogger("uws_py").addHandler(logging.NullHandler())
 __all__ = [
     "App",
     "Batching",
+    "Behavior",
     "Client",
     "JWTAuth",
     "ProtocolError",

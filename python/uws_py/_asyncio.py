@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Coroutine, Optional
 
 logger = logging.getLogger("uws_py")
 
@@ -17,6 +17,7 @@ class CapturedRequest:
     __slots__ = ("_method", "_url", "_full_url", "_query", "_headers", "_parameters")
 
     def __init__(self, snapshot: dict[str, Any]) -> None:
+        """``snapshot``: what the native request's ``_snapshot()`` returned."""
         self._method: str = snapshot["method"]
         self._url: str = snapshot["url"]
         self._full_url: str = snapshot["full_url"]
@@ -83,29 +84,50 @@ def _log_task_failure(task: "asyncio.Task[Any]") -> None:
 
 
 class CoroutineRunner:
-    """Turns coroutine-function handlers into plain callables that start a task on the
-    asyncio loop App.serve() runs in."""
+    """The one place coroutines become tasks: on the asyncio loop that ``App.serve()`` (or
+    ``RealtimeServer.serve()``) runs in, with failures logged."""
 
     def __init__(self) -> None:
-        self.loop: Optional[asyncio.AbstractEventLoop] = None
-        self.count = 0
+        self.loop: Optional[asyncio.AbstractEventLoop] = None  # set while serve() runs
+        self.count = 0  # coroutine-function handlers adapted (run() refuses them)
+
+    def start(self, coroutine: Coroutine[Any, Any, Any], name: Optional[str] = None,
+              needs: str = "`await server.serve()`") -> "asyncio.Task[Any]":
+        """Starts ``coroutine`` as a task on the serving loop.
+
+        Args:
+            coroutine: the coroutine object; closed unstarted when no loop serves.
+            name: the task's name (logged when it fails).
+            needs: how to run the server so that coroutines work, for the RuntimeError
+                raised when no loop serves.
+        """
+        loop = self.loop
+        if loop is None:
+            coroutine.close()
+            raise RuntimeError(f"async handlers need {needs}")
+        task = loop.create_task(coroutine, name=name)
+        task.add_done_callback(_log_task_failure)
+        return task
 
     def adapt(self, handler: Callable[..., Any], captures_request: bool = False) -> Callable[..., Any]:
-        """handler itself when it is a plain function; else a callable scheduling it."""
+        """``handler`` itself when it is a plain function; else a callable starting it.
+
+        Args:
+            handler: an App handler, plain or ``async def``.
+            captures_request: the handler takes ``(res, req, ...)``: ``req`` is copied into
+                a :class:`CapturedRequest`, since the native request dies with the call.
+        """
         if not inspect.iscoroutinefunction(handler):
             return handler
         self.count += 1
         runner = self
 
         def start(*args: Any) -> None:
-            loop = runner.loop
-            if loop is None:
+            if runner.loop is None:
                 raise RuntimeError(f"{handler.__qualname__} is a coroutine function: run the app with `await app.serve()`")
             if captures_request:
-                # (res, req[, context]): the native request dies when this call returns.
                 args = (args[0], CapturedRequest(args[1]._snapshot()), *args[2:])
-            task = loop.create_task(handler(*args), name=handler.__qualname__)
-            task.add_done_callback(_log_task_failure)
+            runner.start(handler(*args), name=handler.__qualname__)
 
         start.__wrapped__ = handler  # type: ignore[attr-defined]
         return start

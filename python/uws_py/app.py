@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import os
 from dataclasses import dataclass
@@ -11,59 +10,17 @@ from typing import Any, Callable, Mapping, Optional, Union
 
 from . import _core
 from ._asyncio import CoroutineRunner
+from .behavior import HANDLER_NAMES as _HANDLERS
+from .behavior import OPTION_DEFAULTS as _OPTION_DEFAULTS
+from .behavior import Behavior, CompressOptions
 
 logger = logging.getLogger("uws_py")
 
 HttpHandler = Callable[["_core.HttpResponse", "_core.HttpRequest"], Any]
 
 
-class CompressOptions(enum.IntFlag):
-    """permessage-deflate settings of a route; a compressor and a decompressor combine with ``|``.
-
-    The low byte selects the compressor, the next byte the decompressor.
-    """
-
-    DISABLED = 0
-    SHARED_COMPRESSOR = 1
-    DEDICATED_COMPRESSOR_3KB = 2
-    DEDICATED_COMPRESSOR_4KB = 3
-    DEDICATED_COMPRESSOR_8KB = 4
-    DEDICATED_COMPRESSOR_16KB = 5
-    DEDICATED_COMPRESSOR_32KB = 6
-    DEDICATED_COMPRESSOR_64KB = 7
-    DEDICATED_COMPRESSOR_128KB = 8
-    DEDICATED_COMPRESSOR_256KB = 9
-    SHARED_DECOMPRESSOR = 1 << 8
-    DEDICATED_DECOMPRESSOR_512B = 2 << 8
-    DEDICATED_DECOMPRESSOR_1KB = 3 << 8
-    DEDICATED_DECOMPRESSOR_2KB = 4 << 8
-    DEDICATED_DECOMPRESSOR_4KB = 5 << 8
-    DEDICATED_DECOMPRESSOR_8KB = 6 << 8
-    DEDICATED_DECOMPRESSOR_16KB = 7 << 8
-    DEDICATED_DECOMPRESSOR_32KB = 8 << 8
-
-
 # Upper bound of byte limits (1 TiB): larger values mean "no limit" and would overflow sums.
 _MAX_LIMIT = 1 << 40
-
-_HANDLERS = ("open", "message", "drain", "close", "upgrade", "ping", "pong", "subscription", "dropped")
-
-# Defaults of a ws() route, and why.
-_OPTION_DEFAULTS: dict[str, Any] = {
-    # Large enough for any sane application message, small enough that one client cannot
-    # make the server buffer gigabytes.
-    "max_payload_length": 16 * 1024 * 1024,
-    # Seconds without receiving anything; with automatic pings a live client never hits it.
-    "idle_timeout": 120,
-    # Bytes a slow reader may hold queued before sends to it are dropped.
-    "max_backpressure": 1024 * 1024,
-    "close_on_backpressure_limit": False,
-    "send_pings_automatically": True,
-    "compression": CompressOptions.DISABLED,
-    # Messages shorter than this (bytes) are sent uncompressed even with compress=True;
-    # below ~64 bytes deflate's framing costs more than it saves. 0 compresses everything.
-    "compression_threshold": 64,
-}
 
 
 def _report_handler_error(where: str, exc: BaseException) -> None:
@@ -109,7 +66,7 @@ class App:
         self._port: Optional[int] = None
         self._coroutines = CoroutineRunner()
 
-    def ws(self, pattern: str, behavior: Mapping[str, Any]) -> "App":
+    def ws(self, pattern: str, behavior: "Behavior | Mapping[str, Any]") -> "App":
         """Adds a WebSocket route.
 
         ``pattern`` is a path with optional ``:name`` segments and a trailing ``*``.
@@ -117,6 +74,7 @@ class App:
         ``ping``, ``pong``, ``subscription``, ``dropped``) and options (``max_payload_length``, ``idle_timeout``,
         ``max_backpressure``, ``close_on_backpressure_limit``, ``send_pings_automatically``,
         ``compression``, ``compression_threshold``); unknown keys raise ``TypeError``.
+        See :class:`uws_py.behavior.Behavior` for the types and defaults.
         """
         unknown = set(behavior) - set(_HANDLERS) - set(_OPTION_DEFAULTS)
         if unknown:

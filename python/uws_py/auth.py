@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import jwt
 
@@ -127,3 +127,23 @@ def topic_matches(patterns: Optional[list[str]], topic: str) -> bool:
     if patterns is None:
         return True
     return any(fnmatch.fnmatchcase(topic, pattern) for pattern in patterns)
+
+
+class Identity(NamedTuple):
+    """Who a set of claims names: ``user_id`` (a str or None) and ``expires_at`` (the
+    ``exp`` claim in seconds since the epoch, None when absent or not a number)."""
+
+    user_id: Optional[str]
+    expires_at: Optional[float]
+
+
+def identity(claims: dict[str, Any], user_id_claim: str = "sub") -> Identity:
+    """The one rule turning claims into an identity, at the upgrade and on AUTH.
+
+    Args:
+        claims: verified claims (or those an authenticate hook returned).
+        user_id_claim: the claim holding the user id (``JWTAuth.user_id_claim``).
+    """
+    user = claims.get(user_id_claim)
+    exp = claims.get("exp")
+    return Identity(None if user is None else str(user), float(exp) if isinstance(exp, (int, float)) else None)

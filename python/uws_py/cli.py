@@ -11,21 +11,21 @@ import os
 import signal
 import socket
 import sys
-import time
 from typing import Any, Optional, Sequence
 
 from . import __version__
 from .config import SECRET_OPTIONS, ConfigError, ServeConfig, load, parse_rate_limit
+from .supervisor import EXIT_USAGE, Supervisor
 
 logger = logging.getLogger("uws_py.cli")
 
-EXIT_USAGE = 2
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line, for log pipelines."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """``record`` as one JSON object (time, level, logger, message, pid, exception)."""
         entry = {
             "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
             "level": record.levelname.lower(),
@@ -39,6 +39,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(config: ServeConfig) -> None:
+    """Sends every log record to stderr, as text or JSON lines (``config.log_format``),
+    at ``config.log_level``.
+
+    Args:
+        config: the resolved configuration.
+    """
     handler = logging.StreamHandler()
     if config.log_format == "json":
         handler.setFormatter(JsonFormatter())
@@ -68,6 +74,7 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``uws-py`` argument parser (``serve``, ``check-config``, ``--version``)."""
     parser = argparse.ArgumentParser(
         prog="uws-py",
         description="A WebSocket server on a native core. Precedence of settings: "
@@ -94,12 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace, environ: Optional[dict[str, str]] = None) -> ServeConfig:
+    """The configuration from command line, environment and file, in that precedence.
+
+    Args:
+        args: the parsed command line.
+        environ: the environment (default: ``os.environ``).
+    """
     given = {k: v for k, v in vars(args).items() if k not in ("command", "config_file", "file")}
     return load(getattr(args, "config_file", None), dict(os.environ if environ is None else environ), given)
 
 
 def load_target(spec: str) -> Any:
-    """Imports MODULE:ATTR; ConfigError with the import error when it fails."""
+    """Imports MODULE:ATTR; ConfigError with the import error when it fails.
+
+    Args:
+        spec: ``module.path:attribute.path``.
+    """
     module_name, _, attribute = spec.partition(":")
     sys.path.insert(0, os.getcwd())
     try:
@@ -116,11 +133,15 @@ def load_target(spec: str) -> Any:
 
 
 def build_server(config: ServeConfig) -> Any:
-    """The RealtimeServer or App this configuration runs."""
+    """The RealtimeServer or App this configuration runs.
+
+    Args:
+        config: the resolved configuration.
+    """
     from .app import App, SSLOptions
     from .auth import JWTAuth
     from .ratelimit import RateLimit
-    from .server import RealtimeServer
+    from .realtime.server import RealtimeServer
 
     ssl = None
     if config.ssl_certfile and config.ssl_keyfile:
@@ -168,7 +189,12 @@ def build_server(config: ServeConfig) -> Any:
 
 def check_port(host: str, port: int) -> int:
     """Binds without SO_REUSEPORT to learn whether anyone holds the port; returns the port
-    (a free one for 0). ConfigError when it is taken."""
+    (a free one for 0). ConfigError when it is taken.
+
+    Args:
+        host: the address.
+        port: the port, 0 for any.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     probe = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -188,8 +214,14 @@ def _say(line: str) -> None:
 
 
 def run_worker(config: ServeConfig) -> int:
-    """One serving process: builds the server, listens, runs until SIGTERM/SIGINT."""
-    from .server import RealtimeServer
+    """One serving process: builds the server, listens, runs until SIGTERM/SIGINT.
+
+    Args:
+        config: the resolved configuration.
+
+    Returns the exit status.
+    """
+    from .realtime.server import RealtimeServer
 
     server = build_server(config)
     scheme = "wss" if config.ssl_certfile else "ws"
@@ -211,119 +243,30 @@ def run_worker(config: ServeConfig) -> int:
     return 0
 
 
-class Supervisor:
-    """Runs N workers on one port (SO_REUSEPORT), restarts those that die (with backoff),
-    stops them gracefully on SIGTERM/SIGINT, restarts them one by one on SIGHUP."""
-
-    def __init__(self, config: ServeConfig, grace: float = 10.0) -> None:
-        self.config = config
-        self.grace = grace
-        self.children: dict[int, int] = {}  # pid -> worker index
-        self.started: dict[int, float] = {}
-        self.failures = [0] * config.workers
-        self.stopping = False
-        self.reload = False
-
-    def spawn(self, index: int) -> int:
-        pid = os.fork()
-        if pid == 0:
-            signal.signal(signal.SIGHUP, signal.SIG_DFL)
-            code = 1
-            try:
-                code = run_worker(self.config)
-            except ConfigError as exc:
-                print(f"uws-py: error: {exc}", file=sys.stderr, flush=True)
-                code = EXIT_USAGE
-            except BaseException:
-                logger.exception("worker %d failed", index)
-            finally:
-                os._exit(code)
-        self.children[pid] = index
-        self.started[pid] = time.monotonic()
-        return pid
-
-    def stop_all(self, signum: int = signal.SIGTERM) -> None:
-        for pid in list(self.children):
-            try:
-                os.kill(pid, signum)
-            except ProcessLookupError:
-                pass
-
-    def run(self) -> int:
-        def on_stop(signum: int, frame: Any) -> None:
-            self.stopping = True
-            self.stop_all()
-
-        def on_reload(signum: int, frame: Any) -> None:
-            self.reload = True
-
-        signal.signal(signal.SIGTERM, on_stop)
-        signal.signal(signal.SIGINT, on_stop)
-        signal.signal(signal.SIGHUP, on_reload)
-        for index in range(self.config.workers):
-            self.spawn(index)
-        deadline: Optional[float] = None
-        while self.children:
-            if self.reload and not self.stopping:
-                self.reload = False
-                self.rolling_restart()
-                continue
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                if self.stopping:
-                    deadline = deadline or time.monotonic() + self.grace
-                    if time.monotonic() > deadline:
-                        self.stop_all(signal.SIGKILL)
-                time.sleep(0.05)
-                continue
-            index = self.children.pop(pid, None)
-            if index is None or self.stopping:
-                continue
-            code = os.waitstatus_to_exitcode(status)
-            if code == EXIT_USAGE:
-                logger.error("worker %d exited with a configuration error; not restarting", index)
-                self.stopping = True
-                self.stop_all()
-                return EXIT_USAGE
-            lived = time.monotonic() - self.started.pop(pid, time.monotonic())
-            self.failures[index] = 0 if lived > 30 else self.failures[index] + 1
-            backoff = min(30.0, 0.5 * (2 ** max(0, self.failures[index] - 1))) if self.failures[index] else 0.0
-            logger.warning("worker %d (pid %d) exited with %d; restarting in %.1f s", index, pid, code, backoff)
-            time.sleep(backoff)
-            if not self.stopping:
-                self.spawn(index)
-        return 0
-
-    def rolling_restart(self) -> None:
-        """One worker at a time: start the new one, then stop the old; the port never closes."""
-        for pid, index in list(self.children.items()):
-            self.spawn(index)
-            time.sleep(0.5)
-            try:
-                os.kill(pid, signal.SIGTERM)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-            self.children.pop(pid, None)
-            logger.info("worker %d restarted", index)
-
-
 def serve(config: ServeConfig) -> int:
+    """Runs ``config``: one worker in this process, or a Supervisor of ``config.workers``.
+
+    Args:
+        config: the resolved configuration.
+
+    Returns the exit status.
+    """
     configure_logging(config)
     logger.debug("configuration: %s", config.redacted())
     config.port = check_port(config.host, config.port)
     if config.workers > 1:
         if not config.broker:
             logger.warning("%d workers without --broker: pub/sub reaches only subscribers of the same worker", config.workers)
-        return Supervisor(config).run()
+        return Supervisor(config, run_worker).run()
     return run_worker(config)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of the ``uws-py`` console script."""
+    """Entry point of the ``uws-py`` console script.
+
+    Args:
+        argv: the arguments (default: ``sys.argv[1:]``).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

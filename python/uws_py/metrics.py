@@ -4,6 +4,7 @@ time, both exposed in Prometheus text format through prometheus-client."""
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import time
 from typing import Any, Callable, Iterable, Optional
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 _bisect_left = bisect.bisect_left
+report_logger = logging.getLogger("uws_py.realtime")
 
 # Sync handlers on the inline path time one call in LATENCY_SAMPLE_EVERY; their call counts
 # stay exact (uws_handler_calls_total).
@@ -72,18 +74,22 @@ class Metrics:
         self.registry.register(_Collector(self))
 
     def histogram(self, kind: str) -> LatencyHistogram:
+        """The latency histogram of message type ``kind`` (created on first use)."""
         histogram = self.latency.get(kind)
         if histogram is None:
             histogram = self.latency[kind] = LatencyHistogram()
         return histogram
 
     def error(self, code: str) -> None:
+        """Counts one ERROR reply with ``code``."""
         self.errors[code] = self.errors.get(code, 0) + 1
 
     def auth_failure(self, reason: str) -> None:
+        """Counts one refused token, by ``reason`` (an AuthError reason, "hook", "expired_live")."""
         self.auth_failures[reason] = self.auth_failures.get(reason, 0) + 1
 
     def refused(self, status: str) -> None:
+        """Counts one refused upgrade, by HTTP ``status`` ("403", "429"...)."""
         self.refused_connections[status] = self.refused_connections.get(status, 0) + 1
 
     def render(self) -> bytes:
@@ -91,6 +97,7 @@ class Metrics:
         return generate_latest(self.registry)
 
     def health(self) -> dict[str, Any]:
+        """The /health answer: status, uptime, open connections, pid."""
         stats = self.core_stats()
         return {
             "status": "ok",
@@ -98,6 +105,71 @@ class Metrics:
             "connections": stats["open_connections"],
             "pid": os.getpid(),
         }
+
+
+def merge_histograms(histograms: Iterable[LatencyHistogram]) -> LatencyHistogram:
+    """One histogram holding every observation of ``histograms`` (same buckets)."""
+    merged = LatencyHistogram()
+    for histogram in histograms:
+        merged.counts = [a + b for a, b in zip(merged.counts, histogram.counts)]
+        merged.total += histogram.total
+    return merged
+
+
+class Reporter:
+    """The periodic performance line in the log (``report_interval``).
+
+    Args:
+        metrics: the realtime layer's counters.
+        interval: seconds between reports.
+        set_timeout: the loop's ``set_timeout(seconds, fn) -> id``.
+        clear_timeout: the loop's ``clear_timeout(id)``.
+        clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(self, metrics: Metrics, interval: float, set_timeout: Callable[[float, Callable[[], Any]], int],
+                 clear_timeout: Callable[[int], None], clock: Callable[[], float] = time.monotonic) -> None:
+        self.metrics = metrics
+        self.interval = interval
+        self.set_timeout = set_timeout
+        self.clear_timeout = clear_timeout
+        self.clock = clock
+        self.timer: Optional[int] = None
+        self.last: tuple[float, int] = (clock(), 0)
+
+    def start(self) -> None:
+        """Schedules the first report."""
+        self.last = (self.clock(), self.metrics.core_stats()["messages_in"])
+        self.timer = self.set_timeout(self.interval, self.report)
+
+    def stop(self) -> None:
+        """Cancels the next report."""
+        if self.timer is not None:
+            self.clear_timeout(self.timer)
+            self.timer = None
+
+    def report(self) -> None:
+        """Logs one line (rate, handler quantiles, connections, errors, drops) and schedules the next."""
+        stats = self.metrics.core_stats()
+        now = self.clock()
+        then, messages_before = self.last
+        rate = (stats["messages_in"] - messages_before) / max(now - then, 1e-9)
+        merged = merge_histograms(self.metrics.latency.values())
+        report_logger.info(
+            "perf: %.0f msg/s in, handler p50/p95/p99 %.3f/%.3f/%.3f ms, %d connections, %d errors, "
+            "%d backpressure events, %d drops, pid %d",
+            rate,
+            merged.quantile(0.50) * 1000,
+            merged.quantile(0.95) * 1000,
+            merged.quantile(0.99) * 1000,
+            stats["open_connections"],
+            sum(self.metrics.errors.values()),
+            stats["backpressure_events"],
+            stats["drops"],
+            os.getpid(),
+        )
+        self.last = (now, stats["messages_in"])
+        self.timer = self.set_timeout(self.interval, self.report)
 
 
 class _Collector:

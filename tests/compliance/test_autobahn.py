@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.tlsutil import make_self_signed
+
 HERE = Path(__file__).parent
 # (server compression mode, TLS, case groups, number of cases kosoku must report for them)
 SUITES = {
@@ -62,9 +64,6 @@ def stop(process: subprocess.Popen) -> None:
 @pytest.fixture(scope="module")
 def suite_runs(tmp_path_factory):
     """Runs every suite at once (each against its own server) and yields their results."""
-    sys.path.insert(0, str(HERE.parent))
-    from tlsutil import make_self_signed
-
     cert, key = make_self_signed(tmp_path_factory.mktemp("tls"))
     runs = {}
     helpers = []

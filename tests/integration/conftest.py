@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Optional
-from pathlib import Path
 
 import pytest
 
-# wsclient and harness live in tests/; make them importable whatever the import mode.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from uws_py import RealtimeServer
 
-from harness import Recorder, Server  # noqa: E402
+from tests.support.harness import Recorder, Server, ServerPool
+from tests.support.realtime import LiveServer
 
 # Whole-test bound, applied only when pytest-timeout is installed; every wait inside a test has
 # its own, smaller timeout anyway.
@@ -58,3 +56,31 @@ def make_server(recorder):
 @pytest.fixture
 def echo_server(make_server, recorder) -> Server:
     return make_server(recorder.behavior())
+
+
+@pytest.fixture
+def serve():
+    """serve(server) -> LiveServer, stopped at teardown."""
+    live_servers: list[LiveServer] = []
+
+    def start(server: RealtimeServer) -> LiveServer:
+        live = LiveServer(server)
+        live_servers.append(live)
+        return live
+
+    yield start
+    failures = []
+    for live in live_servers:
+        try:
+            live.stop()
+        except AssertionError as error:
+            failures.append(str(error))
+    assert not failures, "; ".join(failures)
+
+
+@pytest.fixture
+def pool(recorder):
+    """A ServerPool whose servers stop at teardown."""
+    servers = ServerPool()
+    yield servers
+    servers.stop_all()

@@ -124,11 +124,6 @@ def test_encode_is_compact_utf8() -> None:
     assert encode({"type": "x", "t": "é"}) == '{"type":"x","t":"é"}'.encode()
 
 
-def test_request_id() -> None:
-    assert protocol.request_id({"type": "x", "id": 4}) == 4
-    assert protocol.request_id({"type": "x"}) is None
-
-
 def test_now_ms_is_wall_clock_milliseconds() -> None:
     before = int(time.time() * 1000)
     assert before - 1 <= protocol.now_ms() <= int(time.time() * 1000) + 1

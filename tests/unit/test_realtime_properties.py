@@ -79,7 +79,7 @@ SERVER = make_server()
 
 
 def fresh_socket() -> FakeWebSocket:
-    client = Client(SERVER, "c1", {"sub": "alice"}, None, "127.0.0.1")
+    client = Client(SERVER.session_context, "c1", {"sub": "alice"}, None, "127.0.0.1")
     ws = FakeWebSocket(client)
     client.ws = ws  # type: ignore[assignment]
     client.user_id = "alice"

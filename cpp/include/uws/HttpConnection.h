@@ -8,18 +8,18 @@
 #include <string>
 #include <string_view>
 
+#include "uws/HttpContext.h"
 #include "uws/HttpParser.h"
 #include "uws/Socket.h"
 
 namespace uws {
 
-class App;
 class WebSocket;
 struct WebSocketContext;
 
 class HttpConnection final : public Socket {
 public:
-    HttpConnection(App *app, int fd, SSL *ssl = nullptr);
+    HttpConnection(HttpContext *context, int fd, std::unique_ptr<TlsSession> tls = nullptr);
 
     // Response writers, for the request in progress. The status defaults to "200 OK".
     HttpConnection &writeStatus(std::string_view status);
@@ -57,7 +57,7 @@ private:
     void releaseHandle();
     void writeHead(bool chunked, size_t contentLength);
 
-    App *app_;
+    HttpContext *context_;
     // Bytes read and not yet consumed; consumed_ marks how far.
     std::string buffer_;
     size_t consumed_ = 0;

@@ -1,5 +1,5 @@
-// The event loop: epoll, a one-second tick for coarse timeouts, millisecond timers, and a
-// thread-safe defer queue woken through an eventfd.
+// The event loop: epoll, a one-second tick that sweeps the sockets' coarse timeouts,
+// millisecond timers, and a thread-safe defer queue woken through an eventfd.
 //
 // Threading model: everything here runs on the thread that calls run() (or runOnce()),
 // except defer(), the one entry point from other threads.
@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -18,6 +19,7 @@
 namespace uws {
 
 class Socket;
+struct LoopData;
 
 // Anything registered with epoll.
 class Pollable {
@@ -29,11 +31,6 @@ public:
 
 class Loop {
 public:
-    // 512 KiB: a read of a 64 KiB-frame burst or many small frames in one syscall.
-    static constexpr size_t kReceiveBufferSize = 512 * 1024;
-    // 16 KiB: everything one event sends to one socket leaves in one write up to this size.
-    static constexpr size_t kCorkBufferSize = 16 * 1024;
-
     Loop();
     ~Loop();
     Loop(const Loop &) = delete;
@@ -72,18 +69,14 @@ public:
     // afterWait, so Python is entered once per batch of ready events.
     std::function<void()> beforeWait;
     std::function<void()> afterWait;
-    std::function<void()> onTick;          // once a second
-    std::function<void()> afterDispatch;   // end of every iteration
+    std::function<void()> afterTick;      // once a second, after the timeout sweep
+    std::function<void()> afterIteration; // end of every dispatch, before retired sockets go
 
-    // Cork state, shared by every socket of this loop (see Socket::write).
-    char *corkBuffer() { return corkBuffer_; }
-    size_t corkLength = 0;
-    Socket *corked = nullptr;
+    // Buffers and streams shared by every socket of this loop.
+    LoopData &data() { return *data_; }
     bool inDispatch() const { return inDispatch_; }
     // Writes out the corked socket's buffer.
     void uncork();
-
-    char *receiveBuffer() { return receiveBuffer_; }
 
     // Sockets closed during this iteration are freed at its end, because the event array of
     // the current batch may still point at them.
@@ -102,6 +95,8 @@ private:
     void runDeferred();
     void runTimers();
     void freeRetired();
+    // Calls onTimeout on every socket whose deadline (in ticks) has come.
+    void sweepTimeouts();
 
     int epollFd_ = -1;
     bool stopRequested_ = false;
@@ -125,8 +120,7 @@ private:
     uint64_t nextTimerId_ = 1;
 
     std::vector<Socket *> retired_;
-    char *receiveBuffer_;
-    char *corkBuffer_;
+    std::unique_ptr<LoopData> data_;
 
     friend class Waker;
     friend class Ticker;

@@ -7,20 +7,20 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
 #include "uws/Loop.h"
-
-typedef struct ssl_st SSL;
+#include "uws/TlsSession.h"
 
 namespace uws {
 
 class Socket : public Pollable {
 public:
-    // With ssl, every byte goes through that TLS session (server side, handshake on the
-    // first reads); the socket owns it.
-    Socket(Loop *loop, int fd, SSL *ssl = nullptr);
+    // With tls, every byte goes through that session (server side, handshake on the first
+    // reads); the socket owns it.
+    Socket(Loop *loop, int fd, std::unique_ptr<TlsSession> tls = nullptr);
     ~Socket() override;
 
     // Queues parts in order. Inside a dispatch they go through the cork buffer and leave in
@@ -39,12 +39,20 @@ public:
     void cork();
     // Writes out the cork buffer if this socket holds it.
     void flushCork();
+    bool isCorked() const;
 
     // Sends what is queued, then closes: at once when nothing is queued, else once drained.
     void closeAfterFlush();
     // Closes the descriptor now; queued bytes are lost.
     void close();
     bool isClosed() const { return closed_; }
+    // The server is going away: a plain connection closes now; a WebSocket starts its close
+    // handshake with code and reason (one already closing just finishes).
+    virtual void shutdown(uint16_t code, std::string_view reason) {
+        (void)code;
+        (void)reason;
+        close();
+    }
 
     std::string remoteAddress() const;
 
@@ -79,13 +87,16 @@ private:
     ssize_t sendParts(const iovec *parts, int count);
     void readPlain();
     void readTls();
+    // The peer is gone: shutting down both directions makes epoll report it, and the
+    // connection closes through the normal read path instead of inside a write.
+    void failWrites();
     void bufferParts(const iovec *parts, int count, size_t skip);
     void setWritePolling(bool enabled);
     void flushBackpressure();
 
     std::string backpressure_;
     size_t backpressureOffset_ = 0;
-    SSL *ssl_ = nullptr;
+    std::unique_ptr<TlsSession> tls_;
     bool tlsReadWantsWrite_ = false; // a TLS read (handshake) waits for the socket to drain
     bool closed_ = false;
     bool writePolling_ = false;

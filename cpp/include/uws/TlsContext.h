@@ -1,10 +1,12 @@
 // Server-side TLS settings (OpenSSL): certificate chain, key, optional client CA.
 #pragma once
 
+#include <memory>
 #include <string>
 
+#include "uws/TlsSession.h"
+
 typedef struct ssl_ctx_st SSL_CTX;
-typedef struct ssl_st SSL;
 
 namespace uws {
 
@@ -24,8 +26,8 @@ public:
     TlsContext(const TlsContext &) = delete;
     TlsContext &operator=(const TlsContext &) = delete;
 
-    // A server-side session for an accepted descriptor.
-    SSL *newSession(int fd) const;
+    // A server-side session for an accepted descriptor; null when OpenSSL cannot make one.
+    std::unique_ptr<TlsSession> newSession(int fd) const;
 
 private:
     SSL_CTX *context_ = nullptr;

@@ -11,55 +11,12 @@
 #include "uws/PerMessageDeflate.h"
 #include "uws/Socket.h"
 #include "uws/TopicTree.h"
-#include "uws/WebSocketProtocol.h"
+#include "uws/WebSocketContext.h"
+#include "uws/WebSocketParser.h"
 
 namespace uws {
 
-class App;
-class HttpConnection;
-struct HttpRequest;
-class WebSocket;
-struct WebSocketContext;
-
 enum class SendStatus : uint8_t { Success = 0, Backpressure = 1, Dropped = 2 };
-
-// Options and handlers of one ws() route. Defaults match what the Python API documents.
-struct WebSocketBehavior {
-    // Largest message accepted (after reassembly); larger closes with 1009 before buffering.
-    size_t maxPayloadLength = 16 * 1024 * 1024;
-    // Seconds without receiving anything before the connection is closed; 0 disables.
-    unsigned idleTimeout = 120;
-    // Bytes a socket may hold unsent before send() drops (or closes, see below).
-    size_t maxBackpressure = 1024 * 1024;
-    bool closeOnBackpressureLimit = false;
-    // Ping halfway through idleTimeout so that live but quiet clients stay connected.
-    bool sendPingsAutomatically = true;
-    uint32_t compression = 0;
-    // Messages shorter than this go out uncompressed, and so does a message the shared
-    // compressor could not shrink; 0 compresses everything.
-    size_t compressionThreshold = kDefaultCompressThreshold;
-
-    std::function<void(HttpConnection *, HttpRequest *, WebSocketContext *)> upgrade;
-    std::function<void(WebSocket *)> open;
-    std::function<void(WebSocket *, std::string_view, OpCode)> message;
-    std::function<void(WebSocket *)> drain;
-    std::function<void(WebSocket *, std::string_view)> ping;
-    std::function<void(WebSocket *, std::string_view)> pong;
-    // Called exactly once per opened socket, whatever ended it.
-    std::function<void(WebSocket *, int, std::string_view)> close;
-    // A subscription changed: (ws, topic, count after, count before). Also runs for each
-    // topic a closing socket leaves, after close.
-    std::function<void(WebSocket *, std::string_view, size_t, size_t)> subscription;
-    // A publish skipped this socket because it is over maxBackpressure.
-    std::function<void(WebSocket *, std::string_view, OpCode)> dropped;
-    // Last call for a socket: the bindings let go of their handle here.
-    std::function<void(WebSocket *)> release;
-};
-
-struct WebSocketContext {
-    App *app;
-    WebSocketBehavior behavior;
-};
 
 class WebSocket final : public Socket {
 public:
@@ -87,7 +44,7 @@ public:
     void terminate(std::string_view reason = {});
     bool isOpen() const { return state_ == State::Open; }
 
-    // Pub/sub; the registry and fan-out live in App.
+    // Pub/sub; the registry is the context's TopicTree, the fan-out its Publisher.
     bool subscribe(std::string_view topic);
     bool unsubscribe(std::string_view topic);
     bool isSubscribed(std::string_view topic) const;
@@ -122,6 +79,7 @@ public:
     void onProtocolError(uint16_t code, const char *why);
 
     void onTimeout() override;
+    void shutdown(uint16_t code, std::string_view reason) override;
     // Data that arrived with the upgrade request.
     void feed(char *data, size_t length) { onData(data, length); }
 
@@ -145,8 +103,8 @@ private:
         int serverWindowBits;
         bool serverNoContextTakeover;
         bool clientNoContextTakeover;
-        std::unique_ptr<Deflater> deflater; // dedicated compressor, else the App's shared ones
-        std::unique_ptr<Inflater> inflater; // dedicated decompressor, else the App's shared one
+        std::unique_ptr<Deflater> deflater; // dedicated compressor, else the loop's shared ones
+        std::unique_ptr<Inflater> inflater; // dedicated decompressor, else the loop's shared one
     };
 
     WebSocketParser parser_;

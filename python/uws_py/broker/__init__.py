@@ -11,9 +11,14 @@ docs/scaling.md).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable
+from typing import Callable, Optional
 
 Deliver = Callable[[str, bytes], None]
+# deliver_positioned(topic, payload, epoch, offset): a history publication, with its position.
+DeliverPositioned = Callable[[str, bytes, str, int], None]
+# on_connection(connected): the broker's receiving connection was lost (False) or is back and
+# subscribed again to every topic (True); a worker then fills or reports its history gaps.
+OnConnection = Callable[[bool], None]
 Schedule = Callable[[Callable[[], None]], None]
 
 
@@ -21,13 +26,25 @@ class Broker(ABC):
     """The interface a broker implements (Redis today; NATS can sit beside it)."""
 
     @abstractmethod
-    def start(self, deliver: Deliver, schedule: Schedule) -> None:
-        """Connects in the background. ``deliver(topic, payload)`` must be called through
-        ``schedule`` (the server's thread-safe ``defer``)."""
+    def start(self, deliver: Deliver, schedule: Schedule, *, deliver_positioned: Optional[DeliverPositioned] = None,
+              on_connection: Optional[OnConnection] = None) -> None:
+        """Connects in the background. Every callback is called through ``schedule`` (the
+        server's thread-safe ``defer``).
+
+        Args: deliver: ``deliver(topic, payload)`` for another process's plain publish;
+        schedule: runs a callable on the server's loop thread; deliver_positioned: for a
+        history publication (every process's, this one's included, in offset order; without
+        it those go to ``deliver``); on_connection: told when the receiving connection is lost
+        and when it is back.
+        """
 
     @abstractmethod
-    def subscribe(self, topic: str) -> None:
-        """Starts receiving topic (the first local subscriber arrived). Loop thread."""
+    def subscribe(self, topic: str, ready: Optional[Callable[[], None]] = None) -> None:
+        """Starts receiving topic (the first local subscriber arrived). Loop thread.
+
+        Args: topic: the topic; ready: called (through schedule) once the broker confirmed
+        the subscription, i.e. every publish from then on will be received.
+        """
 
     @abstractmethod
     def unsubscribe(self, topic: str) -> None:

@@ -1,0 +1,75 @@
+"""The options and handlers of a WebSocket route (``App.ws``), typed, with their defaults."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any, Callable, TypedDict
+
+
+class CompressOptions(enum.IntFlag):
+    """permessage-deflate settings of a route; a compressor and a decompressor combine with ``|``.
+
+    The low byte selects the compressor, the next byte the decompressor.
+    """
+
+    DISABLED = 0
+    SHARED_COMPRESSOR = 1
+    DEDICATED_COMPRESSOR_3KB = 2
+    DEDICATED_COMPRESSOR_4KB = 3
+    DEDICATED_COMPRESSOR_8KB = 4
+    DEDICATED_COMPRESSOR_16KB = 5
+    DEDICATED_COMPRESSOR_32KB = 6
+    DEDICATED_COMPRESSOR_64KB = 7
+    DEDICATED_COMPRESSOR_128KB = 8
+    DEDICATED_COMPRESSOR_256KB = 9
+    SHARED_DECOMPRESSOR = 1 << 8
+    DEDICATED_DECOMPRESSOR_512B = 2 << 8
+    DEDICATED_DECOMPRESSOR_1KB = 3 << 8
+    DEDICATED_DECOMPRESSOR_2KB = 4 << 8
+    DEDICATED_DECOMPRESSOR_4KB = 5 << 8
+    DEDICATED_DECOMPRESSOR_8KB = 6 << 8
+    DEDICATED_DECOMPRESSOR_16KB = 7 << 8
+    DEDICATED_DECOMPRESSOR_32KB = 8 << 8
+
+
+class Behavior(TypedDict, total=False):
+    """What ``App.ws(pattern, behavior)`` takes; every key is optional (defaults in
+    :data:`OPTION_DEFAULTS`). Handlers run on the loop thread; any may be ``async def``
+    under ``App.serve()``."""
+
+    upgrade: Callable[[Any, Any, Any], Any]  # (res, req, context): answer or res.upgrade(...)
+    open: Callable[[Any], Any]  # (ws)
+    message: Callable[[Any, Any, int], Any]  # (ws, message, opcode)
+    drain: Callable[[Any], Any]  # (ws): its backpressure went down
+    close: Callable[[Any, int, bytes], Any]  # (ws, code, reason)
+    ping: Callable[[Any, bytes], Any]  # (ws, payload)
+    pong: Callable[[Any, bytes], Any]  # (ws, payload)
+    subscription: Callable[[Any, str, int, int], Any]  # (ws, topic, subscribers now, before)
+    dropped: Callable[[Any, Any, int], Any]  # (ws, message, opcode): a send over max_backpressure
+    max_payload_length: int
+    idle_timeout: int
+    max_backpressure: int
+    close_on_backpressure_limit: bool
+    send_pings_automatically: bool
+    compression: int
+    compression_threshold: int
+
+
+HANDLER_NAMES = ("open", "message", "drain", "close", "upgrade", "ping", "pong", "subscription", "dropped")
+
+# Defaults of a ws() route, and why.
+OPTION_DEFAULTS: dict[str, Any] = {
+    # Large enough for any sane application message, small enough that one client cannot
+    # make the server buffer gigabytes.
+    "max_payload_length": 16 * 1024 * 1024,
+    # Seconds without receiving anything; with automatic pings a live client never hits it.
+    "idle_timeout": 120,
+    # Bytes a slow reader may hold queued before sends to it are dropped.
+    "max_backpressure": 1024 * 1024,
+    "close_on_backpressure_limit": False,
+    "send_pings_automatically": True,
+    "compression": CompressOptions.DISABLED,
+    # Messages shorter than this (bytes) are sent uncompressed even with compress=True;
+    # below ~64 bytes deflate's framing costs more than it saves. 0 compresses everything.
+    "compression_threshold": 64,
+}

@@ -1,0 +1,258 @@
+"""History kept in Redis, so every worker and machine sees one history and one offset sequence
+per topic.
+
+Per topic two keys share the hash tag ``{topic}`` (one Redis Cluster slot): a stream
+``uws:h:{topic}:s`` (one entry per publication, ID ``<offset>-0``, trimmed by ``MAXLEN size``)
+and a hash ``uws:h:{topic}:m`` holding ``epoch`` and ``top``. One Lua script assigns the
+offset, appends, sets the expiries and PUBLISHes on the broker's channel, so broker delivery
+order is offset order. The stream expires ``ttl`` after the last publish, the position
+``POSITION_TTL_FACTOR`` times later. A lost position (restart without persistence, eviction,
+expiry) starts a new epoch, and its stale stream is deleted; a stream lost alone leaves a gap
+between the kept position and what is read, which the recovery rule reports as
+``recovered: false``.
+
+Every method is a coroutine for the broker's loop (``RedisBroker.run``); the client is
+created on first use, on that loop. Needs: ``maxmemory-policy`` ``noeviction`` or a
+``volatile-*``/``allkeys-*`` policy (an eviction only costs an epoch); with ``appendonly yes``
+the epoch and the history survive a Redis restart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from ..broker.redis import CHANNEL_PREFIX
+from .history import (
+    DEFAULT_RECOVER_LIMIT,
+    POSITION_TTL_FACTOR,
+    HistoryMetrics,
+    HistoryOptions,
+    HistoryPage,
+    HistoryPolicy,
+    HistoryUnavailable,
+    NoHistory,
+    Position,
+    Publication,
+    Recovery,
+    check_history_since,
+    decide_recovery,
+    new_epoch,
+    recovery_precheck,
+)
+
+if TYPE_CHECKING:
+    from ..broker.redis import RedisBroker
+
+KEY_PREFIX = "uws:h:"
+# Seconds to connect or to wait for one reply; past it the publish fails as UNAVAILABLE.
+TIMEOUT = 2.0
+
+# KEYS: stream, meta. ARGV: channel, origin, head, tail, size, ttl ms, position ttl ms, epoch
+# to start if the position is gone. Returns {epoch, offset}. The channel message is framed as
+# uws_py.broker.redis.parse_frame reads it.
+PUBLISH_LUA = """
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then
+  epoch = ARGV[8]
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'epoch', epoch, 'top', 0)
+end
+local top = string.format('%d', redis.call('HINCRBY', KEYS[2], 'top', 1))
+local payload = ARGV[3] .. top .. ARGV[4]
+redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[5], top .. '-0', 'p', payload)
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. ':' .. epoch .. ':' .. top .. '|' .. payload)
+return {epoch, tonumber(top)}
+"""
+
+# KEYS: stream, meta. ARGV: epoch to start if the position is gone, position ttl ms, mode
+# ('fwd', 'rev' or 'none'), the first ID to read, count. Returns {epoch, top, entries}: the
+# position and the entries read in the same atomic step.
+READ_LUA = """
+local epoch = redis.call('HGET', KEYS[2], 'epoch')
+if not epoch then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[2], 'epoch', ARGV[1], 'top', 0)
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  return {ARGV[1], 0, {}}
+end
+local top = tonumber(redis.call('HGET', KEYS[2], 'top'))
+local entries = {}
+if ARGV[3] == 'fwd' then
+  entries = redis.call('XRANGE', KEYS[1], ARGV[4], '+', 'COUNT', ARGV[5])
+elseif ARGV[3] == 'rev' then
+  entries = redis.call('XREVRANGE', KEYS[1], ARGV[4], '-', 'COUNT', ARGV[5])
+end
+return {epoch, top, entries}
+"""
+
+# Replies that mean "storage cannot take it now", not "the request is wrong".
+UNAVAILABLE_REPLIES = ("OOM", "READONLY", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN", "LOADING")
+
+
+class _Script:
+    __slots__ = ("source", "sha")
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+
+class RedisHistory:
+    """The Redis store; the same answers as :class:`uws_py.realtime.history.MemoryHistory`."""
+
+    def __init__(self, url: str, policy: HistoryPolicy, metrics: Optional[HistoryMetrics] = None, *,
+                 origin: bytes = b"", channel_prefix: str = CHANNEL_PREFIX, key_prefix: str = KEY_PREFIX,
+                 timeout: float = TIMEOUT, epochs: Callable[[], str] = new_epoch) -> None:
+        """Args: url: ``redis://host:port/db``; policy: which topics keep history; metrics:
+        counters to add to; origin: the publishing process's broker origin (its own copy is
+        then recognised); channel_prefix: the broker's; key_prefix: of the two keys per topic;
+        timeout: seconds per connect and per reply; epochs: makes a fresh epoch.
+        """
+        self.url = url
+        self.policy = policy
+        self.metrics = metrics if metrics is not None else HistoryMetrics()
+        self.origin = origin
+        self.channel_prefix = channel_prefix
+        self.key_prefix = key_prefix
+        self.timeout = timeout
+        self._epochs = epochs
+        self._client: Any = None
+        self._publish = _Script(PUBLISH_LUA)
+        self._read = _Script(READ_LUA)
+
+    @classmethod
+    def for_broker(cls, broker: "RedisBroker", policy: HistoryPolicy,
+                   metrics: Optional[HistoryMetrics] = None) -> "RedisHistory":
+        """The store beside a broker: same Redis, same channels, same origin.
+
+        Args: broker: the process's RedisBroker; policy, metrics: as for the constructor.
+        """
+        return cls(broker.url, policy, metrics, origin=broker.origin, channel_prefix=broker.prefix)
+
+    def keys(self, topic: str) -> tuple[str, str]:
+        """The stream and meta keys of topic (hash-tagged on the topic)."""
+        base = f"{self.key_prefix}{{{topic}}}"
+        return base + ":s", base + ":m"
+
+    async def publish(self, topic: str, head: bytes, tail: bytes) -> tuple[Position, Publication]:
+        """Assigns the offset, appends and publishes to the broker channel, atomically.
+
+        Args: topic: a history topic; head, tail: from ``history.message_parts``.
+        Returns: the new position and the publication (the payload every process receives).
+        Raises: NoHistory for a plain topic; HistoryUnavailable when Redis cannot be used.
+        """
+        options = self._options(topic)
+        ttl_ms = max(1, int(options.ttl * 1000))
+        epoch, offset = await self._call(
+            self._publish, self.keys(topic),
+            (self.channel_prefix + topic, self.origin, head, tail, options.size, ttl_ms,
+             ttl_ms * POSITION_TTL_FACTOR, self._epochs()),
+        )
+        offset = int(offset)
+        return Position(epoch.decode(), offset), Publication(offset, head + b"%d" % offset + tail)
+
+    async def position(self, topic: str) -> Position:
+        """The topic's current position (a new epoch at offset 0 if it has none).
+
+        Raises: NoHistory; HistoryUnavailable.
+        """
+        current, _ = await self._read_entries(topic, self._options(topic), "none", "-", 0)
+        return current
+
+    async def recover(self, topic: str, since: Position, limit: int = DEFAULT_RECOVER_LIMIT) -> Recovery:
+        """The SUBSCRIBE recovery answer (``history.decide_recovery``), counted in metrics.
+
+        Args: topic: a history topic; since: the client's position; limit: the recover limit.
+        Raises: NoHistory; HistoryUnavailable.
+        """
+        options = self._options(topic)
+        current, found = await self._read_entries(topic, options, "fwd", f"{since.offset + 1}-0", max(limit, 1))
+        if recovery_precheck(current, since, limit) is not None:
+            found = []
+        recovery = decide_recovery(current, since, found, limit)
+        self.metrics.count_recovery(recovery)
+        return recovery
+
+    async def read(self, topic: str, since: Optional[Position] = None, limit: int = DEFAULT_RECOVER_LIMIT,
+                   reverse: bool = False) -> HistoryPage:
+        """A HISTORY page, as ``history.select_page`` defines it (since exclusive both ways).
+
+        Raises: NoHistory; UnrecoverablePosition; HistoryUnavailable.
+        """
+        options = self._options(topic)
+        if limit <= 0:
+            mode, start = "none", "-"
+        elif not reverse:
+            mode, start = "fwd", "-" if since is None else f"{since.offset + 1}-0"
+        elif since is None:
+            mode, start = "rev", "+"
+        elif since.offset > 1:
+            mode, start = "rev", f"{since.offset - 1}-0"
+        else:
+            mode, start = "none", "-"
+        current, found = await self._read_entries(topic, options, mode, start, max(limit, 1))
+        check_history_since(topic, current, since)
+        return HistoryPage(current, tuple(found))
+
+    async def aclose(self) -> None:
+        """Closes the client (a later call opens a new one)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _options(self, topic: str) -> HistoryOptions:
+        options = self.policy.options_for(topic)
+        if options is None:
+            raise NoHistory(topic)
+        return options
+
+    async def _read_entries(self, topic: str, options: HistoryOptions, mode: str, start: str,
+                            count: int) -> tuple[Position, list[Publication]]:
+        ttl_ms = max(1, int(options.ttl * 1000)) * POSITION_TTL_FACTOR
+        epoch, top, entries = await self._call(
+            self._read, self.keys(topic), (self._epochs(), ttl_ms, mode, start, count)
+        )
+        found = [Publication(int(entry_id.split(b"-", 1)[0]), dict(_pairs(fields))[b"p"])
+                 for entry_id, fields in entries]
+        return Position(epoch.decode(), int(top)), found
+
+    def _connection(self) -> Any:
+        if self._client is None:
+            import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            # One retry: a connection that died while idle is only found out by using it.
+            self._client = aioredis.from_url(
+                self.url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout,
+                retry=Retry(NoBackoff(), 1),
+            )
+        return self._client
+
+    async def _call(self, script: _Script, keys: tuple[str, str], args: tuple[Any, ...]) -> Any:
+        from redis import exceptions
+
+        client = self._connection()
+        try:
+            try:
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
+            except exceptions.NoScriptError:
+                # A restarted (or flushed) Redis forgot the script: load it once, then retry.
+                await client.script_load(script.source)
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
+        except (exceptions.ConnectionError, exceptions.TimeoutError, OSError) as exc:
+            raise HistoryUnavailable(f"history storage unreachable at {self.url}: {exc}") from exc
+        except exceptions.ResponseError as exc:
+            if str(exc).startswith(UNAVAILABLE_REPLIES):
+                raise HistoryUnavailable(f"history storage refused the write at {self.url}: {exc}") from exc
+            raise
+
+
+def _pairs(flat: Any) -> Any:
+    """A stream entry's fields come as [k1, v1, k2, v2, ...]."""
+    return zip(flat[0::2], flat[1::2])

@@ -1,0 +1,124 @@
+"""Running N worker processes on one port: restarts, graceful stop, rolling reload."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from typing import Any, Callable, Optional
+
+from .config import ConfigError, ServeConfig
+
+logger = logging.getLogger("uws_py.cli")
+
+# The exit status of a configuration error: a worker exiting with it is not restarted.
+EXIT_USAGE = 2
+
+
+class Supervisor:
+    """Runs N workers on one port (SO_REUSEPORT), restarts those that die (with backoff),
+    stops them gracefully on SIGTERM/SIGINT, restarts them one by one on SIGHUP."""
+
+    def __init__(self, config: ServeConfig, worker: Callable[[ServeConfig], int], grace: float = 10.0) -> None:
+        """``config``: what every worker runs (``config.workers`` of them); ``worker(config)``:
+        the body of one worker process, returning its exit status; ``grace``: seconds the
+        workers get to stop before SIGKILL."""
+        self.config = config
+        self.worker = worker
+        self.grace = grace
+        self.children: dict[int, int] = {}  # pid -> worker index
+        self.started: dict[int, float] = {}
+        self.failures = [0] * config.workers
+        self.stopping = False
+        self.reload = False
+
+    def spawn(self, index: int) -> int:
+        """Forks worker ``index``; returns its pid."""
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            code = 1
+            try:
+                code = self.worker(self.config)
+            except ConfigError as exc:
+                print(f"uws-py: error: {exc}", file=sys.stderr, flush=True)
+                code = EXIT_USAGE
+            except BaseException:
+                logger.exception("worker %d failed", index)
+            finally:
+                os._exit(code)
+        self.children[pid] = index
+        self.started[pid] = time.monotonic()
+        return pid
+
+    def stop_all(self, signum: int = signal.SIGTERM) -> None:
+        """Sends ``signum`` to every worker."""
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    def run(self) -> int:
+        """Starts the workers and supervises them until they are all gone; the exit status."""
+        def on_stop(signum: int, frame: Any) -> None:
+            self.stopping = True
+            self.stop_all()
+
+        def on_reload(signum: int, frame: Any) -> None:
+            self.reload = True
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_reload)
+        for index in range(self.config.workers):
+            self.spawn(index)
+        deadline: Optional[float] = None
+        while self.children:
+            if self.reload and not self.stopping:
+                self.reload = False
+                self.rolling_restart()
+                continue
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                if self.stopping:
+                    deadline = deadline or time.monotonic() + self.grace
+                    if time.monotonic() > deadline:
+                        self.stop_all(signal.SIGKILL)
+                time.sleep(0.05)
+                continue
+            index = self.children.pop(pid, None)
+            if index is None or self.stopping:
+                continue
+            code = os.waitstatus_to_exitcode(status)
+            if code == EXIT_USAGE:
+                logger.error("worker %d exited with a configuration error; not restarting", index)
+                self.stopping = True
+                self.stop_all()
+                return EXIT_USAGE
+            lived = time.monotonic() - self.started.pop(pid, time.monotonic())
+            self.failures[index] = 0 if lived > 30 else self.failures[index] + 1
+            backoff = min(30.0, 0.5 * (2 ** max(0, self.failures[index] - 1))) if self.failures[index] else 0.0
+            logger.warning("worker %d (pid %d) exited with %d; restarting in %.1f s", index, pid, code, backoff)
+            time.sleep(backoff)
+            if not self.stopping:
+                self.spawn(index)
+        return 0
+
+    def rolling_restart(self) -> None:
+        """One worker at a time: start the new one, then stop the old; the port never closes."""
+        for pid, index in list(self.children.items()):
+            self.spawn(index)
+            time.sleep(0.5)
+            try:
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+            self.children.pop(pid, None)
+            logger.info("worker %d restarted", index)

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: servers, processes, TLS files and a raw-socket WebSocket client."""
