@@ -1,0 +1,233 @@
+"""The asyncio client SDK against real server processes on loopback: connect with a JWT,
+pub/sub between two clients, request/reply, token refresh on the live connection, a server
+killed and restarted, and a request to a handler that never answers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import pytest
+
+from uws_py.sdk import ClientOptions, ClientState, Publication, connect
+
+from tests.support.procutil import HOST, Process, UwsServer, free_port
+from tests.support.realtime import SECRET, make_token
+
+# Every test runs inside asyncio.run with this bound on the whole coroutine.
+TEST_BOUND = 40.0
+FAST = ClientOptions(min_delay=0.05, max_delay=0.5, open_timeout=3.0, request_timeout=3.0, ping_interval=None)
+
+
+def run(coro: Awaitable[Any], bound: float = TEST_BOUND) -> Any:
+    async def bounded() -> Any:
+        async with asyncio.timeout(bound):
+            return await coro
+
+    return asyncio.run(bounded())
+
+
+async def eventually(predicate: Callable[[], Any], what: str, timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s (last: {value!r})")
+        await asyncio.sleep(0.02)
+
+
+def hub(port: int = 0) -> UwsServer:
+    return UwsServer("--jwt-secret", SECRET, "--rate-limit", "off", "--log-level", "warning", port=port)
+
+
+def url(port: int) -> str:
+    return f"ws://{HOST}:{port}/realtime"
+
+
+SCRIPT = """
+import asyncio
+from uws_py import JWTAuth, RealtimeServer
+
+server = RealtimeServer(auth=JWTAuth(secret={secret!r}))
+
+
+@server.on("ECHO")
+def echo(client, message):
+    return {{"type": "ECHOED", "text": message.get("text")}}
+
+
+@server.on("HANG")
+async def hang(client, message):
+    await asyncio.Event().wait()
+
+
+asyncio.run(server.serve({host!r}, {port}))
+"""
+
+
+def wait_listening(port: int, proc: Process, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.popen.poll() is None, f"server script exited: {proc.stderr_text()[-2000:]}"
+        try:
+            with socket.create_connection((HOST, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError(f"server script not listening on {port} within {timeout} s")
+
+
+@pytest.fixture
+def hub_server():
+    server = hub()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def handler_server(tmp_path: Path):
+    port = free_port()
+    script = tmp_path / "handlers.py"
+    script.write_text(textwrap.dedent(SCRIPT.format(secret=SECRET, host=HOST, port=port)))
+    proc = Process([sys.executable, str(script)], env=dict(os.environ))
+    try:
+        wait_listening(port, proc)
+        yield port
+    finally:
+        proc.stop()
+
+
+def test_connects_with_a_jwt_and_pings(hub_server):
+    async def scenario():
+        async with connect(url(hub_server.port), token=make_token("alice"), options=FAST) as client:
+            assert client.state is ClientState.CONNECTED
+            assert client.client_id
+            rtt = await client.ping(timeout=3)
+            assert rtt >= 0
+        assert client.state is ClientState.CLOSED
+
+    run(scenario())
+
+
+def test_subscribe_and_publish_between_two_clients(hub_server):
+    async def scenario():
+        received: list[Publication] = []
+        async with connect(url(hub_server.port), token=make_token("bob"), options=FAST) as subscriber, \
+                connect(url(hub_server.port), token=make_token("carol"), options=FAST) as publisher:
+            await subscriber.subscribe("room.1", received.append)
+            for n in range(5):
+                await publisher.publish("room.1", {"n": n})
+            reply = await publisher.publish("room.1", {"n": 5}, ack=True)
+            assert reply is not None and reply["type"] == "PUBLISHED"
+            await eventually(lambda: len(received) == 6, "six messages")
+            assert [p.data for p in received] == [{"n": n} for n in range(6)]
+            assert {p.sender for p in received} == {publisher.client_id}
+            assert all(p.topic == "room.1" and p.offset is None for p in received)
+
+    run(scenario())
+
+
+def test_request_reply(handler_server):
+    async def scenario():
+        async with connect(url(handler_server), token=make_token("dave"), options=FAST) as client:
+            reply = await client.request("ECHO", {"text": "hello"}, timeout=3)
+            assert reply["type"] == "ECHOED" and reply["text"] == "hello"
+            replies = await asyncio.gather(*(client.request("ECHO", {"text": str(n)}) for n in range(10)))
+            assert [r["text"] for r in replies] == [str(n) for n in range(10)]
+
+    run(scenario())
+
+
+def test_request_to_a_handler_that_never_answers_times_out_and_the_client_goes_on(handler_server):
+    async def scenario():
+        async with connect(url(handler_server), token=make_token("erin"), options=FAST) as client:
+            connects = client.stats.connects
+            started = time.monotonic()
+            with pytest.raises(TimeoutError):
+                await client.request("HANG", {}, timeout=0.5)
+            assert time.monotonic() - started < 3.0
+            assert client.state is ClientState.CONNECTED
+            assert not client._pending, "a timed-out request must not stay pending"
+            reply = await client.request("ECHO", {"text": "still here"}, timeout=3)
+            assert reply["text"] == "still here"
+            await client.ping(timeout=3)
+            assert client.stats.connects == connects
+
+    run(scenario())
+
+
+def test_short_token_is_refreshed_three_times_without_dropping_the_connection(hub_server):
+    async def scenario():
+        issued: list[str] = []
+
+        async def get_token() -> str:
+            token = make_token("frank", ttl=3.0)
+            issued.append(token)
+            return token
+
+        states: list[ClientState] = []
+        async with connect(url(hub_server.port), token=make_token("frank", ttl=3.0), get_token=get_token,
+                           options=FAST, on_state=lambda state, error: states.append(state)) as client:
+            client_id = client.client_id
+            await eventually(lambda: client.stats.token_refreshes >= 3, "three token refreshes", timeout=15)
+            assert client.stats.token_refreshes == 3 and len(issued) == 3
+            await client.ping(timeout=3)
+            assert client.client_id == client_id
+            assert client.stats.connects == 1 and client.stats.disconnects == 0
+            assert states == [ClientState.CONNECTING, ClientState.CONNECTED]
+
+    run(scenario())
+
+
+def test_short_token_without_get_token_ends_with_token_expired(hub_server):
+    """The control of the refresh test: the server really closes a connection whose token ran out."""
+    async def scenario():
+        client = await connect(url(hub_server.port), token=make_token("ivan", ttl=1.5), options=FAST).start()
+        try:
+            await client.wait_for(ClientState.CLOSED, timeout=10)
+        finally:
+            await client.close()
+        assert "token expired" in str(client.error)
+        assert client.stats.connects == 1
+
+    run(scenario())
+
+
+def test_server_killed_and_restarted_clients_reconnect_and_resubscribe():
+    server = hub()
+    port = server.port
+    try:
+        async def scenario():
+            nonlocal server
+            received: list[Any] = []
+            async with connect(url(port), token=make_token("gina"), options=FAST) as subscriber, \
+                    connect(url(port), token=make_token("hank"), options=FAST) as publisher:
+                subscription = await subscriber.subscribe("news", lambda p: received.append(p.data))
+                await publisher.publish("news", "before", ack=True)
+                await eventually(lambda: received == ["before"], "the message before the restart")
+
+                os.kill(server.pid, signal.SIGKILL)
+                server.wait(5)
+                await eventually(lambda: subscriber.state is not ClientState.CONNECTED
+                                 and publisher.state is not ClientState.CONNECTED, "both clients noticing")
+                server = await asyncio.to_thread(hub, port)
+
+                await subscriber.wait_for(ClientState.CONNECTED, timeout=10)
+                await publisher.wait_for(ClientState.CONNECTED, timeout=10)
+                await eventually(lambda: subscription.stats.subscribes >= 2, "the resubscribe")
+                await publisher.publish("news", "after", ack=True)
+                await eventually(lambda: received == ["before", "after"], "the message after the restart")
+                assert subscriber.stats.connects == 2 and publisher.stats.connects == 2
+
+        run(scenario())
+    finally:
+        server.stop()
