@@ -277,3 +277,88 @@ def test_subscriber_behind_a_chaos_proxy_keeps_reconnecting_and_resubscribing(hu
             assert len(set(deliveries)) >= 3, "messages were received on at least three connections"
 
     run(scenario())
+
+
+def test_errors_from_the_server_raise_server_error(hub_server):
+    from uws_py.sdk import ServerError
+
+    async def scenario():
+        token = make_token("lena", topics=["allowed.*"])
+        async with connect(url(hub_server.port), token=token, options=FAST) as client:
+            with pytest.raises(ServerError) as refused:
+                await client.subscribe("secret.plans", lambda p: None)
+            assert refused.value.code == "FORBIDDEN"
+            assert "secret.plans" not in client.subscriptions
+            with pytest.raises(ServerError):
+                await client.request("NO_SUCH_TYPE", {}, timeout=3)
+            await client.subscribe("allowed.1", lambda p: None)  # the client goes on
+            assert list(client.subscriptions) == ["allowed.1"]
+
+    run(scenario())
+
+
+def test_publishes_made_while_disconnected_are_queued_and_sent_after_reconnect():
+    from uws_py.sdk import PublishQueueFull
+
+    server = hub()
+    port = server.port
+    try:
+        async def scenario():
+            nonlocal server
+            received: list[Any] = []
+            options = ClientOptions(min_delay=0.05, max_delay=0.3, open_timeout=3.0, request_timeout=3.0,
+                                    ping_interval=None, publish_queue_size=3)
+            async with connect(url(port), token=make_token("mona"), options=options) as client:
+                await client.subscribe("self", lambda p: received.append(p.data))
+                server.stop()
+                await eventually(lambda: client.state is not ClientState.CONNECTED, "the client noticing")
+                for n in range(3):
+                    await client.publish("self", n, echo=True)
+                with pytest.raises(PublishQueueFull):
+                    await client.publish("self", 3, echo=True)
+                server = await asyncio.to_thread(hub, port)
+                await client.wait_for(ClientState.CONNECTED, timeout=10)
+                await eventually(lambda: received == [0, 1, 2], "the queued publishes, in order")
+                assert not client._queue
+
+        run(scenario())
+    finally:
+        server.stop()
+
+
+def test_a_refused_token_stops_after_three_refreshes(hub_server):
+    from uws_py.sdk import ClientClosed
+
+    async def scenario():
+        calls = 0
+
+        async def get_token() -> str:
+            nonlocal calls
+            calls += 1
+            return make_token("nina", secret="a different key, also long enough for HS256 use")
+
+        client = connect(url(hub_server.port), get_token=get_token, options=FAST)
+        with pytest.raises(ClientClosed):
+            await client.start()
+        assert client.state is ClientState.CLOSED
+        assert calls == 3
+        assert "401" in str(client.error) or "refused" in str(client.error)
+        await client.close()
+
+    run(scenario())
+
+
+def test_unauthorized_from_get_token_stops_the_client(hub_server):
+    from uws_py.sdk import ClientClosed, Unauthorized
+
+    async def scenario():
+        async def get_token() -> str:
+            raise Unauthorized("logged out")
+
+        client = connect(url(hub_server.port), get_token=get_token, options=FAST)
+        with pytest.raises(ClientClosed):
+            await client.start()
+        assert isinstance(client.error, Unauthorized)
+        await client.close()
+
+    run(scenario())
