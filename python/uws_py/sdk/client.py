@@ -358,6 +358,8 @@ class RealtimeClient:
                 await asyncio.wait_for(self._wake.wait(), delay)
             except TimeoutError:
                 pass
+        # Stopped from inside (get_token raised Unauthorized during a refresh) or by close().
+        self._finish(None)
 
     async def _fetch_token(self) -> None:
         if self._get_token is None:
@@ -411,15 +413,16 @@ class RealtimeClient:
                     logger.warning("not JSON from the server: %r", raw[:200])
                     continue
                 await self._handle(message)
-            return self._closed_decision(None, ws)
+            # The iterator ends quietly on a 1000/1001 close; close_exc holds the frame it got.
+            return self._closed_decision(ws.close_exc)
         except ConnectionClosed as exc:
             return self._closed_decision(exc)
         finally:
             for helper in helpers:
                 helper.cancel()
 
-    def _closed_decision(self, exc: Optional[ConnectionClosed], ws: Optional[ClientConnection] = None) -> Decision:
-        received = exc.rcvd if exc is not None else (ws.close_rcvd if ws is not None else None)  # type: ignore[union-attr]
+    def _closed_decision(self, exc: ConnectionClosed) -> Decision:
+        received = exc.rcvd
         if received is None:
             return decide_close(None, "", self._get_token is not None)
         return decide_close(received.code, received.reason, self._get_token is not None)

@@ -65,6 +65,17 @@ def echo(client, message):
     return {{"type": "ECHOED", "text": message.get("text")}}
 
 
+@server.on("SLOW")
+async def slow(client, message):
+    await asyncio.sleep(message.get("seconds", 1.0))
+    return {{"type": "SLOWED"}}
+
+
+@server.on("KICK")
+def kick(client, message):
+    client.close(message["code"], "kicked")
+
+
 @server.on("HANG")
 async def hang(client, message):
     await asyncio.Event().wait()
@@ -360,5 +371,68 @@ def test_unauthorized_from_get_token_stops_the_client(hub_server):
             await client.start()
         assert isinstance(client.error, Unauthorized)
         await client.close()
+
+    run(scenario())
+
+
+def test_a_reply_that_comes_after_the_timeout_is_dropped(handler_server):
+    async def scenario():
+        async with connect(url(handler_server), token=make_token("olga"), options=FAST) as client:
+            with pytest.raises(TimeoutError):
+                await client.request("SLOW", {"seconds": 0.6}, timeout=0.2)
+            await eventually(lambda: client.stats.late_replies_dropped == 1, "the late reply arriving")
+            reply = await client.request("SLOW", {"seconds": 0.05}, timeout=3)
+            assert reply["type"] == "SLOWED"
+            assert client.stats.late_replies_dropped == 1
+
+    run(scenario())
+
+
+def test_unauthorized_while_refreshing_closes_the_client(hub_server):
+    from uws_py.sdk import Unauthorized
+
+    async def scenario():
+        async def get_token() -> str:
+            raise Unauthorized("session revoked")
+
+        states: list[ClientState] = []
+        async with connect(url(hub_server.port), token=make_token("pete", ttl=1.5), get_token=get_token,
+                           options=FAST, on_state=lambda state, error: states.append(state)) as client:
+            await client.wait_for(ClientState.CLOSED, timeout=10)
+            assert isinstance(client.error, Unauthorized)
+            assert client.stats.connects == 1
+            assert states[-1] is ClientState.CLOSED and states.count(ClientState.CONNECTED) == 1
+
+    run(scenario())
+
+
+def test_close_while_waiting_to_reconnect_returns_promptly():
+    port = free_port()  # nobody listens: every attempt fails
+
+    async def scenario():
+        options = ClientOptions(min_delay=5.0, max_delay=5.0, open_timeout=1.0, ping_interval=None)
+        client = await connect(url(port), token=make_token("quinn"), options=options).start(wait=False)
+        await eventually(lambda: client.state is ClientState.DISCONNECTED, "the first failed attempt")
+        started = time.monotonic()
+        await client.close()
+        assert time.monotonic() - started < 2.0
+        assert client.state is ClientState.CLOSED
+        with pytest.raises(Exception) as closed:
+            await client.publish("t", 1)
+        assert type(closed.value).__name__ == "ClientClosed"
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("code", [1000, 4001])
+def test_a_final_close_from_the_server_stops_the_client(handler_server, code):
+    """Regression: a 1000 close ended the read loop quietly and the client read a close frame
+    from an attribute websockets 17 does not have, so it reconnected after a final close."""
+    async def scenario():
+        async with connect(url(handler_server), token=make_token("rita"), options=FAST) as client:
+            await client._send({"type": "KICK", "code": code, "id": 1})
+            await client.wait_for(ClientState.CLOSED, timeout=5)
+            assert str(code) in str(client.error) or "closed by the server" in str(client.error)
+            assert client.stats.connects == 1
 
     run(scenario())
