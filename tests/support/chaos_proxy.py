@@ -4,7 +4,8 @@ testing clients that must reconnect and recover by themselves.
 Each accepted connection is piped to the upstream in both directions; after a draw from
 ``[min_life, max_life]`` seconds both sides are aborted (RST-like, no close frame), as a
 network that drops a flow would. ``cuts`` counts connections ended that way, so a test can
-assert the chaos really happened.
+assert the chaos really happened. ``hang()`` makes the connections open right now swallow
+every byte without ending, as a NAT that forgot a flow: only an application-level ping finds that.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class ChaosProxy:
         self._random = random.Random(seed)
         self._server: Optional[asyncio.Server] = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._open: set[_Flow] = set()
 
     async def start(self) -> "ChaosProxy":
         """Starts listening."""
@@ -51,6 +53,13 @@ class ChaosProxy:
         if self._server is not None:
             await self._server.wait_closed()
 
+    def hang(self) -> int:
+        """The connections open now stop forwarding (and never end by themselves); new ones
+        are unaffected. Returns how many were hung."""
+        for flow in self._open:
+            flow.hung = True
+        return len(self._open)
+
     async def __aenter__(self) -> "ChaosProxy":
         return await self.start()
 
@@ -65,14 +74,17 @@ class ChaosProxy:
         upstream_writer: Optional[asyncio.StreamWriter] = None
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.upstream)
-            pipes = [asyncio.create_task(_pipe(client_reader, upstream_writer)),
-                     asyncio.create_task(_pipe(upstream_reader, client_writer))]
+            flow = _Flow()
+            self._open.add(flow)
+            pipes = [asyncio.create_task(_pipe(client_reader, upstream_writer, flow)),
+                     asyncio.create_task(_pipe(upstream_reader, client_writer, flow))]
             lifetime = self._random.uniform(self.min_life, self.max_life)
             try:
                 done, _ = await asyncio.wait(pipes, timeout=lifetime, return_when=asyncio.FIRST_COMPLETED)
                 if not done:
                     self.cuts += 1
             finally:
+                self._open.discard(flow)
                 for pipe in pipes:
                     pipe.cancel()
                 await asyncio.gather(*pipes, return_exceptions=True)
@@ -86,10 +98,19 @@ class ChaosProxy:
             self._tasks.discard(task)
 
 
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+class _Flow:
+    """One proxied connection; hung: its bytes are dropped."""
+
+    def __init__(self) -> None:
+        self.hung = False
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flow: _Flow) -> None:
     while True:
         chunk = await reader.read(65536)
         if not chunk:
             return
+        if flow.hung:
+            continue
         writer.write(chunk)
         await writer.drain()

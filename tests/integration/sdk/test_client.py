@@ -436,3 +436,27 @@ def test_a_final_close_from_the_server_stops_the_client(handler_server, code):
             assert client.stats.connects == 1
 
     run(scenario())
+
+
+def test_application_ping_finds_a_hung_connection_and_reconnects(hub_server):
+    from tests.support.chaos_proxy import ChaosProxy
+
+    async def scenario():
+        options = ClientOptions(min_delay=0.05, max_delay=0.3, open_timeout=3.0, request_timeout=3.0,
+                                ping_interval=0.3, ping_timeout=0.5)
+        received: list[Any] = []
+        async with ChaosProxy(hub_server.port, min_life=60.0, max_life=60.0) as proxy, \
+                connect(url(proxy.port), token=make_token("sara"), options=options) as client, \
+                connect(url(hub_server.port), token=make_token("tom"), options=FAST) as publisher:
+            await client.subscribe("beat", lambda p: received.append(p.data))
+            first_id = client.client_id
+            assert proxy.hang() == 1
+            await eventually(lambda: client.stats.connects == 2 and client.state is ClientState.CONNECTED,
+                             "the reconnect after missed PONGs", timeout=10)
+            assert client.client_id != first_id
+            assert proxy.cuts == 0, "the proxy did not end the flow: the client's ping did"
+            await eventually(lambda: client.subscriptions["beat"].stats.subscribes == 2, "the resubscribe")
+            await publisher.publish("beat", "alive", ack=True)
+            await eventually(lambda: received == ["alive"], "a message on the new connection")
+
+    run(scenario())
