@@ -460,3 +460,50 @@ def test_application_ping_finds_a_hung_connection_and_reconnects(hub_server):
             await eventually(lambda: received == ["alive"], "a message on the new connection")
 
     run(scenario())
+
+
+def test_unsubscribe_stops_delivery_and_is_not_resubscribed():
+    server = hub()
+    port = server.port
+    try:
+        async def scenario():
+            nonlocal server
+            kept: list[Any] = []
+            dropped: list[Any] = []
+            async with connect(url(port), token=make_token("uma"), options=FAST) as client:
+                # Asked before the connection is up: both wait for it.
+                keep = await client.subscribe("keep", lambda p: kept.append(p.data))
+                drop = await client.subscribe("drop", lambda p: dropped.append(p.data))
+                await client.publish("drop", 1, echo=True, ack=True)
+                await eventually(lambda: dropped == [1], "the first message")
+                await drop.unsubscribe()
+                assert list(client.subscriptions) == ["keep"]
+                await client.publish("drop", 2, echo=True, ack=True)
+                await client.publish("keep", "marker", echo=True, ack=True)
+                await eventually(lambda: kept == ["marker"], "the marker")
+                assert dropped == [1]
+
+                server.stop()
+                server = await asyncio.to_thread(hub, port)
+                await client.wait_for(ClientState.CONNECTED, timeout=10)
+                await eventually(lambda: keep.stats.subscribes == 2, "the resubscribe of the kept topic")
+                await client.publish("drop", 3, echo=True, ack=True)
+                await client.publish("keep", "again", echo=True, ack=True)
+                await eventually(lambda: kept == ["marker", "again"], "the kept topic after the restart")
+                assert dropped == [1] and drop.stats.subscribes == 1
+
+        run(scenario())
+    finally:
+        server.stop()
+
+
+def test_requests_made_before_the_connection_is_up_wait_for_it(hub_server):
+    async def scenario():
+        client = await connect(url(hub_server.port), token=make_token("vera"), options=FAST).start(wait=False)
+        try:
+            replies = await asyncio.gather(*(client.request("PING", timeout=5) for _ in range(3)))
+            assert [r["type"] for r in replies] == ["PONG"] * 3
+        finally:
+            await client.close()
+
+    run(scenario())
