@@ -23,7 +23,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
 from .errors import ClientClosed, ConnectionLost, PublishQueueFull, ServerError, Unauthorized
-from .policy import Action, Backoff, Decision, decide_close, decide_handshake, refresh_delay, token_expiry
+from .policy import REFUSED_AT_UPGRADE, Action, Backoff, Decision, decide_close, decide_handshake, refresh_delay, token_expiry
 from .subscription import OnMessage, OnSubscribed, Position, Publication, Subscription
 
 logger = logging.getLogger("uws_py.sdk")
@@ -325,25 +325,20 @@ class RealtimeClient:
             try:
                 if refresh:
                     await self._fetch_token()
-                decision = await self._connect_once()
-                if decision.reason != "token refused at the upgrade":
-                    auth_failures = 0
             except Unauthorized as exc:
                 self._finish(exc)
                 return
-            except InvalidStatus as exc:
-                status = exc.response.status_code
-                auth_failures = auth_failures + 1 if status == 401 else 0
-                decision = decide_handshake(status, self._get_token is not None, auth_failures)
-            except InvalidURI as exc:
-                decision = Decision(Action.STOP, str(exc))
-            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
-                decision = Decision(Action.RECONNECT, f"cannot connect: {exc!r}")
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # get_token failed for a reason that may pass
-                logger.warning("connecting to %s failed: %r", self.url, exc)
-                decision = Decision(Action.RECONNECT, f"get_token failed: {exc!r}")
+            except Exception as exc:
+                # A failing get_token (its service is down) may pass. The token we hold is the
+                # one that expired or was refused: ask again rather than connect with it, and
+                # do not count this as a refused token.
+                logger.warning("get_token failed: %r", exc)
+                decision = Decision(Action.REFRESH_AND_RECONNECT, f"get_token failed: {exc!r}")
+            else:
+                decision = await self._attempt(auth_failures)
+                auth_failures = auth_failures + 1 if decision.reason == REFUSED_AT_UPGRADE else 0
             if self._closing:
                 break
             if decision.action is Action.STOP:
@@ -360,6 +355,19 @@ class RealtimeClient:
                 pass
         # Stopped from inside (get_token raised Unauthorized during a refresh) or by close().
         self._finish(None)
+
+    async def _attempt(self, auth_failures: int) -> Decision:
+        """One connection, from TCP to its end; auth_failures: the 401s in a row before it."""
+        try:
+            return await self._connect_once()
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            # A 401 that leads to a refresh has the reason REFUSED_AT_UPGRADE; _run counts them.
+            return decide_handshake(status, self._get_token is not None, auth_failures + 1 if status == 401 else 0)
+        except InvalidURI as exc:
+            return Decision(Action.STOP, str(exc))
+        except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+            return Decision(Action.RECONNECT, f"cannot connect: {exc!r}")
 
     async def _fetch_token(self) -> None:
         if self._get_token is None:
@@ -518,7 +526,9 @@ class RealtimeClient:
                 await asyncio.sleep(self._backoff.ceiling(0))
                 continue
             self._token = token
-            self.expires_at = reply.get("expiresAt")
+            # A server that leaves expiresAt out (older than the spec) still gets refreshed.
+            expires_at = reply.get("expiresAt")
+            self.expires_at = expires_at if isinstance(expires_at, (int, float)) else token_expiry(token)
             self.stats.token_refreshes += 1
 
     # -- plumbing --------------------------------------------------------------------------

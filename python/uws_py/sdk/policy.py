@@ -105,6 +105,10 @@ def decide_close(code: Optional[int], reason: str, can_refresh: bool) -> Decisio
     return Decision(Action.RECONNECT, f"closed with {code} {reason}")
 
 
+# The reason of a 401 that leads to a refresh; the client counts these in a row.
+REFUSED_AT_UPGRADE = "token refused at the upgrade"
+
+
 def decide_handshake(status: int, can_refresh: bool, auth_failures: int, max_auth_failures: int = 3) -> Decision:
     """The action after the server refused the WebSocket upgrade with HTTP ``status``.
     auth_failures: consecutive 401s so far, this one included.
@@ -115,8 +119,8 @@ def decide_handshake(status: int, can_refresh: bool, auth_failures: int, max_aut
     """
     if status == 401:
         if can_refresh and auth_failures < max_auth_failures:
-            return Decision(Action.REFRESH_AND_RECONNECT, "token refused at the upgrade")
-        return Decision(Action.STOP, f"token refused at the upgrade ({auth_failures} time(s))")
+            return Decision(Action.REFRESH_AND_RECONNECT, REFUSED_AT_UPGRADE)
+        return Decision(Action.STOP, f"{REFUSED_AT_UPGRADE} ({auth_failures} time(s))")
     if status in (429, 503) or 500 <= status <= 599:
         return Decision(Action.RECONNECT, f"server busy or failing (HTTP {status})")
     return Decision(Action.STOP, f"upgrade refused with HTTP {status}")

@@ -507,3 +507,29 @@ def test_requests_made_before_the_connection_is_up_wait_for_it(hub_server):
             await client.close()
 
     run(scenario())
+
+
+def test_token_expired_close_gets_a_new_token_and_reconnects(hub_server):
+    """get_token fails until after the token ran out: the server closes with 1008 "token
+    expired", and the client asks get_token again and comes back."""
+    async def scenario():
+        failing_until = time.monotonic() + 2.5
+        issued = 0
+
+        async def get_token() -> str:
+            nonlocal issued
+            if time.monotonic() < failing_until:
+                raise RuntimeError("auth service down")
+            issued += 1
+            return make_token("walt", ttl=60.0)
+
+        async with connect(url(hub_server.port), token=make_token("walt", ttl=1.5), get_token=get_token,
+                           options=FAST) as client:
+            first_id = client.client_id
+            await eventually(lambda: client.stats.connects == 2 and client.state is ClientState.CONNECTED,
+                             "the reconnect with a new token", timeout=10)
+            assert client.client_id != first_id
+            assert issued >= 1
+            await client.ping(timeout=3)
+
+    run(scenario())
