@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_node_client_suite() -> None:
+    # The server processes run on this interpreter, so they import the uws_py the tests import.
     env = dict(os.environ, UWS_PY_PYTHON=sys.executable)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "python"), env.get("PYTHONPATH")]))
     result = subprocess.run(
         ["node", "--test", "--experimental-websocket", "clients/js/test/"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=240,
