@@ -1,0 +1,585 @@
+"""The asyncio client of the realtime protocol (docs/protocol.md), on the ``websockets``
+library: it connects with a token, reconnects by itself with backoff, refreshes the token on
+the live connection, keeps subscriptions across reconnects (recovering what was missed on
+history topics) and matches replies to requests by ``id``.
+
+Not to be confused with ``uws_py.Client``, the server's view of one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import enum
+import inspect
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Mapping, Optional
+
+import orjson
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from .errors import ClientClosed, ConnectionLost, PublishQueueFull, ServerError, Unauthorized
+from .policy import REFUSED_AT_UPGRADE, Action, Backoff, Decision, decide_close, decide_handshake, refresh_delay, token_expiry
+from .subscription import OnMessage, OnSubscribed, Position, Publication, Subscription
+
+logger = logging.getLogger("uws_py.sdk")
+
+GetToken = Callable[[], Awaitable[str]]
+
+
+class ClientState(enum.Enum):
+    """DISCONNECTED (between attempts) -> CONNECTING -> CONNECTED -> ... -> CLOSED (for good)."""
+
+    DISCONNECTED = "disconnected"
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+@dataclass
+class ClientOptions:
+    """Settings of a RealtimeClient; every field has a default.
+
+    min_delay, max_delay: the reconnect backoff (seconds; full jitter, see ``policy.Backoff``).
+    open_timeout: seconds for TCP + upgrade + CONNECTED.
+    ping_interval, ping_timeout: an application PING every ping_interval seconds of the
+    connection; no PONG within ping_timeout ends the connection (and reconnects). It finds a
+    dead peer where TCP gives no signal (a NAT dropped the flow, a proxy hangs). None: off.
+    request_timeout: the default ``timeout`` of request/subscribe/history.
+    refresh_margin: refresh the token this many seconds before it expires (at most a third
+    of its remaining lifetime early).
+    publish_queue_size: publishes (without ``ack``) made while disconnected wait in a queue of
+    this many and leave, in order, once connected again; a full queue raises PublishQueueFull.
+    0: no queue, a publish while disconnected raises at once.
+    max_message_size: the largest message accepted from the server (a HISTORY reply can be big).
+    headers: extra HTTP headers of the upgrade; ssl: an ``ssl.SSLContext`` for wss://;
+    compression: "deflate" (permessage-deflate offered) or None.
+    """
+
+    min_delay: float = 0.2
+    max_delay: float = 20.0
+    open_timeout: float = 10.0
+    ping_interval: Optional[float] = 20.0
+    ping_timeout: float = 10.0
+    request_timeout: float = 10.0
+    refresh_margin: float = 30.0
+    publish_queue_size: int = 1000
+    max_message_size: int = 16 * 1024 * 1024
+    headers: dict[str, str] = field(default_factory=dict)
+    ssl: Any = None
+    compression: Optional[str] = "deflate"
+
+
+@dataclass
+class ClientStats:
+    """Counters of one RealtimeClient."""
+
+    connects: int = 0
+    disconnects: int = 0
+    token_refreshes: int = 0
+    late_replies_dropped: int = 0
+
+
+@dataclass(frozen=True)
+class HistoryResult:
+    """A HISTORY_RESULT: the topic's current position and a page of its publications."""
+
+    position: Position
+    publications: list[Publication]
+
+
+OnState = Callable[[ClientState, Optional[BaseException]], Any]
+OnError = Callable[[ServerError], Any]
+
+
+class RealtimeClient:
+    """A connection to a realtime server that keeps itself up. Use ``async with
+    connect(...) as client`` (or ``await client.start()`` ... ``await client.close()``)."""
+
+    def __init__(self, url: str, *, token: Optional[str] = None, get_token: Optional[GetToken] = None,
+                 options: Optional[ClientOptions] = None, on_state: Optional[OnState] = None,
+                 on_error: Optional[OnError] = None) -> None:
+        """url: ws[s]://host:port/realtime. token: the JWT of the first connection;
+        get_token: an async callable returning a fresh JWT, called when none is known, when
+        the token is about to expire and after the server refused or expired it (raise
+        Unauthorized in it to stop for good). on_state(state, error): each state change
+        (error: why a connection ended or why the client closed). on_error(error): ERRORs the
+        server sent outside any request (RATE_LIMITED, token expiry)."""
+        self.url = url
+        self.options = options or ClientOptions()
+        self.on_state = on_state
+        self.on_error = on_error
+        self.state = ClientState.DISCONNECTED
+        self.error: Optional[BaseException] = None
+        self.stats = ClientStats()
+        self.connected_info: dict[str, Any] = {}
+        self.expires_at: Optional[float] = None
+        self._token = token
+        self._get_token = get_token
+        self._backoff = Backoff(self.options.min_delay, self.options.max_delay)
+        self._ws: Optional[ClientConnection] = None
+        self._next_id = 0
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._subscribing: dict[int, Subscription] = {}
+        self._subscriptions: dict[str, Subscription] = {}
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._state_changed = asyncio.Event()
+        self._runner: Optional[asyncio.Task[None]] = None
+        self._closing = False
+        self._wake = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self, wait: bool = True) -> "RealtimeClient":
+        """Starts connecting; with wait, returns once connected (raises ClientClosed when
+        the client stopped for good first, e.g. a refused token)."""
+        if self._runner is None:
+            self._runner = asyncio.get_running_loop().create_task(self._run(), name=f"uws-py-sdk {self.url}")
+        if wait:
+            await self.wait_for(ClientState.CONNECTED)
+        return self
+
+    async def close(self) -> None:
+        """Closes the connection (1000) and stops reconnecting; pending requests fail."""
+        self._closing = True
+        self._wake.set()
+        if self._ws is not None:
+            await self._ws.close(1000, "client closed")
+        if self._runner is not None:
+            try:
+                await self._runner
+            except asyncio.CancelledError:
+                pass
+        self._finish(None)
+
+    async def __aenter__(self) -> "RealtimeClient":
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    async def wait_for(self, state: ClientState, timeout: Optional[float] = None) -> None:
+        """Returns once the client is in ``state``; ClientClosed when it closed instead,
+        TimeoutError after timeout seconds (None: no limit)."""
+        async with asyncio.timeout(timeout):
+            while self.state is not state:
+                if self.state is ClientState.CLOSED:
+                    raise ClientClosed("client closed", self.error)
+                self._state_changed.clear()
+                await self._state_changed.wait()
+
+    @property
+    def client_id(self) -> Optional[str]:
+        """The server's ``clientId`` of the current (or last) connection."""
+        return self.connected_info.get("clientId")
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def request(self, type: str, data: Optional[Mapping[str, Any]] = None, *,
+                      timeout: Optional[float] = None) -> dict[str, Any]:
+        """Sends ``{"type": type, **data, "id": <new>}`` and returns the reply with that id.
+        Waits for a connection first, within the same timeout (default
+        ``options.request_timeout``). Raises TimeoutError (a reply that comes later is
+        dropped), ServerError for an ERROR reply, ConnectionLost when the connection ends
+        first, ClientClosed when the client is closed."""
+        async with asyncio.timeout(self.options.request_timeout if timeout is None else timeout):
+            await self.wait_for(ClientState.CONNECTED)
+            request_id, future = self._new_request()
+            try:
+                await self._send({**(data or {}), "type": type, "id": request_id})
+                reply = await future
+            finally:
+                self._pending.pop(request_id, None)
+        if reply.get("type") == "ERROR":
+            raise ServerError(str(reply.get("code")), str(reply.get("message", "")), reply)
+        return reply
+
+    async def ping(self, timeout: Optional[float] = None) -> float:
+        """An application PING; returns the round trip in seconds."""
+        started = time.monotonic()
+        await self.request("PING", timeout=timeout)
+        return time.monotonic() - started
+
+    async def publish(self, topic: str, data: Any, *, ack: bool = False, echo: bool = False,
+                      timeout: Optional[float] = None) -> Optional[dict[str, Any]]:
+        """Publishes ``data`` on ``topic``. With ack, waits for PUBLISHED and returns it (its
+        ``offset``/``epoch`` on a history topic); errors as for request. Without ack, returns
+        None at once: sent now when connected, else queued (at most publish_queue_size,
+        PublishQueueFull beyond; sent in order after the next connect, lost if the client
+        closes first). A queued publish is sent once; if that connection then drops before
+        the server read it, it is lost like any message sent without ack."""
+        message = {"type": "PUBLISH", "topic": topic, "data": data}
+        if echo:
+            message["echo"] = True
+        if ack:
+            return await self.request("PUBLISH", message, timeout=timeout)
+        if self.state is ClientState.CLOSED:
+            raise ClientClosed("client closed", self.error)
+        frame = orjson.dumps(message)
+        if self.state is ClientState.CONNECTED and self._ws is not None and not self._queue:
+            try:
+                await self._ws.send(frame.decode())
+                return None
+            except ConnectionClosed:
+                pass
+        if len(self._queue) >= self.options.publish_queue_size:
+            raise PublishQueueFull(f"{len(self._queue)} publishes already wait for a connection "
+                                   f"(publish_queue_size={self.options.publish_queue_size})")
+        self._queue.append(frame)
+        return None
+
+    async def history(self, topic: str, *, limit: Optional[int] = None, since: Optional[Position] = None,
+                      reverse: bool = False, timeout: Optional[float] = None) -> HistoryResult:
+        """A page of ``topic``'s history: ``limit`` publications after ``since`` (absent: from
+        the start, or the newest with reverse). ServerError NO_HISTORY on a plain topic,
+        UNRECOVERABLE_POSITION when ``since`` is from a lost history."""
+        message: dict[str, Any] = {"topic": topic}
+        if limit is not None:
+            message["limit"] = limit
+        if since is not None:
+            message["since"] = {"epoch": since.epoch, "offset": since.offset}
+        if reverse:
+            message["reverse"] = True
+        reply = await self.request("HISTORY", message, timeout=timeout)
+        publications = [Publication(topic, p.get("data"), p.get("from"), p.get("offset"), True)
+                        for p in reply.get("publications") or []]
+        return HistoryResult(Position(str(reply.get("epoch")), int(reply.get("offset") or 0)), publications)
+
+    # -- subscriptions -------------------------------------------------------------------
+
+    async def subscribe(self, topic: str, on_message: OnMessage, *, on_subscribed: Optional[OnSubscribed] = None,
+                        since: Optional[Position] = None, timeout: Optional[float] = None) -> Subscription:
+        """Subscribes to ``topic`` for as long as the client lives (or until
+        ``unsubscribe()``) and returns once the first SUBSCRIBED came (within timeout).
+
+        on_message(publication): each publication once, in order; may be async (it is
+        awaited before the next message is read). on_subscribed(event): each SUBSCRIBED,
+        the first and every resubscribe, with ``recovered``/``was_recovering``/``gap``.
+        since: a saved position to recover from. Raises ServerError (FORBIDDEN,
+        INVALID_MESSAGE; the subscription is dropped) or TimeoutError (it is kept and retried
+        on the next connection)."""
+        if topic in self._subscriptions:
+            raise ValueError(f"already subscribed to {topic!r}; unsubscribe first")
+        subscription = Subscription(self, topic, on_message, on_subscribed, since)
+        self._subscriptions[topic] = subscription
+        async with asyncio.timeout(self.options.request_timeout if timeout is None else timeout):
+            await self.wait_for(ClientState.CONNECTED)
+            reply = await self._send_subscribe(subscription, resubscribe=False)
+        if reply.get("type") == "ERROR":
+            raise ServerError(str(reply.get("code")), str(reply.get("message", "")), reply)
+        return subscription
+
+    @property
+    def subscriptions(self) -> dict[str, Subscription]:
+        """The live subscriptions by topic (a copy)."""
+        return dict(self._subscriptions)
+
+    async def _unsubscribe(self, subscription: Subscription) -> None:
+        if self._subscriptions.get(subscription.topic) is subscription:
+            del self._subscriptions[subscription.topic]
+        subscription.ended()
+        if self.state is ClientState.CONNECTED:
+            try:
+                await self.request("UNSUBSCRIBE", {"topic": subscription.topic})
+            except (ConnectionLost, TimeoutError, ClientClosed):
+                pass  # the server forgets it with the connection anyway
+
+    async def _send_subscribe(self, subscription: Subscription, resubscribe: bool) -> dict[str, Any]:
+        request_id, future = self._new_request()
+        self._subscribing[request_id] = subscription
+        subscription._resubscribe = resubscribe  # type: ignore[attr-defined]
+        try:
+            await self._send(subscription.subscribe_message(request_id))
+            return await future
+        finally:
+            self._pending.pop(request_id, None)
+            self._subscribing.pop(request_id, None)
+
+    async def _resubscribe(self, subscription: Subscription) -> None:
+        try:
+            reply = await asyncio.wait_for(self._send_subscribe(subscription, resubscribe=True),
+                                           self.options.request_timeout)
+        except (ConnectionLost, ClientClosed, ConnectionClosed):
+            return  # the next connection subscribes again
+        except TimeoutError:
+            logger.warning("no SUBSCRIBED for %r within %.1f s; reconnecting", subscription.topic,
+                           self.options.request_timeout)
+            if self._ws is not None:
+                self._ws.transport.abort()
+            return
+        if reply.get("type") == "ERROR":
+            logger.error("resubscribing to %r refused: %s", subscription.topic, reply)
+
+    # -- the connection loop ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        refresh = self._token is None and self._get_token is not None
+        auth_failures = 0
+        while not self._closing:
+            self._set_state(ClientState.CONNECTING)
+            decision: Decision
+            try:
+                if refresh:
+                    await self._fetch_token()
+            except Unauthorized as exc:
+                self._finish(exc)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # A failing get_token (its service is down) may pass. The token we hold is the
+                # one that expired or was refused: ask again rather than connect with it, and
+                # do not count this as a refused token.
+                logger.warning("get_token failed: %r", exc)
+                decision = Decision(Action.REFRESH_AND_RECONNECT, f"get_token failed: {exc!r}")
+            else:
+                decision = await self._attempt(auth_failures)
+                auth_failures = auth_failures + 1 if decision.reason == REFUSED_AT_UPGRADE else 0
+            if self._closing:
+                break
+            if decision.action is Action.STOP:
+                self._finish(ClientClosed(decision.reason))
+                return
+            refresh = decision.action is Action.REFRESH_AND_RECONNECT
+            self._set_state(ClientState.DISCONNECTED, ConnectionLost(decision.reason))
+            delay = self._backoff.next_delay()
+            logger.info("%s; reconnecting in %.2f s", decision.reason, delay)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), delay)
+            except TimeoutError:
+                pass
+        # Stopped from inside (get_token raised Unauthorized during a refresh) or by close().
+        self._finish(None)
+
+    async def _attempt(self, auth_failures: int) -> Decision:
+        """One connection, from TCP to its end; auth_failures: the 401s in a row before it."""
+        try:
+            return await self._connect_once()
+        except InvalidStatus as exc:
+            status = exc.response.status_code
+            # A 401 that leads to a refresh has the reason REFUSED_AT_UPGRADE; _run counts them.
+            return decide_handshake(status, self._get_token is not None, auth_failures + 1 if status == 401 else 0)
+        except InvalidURI as exc:
+            return Decision(Action.STOP, str(exc))
+        except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+            return Decision(Action.RECONNECT, f"cannot connect: {exc!r}")
+
+    async def _fetch_token(self) -> None:
+        if self._get_token is None:
+            return
+        self._token = await self._get_token()
+
+    async def _connect_once(self) -> Decision:
+        headers = dict(self.options.headers)
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        ws = await websockets.connect(
+            self.url, additional_headers=headers, open_timeout=self.options.open_timeout,
+            ping_interval=None, max_size=self.options.max_message_size, ssl=self.options.ssl,
+            compression=self.options.compression, proxy=None,
+        )
+        try:
+            return await self._session(ws)
+        finally:
+            self._ws = None
+            await ws.close()
+            self._connection_ended()
+
+    async def _session(self, ws: ClientConnection) -> Decision:
+        """One connection: CONNECTED, resubscribe, flush the queue, read until it ends."""
+        try:
+            first = orjson.loads(await asyncio.wait_for(ws.recv(), self.options.open_timeout))
+        except ConnectionClosed as exc:
+            return self._closed_decision(exc)
+        if not isinstance(first, dict) or first.get("type") != "CONNECTED":
+            return Decision(Action.RECONNECT, f"expected CONNECTED, got {first!r}")
+        self._ws = ws
+        self.connected_info = first
+        self.expires_at = first["expiresAt"] if "expiresAt" in first else (
+            token_expiry(self._token) if self._token else None)
+        self.stats.connects += 1
+        self._backoff.reset()
+        self._set_state(ClientState.CONNECTED)
+        helpers = [asyncio.create_task(self._resubscribe(s)) for s in list(self._subscriptions.values())
+                   if s not in self._subscribing.values()]
+        helpers.append(asyncio.create_task(self._flush_queue(ws)))
+        helpers.append(asyncio.create_task(self._keep_token_fresh()))
+        if self.options.ping_interval:
+            helpers.append(asyncio.create_task(self._keep_alive(ws)))
+        try:
+            async for raw in ws:
+                if isinstance(raw, bytes):
+                    continue  # the server sends only text frames
+                try:
+                    message = orjson.loads(raw)
+                except orjson.JSONDecodeError:
+                    logger.warning("not JSON from the server: %r", raw[:200])
+                    continue
+                await self._handle(message)
+            # The iterator ends quietly on a 1000/1001 close; close_exc holds the frame it got.
+            return self._closed_decision(ws.close_exc)
+        except ConnectionClosed as exc:
+            return self._closed_decision(exc)
+        finally:
+            for helper in helpers:
+                helper.cancel()
+
+    def _closed_decision(self, exc: ConnectionClosed) -> Decision:
+        received = exc.rcvd
+        if received is None:
+            return decide_close(None, "", self._get_token is not None)
+        return decide_close(received.code, received.reason, self._get_token is not None)
+
+    def _connection_ended(self) -> None:
+        self.stats.disconnects += 1 if self.state is ClientState.CONNECTED else 0
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ConnectionLost("the connection ended before the reply"))
+        self._pending.clear()
+        self._subscribing.clear()
+        for subscription in self._subscriptions.values():
+            subscription.connection_lost()
+
+    async def _handle(self, message: Any) -> None:
+        if not isinstance(message, dict):
+            return
+        kind = message.get("type")
+        if kind == "BATCH" and isinstance(message.get("messages"), list) and "id" not in message:
+            for item in message["messages"]:
+                await self._handle(item)
+            return
+        if kind == "MESSAGE":
+            subscription = self._subscriptions.get(message.get("topic"))  # type: ignore[arg-type]
+            if subscription is not None:
+                await subscription.on_live(message)
+            return
+        request_id = message.get("id")
+        if request_id is not None:
+            subscription = self._subscribing.pop(request_id, None)
+            if subscription is not None and kind == "SUBSCRIBED":
+                await subscription.on_subscribed_reply(message, getattr(subscription, "_resubscribe", False))
+            elif subscription is not None and kind == "ERROR":
+                self._subscriptions.pop(subscription.topic, None)
+                subscription.ended(ServerError(str(message.get("code")), str(message.get("message", "")), message))
+            future = self._pending.get(request_id)
+            if future is None:
+                self.stats.late_replies_dropped += 1
+            elif not future.done():
+                future.set_result(message)
+            return
+        if kind == "UNSUBSCRIBED" and message.get("resubscribe"):
+            subscription = self._subscriptions.get(message.get("topic"))  # type: ignore[arg-type]
+            if subscription is not None:
+                subscription.connection_lost()
+                asyncio.create_task(self._resubscribe(subscription))
+            return
+        if kind == "ERROR" and self.on_error is not None:
+            error = ServerError(str(message.get("code")), str(message.get("message", "")), message)
+            result = self.on_error(error)
+            if inspect.isawaitable(result):
+                await result
+
+    async def _flush_queue(self, ws: ClientConnection) -> None:
+        while self._queue and self._ws is ws:
+            frame = self._queue[0]
+            await ws.send(frame.decode())
+            self._queue.popleft()
+
+    async def _keep_alive(self, ws: ClientConnection) -> None:
+        assert self.options.ping_interval
+        while True:
+            await asyncio.sleep(self.options.ping_interval)
+            try:
+                await self.request("PING", timeout=self.options.ping_timeout)
+            except TimeoutError:
+                logger.warning("no PONG within %.1f s; the connection is dead", self.options.ping_timeout)
+                ws.transport.abort()
+                return
+            except (ConnectionLost, ClientClosed):
+                return
+
+    async def _keep_token_fresh(self) -> None:
+        while self._get_token is not None:
+            delay = refresh_delay(self.expires_at, time.time(), self.options.refresh_margin)
+            if delay is None:
+                return
+            await asyncio.sleep(delay)
+            try:
+                token = await self._get_token()
+                reply = await self.request("AUTH", {"token": token})
+            except Unauthorized as exc:
+                logger.error("get_token refused to renew the token: %s", exc)
+                self._closing = True
+                self.error = exc
+                if self._ws is not None:
+                    await self._ws.close(1000, "unauthorized")
+                return
+            except (ConnectionLost, ClientClosed):
+                return
+            except Exception as exc:  # a refused token or a failing get_token: try again soon
+                logger.warning("token refresh failed: %r", exc)
+                await asyncio.sleep(self._backoff.ceiling(0))
+                continue
+            self._token = token
+            # A server that leaves expiresAt out (older than the spec) still gets refreshed.
+            expires_at = reply.get("expiresAt")
+            self.expires_at = expires_at if isinstance(expires_at, (int, float)) else token_expiry(token)
+            self.stats.token_refreshes += 1
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _new_request(self) -> tuple[int, "asyncio.Future[dict[str, Any]]"]:
+        self._next_id += 1
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[self._next_id] = future
+        return self._next_id, future
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        ws = self._ws
+        if ws is None:
+            raise ConnectionLost("not connected")
+        try:
+            await ws.send(orjson.dumps(message).decode())
+        except ConnectionClosed as exc:
+            raise ConnectionLost("the connection ended while sending") from exc
+
+    def _set_state(self, state: ClientState, error: Optional[BaseException] = None) -> None:
+        if state is self.state:
+            return
+        self.state = state
+        self._state_changed.set()
+        if self.on_state is not None:
+            try:
+                result = self.on_state(state, error)
+                if inspect.isawaitable(result):
+                    asyncio.ensure_future(result)
+            except Exception:
+                logger.exception("on_state raised")
+
+    def _finish(self, error: Optional[BaseException]) -> None:
+        if self.state is ClientState.CLOSED:
+            return
+        self._closing = True
+        if error is not None or self.error is None:
+            self.error = error if error is not None else self.error
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(ClientClosed("client closed", self.error))
+        self._pending.clear()
+        for subscription in self._subscriptions.values():
+            subscription.ended(self.error)
+        self._queue.clear()
+        self._set_state(ClientState.CLOSED, self.error)
+
+
+def connect(url: str, *, token: Optional[str] = None, get_token: Optional[GetToken] = None,
+            options: Optional[ClientOptions] = None, on_state: Optional[OnState] = None,
+            on_error: Optional[OnError] = None) -> RealtimeClient:
+    """A RealtimeClient for ``url``, to use as ``async with connect(url, token=...) as client:``
+    (connects on entry, closes on exit). Arguments as for RealtimeClient."""
+    return RealtimeClient(url, token=token, get_token=get_token, options=options, on_state=on_state, on_error=on_error)
