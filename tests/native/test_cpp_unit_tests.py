@@ -81,12 +81,12 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Build:
     """The build directory holding the test binaries, configured and built once per session."""
     cmake = find_tool("cmake", "cmake", "CMAKE_BIN_DIR")
     if cmake is None:
-        pytest.skip("cmake not found (neither on PATH nor as the 'cmake' Python package)")
+        pytest.fail("cmake not found (neither on PATH nor as the 'cmake' Python package)")
     ctest = str(Path(cmake).with_name("ctest"))
     if not Path(ctest).exists():
-        pytest.skip(f"ctest not found next to {cmake}")
+        pytest.fail(f"ctest not found next to {cmake}")
     if find_cxx_compiler() is None:
-        pytest.skip("no C++ compiler found ($CXX, c++, g++ or clang++)")
+        pytest.fail("no C++ compiler found ($CXX, c++, g++ or clang++)")
 
     directory = tmp_path_factory.mktemp("cpp-tests")
     configure = [

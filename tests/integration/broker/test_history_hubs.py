@@ -10,9 +10,6 @@ import pytest
 
 from tests.support.procutil import HOST, RealtimeClient, RedisServer, UwsServer, metric_value, wait_until
 
-pytestmark = pytest.mark.skipif(
-    not RedisServer.available(), reason="redis-server is not on PATH (CI installs it; the broker tests need it)"
-)
 redis = pytest.importorskip("redis", reason="redis-py is part of the test extras; the broker needs it")
 
 HISTORY = ("--history", "chat.*:300:300", "--rate-limit", "off")

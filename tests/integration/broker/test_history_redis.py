@@ -24,10 +24,6 @@ from uws_py.realtime.history import (
     message_parts,
 )
 
-pytestmark = pytest.mark.skipif(
-    not RedisServer.available(), reason="redis-server is not on PATH (CI installs it; the history tests need it)"
-)
-
 redis = pytest.importorskip("redis", reason="redis-py is part of the test extras; the Redis history needs it")
 
 from uws_py.broker.redis import RedisBroker, parse_frame  # noqa: E402
