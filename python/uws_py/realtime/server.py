@@ -14,6 +14,7 @@ from ..auth import JWTAuth
 from ..batching import Batching
 from ..broker import Broker
 from ..metrics import Metrics, Reporter
+from ..monitoring.endpoint import Monitoring
 from ..ratelimit import ConnectionLimiter, RateLimit
 from .builtins import Builtins
 from .dispatch import Dispatcher
@@ -219,6 +220,7 @@ class RealtimeServer:
         self.session_context = engine.session_context
         self._on_message = engine.dispatcher.on_message
         self._reporter: Optional[Reporter] = None
+        self.monitoring = Monitoring(self.app, self.metrics.registry, engine.access_log)
         self.app.ws(
             path,
             {
@@ -226,7 +228,7 @@ class RealtimeServer:
                 "open": engine.lifecycle.on_open,
                 "message": engine.dispatcher.on_message,
                 "close": engine.lifecycle.on_close,
-                "subscription": engine.pubsub.on_subscription,
+                "subscription": self._on_subscription,
                 # The hard limit: twice the soft one, answered politely below it.
                 "max_payload_length": max_payload_length * 2,
                 "idle_timeout": idle_timeout,
@@ -237,7 +239,7 @@ class RealtimeServer:
             },
         )
         self.app.get(health_path, self._health)
-        self.app.get(metrics_path, self._metrics)
+        self.app.get(metrics_path, self.monitoring.metrics_route)
 
     # -- registration -------------------------------------------------------------------
 
@@ -360,6 +362,7 @@ class RealtimeServer:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self.engine.pubsub.stop()
+            self.monitoring.stop()
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8080, handle_signals: bool = True) -> None:
         """As :meth:`run`, inside the running asyncio loop (async handlers allowed).
@@ -387,6 +390,7 @@ class RealtimeServer:
                 loop.remove_signal_handler(signum)
             self.engine.runner.loop = None
             self.engine.pubsub.stop()
+            self.monitoring.stop()
 
     def close(self, code: int = 1001, reason: str = "server shutting down", timeout: float = 5.0) -> None:
         """Graceful shutdown: flushes every batch, ends every connection, stops the loop.
@@ -419,6 +423,7 @@ class RealtimeServer:
 
     def _start(self) -> None:
         self.engine.pubsub.start(self.app.defer)
+        self.monitoring.start()
         self._start_reporting()
 
     def _start_reporting(self) -> None:
@@ -433,6 +438,6 @@ class RealtimeServer:
         self.engine.access_log(res.get_remote_address(), "GET", req.get_url(), "200")
         res.write_header("Content-Type", "application/json").end(encode(self.metrics.health()))
 
-    def _metrics(self, res: Any, req: Any) -> None:
-        self.engine.access_log(res.get_remote_address(), "GET", req.get_url(), "200")
-        res.write_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8").end(self.metrics.render())
+    def _on_subscription(self, ws: Any, topic: str, count: int, before: int) -> None:
+        self.engine.pubsub.on_subscription(ws, topic, count, before)
+        self.monitoring.topics.on_subscription(ws, topic, count, before)
