@@ -48,3 +48,48 @@ def assert_not_decreasing(before: dict, after: dict) -> None:
     went_back = {key: (before[key], after.get(key)) for key in before
                  if after.get(key) is None or after[key] < before[key]}
     assert not went_back, f"counters went back (before, after): {went_back}"
+
+
+def exercise(port: int, clients: list, rounds: int = 1) -> None:
+    """Traffic that moves every dashboard metric of monitoring_app: handler calls, publishes
+    (plain and history), a recovery, an ERROR, rate-limit refusals, a refused token.
+
+    Args:
+        port: the server's port.
+        clients: open RealtimeClients (authenticated); the first floods past the rate limit.
+        rounds: how many times.
+    """
+    from . import wsclient
+    from .monitoring_app import RATE_LIMIT, token
+    from .procutil import HOST
+
+    for round_number in range(rounds):
+        for number, client in enumerate(clients[1:], 1):
+            assert client.request({"type": "ECHO", "text": f"r{round_number}"})["type"] == "ECHOED"
+            client.publish(f"plain.{number % 3}", {"n": round_number})
+            published = client.request({"type": "PUBLISH", "topic": f"hist.{number}", "data": round_number})
+            assert published["type"] == "PUBLISHED", published
+            recovered = client.request({"type": "SUBSCRIBE", "topic": f"hist.{number}", "recover": True,
+                                        "since": {"epoch": published["epoch"], "offset": 0}})
+            assert recovered["type"] == "SUBSCRIBED", recovered
+            client.unsubscribe(f"hist.{number}")
+            assert client.request({"type": "NO_SUCH_TYPE"})["type"] == "ERROR"
+        flooder = clients[0]
+        for _ in range(RATE_LIMIT + 5):
+            flooder.send({"type": "PING"})
+        try:
+            wsclient.connect(HOST, port, "/realtime?token=" + token(secret="not the server's secret, 32 bytes"))
+        except wsclient.HandshakeRefused:
+            pass
+        else:
+            raise AssertionError("a token with a wrong signature was accepted")
+
+
+def drain(clients: list) -> None:
+    """Reads whatever the clients were sent, so that their sockets never back up."""
+    import contextlib
+
+    for client in clients:
+        with contextlib.suppress(TimeoutError):
+            while True:
+                client.ws.recv_message(0.001)

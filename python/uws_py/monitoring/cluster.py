@@ -250,7 +250,8 @@ class ClusterView:
         extra = [
             snap.gauge("uws_workers", "Worker processes that answered this scrape", [({}, len(self.live))]),
             snap.counter("uws_worker_restarts", "Worker processes replaced (died or reloaded), by worker",
-                         [({"worker": str(i)}, n) for i, n in sorted(self.restarts.items())]),
+                         [({"worker": str(i)}, self.restarts.get(i, 0))
+                          for i in sorted(set(self.workers) | set(self.restarts))]),
         ]
         return self.families + snap.per_worker(self.workers) + extra
 
