@@ -187,6 +187,8 @@ def build_server(config: ServeConfig) -> Any:
             ssl=ssl,
             access_log=config.access_log,
             history_recover_limit=config.history_recover_limit,
+            dashboard_token=config.dashboard_token,
+            dashboard_path=config.dashboard_path,
         )
         for spec in config.history:
             server.history(*parse_history(spec))

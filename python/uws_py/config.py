@@ -19,7 +19,7 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the option."""
 
 
-SECRET_OPTIONS = frozenset({"jwt_secret", "ssl_keyfile_password"})
+SECRET_OPTIONS = frozenset({"jwt_secret", "ssl_keyfile_password", "dashboard_token"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -50,6 +50,9 @@ class ServeConfig:
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
     log_format: str = field(default="human", metadata={"help": "human or json"})
     access_log: bool = field(default=True, metadata={"help": "log every upgrade and HTTP request"})
+    dashboard_token: Optional[str] = field(default=None, metadata={
+        "help": "serve the live dashboard; its data needs 'Authorization: Bearer TOKEN' (16+ characters)"})
+    dashboard_path: str = field(default="/dashboard", metadata={"help": "where the live dashboard is served"})
 
     def validate(self) -> "ServeConfig":
         if not (0 <= self.port <= 65535):
@@ -75,6 +78,10 @@ class ServeConfig:
             parse_broker_url(self.broker)
         for spec in self.history:
             parse_history(spec)
+        if self.dashboard_token is not None and len(self.dashboard_token) < 16:
+            raise ConfigError("--dashboard-token must be at least 16 characters")
+        if not self.dashboard_path.startswith("/"):
+            raise ConfigError(f"--dashboard-path must start with '/', not {self.dashboard_path!r}")
         if self.history_recover_limit < 0:
             raise ConfigError(f"--history-recover-limit must not be negative, not {self.history_recover_limit}")
         if self.app is not None and not re.fullmatch(r"[\w.]+:[\w.]+", self.app):

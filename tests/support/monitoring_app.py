@@ -17,8 +17,8 @@ RATE_LIMIT = 40  # messages per second per client
 
 
 def build() -> RealtimeServer:
-    """The server; ``UWS_PY_TEST_DASHBOARD_TOKEN`` turns the dashboard on with that token."""
-    token = os.environ.get("UWS_PY_TEST_DASHBOARD_TOKEN")
+    """The server; ``MONITORING_TEST_DASHBOARD_TOKEN`` turns the dashboard on with that token."""
+    token = os.environ.get("MONITORING_TEST_DASHBOARD_TOKEN")
     server = RealtimeServer(
         auth=JWTAuth(secret=SECRET),
         rate_limit=RateLimit(messages=RATE_LIMIT, per_seconds=1.0),

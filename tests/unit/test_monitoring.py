@@ -134,3 +134,50 @@ def test_figures_read_the_totals_and_latency_by_type() -> None:
     assert got["latency"]["*"]["count"] == 10
     before = dict(got, messages_in=10)
     assert figures.rate(before, got, "messages_in", 2.0) == 10.0
+
+
+def test_dashboard_token_must_be_long_enough_and_is_compared_as_a_bearer() -> None:
+    import pytest
+
+    from uws_py.monitoring.dashboard import Dashboard
+
+    with pytest.raises(ValueError, match="16 characters"):
+        Dashboard("short", lambda respond: None, lambda *a: None)
+    board = Dashboard("0123456789abcdef-token", lambda respond: None, lambda *a: None)
+    assert board.authorized("Bearer 0123456789abcdef-token")
+    assert board.authorized("bearer 0123456789abcdef-token")
+    assert not board.authorized("Bearer 0123456789abcdef-tokeN")
+    assert not board.authorized("Basic 0123456789abcdef-token")
+    assert not board.authorized("")
+
+
+def test_dashboard_data_has_totals_workers_topics_and_json_safe_latency() -> None:
+    import json
+
+    from uws_py.monitoring.dashboard import data
+
+    slow = {"name": "uws_handler_seconds", "help": "h", "type": "histogram", "samples": [
+        ["uws_handler_seconds_bucket", {"type": "SLOW", "le": "2.5"}, 0.0],
+        ["uws_handler_seconds_bucket", {"type": "SLOW", "le": "+Inf"}, 3.0]]}
+    view = cluster.ClusterView(
+        families=snap.merge([worker_families(5, 2), worker_families(7, 3), [slow]]),
+        workers={0: worker_families(5, 2), 1: worker_families(7, 3)},
+        live=[{"pid": 11, "index": 0}], restarts={1: 1}, topics={"b": 1, "a": 4, "c": 4})
+    shown = data(view, 100.0)
+    json.dumps(shown, allow_nan=False)
+    assert shown["totals"]["connections"] == 5 and shown["totals"]["messages_in"] == 12
+    assert shown["latency"]["SLOW"]["p99"] is None  # past the last bucket
+    assert shown["topics"] == [("a", 4), ("c", 4), ("b", 1)]
+    assert shown["workers"] == [
+        {"worker": "0", "pid": 11, "live": True, "connections": 2, "messages_in": 5, "messages_out": 0,
+         "restarts": 0},
+        {"worker": "1", "pid": None, "live": False, "connections": 3, "messages_in": 7, "messages_out": 0,
+         "restarts": 1}]
+
+
+def test_dashboard_assets_ship_in_the_package_and_load_nothing_from_elsewhere() -> None:
+    from uws_py.monitoring.dashboard import ASSETS, asset
+
+    for name, _ in ASSETS.values():
+        text = asset(name).decode()
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, name

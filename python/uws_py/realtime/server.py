@@ -14,6 +14,7 @@ from ..auth import JWTAuth
 from ..batching import Batching
 from ..broker import Broker
 from ..metrics import Metrics, Reporter
+from ..monitoring.dashboard import Dashboard
 from ..monitoring.endpoint import Monitoring
 from ..ratelimit import ConnectionLimiter, RateLimit
 from .builtins import Builtins
@@ -52,6 +53,8 @@ class Options:
     broker: Optional[Broker] = None
     handler_metrics: bool = True
     history_recover_limit: int = DEFAULT_RECOVER_LIMIT
+    dashboard_token: Optional[str] = None
+    dashboard_path: str = "/dashboard"
 
 # Seconds between sweeps of expired history; a publication may outlive its ttl by this much.
 HISTORY_SWEEP_INTERVAL = 5.0
@@ -176,6 +179,9 @@ class RealtimeServer:
       string never reaches the log).
     - ``history_recover_limit``: the most publications one SUBSCRIBE recovery returns (more
       missed -> ``recovered: false``), and the cap of a HISTORY ``limit`` (1000).
+    - ``dashboard_token``: serve the live dashboard at ``dashboard_path`` (``/dashboard``);
+      its figures (``<dashboard_path>/data``) need ``Authorization: Bearer <token>`` (16+
+      characters). None (the default) serves no dashboard.
     """
 
     def __init__(
@@ -199,6 +205,8 @@ class RealtimeServer:
         broker: Optional[Broker] = None,
         handler_metrics: bool = True,
         history_recover_limit: int = DEFAULT_RECOVER_LIMIT,
+        dashboard_token: Optional[str] = None,
+        dashboard_path: str = "/dashboard",
     ) -> None:
         if isinstance(history_recover_limit, bool) or not isinstance(history_recover_limit, int) \
                 or history_recover_limit < 0:
@@ -206,7 +214,8 @@ class RealtimeServer:
         options = self.options = Options(
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
             allowed_origins, max_connections, max_connections_per_ip, ssl, report_interval, health_path,
-            metrics_path, access_log, broker, handler_metrics, history_recover_limit,
+            metrics_path, access_log, broker, handler_metrics, history_recover_limit, dashboard_token,
+            dashboard_path,
         )
         self.path = path
         self.auth = auth
@@ -240,6 +249,8 @@ class RealtimeServer:
         )
         self.app.get(health_path, self._health)
         self.app.get(metrics_path, self.monitoring.metrics_route)
+        if dashboard_token is not None:
+            Dashboard(dashboard_token, self.monitoring.view, engine.access_log).install(self.app, dashboard_path)
 
     # -- registration -------------------------------------------------------------------
 
