@@ -52,6 +52,8 @@ class ServeConfig:
     access_log: bool = field(default=True, metadata={"help": "log every upgrade and HTTP request"})
     dashboard_token: Optional[str] = field(default=None, metadata={
         "help": "serve the live dashboard; its data needs 'Authorization: Bearer TOKEN' (16+ characters)"})
+    report_interval: int = field(default=0, metadata={
+        "help": "seconds between 'perf:' report lines in the log (0: none)"})
     dashboard_path: str = field(default="/dashboard", metadata={"help": "where the live dashboard is served"})
 
     def validate(self) -> "ServeConfig":
@@ -78,6 +80,8 @@ class ServeConfig:
             parse_broker_url(self.broker)
         for spec in self.history:
             parse_history(spec)
+        if self.report_interval < 0:
+            raise ConfigError(f"--report-interval must not be negative, not {self.report_interval}")
         if self.dashboard_token is not None and len(self.dashboard_token) < 16:
             raise ConfigError("--dashboard-token must be at least 16 characters")
         if not self.dashboard_path.startswith("/"):

@@ -181,3 +181,33 @@ def test_dashboard_assets_ship_in_the_package_and_load_nothing_from_elsewhere() 
     for name, _ in ASSETS.values():
         text = asset(name).decode()
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
+
+
+def test_the_report_carries_the_dashboards_figures() -> None:
+    from uws_py.metrics import Reporter
+    from uws_py.monitoring.dashboard import data
+
+    core = {"messages_in": 30, "messages_out": 40, "bytes_in": 0, "bytes_out": 0, "connections_opened": 3,
+            "publishes": 0, "deliveries": 0, "drops": 2, "backpressure_events": 5, "protocol_errors": 0,
+            "http_rejections": 0, "idle_timeouts": 0, "header_timeouts": 0, "open_connections": 3}
+    metrics = Metrics(lambda: core)
+    now = [100.0]
+    reporter = Reporter(metrics, 10, lambda s, f: 1, lambda t: None, clock=lambda: now[0], worker=2)
+    reporter.start()
+    core["messages_in"] += 50
+    metrics.rate_limited = 4
+    metrics.refused("401")
+    metrics.auth_failure("bad_signature")
+    metrics.error("INVALID_MESSAGE")
+    metrics.histogram("CHAT").observe(0.0003)
+    now[0] += 10
+    fields = reporter.fields()
+    shown = data(cluster.single({"pid": os.getpid(), "index": 0, "families": snap.take(metrics.registry)}), 0.0)
+    totals = shown["totals"]
+    assert fields["worker"] == 2 and fields["pid"] == os.getpid()
+    assert fields["messages_in_per_s"] == 5.0 and fields["messages_in"] == totals["messages_in"] == 80
+    for key in ("connections", "messages_out", "drops", "backpressure_events", "rate_limited", "auth_failures",
+                "refused_connections", "recoveries", "errors"):
+        assert fields[key] == totals[key], key
+    assert fields["handler_p50_ms"] == shown["latency"]["*"]["p50"] == 0.5
+    assert figures.format_report(fields).startswith("worker=2 pid=")

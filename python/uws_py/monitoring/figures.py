@@ -88,3 +88,40 @@ def figures(families: Iterable[Family]) -> dict[str, Any]:
 def rate(before: dict[str, Any], after: dict[str, Any], key: str, seconds: float) -> float:
     """Per second of counter ``key`` between two figures (0 for a counter that went back)."""
     return max(after[key] - before[key], 0.0) / max(seconds, 1e-9)
+
+
+# The report's fields in the order of the line; each is a figure of the dashboard.
+REPORT_COUNTERS = ("drops", "backpressure_events", "rate_limited", "auth_failures", "refused_connections",
+                   "recoveries", "errors")
+
+
+def report_fields(before: dict[str, Any], after: dict[str, Any], seconds: float) -> dict[str, Any]:
+    """The periodic report's fields: the dashboard's figures of ``after``, with the message
+    rates over the ``seconds`` since ``before``.
+
+    Args:
+        before: the figures at the previous report (or at start).
+        after: the figures now.
+        seconds: the time between them.
+    """
+    every_type = after["latency"]["*"]
+    fields: dict[str, Any] = {
+        "interval_s": round(seconds, 3),
+        "connections": int(after["connections"]),
+        "messages_in_per_s": round(rate(before, after, "messages_in", seconds), 1),
+        "messages_out_per_s": round(rate(before, after, "messages_out", seconds), 1),
+        "messages_in": int(after["messages_in"]),
+        "messages_out": int(after["messages_out"]),
+    }
+    for name, _ in QUANTILES:
+        value = every_type[name]
+        fields[f"handler_{name}_ms"] = round(value, 3) if value != float("inf") else None
+    for key in REPORT_COUNTERS:
+        fields[key] = int(after[key])
+    return fields
+
+
+def format_report(fields: dict[str, Any]) -> str:
+    """``key=value`` pairs separated by spaces (logfmt); a quantile past the last bucket is
+    ``inf``."""
+    return " ".join(f"{key}={'inf' if value is None else value}" for key, value in fields.items())

@@ -14,6 +14,7 @@ from ..auth import JWTAuth
 from ..batching import Batching
 from ..broker import Broker
 from ..metrics import Metrics, Reporter
+from ..monitoring import cluster
 from ..monitoring.dashboard import Dashboard
 from ..monitoring.endpoint import Monitoring
 from ..ratelimit import ConnectionLimiter, RateLimit
@@ -440,7 +441,9 @@ class RealtimeServer:
     def _start_reporting(self) -> None:
         interval = self.options.report_interval
         if interval:
-            self._reporter = Reporter(self.metrics, interval, self.app.set_timeout, self.app.clear_timeout)
+            member = cluster.membership()
+            self._reporter = Reporter(self.metrics, interval, self.app.set_timeout, self.app.clear_timeout,
+                                      worker=member.index if member is not None else 0)
             self._reporter.start()
 
     # -- HTTP -----------------------------------------------------------------------------

@@ -115,3 +115,45 @@ def _still_open(client: RealtimeClient) -> bool:
         return client.request({"type": "PING"}, timeout=2.0)["type"] == "PONG"
     except (wsclient.ConnectionClosed, ConnectionError, TimeoutError, OSError):
         return False
+
+
+def latest_reports(server: UwsServer) -> dict:
+    """The last `perf` entry of each worker, from the JSON log on stderr."""
+    import json
+
+    latest = {}
+    for line in server.stderr_text().splitlines():
+        if '"perf"' not in line:
+            continue
+        entry = json.loads(line)
+        latest[str(entry["perf"]["worker"])] = entry["perf"]
+    return latest
+
+
+def test_report_lines_of_the_workers_add_up_to_the_scrape():
+    with UwsServer("--workers", "2", "--rate-limit", "off", "--no-access-log", "--report-interval", "1",
+                   "--log-format", "json", env=clean_env()) as server:
+        wait_until(lambda: value(scrape(server.port), "uws_workers") == 2, "both workers answering")
+        clients = [RealtimeClient(server.port) for _ in range(12)]
+        for client in clients:
+            assert client.request({"type": "PING"})["type"] == "PONG"
+        settled = scrape(server.port)
+        assert value(settled, "uws_messages_received_total") == len(clients)
+
+        def agreeing():
+            reports = latest_reports(server)
+            if sorted(reports) != ["0", "1"]:
+                return None
+            if sum(r["messages_in"] for r in reports.values()) != len(clients):
+                return None
+            return reports
+
+        reports = wait_until(agreeing, "a report from each worker with every message counted", timeout=10)
+        for worker, report in reports.items():
+            assert report["connections"] == value(settled, "uws_worker_connections", worker=worker)
+            assert report["messages_in"] == value(settled, "uws_worker_messages_received_total", worker=worker)
+            assert report["messages_out"] == value(settled, "uws_worker_messages_sent_total", worker=worker)
+        assert sum(r["connections"] for r in reports.values()) == len(clients)
+        assert any('perf: worker=' in line for line in server.stderr_text().splitlines())
+        for client in clients:
+            client.close()
