@@ -157,3 +157,32 @@ def test_report_lines_of_the_workers_add_up_to_the_scrape():
         assert any('perf: worker=' in line for line in server.stderr_text().splitlines())
         for client in clients:
             client.close()
+
+
+def test_a_rolling_reload_keeps_every_counter():
+    with UwsServer("--workers", "2", "--rate-limit", "off", "--no-access-log", env=clean_env()) as server:
+        wait_until(lambda: value(scrape(server.port), "uws_workers") == 2, "both workers answering")
+        clients = [RealtimeClient(server.port) for _ in range(10)]
+        for client in clients:
+            assert client.request({"type": "PING"})["type"] == "PONG"
+        for client in clients:  # else each old worker waits out its close timeout on them
+            client.close()
+        wait_until(lambda: value(scrape(server.port), "uws_connections") == 0, "the clients gone")
+        before = scrape(server.port)
+        assert value(before, "uws_messages_received_total") == len(clients)
+        old = set(children_of(server.pid))
+        server.signal(signal.SIGHUP)
+
+        def reloaded():
+            try:
+                scraped = scrape(server.port)
+            except (wsclient.ConnectionClosed, ConnectionError):
+                return None  # queued to an old worker as it closed its listening socket
+            restarts = per_worker(scraped, "uws_worker_restarts_total")
+            done = not (old & set(children_of(server.pid))) and sum(restarts.values()) == 2
+            return scraped if done and value(scraped, "uws_workers") == 2 else None
+
+        after = wait_until(reloaded, "both workers replaced", timeout=20.0)
+        assert_not_decreasing(counter_samples(before), counter_samples(after))
+        assert value(after, "uws_messages_received_total") == len(clients)
+        assert value(after, "uws_connections_opened_total") == len(clients)
