@@ -56,6 +56,7 @@ class Options:
     history_recover_limit: int = DEFAULT_RECOVER_LIMIT
     dashboard_token: Optional[str] = None
     dashboard_path: str = "/dashboard"
+    tracing: Any = None
 
 # Seconds between sweeps of expired history; a publication may outlive its ttl by this much.
 HISTORY_SWEEP_INTERVAL = 5.0
@@ -183,6 +184,9 @@ class RealtimeServer:
     - ``dashboard_token``: serve the live dashboard at ``dashboard_path`` (``/dashboard``);
       its figures (``<dashboard_path>/data``) need ``Authorization: Bearer <token>`` (16+
       characters). None (the default) serves no dashboard.
+    - ``tracing``: OpenTelemetry spans for upgrades, messages and publishes (the ``[otel]``
+      extra): True for the global tracer provider, or a ``TracerProvider``; None (the
+      default) imports nothing and costs nothing.
     """
 
     def __init__(
@@ -208,6 +212,7 @@ class RealtimeServer:
         history_recover_limit: int = DEFAULT_RECOVER_LIMIT,
         dashboard_token: Optional[str] = None,
         dashboard_path: str = "/dashboard",
+        tracing: Any = None,
     ) -> None:
         if isinstance(history_recover_limit, bool) or not isinstance(history_recover_limit, int) \
                 or history_recover_limit < 0:
@@ -216,7 +221,7 @@ class RealtimeServer:
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
             allowed_origins, max_connections, max_connections_per_ip, ssl, report_interval, health_path,
             metrics_path, access_log, broker, handler_metrics, history_recover_limit, dashboard_token,
-            dashboard_path,
+            dashboard_path, tracing,
         )
         self.path = path
         self.auth = auth
@@ -231,13 +236,22 @@ class RealtimeServer:
         self._on_message = engine.dispatcher.on_message
         self._reporter: Optional[Reporter] = None
         self.monitoring = Monitoring(self.app, self.metrics.registry, engine.access_log)
+        on_upgrade, on_message, on_close = engine.upgrader.on_upgrade, engine.dispatcher.on_message, engine.lifecycle.on_close
+        if tracing is not None and tracing is not False:
+            from ..monitoring.tracing import Tracing
+
+            tracer = Tracing(None if tracing is True else tracing)
+            tracer.install(engine)
+            on_upgrade = tracer.upgrade_handler(path, on_upgrade)
+            on_message = tracer.message_handler(on_message)
+            on_close = tracer.close_handler(on_close)
         self.app.ws(
             path,
             {
-                "upgrade": engine.upgrader.on_upgrade,
+                "upgrade": on_upgrade,
                 "open": engine.lifecycle.on_open,
-                "message": engine.dispatcher.on_message,
-                "close": engine.lifecycle.on_close,
+                "message": on_message,
+                "close": on_close,
                 "subscription": self._on_subscription,
                 # The hard limit: twice the soft one, answered politely below it.
                 "max_payload_length": max_payload_length * 2,
