@@ -106,20 +106,25 @@ class Tracing:
         return traced
 
     def message_handler(self, on_message: Callable[[Any, Any, int], None]) -> Callable[[Any, Any, int], None]:
-        """``on_message`` inside a ``process <type>`` span."""
-        tracer, consumer, use_span = self.tracer, self.kinds.CONSUMER, self._trace.use_span
+        """``on_message`` inside a ``process <type>`` span (current while it runs, so that a
+        publish it makes is its child)."""
+        tracer, consumer = self.tracer, self.kinds.CONSUMER
         root = self._context.Context()
+        attach, detach, in_context = self._context.attach, self._context.detach, self._trace.set_span_in_context
+        connections, links_to = self.connections, self._links
+        loads, decode_error = orjson.loads, orjson.JSONDecodeError
 
         def traced(ws: Any, data: Any, opcode: int) -> None:
             kind, parent, topic = None, None, None
             if opcode == TEXT:
                 try:
-                    message = orjson.loads(data)
-                except orjson.JSONDecodeError:
+                    message = loads(data)
+                except decode_error:
                     message = None
                 if type(message) is dict:
                     kind = message.get("type") if type(message.get("type")) is str else None
-                    parent = self.extract(message.get("traceparent"))
+                    if "traceparent" in message:
+                        parent = self.extract(message["traceparent"])
                     topic = message.get("topic") if type(message.get("topic")) is str else None
             client = ws.get_user_data()
             attributes = {
@@ -130,10 +135,14 @@ class Tracing:
             if topic is not None:
                 attributes["messaging.destination.name"] = topic
             span = tracer.start_span(f"process {kind}" if kind else "process", context=parent or root,
-                                     kind=consumer, attributes=attributes,
-                                     links=self._links(self.connections.get(client.id)))
-            with use_span(span, end_on_exit=True):
+                                     kind=consumer, attributes=attributes, links=links_to(connections.get(client.id)),
+                                     record_exception=False, set_status_on_exception=False)
+            token = attach(in_context(span, root))
+            try:
                 on_message(ws, data, opcode)
+            finally:
+                detach(token)
+                span.end()
 
         return traced
 
