@@ -467,3 +467,14 @@ def test_build_server_registers_the_history_patterns():
     assert server.engine.history_policy.patterns[0].pattern == "chat.*"
     assert (server.engine.history_policy.patterns[0].size, server.engine.history_policy.patterns[0].ttl) == (7, 9.0)
     assert server.options.history_recover_limit == 20
+
+
+def test_dashboard_token_is_masked_and_must_be_long_enough() -> None:
+    shown = load(None, {"UWS_PY_DASHBOARD_TOKEN": "0123456789abcdef-x"}, {}).redacted()
+    assert shown["dashboard_token"] == "***" and shown["dashboard_path"] == "/dashboard"
+    with pytest.raises(ConfigError, match="--dashboard-token"):
+        load(None, {}, {"dashboard_token": "short"})
+    with pytest.raises(ConfigError, match="--dashboard-path"):
+        load(None, {}, {"dashboard_path": "dashboard"})
+    with pytest.raises(ConfigError, match="--report-interval"):
+        load(None, {}, {"report_interval": -1})

@@ -136,3 +136,27 @@ def test_dashboard_page_updates_and_matches_metrics(tmp_path):
         foreign = [url for url in requested if not url.startswith(origin + "/")]
         assert not foreign, f"the page loaded from elsewhere: {foreign}"
         assert any(url.endswith("/dashboard/dashboard.js") for url in requested)
+
+
+def test_the_hub_serves_the_dashboard_with_dashboard_token_only():
+    import json
+
+    from tests.support import wsclient
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UWS_PY_")}
+    with UwsServer("--no-access-log", env=env) as server:
+        assert http_get(server.port, "/dashboard").status == 404
+    env["UWS_PY_DASHBOARD_TOKEN"] = DASHBOARD_TOKEN
+    with UwsServer("--no-access-log", "--dashboard-path", "/ops/live", env=env) as server:
+        page = http_get(server.port, "/ops/live")
+        assert page.status == 200 and b'src="/ops/live/dashboard.js"' in page.body
+        assert http_get(server.port, "/ops/live/dashboard.css").status == 200
+        refused = http_get(server.port, "/ops/live/data")
+        assert refused.status == 401
+        RealtimeClient(server.port).close()
+        request = (f"GET /ops/live/data HTTP/1.1\r\nHost: {HOST}\r\nAuthorization: Bearer {DASHBOARD_TOKEN}\r\n"
+                   "Connection: close\r\n\r\n").encode()
+        answer = wsclient.raw_http(HOST, server.port, request, 5.0)
+        assert answer.status == 200, answer
+        shown = json.loads(answer.body)
+        assert shown["totals"]["connections"] in (0, 1) and shown["workers"][0]["worker"] == "0"
