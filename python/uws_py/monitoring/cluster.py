@@ -168,7 +168,13 @@ class WorkerChannel:
             done.set()
 
         self.defer(on_loop)
-        return box[0] if done.wait(timeout) else None
+        # Polled rather than waited for in one go: once the loop has ended (stopping), the
+        # deferred call never runs, and stop() should not wait out the whole timeout.
+        deadline = time.monotonic() + timeout
+        while not done.wait(0.05):
+            if self._stopping.is_set() or time.monotonic() > deadline:
+                return None
+        return box[0]
 
     def persist(self, taken: dict[str, Any]) -> None:
         """Writes ``taken`` to ``<pid>.json`` unless a later snapshot is there already. Called

@@ -3,6 +3,7 @@ worker, for the whole server (:mod:`.cluster`), answered without blocking the lo
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from typing import Any, Callable, Optional
@@ -10,6 +11,8 @@ from typing import Any, Callable, Optional
 from . import cluster
 from . import snapshot as snap
 from .topics import TopicSubscribers
+
+logger = logging.getLogger("uws_py.monitoring")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -67,7 +70,8 @@ class Monitoring:
             channel.persist(own)
             try:
                 result = cluster.gather(directory, own)
-            except OSError:
+            except Exception:  # the scrape still gets this worker's figures
+                logger.exception("cannot gather the other workers' metrics")
                 result = cluster.single(own)
             self.app.defer(lambda: respond(result))
 
