@@ -1,0 +1,56 @@
+"""A RealtimeServer for the browser tests, run as its own process:
+
+    python tests/support/page_server.py PORT PAGES_DIR [--history PATTERN] [--jwt-secret S]
+
+It serves ``PAGES_DIR/<name>.html`` at ``/pages/<name>.html`` next to the realtime endpoint and
+the JavaScript client at ``/realtime/client.js`` (the server's own route), with no rate limit,
+and prints ``listening on PORT`` once it accepts connections. It imports only uws_py, so it runs
+as a script without the tests package on the path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from uws_py import HttpRequest, HttpResponse, JWTAuth, RealtimeServer
+
+PAGE_NAME = re.compile(r"^[a-z0-9_-]+\.html$")
+
+
+def build(pages: Path, history: list[str], secret: str | None) -> RealtimeServer:
+    """The server: pages from ``pages``, history on each pattern, JWT auth when ``secret``."""
+    server = RealtimeServer(auth=JWTAuth(secret=secret) if secret else None, rate_limit=None)
+    for pattern in history:
+        server.history(pattern, size=5000, ttl=600.0)
+
+    def page(res: HttpResponse, req: HttpRequest) -> None:
+        name = req.get_parameter("name") or ""
+        path = pages / name
+        if not PAGE_NAME.match(name) or not path.is_file():
+            res.write_status("404 Not Found").end(f"no page {name!r}\n")
+            return
+        res.write_header("Content-Type", "text/html; charset=utf-8").write_header("Cache-Control", "no-store")
+        res.end(path.read_bytes())
+
+    server.app.get("/pages/:name", page)
+    return server
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("port", type=int)
+    parser.add_argument("pages", type=Path)
+    parser.add_argument("--history", action="append", default=[])
+    parser.add_argument("--jwt-secret", default=None)
+    args = parser.parse_args(argv)
+    server = build(args.pages, args.history, args.jwt_secret).listen("127.0.0.1", args.port)
+    print(f"listening on {server.port}", flush=True)
+    server.run_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
