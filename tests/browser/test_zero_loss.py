@@ -24,6 +24,7 @@ SUBSCRIBERS = 3
 PUBLISH_SECONDS = 20.0  # the publisher spreads the messages over this long
 SETTLE_SECONDS = 30.0  # then every subscriber must have caught up within this long
 TEST_BOUND = 120.0
+TOKEN_TTL = 4
 JS_OPTIONS = {"minReconnectDelay": 100, "maxReconnectDelay": 1000, "timeout": 3000}
 
 
@@ -49,7 +50,9 @@ def test_browser_subscribers_behind_a_chaos_proxy_lose_nothing():
                 errors = watch_errors(page)
                 await page.goto(f"{server.http}/pages/zero_loss.html")
                 await page.wait_for_function("window.moduleLoaded === true", timeout=10000)
-                config = {"ws": f"ws://{HOST}:{proxy.port}/realtime", "token": make_token("page", ttl=600),
+                # Tokens of TOKEN_TTL seconds from the page server: renewed through AUTH on live
+                # connections and fetched again on reconnects, all while the proxy cuts.
+                config = {"ws": f"ws://{HOST}:{proxy.port}/realtime", "tokenUrl": f"/token?sub=page&ttl={TOKEN_TTL}",
                           "topic": TOPIC, "subscribers": SUBSCRIBERS, "options": JS_OPTIONS}
                 positions = await page.evaluate("(config) => window.start(config)", config)
                 assert len(positions) == SUBSCRIBERS
@@ -77,7 +80,8 @@ def test_browser_subscribers_behind_a_chaos_proxy_lose_nothing():
               f"{cuts} proxy cuts, {disconnects} disconnects seen by the page; per subscriber "
               + "; ".join(f"#{s['index']}: {s['received']} received, {s['disconnects']} disconnects, "
                           f"{s['recoveries']} recoveries, {s['recoveredMessages']} recovered messages, "
-                          f"max catch-up {s['maxCatchUpMs']:.0f} ms" for s in summary))
+                          f"max catch-up {s['maxCatchUpMs']:.0f} ms, {s['tokensFetched']} tokens, "
+                          f"{s['tokenRefreshes']} AUTH refreshes" for s in summary))
         assert not errors, errors
         for stats in summary:
             who = f"subscriber {stats['index']}: {stats}"
@@ -89,6 +93,7 @@ def test_browser_subscribers_behind_a_chaos_proxy_lose_nothing():
             assert stats["disconnects"] >= 5, who
             assert stats["recoveries"] >= stats["disconnects"] - 1, who
             assert stats["recoveredMessages"] > 0, who
+            assert stats["tokensFetched"] >= PUBLISH_SECONDS / TOKEN_TTL, who
         assert cuts >= SUBSCRIBERS * 5
 
     asyncio.run(asyncio.wait_for(scenario(), TEST_BOUND))

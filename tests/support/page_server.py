@@ -2,7 +2,8 @@
 
     python tests/support/page_server.py PORT PAGES_DIR [--history PATTERN] [--jwt-secret S]
 
-It serves ``PAGES_DIR/<name>.html`` at ``/pages/<name>.html`` next to the realtime endpoint and
+It serves ``PAGES_DIR/<name>.html`` at ``/pages/<name>.html`` (and, with a secret, fresh tokens
+at ``/token?sub=NAME&ttl=SECONDS``) next to the realtime endpoint and
 the JavaScript client at ``/realtime/client.js`` (the server's own route), with no rate limit,
 and prints ``listening on PORT`` once it accepts connections. It imports only uws_py, so it runs
 as a script without the tests package on the path.
@@ -13,7 +14,10 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import time
 from pathlib import Path
+
+import jwt
 
 from uws_py import HttpRequest, HttpResponse, JWTAuth, RealtimeServer
 
@@ -36,6 +40,19 @@ def build(pages: Path, history: list[str], secret: str | None) -> RealtimeServer
         res.end(path.read_bytes())
 
     server.app.get("/pages/:name", page)
+
+    def token(res: HttpResponse, req: HttpRequest) -> None:
+        # A test token issuer: /token?sub=NAME&ttl=SECONDS (only with --jwt-secret).
+        try:
+            ttl = float(req.get_query("ttl") or "600")
+        except ValueError:
+            res.write_status("400 Bad Request").end("ttl must be a number\n")
+            return
+        claims = {"sub": req.get_query("sub") or "page", "exp": time.time() + ttl}
+        res.write_header("Cache-Control", "no-store").end(jwt.encode(claims, secret, algorithm="HS256"))
+
+    if secret:
+        server.app.get("/token", token)
     return server
 
 

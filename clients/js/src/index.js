@@ -653,8 +653,9 @@ export class RealtimeClient extends Emitter {
 
   async _refresh() {
     this._refreshTimer = null;
+    let token = null;
     try {
-      const token = await this.options.getToken();
+      token = await this.options.getToken();
       if (!token) throw new UnauthorizedError("getToken returned no token");
       const reply = await this.request("AUTH", { token });
       this._token = token;
@@ -664,6 +665,12 @@ export class RealtimeClient extends Emitter {
     } catch (error) {
       if (error && error.code === "UNAUTHORIZED" && error instanceof UnauthorizedError) {
         return this._stop(error, 1000, "unauthorized");
+      }
+      if (error instanceof RealtimeError && (error.code === "CONNECTION_LOST" || error.code === "CLOSED")) {
+        // Not a failure of the token: the fresh one opens the next connection, whose CONNECTED
+        // schedules the next refresh.
+        if (error.code === "CONNECTION_LOST") this._token = token;
+        return;
       }
       this.emit("error", error);
       if (this.state === State.CONNECTED && typeof this.expiresAt === "number") {
