@@ -1,6 +1,7 @@
-"""The browser's own network signals: when the page comes back online, the JavaScript client
-checks at once that its connection still carries frames, instead of trusting a flow that may have
-died silently while the network was away (found by the next PING only, 25 s + 10 s later)."""
+"""The JavaScript client in Chromium when the network misbehaves without closing anything: back
+online, it checks at once that its connection still carries frames, instead of trusting a flow
+that may have died silently while the network was away (found by the next PING only, 25 s + 10 s
+later); and a recovery that cannot return everything missed is reported as a gap."""
 
 from __future__ import annotations
 
@@ -55,3 +56,53 @@ def test_back_online_a_silently_dead_connection_is_replaced_at_once_and_recovers
         assert stats["disconnects"] == 1 and stats["recoveries"] == 1 and stats["recoveredMessages"] == 19, stats
 
     asyncio.run(asyncio.wait_for(scenario(), 60.0))
+
+
+def test_more_missed_than_the_recovery_limit_is_a_gap_and_delivery_goes_on_from_the_top():
+    """The documented failure of a recovery: the page is told (a `gap` event, `recovered: false`)
+    and continues with what is published next, without the missed publications."""
+    async def scenario() -> None:
+        with page_server(PAGES, history=("zl.*",), jwt_secret=SECRET, recover_limit=10) as server:
+            async with ChaosProxy(server.port, min_life=300.0, max_life=300.0) as proxy, chromium() as browser:
+                page = await browser.new_page()
+                errors = watch_errors(page)
+                await page.goto(f"{server.http}/pages/zero_loss.html")
+                await page.wait_for_function("window.moduleLoaded === true", timeout=10000)
+                config = {"ws": f"ws://{HOST}:{proxy.port}/realtime", "token": make_token("page", ttl=600),
+                          "topic": "zl.gap", "subscribers": 1,
+                          "options": {"minReconnectDelay": 100, "maxReconnectDelay": 500, "timeout": 3000,
+                                      "pingInterval": 300, "pongTimeout": 500}}
+                await page.evaluate("(config) => window.start(config)", config)
+                options = ClientOptions(min_delay=0.05, max_delay=0.5, request_timeout=5.0, ping_interval=None)
+                async with connect(server.ws, token=make_token("publisher", ttl=600), options=options) as publisher:
+                    async def publish(n: int) -> int:
+                        return (await publisher.publish("zl.gap", {"n": n}, ack=True))["offset"]
+
+                    before = [await publish(n) for n in range(5)]
+                    await eventually_page(page, lambda stats: stats["last"] == before[-1])
+                    assert proxy.hang() == 1
+                    missed = [await publish(n) for n in range(5, 30)]  # 25 > the limit of 10
+                    [stats] = await eventually_page(page, lambda stats: stats["gaps"] == 1)
+                    after = [await publish(n) for n in range(30, 35)]
+                    [stats] = await eventually_page(page, lambda stats: stats["last"] == after[-1])
+                await page.evaluate("() => window.stop()")
+        assert not errors, errors
+        assert stats["errors"] == [], stats
+        assert stats["received"] == len(before) + len(after), stats
+        assert (stats["first"], stats["last"], stats["duplicates"]) == (before[0], after[-1], 0), stats
+        assert stats["holes"] == 1 and missed[-1] + 1 == after[0], stats  # the one jump: over `missed`
+        assert stats["gaps"] == 1 and stats["subscribes"] >= 2, stats
+
+    asyncio.run(asyncio.wait_for(scenario(), 60.0))
+
+
+async def eventually_page(page, predicate, timeout: float = 10.0) -> list:
+    """The page's summary once predicate(first subscriber's stats) holds; AssertionError after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        summary = await page.evaluate("() => window.summary()")
+        if predicate(summary[0]):
+            return summary
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the page did not get there in {timeout} s: {summary}")
+        await asyncio.sleep(0.05)

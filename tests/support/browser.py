@@ -48,7 +48,8 @@ def watch_errors(page: Page) -> list[str]:
 
 
 @contextlib.contextmanager
-def page_server(pages: Path, *, history: tuple[str, ...] = (), jwt_secret: Optional[str] = None) -> Iterator[Any]:
+def page_server(pages: Path, *, history: tuple[str, ...] = (), jwt_secret: Optional[str] = None,
+                recover_limit: Optional[int] = None) -> Iterator[Any]:
     """Runs tests/support/page_server.py on a free port; yields an object with ``port``,
     ``http`` (the base URL) and ``ws`` (the realtime endpoint). Stopped by PID."""
     port = free_port()
@@ -57,6 +58,8 @@ def page_server(pages: Path, *, history: tuple[str, ...] = (), jwt_secret: Optio
         argv += ["--history", pattern]
     if jwt_secret:
         argv += ["--jwt-secret", jwt_secret]
+    if recover_limit is not None:
+        argv += ["--recover-limit", str(recover_limit)]
     # The same interpreter and environment as the tests: it imports the uws_py they import.
     process = Process(argv, env=dict(os.environ), cwd=str(ROOT))
     try:

@@ -1,6 +1,7 @@
 """A RealtimeServer for the browser tests, run as its own process:
 
     python tests/support/page_server.py PORT PAGES_DIR [--history PATTERN] [--jwt-secret S]
+        [--recover-limit N]
 
 It serves ``PAGES_DIR/<name>.html`` at ``/pages/<name>.html`` (and, with a secret, fresh tokens
 at ``/token?sub=NAME&ttl=SECONDS``) next to the realtime endpoint and
@@ -24,9 +25,11 @@ from uws_py import HttpRequest, HttpResponse, JWTAuth, RealtimeServer
 PAGE_NAME = re.compile(r"^[a-z0-9_-]+\.html$")
 
 
-def build(pages: Path, history: list[str], secret: str | None) -> RealtimeServer:
-    """The server: pages from ``pages``, history on each pattern, JWT auth when ``secret``."""
-    server = RealtimeServer(auth=JWTAuth(secret=secret) if secret else None, rate_limit=None)
+def build(pages: Path, history: list[str], secret: str | None, recover_limit: int = 1000) -> RealtimeServer:
+    """The server: pages from ``pages``, history on each pattern, JWT auth when ``secret``,
+    at most ``recover_limit`` publications per recovery."""
+    server = RealtimeServer(auth=JWTAuth(secret=secret) if secret else None, rate_limit=None,
+                            history_recover_limit=recover_limit)
     for pattern in history:
         server.history(pattern, size=5000, ttl=600.0)
 
@@ -62,8 +65,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("pages", type=Path)
     parser.add_argument("--history", action="append", default=[])
     parser.add_argument("--jwt-secret", default=None)
+    parser.add_argument("--recover-limit", type=int, default=1000)
     args = parser.parse_args(argv)
-    server = build(args.pages, args.history, args.jwt_secret).listen("127.0.0.1", args.port)
+    server = build(args.pages, args.history, args.jwt_secret, args.recover_limit).listen("127.0.0.1", args.port)
     print(f"listening on {server.port}", flush=True)
     server.run_forever()
     return 0
