@@ -19,6 +19,7 @@ from ..monitoring.dashboard import Dashboard
 from ..monitoring.endpoint import Monitoring
 from ..ratelimit import ConnectionLimiter, RateLimit
 from .builtins import Builtins
+from .client_script import ClientScript
 from .dispatch import Dispatcher
 from .history import DEFAULT_RECOVER_LIMIT, HistoryMetrics, HistoryOptions, HistoryPolicy, MemoryHistory
 from .lifecycle import Lifecycle, TokenExpiry
@@ -57,6 +58,7 @@ class Options:
     dashboard_token: Optional[str] = None
     dashboard_path: str = "/dashboard"
     tracing: Any = None
+    client_script: bool = True
 
 # Seconds between sweeps of expired history; a publication may outlive its ttl by this much.
 HISTORY_SWEEP_INTERVAL = 5.0
@@ -187,6 +189,9 @@ class RealtimeServer:
     - ``tracing``: OpenTelemetry spans for upgrades, messages and publishes (the ``[otel]``
       extra): True for the global tracer provider, or a ``TracerProvider``; None (the
       default) imports nothing and costs nothing.
+    - ``client_script``: serve the JavaScript client at ``{path}/client.js``
+      (``/realtime/client.js``), so a page can import it with no build step; False leaves
+      that URL to you.
     """
 
     def __init__(
@@ -213,6 +218,7 @@ class RealtimeServer:
         dashboard_token: Optional[str] = None,
         dashboard_path: str = "/dashboard",
         tracing: Any = None,
+        client_script: bool = True,
     ) -> None:
         if isinstance(history_recover_limit, bool) or not isinstance(history_recover_limit, int) \
                 or history_recover_limit < 0:
@@ -221,7 +227,7 @@ class RealtimeServer:
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
             allowed_origins, max_connections, max_connections_per_ip, ssl, report_interval, health_path,
             metrics_path, access_log, broker, handler_metrics, history_recover_limit, dashboard_token,
-            dashboard_path, tracing,
+            dashboard_path, tracing, client_script,
         )
         self.path = path
         self.auth = auth
@@ -266,6 +272,14 @@ class RealtimeServer:
         self.app.get(metrics_path, self.monitoring.metrics_route)
         if dashboard_token is not None:
             Dashboard(dashboard_token, self.monitoring.view, engine.access_log).install(self.app, dashboard_path)
+        if client_script:
+            self._client_script = ClientScript()
+            self.app.get(self.client_script_path, self._serve_client_script)
+
+    @property
+    def client_script_path(self) -> str:
+        """Where the JavaScript client is served (with ``client_script=True``)."""
+        return self.path.rstrip("/") + "/client.js"
 
     # -- registration -------------------------------------------------------------------
 
@@ -469,3 +483,7 @@ class RealtimeServer:
     def _on_subscription(self, ws: Any, topic: str, count: int, before: int) -> None:
         self.engine.pubsub.on_subscription(ws, topic, count, before)
         self.monitoring.topics.on_subscription(ws, topic, count, before)
+
+    def _serve_client_script(self, res: Any, req: Any) -> None:
+        address, url = res.get_remote_address(), req.get_url()
+        self.engine.access_log(address, "GET", url, self._client_script(res, req))
