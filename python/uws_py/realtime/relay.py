@@ -171,7 +171,7 @@ class HistoryRelay:
             client.send(reply)
             for offset, payload in pending.buffered:
                 if offset > position.offset:
-                    client.ws.send(payload, TEXT)
+                    client.ws.send(payload, TEXT, client.context.compress)
             pending.buffered = []
             last = self.tracker.last(topic)
             if self.members.get(topic) and last is not None and last.epoch == position.epoch \
@@ -265,7 +265,7 @@ class HistoryRelay:
                 self._unpend(topic, pending)
                 client = pending.client
                 if offset > pending.top and client.ws is not None and not client.closed:
-                    client.ws.send(payload, TEXT)  # the core's fan-out of it passed this client
+                    client.ws.send(payload, TEXT, client.context.compress)  # the core's fan-out of it passed this client
                 self._activate(topic, pending)
 
     def _unpend(self, topic: str, pending: _Pending) -> None:

@@ -4,7 +4,9 @@ run/serve/close, and the wiring of the parts; the logic lives in the modules it 
 from __future__ import annotations
 
 import asyncio
+import functools
 import signal
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
@@ -14,6 +16,7 @@ from ..auth import JWTAuth
 from ..batching import Batching
 from ..broker import Broker
 from ..metrics import Metrics, Reporter
+from ..proxies import TrustedProxies
 from ..ratelimit import ConnectionLimiter, RateLimit
 from .builtins import Builtins
 from .dispatch import Dispatcher
@@ -26,6 +29,17 @@ from .session import Client, SessionContext
 from .upgrade import AccessLog, Upgrader
 
 _DEFAULT_RATE_LIMIT = RateLimit()
+
+# Messages shorter than this leave uncompressed. The shared compressor starts every message
+# from an empty window, so a short JSON reply (an ACK, a PONG) saves a few bytes at best
+# while deflate's block header and sync flush cost CPU and ~10 bytes on the wire.
+DEFAULT_COMPRESSION_THRESHOLD = 256
+# Items of one BATCH; each also costs a rate-limit token.
+DEFAULT_MAX_BATCH_ITEMS = 100
+# Topics one connection may be subscribed to, and the longest topic name (in characters),
+# as in Centrifugo: what one client can make the server hold stays bounded.
+DEFAULT_MAX_SUBSCRIPTIONS = 128
+DEFAULT_MAX_TOPIC_LENGTH = 255
 
 
 @dataclass(frozen=True)
@@ -51,6 +65,11 @@ class Options:
     broker: Optional[Broker] = None
     handler_metrics: bool = True
     history_recover_limit: int = DEFAULT_RECOVER_LIMIT
+    compression_threshold: int = DEFAULT_COMPRESSION_THRESHOLD
+    max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
+    max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS
+    max_topic_length: int = DEFAULT_MAX_TOPIC_LENGTH
+    trusted_proxies: Optional[Sequence[str]] = None
 
 # Seconds between sweeps of expired history; a publication may outlive its ttl by this much.
 HISTORY_SWEEP_INTERVAL = 5.0
@@ -77,10 +96,16 @@ class Engine:
         self.history_policy = HistoryPolicy()
         self.history_metrics = HistoryMetrics()
         self.history = MemoryHistory(self.history_policy, metrics=self.history_metrics)
-        self.pubsub = PubSub(loop.publish, options.broker, self.history_policy, self.history)
+        compress = options.compression
+        # The core deflates a publish once per shared window for every subscriber that
+        # negotiated permessage-deflate, and sends it plain to the others.
+        self.publish_local = functools.partial(loop.publish, compress=True) if compress else loop.publish
+        self.pubsub = PubSub(self.publish_local, options.broker, self.history_policy, self.history, compress)
+        self.pubsub.max_subscriptions = options.max_subscriptions
+        self.pubsub.max_topic_length = options.max_topic_length
         self._loop = loop
         self._sweep_timer: Optional[int] = None
-        self.session_context = SessionContext(self.pubsub, loop.set_timeout, self.metrics)
+        self.session_context = SessionContext(self.pubsub, loop.set_timeout, self.metrics, compress)
         auth = options.auth
         self.expiry = TokenExpiry(auth.leeway if auth is not None else None, loop.set_timeout,
                                   loop.clear_timeout, self.metrics)
@@ -90,7 +115,11 @@ class Engine:
             {
                 "batching": options.batching is not None,
                 "compression": options.compression,
+                "compressionThreshold": options.compression_threshold,
                 "maxPayloadLength": options.max_payload_length,
+                "maxBatchItems": options.max_batch_items,
+                "maxSubscriptions": options.max_subscriptions,
+                "maxTopicLength": options.max_topic_length,
                 "rateLimit": None if rate_limit is None
                 else {"messages": rate_limit.messages, "perSeconds": rate_limit.per_seconds},
             },
@@ -99,11 +128,12 @@ class Engine:
         self.builtins = Builtins(auth, self.metrics, self.expiry.schedule, self.pubsub,
                                  options.history_recover_limit)
         self.dispatcher = Dispatcher(self.router, self.builtins.table(), self.metrics, self.runner,
-                                     rate_limit, options.max_payload_length)
+                                     rate_limit, options.max_payload_length, compress, options.max_batch_items)
         self.upgrader = Upgrader(
             options.path, auth,
             frozenset(options.allowed_origins) if options.allowed_origins is not None else None,
             self.limiter, self.metrics, self.access_log, self.runner, self.session_context,
+            TrustedProxies(options.trusted_proxies or ()),
         )
 
     def add_route(self, kind: str, handler: Callable[..., Any], schema: Any = None) -> None:
@@ -136,7 +166,7 @@ class Engine:
 
             store = RedisHistory.for_broker(broker, self.history_policy, self.history_metrics)
             self.pubsub.relay = HistoryRelay(broker, store, DeliveryTracker(self.history_metrics),
-                                             self._loop.publish, self.metrics, self.options.history_recover_limit)
+                                             self.publish_local, self.metrics, self.options.history_recover_limit)
         self.history_policy.add(options)
         self.pubsub.history_on = True
         self.metrics.history_metrics = self.history_metrics
@@ -175,6 +205,16 @@ class RealtimeServer:
       string never reaches the log).
     - ``history_recover_limit``: the most publications one SUBSCRIBE recovery returns (more
       missed -> ``recovered: false``), and the cap of a HISTORY ``limit`` (1000).
+    - ``compression_threshold``: with ``compression``, messages of at least this many bytes
+      (256) leave deflated to clients that negotiated permessage-deflate; shorter ones plain.
+    - ``max_batch_items``: the most messages one BATCH may hold (100); each costs a
+      rate-limit token.
+    - ``max_subscriptions``: topics one connection may be subscribed to (128);
+      ``max_topic_length``: the longest topic, in characters (255). Past either: ERROR
+      LIMIT_EXCEEDED (docs/protocol.md), the connection goes on.
+    - ``trusted_proxies``: addresses or CIDRs of reverse proxies whose ``X-Forwarded-For`` /
+      ``Forwarded`` header names the client (for ``client.remote_address``, the per-IP
+      limit and the access log); None trusts no one.
     """
 
     def __init__(
@@ -198,14 +238,25 @@ class RealtimeServer:
         broker: Optional[Broker] = None,
         handler_metrics: bool = True,
         history_recover_limit: int = DEFAULT_RECOVER_LIMIT,
+        compression_threshold: int = DEFAULT_COMPRESSION_THRESHOLD,
+        max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS,
+        max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS,
+        max_topic_length: int = DEFAULT_MAX_TOPIC_LENGTH,
+        trusted_proxies: Optional[Sequence[str]] = None,
     ) -> None:
-        if isinstance(history_recover_limit, bool) or not isinstance(history_recover_limit, int) \
-                or history_recover_limit < 0:
-            raise ValueError(f"history_recover_limit must be an integer >= 0, got {history_recover_limit!r}")
+        for name, value, least in (("history_recover_limit", history_recover_limit, 0),
+                                   ("compression_threshold", compression_threshold, 0),
+                                   ("max_batch_items", max_batch_items, 1),
+                                   ("max_subscriptions", max_subscriptions, 1),
+                                   ("max_topic_length", max_topic_length, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
         options = self.options = Options(
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
             allowed_origins, max_connections, max_connections_per_ip, ssl, report_interval, health_path,
-            metrics_path, access_log, broker, handler_metrics, history_recover_limit,
+            metrics_path, access_log, broker, handler_metrics, history_recover_limit, compression_threshold,
+            max_batch_items, max_subscriptions, max_topic_length,
+            tuple(trusted_proxies) if trusted_proxies is not None else None,
         )
         self.path = path
         self.auth = auth
@@ -234,6 +285,7 @@ class RealtimeServer:
                 "compression": (CompressOptions.SHARED_COMPRESSOR | CompressOptions.SHARED_DECOMPRESSOR)
                 if compression
                 else CompressOptions.DISABLED,
+                "compression_threshold": compression_threshold,
             },
         )
         self.app.get(health_path, self._health)
@@ -430,9 +482,9 @@ class RealtimeServer:
     # -- HTTP -----------------------------------------------------------------------------
 
     def _health(self, res: Any, req: Any) -> None:
-        self.engine.access_log(res.get_remote_address(), "GET", req.get_url(), "200")
+        self.engine.access_log(self.engine.upgrader.client_address(res, req), "GET", req.get_url(), "200")
         res.write_header("Content-Type", "application/json").end(encode(self.metrics.health()))
 
     def _metrics(self, res: Any, req: Any) -> None:
-        self.engine.access_log(res.get_remote_address(), "GET", req.get_url(), "200")
+        self.engine.access_log(self.engine.upgrader.client_address(res, req), "GET", req.get_url(), "200")
         res.write_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8").end(self.metrics.render())

@@ -29,15 +29,18 @@ class SessionContext:
         pubsub: topic policy and fan-out (:class:`uws_py.realtime.pubsub.PubSub`).
         set_timeout: ``set_timeout(seconds, fn) -> timer id`` of the loop (the batch timer).
         counters: where ``batches_sent`` is counted (the server's Metrics).
+        compress: ask the core to deflate what clients are sent (it does so only for a
+            socket that negotiated permessage-deflate, above the route's compression_threshold).
     """
 
-    __slots__ = ("pubsub", "set_timeout", "counters")
+    __slots__ = ("pubsub", "set_timeout", "counters", "compress")
 
     def __init__(self, pubsub: "PubSub", set_timeout: Callable[[float, Callable[[], Any]], int],
-                 counters: "Metrics") -> None:
+                 counters: "Metrics", compress: bool = False) -> None:
         self.pubsub = pubsub
         self.set_timeout = set_timeout
         self.counters = counters
+        self.compress = compress
 
 
 class Client:
@@ -93,7 +96,7 @@ class Client:
                 data = _dumps(message)
             except TypeError as exc:
                 data = encode_failure(message, exc)
-            ws.send(data, TEXT)
+            ws.send(data, TEXT, self.context.compress)
             return
         frames, start_timer = batcher.add(message, priority)
         if frames:
@@ -111,6 +114,7 @@ class Client:
         ws = self.ws
         if ws is None or self.closed:
             return
+        compress = self.context.compress
         for frame in frames:
             if frame.get("type") == "BATCH":
                 self.context.counters.batches_sent += 1
@@ -118,7 +122,7 @@ class Client:
                 data = _dumps(frame)
             except TypeError as exc:
                 data = encode_failure(frame, exc)
-            ws.send(data, TEXT)
+            ws.send(data, TEXT, compress)
 
     def subscribe(self, topic: str) -> bool:
         """Subscribes to a topic.
