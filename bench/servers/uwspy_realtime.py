@@ -30,7 +30,7 @@ def main() -> None:
     def echo(client, message):
         return message
 
-    server.listen("127.0.0.1", int(sys.argv[1]))
+    server.listen(port=int(sys.argv[1]), host="127.0.0.1")
     token = jwt.encode({"sub": "bench", "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256")
     print(f"token {token}", flush=True)
     print(f"listening {server.port}", flush=True)

@@ -38,7 +38,11 @@ class Supervisor:
         """Forks worker ``index``; returns its pid."""
         pid = os.fork()
         if pid == 0:
-            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            # The supervisor's handlers came along with the fork: a SIGTERM arriving before the
+            # worker's server installs its own (a slow import, a broker connecting) would run
+            # the supervisor's and be lost, leaving the worker running after a stop.
+            for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_DFL)
             code = 1
             try:
                 code = self.worker(self.config)

@@ -53,7 +53,7 @@ class LiveServer:
 
     def __init__(self, server: RealtimeServer) -> None:
         self.server = server
-        server.listen(HOST, 0)
+        server.listen(port=0, host=HOST)
         self.port = server.port
         self.clients: list[TestClient] = []
         self.thread = threading.Thread(target=server.app.run, name=f"realtime-{self.port}", daemon=True)

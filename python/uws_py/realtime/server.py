@@ -4,6 +4,7 @@ run/serve/close, and the wiring of the parts; the logic lives in the modules it 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import signal
 import warnings
@@ -71,6 +72,19 @@ class Options:
     max_topic_length: int = DEFAULT_MAX_TOPIC_LENGTH
     trusted_proxies: Optional[Sequence[str]] = None
 
+def validate(options: Options) -> None:
+    """Raises ValueError naming the first integer option out of its range.
+
+    Args:
+        options: the options to check.
+    """
+    for name, least in (("history_recover_limit", 0), ("compression_threshold", 0), ("max_batch_items", 1),
+                        ("max_subscriptions", 1), ("max_topic_length", 1)):
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+
+
 # Seconds between sweeps of expired history; a publication may outlive its ttl by this much.
 HISTORY_SWEEP_INTERVAL = 5.0
 
@@ -105,6 +119,7 @@ class Engine:
         self.pubsub.max_topic_length = options.max_topic_length
         self._loop = loop
         self._sweep_timer: Optional[int] = None
+        self.history_options: list[HistoryOptions] = []
         self.session_context = SessionContext(self.pubsub, loop.set_timeout, self.metrics, compress)
         auth = options.auth
         self.expiry = TokenExpiry(auth.leeway if auth is not None else None, loop.set_timeout,
@@ -168,6 +183,7 @@ class Engine:
             self.pubsub.relay = HistoryRelay(broker, store, DeliveryTracker(self.history_metrics),
                                              self.publish_local, self.metrics, self.options.history_recover_limit)
         self.history_policy.add(options)
+        self.history_options.append(options)
         self.pubsub.history_on = True
         self.metrics.history_metrics = self.history_metrics
         if self.pubsub.relay is None:
@@ -176,9 +192,45 @@ class Engine:
         if self._sweep_timer is None:
             self._sweep_timer = self._loop.set_timeout(HISTORY_SWEEP_INTERVAL, self._sweep)
 
+    def adopt(self, previous: "Engine") -> None:
+        """Takes over what was registered on ``previous`` (an engine of the same server built
+        from older options): routes, hooks and history patterns. ``previous`` is dropped.
+
+        Args:
+            previous: the engine being replaced; it never served.
+        """
+        for kind, route in previous.router.routes.items():
+            self.add_route(kind, route.handler, route.schema)
+        self.dispatcher.binary_handler = previous.dispatcher.binary_handler
+        self.lifecycle.connect_hooks[:] = previous.lifecycle.connect_hooks
+        self.lifecycle.disconnect_hooks[:] = previous.lifecycle.disconnect_hooks
+        self.upgrader.authenticate = previous.upgrader.authenticate
+        self.pubsub.topic_hook = previous.pubsub.topic_hook
+        if previous._sweep_timer is not None:
+            self._loop.clear_timeout(previous._sweep_timer)
+            previous._sweep_timer = None
+        for history in previous.history_options:
+            self.add_history(history)
+
     def _sweep(self) -> None:
         self.history.sweep()
         self._sweep_timer = self._loop.set_timeout(HISTORY_SWEEP_INTERVAL, self._sweep)
+
+
+def _port_and_host(port: Any, host: Any, method: str) -> tuple[int, str]:
+    """``(port, host)`` as given, or swapped (with a DeprecationWarning) when a caller used
+    the old ``(host, port)`` order: a str where the port goes.
+
+    Args:
+        port: the first argument.
+        host: the second argument.
+        method: the method's name, for the warning.
+    """
+    if isinstance(port, str):
+        warnings.warn(f"RealtimeServer.{method}(host, port) is deprecated: the order is {method}(port, host), "
+                      "as App.listen; pass them as keywords to be safe", DeprecationWarning, stacklevel=3)
+        port, host = (host if isinstance(host, int) else 8080), port
+    return port, host
 
 
 class RealtimeServer:
@@ -244,13 +296,6 @@ class RealtimeServer:
         max_topic_length: int = DEFAULT_MAX_TOPIC_LENGTH,
         trusted_proxies: Optional[Sequence[str]] = None,
     ) -> None:
-        for name, value, least in (("history_recover_limit", history_recover_limit, 0),
-                                   ("compression_threshold", compression_threshold, 0),
-                                   ("max_batch_items", max_batch_items, 1),
-                                   ("max_subscriptions", max_subscriptions, 1),
-                                   ("max_topic_length", max_topic_length, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < least:
-                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
         options = self.options = Options(
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
             allowed_origins, max_connections, max_connections_per_ip, ssl, report_interval, health_path,
@@ -258,20 +303,34 @@ class RealtimeServer:
             max_batch_items, max_subscriptions, max_topic_length,
             tuple(trusted_proxies) if trusted_proxies is not None else None,
         )
+        validate(options)
         self.path = path
-        self.auth = auth
-        self.broker = broker
         self.app = App(ssl=ssl)
-        engine = self.engine = Engine(options, self.app)
+        self._mounted = False
+        self._reporter: Optional[Reporter] = None
+        self._use(Engine(options, self.app))
+
+    def _use(self, engine: Engine) -> None:
+        self.engine = engine
+        self.options = engine.options
+        self.auth = engine.options.auth
+        self.broker = engine.options.broker
         self.metrics = engine.metrics
         self.router = engine.router
         self.clients = engine.clients
         self.limiter = engine.limiter
         self.session_context = engine.session_context
         self._on_message = engine.dispatcher.on_message
-        self._reporter: Optional[Reporter] = None
+
+    def _mount(self) -> None:
+        """Registers the realtime route and the HTTP endpoints on the App: at the first
+        listen, so that :meth:`configure` can still change what they are built from."""
+        if self._mounted:
+            return
+        self._mounted = True
+        engine, options = self.engine, self.options
         self.app.ws(
-            path,
+            options.path,
             {
                 "upgrade": engine.upgrader.on_upgrade,
                 "open": engine.lifecycle.on_open,
@@ -279,17 +338,44 @@ class RealtimeServer:
                 "close": engine.lifecycle.on_close,
                 "subscription": engine.pubsub.on_subscription,
                 # The hard limit: twice the soft one, answered politely below it.
-                "max_payload_length": max_payload_length * 2,
-                "idle_timeout": idle_timeout,
-                "max_backpressure": max_backpressure,
+                "max_payload_length": options.max_payload_length * 2,
+                "idle_timeout": options.idle_timeout,
+                "max_backpressure": options.max_backpressure,
                 "compression": (CompressOptions.SHARED_COMPRESSOR | CompressOptions.SHARED_DECOMPRESSOR)
-                if compression
+                if options.compression
                 else CompressOptions.DISABLED,
-                "compression_threshold": compression_threshold,
+                "compression_threshold": options.compression_threshold,
             },
         )
-        self.app.get(health_path, self._health)
-        self.app.get(metrics_path, self._metrics)
+        self.app.get(options.health_path, self._health)
+        self.app.get(options.metrics_path, self._metrics)
+
+    def configure(self, **changes: Any) -> "RealtimeServer":
+        """Changes options of a server that has not listened yet, keeping the handlers,
+        hooks and history patterns registered so far (``uws-py serve MODULE:ATTR`` applies
+        its command-line options this way).
+
+        Args:
+            **changes: constructor keywords; ``ssl``, ``path``, ``health_path`` and
+                ``metrics_path`` are fixed at construction (ValueError). RuntimeError once
+                the server listens; TypeError for an unknown name.
+        """
+        if self._mounted:
+            raise RuntimeError("configure() must be called before the server listens")
+        unknown = set(changes) - {f.name for f in dataclasses.fields(Options)}
+        if unknown:
+            raise TypeError(f"unknown RealtimeServer options {sorted(unknown)}")
+        fixed = set(changes) & {"ssl", "path", "health_path", "metrics_path"}
+        if fixed:
+            raise ValueError(f"{sorted(fixed)} cannot change after construction")
+        if changes.get("trusted_proxies") is not None:
+            changes["trusted_proxies"] = tuple(changes["trusted_proxies"])
+        options = dataclasses.replace(self.options, **changes)
+        validate(options)
+        engine = Engine(options, self.app)
+        engine.adopt(self.engine)
+        self._use(engine)
+        return self
 
     # -- registration -------------------------------------------------------------------
 
@@ -375,13 +461,17 @@ class RealtimeServer:
 
     # -- running --------------------------------------------------------------------------
 
-    def listen(self, host: str = "127.0.0.1", port: int = 8080) -> "RealtimeServer":
-        """Binds and listens (``port=0`` picks a free one; see :attr:`port`).
+    def listen(self, port: Any = 8080, host: Any = "127.0.0.1") -> "RealtimeServer":
+        """Binds and listens (``port=0`` picks a free one; see :attr:`port`). The order is
+        :meth:`App.listen`'s; the old ``listen(host, port)`` still works, with a
+        DeprecationWarning.
 
         Args:
-            host: the address to bind.
             port: the port.
+            host: the address to bind.
         """
+        port, host = _port_and_host(port, host, "listen")
+        self._mount()
         self.app.listen(port, host)
         return self
 
@@ -390,18 +480,25 @@ class RealtimeServer:
         """The port bound by :meth:`listen`."""
         return self.app.port
 
-    def run(self, host: str = "127.0.0.1", port: int = 8080) -> None:
+    def run(self, port: Any = 8080, host: Any = "127.0.0.1") -> None:
         """Listens and runs until SIGTERM/SIGINT or :meth:`close`; shuts down gracefully.
 
         Args:
+            port: the port (the old order ``run(host, port)`` is deprecated).
             host: the address to bind.
-            port: the port.
         """
-        self.listen(host, port)
+        port, host = _port_and_host(port, host, "run")
+        self._check_sync()
+        self.listen(port, host)
         self.run_forever()
 
     def run_forever(self) -> None:
-        """Runs an already listening server until SIGTERM/SIGINT or :meth:`close`."""
+        """Runs an already listening server until SIGTERM/SIGINT or :meth:`close`.
+
+        RuntimeError at once when a handler or hook is an ``async def`` (they need
+        :meth:`serve`), instead of failing each message later.
+        """
+        self._check_sync()
         self._start()
         previous = {}
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -413,15 +510,29 @@ class RealtimeServer:
                 signal.signal(signum, handler)
             self.engine.pubsub.stop()
 
-    async def serve(self, host: str = "127.0.0.1", port: int = 8080, handle_signals: bool = True) -> None:
+    def _check_sync(self) -> None:
+        engine = self.engine
+        names = [f"handler for {kind!r}" for kind, route in engine.router.routes.items() if route.is_async]
+        for name, hooks in (("the authenticate hook", [engine.upgrader.authenticate]),
+                            ("the binary handler", [engine.dispatcher.binary_handler]),
+                            ("a connect hook", engine.lifecycle.connect_hooks),
+                            ("a disconnect hook", engine.lifecycle.disconnect_hooks)):
+            if any(hook is not None and asyncio.iscoroutinefunction(hook) for hook in hooks):
+                names.append(name)
+        if names:
+            raise RuntimeError(f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} async: "
+                               "run the server with `await server.serve()` instead of run()")
+
+    async def serve(self, port: Any = 8080, host: Any = "127.0.0.1", handle_signals: bool = True) -> None:
         """As :meth:`run`, inside the running asyncio loop (async handlers allowed).
 
         Args:
+            port: the port (the old order ``serve(host, port)`` is deprecated).
             host: the address to bind.
-            port: the port.
             handle_signals: stop gracefully on SIGTERM/SIGINT.
         """
-        self.listen(host, port)
+        port, host = _port_and_host(port, host, "serve")
+        self.listen(port, host)
         loop = self.engine.runner.loop = asyncio.get_running_loop()
         self._start()
         installed = []
