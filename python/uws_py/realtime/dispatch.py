@@ -242,7 +242,9 @@ class Dispatcher:
             self.send_error(client, request_id, ProtocolError(INTERNAL, "internal error"))
             return
         finally:
-            self.metrics.histogram(route.kind).observe(_perf_counter() - started)
+            # The route's histogram exists only with handler_metrics on.
+            if route.histogram is not None:
+                route.histogram.observe(_perf_counter() - started)
         self.reply(client, request_id, reply, None)
 
     def reply(self, client: "Client", request_id: Any, reply: Any, out: Optional[list[Any]]) -> None:

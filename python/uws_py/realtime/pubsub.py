@@ -122,27 +122,32 @@ class PubSub:
                          "offset": publication.offset})
         return position
 
-    def publish(self, topic: str, data: Any) -> bool:
+    def publish(self, topic: str, data: Any, confirm: Optional[Callable[[bool], None]] = None) -> bool:
         """A server-originated MESSAGE (``from`` is null) to every subscriber, in every
         process when there is a broker. On a history topic it gets the next offset. Loop thread.
 
         Args:
             topic: the topic.
             data: the payload's ``data``.
+            confirm: with a broker, called on the loop thread with whether the broker took
+                the publish (a history topic's: whether it was stored).
 
         Returns whether this process had subscribers (False for a history topic with a broker:
         its delivery comes later, through the broker).
         """
         if self.history_on and self.policy.options_for(topic) is not None:
             if self.relay is not None:
-                self.relay.publish(None, topic, data, False, None, False)
+                self.relay.publish(None, topic, data, False, None, False, confirm)
                 return False
             head, tail = message_parts(topic, data, None)
             _, publication = self.history.publish(topic, head, tail)
             return self.publish_local(topic, publication.payload, TEXT)
         payload = encode({"type": "MESSAGE", "topic": topic, "data": data, "from": None})
         if self.broker is not None:
-            self.broker.publish(topic, payload)
+            if confirm is None:
+                self.broker.publish(topic, payload)
+            else:
+                self.broker.publish(topic, payload, confirm)
         return self.publish_local(topic, payload, TEXT)
 
     def deliver_remote(self, topic: str, payload: bytes) -> None:

@@ -91,7 +91,7 @@ class HistoryRelay:
     # -- PUBLISH ----------------------------------------------------------------------------
 
     def publish(self, client: Optional["Client"], topic: str, data: Any, echo: bool, request_id: Any,
-                reply: bool) -> None:
+                reply: bool, confirm: Optional[Callable[[bool], None]] = None) -> None:
         """Publishes through the store; every process (this one too) delivers it when the
         broker hands it over. PUBLISHED (with the position) or ERROR UNAVAILABLE follows.
 
@@ -102,11 +102,14 @@ class HistoryRelay:
             echo: also send the MESSAGE to the publisher (if it is not subscribed).
             request_id: the request's id.
             reply: send PUBLISHED (the request had an id).
+            confirm: called with whether the publication was stored.
         """
         head, tail = message_parts(topic, data, client.id if client is not None else None)
         store = self.store
 
         def done(result: Any) -> None:
+            if confirm is not None:
+                confirm(not isinstance(result, BaseException))
             if isinstance(result, BaseException):
                 if client is None:
                     logger.warning("server publish to %r failed: %s", topic, result)

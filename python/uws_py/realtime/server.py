@@ -11,6 +11,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
+import orjson
+
 from .._asyncio import CoroutineRunner
 from ..app import App, CompressOptions, SSLOptions
 from ..auth import JWTAuth
@@ -574,11 +576,54 @@ class RealtimeServer:
         """A server-originated MESSAGE (``from`` is null) to every subscriber, in every
         process when there is a broker. Loop thread.
 
+        Returns whether this process had subscribers. The broker's copy leaves in the
+        background (never blocking the loop): whether it reached the broker is what
+        :meth:`publish_confirmed` awaits.
+
         Args:
             topic: the topic.
             data: the MESSAGE's ``data``.
         """
         return self.engine.pubsub.publish(topic, data)
+
+    async def publish_confirmed(self, topic: str, data: Any) -> bool:
+        """:meth:`publish`, then waits until the broker took it: True once Redis answered
+        the PUBLISH (for a history topic: once the publication is stored), False when it
+        could not be sent (the broker is down; counted in ``uws_broker_publish_failures``).
+        Without a broker it returns True at once. Loop thread, under :meth:`serve`.
+
+        Args:
+            topic: the topic.
+            data: the MESSAGE's ``data``.
+        """
+        if self.broker is None:
+            self.engine.pubsub.publish(topic, data)
+            return True
+        reached: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def confirm(ok: bool) -> None:
+            if not reached.done():
+                reached.set_result(ok)
+
+        self.engine.pubsub.publish(topic, data, confirm)
+        return await reached
+
+    def publish_threadsafe(self, topic: str, data: Any) -> None:
+        """:meth:`publish` from any thread: the same MESSAGE envelope, through the broker
+        too, on the loop thread in its next iteration (in call order per calling thread).
+
+        ``data`` is encoded here, at the call, so a later change to it is not published and
+        a value that cannot be encoded raises TypeError to the caller.
+
+        Args:
+            topic: the topic (a non-empty str).
+            data: the MESSAGE's ``data`` (JSON-encodable).
+        """
+        if not isinstance(topic, str) or not topic:
+            raise ValueError("topic must be a non-empty string")
+        fragment = orjson.Fragment(orjson.dumps(data))
+        pubsub = self.engine.pubsub
+        self.app.defer(lambda: pubsub.publish(topic, fragment))
 
     def _start(self) -> None:
         self.engine.pubsub.start(self.app.defer)
