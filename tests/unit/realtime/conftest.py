@@ -49,7 +49,7 @@ class FakeLoop:
 
     def stats(self) -> dict[str, int]:
         return dict.fromkeys(
-            ("open_connections", "messages_in", "messages_out", "bytes_in", "bytes_out", "connections_opened",
+            ("open_connections", "messages_in", "messages_out", "bytes_in", "bytes_out", "connections_opened", "connections_closed",
              "publishes", "deliveries", "drops", "backpressure_events", "protocol_errors", "http_rejections",
              "idle_timeouts", "header_timeouts"), 0)
 
