@@ -2,8 +2,10 @@
 (generous, so it measures its cost without refusing) and metrics on; an ECHO handler that
 answers each request with itself (the reply carries the request's id).
 
-usage: python uwspy_realtime.py PORT [--no-handler-metrics]
-(prints `listening PORT` and `token TOKEN`; the flag measures what handler latency metrics cost)
+usage: python uwspy_realtime.py PORT [--no-handler-metrics] [--deflate] [--compression-threshold N]
+(prints `listening PORT` and `token TOKEN`; --no-handler-metrics measures what handler latency
+metrics cost; --deflate turns compression on: permessage-deflate, replies deflated from the
+threshold, default the server's)
 """
 
 import sys
@@ -16,14 +18,21 @@ from uws_py import JWTAuth, RateLimit, RealtimeServer
 SECRET = "bench-secret-bench-secret-bench-secret"
 
 
+def threshold() -> dict:
+    if "--compression-threshold" in sys.argv:
+        return {"compression_threshold": int(sys.argv[sys.argv.index("--compression-threshold") + 1])}
+    return {}
+
+
 def main() -> None:
     server = RealtimeServer(
         path="/realtime",
         auth=JWTAuth(secret=SECRET),
         rate_limit=RateLimit(messages=10_000_000, per_seconds=1),
         idle_timeout=0,
-        compression=False,
+        compression="--deflate" in sys.argv,
         handler_metrics="--no-handler-metrics" not in sys.argv,
+        **threshold(),
     )
 
     @server.on("ECHO")
