@@ -1,8 +1,10 @@
 """What realtime compression costs and saves: the RealtimeServer of scenario 8
 (servers/uwspy_realtime.py) answering 1 KiB JSON requests (ECHO with sensor readings,
-`--payload request-json`), with compression off and on, 100 connections x 4 in flight.
+`--payload request-json`), with compression off, inflate only and on, 100 connections x 4 in flight.
 
-Reports, per mode: replies/s, server CPU µs per reply (from the load generator, which reads
+A third mode negotiates permessage-deflate but leaves replies plain (a threshold above their
+size): the load generator's compressed requests are still inflated, so "on" minus it is what
+compressing the replies costs. Reports, per mode: replies/s, server CPU µs per reply (from the load generator, which reads
 the server's /proc stat), and the bytes the server wrote per reply on the wire (frame header
 included), from the server's own uws_bytes_sent_total / uws_messages_sent_total at /metrics
 before and after the run.
@@ -45,9 +47,19 @@ def counters(port: int) -> dict[str, float]:
     return values
 
 
-def run(deflate: bool, duration: str) -> dict:
+# mode -> server flags: no compression; permessage-deflate with replies left plain (the
+# requests, which the load generator compresses, are still inflated); everything compressed.
+MODES = {
+    "off": [],
+    "inflate only": ["--deflate", "--compression-threshold", "1000000"],
+    "on": ["--deflate"],
+}
+
+
+def run(mode: str, duration: str) -> dict:
     port = free_port()
-    argv = [sys.executable, str(SERVER), str(port), *(["--deflate"] if deflate else [])]
+    deflate = mode != "off"
+    argv = [sys.executable, str(SERVER), str(port), *MODES[mode]]
     server = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     try:
         token = ""
@@ -90,8 +102,8 @@ def main() -> int:
         print("build the load generator first: bash bench/build_loadgen.sh", file=sys.stderr)
         return 1
     table = {}
-    for mode in ("off", "on"):
-        rounds = [run(mode == "on", args.duration) for _ in range(args.rounds)]
+    for mode in MODES:
+        rounds = [run(mode, args.duration) for _ in range(args.rounds)]
         table[mode] = {key: statistics.median(r[key] for r in rounds) if isinstance(rounds[0][key], float) else rounds[0][key]
                        for key in rounds[0]}
         table[mode]["rounds"] = rounds
@@ -99,7 +111,7 @@ def main() -> int:
     off, on = table["off"], table["on"]
     print(f"\n| compression | replies/s | server CPU µs/reply | bytes out/reply | bytes in/request |")
     print("|---|---|---|---|---|")
-    for mode, row in (("off", off), ("on", on)):
+    for mode, row in table.items():
         print(f"| {mode} | {row['msgs_per_s']:,.0f} | {row['server_cpu_us_per_msg']:.2f} | "
               f"{row['wire_bytes_out_per_msg']:.0f} | {row['wire_bytes_in_per_msg']:.0f} |")
     print(f"\non/off: throughput x{on['msgs_per_s'] / off['msgs_per_s']:.2f}, CPU per reply "
