@@ -102,7 +102,7 @@ class Client:
                 data = _dumps(message)
             except TypeError as exc:
                 data = encode_failure(message, exc)
-            return SendStatus(ws.send(data, TEXT, self.context.compress))
+            return ws.send(data, TEXT, self.context.compress)  # the native SendStatus member
         frames, start_timer = batcher.add(message, priority)
         status = self._write(frames) if frames else SendStatus.SUCCESS
         if start_timer:
@@ -128,7 +128,7 @@ class Client:
                 data = _dumps(frame)
             except TypeError as exc:
                 data = encode_failure(frame, exc)
-            status = SendStatus(ws.send(data, TEXT, compress))
+            status = ws.send(data, TEXT, compress)
         return status
 
     def subscribe(self, topic: str) -> bool:
