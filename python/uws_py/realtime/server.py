@@ -253,8 +253,9 @@ class RealtimeServer:
     - ``health_path``, ``metrics_path``: the JSON health check and the Prometheus scrape.
     - ``broker``: a :class:`uws_py.broker.Broker` (e.g. RedisBroker) carrying publishes to
       and from other server processes; None keeps pub/sub within this process.
-    - ``handler_metrics``: per-type handler call counts and latency histograms (inline sync
-      handlers: one call in 16 is timed); the other metrics cost nothing per message.
+    - ``handler_metrics``: per-type handler latency histograms (inline sync handlers: one
+      call in 16 is timed; ``async def`` handlers: every call); False times no handler.
+      Call counts (``uws_handler_calls_total``) are kept either way: an addition per call.
     - ``access_log``: log each upgrade and HTTP request (path only: a token in the query
       string never reaches the log).
     - ``history_recover_limit``: the most publications one SUBSCRIBE recovery returns (more
