@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import orjson
 
-from tests.support.realtime import BUILTIN_TYPES, make_token, realtime_server, send_json
-from tests.support.wsclient import Op, TestClient, parse_frame_with_rsv, RSV1
+from tests.support.realtime import make_token, realtime_server, send_json
+from tests.support.wsclient import RSV1, Op, TestClient
 from uws_py import Batching
 
 DEFLATE = [("Sec-WebSocket-Extensions", "permessage-deflate")]

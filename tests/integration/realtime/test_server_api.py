@@ -7,13 +7,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 import pytest
 
 import uws_py
 from tests.support.harness import HOST, WAIT
 from tests.support.realtime import (
-    LiveServer, ServingThread, make_token, metric, realtime_server, recv_json, request, scrape,
+    LiveServer, ServingThread, make_token, realtime_server, recv_json, request, scrape,
 )
 from tests.support.wsclient import connect
 from uws_py import RealtimeServer, SendStatus
@@ -104,7 +105,6 @@ def test_client_send_returns_the_send_status(serve):
     client.close()
     answer: queue.Queue = queue.Queue()
     # After the close the client's sends are dropped, and say so.
-    import time
     deadline = time.monotonic() + WAIT
     while not kept[0].closed and time.monotonic() < deadline:
         time.sleep(0.01)
