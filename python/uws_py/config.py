@@ -47,6 +47,14 @@ class ServeConfig:
                 "env: comma-separated; file: [[history]] pattern/size/ttl)"})
     history_recover_limit: int = field(default=1000, metadata={
         "help": "most publications one recovery returns (and the HISTORY limit cap)"})
+    compression_threshold: int = field(default=256, metadata={
+        "help": "with --compression, messages of at least this many bytes leave deflated"})
+    max_batch_items: int = field(default=100, metadata={"help": "most messages in one BATCH (each costs a rate-limit token)"})
+    max_subscriptions: int = field(default=128, metadata={"help": "most topics one connection may subscribe to"})
+    max_topic_length: int = field(default=255, metadata={"help": "longest topic name, in characters"})
+    trusted_proxy: list[str] = field(default_factory=list, metadata={
+        "help": "address or CIDR of a reverse proxy whose X-Forwarded-For/Forwarded header names the client "
+                "(repeatable; env: comma-separated)"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
     log_format: str = field(default="human", metadata={"help": "human or json"})
     access_log: bool = field(default=True, metadata={"help": "log every upgrade and HTTP request"})
@@ -55,6 +63,10 @@ class ServeConfig:
     report_interval: int = field(default=0, metadata={
         "help": "seconds between 'perf:' report lines in the log (0: none)"})
     dashboard_path: str = field(default="/dashboard", metadata={"help": "where the live dashboard is served"})
+
+    # The options set by a layer (file, environment, command line) rather than left at their
+    # default: what `serve MODULE:ATTR` applies to the target (set by load()).
+    given = frozenset()  # type: frozenset[str]  (not annotated: not a field, not an option)
 
     def validate(self) -> "ServeConfig":
         if not (0 <= self.port <= 65535):
@@ -86,6 +98,16 @@ class ServeConfig:
             raise ConfigError("--dashboard-token must be at least 16 characters")
         if not self.dashboard_path.startswith("/"):
             raise ConfigError(f"--dashboard-path must start with '/', not {self.dashboard_path!r}")
+        for name, least in (("compression_threshold", 0), ("max_batch_items", 1), ("max_subscriptions", 1),
+                            ("max_topic_length", 1)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least {least}, not {getattr(self, name)}")
+        from .proxies import TrustedProxies
+
+        try:
+            TrustedProxies(self.trusted_proxy)
+        except ValueError as exc:
+            raise ConfigError(f"--trusted-proxy: {exc}".replace("trusted_proxies: ", "")) from None
         if self.history_recover_limit < 0:
             raise ConfigError(f"--history-recover-limit must not be negative, not {self.history_recover_limit}")
         if self.app is not None and not re.fullmatch(r"[\w.]+:[\w.]+", self.app):
@@ -229,4 +251,6 @@ def load(file: Optional[str], environ: dict[str, str], command_line: dict[str, A
             values[name] = _coerce(name, f.type, environ[env_name], env_name)
     for name, value in command_line.items():
         values[name] = value
-    return ServeConfig(**values).validate()
+    config = ServeConfig(**values).validate()
+    config.given = frozenset(name for name in values if name != "app")
+    return config

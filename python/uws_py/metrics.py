@@ -187,6 +187,7 @@ class _Collector:
             ("uws_bytes_received", "bytes_in", "Bytes received on WebSockets"),
             ("uws_bytes_sent", "bytes_out", "Bytes sent on WebSockets"),
             ("uws_connections_opened", "connections_opened", "WebSocket connections opened"),
+            ("uws_connections_closed", "connections_closed", "WebSocket connections closed"),
             ("uws_publishes", "publishes", "Publish calls"),
             ("uws_deliveries", "deliveries", "Messages delivered by publishes"),
             ("uws_dropped", "drops", "Sends and deliveries dropped over max_backpressure"),

@@ -43,7 +43,11 @@ class Supervisor:
         """Forks worker ``index``; returns its pid."""
         pid = os.fork()
         if pid == 0:
-            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            # The supervisor's handlers came along with the fork: a SIGTERM arriving before the
+            # worker's server installs its own (a slow import, a broker connecting) would run
+            # the supervisor's and be lost, leaving the worker running after a stop.
+            for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_DFL)
             if self.metrics_dir is not None:
                 cluster.join(self.metrics_dir, index)
             code = 1

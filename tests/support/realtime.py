@@ -9,6 +9,7 @@ marker: a PING whose PONG must be the next message the client reads.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import queue
 import threading
@@ -53,7 +54,7 @@ class LiveServer:
 
     def __init__(self, server: RealtimeServer) -> None:
         self.server = server
-        server.listen(HOST, 0)
+        server.listen(port=0, host=HOST)
         self.port = server.port
         self.clients: list[TestClient] = []
         self.thread = threading.Thread(target=server.app.run, name=f"realtime-{self.port}", daemon=True)
@@ -100,6 +101,36 @@ class LiveServer:
             self.server.close()
             self.thread.join(WAIT)
         assert not self.thread.is_alive(), f"server on port {self.port} still running {WAIT} s after close()"
+
+
+class ServingThread:
+    """A RealtimeServer running ``serve()`` in its own asyncio loop on a daemon thread."""
+
+    def __init__(self, server: RealtimeServer) -> None:
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + WAIT
+        while server.app._port is None:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "the server did not listen"
+            time.sleep(0.01)
+        self.port = server.port
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.server.serve(port=0, host=HOST, handle_signals=False))
+        finally:
+            self.loop.close()
+
+    def call(self, coroutine, timeout: float = 10.0):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.server.close(timeout=1)
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "server still running after close()"
 
 
 def send_json(client: TestClient, message: Any) -> None:

@@ -77,7 +77,7 @@ class RedisBroker(Broker):
         self._schedule: Optional[Schedule] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
-        self._outbox: Optional[asyncio.Queue[tuple[str, bytes, bytes]]] = None
+        self._outbox: Optional[asyncio.Queue[tuple[str, bytes, Optional[Callable[[bool], None]], bytes]]] = None
         self._inbox: list[tuple[str, bytes, Optional[tuple[str, int]], bytes]] = []
         self._inbox_lock = threading.Lock()
         self._pubsub: Any = None
@@ -141,13 +141,15 @@ class RedisBroker(Broker):
         self._topics.discard(topic)
         self._call(self._apply_subscription, topic, False)
 
-    def publish(self, topic: str, payload: bytes, trace: bytes = b"") -> None:
+    def publish(self, topic: str, payload: bytes, done: Optional[Callable[[bool], None]] = None,
+                trace: bytes = b"") -> None:
         """See :meth:`Broker.publish`; ``trace``: a W3C traceparent to carry, or empty."""
         loop, outbox = self._loop, self._outbox
         if loop is None or outbox is None:
             self._failed(1)
+            self._notify(done, False)
             return
-        loop.call_soon_threadsafe(outbox.put_nowait, (topic, payload, trace))
+        loop.call_soon_threadsafe(outbox.put_nowait, (topic, payload, done, trace))
 
     def stop(self) -> None:
         self._stopping = True
@@ -203,13 +205,14 @@ class RedisBroker(Broker):
     async def _publisher(self) -> None:
         backoff = BACKOFF_START
         assert self._outbox is not None
-        retry: Optional[tuple[str, bytes, bytes]] = None
+        retry: Optional[tuple[str, bytes, Optional[Callable[[bool], None]], bytes]] = None
         while not self._stopping:
             try:
                 client = await self._connect()
             except Exception as exc:
                 logger.debug("Redis connect failed: %s", exc)
                 if retry is not None:
+                    self._notify(retry[2], False)
                     retry = None
                     self._failed(1)
                 self._drain_outbox_as_failed()
@@ -220,18 +223,19 @@ class RedisBroker(Broker):
             try:
                 while True:
                     if retry is None:
-                        topic, payload, trace = await self._outbox.get()
+                        topic, payload, done, trace = await self._outbox.get()
                     else:
-                        (topic, payload, trace), retry = retry, None
+                        (topic, payload, done, trace), retry = retry, None
                     head = self.origin + b";" + trace if trace else self.origin
                     try:
                         await client.publish(self.prefix + topic, head + b"|" + payload)
                     except Exception:
                         # A connection that died while idle is only found out by using it:
                         # the message gets one more try on a fresh connection.
-                        retry = (topic, payload, trace)
+                        retry = (topic, payload, done, trace)
                         raise
                     self._counters["published"] += 1
+                    self._notify(done, True)
             except Exception as exc:
                 logger.debug("Redis publish failed: %s", exc)
                 try:
@@ -243,7 +247,7 @@ class RedisBroker(Broker):
         assert self._outbox is not None
         dropped = 0
         while not self._outbox.empty():
-            self._outbox.get_nowait()
+            self._notify(self._outbox.get_nowait()[2], False)
             dropped += 1
         if dropped:
             self._failed(dropped)

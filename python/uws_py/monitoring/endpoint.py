@@ -24,12 +24,16 @@ class Monitoring:
         app: the :class:`~uws_py.app.App` (``defer``, routes).
         registry: the realtime layer's prometheus-client registry.
         access_log: ``access_log(remote, method, url, status)``.
+        client_address: ``client_address(res, req)``, the address the access log names (the
+            forwarded one behind a trusted proxy); the peer's by default.
     """
 
-    def __init__(self, app: Any, registry: Any, access_log: Callable[[str, str, str, str], None]) -> None:
+    def __init__(self, app: Any, registry: Any, access_log: Callable[[str, str, str, str], None],
+                 client_address: Optional[Callable[[Any, Any], str]] = None) -> None:
         self.app = app
         self.registry = registry
         self.access_log = access_log
+        self.client_address = client_address or (lambda res, req: res.get_remote_address())
         self.topics = TopicSubscribers()
         self.channel: Optional[cluster.WorkerChannel] = None
 
@@ -79,7 +83,7 @@ class Monitoring:
 
     def metrics_route(self, res: Any, req: Any) -> None:
         """GET /metrics: the Prometheus text of the whole server."""
-        remote, url = res.get_remote_address(), req.get_url()
+        remote, url = self.client_address(res, req), req.get_url()
         res.on_aborted(lambda: None)
 
         def respond(result: cluster.ClusterView) -> None:

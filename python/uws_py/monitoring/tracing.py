@@ -227,9 +227,9 @@ class TracedBroker:
         """The broker's start, with ``deliver_traced``."""
         self.broker.start(deliver, schedule, deliver_traced=self.tracing.receiver(deliver), **options)
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes, done: Optional[Callable[[bool], None]] = None) -> None:
         """The broker's publish, with the current span's traceparent."""
-        self.broker.publish(topic, payload, trace=self.tracing.current_traceparent().encode("ascii"))
+        self.broker.publish(topic, payload, done, trace=self.tracing.current_traceparent().encode("ascii"))
 
 
 class _TracedResponse:

@@ -4,9 +4,14 @@ run/serve/close, and the wiring of the parts; the logic lives in the modules it 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import signal
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
+
+import orjson
 
 from .._asyncio import CoroutineRunner
 from ..app import App, CompressOptions, SSLOptions
@@ -17,6 +22,7 @@ from ..metrics import Metrics, Reporter
 from ..monitoring import cluster
 from ..monitoring.dashboard import Dashboard
 from ..monitoring.endpoint import Monitoring
+from ..proxies import TrustedProxies
 from ..ratelimit import ConnectionLimiter, RateLimit
 from .builtins import Builtins
 from .client_script import ClientScript
@@ -30,6 +36,17 @@ from .session import Client, SessionContext
 from .upgrade import AccessLog, Upgrader
 
 _DEFAULT_RATE_LIMIT = RateLimit()
+
+# Messages shorter than this leave uncompressed. The shared compressor starts every message
+# from an empty window, so a short JSON reply (an ACK, a PONG) saves a few bytes at best
+# while deflate's block header and sync flush cost CPU and ~10 bytes on the wire.
+DEFAULT_COMPRESSION_THRESHOLD = 256
+# Items of one BATCH; each also costs a rate-limit token.
+DEFAULT_MAX_BATCH_ITEMS = 100
+# Topics one connection may be subscribed to, and the longest topic name (in characters),
+# as in Centrifugo: what one client can make the server hold stays bounded.
+DEFAULT_MAX_SUBSCRIPTIONS = 128
+DEFAULT_MAX_TOPIC_LENGTH = 255
 
 
 @dataclass(frozen=True)
@@ -59,6 +76,25 @@ class Options:
     dashboard_path: str = "/dashboard"
     tracing: Any = None
     client_script: bool = True
+    compression_threshold: int = DEFAULT_COMPRESSION_THRESHOLD
+    max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS
+    max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS
+    max_topic_length: int = DEFAULT_MAX_TOPIC_LENGTH
+    trusted_proxies: Optional[Sequence[str]] = None
+
+
+def validate(options: Options) -> None:
+    """Raises ValueError naming the first integer option out of its range.
+
+    Args:
+        options: the options to check.
+    """
+    for name, least in (("history_recover_limit", 0), ("compression_threshold", 0), ("max_batch_items", 1),
+                        ("max_subscriptions", 1), ("max_topic_length", 1)):
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+
 
 # Seconds between sweeps of expired history; a publication may outlive its ttl by this much.
 HISTORY_SWEEP_INTERVAL = 5.0
@@ -85,10 +121,17 @@ class Engine:
         self.history_policy = HistoryPolicy()
         self.history_metrics = HistoryMetrics()
         self.history = MemoryHistory(self.history_policy, metrics=self.history_metrics)
-        self.pubsub = PubSub(loop.publish, options.broker, self.history_policy, self.history)
+        compress = options.compression
+        # The core deflates a publish once per shared window for every subscriber that
+        # negotiated permessage-deflate, and sends it plain to the others.
+        self.publish_local = functools.partial(loop.publish, compress=True) if compress else loop.publish
+        self.pubsub = PubSub(self.publish_local, options.broker, self.history_policy, self.history, compress)
+        self.pubsub.max_subscriptions = options.max_subscriptions
+        self.pubsub.max_topic_length = options.max_topic_length
         self._loop = loop
         self._sweep_timer: Optional[int] = None
-        self.session_context = SessionContext(self.pubsub, loop.set_timeout, self.metrics)
+        self.history_options: list[HistoryOptions] = []
+        self.session_context = SessionContext(self.pubsub, loop.set_timeout, self.metrics, compress)
         auth = options.auth
         self.expiry = TokenExpiry(auth.leeway if auth is not None else None, loop.set_timeout,
                                   loop.clear_timeout, self.metrics)
@@ -98,7 +141,11 @@ class Engine:
             {
                 "batching": options.batching is not None,
                 "compression": options.compression,
+                "compressionThreshold": options.compression_threshold,
                 "maxPayloadLength": options.max_payload_length,
+                "maxBatchItems": options.max_batch_items,
+                "maxSubscriptions": options.max_subscriptions,
+                "maxTopicLength": options.max_topic_length,
                 "rateLimit": None if rate_limit is None
                 else {"messages": rate_limit.messages, "perSeconds": rate_limit.per_seconds},
             },
@@ -107,11 +154,12 @@ class Engine:
         self.builtins = Builtins(auth, self.metrics, self.expiry.schedule, self.pubsub,
                                  options.history_recover_limit)
         self.dispatcher = Dispatcher(self.router, self.builtins.table(), self.metrics, self.runner,
-                                     rate_limit, options.max_payload_length)
+                                     rate_limit, options.max_payload_length, compress, options.max_batch_items)
         self.upgrader = Upgrader(
             options.path, auth,
             frozenset(options.allowed_origins) if options.allowed_origins is not None else None,
             self.limiter, self.metrics, self.access_log, self.runner, self.session_context,
+            TrustedProxies(options.trusted_proxies or ()),
         )
 
     def add_route(self, kind: str, handler: Callable[..., Any], schema: Any = None) -> None:
@@ -144,8 +192,9 @@ class Engine:
 
             store = RedisHistory.for_broker(broker, self.history_policy, self.history_metrics)
             self.pubsub.relay = HistoryRelay(broker, store, DeliveryTracker(self.history_metrics),
-                                             self._loop.publish, self.metrics, self.options.history_recover_limit)
+                                             self.publish_local, self.metrics, self.options.history_recover_limit)
         self.history_policy.add(options)
+        self.history_options.append(options)
         self.pubsub.history_on = True
         self.metrics.history_metrics = self.history_metrics
         if self.pubsub.relay is None:
@@ -154,9 +203,45 @@ class Engine:
         if self._sweep_timer is None:
             self._sweep_timer = self._loop.set_timeout(HISTORY_SWEEP_INTERVAL, self._sweep)
 
+    def adopt(self, previous: "Engine") -> None:
+        """Takes over what was registered on ``previous`` (an engine of the same server built
+        from older options): routes, hooks and history patterns. ``previous`` is dropped.
+
+        Args:
+            previous: the engine being replaced; it never served.
+        """
+        for kind, route in previous.router.routes.items():
+            self.add_route(kind, route.handler, route.schema)
+        self.dispatcher.binary_handler = previous.dispatcher.binary_handler
+        self.lifecycle.connect_hooks[:] = previous.lifecycle.connect_hooks
+        self.lifecycle.disconnect_hooks[:] = previous.lifecycle.disconnect_hooks
+        self.upgrader.authenticate = previous.upgrader.authenticate
+        self.pubsub.topic_hook = previous.pubsub.topic_hook
+        if previous._sweep_timer is not None:
+            self._loop.clear_timeout(previous._sweep_timer)
+            previous._sweep_timer = None
+        for history in previous.history_options:
+            self.add_history(history)
+
     def _sweep(self) -> None:
         self.history.sweep()
         self._sweep_timer = self._loop.set_timeout(HISTORY_SWEEP_INTERVAL, self._sweep)
+
+
+def _port_and_host(port: Any, host: Any, method: str) -> tuple[int, str]:
+    """``(port, host)`` as given, or swapped (with a DeprecationWarning) when a caller used
+    the old ``(host, port)`` order: a str where the port goes.
+
+    Args:
+        port: the first argument.
+        host: the second argument.
+        method: the method's name, for the warning.
+    """
+    if isinstance(port, str):
+        warnings.warn(f"RealtimeServer.{method}(host, port) is deprecated: the order is {method}(port, host), "
+                      "as App.listen; pass them as keywords to be safe", DeprecationWarning, stacklevel=3)
+        port, host = (host if isinstance(host, int) else 8080), port
+    return port, host
 
 
 class RealtimeServer:
@@ -177,8 +262,9 @@ class RealtimeServer:
     - ``health_path``, ``metrics_path``: the JSON health check and the Prometheus scrape.
     - ``broker``: a :class:`uws_py.broker.Broker` (e.g. RedisBroker) carrying publishes to
       and from other server processes; None keeps pub/sub within this process.
-    - ``handler_metrics``: per-type handler call counts and latency histograms (inline sync
-      handlers: one call in 16 is timed); the other metrics cost nothing per message.
+    - ``handler_metrics``: per-type handler latency histograms (inline sync handlers: one
+      call in 16 is timed; ``async def`` handlers: every call); False times no handler.
+      Call counts (``uws_handler_calls_total``) are kept either way: an addition per call.
     - ``access_log``: log each upgrade and HTTP request (path only: a token in the query
       string never reaches the log).
     - ``history_recover_limit``: the most publications one SUBSCRIBE recovery returns (more
@@ -192,6 +278,16 @@ class RealtimeServer:
     - ``client_script``: serve the JavaScript client at ``{path}/client.js``
       (``/realtime/client.js``), so a page can import it with no build step; False leaves
       that URL to you.
+    - ``compression_threshold``: with ``compression``, messages of at least this many bytes
+      (256) leave deflated to clients that negotiated permessage-deflate; shorter ones plain.
+    - ``max_batch_items``: the most messages one BATCH may hold (100); each costs a
+      rate-limit token.
+    - ``max_subscriptions``: topics one connection may be subscribed to (128);
+      ``max_topic_length``: the longest topic, in characters (255). Past either: ERROR
+      LIMIT_EXCEEDED (docs/protocol.md), the connection goes on.
+    - ``trusted_proxies``: addresses or CIDRs of reverse proxies whose ``X-Forwarded-For`` /
+      ``Forwarded`` header names the client (for ``client.remote_address``, the per-IP
+      limit and the access log); None trusts no one.
     """
 
     def __init__(
@@ -219,40 +315,58 @@ class RealtimeServer:
         dashboard_path: str = "/dashboard",
         tracing: Any = None,
         client_script: bool = True,
+        compression_threshold: int = DEFAULT_COMPRESSION_THRESHOLD,
+        max_batch_items: int = DEFAULT_MAX_BATCH_ITEMS,
+        max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS,
+        max_topic_length: int = DEFAULT_MAX_TOPIC_LENGTH,
+        trusted_proxies: Optional[Sequence[str]] = None,
     ) -> None:
-        if isinstance(history_recover_limit, bool) or not isinstance(history_recover_limit, int) \
-                or history_recover_limit < 0:
-            raise ValueError(f"history_recover_limit must be an integer >= 0, got {history_recover_limit!r}")
         options = self.options = Options(
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
             allowed_origins, max_connections, max_connections_per_ip, ssl, report_interval, health_path,
             metrics_path, access_log, broker, handler_metrics, history_recover_limit, dashboard_token,
-            dashboard_path, tracing, client_script,
+            dashboard_path, tracing, client_script, compression_threshold, max_batch_items, max_subscriptions,
+            max_topic_length, tuple(trusted_proxies) if trusted_proxies is not None else None,
         )
+        validate(options)
         self.path = path
-        self.auth = auth
-        self.broker = broker
         self.app = App(ssl=ssl)
-        engine = self.engine = Engine(options, self.app)
+        self._mounted = False
+        self._reporter: Optional[Reporter] = None
+        self._use(Engine(options, self.app))
+
+    def _use(self, engine: Engine) -> None:
+        self.engine = engine
+        self.options = engine.options
+        self.auth = engine.options.auth
+        self.broker = engine.options.broker
         self.metrics = engine.metrics
         self.router = engine.router
         self.clients = engine.clients
         self.limiter = engine.limiter
         self.session_context = engine.session_context
         self._on_message = engine.dispatcher.on_message
-        self._reporter: Optional[Reporter] = None
-        self.monitoring = Monitoring(self.app, self.metrics.registry, engine.access_log)
+
+    def _mount(self) -> None:
+        """Registers the realtime route and the HTTP endpoints on the App: at the first
+        listen, so that :meth:`configure` can still change what they are built from."""
+        if self._mounted:
+            return
+        self._mounted = True
+        engine, options = self.engine, self.options
+        self.monitoring = Monitoring(self.app, self.metrics.registry, engine.access_log,
+                                     engine.upgrader.client_address)
         on_upgrade, on_message, on_close = engine.upgrader.on_upgrade, engine.dispatcher.on_message, engine.lifecycle.on_close
-        if tracing is not None and tracing is not False:
+        if options.tracing is not None and options.tracing is not False:
             from ..monitoring.tracing import Tracing
 
-            tracer = Tracing(None if tracing is True else tracing)
+            tracer = Tracing(None if options.tracing is True else options.tracing)
             tracer.install(engine)
-            on_upgrade = tracer.upgrade_handler(path, on_upgrade)
+            on_upgrade = tracer.upgrade_handler(options.path, on_upgrade)
             on_message = tracer.message_handler(on_message)
             on_close = tracer.close_handler(on_close)
         self.app.ws(
-            path,
+            options.path,
             {
                 "upgrade": on_upgrade,
                 "open": engine.lifecycle.on_open,
@@ -260,19 +374,21 @@ class RealtimeServer:
                 "close": on_close,
                 "subscription": self._on_subscription,
                 # The hard limit: twice the soft one, answered politely below it.
-                "max_payload_length": max_payload_length * 2,
-                "idle_timeout": idle_timeout,
-                "max_backpressure": max_backpressure,
+                "max_payload_length": options.max_payload_length * 2,
+                "idle_timeout": options.idle_timeout,
+                "max_backpressure": options.max_backpressure,
                 "compression": (CompressOptions.SHARED_COMPRESSOR | CompressOptions.SHARED_DECOMPRESSOR)
-                if compression
+                if options.compression
                 else CompressOptions.DISABLED,
+                "compression_threshold": options.compression_threshold,
             },
         )
-        self.app.get(health_path, self._health)
-        self.app.get(metrics_path, self.monitoring.metrics_route)
-        if dashboard_token is not None:
-            Dashboard(dashboard_token, self.monitoring.view, engine.access_log).install(self.app, dashboard_path)
-        if client_script:
+        self.app.get(options.health_path, self._health)
+        self.app.get(options.metrics_path, self.monitoring.metrics_route)
+        if options.dashboard_token is not None:
+            Dashboard(options.dashboard_token, self.monitoring.view, engine.access_log).install(
+                self.app, options.dashboard_path)
+        if options.client_script:
             self._client_script = ClientScript()
             self.app.get(self.client_script_path, self._serve_client_script)
 
@@ -280,6 +396,33 @@ class RealtimeServer:
     def client_script_path(self) -> str:
         """Where the JavaScript client is served (with ``client_script=True``)."""
         return self.path.rstrip("/") + "/client.js"
+
+    def configure(self, **changes: Any) -> "RealtimeServer":
+        """Changes options of a server that has not listened yet, keeping the handlers,
+        hooks and history patterns registered so far (``uws-py serve MODULE:ATTR`` applies
+        its command-line options this way).
+
+        Args:
+            **changes: constructor keywords; ``ssl``, ``path``, ``health_path`` and
+                ``metrics_path`` are fixed at construction (ValueError). RuntimeError once
+                the server listens; TypeError for an unknown name.
+        """
+        if self._mounted:
+            raise RuntimeError("configure() must be called before the server listens")
+        unknown = set(changes) - {f.name for f in dataclasses.fields(Options)}
+        if unknown:
+            raise TypeError(f"unknown RealtimeServer options {sorted(unknown)}")
+        fixed = set(changes) & {"ssl", "path", "health_path", "metrics_path"}
+        if fixed:
+            raise ValueError(f"{sorted(fixed)} cannot change after construction")
+        if changes.get("trusted_proxies") is not None:
+            changes["trusted_proxies"] = tuple(changes["trusted_proxies"])
+        options = dataclasses.replace(self.options, **changes)
+        validate(options)
+        engine = Engine(options, self.app)
+        engine.adopt(self.engine)
+        self._use(engine)
+        return self
 
     # -- registration -------------------------------------------------------------------
 
@@ -365,13 +508,17 @@ class RealtimeServer:
 
     # -- running --------------------------------------------------------------------------
 
-    def listen(self, host: str = "127.0.0.1", port: int = 8080) -> "RealtimeServer":
-        """Binds and listens (``port=0`` picks a free one; see :attr:`port`).
+    def listen(self, port: Any = 8080, host: Any = "127.0.0.1") -> "RealtimeServer":
+        """Binds and listens (``port=0`` picks a free one; see :attr:`port`). The order is
+        :meth:`App.listen`'s; the old ``listen(host, port)`` still works, with a
+        DeprecationWarning.
 
         Args:
-            host: the address to bind.
             port: the port.
+            host: the address to bind.
         """
+        port, host = _port_and_host(port, host, "listen")
+        self._mount()
         self.app.listen(port, host)
         return self
 
@@ -380,18 +527,25 @@ class RealtimeServer:
         """The port bound by :meth:`listen`."""
         return self.app.port
 
-    def run(self, host: str = "127.0.0.1", port: int = 8080) -> None:
+    def run(self, port: Any = 8080, host: Any = "127.0.0.1") -> None:
         """Listens and runs until SIGTERM/SIGINT or :meth:`close`; shuts down gracefully.
 
         Args:
+            port: the port (the old order ``run(host, port)`` is deprecated).
             host: the address to bind.
-            port: the port.
         """
-        self.listen(host, port)
+        port, host = _port_and_host(port, host, "run")
+        self._check_sync()
+        self.listen(port, host)
         self.run_forever()
 
     def run_forever(self) -> None:
-        """Runs an already listening server until SIGTERM/SIGINT or :meth:`close`."""
+        """Runs an already listening server until SIGTERM/SIGINT or :meth:`close`.
+
+        RuntimeError at once when a handler or hook is an ``async def`` (they need
+        :meth:`serve`), instead of failing each message later.
+        """
+        self._check_sync()
         self._start()
         previous = {}
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -404,15 +558,29 @@ class RealtimeServer:
             self.engine.pubsub.stop()
             self.monitoring.stop()
 
-    async def serve(self, host: str = "127.0.0.1", port: int = 8080, handle_signals: bool = True) -> None:
+    def _check_sync(self) -> None:
+        engine = self.engine
+        names = [f"handler for {kind!r}" for kind, route in engine.router.routes.items() if route.is_async]
+        for name, hooks in (("the authenticate hook", [engine.upgrader.authenticate]),
+                            ("the binary handler", [engine.dispatcher.binary_handler]),
+                            ("a connect hook", engine.lifecycle.connect_hooks),
+                            ("a disconnect hook", engine.lifecycle.disconnect_hooks)):
+            if any(hook is not None and asyncio.iscoroutinefunction(hook) for hook in hooks):
+                names.append(name)
+        if names:
+            raise RuntimeError(f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} async: "
+                               "run the server with `await server.serve()` instead of run()")
+
+    async def serve(self, port: Any = 8080, host: Any = "127.0.0.1", handle_signals: bool = True) -> None:
         """As :meth:`run`, inside the running asyncio loop (async handlers allowed).
 
         Args:
+            port: the port (the old order ``serve(host, port)`` is deprecated).
             host: the address to bind.
-            port: the port.
             handle_signals: stop gracefully on SIGTERM/SIGINT.
         """
-        self.listen(host, port)
+        port, host = _port_and_host(port, host, "serve")
+        self.listen(port, host)
         loop = self.engine.runner.loop = asyncio.get_running_loop()
         self._start()
         installed = []
@@ -455,11 +623,54 @@ class RealtimeServer:
         """A server-originated MESSAGE (``from`` is null) to every subscriber, in every
         process when there is a broker. Loop thread.
 
+        Returns whether this process had subscribers. The broker's copy leaves in the
+        background (never blocking the loop): whether it reached the broker is what
+        :meth:`publish_confirmed` awaits.
+
         Args:
             topic: the topic.
             data: the MESSAGE's ``data``.
         """
         return self.engine.pubsub.publish(topic, data)
+
+    async def publish_confirmed(self, topic: str, data: Any) -> bool:
+        """:meth:`publish`, then waits until the broker took it: True once Redis answered
+        the PUBLISH (for a history topic: once the publication is stored), False when it
+        could not be sent (the broker is down; counted in ``uws_broker_publish_failures``).
+        Without a broker it returns True at once. Loop thread, under :meth:`serve`.
+
+        Args:
+            topic: the topic.
+            data: the MESSAGE's ``data``.
+        """
+        if self.broker is None:
+            self.engine.pubsub.publish(topic, data)
+            return True
+        reached: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+        def confirm(ok: bool) -> None:
+            if not reached.done():
+                reached.set_result(ok)
+
+        self.engine.pubsub.publish(topic, data, confirm)
+        return await reached
+
+    def publish_threadsafe(self, topic: str, data: Any) -> None:
+        """:meth:`publish` from any thread: the same MESSAGE envelope, through the broker
+        too, on the loop thread in its next iteration (in call order per calling thread).
+
+        ``data`` is encoded here, at the call, so a later change to it is not published and
+        a value that cannot be encoded raises TypeError to the caller.
+
+        Args:
+            topic: the topic (a non-empty str).
+            data: the MESSAGE's ``data`` (JSON-encodable).
+        """
+        if not isinstance(topic, str) or not topic:
+            raise ValueError("topic must be a non-empty string")
+        fragment = orjson.Fragment(orjson.dumps(data))
+        pubsub = self.engine.pubsub
+        self.app.defer(lambda: pubsub.publish(topic, fragment))
 
     def _start(self) -> None:
         self.engine.pubsub.start(self.app.defer)
@@ -477,7 +688,7 @@ class RealtimeServer:
     # -- HTTP -----------------------------------------------------------------------------
 
     def _health(self, res: Any, req: Any) -> None:
-        self.engine.access_log(res.get_remote_address(), "GET", req.get_url(), "200")
+        self.engine.access_log(self.engine.upgrader.client_address(res, req), "GET", req.get_url(), "200")
         res.write_header("Content-Type", "application/json").end(encode(self.metrics.health()))
 
     def _on_subscription(self, ws: Any, topic: str, count: int, before: int) -> None:
@@ -485,5 +696,5 @@ class RealtimeServer:
         self.monitoring.topics.on_subscription(ws, topic, count, before)
 
     def _serve_client_script(self, res: Any, req: Any) -> None:
-        address, url = res.get_remote_address(), req.get_url()
+        address, url = self.engine.upgrader.client_address(res, req), req.get_url()
         self.engine.access_log(address, "GET", url, self._client_script(res, req))
