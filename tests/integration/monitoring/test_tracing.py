@@ -36,7 +36,7 @@ class TracedWorker:
         provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.server = RealtimeServer(broker=RedisBroker(redis_url), tracing=provider, rate_limit=None)
         self.port = free_port()
-        serving = self.server.serve(HOST, self.port, handle_signals=False)
+        serving = self.server.serve(port=self.port, host=HOST, handle_signals=False)
         self.thread = threading.Thread(target=asyncio.run, args=(serving,), daemon=True)
         self.thread.start()
         wait_until(lambda: _accepts(self.port), f"the server on port {self.port} listening")
@@ -128,7 +128,7 @@ def test_a_refused_upgrade_ends_its_span_with_the_status():
     from uws_py import JWTAuth
 
     server = RealtimeServer(tracing=provider, auth=JWTAuth(secret="tracing test secret, 32 bytes or more"))
-    server.listen(HOST, 0)
+    server.listen(port=0, host=HOST)
     thread = threading.Thread(target=server.app.run, daemon=True)
     thread.start()
     try:
@@ -160,7 +160,7 @@ def test_with_tracing_the_topic_hook_and_history_still_apply():
     def only_public(client, topic, action):
         return topic.startswith(("public.", "hist."))
 
-    server.listen(HOST, 0)
+    server.listen(port=0, host=HOST)
     thread = threading.Thread(target=server.app.run, daemon=True)
     thread.start()
     try:
