@@ -14,7 +14,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from . import __version__
-from .config import SECRET_OPTIONS, ConfigError, ServeConfig, load, parse_history, parse_rate_limit
+from .config import SECRET_OPTIONS, ConfigError, ServeConfig, load, parse_history, parse_presence, parse_rate_limit
 from .supervisor import EXIT_USAGE, Supervisor
 
 logger = logging.getLogger("uws_py.cli")
@@ -73,6 +73,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         elif f.type in ("int", int):
             parser.add_argument(flag, dest=f.name, type=int, default=argparse.SUPPRESS, help=help_text)
+        elif f.type in ("float", float):
+            parser.add_argument(flag, dest=f.name, type=float, default=argparse.SUPPRESS, help=help_text)
         else:
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=help_text)
 
@@ -187,9 +189,13 @@ def build_server(config: ServeConfig) -> Any:
             ssl=ssl,
             access_log=config.access_log,
             history_recover_limit=config.history_recover_limit,
+            presence_ttl=config.presence_ttl,
+            presence_diff_interval=config.presence_diff_interval,
         )
         for spec in config.history:
             server.history(*parse_history(spec))
+        for spec in config.presence:
+            server.enable_presence(*parse_presence(spec))
         return server
     except (OSError, ValueError) as exc:
         raise ConfigError(str(exc)) from None

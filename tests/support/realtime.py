@@ -27,7 +27,7 @@ from .wsclient import HandshakeRefused, Op, TestClient, connect, parse_close_pay
 # HS256 keys shorter than the hash (32 bytes) are weak; pyjwt warns about them.
 SECRET = "uws-py realtime integration tests: a 32+ byte key"
 OTHER_SECRET = "a different key, also long enough for HS256 use"
-BUILTIN_TYPES = ["AUTH", "BATCH", "HISTORY", "PING", "PUBLISH", "SUBSCRIBE", "UNSUBSCRIBE"]
+BUILTIN_TYPES = ["AUTH", "BATCH", "HISTORY", "PING", "PRESENCE", "PRESENCE_STATS", "PUBLISH", "SUBSCRIBE", "UNSUBSCRIBE"]
 
 
 def make_token(sub: Optional[str] = "alice", ttl: Optional[float] = 60.0, secret: str = SECRET, **claims: Any) -> str:

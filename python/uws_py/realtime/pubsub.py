@@ -11,13 +11,17 @@ from .protocol import FORBIDDEN, INVALID_MESSAGE, TEXT, ProtocolError, encode
 
 if TYPE_CHECKING:
     from ..broker import Broker
+    from .presence_service import PresenceService
     from .relay import HistoryRelay
     from .session import Client
 
-# hook(client, topic, action) -> bool, action being "subscribe", "publish" or "history".
+# hook(client, topic, action) -> bool, action being "subscribe", "publish", "history" or "presence".
 TopicHook = Callable[["Client", str, str], bool]
 # publish(topic, payload, opcode) -> whether anyone subscribed: the App's.
 LocalPublish = Callable[[str, bytes, int], bool]
+# intercept(topic, payload) -> True when it consumed another process's delivery itself
+# (a presence diff, a control message) instead of its going to the topic's subscribers.
+Intercept = Callable[[str, bytes], bool]
 
 
 class PubSub:
@@ -34,7 +38,8 @@ class PubSub:
         history: the in-process store of the history topics.
     """
 
-    __slots__ = ("publish_local", "broker", "topic_hook", "policy", "history", "relay", "history_on")
+    __slots__ = ("publish_local", "broker", "topic_hook", "policy", "history", "relay", "history_on", "presence",
+                 "intercept", "reserved")
 
     def __init__(self, publish_local: LocalPublish, broker: Optional["Broker"] = None,
                  policy: Optional[HistoryPolicy] = None, history: Optional[MemoryHistory] = None) -> None:
@@ -47,6 +52,11 @@ class PubSub:
         self.history = history if history is not None else MemoryHistory(self.policy)
         # With a Redis broker, history topics go through the relay instead of ``history``.
         self.relay: Optional["HistoryRelay"] = None
+        # Told of every (un)subscription once a presence pattern exists; None costs nothing.
+        self.presence: Optional["PresenceService"] = None
+        self.intercept: Optional[Intercept] = None
+        # reserved(topic) -> True for topics only the server may use (users.py's per-user topics).
+        self.reserved: Optional[Callable[[str], bool]] = None
 
     def is_history_topic(self, topic: str) -> bool:
         """Whether topic keeps a history.
@@ -62,10 +72,12 @@ class PubSub:
         Args:
             client: who asks (its ``topics_allowed`` from the token, then the hook).
             topic: the topic as the client sent it (INVALID_MESSAGE unless a non-empty str).
-            action: "subscribe", "publish" or "history".
+            action: "subscribe", "publish", "history" or "presence".
         """
         if not isinstance(topic, str) or not topic:
             raise ProtocolError(INVALID_MESSAGE, "field 'topic' must be a non-empty string")
+        if self.reserved is not None and self.reserved(topic):
+            raise ProtocolError(FORBIDDEN, f"topic {topic!r} is reserved for the server")
         if not topic_matches(client.topics_allowed, topic):
             raise ProtocolError(FORBIDDEN, f"not allowed to {action} {topic!r}")
         if self.topic_hook is not None and not self.topic_hook(client, topic, action):
@@ -134,6 +146,8 @@ class PubSub:
             topic: the topic.
             payload: the encoded MESSAGE, sent as it is.
         """
+        if self.intercept is not None and self.intercept(topic, payload):
+            return
         self.publish_local(topic, payload, TEXT)
 
     def on_subscription(self, ws: Any, topic: str, count: int, before: int) -> None:
@@ -146,6 +160,8 @@ class PubSub:
             count: local subscribers now.
             before: local subscribers before.
         """
+        if self.presence is not None:
+            self.presence.subscription(ws.get_user_data(), topic, count > before)
         broker = self.broker
         if broker is None:
             return

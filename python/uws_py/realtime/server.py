@@ -19,11 +19,14 @@ from .builtins import Builtins
 from .dispatch import Dispatcher
 from .history import DEFAULT_RECOVER_LIMIT, HistoryMetrics, HistoryOptions, HistoryPolicy, MemoryHistory
 from .lifecycle import Lifecycle, TokenExpiry
+from .presence import DEFAULT_DIFF_INTERVAL, DEFAULT_PRESENCE_TTL, PresenceOptions, check_timing
+from .presence_service import PresenceService
 from .protocol import BUILTIN_TYPES, encode
 from .pubsub import PubSub, TopicHook
 from .routing import Router
 from .session import Client, SessionContext
 from .upgrade import AccessLog, Upgrader
+from .users import Users, is_reserved
 
 _DEFAULT_RATE_LIMIT = RateLimit()
 
@@ -51,6 +54,8 @@ class Options:
     broker: Optional[Broker] = None
     handler_metrics: bool = True
     history_recover_limit: int = DEFAULT_RECOVER_LIMIT
+    presence_ttl: float = DEFAULT_PRESENCE_TTL
+    presence_diff_interval: float = DEFAULT_DIFF_INTERVAL
 
 # Seconds between sweeps of expired history; a publication may outlive its ttl by this much.
 HISTORY_SWEEP_INTERVAL = 5.0
@@ -100,6 +105,7 @@ class Engine:
                                  options.history_recover_limit)
         self.dispatcher = Dispatcher(self.router, self.builtins.table(), self.metrics, self.runner,
                                      rate_limit, options.max_payload_length)
+        self._wire_presence_and_users(options, loop)
         self.upgrader = Upgrader(
             options.path, auth,
             frozenset(options.allowed_origins) if options.allowed_origins is not None else None,
@@ -146,6 +152,52 @@ class Engine:
         if self._sweep_timer is None:
             self._sweep_timer = self._loop.set_timeout(HISTORY_SWEEP_INTERVAL, self._sweep)
 
+    def _wire_presence_and_users(self, options: Options, loop: Any) -> None:
+        """Presence (PRESENCE, PRESENCE_STATS; tracking starts with the first pattern) and the
+        user operations, with their control topic when there is a broker."""
+        self.presence = PresenceService(self.pubsub, loop.publish, loop.set_timeout, self.metrics,
+                                        options.presence_ttl, options.presence_diff_interval)
+        self.metrics.presence = self.presence
+        self.dispatcher.builtins["PRESENCE"] = self.presence.handle_presence
+        self.dispatcher.builtins["PRESENCE_STATS"] = self.presence.handle_stats
+        self.users = Users(self.clients, loop.publish, options.broker)
+        self.users.members = self._presence_members
+        self.lifecycle.connect_hooks.append(self.users.opened)
+        self.lifecycle.disconnect_hooks.append(self.users.closed)
+        self.pubsub.reserved = is_reserved
+        if options.broker is not None:
+            from .users import CONTROL_TOPIC
+
+            options.broker.subscribe(CONTROL_TOPIC)
+            self.pubsub.intercept = self._intercept
+
+    def _intercept(self, topic: str, payload: bytes) -> bool:
+        return self.users.intercept(topic, payload) or (
+            self.pubsub.presence is not None and self.presence.remote_diff(topic, payload))
+
+    def _presence_members(self, topic: str) -> Optional[list[Client]]:
+        if self.pubsub.presence is None or self.presence.policy.options_for(topic) is None:
+            return None
+        clients = self.clients
+        return [clients[client_id] for client_id in self.presence.local.topics.get(topic, {}) if client_id in clients]
+
+    def add_presence(self, options: PresenceOptions) -> None:
+        """Topics matching ``options.pattern`` track presence; with a broker it is kept in
+        Redis (the broker's), shared by every worker.
+
+        Args:
+            options: the pattern and whether its subscribers get PRESENCE_DIFF events.
+        """
+        broker = self.options.broker
+        if broker is not None and self.presence.store is None:
+            if not hasattr(broker, "run"):
+                raise ValueError("presence with a broker needs the Redis broker (its store is Redis)")
+            from .presence_redis import RedisPresence
+
+            self.presence.use_redis(broker, RedisPresence(broker.url, self.options.presence_ttl))  # type: ignore[attr-defined]
+        self.presence.add(options)
+        self.pubsub.presence = self.presence
+
     def _sweep(self) -> None:
         self.history.sweep()
         self._sweep_timer = self._loop.set_timeout(HISTORY_SWEEP_INTERVAL, self._sweep)
@@ -175,6 +227,10 @@ class RealtimeServer:
       string never reaches the log).
     - ``history_recover_limit``: the most publications one SUBSCRIBE recovery returns (more
       missed -> ``recovered: false``), and the cap of a HISTORY ``limit`` (1000).
+    - ``presence_ttl``: seconds a presence entry lives in Redis without a refresh (30); each
+      worker refreshes its own every ``presence_ttl / 3`` s, so a dead worker's clients are
+      gone from PRESENCE within ``presence_ttl`` (see :meth:`enable_presence`).
+    - ``presence_diff_interval``: the least seconds between two PRESENCE_DIFFs of one topic (1.0).
     """
 
     def __init__(
@@ -198,14 +254,18 @@ class RealtimeServer:
         broker: Optional[Broker] = None,
         handler_metrics: bool = True,
         history_recover_limit: int = DEFAULT_RECOVER_LIMIT,
+        presence_ttl: float = DEFAULT_PRESENCE_TTL,
+        presence_diff_interval: float = DEFAULT_DIFF_INTERVAL,
     ) -> None:
         if isinstance(history_recover_limit, bool) or not isinstance(history_recover_limit, int) \
                 or history_recover_limit < 0:
             raise ValueError(f"history_recover_limit must be an integer >= 0, got {history_recover_limit!r}")
+        check_timing(presence_ttl, presence_diff_interval)
         options = self.options = Options(
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
             allowed_origins, max_connections, max_connections_per_ip, ssl, report_interval, health_path,
-            metrics_path, access_log, broker, handler_metrics, history_recover_limit,
+            metrics_path, access_log, broker, handler_metrics, history_recover_limit, presence_ttl,
+            presence_diff_interval,
         )
         self.path = path
         self.auth = auth
@@ -269,6 +329,20 @@ class RealtimeServer:
             ttl: seconds they are kept (> 0).
         """
         self.engine.add_history(HistoryOptions(pattern, size, ttl))
+        return self
+
+    def enable_presence(self, pattern: str, join_leave: bool = False) -> "RealtimeServer":
+        """Topics matching the fnmatch ``pattern`` track who is subscribed: PRESENCE and
+        PRESENCE_STATS answer for them (authorized like SUBSCRIBE, action ``"presence"``), and
+        with ``join_leave`` their subscribers get PRESENCE_DIFF events, at most one per topic
+        per ``presence_diff_interval``. With a Redis broker the presence is shared by every
+        worker. The first matching pattern wins. Call before the server runs.
+
+        Args:
+            pattern: an fnmatch pattern, e.g. ``"chat.*"``.
+            join_leave: send PRESENCE_DIFF (joins and leaves) to the topic's subscribers.
+        """
+        self.engine.add_presence(PresenceOptions(pattern, join_leave))
         return self
 
     def on_binary(self, handler: Callable[[Client, bytes], Any]) -> Callable[[Client, bytes], Any]:
@@ -407,15 +481,86 @@ class RealtimeServer:
 
         self.app.defer(shut_down)
 
-    def publish(self, topic: str, data: Any) -> bool:
+    def publish(self, topic: str, data: Any, exclude: Optional[Sequence[str]] = None) -> bool:
         """A server-originated MESSAGE (``from`` is null) to every subscriber, in every
         process when there is a broker. Loop thread.
 
         Args:
             topic: the topic.
             data: the MESSAGE's ``data``.
+            exclude: client ids that do not get it (plain topics only; with a broker it goes
+                through the control topic to every worker, see :mod:`uws_py.realtime.users`).
+
+        Returns whether this process had subscribers (always True with ``exclude``).
         """
-        return self.engine.pubsub.publish(topic, data)
+        if not exclude:
+            return self.engine.pubsub.publish(topic, data)
+        if self.engine.pubsub.is_history_topic(topic):
+            raise ValueError(f"publish with exclude is not supported on history topic {topic!r}")
+        payload = encode({"type": "MESSAGE", "topic": topic, "data": data, "from": None})
+        self.engine.users.publish_excluding(topic, payload, exclude)
+        return True
+
+    @property
+    def users(self) -> Users:
+        """The user operations for code on the loop thread (a sync handler, a hook):
+        ``send_to_user``, ``disconnect_user``, ``connections``; the async methods below call them."""
+        return self.engine.users
+
+    async def presence(self, topic: str) -> list[dict[str, Any]]:
+        """Every client present in topic (``{"clientId", "userId", "info"}``), in every worker
+        with a Redis broker. Await it on the server's loop (:meth:`serve`).
+
+        Args:
+            topic: a presence topic.
+
+        Raises NoPresence for a topic without presence, PresenceUnavailable when Redis cannot
+        be reached.
+        """
+        return await self._ask(self.engine.presence.entries, topic)
+
+    async def presence_stats(self, topic: str) -> dict[str, int]:
+        """``{"numClients", "numUsers"}`` of topic (see :meth:`presence`).
+
+        Args:
+            topic: a presence topic.
+        """
+        return await self._ask(self.engine.presence.stats, topic)
+
+    async def send_to_user(self, user_id: str, data: Any) -> int:
+        """A MESSAGE on the per-user topic ``#user:<user_id>`` to every connection of the user,
+        in every worker with a broker. Returns the connections of this worker it reached.
+
+        Args:
+            user_id: the user id (the token's user claim).
+            data: the MESSAGE's ``data``.
+        """
+        return self.engine.users.send_to_user(user_id, data)
+
+    async def disconnect_user(self, user_id: str, code: int = 1000, reason: str = "") -> int:
+        """Closes every connection of the user, in every worker with a broker. Returns the
+        connections of this worker it closed.
+
+        Args:
+            user_id: the user id.
+            code: the close code: 1000 or 3000..4999 (ValueError otherwise).
+            reason: the close reason.
+        """
+        return self.engine.users.disconnect_user(user_id, code, reason)
+
+    async def _ask(self, ask: Callable[[str, Callable[[Any], None]], None], topic: str) -> Any:
+        future = asyncio.get_running_loop().create_future()
+
+        def done(result: Any) -> None:
+            if future.done():
+                return
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        ask(topic, done)
+        return await future
 
     def _start(self) -> None:
         self.engine.pubsub.start(self.app.defer)
