@@ -9,6 +9,7 @@ marker: a PING whose PONG must be the next message the client reads.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import queue
 import threading
@@ -148,3 +149,37 @@ def metric(samples: dict, name: str, **labels: str) -> float:
 
 
 # -- CONNECTED ----------------------------------------------------------------------------------
+
+
+# -- serve() under asyncio -----------------------------------------------------------------------
+
+
+class AsyncServed:
+    """A RealtimeServer under ``await server.serve()`` on a thread's asyncio loop; ``call``
+    awaits one of its async methods there."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.ready = threading.Event()
+        self.loop = None
+
+        async def main() -> None:
+            self.loop = asyncio.get_running_loop()
+            serving = asyncio.ensure_future(server.serve("127.0.0.1", 0, handle_signals=False))
+            await asyncio.sleep(0.05)  # serve() listens before its first await
+            self.ready.set()
+            await serving
+
+        self.thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+        self.thread.start()
+        assert self.ready.wait(5.0), "serve() did not start"
+        self.port = server.port
+
+    def call(self, coroutine, timeout: float = 5.0):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.server.close(timeout=1)
+        self.thread.join(5.0)
+        assert not self.thread.is_alive()
+

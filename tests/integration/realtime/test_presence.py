@@ -167,3 +167,38 @@ def test_bad_presence_options_are_refused():
         realtime_server().enable_presence("a.*", join_leave="yes")
     with pytest.raises(ValueError, match="close code"):
         realtime_server(auth=JWTAuth(secret=SECRET)).engine.users.disconnect_user("a", 1006)
+
+
+def test_async_server_methods_answer_from_the_serving_loop():
+    import pytest
+
+    from tests.support.wsclient import connect
+    from uws_py.realtime.presence import NoPresence
+    from tests.support.realtime import make_token
+
+    from tests.support.realtime import AsyncServed
+
+    served = AsyncServed(presence_server())
+    try:
+        clients = [connect("127.0.0.1", served.port, "/realtime",
+                           headers=[("Authorization", f"Bearer {make_token(user, info=n)}")])
+                   for n, user in enumerate(["alice", "alice", "bob"])]
+        ids = [recv_json(client)["clientId"] for client in clients]
+        for client in clients:
+            send_json_subscribe(client, "room.7")
+        assert sorted(e["clientId"] for e in served.call(served.server.presence("room.7"))) == sorted(ids)
+        assert served.call(served.server.presence_stats("room.7")) == {"numClients": 3, "numUsers": 2}
+        with pytest.raises(NoPresence):
+            served.call(served.server.presence("news"))
+        assert served.call(served.server.send_to_user("bob", [1, 2])) == 1
+        message = recv_json(clients[2])
+        while message["type"] == "PRESENCE_DIFF":
+            message = recv_json(clients[2])
+        assert message == {"type": "MESSAGE", "topic": "#user:bob", "data": [1, 2], "from": None}
+        assert served.call(served.server.disconnect_user("alice", 3001, "bye")) == 2
+        for client in clients[:2]:
+            assert client.expect_close(5.0) == (3001, b"bye")
+        for client in clients:
+            client.disconnect()
+    finally:
+        served.stop()
