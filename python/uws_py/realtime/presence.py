@@ -105,9 +105,12 @@ def encode_entry(client_id: str, user_id: Optional[str], info: Any) -> bytes:
     replaced by null, so one odd claim never breaks a topic's presence.
     """
     try:
-        return orjson.dumps({"clientId": client_id, "userId": user_id, "info": info})
+        encoded = orjson.dumps({"clientId": client_id, "userId": user_id, "info": info})
     except TypeError:
-        return orjson.dumps({"clientId": client_id, "userId": user_id, "info": None})
+        encoded = orjson.dumps({"clientId": client_id, "userId": user_id, "info": None})
+    # orjson's result keeps the 4 KiB buffer it was written into (measured: ~4.1 KB of RSS per
+    # object with orjson 3.13); an entry lives as long as its subscription, so keep an exact copy.
+    return bytes(memoryview(encoded))
 
 
 def info_of(claims: dict[str, Any]) -> Any:
