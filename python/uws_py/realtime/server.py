@@ -386,7 +386,8 @@ class RealtimeServer:
         return hook
 
     def authorize_topic(self, hook: TopicHook) -> TopicHook:
-        """Decorator: ``hook(client, topic, action) -> bool`` ("subscribe" or "publish"),
+        """Decorator: ``hook(client, topic, action) -> bool`` ("subscribe", "publish",
+        "history" or "presence"),
         asked after the token's topic claim allowed the topic.
 
         Args:

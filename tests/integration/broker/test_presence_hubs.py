@@ -11,7 +11,7 @@ import time
 import jwt
 import pytest
 
-from tests.support.procutil import HOST, RealtimeClient, RedisServer, UwsServer, metric_value, wait_until
+from tests.support.procutil import RealtimeClient, RedisServer, UwsServer, metric_value, wait_until
 
 redis = pytest.importorskip("redis", reason="redis-py is part of the test extras; the broker needs it")
 
