@@ -131,3 +131,40 @@ def test_server_presence_methods_read_redis_from_the_serving_loop(redis_server):
         client.disconnect()
     finally:
         served.stop()
+
+
+def test_a_history_topic_with_presence_lists_its_subscribers(redis_server):
+    """A SUBSCRIBE on a history topic goes through the relay (the core subscription comes once
+    Redis answered); the presence entry follows that subscription, and leaves with UNSUBSCRIBE."""
+    from tests.support.realtime import AsyncServed, make_token, realtime_server, recv_json, request
+    from tests.support.wsclient import connect
+    from uws_py.broker.redis import RedisBroker
+
+    broker = RedisBroker(redis_server.url)
+    server = realtime_server(broker=broker, rate_limit=None)
+    server.history("room.*")
+    server.enable_presence("room.*")
+    served = AsyncServed(server)
+    try:
+        assert broker.ready.wait(5.0)
+        client = connect(HOST, served.port, "/realtime", headers=[("Authorization", f"Bearer {make_token('ann')}")])
+        client_id = recv_json(client)["clientId"]
+        subscribed = request(client, {"type": "SUBSCRIBE", "topic": "room.h", "id": 1})
+        assert (subscribed["type"], subscribed["offset"]) == ("SUBSCRIBED", 0), subscribed
+        listed = []
+        for _ in range(50):
+            listed = [e["clientId"] for e in served.call(server.presence("room.h"))]
+            if listed:
+                break
+            time.sleep(0.02)
+        assert listed == [client_id]
+        assert request(client, {"type": "UNSUBSCRIBE", "topic": "room.h", "id": 2})["type"] == "UNSUBSCRIBED"
+        for _ in range(50):
+            listed = [e["clientId"] for e in served.call(server.presence("room.h"))]
+            if not listed:
+                break
+            time.sleep(0.02)
+        assert listed == []
+        client.disconnect()
+    finally:
+        served.stop()
