@@ -19,7 +19,7 @@ from .presence import (
     DEFAULT_DIFF_INTERVAL, DEFAULT_PRESENCE_TTL, DIFF_PREFIX, REFRESHES_PER_TTL, DiffCoalescer, MemoryPresence,
     NoPresence, PresenceEntry, PresenceMetrics, PresenceOptions, PresencePolicy, PresenceUnavailable, info_of,
 )
-from .protocol import INTERNAL, TEXT, ProtocolError, error
+from .protocol import INTERNAL, TEXT, ProtocolError, error, now_ms
 
 if TYPE_CHECKING:
     from ..broker.redis import RedisBroker
@@ -67,6 +67,9 @@ class PresenceService:
         # Writes not yet sent to Redis, per topic: entries to set and client ids to delete.
         self._adds: dict[str, dict[str, PresenceEntry]] = {}
         self._removes: dict[str, set[str]] = {}
+        # Deletions sent to the broker's loop and not yet confirmed, redone at stop() in case the
+        # broker stopped before running them.
+        self._removing: dict[str, set[str]] = {}
         self._write_armed = False
         self._refresh_armed = False
         self._last_warning = 0.0
@@ -132,6 +135,7 @@ class PresenceService:
         if store is None or self.broker is None:
             done(self.local.entries(topic))
             return
+        self._flush_writes()  # jobs run in order: a client that just subscribed sees itself
         self.broker.run(lambda: store.entries(topic), done)
 
     def stats(self, topic: str, done: Done) -> None:
@@ -146,6 +150,7 @@ class PresenceService:
         if store is None or self.broker is None:
             done(self.local.stats(topic))
             return
+        self._flush_writes()
         self.broker.run(lambda: store.stats(topic), done)
 
     def handle_presence(self, client: "Client", message: dict[str, Any], out: Optional[list[Any]]) -> Any:
@@ -168,6 +173,8 @@ class PresenceService:
                  ask: Callable[[str, Done], None], fields: Callable[[Any], dict[str, Any]]) -> Any:
         topic = message.get("topic")
         self.pubsub.check_topic(client, topic, "presence")
+        # ask() calls done at once (memory, or a refusal) or later (Redis): at once, the answer
+        # is this built-in's return value (so it joins a BATCH); later, done sends it itself.
         answer: list[Any] = []
         request_id = message.get("id")
         synchronous = True
@@ -223,9 +230,11 @@ class PresenceService:
     def _flush_diffs(self) -> None:
         diffs, again = self.coalescer.flush()
         broker = self.broker
+        timestamp = now_ms()
         for diff in diffs:
             delivery = diff.delivery
             if delivery["joins"] or delivery["leaves"]:
+                delivery["timestamp"] = timestamp
                 self.publish_local(diff.topic, orjson.dumps(delivery), TEXT)
                 self.counters.diffs_sent += 1
             if broker is not None and diff.broadcast is not None:
@@ -244,6 +253,28 @@ class PresenceService:
         if not self._refresh_armed:
             self._refresh_armed = True
             self.set_timeout(self.ttl / REFRESHES_PER_TTL, self._refresh)
+
+    def stop(self) -> None:
+        """The server stopped (its connections closed): deletes from Redis the entries whose
+        removal is still pending, synchronously, so a graceful shutdown leaves no entry to
+        expire. A failure is logged; the entries then expire after the ttl."""
+        store = self.store
+        if store is None:
+            return
+        removes, self._removes = self._removes, {}
+        self._adds = {}
+        pending = {topic: set(ids) for topic, ids in removes.items() if ids}
+        for topic, ids in self._removing.items():
+            pending.setdefault(topic, set()).update(ids)
+        for topic, entries in self.local.topics.items():
+            pending.setdefault(topic, set()).update(entries)
+        if not pending:
+            return
+        try:
+            store.delete_now(pending)
+        except Exception as exc:
+            logger.warning("could not delete %d presence entries at shutdown: %s",
+                           sum(map(len, pending.values())), exc)
 
     def _flush_writes(self) -> None:
         self._write_armed = False
@@ -268,8 +299,17 @@ class PresenceService:
         store, broker = self.store, self.broker
         assert store is not None and broker is not None
         removed = list(removed)
+        if removed:
+            self._removing.setdefault(topic, set()).update(removed)
 
         def done(result: Any) -> None:
+            # Done either way: a deletion that failed is left to the ttl (this worker no longer
+            # refreshes those entries), so nothing here grows while Redis is away.
+            removing = self._removing.get(topic)
+            if removing is not None:
+                removing.difference_update(removed)
+                if not removing:
+                    del self._removing[topic]
             if isinstance(result, BaseException):
                 now = time.monotonic()
                 if now - self._last_warning > WARN_EVERY:

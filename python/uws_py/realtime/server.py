@@ -434,6 +434,7 @@ class RealtimeServer:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            self.engine.presence.stop()
             self.engine.pubsub.stop()
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8080, handle_signals: bool = True) -> None:
@@ -461,6 +462,7 @@ class RealtimeServer:
             for signum in installed:
                 loop.remove_signal_handler(signum)
             self.engine.runner.loop = None
+            self.engine.presence.stop()
             self.engine.pubsub.stop()
 
     def close(self, code: int = 1001, reason: str = "server shutting down", timeout: float = 5.0) -> None:

@@ -77,7 +77,7 @@ def test_join_and_leave_reach_subscribers_in_one_coalesced_diff(serve):
     watcher, hello_w = live.join("watcher")
     assert request(watcher, {"type": "SUBSCRIBE", "topic": "room.1"})["type"] == "SUBSCRIBED"
     own = recv_json(watcher)
-    assert own == {"type": "PRESENCE_DIFF", "topic": "room.1", "leaves": [],
+    assert own == {"type": "PRESENCE_DIFF", "topic": "room.1", "leaves": [], "timestamp": own["timestamp"],
                    "joins": [{"clientId": hello_w["clientId"], "userId": "watcher", "info": None}]}
     joined = []
     for n in range(5):
@@ -89,8 +89,9 @@ def test_join_and_leave_reach_subscribers_in_one_coalesced_diff(serve):
     assert sorted(e["clientId"] for e in diff["joins"]) == sorted(h["clientId"] for _, h in joined)
     joined[0][0].disconnect()
     left = recv_json(watcher)
-    assert left == {"type": "PRESENCE_DIFF", "topic": "room.1", "joins": [],
+    assert left == {"type": "PRESENCE_DIFF", "topic": "room.1", "joins": [], "timestamp": left["timestamp"],
                     "leaves": [{"clientId": joined[0][1]["clientId"], "userId": "user0"}]}
+    assert left["timestamp"] - diff["timestamp"] >= DIFF_INTERVAL * 1000 - 1
     samples = scrape(live)
     assert metric(samples, "uws_presence_diffs_sent_total") == 3
     assert metric(samples, "uws_presence_entries") == 5
