@@ -16,6 +16,7 @@ from ..broker import Broker
 from ..metrics import Metrics, Reporter
 from ..ratelimit import ConnectionLimiter, RateLimit
 from .builtins import Builtins
+from .client_script import ClientScript
 from .dispatch import Dispatcher
 from .history import DEFAULT_RECOVER_LIMIT, HistoryMetrics, HistoryOptions, HistoryPolicy, MemoryHistory
 from .lifecycle import Lifecycle, TokenExpiry
@@ -54,6 +55,7 @@ class Options:
     broker: Optional[Broker] = None
     handler_metrics: bool = True
     history_recover_limit: int = DEFAULT_RECOVER_LIMIT
+    client_script: bool = True
     presence_ttl: float = DEFAULT_PRESENCE_TTL
     presence_diff_interval: float = DEFAULT_DIFF_INTERVAL
 
@@ -227,6 +229,9 @@ class RealtimeServer:
       string never reaches the log).
     - ``history_recover_limit``: the most publications one SUBSCRIBE recovery returns (more
       missed -> ``recovered: false``), and the cap of a HISTORY ``limit`` (1000).
+    - ``client_script``: serve the JavaScript client at ``{path}/client.js``
+      (``/realtime/client.js``), so a page can import it with no build step; False leaves
+      that URL to you.
     - ``presence_ttl``: seconds a presence entry lives in Redis without a refresh (30); each
       worker refreshes its own every ``presence_ttl / 3`` s, so a dead worker's clients are
       gone from PRESENCE within ``presence_ttl`` (see :meth:`enable_presence`).
@@ -254,6 +259,7 @@ class RealtimeServer:
         broker: Optional[Broker] = None,
         handler_metrics: bool = True,
         history_recover_limit: int = DEFAULT_RECOVER_LIMIT,
+        client_script: bool = True,
         presence_ttl: float = DEFAULT_PRESENCE_TTL,
         presence_diff_interval: float = DEFAULT_DIFF_INTERVAL,
     ) -> None:
@@ -264,8 +270,8 @@ class RealtimeServer:
         options = self.options = Options(
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
             allowed_origins, max_connections, max_connections_per_ip, ssl, report_interval, health_path,
-            metrics_path, access_log, broker, handler_metrics, history_recover_limit, presence_ttl,
-            presence_diff_interval,
+            metrics_path, access_log, broker, handler_metrics, history_recover_limit, client_script,
+            presence_ttl, presence_diff_interval,
         )
         self.path = path
         self.auth = auth
@@ -298,6 +304,14 @@ class RealtimeServer:
         )
         self.app.get(health_path, self._health)
         self.app.get(metrics_path, self._metrics)
+        if client_script:
+            self._client_script = ClientScript()
+            self.app.get(self.client_script_path, self._serve_client_script)
+
+    @property
+    def client_script_path(self) -> str:
+        """Where the JavaScript client is served (with ``client_script=True``)."""
+        return self.path.rstrip("/") + "/client.js"
 
     # -- registration -------------------------------------------------------------------
 
@@ -580,6 +594,10 @@ class RealtimeServer:
     def _health(self, res: Any, req: Any) -> None:
         self.engine.access_log(res.get_remote_address(), "GET", req.get_url(), "200")
         res.write_header("Content-Type", "application/json").end(encode(self.metrics.health()))
+
+    def _serve_client_script(self, res: Any, req: Any) -> None:
+        address, url = res.get_remote_address(), req.get_url()
+        self.engine.access_log(address, "GET", url, self._client_script(res, req))
 
     def _metrics(self, res: Any, req: Any) -> None:
         self.engine.access_log(res.get_remote_address(), "GET", req.get_url(), "200")
