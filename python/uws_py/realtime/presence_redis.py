@@ -77,6 +77,11 @@ return {live, redis.call('HGETALL', KEYS[1])}
 # Entries one write carries at most: Lua's unpack has a stack limit, and one huge call would
 # hold Redis for long. A refresh of more clients is split over several calls.
 ENTRIES_PER_WRITE = 500
+# Scripts sent in one pipeline (one round trip) at most, when many topics are written at once.
+SCRIPTS_PER_PIPELINE = 200
+
+# (topic, (client id, encoded entry) to set, client ids to delete)
+Write = tuple[str, Sequence[tuple[str, bytes]], Sequence[str]]
 
 
 class RedisPresence:
@@ -115,19 +120,34 @@ class RedisPresence:
         Returns: the entries of other clients that had expired and were deleted now.
         Raises: PresenceUnavailable when Redis cannot be used.
         """
+        return (await self.write_many([(topic, entries, removed)]))[topic]
+
+    async def write_many(self, writes: Sequence[Write]) -> dict[str, list[dict[str, Any]]]:
+        """:meth:`write` for many topics, in pipelines of at most SCRIPTS_PER_PIPELINE scripts:
+        one round trip for a refresh of many topics instead of one per topic.
+
+        Args: writes: (topic, entries, removed) per topic.
+        Returns: topic -> the expired entries deleted now.
+        Raises: PresenceUnavailable when Redis cannot be used.
+        """
         now_ms = int(self.clock() * 1000)
         ttl_ms = max(1, int(self.ttl * 1000))
-        expired: list[dict[str, Any]] = []
-        chunks = [list(entries[i:i + ENTRIES_PER_WRITE]) for i in range(0, len(entries), ENTRIES_PER_WRITE)] or [[]]
-        for index, chunk in enumerate(chunks):
-            args: list[Any] = [now_ms, now_ms + ttl_ms, ttl_ms, len(chunk)]
-            for client_id, encoded in chunk:
-                args += (client_id, encoded)
-            if index == len(chunks) - 1:
-                args += removed
-            for raw in await self._call(self._write, topic, args):
-                if raw:
-                    expired.append(orjson.loads(raw))
+        calls: list[tuple[str, list[Any]]] = []
+        expired: dict[str, list[dict[str, Any]]] = {}
+        for topic, entries, removed in writes:
+            expired.setdefault(topic, [])
+            chunks = [entries[i:i + ENTRIES_PER_WRITE] for i in range(0, len(entries), ENTRIES_PER_WRITE)] or [()]
+            for index, chunk in enumerate(chunks):
+                args: list[Any] = [now_ms, now_ms + ttl_ms, ttl_ms, len(chunk)]
+                for client_id, encoded in chunk:
+                    args += (client_id, encoded)
+                if index == len(chunks) - 1:
+                    args += removed
+                calls.append((topic, args))
+        for first in range(0, len(calls), SCRIPTS_PER_PIPELINE):
+            batch = calls[first:first + SCRIPTS_PER_PIPELINE]
+            for (topic, _), result in zip(batch, await self._pipeline(self._write, batch)):
+                expired[topic].extend(orjson.loads(raw) for raw in result if raw)
         return expired
 
     async def entries(self, topic: str) -> list[dict[str, Any]]:
@@ -182,23 +202,34 @@ class RedisPresence:
             )
         return self._client
 
-    async def _call(self, script: _Script, topic: str, args: Sequence[Any]) -> Any:
+    async def _pipeline(self, script: _Script, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         from redis import exceptions
 
         client = self._connection()
-        keys = self.keys(topic)
         try:
-            try:
-                return await client.evalsha(script.sha, 2, *keys, *args)
-            except exceptions.NoScriptError:
-                await client.script_load(script.source)
-                return await client.evalsha(script.sha, 2, *keys, *args)
+            for attempt in range(2):
+                pipeline = client.pipeline(transaction=False)
+                for topic, args in calls:
+                    pipeline.evalsha(script.sha, 2, *self.keys(topic), *args)
+                results = await pipeline.execute(raise_on_error=False)
+                if attempt == 0 and any(isinstance(r, exceptions.NoScriptError) for r in results):
+                    # A restarted (or flushed) Redis forgot the script: load it once, then retry.
+                    await client.script_load(script.source)
+                    continue
+                break
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            return results
         except (exceptions.ConnectionError, exceptions.TimeoutError, OSError) as exc:
             raise PresenceUnavailable(f"presence storage unreachable at {self.url}: {exc}") from exc
         except exceptions.ResponseError as exc:
             if str(exc).startswith(UNAVAILABLE_REPLIES):
                 raise PresenceUnavailable(f"presence storage refused the write at {self.url}: {exc}") from exc
             raise
+
+    async def _call(self, script: _Script, topic: str, args: Sequence[Any]) -> Any:
+        return (await self._pipeline(script, [(topic, args)]))[0]
 
 
 def entry_pairs(entries: Sequence[Any]) -> list[tuple[str, bytes]]:

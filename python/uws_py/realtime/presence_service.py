@@ -280,9 +280,10 @@ class PresenceService:
         self._write_armed = False
         adds, self._adds = self._adds, {}
         removes, self._removes = self._removes, {}
-        for topic in set(adds) | set(removes):
-            entries = [(entry.client_id, entry.encoded) for entry in adds.get(topic, {}).values()]
-            self._write(topic, entries, sorted(removes.get(topic, ())))
+        writes = [(topic, [(entry.client_id, entry.encoded) for entry in adds.get(topic, {}).values()],
+                   sorted(removes.get(topic, ()))) for topic in set(adds) | set(removes)]
+        if writes:
+            self._write(writes)
 
     def _refresh(self) -> None:
         """Pushes the expiry of every local entry ttl ahead; stops while there are none."""
@@ -290,42 +291,47 @@ class PresenceService:
         if not self.local.topics:
             return
         self.counters.refreshes += 1
-        for topic, entries in self.local.topics.items():
-            self._write(topic, [(entry.client_id, entry.encoded) for entry in entries.values()], ())
+        self._write([(topic, [(entry.client_id, entry.encoded) for entry in entries.values()], [])
+                     for topic, entries in self.local.topics.items()])
         self._refresh_armed = True
         self.set_timeout(self.ttl / REFRESHES_PER_TTL, self._refresh)
 
-    def _write(self, topic: str, entries: list[tuple[str, bytes]], removed: Any) -> None:
+    def _write(self, writes: list[tuple[str, list[tuple[str, bytes]], list[str]]]) -> None:
+        """One job on the broker's loop for these topics' writes (pipelined by the store)."""
         store, broker = self.store, self.broker
         assert store is not None and broker is not None
-        removed = list(removed)
-        if removed:
-            self._removing.setdefault(topic, set()).update(removed)
+        for topic, _, removed in writes:
+            if removed:
+                self._removing.setdefault(topic, set()).update(removed)
 
         def done(result: Any) -> None:
             # Done either way: a deletion that failed is left to the ttl (this worker no longer
             # refreshes those entries), so nothing here grows while Redis is away.
-            removing = self._removing.get(topic)
-            if removing is not None:
-                removing.difference_update(removed)
-                if not removing:
-                    del self._removing[topic]
+            for topic, _, removed in writes:
+                removing = self._removing.get(topic)
+                if removing is not None:
+                    removing.difference_update(removed)
+                    if not removing:
+                        del self._removing[topic]
             if isinstance(result, BaseException):
                 now = time.monotonic()
                 if now - self._last_warning > WARN_EVERY:
                     self._last_warning = now
-                    logger.warning("presence write of %r failed: %s", topic, result)
+                    logger.warning("presence write of %d topic(s) failed: %s", len(writes), result)
                 return
-            if not result:
-                return
-            # Entries of a worker that stopped refreshing: this worker found them, it reports them.
-            self.counters.expired_removed += len(result)
-            options = self.policy.options_for(topic)
-            if options is not None and options.join_leave:
-                for entry in result:
-                    self._event(topic, "leave", {"clientId": entry.get("clientId"), "userId": entry.get("userId")})
+            for topic, expired in result.items():
+                if expired:
+                    self._expired(topic, expired)
 
-        broker.run(lambda: store.write(topic, entries, removed), done)
+        broker.run(lambda: store.write_many(writes), done)
+
+    def _expired(self, topic: str, expired: list[dict[str, Any]]) -> None:
+        # Entries of a worker that stopped refreshing: this worker found them, it reports them.
+        self.counters.expired_removed += len(expired)
+        options = self.policy.options_for(topic)
+        if options is not None and options.join_leave:
+            for entry in expired:
+                self._event(topic, "leave", {"clientId": entry.get("clientId"), "userId": entry.get("userId")})
 
 
 def refusal_of(exc: BaseException) -> ProtocolError:

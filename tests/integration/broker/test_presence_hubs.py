@@ -110,6 +110,10 @@ class DiffRecorder:
             present -= {e["clientId"] for e in diff["leaves"]}
         return present
 
+    def left(self) -> set:
+        """Every client id a diff reported as leaving."""
+        return {e["clientId"] for _, diff in list(self.diffs) for e in diff["leaves"]}
+
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(5)
@@ -137,8 +141,9 @@ def test_three_workers_share_presence_and_lose_a_killed_one_within_the_ttl(hubs,
         sorted((f"user{n}", f"USER{n}") for n in range(10) for _ in range(3))
     stats = asker.request({"type": "PRESENCE_STATS", "topic": "room.1"})
     assert (stats["numClients"], stats["numUsers"]) == (30, 10), stats
-    for recorder in recorders:
-        wait_until(lambda recorder=recorder: recorder.present() == expected, "every join seen", timeout=5.0)
+    # Diffs tell what changed after a subscription (a newcomer starts from PRESENCE): the first
+    # client, there before every other, saw every join; the others see the later changes.
+    wait_until(lambda: recorders[0].present() == expected, "every join seen by the first client", timeout=10.0)
 
     # A clean leave (UNSUBSCRIBE) on another worker: gone from PRESENCE at once, and the watcher
     # gets the leave.
@@ -149,7 +154,7 @@ def test_three_workers_share_presence_and_lose_a_killed_one_within_the_ttl(hubs,
     wait_until(lambda: leaver_id not in presence_ids(asker, "room.1"), "the clean leave", timeout=2.0)
     assert time.monotonic() - started < 1.0
     for recorder in recorders:
-        wait_until(lambda recorder=recorder: leaver_id not in recorder.present(), "the leave seen", timeout=3.0)
+        wait_until(lambda recorder=recorder: leaver_id in recorder.left(), "the leave seen", timeout=5.0)
 
     # SIGKILL: no leave is sent, the killed worker's entries expire within the TTL.
     killed = {cid for cid, (index, _) in members.items() if index == 2}
@@ -162,8 +167,8 @@ def test_three_workers_share_presence_and_lose_a_killed_one_within_the_ttl(hubs,
     assert (stats["numClients"], stats["numUsers"]) == (19, 10), stats
     # A surviving worker's next refresh finds them expired and reports their leave.
     for recorder in survivors:
-        wait_until(lambda recorder=recorder: not (recorder.present() & killed), "the killed clients' leave seen",
-                   timeout=TTL + 3.0)
+        wait_until(lambda recorder=recorder: killed <= recorder.left(), "the killed clients' leave seen",
+                   timeout=TTL + 5.0)
     for recorder in recorders:
         recorder.stop()
     assert metric_value(workers[0].port, "uws_presence_entries") == 10
@@ -178,20 +183,23 @@ def test_reconnect_storm_gives_each_subscriber_at_most_one_diff_per_interval(hub
     for watcher in watchers:
         watcher.subscribe("room.storm")
     recorders = [DiffRecorder(watcher) for watcher in watchers]
-    watcher_ids = {watcher.connected["clientId"] for watcher in watchers}
+    time.sleep(2 * interval)  # each worker's Redis subscription of the topic is confirmed
     storm: list = []
+    dropped: set = set()
     for round_ in range(2):  # connect 250 clients per worker, drop them all, connect them again
         for client in storm:
             client.close()
+        dropped |= {client.connected["clientId"] for client in storm}
         storm = []
         for n in range(500):
             client = connect(first if n % 2 else second, f"storm{n}")
             client.send({"type": "SUBSCRIBE", "topic": "room.storm"})
             storm.append(client)
-    expected = watcher_ids | {client.connected["clientId"] for client in storm}
+    final = {client.connected["clientId"] for client in storm}
+    # Every subscriber was there before the storm: it saw every join and every leave of it.
     for recorder in recorders:
-        wait_until(lambda recorder=recorder: recorder.present() == expected, "every join of the storm seen",
-                   timeout=15.0)
+        wait_until(lambda recorder=recorder: final <= recorder.present() and not (dropped & recorder.present()),
+                   "every join and leave of the storm seen", timeout=20.0)
     time.sleep(2 * interval)
     for recorder in recorders:
         recorder.stop()
@@ -201,7 +209,8 @@ def test_reconnect_storm_gives_each_subscriber_at_most_one_diff_per_interval(hub
         # times on this busy test process jitter by more than the interval itself.
         sent = [diff["timestamp"] for diff in diffs]
         gaps = [(b - a) / 1000 for a, b in zip(sent, sent[1:])]
-        assert min(gaps) >= interval - 0.001, (len(sent), gaps)
+        # The loop's timers count whole milliseconds, and so does timestamp: 2 ms of slack.
+        assert min(gaps) >= interval - 0.002, (len(sent), gaps)
         times = [when for when, diff in recorder.diffs if diff["topic"] == "room.storm"]
         span = times[-1] - times[0]
         assert len(times) <= (sent[-1] - sent[0]) / 1000 / interval + 1, (len(times), gaps)
@@ -209,7 +218,7 @@ def test_reconnect_storm_gives_each_subscriber_at_most_one_diff_per_interval(hub
         assert len(times) < 60, len(times)
         print(f"storm: {len(times)} diffs over {span:.2f} s (arrival), smallest gap {min(gaps):.3f} s (server clock)")
     storm_check = connect(first, "checker")
-    assert presence_ids(storm_check, "room.storm") == expected
+    assert presence_ids(storm_check, "room.storm") == final | {watcher.connected["clientId"] for watcher in watchers}
 
 
 @pytest.fixture

@@ -168,3 +168,19 @@ def test_a_history_topic_with_presence_lists_its_subscribers(redis_server):
         client.disconnect()
     finally:
         served.stop()
+
+
+def test_many_topics_are_written_in_one_pipeline_and_a_flushed_script_is_reloaded(redis_server):
+    async def scenario() -> dict:
+        store = RedisPresence(redis_server.url, ttl=30.0)
+        await store.write("t0", pairs(PresenceEntry("warm", None, None)))
+        with redis.Redis(host=HOST, port=redis_server.port) as direct:
+            direct.script_flush()  # as after a Redis restart: the script is gone
+        writes = [(f"t{n}", pairs(PresenceEntry(f"c{n}", "u", None)), ["warm"] if n == 0 else [])
+                  for n in range(450)]
+        expired = await store.write_many(writes)
+        listed = {topic: [e["clientId"] for e in await store.entries(topic)] for topic in ("t0", "t1", "t449")}
+        await store.aclose()
+        return {"expired": sum(map(len, expired.values())), "topics": len(expired), "listed": listed}
+
+    assert run(scenario()) == {"expired": 0, "topics": 450, "listed": {"t0": ["c0"], "t1": ["c1"], "t449": ["c449"]}}
