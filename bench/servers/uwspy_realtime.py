@@ -2,8 +2,12 @@
 (generous, so it measures its cost without refusing) and metrics on; an ECHO handler that
 answers each request with itself (the reply carries the request's id).
 
-usage: python uwspy_realtime.py PORT [--no-handler-metrics]
-(prints `listening PORT` and `token TOKEN`; the flag measures what handler latency metrics cost)
+usage: python uwspy_realtime.py PORT [--no-handler-metrics] [--tracing [--tracing-ratio R]]
+(prints `listening PORT` and `token TOKEN`; --no-handler-metrics measures what handler latency
+metrics cost, --tracing what OpenTelemetry tracing costs: an SDK tracer provider whose batch
+processor hands every span to an exporter that drops it, so span creation and processing are
+measured, not a network exporter); --tracing-ratio samples that share of the traces
+(ParentBased(TraceIdRatioBased(R)), the usual production setting)
 """
 
 import sys
@@ -16,6 +20,22 @@ from uws_py import JWTAuth, RateLimit, RealtimeServer
 SECRET = "bench-secret-bench-secret-bench-secret"
 
 
+def tracer_provider(ratio: float):
+    """An SDK TracerProvider sampling ``ratio`` of the traces, exporting to nowhere (needs
+    the [otel] extra)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+    from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+    class Dropping(SpanExporter):
+        def export(self, spans):
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
+    provider.add_span_processor(BatchSpanProcessor(Dropping()))
+    return provider
+
+
 def main() -> None:
     server = RealtimeServer(
         path="/realtime",
@@ -24,6 +44,8 @@ def main() -> None:
         idle_timeout=0,
         compression=False,
         handler_metrics="--no-handler-metrics" not in sys.argv,
+        tracing=tracer_provider(float(sys.argv[sys.argv.index("--tracing-ratio") + 1])
+                                if "--tracing-ratio" in sys.argv else 1.0) if "--tracing" in sys.argv else None,
     )
 
     @server.on("ECHO")

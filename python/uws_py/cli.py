@@ -33,6 +33,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "pid": record.process,
         }
+        perf = getattr(record, "perf", None)
+        if isinstance(perf, dict):
+            entry["perf"] = perf
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -189,6 +192,9 @@ def build_server(config: ServeConfig) -> Any:
             ssl=ssl,
             access_log=config.access_log,
             history_recover_limit=config.history_recover_limit,
+            dashboard_token=config.dashboard_token,
+            dashboard_path=config.dashboard_path,
+            report_interval=config.report_interval or None,
             presence_ttl=config.presence_ttl,
             presence_diff_interval=config.presence_diff_interval,
         )

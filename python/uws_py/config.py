@@ -19,7 +19,7 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the option."""
 
 
-SECRET_OPTIONS = frozenset({"jwt_secret", "ssl_keyfile_password"})
+SECRET_OPTIONS = frozenset({"jwt_secret", "ssl_keyfile_password", "dashboard_token"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -57,6 +57,11 @@ class ServeConfig:
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
     log_format: str = field(default="human", metadata={"help": "human or json"})
     access_log: bool = field(default=True, metadata={"help": "log every upgrade and HTTP request"})
+    dashboard_token: Optional[str] = field(default=None, metadata={
+        "help": "serve the live dashboard; its data needs 'Authorization: Bearer TOKEN' (16+ characters)"})
+    report_interval: int = field(default=0, metadata={
+        "help": "seconds between 'perf:' report lines in the log (0: none)"})
+    dashboard_path: str = field(default="/dashboard", metadata={"help": "where the live dashboard is served"})
 
     def validate(self) -> "ServeConfig":
         if not (0 <= self.port <= 65535):
@@ -82,6 +87,12 @@ class ServeConfig:
             parse_broker_url(self.broker)
         for spec in self.history:
             parse_history(spec)
+        if self.report_interval < 0:
+            raise ConfigError(f"--report-interval must not be negative, not {self.report_interval}")
+        if self.dashboard_token is not None and len(self.dashboard_token) < 16:
+            raise ConfigError("--dashboard-token must be at least 16 characters")
+        if not self.dashboard_path.startswith("/"):
+            raise ConfigError(f"--dashboard-path must start with '/', not {self.dashboard_path!r}")
         for spec in self.presence:
             parse_presence(spec)
         if not (self.presence_ttl > 0 and self.presence_diff_interval > 0):

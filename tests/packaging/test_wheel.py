@@ -144,6 +144,9 @@ def test_wheel_is_manylinux_with_the_extension_and_its_stub(artifacts):
         names = wheel.namelist()
     assert any(name.startswith("uws_py/_core.") and name.endswith(".so") for name in names), names
     assert "uws_py/py.typed" in names and "uws_py/_core.pyi" in names
+    # The live dashboard's page is served from files inside the package.
+    for asset in ("dashboard.html", "dashboard.js", "dashboard.css"):
+        assert f"uws_py/monitoring/static/{asset}" in names, asset
 
 
 def test_wheel_carries_the_javascript_client_as_served(artifacts):

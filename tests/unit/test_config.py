@@ -504,3 +504,14 @@ def test_build_server_registers_the_presence_patterns():
     presence = server.engine.presence
     assert [(o.pattern, o.join_leave) for o in presence.policy.patterns] == [("room.*", True), ("q.*", False)]
     assert presence.ttl == 3.0 and server.engine.pubsub.presence is presence
+
+
+def test_dashboard_token_is_masked_and_must_be_long_enough() -> None:
+    shown = load(None, {"UWS_PY_DASHBOARD_TOKEN": "0123456789abcdef-x"}, {}).redacted()
+    assert shown["dashboard_token"] == "***" and shown["dashboard_path"] == "/dashboard"
+    with pytest.raises(ConfigError, match="--dashboard-token"):
+        load(None, {}, {"dashboard_token": "short"})
+    with pytest.raises(ConfigError, match="--dashboard-path"):
+        load(None, {}, {"dashboard_path": "dashboard"})
+    with pytest.raises(ConfigError, match="--report-interval"):
+        load(None, {}, {"report_interval": -1})

@@ -14,6 +14,9 @@ from ..auth import JWTAuth
 from ..batching import Batching
 from ..broker import Broker
 from ..metrics import Metrics, Reporter
+from ..monitoring import cluster
+from ..monitoring.dashboard import Dashboard
+from ..monitoring.endpoint import Monitoring
 from ..ratelimit import ConnectionLimiter, RateLimit
 from .builtins import Builtins
 from .client_script import ClientScript
@@ -55,6 +58,9 @@ class Options:
     broker: Optional[Broker] = None
     handler_metrics: bool = True
     history_recover_limit: int = DEFAULT_RECOVER_LIMIT
+    dashboard_token: Optional[str] = None
+    dashboard_path: str = "/dashboard"
+    tracing: Any = None
     client_script: bool = True
     presence_ttl: float = DEFAULT_PRESENCE_TTL
     presence_diff_interval: float = DEFAULT_DIFF_INTERVAL
@@ -229,6 +235,12 @@ class RealtimeServer:
       string never reaches the log).
     - ``history_recover_limit``: the most publications one SUBSCRIBE recovery returns (more
       missed -> ``recovered: false``), and the cap of a HISTORY ``limit`` (1000).
+    - ``dashboard_token``: serve the live dashboard at ``dashboard_path`` (``/dashboard``);
+      its figures (``<dashboard_path>/data``) need ``Authorization: Bearer <token>`` (16+
+      characters). None (the default) serves no dashboard.
+    - ``tracing``: OpenTelemetry spans for upgrades, messages and publishes (the ``[otel]``
+      extra): True for the global tracer provider, or a ``TracerProvider``; None (the
+      default) imports nothing and costs nothing.
     - ``client_script``: serve the JavaScript client at ``{path}/client.js``
       (``/realtime/client.js``), so a page can import it with no build step; False leaves
       that URL to you.
@@ -259,6 +271,9 @@ class RealtimeServer:
         broker: Optional[Broker] = None,
         handler_metrics: bool = True,
         history_recover_limit: int = DEFAULT_RECOVER_LIMIT,
+        dashboard_token: Optional[str] = None,
+        dashboard_path: str = "/dashboard",
+        tracing: Any = None,
         client_script: bool = True,
         presence_ttl: float = DEFAULT_PRESENCE_TTL,
         presence_diff_interval: float = DEFAULT_DIFF_INTERVAL,
@@ -270,7 +285,8 @@ class RealtimeServer:
         options = self.options = Options(
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
             allowed_origins, max_connections, max_connections_per_ip, ssl, report_interval, health_path,
-            metrics_path, access_log, broker, handler_metrics, history_recover_limit, client_script,
+            metrics_path, access_log, broker, handler_metrics, history_recover_limit, dashboard_token,
+            dashboard_path, tracing, client_script,
             presence_ttl, presence_diff_interval,
         )
         self.path = path
@@ -285,14 +301,24 @@ class RealtimeServer:
         self.session_context = engine.session_context
         self._on_message = engine.dispatcher.on_message
         self._reporter: Optional[Reporter] = None
+        self.monitoring = Monitoring(self.app, self.metrics.registry, engine.access_log)
+        on_upgrade, on_message, on_close = engine.upgrader.on_upgrade, engine.dispatcher.on_message, engine.lifecycle.on_close
+        if tracing is not None and tracing is not False:
+            from ..monitoring.tracing import Tracing
+
+            tracer = Tracing(None if tracing is True else tracing)
+            tracer.install(engine)
+            on_upgrade = tracer.upgrade_handler(path, on_upgrade)
+            on_message = tracer.message_handler(on_message)
+            on_close = tracer.close_handler(on_close)
         self.app.ws(
             path,
             {
-                "upgrade": engine.upgrader.on_upgrade,
+                "upgrade": on_upgrade,
                 "open": engine.lifecycle.on_open,
-                "message": engine.dispatcher.on_message,
-                "close": engine.lifecycle.on_close,
-                "subscription": engine.pubsub.on_subscription,
+                "message": on_message,
+                "close": on_close,
+                "subscription": self._on_subscription,
                 # The hard limit: twice the soft one, answered politely below it.
                 "max_payload_length": max_payload_length * 2,
                 "idle_timeout": idle_timeout,
@@ -303,7 +329,9 @@ class RealtimeServer:
             },
         )
         self.app.get(health_path, self._health)
-        self.app.get(metrics_path, self._metrics)
+        self.app.get(metrics_path, self.monitoring.metrics_route)
+        if dashboard_token is not None:
+            Dashboard(dashboard_token, self.monitoring.view, engine.access_log).install(self.app, dashboard_path)
         if client_script:
             self._client_script = ClientScript()
             self.app.get(self.client_script_path, self._serve_client_script)
@@ -450,6 +478,7 @@ class RealtimeServer:
                 signal.signal(signum, handler)
             self.engine.presence.stop()
             self.engine.pubsub.stop()
+            self.monitoring.stop()
 
     async def serve(self, host: str = "127.0.0.1", port: int = 8080, handle_signals: bool = True) -> None:
         """As :meth:`run`, inside the running asyncio loop (async handlers allowed).
@@ -478,6 +507,7 @@ class RealtimeServer:
             self.engine.runner.loop = None
             self.engine.presence.stop()
             self.engine.pubsub.stop()
+            self.monitoring.stop()
 
     def close(self, code: int = 1001, reason: str = "server shutting down", timeout: float = 5.0) -> None:
         """Graceful shutdown: flushes every batch, ends every connection, stops the loop.
@@ -581,12 +611,15 @@ class RealtimeServer:
 
     def _start(self) -> None:
         self.engine.pubsub.start(self.app.defer)
+        self.monitoring.start()
         self._start_reporting()
 
     def _start_reporting(self) -> None:
         interval = self.options.report_interval
         if interval:
-            self._reporter = Reporter(self.metrics, interval, self.app.set_timeout, self.app.clear_timeout)
+            member = cluster.membership()
+            self._reporter = Reporter(self.metrics, interval, self.app.set_timeout, self.app.clear_timeout,
+                                      worker=member.index if member is not None else 0)
             self._reporter.start()
 
     # -- HTTP -----------------------------------------------------------------------------
@@ -595,10 +628,10 @@ class RealtimeServer:
         self.engine.access_log(res.get_remote_address(), "GET", req.get_url(), "200")
         res.write_header("Content-Type", "application/json").end(encode(self.metrics.health()))
 
+    def _on_subscription(self, ws: Any, topic: str, count: int, before: int) -> None:
+        self.engine.pubsub.on_subscription(ws, topic, count, before)
+        self.monitoring.topics.on_subscription(ws, topic, count, before)
+
     def _serve_client_script(self, res: Any, req: Any) -> None:
         address, url = res.get_remote_address(), req.get_url()
         self.engine.access_log(address, "GET", url, self._client_script(res, req))
-
-    def _metrics(self, res: Any, req: Any) -> None:
-        self.engine.access_log(res.get_remote_address(), "GET", req.get_url(), "200")
-        res.write_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8").end(self.metrics.render())
