@@ -14,7 +14,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from . import __version__
-from .config import SECRET_OPTIONS, ConfigError, ServeConfig, load, parse_history, parse_rate_limit
+from .config import SECRET_OPTIONS, ConfigError, ServeConfig, load, parse_history, parse_presence, parse_rate_limit
 from .supervisor import EXIT_USAGE, Supervisor
 
 logger = logging.getLogger("uws_py.cli")
@@ -76,6 +76,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         elif f.type in ("int", int):
             parser.add_argument(flag, dest=f.name, type=int, default=argparse.SUPPRESS, help=help_text)
+        elif f.type in ("float", float):
+            parser.add_argument(flag, dest=f.name, type=float, default=argparse.SUPPRESS, help=help_text)
         else:
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=help_text)
 
@@ -145,6 +147,7 @@ REALTIME_OPTIONS = (
     "jwt_secret", "jwt_public_key", "jwt_algorithms", "rate_limit", "broker", "max_payload", "idle_timeout",
     "compression", "compression_threshold", "access_log", "history", "history_recover_limit", "max_batch_items",
     "max_subscriptions", "max_topic_length", "trusted_proxy", "dashboard_token", "dashboard_path", "report_interval",
+    "presence", "presence_ttl", "presence_diff_interval",
 )
 _SSL_OPTIONS = ("ssl_certfile", "ssl_keyfile", "ssl_keyfile_password")
 
@@ -158,7 +161,7 @@ def realtime_keywords(config: ServeConfig, names: Sequence[str]) -> dict[str, An
 
     Args:
         config: the resolved configuration.
-        names: ServeConfig option names (of REALTIME_OPTIONS; ``history`` is not a keyword).
+        names: ServeConfig option names (of REALTIME_OPTIONS; ``history`` and ``presence`` are not keywords).
     """
     from .auth import JWTAuth
     from .ratelimit import RateLimit
@@ -191,7 +194,7 @@ def realtime_keywords(config: ServeConfig, names: Sequence[str]) -> dict[str, An
     renamed = {"max_payload": "max_payload_length", "trusted_proxy": "trusted_proxies"}
     for name in ("max_payload", "idle_timeout", "compression", "compression_threshold", "access_log",
                  "history_recover_limit", "max_batch_items", "max_subscriptions", "max_topic_length", "trusted_proxy",
-                 "dashboard_token", "dashboard_path"):
+                 "dashboard_token", "dashboard_path", "presence_ttl", "presence_diff_interval"):
         if name in names:
             keywords[renamed.get(name, name)] = getattr(config, name)
     if "report_interval" in names:
@@ -230,6 +233,9 @@ def build_server(config: ServeConfig) -> Any:
             if "history" in given:
                 for spec in config.history:
                     target.history(*parse_history(spec))
+            if "presence" in given:
+                for spec in config.presence:
+                    target.enable_presence(*parse_presence(spec))
         except (OSError, ValueError, RuntimeError) as exc:
             raise ConfigError(f"{config.app}: {exc}") from None
         return target
@@ -240,6 +246,8 @@ def build_server(config: ServeConfig) -> Any:
         server = RealtimeServer(ssl=ssl, **realtime_keywords(config, REALTIME_OPTIONS))
         for spec in config.history:
             server.history(*parse_history(spec))
+        for spec in config.presence:
+            server.enable_presence(*parse_presence(spec))
         return server
     except (OSError, ValueError) as exc:
         raise ConfigError(str(exc)) from None

@@ -55,6 +55,13 @@ class ServeConfig:
     trusted_proxy: list[str] = field(default_factory=list, metadata={
         "help": "address or CIDR of a reverse proxy whose X-Forwarded-For/Forwarded header names the client "
                 "(repeatable; env: comma-separated)"})
+    presence: list[str] = field(default_factory=list, metadata={
+        "help": "PATTERN[:join_leave] topics tracking presence, e.g. 'chat.*:join_leave' (repeatable; "
+                "env and file: comma-separated or a list)"})
+    presence_ttl: float = field(default=30.0, metadata={
+        "help": "seconds a presence entry lives in Redis without a refresh (refreshed every ttl/3)"})
+    presence_diff_interval: float = field(default=1.0, metadata={
+        "help": "least seconds between two PRESENCE_DIFFs of one topic"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
     log_format: str = field(default="human", metadata={"help": "human or json"})
     access_log: bool = field(default=True, metadata={"help": "log every upgrade and HTTP request"})
@@ -108,6 +115,10 @@ class ServeConfig:
             TrustedProxies(self.trusted_proxy)
         except ValueError as exc:
             raise ConfigError(f"--trusted-proxy: {exc}".replace("trusted_proxies: ", "")) from None
+        for spec in self.presence:
+            parse_presence(spec)
+        if not (self.presence_ttl > 0 and self.presence_diff_interval > 0):
+            raise ConfigError("--presence-ttl and --presence-diff-interval must be > 0")
         if self.history_recover_limit < 0:
             raise ConfigError(f"--history-recover-limit must not be negative, not {self.history_recover_limit}")
         if self.app is not None and not re.fullmatch(r"[\w.]+:[\w.]+", self.app):
@@ -160,6 +171,20 @@ def parse_history(spec: str) -> tuple[str, int, float]:
     return pattern, size, ttl
 
 
+def parse_presence(spec: str) -> tuple[str, bool]:
+    """'chat.*:join_leave' -> ('chat.*', True); 'chat.*' -> ('chat.*', False).
+
+    Args:
+        spec: PATTERN[:join_leave].
+    """
+    pattern, join_leave = spec, False
+    if spec.endswith(":join_leave"):
+        pattern, join_leave = spec[: -len(":join_leave")], True
+    if not pattern:
+        raise ConfigError(f"--presence must look like 'chat.*' or 'chat.*:join_leave', not {spec!r}")
+    return pattern, join_leave
+
+
 def _history_entry(entry: Any, source: str) -> str:
     """A file's ``[[history]]`` table as the PATTERN:SIZE:TTL spec the command line takes."""
     if not isinstance(entry, dict) or not isinstance(entry.get("pattern"), str):
@@ -203,6 +228,10 @@ def _coerce(name: str, kind: Any, value: Any, source: str) -> Any:
     try:
         if text_kind in ("int", "<class 'int'>"):
             return int(value)
+        if text_kind in ("float", "<class 'float'>"):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
         if text_kind in ("bool", "<class 'bool'>"):
             if isinstance(value, bool):
                 return value

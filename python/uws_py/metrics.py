@@ -77,6 +77,8 @@ class Metrics:
         # in-process store's bytes and topics (None with Redis, whose memory is its own).
         self.history_metrics: Any = None
         self.history_memory: Optional[Callable[[], tuple[int, int]]] = None
+        # The PresenceService (its ``local`` store and ``counters``); reported once it has a pattern.
+        self.presence: Any = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
@@ -249,6 +251,22 @@ class _Collector:
                                         value=memory_bytes)
                 yield GaugeMetricFamily("uws_history_topics", "Topics with history state in this process",
                                         value=topics)
+        presence = m.presence
+        if presence:
+            yield GaugeMetricFamily("uws_presence_entries", "Presence entries of this worker's clients",
+                                    value=presence.local.size)
+            yield GaugeMetricFamily("uws_presence_topics", "Presence topics with clients of this worker",
+                                    value=len(presence.local.topics))
+            counters = presence.counters
+            yield CounterMetricFamily("uws_presence_diffs_sent", "PRESENCE_DIFFs sent to this worker's subscribers "
+                                      "(one per topic per flush)", value=counters.diffs_sent)
+            yield CounterMetricFamily("uws_presence_diffs_broadcast", "PRESENCE_DIFFs sent to the other workers",
+                                      value=counters.diffs_broadcast)
+            yield CounterMetricFamily("uws_presence_expired_removed",
+                                      "Entries of workers that stopped refreshing, removed by this one",
+                                      value=counters.expired_removed)
+            yield CounterMetricFamily("uws_presence_refreshes", "Refreshes of this worker's entries in Redis",
+                                      value=counters.refreshes)
         if m.broker_stats is not None:
             broker = m.broker_stats()
             yield GaugeMetricFamily("uws_broker_connected", "1 while the broker connection is up", value=broker["connected"])

@@ -28,7 +28,7 @@ from .wsclient import HandshakeRefused, Op, TestClient, connect, parse_close_pay
 # HS256 keys shorter than the hash (32 bytes) are weak; pyjwt warns about them.
 SECRET = "uws-py realtime integration tests: a 32+ byte key"
 OTHER_SECRET = "a different key, also long enough for HS256 use"
-BUILTIN_TYPES = ["AUTH", "BATCH", "HISTORY", "PING", "PUBLISH", "SUBSCRIBE", "UNSUBSCRIBE"]
+BUILTIN_TYPES = ["AUTH", "BATCH", "HISTORY", "PING", "PRESENCE", "PRESENCE_STATS", "PUBLISH", "SUBSCRIBE", "UNSUBSCRIBE"]
 
 
 def make_token(sub: Optional[str] = "alice", ttl: Optional[float] = 60.0, secret: str = SECRET, **claims: Any) -> str:
@@ -179,3 +179,37 @@ def metric(samples: dict, name: str, **labels: str) -> float:
 
 
 # -- CONNECTED ----------------------------------------------------------------------------------
+
+
+# -- serve() under asyncio -----------------------------------------------------------------------
+
+
+class AsyncServed:
+    """A RealtimeServer under ``await server.serve()`` on a thread's asyncio loop; ``call``
+    awaits one of its async methods there."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.ready = threading.Event()
+        self.loop = None
+
+        async def main() -> None:
+            self.loop = asyncio.get_running_loop()
+            serving = asyncio.ensure_future(server.serve("127.0.0.1", 0, handle_signals=False))
+            await asyncio.sleep(0.05)  # serve() listens before its first await
+            self.ready.set()
+            await serving
+
+        self.thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+        self.thread.start()
+        assert self.ready.wait(5.0), "serve() did not start"
+        self.port = server.port
+
+    def call(self, coroutine, timeout: float = 5.0):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.server.close(timeout=1)
+        self.thread.join(5.0)
+        assert not self.thread.is_alive()
+

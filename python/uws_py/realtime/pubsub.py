@@ -11,14 +11,18 @@ from .protocol import FORBIDDEN, INVALID_MESSAGE, LIMIT_EXCEEDED, TEXT, Protocol
 
 if TYPE_CHECKING:
     from ..broker import Broker
+    from .presence_service import PresenceService
     from .relay import HistoryRelay
     from .session import Client
 
-# hook(client, topic, action) -> bool, action being "subscribe", "publish" or "history".
+# hook(client, topic, action) -> bool, action being "subscribe", "publish", "history" or "presence".
 TopicHook = Callable[["Client", str, str], bool]
 # publish(topic, payload, opcode) -> whether anyone subscribed: the App's (with compress bound
 # when the server compresses; the core then deflates once per shared window, not per socket).
 LocalPublish = Callable[[str, bytes, int], bool]
+# intercept(topic, payload) -> True when it consumed another process's delivery itself
+# (a presence diff, a control message) instead of its going to the topic's subscribers.
+Intercept = Callable[[str, bytes], bool]
 
 
 class PubSub:
@@ -37,7 +41,7 @@ class PubSub:
     """
 
     __slots__ = ("publish_local", "broker", "topic_hook", "policy", "history", "relay", "history_on", "compress",
-                 "max_subscriptions", "max_topic_length")
+                 "max_subscriptions", "max_topic_length", "presence", "intercept", "reserved")
 
     def __init__(self, publish_local: LocalPublish, broker: Optional["Broker"] = None,
                  policy: Optional[HistoryPolicy] = None, history: Optional[MemoryHistory] = None,
@@ -55,6 +59,11 @@ class PubSub:
         self.history = history if history is not None else MemoryHistory(self.policy)
         # With a Redis broker, history topics go through the relay instead of ``history``.
         self.relay: Optional["HistoryRelay"] = None
+        # Told of every (un)subscription once a presence pattern exists; None costs nothing.
+        self.presence: Optional["PresenceService"] = None
+        self.intercept: Optional[Intercept] = None
+        # reserved(topic) -> True for topics only the server may use (users.py's per-user topics).
+        self.reserved: Optional[Callable[[str], bool]] = None
 
     def is_history_topic(self, topic: str) -> bool:
         """Whether topic keeps a history.
@@ -70,12 +79,14 @@ class PubSub:
         Args:
             client: who asks (its ``topics_allowed`` from the token, then the hook).
             topic: the topic as the client sent it (INVALID_MESSAGE unless a non-empty str).
-            action: "subscribe", "publish" or "history". A topic longer than
+            action: "subscribe", "publish", "history" or "presence". A topic longer than
                 ``max_topic_length``, or a new subscription past ``max_subscriptions``, is
                 refused with LIMIT_EXCEEDED.
         """
         if not isinstance(topic, str) or not topic:
             raise ProtocolError(INVALID_MESSAGE, "field 'topic' must be a non-empty string")
+        if self.reserved is not None and self.reserved(topic):
+            raise ProtocolError(FORBIDDEN, f"topic {topic!r} is reserved for the server")
         if len(topic) > self.max_topic_length:
             raise ProtocolError(LIMIT_EXCEEDED, f"a topic has at most {self.max_topic_length} characters, "
                                 f"this one {len(topic)}", limit="maxTopicLength", max=self.max_topic_length)
@@ -157,6 +168,8 @@ class PubSub:
             topic: the topic.
             payload: the encoded MESSAGE, sent as it is.
         """
+        if self.intercept is not None and self.intercept(topic, payload):
+            return
         self.publish_local(topic, payload, TEXT)
 
     def on_subscription(self, ws: Any, topic: str, count: int, before: int) -> None:
@@ -169,6 +182,8 @@ class PubSub:
             count: local subscribers now.
             before: local subscribers before.
         """
+        if self.presence is not None:
+            self.presence.subscription(ws.get_user_data(), topic, count > before)
         broker = self.broker
         if broker is None:
             return

@@ -29,11 +29,14 @@ from .client_script import ClientScript
 from .dispatch import Dispatcher
 from .history import DEFAULT_RECOVER_LIMIT, HistoryMetrics, HistoryOptions, HistoryPolicy, MemoryHistory
 from .lifecycle import Lifecycle, TokenExpiry
+from .presence import DEFAULT_DIFF_INTERVAL, DEFAULT_PRESENCE_TTL, DIFF_PREFIX, PresenceOptions, check_timing
+from .presence_service import PresenceService
 from .protocol import BUILTIN_TYPES, encode
 from .pubsub import PubSub, TopicHook
 from .routing import Router
 from .session import Client, SessionContext
 from .upgrade import AccessLog, Upgrader
+from .users import CONTROL_TOPIC, Users, is_reserved
 
 _DEFAULT_RATE_LIMIT = RateLimit()
 
@@ -81,6 +84,8 @@ class Options:
     max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS
     max_topic_length: int = DEFAULT_MAX_TOPIC_LENGTH
     trusted_proxies: Optional[Sequence[str]] = None
+    presence_ttl: float = DEFAULT_PRESENCE_TTL
+    presence_diff_interval: float = DEFAULT_DIFF_INTERVAL
 
 
 def validate(options: Options) -> None:
@@ -94,6 +99,7 @@ def validate(options: Options) -> None:
         value = getattr(options, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    check_timing(options.presence_ttl, options.presence_diff_interval)
 
 
 # Seconds between sweeps of expired history; a publication may outlive its ttl by this much.
@@ -131,6 +137,7 @@ class Engine:
         self._loop = loop
         self._sweep_timer: Optional[int] = None
         self.history_options: list[HistoryOptions] = []
+        self.presence_options: list[PresenceOptions] = []
         self.session_context = SessionContext(self.pubsub, loop.set_timeout, self.metrics, compress)
         auth = options.auth
         self.expiry = TokenExpiry(auth.leeway if auth is not None else None, loop.set_timeout,
@@ -155,6 +162,7 @@ class Engine:
                                  options.history_recover_limit)
         self.dispatcher = Dispatcher(self.router, self.builtins.table(), self.metrics, self.runner,
                                      rate_limit, options.max_payload_length, compress, options.max_batch_items)
+        self._wire_presence_and_users(options, loop)
         self.upgrader = Upgrader(
             options.path, auth,
             frozenset(options.allowed_origins) if options.allowed_origins is not None else None,
@@ -213,8 +221,10 @@ class Engine:
         for kind, route in previous.router.routes.items():
             self.add_route(kind, route.handler, route.schema)
         self.dispatcher.binary_handler = previous.dispatcher.binary_handler
-        self.lifecycle.connect_hooks[:] = previous.lifecycle.connect_hooks
-        self.lifecycle.disconnect_hooks[:] = previous.lifecycle.disconnect_hooks
+        # The application's hooks; each engine has its own user index hooks.
+        own = (previous.users.opened, previous.users.closed)
+        self.lifecycle.connect_hooks.extend(h for h in previous.lifecycle.connect_hooks if h not in own)
+        self.lifecycle.disconnect_hooks.extend(h for h in previous.lifecycle.disconnect_hooks if h not in own)
         self.upgrader.authenticate = previous.upgrader.authenticate
         self.pubsub.topic_hook = previous.pubsub.topic_hook
         if previous._sweep_timer is not None:
@@ -222,6 +232,56 @@ class Engine:
             previous._sweep_timer = None
         for history in previous.history_options:
             self.add_history(history)
+        for presence in previous.presence_options:
+            self.add_presence(presence)
+
+    def _wire_presence_and_users(self, options: Options, loop: Any) -> None:
+        """Presence (PRESENCE, PRESENCE_STATS; tracking starts with the first pattern) and the
+        user operations, with their control topic when there is a broker."""
+        self.presence = PresenceService(self.pubsub, loop.publish, loop.set_timeout, self.metrics,
+                                        options.presence_ttl, options.presence_diff_interval)
+        self.metrics.presence = self.presence
+        self.dispatcher.builtins["PRESENCE"] = self.presence.handle_presence
+        self.dispatcher.builtins["PRESENCE_STATS"] = self.presence.handle_stats
+        self.users = Users(self.clients, loop.publish, options.broker)
+        self.users.members = self._presence_members
+        self.lifecycle.connect_hooks.append(self.users.opened)
+        self.lifecycle.disconnect_hooks.append(self.users.closed)
+        self.pubsub.reserved = is_reserved
+        if options.broker is not None:
+            options.broker.subscribe(CONTROL_TOPIC)
+            self.pubsub.intercept = self._intercept
+
+    def _intercept(self, topic: str, payload: bytes) -> bool:
+        # On every delivery from the broker: the common case (a MESSAGE) costs two tests here.
+        if topic == CONTROL_TOPIC:
+            return self.users.intercept(topic, payload)
+        return self.pubsub.presence is not None and payload.startswith(DIFF_PREFIX) and \
+            self.presence.remote_diff(topic, payload)
+
+    def _presence_members(self, topic: str) -> Optional[list[Client]]:
+        if self.pubsub.presence is None or self.presence.policy.options_for(topic) is None:
+            return None
+        clients = self.clients
+        return [clients[client_id] for client_id in self.presence.local.topics.get(topic, {}) if client_id in clients]
+
+    def add_presence(self, options: PresenceOptions) -> None:
+        """Topics matching ``options.pattern`` track presence; with a broker it is kept in
+        Redis (the broker's), shared by every worker.
+
+        Args:
+            options: the pattern and whether its subscribers get PRESENCE_DIFF events.
+        """
+        broker = self.options.broker
+        if broker is not None and self.presence.store is None:
+            if not hasattr(broker, "run"):
+                raise ValueError("presence with a broker needs the Redis broker (its store is Redis)")
+            from .presence_redis import RedisPresence
+
+            self.presence.use_redis(broker, RedisPresence(broker.url, self.options.presence_ttl))  # type: ignore[attr-defined]
+        self.presence.add(options)
+        self.pubsub.presence = self.presence
+        self.presence_options.append(options)
 
     def _sweep(self) -> None:
         self.history.sweep()
@@ -288,6 +348,10 @@ class RealtimeServer:
     - ``trusted_proxies``: addresses or CIDRs of reverse proxies whose ``X-Forwarded-For`` /
       ``Forwarded`` header names the client (for ``client.remote_address``, the per-IP
       limit and the access log); None trusts no one.
+    - ``presence_ttl``: seconds a presence entry lives in Redis without a refresh (30); each
+      worker refreshes its own every ``presence_ttl / 3`` s, so a dead worker's clients are
+      gone from PRESENCE within ``presence_ttl`` (see :meth:`enable_presence`).
+    - ``presence_diff_interval``: the least seconds between two PRESENCE_DIFFs of one topic (1.0).
     """
 
     def __init__(
@@ -320,6 +384,8 @@ class RealtimeServer:
         max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS,
         max_topic_length: int = DEFAULT_MAX_TOPIC_LENGTH,
         trusted_proxies: Optional[Sequence[str]] = None,
+        presence_ttl: float = DEFAULT_PRESENCE_TTL,
+        presence_diff_interval: float = DEFAULT_DIFF_INTERVAL,
     ) -> None:
         options = self.options = Options(
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
@@ -327,6 +393,7 @@ class RealtimeServer:
             metrics_path, access_log, broker, handler_metrics, history_recover_limit, dashboard_token,
             dashboard_path, tracing, client_script, compression_threshold, max_batch_items, max_subscriptions,
             max_topic_length, tuple(trusted_proxies) if trusted_proxies is not None else None,
+            presence_ttl, presence_diff_interval,
         )
         validate(options)
         self.path = path
@@ -456,6 +523,20 @@ class RealtimeServer:
         self.engine.add_history(HistoryOptions(pattern, size, ttl))
         return self
 
+    def enable_presence(self, pattern: str, join_leave: bool = False) -> "RealtimeServer":
+        """Topics matching the fnmatch ``pattern`` track who is subscribed: PRESENCE and
+        PRESENCE_STATS answer for them (authorized like SUBSCRIBE, action ``"presence"``), and
+        with ``join_leave`` their subscribers get PRESENCE_DIFF events, at most one per topic
+        per ``presence_diff_interval``. With a Redis broker the presence is shared by every
+        worker. The first matching pattern wins. Call before the server runs.
+
+        Args:
+            pattern: an fnmatch pattern, e.g. ``"chat.*"``.
+            join_leave: send PRESENCE_DIFF (joins and leaves) to the topic's subscribers.
+        """
+        self.engine.add_presence(PresenceOptions(pattern, join_leave))
+        return self
+
     def on_binary(self, handler: Callable[[Client, bytes], Any]) -> Callable[[Client, bytes], Any]:
         """Decorator: binary messages go to ``handler(client, data)`` (else INVALID_MESSAGE).
 
@@ -497,7 +578,8 @@ class RealtimeServer:
         return hook
 
     def authorize_topic(self, hook: TopicHook) -> TopicHook:
-        """Decorator: ``hook(client, topic, action) -> bool`` ("subscribe" or "publish"),
+        """Decorator: ``hook(client, topic, action) -> bool`` ("subscribe", "publish",
+        "history" or "presence"),
         asked after the token's topic claim allowed the topic.
 
         Args:
@@ -555,6 +637,7 @@ class RealtimeServer:
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
+            self.engine.presence.stop()
             self.engine.pubsub.stop()
             self.monitoring.stop()
 
@@ -597,6 +680,7 @@ class RealtimeServer:
             for signum in installed:
                 loop.remove_signal_handler(signum)
             self.engine.runner.loop = None
+            self.engine.presence.stop()
             self.engine.pubsub.stop()
             self.monitoring.stop()
 
@@ -619,7 +703,7 @@ class RealtimeServer:
 
         self.app.defer(shut_down)
 
-    def publish(self, topic: str, data: Any) -> bool:
+    def publish(self, topic: str, data: Any, exclude: Optional[Sequence[str]] = None) -> bool:
         """A server-originated MESSAGE (``from`` is null) to every subscriber, in every
         process when there is a broker. Loop thread.
 
@@ -630,8 +714,79 @@ class RealtimeServer:
         Args:
             topic: the topic.
             data: the MESSAGE's ``data``.
+            exclude: client ids that do not get it (plain topics only; with a broker it goes
+                through the control topic to every worker, see :mod:`uws_py.realtime.users`).
+
+        Returns whether this process had subscribers (always True with ``exclude``).
         """
-        return self.engine.pubsub.publish(topic, data)
+        if not exclude:
+            return self.engine.pubsub.publish(topic, data)
+        if self.engine.pubsub.is_history_topic(topic):
+            raise ValueError(f"publish with exclude is not supported on history topic {topic!r}")
+        payload = encode({"type": "MESSAGE", "topic": topic, "data": data, "from": None})
+        self.engine.users.publish_excluding(topic, payload, exclude)
+        return True
+
+    @property
+    def users(self) -> Users:
+        """The user operations for code on the loop thread (a sync handler, a hook):
+        ``send_to_user``, ``disconnect_user``, ``connections``; the async methods below call them."""
+        return self.engine.users
+
+    async def presence(self, topic: str) -> list[dict[str, Any]]:
+        """Every client present in topic (``{"clientId", "userId", "info"}``), in every worker
+        with a Redis broker. Await it on the server's loop (:meth:`serve`).
+
+        Args:
+            topic: a presence topic.
+
+        Raises NoPresence for a topic without presence, PresenceUnavailable when Redis cannot
+        be reached.
+        """
+        return await self._ask(self.engine.presence.entries, topic)
+
+    async def presence_stats(self, topic: str) -> dict[str, int]:
+        """``{"numClients", "numUsers"}`` of topic (see :meth:`presence`).
+
+        Args:
+            topic: a presence topic.
+        """
+        return await self._ask(self.engine.presence.stats, topic)
+
+    async def send_to_user(self, user_id: str, data: Any) -> int:
+        """A MESSAGE on the per-user topic ``#user:<user_id>`` to every connection of the user,
+        in every worker with a broker. Returns the connections of this worker it reached.
+
+        Args:
+            user_id: the user id (the token's user claim).
+            data: the MESSAGE's ``data``.
+        """
+        return self.engine.users.send_to_user(user_id, data)
+
+    async def disconnect_user(self, user_id: str, code: int = 1000, reason: str = "") -> int:
+        """Closes every connection of the user, in every worker with a broker. Returns the
+        connections of this worker it closed.
+
+        Args:
+            user_id: the user id.
+            code: the close code: 1000 or 3000..4999 (ValueError otherwise).
+            reason: the close reason.
+        """
+        return self.engine.users.disconnect_user(user_id, code, reason)
+
+    async def _ask(self, ask: Callable[[str, Callable[[Any], None]], None], topic: str) -> Any:
+        future = asyncio.get_running_loop().create_future()
+
+        def done(result: Any) -> None:
+            if future.done():
+                return
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        ask(topic, done)
+        return await future
 
     async def publish_confirmed(self, topic: str, data: Any) -> bool:
         """:meth:`publish`, then waits until the broker took it: True once Redis answered
