@@ -131,6 +131,7 @@ class RealtimeClient:
         self._runner: Optional[asyncio.Task[None]] = None
         self._closing = False
         self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Future[None]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -259,18 +260,35 @@ class RealtimeClient:
         on_message(publication): each publication once, in order; may be async (it is
         awaited before the next message is read). on_subscribed(event): each SUBSCRIBED,
         the first and every resubscribe, with ``recovered``/``was_recovering``/``gap``.
-        since: a saved position to recover from. Raises ServerError (FORBIDDEN,
-        INVALID_MESSAGE; the subscription is dropped) or TimeoutError (it is kept and retried
-        on the next connection)."""
+        since: a saved position to recover from. The SUBSCRIBE is sent now when connected,
+        else once connected, and again on every new connection until it is answered.
+        Raises ServerError (FORBIDDEN, INVALID_MESSAGE, UNAVAILABLE) or TimeoutError: the
+        subscription is then dropped (and unsubscribed if the server took it), so the same
+        topic may be subscribed again; ClientClosed if the client closed first.
+
+        Later refusals of a resubscribe (a refreshed token that no longer allows the topic)
+        end the subscription and go to ``on_error``; UNAVAILABLE (Redis unreachable) is
+        retried on the same connection after the backoff."""
         if topic in self._subscriptions:
             raise ValueError(f"already subscribed to {topic!r}; unsubscribe first")
+        if self.state is ClientState.CLOSED:
+            raise ClientClosed("client closed", self.error)
         subscription = Subscription(self, topic, on_message, on_subscribed, since)
         self._subscriptions[topic] = subscription
-        async with asyncio.timeout(self.options.request_timeout if timeout is None else timeout):
-            await self.wait_for(ClientState.CONNECTED)
-            reply = await self._send_subscribe(subscription, resubscribe=False)
-        if reply.get("type") == "ERROR":
-            raise ServerError(str(reply.get("code")), str(reply.get("message", "")), reply)
+        if self.state is ClientState.CONNECTED and self._ws is not None:
+            self._spawn(self._subscribe_on(self._ws, subscription))
+        # Otherwise the next CONNECTED subscribes every registered subscription.
+        try:
+            async with asyncio.timeout(self.options.request_timeout if timeout is None else timeout):
+                await subscription.wait_subscribed()
+        except TimeoutError:
+            # Not waiting for UNSUBSCRIBED: the caller's time is up.
+            self._spawn(self._unsubscribe(subscription))
+            raise
+        except BaseException:
+            if self._subscriptions.get(topic) is subscription:
+                del self._subscriptions[topic]
+            raise
         return subscription
 
     @property
@@ -288,31 +306,64 @@ class RealtimeClient:
             except (ConnectionLost, TimeoutError, ClientClosed):
                 pass  # the server forgets it with the connection anyway
 
-    async def _send_subscribe(self, subscription: Subscription, resubscribe: bool) -> dict[str, Any]:
-        request_id, future = self._new_request()
-        self._subscribing[request_id] = subscription
-        subscription._resubscribe = resubscribe  # type: ignore[attr-defined]
-        try:
-            await self._send(subscription.subscribe_message(request_id))
-            return await future
-        finally:
-            self._pending.pop(request_id, None)
-            self._subscribing.pop(request_id, None)
+    def _registered(self, subscription: Subscription, ws: ClientConnection) -> bool:
+        """The subscription is still wanted and ws is still the connection."""
+        return self._subscriptions.get(subscription.topic) is subscription and self._ws is ws
 
-    async def _resubscribe(self, subscription: Subscription) -> None:
-        try:
-            reply = await asyncio.wait_for(self._send_subscribe(subscription, resubscribe=True),
-                                           self.options.request_timeout)
-        except (ConnectionLost, ClientClosed, ConnectionClosed):
-            return  # the next connection subscribes again
-        except TimeoutError:
-            logger.warning("no SUBSCRIBED for %r within %.1f s; reconnecting", subscription.topic,
-                           self.options.request_timeout)
-            if self._ws is not None:
-                self._ws.transport.abort()
+    async def _subscribe_on(self, ws: ClientConnection, subscription: Subscription) -> None:
+        """SUBSCRIBE (recovering from the subscription's position) on ws until it is
+        answered: UNAVAILABLE is retried after the backoff, another refusal ends the
+        subscription; a lost connection leaves it to the next one."""
+        retry = Backoff(self.options.min_delay, self.options.max_delay)
+        while self._registered(subscription, ws):
+            request_id, future = self._new_request()
+            self._subscribing[request_id] = subscription
+            try:
+                await self._send(subscription.subscribe_message(request_id))
+                reply = await asyncio.wait_for(future, self.options.request_timeout)
+            except (ConnectionLost, ClientClosed, ConnectionClosed):
+                return  # the next connection subscribes again
+            except TimeoutError:
+                if self._registered(subscription, ws):
+                    logger.warning("no SUBSCRIBED for %r within %.1f s; reconnecting", subscription.topic,
+                                   self.options.request_timeout)
+                    ws.transport.abort()
+                return
+            finally:
+                self._pending.pop(request_id, None)
+                self._subscribing.pop(request_id, None)
+            if reply.get("type") != "ERROR":
+                if subscription.recovery_needed and self._registered(subscription, ws):
+                    # A jump among the messages held during this subscribe: once more.
+                    await self._recover_on(ws, subscription)
+                return
+            error = ServerError(str(reply.get("code")), str(reply.get("message", "")), reply)
+            if error.code == "UNAVAILABLE" and subscription.resubscribe:
+                delay = retry.next_delay()
+                logger.warning("subscribing to %r: %s; again in %.2f s", subscription.topic, error, delay)
+                await asyncio.sleep(delay)
+                continue
+            if self._subscriptions.get(subscription.topic) is subscription:
+                del self._subscriptions[subscription.topic]
+            first = not subscription.resubscribe
+            subscription.ended(error)
+            if not first:
+                logger.error("resubscribing to %r refused: %s", subscription.topic, error)
+                await self._report(error)
             return
-        if reply.get("type") == "ERROR":
-            logger.error("resubscribing to %r refused: %s", subscription.topic, reply)
+
+    async def _recover_on(self, ws: ClientConnection, subscription: Subscription) -> None:
+        """Live offsets jumped: leave the topic and subscribe again from the last offset
+        delivered, so the server sends exactly what was skipped."""
+        try:
+            await self.request("UNSUBSCRIBE", {"topic": subscription.topic}, timeout=self.options.request_timeout)
+        except (ConnectionLost, ClientClosed):
+            return  # the next connection recovers
+        except TimeoutError:
+            if self._ws is ws:
+                ws.transport.abort()
+            return
+        await self._subscribe_on(ws, subscription)
 
     # -- the connection loop ---------------------------------------------------------------
 
@@ -405,8 +456,7 @@ class RealtimeClient:
         self.stats.connects += 1
         self._backoff.reset()
         self._set_state(ClientState.CONNECTED)
-        helpers = [asyncio.create_task(self._resubscribe(s)) for s in list(self._subscriptions.values())
-                   if s not in self._subscribing.values()]
+        helpers = [asyncio.create_task(self._subscribe_on(ws, s)) for s in list(self._subscriptions.values())]
         helpers.append(asyncio.create_task(self._flush_queue(ws)))
         helpers.append(asyncio.create_task(self._keep_token_fresh()))
         if self.options.ping_interval:
@@ -426,7 +476,7 @@ class RealtimeClient:
         except ConnectionClosed as exc:
             return self._closed_decision(exc)
         finally:
-            for helper in helpers:
+            for helper in helpers + list(self._tasks):
                 helper.cancel()
 
     def _closed_decision(self, exc: ConnectionClosed) -> Decision:
@@ -456,16 +506,20 @@ class RealtimeClient:
         if kind == "MESSAGE":
             subscription = self._subscriptions.get(message.get("topic"))  # type: ignore[arg-type]
             if subscription is not None:
+                jumped_before = subscription.recovery_needed
                 await subscription.on_live(message)
+                # A jump seen now, while no SUBSCRIBE is in flight (that one would see it
+                # when its reply is handled): recover once.
+                if subscription.recovery_needed and not jumped_before and self._ws is not None \
+                        and subscription not in self._subscribing.values():
+                    self._spawn(self._recover_on(self._ws, subscription))
             return
         request_id = message.get("id")
         if request_id is not None:
             subscription = self._subscribing.pop(request_id, None)
             if subscription is not None and kind == "SUBSCRIBED":
-                await subscription.on_subscribed_reply(message, getattr(subscription, "_resubscribe", False))
-            elif subscription is not None and kind == "ERROR":
-                self._subscriptions.pop(subscription.topic, None)
-                subscription.ended(ServerError(str(message.get("code")), str(message.get("message", "")), message))
+                # Here, not in the waiting task: the MESSAGEs after it must wait for it.
+                await subscription.on_subscribed_reply(message)
             future = self._pending.get(request_id)
             if future is None:
                 self.stats.late_replies_dropped += 1
@@ -474,20 +528,37 @@ class RealtimeClient:
             return
         if kind == "UNSUBSCRIBED" and message.get("resubscribe"):
             subscription = self._subscriptions.get(message.get("topic"))  # type: ignore[arg-type]
-            if subscription is not None:
+            if subscription is not None and self._ws is not None:
                 subscription.connection_lost()
-                asyncio.create_task(self._resubscribe(subscription))
+                self._spawn(self._subscribe_on(self._ws, subscription))
             return
-        if kind == "ERROR" and self.on_error is not None:
-            error = ServerError(str(message.get("code")), str(message.get("message", "")), message)
+        if kind == "ERROR":
+            await self._report(ServerError(str(message.get("code")), str(message.get("message", "")), message))
+
+    async def _report(self, error: ServerError) -> None:
+        if self.on_error is None:
+            return
+        try:
             result = self.on_error(error)
             if inspect.isawaitable(result):
                 await result
+        except Exception:
+            logger.exception("on_error raised")
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        """Runs a helper of the current connection; kept referenced until it ends, and
+        cancelled with the connection."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _flush_queue(self, ws: ClientConnection) -> None:
         while self._queue and self._ws is ws:
             frame = self._queue[0]
-            await ws.send(frame.decode())
+            try:
+                await ws.send(frame.decode())
+            except ConnectionClosed:
+                return  # it stays first in the queue for the next connection
             self._queue.popleft()
 
     async def _keep_alive(self, ws: ClientConnection) -> None:
