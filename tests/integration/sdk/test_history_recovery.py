@@ -1,0 +1,123 @@
+"""The SDK's recovery against real `uws-py serve` processes (alone, or two sharing a real
+redis-server) in the two ways the server itself makes a subscriber miss publications: it
+skips MESSAGEs for a reader over max_backpressure (the SDK sees the jump in offsets), and a
+worker that lost continuity pushes UNSUBSCRIBED insufficient_state. Both must end with every
+offset once, in order. The chaos-proxy version (connections cut) is test_zero_loss.py."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any, Awaitable
+
+import pytest
+import redis
+
+from uws_py.sdk import ClientOptions, Publication, connect
+
+from tests.support.procutil import HOST, RedisServer, UwsServer, metric_value, wait_until
+
+OPTIONS = ClientOptions(min_delay=0.05, max_delay=0.5, open_timeout=5.0, request_timeout=10.0, ping_interval=None)
+HUB_ARGS = ("--no-access-log", "--log-level", "warning", "--rate-limit", "off", "--history", "h.*:2000:300")
+
+
+def run(coro: Awaitable[Any], bound: float = 40.0) -> Any:
+    async def bounded() -> Any:
+        async with asyncio.timeout(bound):
+            return await coro
+
+    return asyncio.run(bounded())
+
+
+async def eventually(predicate: Any, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def redis_server():
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+def start_hubs(count: int, broker: "RedisServer | None") -> list[UwsServer]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UWS_PY_")}
+    extra = ("--broker", broker.url) if broker is not None else ()
+    hubs = [UwsServer(*HUB_ARGS, *extra, env=env) for _ in range(count)]
+    if broker is not None:
+        for hub in hubs:
+            wait_until(lambda hub=hub: metric_value(hub.port, "uws_broker_connected") == 1,
+                       f"broker of pid {hub.pid} connected", timeout=15.0)
+    return hubs
+
+
+def url(hub: UwsServer) -> str:
+    return f"ws://{HOST}:{hub.port}/realtime"
+
+
+@pytest.mark.parametrize("with_redis", [False, True], ids=["one-process", "redis"])
+def test_a_subscriber_the_server_drops_for_recovers_every_skipped_offset(with_redis, request):
+    """800 publications of 8 KiB while on_message sleeps 3 s: the server goes over
+    max_backpressure (1 MiB) and skips MESSAGEs; the SDK sees the jump and recovers."""
+    broker = request.getfixturevalue("redis_server") if with_redis else None
+    (hub,) = start_hubs(1, broker)
+    count = 800
+    try:
+        async def scenario() -> None:
+            offsets: list[int] = []
+
+            async def slow_at_first(publication: Publication) -> None:
+                assert publication.offset is not None
+                offsets.append(publication.offset)
+                if len(offsets) == 1:
+                    await asyncio.sleep(3.0)
+
+            async with connect(url(hub), options=OPTIONS) as subscriber, connect(url(hub), options=OPTIONS) as publisher:
+                subscription = await subscriber.subscribe("h.slow", slow_at_first)
+                blob = "x" * 8192
+                for n in range(count - 1):
+                    await publisher.publish("h.slow", {"n": n, "blob": blob})
+                await publisher.publish("h.slow", {"n": count - 1, "blob": ""}, ack=True)
+                await eventually(lambda: len(offsets) >= count, f"{count} deliveries")
+                await asyncio.sleep(0.3)
+                drops = metric_value(hub.port, "uws_dropped_total")
+                print(f"dropped by the server: {drops}, stats: {subscription.stats}")
+                assert drops, "the server dropped nothing: the scenario did not happen"
+                assert offsets == list(range(1, count + 1))
+                assert subscription.stats.live_jumps >= 1 and subscription.stats.recoveries >= 1
+
+        run(scenario())
+    finally:
+        hub.stop()
+
+
+def test_insufficient_state_after_a_killed_pubsub_connection_is_recovered_by_the_sdk(redis_server):
+    publishing_hub, reading_hub = start_hubs(2, redis_server)
+    count = 300
+    try:
+        async def scenario() -> None:
+            offsets: list[int] = []
+            async with connect(url(reading_hub), options=OPTIONS) as subscriber, \
+                    connect(url(publishing_hub), options=OPTIONS) as publisher:
+                subscription = await subscriber.subscribe("h.kill", lambda p: offsets.append(p.offset))
+                with redis.Redis(host=HOST, port=redis_server.port, socket_timeout=2) as admin:
+                    for n in range(count):
+                        await publisher.publish("h.kill", n, ack=True)
+                        if n in (60, 180):
+                            admin.client_kill_filter(_type="pubsub")
+                await eventually(lambda: len(offsets) >= count, f"{count} deliveries")
+                await asyncio.sleep(0.3)
+                print(f"stats: {subscription.stats}")
+                assert offsets == list(range(1, count + 1))
+                # Both workers lost their pub/sub connection: the reader's was told to recover.
+                assert subscription.stats.subscribes >= 2 and subscription.stats.recoveries >= 1
+
+        run(scenario())
+    finally:
+        publishing_hub.stop()
+        reading_hub.stop()
