@@ -186,7 +186,12 @@ class RealtimeClient:
         Waits for a connection first, within the same timeout (default
         ``options.request_timeout``). Raises TimeoutError (a reply that comes later is
         dropped), ServerError for an ERROR reply, ConnectionLost when the connection ends
-        first, ClientClosed when the client is closed."""
+        first, ClientClosed when the client is closed; RuntimeError when called (and
+        awaited) from inside on_message/on_subscribed/on_error, whose reply could never be
+        read: start a task there instead."""
+        if self._runner is not None and asyncio.current_task() is self._runner:
+            raise RuntimeError(f"awaiting the reply to {type} inside a callback of this client would wait for "
+                               "ever (the reply is read after the callback returns): use asyncio.create_task")
         async with asyncio.timeout(self.options.request_timeout if timeout is None else timeout):
             await self.wait_for(ClientState.CONNECTED)
             request_id, future = self._new_request()
@@ -300,11 +305,19 @@ class RealtimeClient:
         if self._subscriptions.get(subscription.topic) is subscription:
             del self._subscriptions[subscription.topic]
         subscription.ended()
-        if self.state is ClientState.CONNECTED:
-            try:
-                await self.request("UNSUBSCRIBE", {"topic": subscription.topic})
-            except (ConnectionLost, TimeoutError, ClientClosed):
-                pass  # the server forgets it with the connection anyway
+        if self.state is not ClientState.CONNECTED:
+            return  # the server forgets it with the connection
+        if asyncio.current_task() is self._runner:
+            # Called from a callback: the reply cannot be read before it returns.
+            self._spawn(self._unsubscribe_now(subscription.topic))
+        else:
+            await self._unsubscribe_now(subscription.topic)
+
+    async def _unsubscribe_now(self, topic: str) -> None:
+        try:
+            await self.request("UNSUBSCRIBE", {"topic": topic})
+        except (ConnectionLost, TimeoutError, ClientClosed):
+            pass  # the server forgets it with the connection anyway
 
     def _registered(self, subscription: Subscription, ws: ClientConnection) -> bool:
         """The subscription is still wanted and ws is still the connection."""

@@ -206,3 +206,29 @@ def test_a_recovered_false_gap_is_reported_with_since_and_delivery_goes_on_from_
             assert gap.since == Position(EPOCH, 12) and gap.position == Position("ffff0000", 2)
 
     run(scenario())
+
+
+def test_awaiting_a_request_inside_a_callback_raises_instead_of_hanging():
+    """It waited for a reply that only the blocked reader could read: the connection hung for
+    request_timeout. Unsubscribing from inside on_message still works."""
+    async def scenario():
+        raised: list[BaseException] = []
+        async with ScriptedServer() as server, connect(server.url, options=FAST) as client:
+            conn = await server.next_connection()
+
+            async def on_message(publication: Publication) -> None:
+                try:
+                    await client.history("h.8", limit=5)
+                except RuntimeError as exc:
+                    raised.append(exc)
+                await subscription.unsubscribe()
+
+            subscribing = asyncio.create_task(client.subscribe("h.8", on_message))
+            await conn.send(subscribed(await conn.expect("SUBSCRIBE"), 0))
+            subscription = await subscribing
+            await conn.send(live("h.8", 1))
+            assert (await conn.expect("UNSUBSCRIBE"))["topic"] == "h.8"
+            assert len(raised) == 1 and "create_task" in str(raised[0])
+            assert client.subscriptions == {}
+
+    run(scenario())
