@@ -5,7 +5,7 @@ topic; prints messages, disconnects, recovered / recovered=false counts and the 
 times, and exits 1 when a subscriber missed, repeated or reordered a message.
 
 usage: python bench/sdk_zero_loss.py [--duration 60] [--messages 20000] [--subscribers 5]
-           [--hubs 2] [--publishers 2] [--min-life 0.2] [--max-life 2.0] [--seed 14]
+           [--hubs 2] [--workers 1] [--publishers 2] [--min-life 0.2] [--max-life 2.0] [--seed 14]
            [--history-size 5000] [--recover-limit 5000] [--json]
 
 Run from the repository root with the package importable (PYTHONPATH=python when the native
@@ -33,6 +33,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=defaults.messages)
     parser.add_argument("--subscribers", type=int, default=defaults.subscribers)
     parser.add_argument("--hubs", type=int, default=defaults.hubs, help="server processes sharing redis")
+    parser.add_argument("--workers", type=int, default=defaults.workers, help="--workers of each hub")
     parser.add_argument("--publishers", type=int, default=defaults.publishers)
     parser.add_argument("--min-life", type=float, default=defaults.min_life, help="shortest proxied connection (s)")
     parser.add_argument("--max-life", type=float, default=defaults.max_life, help="longest proxied connection (s)")
@@ -42,7 +43,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true", help="also print the per-subscriber results as JSON")
     args = parser.parse_args()
     config = ZeroLossConfig(duration=args.duration, messages=args.messages, subscribers=args.subscribers,
-                            hubs=args.hubs, publishers=args.publishers, min_life=args.min_life,
+                            hubs=args.hubs, workers=args.workers, publishers=args.publishers, min_life=args.min_life,
                             max_life=args.max_life, seed=args.seed, history_size=args.history_size,
                             recover_limit=args.recover_limit,
                             settle_timeout=max(defaults.settle_timeout, args.duration / 3))
