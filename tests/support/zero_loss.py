@@ -224,6 +224,8 @@ async def run_zero_loss(hub_ports: list[int], config: ZeroLossConfig) -> ZeroLos
             await asyncio.sleep(0.05)
         # A little longer: a duplicate or a stray delivery after the last one would show too.
         await asyncio.sleep(0.5)
+        # Closed before counting, so that no reconnect changes one counter after another was read.
+        await asyncio.gather(*(s.client.close() for s in subscribers))
         cuts = sum(p.cuts for p in proxies)
         for subscriber, subscription in zip(subscribers, subscriptions):
             result = subscriber.result
