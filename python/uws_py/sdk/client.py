@@ -217,9 +217,15 @@ class RealtimeClient:
         None at once: sent now when connected, else queued (at most publish_queue_size,
         PublishQueueFull beyond; sent in order after the next connect, lost if the client
         closes first). A queued publish is sent once; if that connection then drops before
-        the server read it, it is lost like any message sent without ack."""
+        the server read it, it is lost like any message sent without ack.
+
+        On a history topic this client is subscribed to, ``echo`` is implied: the
+        subscription gets its own publications too, so its offsets stay contiguous (a
+        server without a broker does not send a subscribed publisher its own MESSAGE, and
+        the hole would look like missed messages and cost a recovery)."""
         message = {"type": "PUBLISH", "topic": topic, "data": data}
-        if echo:
+        subscription = self._subscriptions.get(topic)
+        if echo or (subscription is not None and subscription.position is not None):
             message["echo"] = True
         if ack:
             return await self.request("PUBLISH", message, timeout=timeout)

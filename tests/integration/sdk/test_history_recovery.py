@@ -121,3 +121,28 @@ def test_insufficient_state_after_a_killed_pubsub_connection_is_recovered_by_the
     finally:
         publishing_hub.stop()
         reading_hub.stop()
+
+
+def test_a_subscribed_publisher_gets_its_own_publications_in_order_without_recovering():
+    """Without a broker the server skips a subscribed publisher in the fan-out: its own
+    offsets were holes, each taken for missed messages and recovered (UNSUBSCRIBE, SUBSCRIBE)."""
+    (hub,) = start_hubs(1, None)
+    try:
+        async def scenario() -> None:
+            received: list[tuple[int, str, bool]] = []
+            async with connect(url(hub), options=OPTIONS) as author, connect(url(hub), options=OPTIONS) as other:
+                subscription = await author.subscribe(
+                    "h.own", lambda p: received.append((p.offset, p.data, p.recovered)))
+                for n in range(20):
+                    await author.publish("h.own", f"mine {n}")
+                    await other.publish("h.own", f"theirs {n}", ack=True)
+                await eventually(lambda: len(received) >= 40, "40 deliveries")
+                expected = [text for n in range(20) for text in (f"mine {n}", f"theirs {n}")]
+                assert [data for _, data, _ in received] == expected
+                assert [offset for offset, _, _ in received] == list(range(1, 41))
+                assert not any(recovered for _, _, recovered in received)
+                assert subscription.stats.live_jumps == 0 and subscription.stats.subscribes == 1
+
+        run(scenario())
+    finally:
+        hub.stop()
