@@ -55,7 +55,10 @@ class ClientOptions:
     publish_queue_size: publishes (without ``ack``) made while disconnected wait in a queue of
     this many and leave, in order, once connected again; a full queue raises PublishQueueFull.
     0: no queue, a publish while disconnected raises at once.
-    max_message_size: the largest message accepted from the server (a HISTORY reply can be big).
+    max_message_size: the largest message accepted from the server. A recovering SUBSCRIBED
+    carries every missed publication (up to the server's history_recover_limit) in one
+    message: keep this above that many of your largest messages. A bigger one ends the
+    connection; a recovery that big is given up (reported as a gap) rather than retried.
     headers: extra HTTP headers of the upgrade; ssl: an ``ssl.SSLContext`` for wss://;
     compression: "deflate" (permessage-deflate offered) or None.
     """
@@ -499,10 +502,26 @@ class RealtimeClient:
                 helper.cancel()
 
     def _closed_decision(self, exc: ConnectionClosed) -> Decision:
+        if exc.sent is not None and exc.sent.code == 1009 and not exc.rcvd_then_sent:
+            return self._message_too_big()
         received = exc.rcvd
         if received is None:
             return decide_close(None, "", self._get_token is not None)
         return decide_close(received.code, received.reason, self._get_token is not None)
+
+    def _message_too_big(self) -> Decision:
+        """This client closed the connection (1009) on a message over max_message_size. If a
+        recovering SUBSCRIBE was waiting, its reply was probably that message, and it would be
+        as large on every connection: those subscribe once without recovering (a gap they
+        report) instead of reconnecting for ever."""
+        limit = self.options.max_message_size
+        giving_up = [s for s in self._subscribing.values() if s.position is not None]
+        for subscription in giving_up:
+            subscription.give_up_recovery()
+        logger.error("a message from the server was over max_message_size (%d bytes)%s", limit,
+                     f"; {', '.join(repr(s.topic) for s in giving_up)} resubscribe without recovering (a gap)"
+                     if giving_up else "")
+        return Decision(Action.RECONNECT, f"a message from the server was over max_message_size ({limit} bytes)")
 
     def _connection_ended(self) -> None:
         self.stats.disconnects += 1 if self.state is ClientState.CONNECTED else 0

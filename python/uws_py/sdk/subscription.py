@@ -109,6 +109,9 @@ class Subscription:
         self.recovery_needed = False
         self._held: collections.deque[dict[str, Any]] = collections.deque()
         self._since: Optional[Position] = None
+        # False once: the next subscribe does not recover (its reply would be too big).
+        self._recover_next = True
+        self._gave_up = False
         self._settled = asyncio.Event()
 
     @property
@@ -148,10 +151,17 @@ class Subscription:
         self._held.clear()
         message: dict[str, Any] = {"type": "SUBSCRIBE", "topic": self.topic, "id": request_id}
         self._since = self.position
-        if self._since is not None:
+        self._gave_up = self._since is not None and not self._recover_next
+        self._recover_next = True
+        if self._since is not None and not self._gave_up:
             message["recover"] = True
             message["since"] = {"epoch": self._since.epoch, "offset": self._since.offset}
         return message
+
+    def give_up_recovery(self) -> None:
+        """The next subscribe goes live from the server's position without recovering; its
+        SubscribedEvent is a gap from the current position."""
+        self._recover_next = False
 
     async def on_live(self, message: dict[str, Any]) -> None:
         """A MESSAGE for this topic. When its offset skips some (the server dropped MESSAGEs
@@ -168,7 +178,8 @@ class Subscription:
         if self.state is SubscriptionState.UNSUBSCRIBED:
             return None
         resubscribe = self.resubscribe
-        was_recovering = bool(reply.get("wasRecovering", False))
+        # A recovery given up counts as one that failed: the application must hear of the gap.
+        was_recovering = bool(reply.get("wasRecovering", False)) or self._gave_up
         recovered = bool(reply.get("recovered", False))
         epoch, offset = reply.get("epoch"), reply.get("offset")
         publications = (reply.get("publications") or []) if recovered else []

@@ -232,3 +232,38 @@ def test_awaiting_a_request_inside_a_callback_raises_instead_of_hanging():
             assert client.subscriptions == {}
 
     run(scenario())
+
+
+def test_a_recovery_over_max_message_size_is_given_up_as_a_gap_not_retried_for_ever():
+    """The SUBSCRIBED carrying the recovery was over max_message_size: the client closed with
+    1009, reconnected, asked for the same recovery, and so on for ever, reported as 1006."""
+    async def scenario():
+        states: list[str] = []
+        events: list[SubscribedEvent] = []
+        options = ClientOptions(min_delay=0.05, max_delay=0.2, request_timeout=3.0, ping_interval=None,
+                                max_message_size=4000)
+        async with ScriptedServer() as server, connect(
+                server.url, options=options, on_state=lambda state, error: states.append(str(error))) as client:
+            first = await server.next_connection()
+            subscribing = asyncio.create_task(client.subscribe("h.9", lambda p: None, on_subscribed=events.append))
+            await first.send(subscribed(await first.expect("SUBSCRIBE"), 1))
+            await subscribing
+            first.cut()
+            second = await server.next_connection()
+            request = await second.expect("SUBSCRIBE")
+            assert request["since"] == {"epoch": EPOCH, "offset": 1}
+            big = [{"data": "x" * 1000, "from": None, "offset": o} for o in range(2, 12)]
+            await second.send(subscribed(request, 11, recovered=True, publications=big))
+            third = await server.next_connection()
+            request = await third.expect("SUBSCRIBE")
+            assert "since" not in request and "recover" not in request
+            await third.send(subscribed(request, 11))
+            await until(lambda: len(events) == 2, "the second SUBSCRIBED")
+            assert events[-1].gap and events[-1].since == Position(EPOCH, 1)
+            assert events[-1].position == Position(EPOCH, 11)
+            assert any("max_message_size (4000 bytes)" in state for state in states), states
+            third.cut()
+            fourth = await server.next_connection()  # the next reconnect recovers again
+            assert (await fourth.expect("SUBSCRIBE"))["since"] == {"epoch": EPOCH, "offset": 11}
+
+    run(scenario())

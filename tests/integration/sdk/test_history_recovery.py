@@ -19,7 +19,8 @@ from uws_py.sdk import ClientOptions, Publication, connect
 from tests.support.procutil import HOST, RedisServer, UwsServer, metric_value, wait_until
 
 OPTIONS = ClientOptions(min_delay=0.05, max_delay=0.5, open_timeout=5.0, request_timeout=10.0, ping_interval=None)
-HUB_ARGS = ("--no-access-log", "--log-level", "warning", "--rate-limit", "off", "--history", "h.*:2000:300")
+HUB_ARGS = ("--no-access-log", "--log-level", "warning", "--rate-limit", "off", "--history", "h.*:5000:300",
+            "--history-recover-limit", "5000")
 
 
 def run(coro: Awaitable[Any], bound: float = 40.0) -> Any:
@@ -62,33 +63,45 @@ def url(hub: UwsServer) -> str:
 
 @pytest.mark.parametrize("with_redis", [False, True], ids=["one-process", "redis"])
 def test_a_subscriber_the_server_drops_for_recovers_every_skipped_offset(with_redis, request):
-    """800 publications of 8 KiB while on_message sleeps 3 s: the server goes over
-    max_backpressure (1 MiB) and skips MESSAGEs; the SDK sees the jump and recovers."""
+    """Publications of 8 KiB while on_message is blocked: once the server went over
+    max_backpressure (1 MiB) and skipped MESSAGEs for it (uws_dropped_total), publishing
+    stops and the subscriber goes on; the SDK sees the jump in offsets and recovers."""
     broker = request.getfixturevalue("redis_server") if with_redis else None
     (hub,) = start_hubs(1, broker)
-    count = 800
     try:
         async def scenario() -> None:
             offsets: list[int] = []
+            release = asyncio.Event()
 
-            async def slow_at_first(publication: Publication) -> None:
+            async def blocked_at_first(publication: Publication) -> None:
                 assert publication.offset is not None
                 offsets.append(publication.offset)
-                if len(offsets) == 1:
-                    await asyncio.sleep(3.0)
+                await release.wait()
 
             async with connect(url(hub), options=OPTIONS) as subscriber, connect(url(hub), options=OPTIONS) as publisher:
-                subscription = await subscriber.subscribe("h.slow", slow_at_first)
+                subscription = await subscriber.subscribe("h.slow", blocked_at_first)
                 blob = "x" * 8192
-                for n in range(count - 1):
-                    await publisher.publish("h.slow", {"n": n, "blob": blob})
-                await publisher.publish("h.slow", {"n": count - 1, "blob": ""}, ack=True)
-                await eventually(lambda: len(offsets) >= count, f"{count} deliveries")
+                published = 0
+                # Up to 1,800 x 8 KiB: several times the socket buffers plus max_backpressure,
+                # and a recovery of all of them still fits in max_message_size (16 MiB).
+                while published < 1800:
+                    for _ in range(49):
+                        await publisher.publish("h.slow", {"n": published, "blob": blob})
+                        published += 1
+                    await publisher.publish("h.slow", {"n": published, "blob": blob}, ack=True)
+                    published += 1
+                    await asyncio.sleep(0.05)  # with Redis, delivery follows PUBLISHED
+                    if await asyncio.to_thread(metric_value, hub.port, "uws_dropped_total"):
+                        break
+                drops = await asyncio.to_thread(metric_value, hub.port, "uws_dropped_total")
+                await publisher.publish("h.slow", {"n": published, "blob": ""}, ack=True)
+                published += 1
+                release.set()
+                await eventually(lambda: len(offsets) >= published, f"{published} deliveries")
                 await asyncio.sleep(0.3)
-                drops = metric_value(hub.port, "uws_dropped_total")
-                print(f"dropped by the server: {drops}, stats: {subscription.stats}")
+                print(f"published {published}, dropped by the server: {drops}, stats: {subscription.stats}")
                 assert drops, "the server dropped nothing: the scenario did not happen"
-                assert offsets == list(range(1, count + 1))
+                assert offsets == list(range(1, published + 1))
                 assert subscription.stats.live_jumps >= 1 and subscription.stats.recoveries >= 1
 
         run(scenario())
