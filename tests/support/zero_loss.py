@@ -224,12 +224,14 @@ async def run_zero_loss(hub_ports: list[int], config: ZeroLossConfig) -> ZeroLos
             await asyncio.sleep(0.05)
         # A little longer: a duplicate or a stray delivery after the last one would show too.
         await asyncio.sleep(0.5)
-        # Closed before counting, so that no reconnect changes one counter after another was read.
+        # Closed before counting, so that no reconnect changes one counter after another was read;
+        # the close itself is not one of the disconnects counted.
+        closing_connected = [s.client.state is ClientState.CONNECTED for s in subscribers]
         await asyncio.gather(*(s.client.close() for s in subscribers))
         cuts = sum(p.cuts for p in proxies)
-        for subscriber, subscription in zip(subscribers, subscriptions):
+        for subscriber, subscription, connected in zip(subscribers, subscriptions, closing_connected):
             result = subscriber.result
-            result.disconnects = subscriber.client.stats.disconnects
+            result.disconnects = subscriber.client.stats.disconnects - (1 if connected else 0)
             result.subscribes = subscription.stats.subscribes
             result.recovered_publications = sum(result.recovered_flags)
             result.duplicates_skipped = subscription.stats.duplicates_skipped
