@@ -1,13 +1,14 @@
-"""The SDK's recovery against real `uws-py serve` processes (alone, or two sharing a real
-redis-server) in the two ways the server itself makes a subscriber miss publications: it
-skips MESSAGEs for a reader over max_backpressure (the SDK sees the jump in offsets), and a
-worker that lost continuity pushes UNSUBSCRIBED insufficient_state. Both must end with every
-offset once, in order. The chaos-proxy version (connections cut) is test_zero_loss.py."""
+"""The SDK's recovery against real `uws-py serve` processes (alone, or several sharing a real
+redis-server): a reader the server drops for over max_backpressure (the SDK sees the jump in
+offsets), a worker that lost continuity and pushes UNSUBSCRIBED insufficient_state, a
+subscribed publisher (its own offsets), and a hub killed and started again. Each must end with
+every offset once, in order. The chaos-proxy version (connections cut) is test_zero_loss.py."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from typing import Any, Awaitable
 
@@ -159,3 +160,45 @@ def test_a_subscribed_publisher_gets_its_own_publications_in_order_without_recov
         run(scenario())
     finally:
         hub.stop()
+
+
+def test_a_hub_killed_and_started_again_loses_nothing_for_its_subscribers_with_redis(redis_server):
+    """Issue 14 test (c) on a history topic: the subscribers' hub is killed (SIGKILL) while
+    another one goes on publishing; once it is back on its port they recover every missed
+    publication from Redis (same epoch: no gap)."""
+    publishing_hub, reading_hub = start_hubs(2, redis_server)
+    count = 600
+    try:
+        async def scenario() -> None:
+            nonlocal reading_hub
+            received: list[list[int]] = [[], []]
+            async with connect(url(reading_hub), options=OPTIONS) as first, \
+                    connect(url(reading_hub), options=OPTIONS) as second, \
+                    connect(url(publishing_hub), options=OPTIONS) as publisher:
+                subscriptions = [await client.subscribe("h.restart", lambda p, i=i: received[i].append(p.offset))
+                                 for i, client in enumerate((first, second))]
+                for n in range(count):
+                    await publisher.publish("h.restart", n, ack=True)
+                    if n == 200:
+                        os.kill(reading_hub.pid, signal.SIGKILL)
+                        reading_hub.wait(5)
+                    elif n == 400:
+                        reading_hub = await asyncio.to_thread(start_again, reading_hub.port, redis_server)
+                await eventually(lambda: all(len(r) >= count for r in received), f"{count} deliveries each")
+                await asyncio.sleep(0.3)
+                for offsets, subscription in zip(received, subscriptions):
+                    assert offsets == list(range(1, count + 1))
+                    assert subscription.stats.recoveries >= 1 and subscription.stats.gaps == 0
+                assert first.stats.connects >= 2 and second.stats.connects >= 2
+
+        run(scenario())
+    finally:
+        publishing_hub.stop()
+        reading_hub.stop()
+
+
+def start_again(port: int, broker: RedisServer) -> UwsServer:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UWS_PY_")}
+    hub = UwsServer(*HUB_ARGS, "--broker", broker.url, port=port, env=env)
+    wait_until(lambda: metric_value(hub.port, "uws_broker_connected") == 1, "broker connected again", timeout=15.0)
+    return hub
