@@ -15,7 +15,7 @@ from typing import Any, Awaitable
 import pytest
 import redis
 
-from uws_py.sdk import ClientOptions, Publication, connect
+from uws_py.sdk import ClientOptions, Publication, ServerError, connect
 
 from tests.support.procutil import HOST, RedisServer, UwsServer, metric_value, wait_until
 
@@ -202,3 +202,57 @@ def start_again(port: int, broker: RedisServer) -> UwsServer:
     hub = UwsServer(*HUB_ARGS, "--broker", broker.url, port=port, env=env)
     wait_until(lambda: metric_value(hub.port, "uws_broker_connected") == 1, "broker connected again", timeout=15.0)
     return hub
+
+
+def test_a_subscriber_reconnecting_during_a_redis_outage_loses_nothing():
+    """The subscriber's connection dies while Redis is down (its proxy hangs; the SDK's PING
+    finds it) and it resubscribes at once. Whether the hub holds that SUBSCRIBE until Redis
+    is back (what it does here) or refuses it UNAVAILABLE (retried by the SDK, shown against
+    a scripted server in test_client_recovery.py), the subscription survives, and with Redis
+    back (AOF: the same epoch) everything missed is recovered."""
+    from tests.support.chaos_proxy import ChaosProxy
+
+    broker = RedisServer(append_only=True).start()
+    (hub,) = start_hubs(1, broker)
+    options = ClientOptions(min_delay=0.05, max_delay=0.5, open_timeout=5.0, request_timeout=5.0,
+                            ping_interval=0.5, ping_timeout=0.5)
+    try:
+        async def scenario() -> None:
+            received: list[int] = []
+            async with ChaosProxy(hub.port, min_life=300.0, max_life=300.0) as proxy, \
+                    connect(f"ws://{HOST}:{proxy.port}/realtime", options=options) as subscriber, \
+                    connect(url(hub), options=OPTIONS) as publisher, \
+                    connect(url(hub), options=OPTIONS) as bystander:
+                # A second subscriber keeps the hub's broker on the topic.
+                await bystander.subscribe("h.outage", lambda p: None)
+                subscription = await subscriber.subscribe("h.outage", lambda p: received.append(p.offset))
+                for n in range(100):
+                    await publisher.publish("h.outage", n, ack=True)
+                await asyncio.to_thread(broker.stop)
+                assert proxy.hang() == 1
+                await eventually(lambda: subscriber.stats.connects >= 2, "the subscriber reconnecting")
+                await asyncio.sleep(1.0)  # resubscribes refused UNAVAILABLE meanwhile
+                assert client_subscribed(subscriber, subscription)
+                await asyncio.to_thread(broker.start)
+                published = 100
+                deadline = time.monotonic() + 20
+                while published < 200 and time.monotonic() < deadline:
+                    try:
+                        await publisher.publish("h.outage", published, ack=True)
+                        published += 1
+                    except ServerError as exc:  # UNAVAILABLE until the broker reconnected
+                        assert exc.code == "UNAVAILABLE", exc
+                        await asyncio.sleep(0.1)
+                await eventually(lambda: len(received) >= 200, "200 deliveries")
+                assert received == list(range(1, 201))
+                assert subscription.stats.gaps == 0 and subscription.stats.recoveries >= 1
+
+        run(scenario())
+    finally:
+        hub.stop()
+        broker.cleanup()
+
+
+def client_subscribed(client: Any, subscription: Any) -> bool:
+    """The subscription is still the client's (not ended by a refusal)."""
+    return client.subscriptions.get(subscription.topic) is subscription and subscription.error is None
