@@ -147,8 +147,8 @@ def test_a_subscribed_publisher_gets_its_own_publications_in_order_without_recov
             async with connect(url(hub), options=OPTIONS) as author, connect(url(hub), options=OPTIONS) as other:
                 subscription = await author.subscribe(
                     "h.own", lambda p: received.append((p.offset, p.data, p.recovered)))
-                for n in range(20):
-                    await author.publish("h.own", f"mine {n}")
+                for n in range(20):  # each acknowledged, so that the offsets alternate
+                    await author.publish("h.own", f"mine {n}", ack=True)
                     await other.publish("h.own", f"theirs {n}", ack=True)
                 await eventually(lambda: len(received) >= 40, "40 deliveries")
                 expected = [text for n in range(20) for text in (f"mine {n}", f"theirs {n}")]
