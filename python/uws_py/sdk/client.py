@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from .errors import ClientClosed, ConnectionLost, PublishQueueFull, ServerError, Unauthorized
 from .policy import REFUSED_AT_UPGRADE, Action, Backoff, Decision, decide_close, decide_handshake, refresh_delay, token_expiry
-from .subscription import OnMessage, OnSubscribed, Position, Publication, Subscription
+from .subscription import OnMessage, OnSubscribed, Position, Publication, Subscription, SubscriptionState
 
 logger = logging.getLogger("uws_py.sdk")
 
@@ -296,12 +296,13 @@ class RealtimeClient:
             async with asyncio.timeout(self.options.request_timeout if timeout is None else timeout):
                 await subscription.wait_subscribed()
         except TimeoutError:
-            # Not waiting for UNSUBSCRIBED: the caller's time is up.
-            self._spawn(self._unsubscribe(subscription))
+            self._forget(subscription)
+            if self.state is ClientState.CONNECTED:
+                # Not waiting for UNSUBSCRIBED: the caller's time is up.
+                self._spawn(self._unsubscribe_now(topic))
             raise
         except BaseException:
-            if self._subscriptions.get(topic) is subscription:
-                del self._subscriptions[topic]
+            self._forget(subscription)
             raise
         return subscription
 
@@ -310,10 +311,15 @@ class RealtimeClient:
         """The live subscriptions by topic (a copy)."""
         return dict(self._subscriptions)
 
-    async def _unsubscribe(self, subscription: Subscription) -> None:
+    def _forget(self, subscription: Subscription, error: Optional[BaseException] = None) -> None:
+        """Ends the subscription here; what the server holds is the caller's business."""
         if self._subscriptions.get(subscription.topic) is subscription:
             del self._subscriptions[subscription.topic]
-        subscription.ended()
+        if subscription.state is not SubscriptionState.UNSUBSCRIBED:
+            subscription.ended(error)
+
+    async def _unsubscribe(self, subscription: Subscription) -> None:
+        self._forget(subscription)
         if self.state is not ClientState.CONNECTED:
             return  # the server forgets it with the connection
         if asyncio.current_task() is self._runner:
@@ -365,10 +371,8 @@ class RealtimeClient:
                 logger.warning("subscribing to %r: %s; again in %.2f s", subscription.topic, error, delay)
                 await asyncio.sleep(delay)
                 continue
-            if self._subscriptions.get(subscription.topic) is subscription:
-                del self._subscriptions[subscription.topic]
             first = not subscription.resubscribe
-            subscription.ended(error)
+            self._forget(subscription, error)
             if not first:
                 logger.error("resubscribing to %r refused: %s", subscription.topic, error)
                 await self._report(error)
