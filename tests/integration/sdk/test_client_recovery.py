@@ -1,6 +1,7 @@
 """The SDK's subscription recovery against a scripted server (tests/support/scripted_server.py):
-the corner cases the zero-loss test meets only by chance, each made to happen once. Every
-test is a regression test of a bug the zero-loss work found in the SDK."""
+the corner cases the zero-loss test meets only by chance, each made to happen once. Most are
+regression tests of bugs found in the SDK while working on the zero-loss test; their
+docstrings say what went wrong before (each of those failed against the earlier SDK)."""
 
 from __future__ import annotations
 
