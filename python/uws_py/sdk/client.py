@@ -24,7 +24,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from .errors import ClientClosed, ConnectionLost, PublishQueueFull, ServerError, Unauthorized
 from .policy import REFUSED_AT_UPGRADE, Action, Backoff, Decision, decide_close, decide_handshake, refresh_delay, token_expiry
-from .subscription import OnMessage, OnSubscribed, Position, Publication, Subscription
+from .subscription import OnMessage, OnSubscribed, Position, Publication, Subscription, SubscriptionState
 
 logger = logging.getLogger("uws_py.sdk")
 
@@ -55,7 +55,10 @@ class ClientOptions:
     publish_queue_size: publishes (without ``ack``) made while disconnected wait in a queue of
     this many and leave, in order, once connected again; a full queue raises PublishQueueFull.
     0: no queue, a publish while disconnected raises at once.
-    max_message_size: the largest message accepted from the server (a HISTORY reply can be big).
+    max_message_size: the largest message accepted from the server. A recovering SUBSCRIBED
+    carries every missed publication (up to the server's history_recover_limit) in one
+    message: keep this above that many of your largest messages. A bigger one ends the
+    connection; a recovery that big is given up (reported as a gap) rather than retried.
     headers: extra HTTP headers of the upgrade; ssl: an ``ssl.SSLContext`` for wss://;
     compression: "deflate" (permessage-deflate offered) or None.
     """
@@ -131,6 +134,7 @@ class RealtimeClient:
         self._runner: Optional[asyncio.Task[None]] = None
         self._closing = False
         self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Future[None]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -185,7 +189,12 @@ class RealtimeClient:
         Waits for a connection first, within the same timeout (default
         ``options.request_timeout``). Raises TimeoutError (a reply that comes later is
         dropped), ServerError for an ERROR reply, ConnectionLost when the connection ends
-        first, ClientClosed when the client is closed."""
+        first, ClientClosed when the client is closed; RuntimeError when called (and
+        awaited) from inside on_message/on_subscribed/on_error, whose reply could never be
+        read: start a task there instead."""
+        if self._runner is not None and asyncio.current_task() is self._runner:
+            raise RuntimeError(f"awaiting the reply to {type} inside a callback of this client would wait for "
+                               "ever (the reply is read after the callback returns): use asyncio.create_task")
         async with asyncio.timeout(self.options.request_timeout if timeout is None else timeout):
             await self.wait_for(ClientState.CONNECTED)
             request_id, future = self._new_request()
@@ -211,9 +220,15 @@ class RealtimeClient:
         None at once: sent now when connected, else queued (at most publish_queue_size,
         PublishQueueFull beyond; sent in order after the next connect, lost if the client
         closes first). A queued publish is sent once; if that connection then drops before
-        the server read it, it is lost like any message sent without ack."""
+        the server read it, it is lost like any message sent without ack.
+
+        On a history topic this client is subscribed to, ``echo`` is implied: the
+        subscription gets its own publications too, so its offsets stay contiguous (a
+        server without a broker does not send a subscribed publisher its own MESSAGE, and
+        the hole would look like missed messages and cost a recovery)."""
         message = {"type": "PUBLISH", "topic": topic, "data": data}
-        if echo:
+        subscription = self._subscriptions.get(topic)
+        if echo or (subscription is not None and subscription.position is not None):
             message["echo"] = True
         if ack:
             return await self.request("PUBLISH", message, timeout=timeout)
@@ -259,18 +274,36 @@ class RealtimeClient:
         on_message(publication): each publication once, in order; may be async (it is
         awaited before the next message is read). on_subscribed(event): each SUBSCRIBED,
         the first and every resubscribe, with ``recovered``/``was_recovering``/``gap``.
-        since: a saved position to recover from. Raises ServerError (FORBIDDEN,
-        INVALID_MESSAGE; the subscription is dropped) or TimeoutError (it is kept and retried
-        on the next connection)."""
+        since: a saved position to recover from. The SUBSCRIBE is sent now when connected,
+        else once connected, and again on every new connection until it is answered.
+        Raises ServerError (FORBIDDEN, INVALID_MESSAGE, UNAVAILABLE) or TimeoutError: the
+        subscription is then dropped (and unsubscribed if the server took it), so the same
+        topic may be subscribed again; ClientClosed if the client closed first.
+
+        Later refusals of a resubscribe (a refreshed token that no longer allows the topic)
+        end the subscription and go to ``on_error``; UNAVAILABLE (Redis unreachable) is
+        retried on the same connection after the backoff."""
         if topic in self._subscriptions:
             raise ValueError(f"already subscribed to {topic!r}; unsubscribe first")
+        if self.state is ClientState.CLOSED:
+            raise ClientClosed("client closed", self.error)
         subscription = Subscription(self, topic, on_message, on_subscribed, since)
         self._subscriptions[topic] = subscription
-        async with asyncio.timeout(self.options.request_timeout if timeout is None else timeout):
-            await self.wait_for(ClientState.CONNECTED)
-            reply = await self._send_subscribe(subscription, resubscribe=False)
-        if reply.get("type") == "ERROR":
-            raise ServerError(str(reply.get("code")), str(reply.get("message", "")), reply)
+        if self.state is ClientState.CONNECTED and self._ws is not None:
+            self._spawn(self._subscribe_on(self._ws, subscription))
+        # Otherwise the next CONNECTED subscribes every registered subscription.
+        try:
+            async with asyncio.timeout(self.options.request_timeout if timeout is None else timeout):
+                await subscription.wait_subscribed()
+        except TimeoutError:
+            self._forget(subscription)
+            if self.state is ClientState.CONNECTED:
+                # Not waiting for UNSUBSCRIBED: the caller's time is up.
+                self._spawn(self._unsubscribe_now(topic))
+            raise
+        except BaseException:
+            self._forget(subscription)
+            raise
         return subscription
 
     @property
@@ -278,41 +311,85 @@ class RealtimeClient:
         """The live subscriptions by topic (a copy)."""
         return dict(self._subscriptions)
 
-    async def _unsubscribe(self, subscription: Subscription) -> None:
+    def _forget(self, subscription: Subscription, error: Optional[BaseException] = None) -> None:
+        """Ends the subscription here; what the server holds is the caller's business."""
         if self._subscriptions.get(subscription.topic) is subscription:
             del self._subscriptions[subscription.topic]
-        subscription.ended()
-        if self.state is ClientState.CONNECTED:
+        if subscription.state is not SubscriptionState.UNSUBSCRIBED:
+            subscription.ended(error)
+
+    async def _unsubscribe(self, subscription: Subscription) -> None:
+        self._forget(subscription)
+        if self.state is not ClientState.CONNECTED:
+            return  # the server forgets it with the connection
+        if asyncio.current_task() is self._runner:
+            # Called from a callback: the reply cannot be read before it returns.
+            self._spawn(self._unsubscribe_now(subscription.topic))
+        else:
+            await self._unsubscribe_now(subscription.topic)
+
+    async def _unsubscribe_now(self, topic: str) -> None:
+        try:
+            await self.request("UNSUBSCRIBE", {"topic": topic})
+        except (ConnectionLost, TimeoutError, ClientClosed):
+            pass  # the server forgets it with the connection anyway
+
+    def _registered(self, subscription: Subscription, ws: ClientConnection) -> bool:
+        """The subscription is still wanted and ws is still the connection."""
+        return self._subscriptions.get(subscription.topic) is subscription and self._ws is ws
+
+    async def _subscribe_on(self, ws: ClientConnection, subscription: Subscription) -> None:
+        """SUBSCRIBE (recovering from the subscription's position) on ws until it is
+        answered: UNAVAILABLE is retried after the backoff, another refusal ends the
+        subscription; a lost connection leaves it to the next one."""
+        retry = Backoff(self.options.min_delay, self.options.max_delay)
+        while self._registered(subscription, ws):
+            request_id, future = self._new_request()
+            self._subscribing[request_id] = subscription
             try:
-                await self.request("UNSUBSCRIBE", {"topic": subscription.topic})
-            except (ConnectionLost, TimeoutError, ClientClosed):
-                pass  # the server forgets it with the connection anyway
-
-    async def _send_subscribe(self, subscription: Subscription, resubscribe: bool) -> dict[str, Any]:
-        request_id, future = self._new_request()
-        self._subscribing[request_id] = subscription
-        subscription._resubscribe = resubscribe  # type: ignore[attr-defined]
-        try:
-            await self._send(subscription.subscribe_message(request_id))
-            return await future
-        finally:
-            self._pending.pop(request_id, None)
-            self._subscribing.pop(request_id, None)
-
-    async def _resubscribe(self, subscription: Subscription) -> None:
-        try:
-            reply = await asyncio.wait_for(self._send_subscribe(subscription, resubscribe=True),
-                                           self.options.request_timeout)
-        except (ConnectionLost, ClientClosed, ConnectionClosed):
-            return  # the next connection subscribes again
-        except TimeoutError:
-            logger.warning("no SUBSCRIBED for %r within %.1f s; reconnecting", subscription.topic,
-                           self.options.request_timeout)
-            if self._ws is not None:
-                self._ws.transport.abort()
+                await self._send(subscription.subscribe_message(request_id))
+                reply = await asyncio.wait_for(future, self.options.request_timeout)
+            except (ConnectionLost, ClientClosed, ConnectionClosed):
+                return  # the next connection subscribes again
+            except TimeoutError:
+                if self._registered(subscription, ws):
+                    logger.warning("no SUBSCRIBED for %r within %.1f s; reconnecting", subscription.topic,
+                                   self.options.request_timeout)
+                    ws.transport.abort()
+                return
+            finally:
+                self._pending.pop(request_id, None)
+                self._subscribing.pop(request_id, None)
+            if reply.get("type") != "ERROR":
+                if subscription.recovery_needed and self._registered(subscription, ws):
+                    # A jump among the messages held during this subscribe: once more.
+                    await self._recover_on(ws, subscription)
+                return
+            error = ServerError(str(reply.get("code")), str(reply.get("message", "")), reply)
+            if error.code == "UNAVAILABLE" and subscription.resubscribe:
+                delay = retry.next_delay()
+                logger.warning("subscribing to %r: %s; again in %.2f s", subscription.topic, error, delay)
+                await asyncio.sleep(delay)
+                continue
+            first = not subscription.resubscribe
+            self._forget(subscription, error)
+            if not first:
+                logger.error("resubscribing to %r refused: %s", subscription.topic, error)
+                await self._report(error)
             return
-        if reply.get("type") == "ERROR":
-            logger.error("resubscribing to %r refused: %s", subscription.topic, reply)
+
+    async def _recover_on(self, ws: ClientConnection, subscription: Subscription) -> None:
+        """Live offsets jumped: leave the topic and subscribe again from the last offset
+        delivered, so the server sends exactly what was skipped."""
+        try:
+            await self.request("UNSUBSCRIBE", {"topic": subscription.topic}, timeout=self.options.request_timeout)
+        except (ConnectionLost, ClientClosed):
+            return  # the next connection recovers
+        except TimeoutError:
+            if self._ws is ws:
+                ws.transport.abort()
+            return
+        await self._subscribe_on(ws, subscription)
 
     # -- the connection loop ---------------------------------------------------------------
 
@@ -405,8 +482,7 @@ class RealtimeClient:
         self.stats.connects += 1
         self._backoff.reset()
         self._set_state(ClientState.CONNECTED)
-        helpers = [asyncio.create_task(self._resubscribe(s)) for s in list(self._subscriptions.values())
-                   if s not in self._subscribing.values()]
+        helpers = [asyncio.create_task(self._subscribe_on(ws, s)) for s in list(self._subscriptions.values())]
         helpers.append(asyncio.create_task(self._flush_queue(ws)))
         helpers.append(asyncio.create_task(self._keep_token_fresh()))
         if self.options.ping_interval:
@@ -426,14 +502,30 @@ class RealtimeClient:
         except ConnectionClosed as exc:
             return self._closed_decision(exc)
         finally:
-            for helper in helpers:
+            for helper in helpers + list(self._tasks):
                 helper.cancel()
 
     def _closed_decision(self, exc: ConnectionClosed) -> Decision:
+        if exc.sent is not None and exc.sent.code == 1009 and not exc.rcvd_then_sent:
+            return self._message_too_big()
         received = exc.rcvd
         if received is None:
             return decide_close(None, "", self._get_token is not None)
         return decide_close(received.code, received.reason, self._get_token is not None)
+
+    def _message_too_big(self) -> Decision:
+        """This client closed the connection (1009) on a message over max_message_size. If a
+        recovering SUBSCRIBE was waiting, its reply was probably that message, and it would be
+        as large on every connection: those subscribe once without recovering (a gap they
+        report) instead of reconnecting for ever."""
+        limit = self.options.max_message_size
+        giving_up = [s for s in self._subscribing.values() if s.position is not None]
+        for subscription in giving_up:
+            subscription.give_up_recovery()
+        logger.error("a message from the server was over max_message_size (%d bytes)%s", limit,
+                     f"; {', '.join(repr(s.topic) for s in giving_up)} resubscribe without recovering (a gap)"
+                     if giving_up else "")
+        return Decision(Action.RECONNECT, f"a message from the server was over max_message_size ({limit} bytes)")
 
     def _connection_ended(self) -> None:
         self.stats.disconnects += 1 if self.state is ClientState.CONNECTED else 0
@@ -456,16 +548,20 @@ class RealtimeClient:
         if kind == "MESSAGE":
             subscription = self._subscriptions.get(message.get("topic"))  # type: ignore[arg-type]
             if subscription is not None:
+                jumped_before = subscription.recovery_needed
                 await subscription.on_live(message)
+                # A jump seen now, while no SUBSCRIBE is in flight (that one would see it
+                # when its reply is handled): recover once.
+                if subscription.recovery_needed and not jumped_before and self._ws is not None \
+                        and subscription not in self._subscribing.values():
+                    self._spawn(self._recover_on(self._ws, subscription))
             return
         request_id = message.get("id")
         if request_id is not None:
             subscription = self._subscribing.pop(request_id, None)
             if subscription is not None and kind == "SUBSCRIBED":
-                await subscription.on_subscribed_reply(message, getattr(subscription, "_resubscribe", False))
-            elif subscription is not None and kind == "ERROR":
-                self._subscriptions.pop(subscription.topic, None)
-                subscription.ended(ServerError(str(message.get("code")), str(message.get("message", "")), message))
+                # Here, not in the waiting task: the MESSAGEs after it must wait for it.
+                await subscription.on_subscribed_reply(message)
             future = self._pending.get(request_id)
             if future is None:
                 self.stats.late_replies_dropped += 1
@@ -474,20 +570,37 @@ class RealtimeClient:
             return
         if kind == "UNSUBSCRIBED" and message.get("resubscribe"):
             subscription = self._subscriptions.get(message.get("topic"))  # type: ignore[arg-type]
-            if subscription is not None:
+            if subscription is not None and self._ws is not None:
                 subscription.connection_lost()
-                asyncio.create_task(self._resubscribe(subscription))
+                self._spawn(self._subscribe_on(self._ws, subscription))
             return
-        if kind == "ERROR" and self.on_error is not None:
-            error = ServerError(str(message.get("code")), str(message.get("message", "")), message)
+        if kind == "ERROR":
+            await self._report(ServerError(str(message.get("code")), str(message.get("message", "")), message))
+
+    async def _report(self, error: ServerError) -> None:
+        if self.on_error is None:
+            return
+        try:
             result = self.on_error(error)
             if inspect.isawaitable(result):
                 await result
+        except Exception:
+            logger.exception("on_error raised")
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        """Runs a helper of the current connection; kept referenced until it ends, and
+        cancelled with the connection."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _flush_queue(self, ws: ClientConnection) -> None:
         while self._queue and self._ws is ws:
             frame = self._queue[0]
-            await ws.send(frame.decode())
+            try:
+                await ws.send(frame.decode())
+            except ConnectionClosed:
+                return  # it stays first in the queue for the next connection
             self._queue.popleft()
 
     async def _keep_alive(self, ws: ClientConnection) -> None:

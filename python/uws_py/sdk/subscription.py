@@ -3,12 +3,15 @@ held while a (re)subscribe is in flight, and delivery without duplicates."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import enum
 import inspect
 import logging
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Optional, Union
 
+from .errors import ClientClosed, ServerError
 from .policy import OffsetTracker, Verdict
 
 logger = logging.getLogger("uws_py.sdk")
@@ -37,9 +40,15 @@ class Publication:
 
 @dataclass(frozen=True)
 class SubscribedEvent:
-    """One SUBSCRIBED: the position (None on a plain topic), whether this subscribe tried to
-    recover (``was_recovering``) and did (``recovered``), and how many publications it
-    recovered. ``gap`` is True when recovery was tried and failed: messages were missed."""
+    """One SUBSCRIBED, reported once its recovered publications (and the live ones held
+    meanwhile) were delivered.
+
+    position: where the subscription is live from (None on a plain topic); since: the
+    position this subscribe recovered from (None when it did not try); was_recovering: it
+    tried, recovered: it got everything missed (``recovered_count`` publications);
+    resubscribe: not the first SUBSCRIBED of this subscription (a reconnect, an
+    ``insufficient_state`` push, or a jump in live offsets).
+    """
 
     topic: str
     position: Optional[Position]
@@ -47,9 +56,13 @@ class SubscribedEvent:
     recovered: bool
     recovered_count: int
     resubscribe: bool
+    since: Optional[Position] = None
 
     @property
     def gap(self) -> bool:
+        """True when recovery was tried and failed (``recovered: false``): the publications
+        after ``since`` up to ``position`` (all of them when the epoch changed) were missed
+        and the server cannot give them; reload that state from the application's source."""
         return self.was_recovering and not self.recovered
 
 
@@ -69,6 +82,7 @@ class SubscriptionStats:
     recovered_publications: int = 0
     delivered: int = 0
     duplicates_skipped: int = 0
+    live_jumps: int = 0
 
 
 OnMessage = Callable[[Publication], Union[None, Awaitable[None]]]
@@ -91,7 +105,14 @@ class Subscription:
         self.tracker = OffsetTracker(since.epoch if since else None, since.offset if since else None)
         self.stats = SubscriptionStats()
         self.error: Optional[BaseException] = None
-        self._held: list[dict[str, Any]] = []
+        # Set when a live MESSAGE skipped offsets: the client recovers from ``position``.
+        self.recovery_needed = False
+        self._held: collections.deque[dict[str, Any]] = collections.deque()
+        self._since: Optional[Position] = None
+        # False once: the next subscribe does not recover (its reply would be too big).
+        self._recover_next = True
+        self._gave_up = False
+        self._settled = asyncio.Event()
 
     @property
     def position(self) -> Optional[Position]:
@@ -100,9 +121,23 @@ class Subscription:
             return None
         return Position(self.tracker.epoch, self.tracker.offset)
 
+    @property
+    def resubscribe(self) -> bool:
+        """True once a SUBSCRIBED came: the next subscribe is a resubscribe."""
+        return self.stats.subscribes > 0
+
     async def unsubscribe(self) -> None:
         """Leaves the topic for good (UNSUBSCRIBE when connected)."""
         await self._client._unsubscribe(self)
+
+    async def wait_subscribed(self) -> None:
+        """Returns once the first SUBSCRIBED was handled; raises the error that ended the
+        subscription first (a ServerError refusal, or ClientClosed)."""
+        await self._settled.wait()
+        if self.state is SubscriptionState.UNSUBSCRIBED and self.stats.subscribes == 0:
+            if isinstance(self.error, ServerError):
+                raise self.error
+            raise ClientClosed(f"the subscription to {self.topic!r} ended before SUBSCRIBED", self.error)
 
     # -- driven by the client's reader ---------------------------------------------------
 
@@ -110,24 +145,41 @@ class Subscription:
         """The SUBSCRIBE to send now, recovering from the saved position when there is one;
         live messages are held until its reply."""
         self.state = SubscriptionState.SUBSCRIBING
+        self.recovery_needed = False
+        # What was held came before this SUBSCRIBE was sent: all of it is at or below the top
+        # the reply will recover to, so nothing is lost by dropping it.
         self._held.clear()
         message: dict[str, Any] = {"type": "SUBSCRIBE", "topic": self.topic, "id": request_id}
-        if self.tracker.known:
+        self._since = self.position
+        self._gave_up = self._since is not None and not self._recover_next
+        self._recover_next = True
+        if self._since is not None and not self._gave_up:
             message["recover"] = True
-            message["since"] = {"epoch": self.tracker.epoch, "offset": self.tracker.offset}
+            message["since"] = {"epoch": self._since.epoch, "offset": self._since.offset}
         return message
 
+    def give_up_recovery(self) -> None:
+        """The next subscribe goes live from the server's position without recovering; its
+        SubscribedEvent is a gap from the current position."""
+        self._recover_next = False
+
     async def on_live(self, message: dict[str, Any]) -> None:
-        """A MESSAGE for this topic."""
+        """A MESSAGE for this topic. When its offset skips some (the server dropped MESSAGEs
+        for a slow reader, or lost continuity), it is not delivered: ``recovery_needed`` is
+        set and messages are held until the client has resubscribed from ``position``."""
         if self.state is SubscriptionState.SUBSCRIBING:
             self._held.append(message)
         elif self.state is SubscriptionState.SUBSCRIBED:
             await self._deliver(message, recovered=False)
 
-    async def on_subscribed_reply(self, reply: dict[str, Any], resubscribe: bool) -> SubscribedEvent:
+    async def on_subscribed_reply(self, reply: dict[str, Any]) -> Optional[SubscribedEvent]:
         """The SUBSCRIBED reply: recovered publications first, then the live messages held
-        meanwhile, each offset once."""
-        was_recovering = bool(reply.get("wasRecovering", False))
+        meanwhile, each offset once. None when the subscription already ended."""
+        if self.state is SubscriptionState.UNSUBSCRIBED:
+            return None
+        resubscribe = self.resubscribe
+        # A recovery given up counts as one that failed: the application must hear of the gap.
+        was_recovering = bool(reply.get("wasRecovering", False)) or self._gave_up
         recovered = bool(reply.get("recovered", False))
         epoch, offset = reply.get("epoch"), reply.get("offset")
         publications = (reply.get("publications") or []) if recovered else []
@@ -148,13 +200,22 @@ class Subscription:
             # Everything up to the top was in `publications`: the position is the top even
             # when the last ones were duplicates.
             self.tracker.offset = max(self.tracker.offset or 0, offset)
-        # Delivery may await the application; messages held meanwhile join the queue.
-        while self._held:
-            await self._deliver(self._held.pop(0), recovered=False)
+        # The state is SUBSCRIBED before the held messages go, so that a jump among them
+        # (or in live ones that arrive while the application is awaited) is seen.
         self.state = SubscriptionState.SUBSCRIBED
-        event = SubscribedEvent(self.topic, self.position, was_recovering, recovered, len(publications), resubscribe)
+        held, self._held = self._held, collections.deque()
+        while held and self.state is SubscriptionState.SUBSCRIBED:
+            await self._deliver(held.popleft(), recovered=False)
+        if self.recovery_needed:
+            self._held.extend(held)  # after the message that jumped; the recovery covers them
+        event = SubscribedEvent(self.topic, self.position, was_recovering, recovered, len(publications), resubscribe,
+                                self._since if was_recovering else None)
+        self._settled.set()
         if self.on_subscribed is not None:
-            await _call(self.on_subscribed, event)
+            try:
+                await _call(self.on_subscribed, event)
+            except Exception:
+                logger.exception("on_subscribed for %r raised", self.topic)
         return event
 
     def connection_lost(self) -> None:
@@ -164,12 +225,26 @@ class Subscription:
         self._held.clear()
 
     def ended(self, error: Optional[BaseException] = None) -> None:
+        """The subscription is over: unsubscribed, refused (error: the ServerError) or the
+        client closed (error: why)."""
         self.state = SubscriptionState.UNSUBSCRIBED
         self.error = error
         self._held.clear()
+        self._settled.set()
 
     async def _deliver(self, message: dict[str, Any], recovered: bool) -> None:
         offset = message.get("offset")
+        known = self.tracker.offset
+        if not recovered and isinstance(offset, int) and known is not None and offset > known + 1:
+            # Offsets (known, offset) never arrived: hold this one and what follows, and let
+            # the client recover them (they are at or below the top of that recovery).
+            self.stats.live_jumps += 1
+            logger.warning("%r: live offset %d after %d; recovering the %d missed", self.topic, offset, known,
+                           offset - known - 1)
+            self.state = SubscriptionState.SUBSCRIBING
+            self.recovery_needed = True
+            self._held.append(message)
+            return
         if self.tracker.accept(offset if isinstance(offset, int) else None) is Verdict.DUPLICATE:
             self.stats.duplicates_skipped += 1
             return
