@@ -31,10 +31,11 @@ if TYPE_CHECKING:
 # its names are imported on first use: `import uws_py` keeps working on a server without it.
 # They are left out of __all__ for the same reason (a star import would need websockets).
 _SDK_NAMES = frozenset({
-    "Action", "Backoff", "ClientClosed", "ClientOptions", "ClientState", "ClientStats", "ConnectionLost", "Decision",
-    "HistoryResult", "OffsetTracker", "Position", "Publication", "PublishQueueFull", "RealtimeClient",
-    "RealtimeClientError", "ServerError", "SubscribedEvent", "Subscription", "SubscriptionState", "SubscriptionStats",
-    "Unauthorized", "Verdict", "connect", "decide_close", "decide_handshake", "refresh_delay", "token_expiry",
+    "Action", "Backoff", "ClientClosed", "ClientOptions", "ClientState", "ClientStats", "ConnectionLost",
+    "Decision", "HistoryResult", "OffsetTracker", "Position", "PresenceDiff", "PresenceEntry", "PresenceStats",
+    "Publication", "PublishQueueFull", "RealtimeClient", "RealtimeClientError", "ServerError", "SubscribedEvent",
+    "Subscription", "SubscriptionState", "SubscriptionStats", "Unauthorized", "Verdict", "connect", "decide_close",
+    "decide_handshake", "refresh_delay", "token_expiry",
 })
 
 

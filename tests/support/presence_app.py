@@ -1,6 +1,7 @@
 """A hub for the user-operation tests: `uws-py serve tests.support.presence_app:make` with the
-broker URL in UWS_TEST_BROKER. Its admin.* types call the server's user operations, so a test
-client can trigger them on one worker and watch their effect on another."""
+broker URL in UWS_TEST_BROKER (unset: no broker, one process). Its admin.* types call the
+server's user operations, so a test client can trigger them on one worker and watch their
+effect on another (or, for the client SDKs' tests, on itself)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ SECRET = "presence hub tests: an HS256 key of 32+ bytes"
 
 def make() -> RealtimeServer:
     """The server, with presence on room.* (join/leave) and the admin.* types."""
-    server = RealtimeServer(broker=RedisBroker(os.environ["UWS_TEST_BROKER"]), auth=JWTAuth(secret=SECRET),
+    broker_url = os.environ.get("UWS_TEST_BROKER")
+    server = RealtimeServer(broker=RedisBroker(broker_url) if broker_url else None, auth=JWTAuth(secret=SECRET),
                             rate_limit=None, access_log=False)
     server.enable_presence("room.*", join_leave=True)
 
@@ -25,7 +27,8 @@ def make() -> RealtimeServer:
 
     @server.on("admin.kick")
     def kick(client: Any, message: dict) -> dict:
-        return {"type": "admin.done", "local": server.users.disconnect_user(message["user"], 4000, "kicked")}
+        code = message.get("code", 4000)
+        return {"type": "admin.done", "local": server.users.disconnect_user(message["user"], code, "kicked")}
 
     @server.on("admin.publish")
     def publish(client: Any, message: dict) -> dict:

@@ -62,10 +62,11 @@ class ScriptedConnection:
 
 
 class ScriptedServer:
-    """Listens on ``port``; ``url`` is the client's URL."""
+    """Listens on ``port``; ``url`` is the client's URL. user_id: CONNECTED's ``userId``."""
 
-    def __init__(self) -> None:
+    def __init__(self, user_id: Optional[str] = None) -> None:
         self.port = 0
+        self.user_id = user_id
         self._server: Optional[Server] = None
         self._accepted: asyncio.Queue[ScriptedConnection] = asyncio.Queue()
         self._ids = itertools.count(1)
@@ -93,7 +94,7 @@ class ScriptedServer:
 
     async def _handle(self, ws: ServerConnection) -> None:
         connection = ScriptedConnection(ws, f"c{next(self._ids)}")
-        await connection.send({"type": "CONNECTED", "clientId": connection.client_id})
+        await connection.send({"type": "CONNECTED", "clientId": connection.client_id, "userId": self.user_id})
         await self._accepted.put(connection)
         try:
             async for raw in ws:

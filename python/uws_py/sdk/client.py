@@ -24,7 +24,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from .errors import ClientClosed, ConnectionLost, PublishQueueFull, ServerError, Unauthorized
 from .policy import REFUSED_AT_UPGRADE, Action, Backoff, Decision, decide_close, decide_handshake, refresh_delay, token_expiry
-from .subscription import OnMessage, OnSubscribed, Position, Publication, Subscription, SubscriptionState
+from .presence import PresenceEntry, PresenceStats, parse_entries, parse_stats
+from .subscription import OnMessage, OnPresence, OnSubscribed, Position, Publication, Subscription, SubscriptionState
 
 logger = logging.getLogger("uws_py.sdk")
 
@@ -85,6 +86,7 @@ class ClientStats:
     disconnects: int = 0
     token_refreshes: int = 0
     late_replies_dropped: int = 0
+    user_messages: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,10 @@ class HistoryResult:
 
 OnState = Callable[[ClientState, Optional[BaseException]], Any]
 OnError = Callable[[ServerError], Any]
+OnUserMessage = Callable[[Publication], Any]
+
+# The server sends messages to a user on this topic + the user id (docs/protocol.md).
+USER_TOPIC_PREFIX = "#user:"
 
 
 class RealtimeClient:
@@ -105,17 +111,22 @@ class RealtimeClient:
 
     def __init__(self, url: str, *, token: Optional[str] = None, get_token: Optional[GetToken] = None,
                  options: Optional[ClientOptions] = None, on_state: Optional[OnState] = None,
-                 on_error: Optional[OnError] = None) -> None:
+                 on_error: Optional[OnError] = None, on_user_message: Optional[OnUserMessage] = None) -> None:
         """url: ws[s]://host:port/realtime. token: the JWT of the first connection;
         get_token: an async callable returning a fresh JWT, called when none is known, when
         the token is about to expire and after the server refused or expired it (raise
         Unauthorized in it to stop for good). on_state(state, error): each state change
-        (error: why a connection ended or why the client closed). on_error(error): ERRORs the
-        server sent outside any request (RATE_LIMITED, token expiry)."""
+        (error: why a connection ended or why the client closed: a ConnectionLost or
+        ClientClosed whose ``close_code``/``close_reason`` are the server's close frame).
+        on_error(error): ERRORs the server sent outside any request (RATE_LIMITED, token
+        expiry). on_user_message(publication): each message the server sent to this
+        connection's user (``server.send_to_user``; topic ``#user:<user id>``, sender None);
+        may be async, awaited like on_message."""
         self.url = url
         self.options = options or ClientOptions()
         self.on_state = on_state
         self.on_error = on_error
+        self.on_user_message = on_user_message
         self.state = ClientState.DISCONNECTED
         self.error: Optional[BaseException] = None
         self.stats = ClientStats()
@@ -181,6 +192,18 @@ class RealtimeClient:
         """The server's ``clientId`` of the current (or last) connection."""
         return self.connected_info.get("clientId")
 
+    @property
+    def user_id(self) -> Optional[str]:
+        """The server's ``userId`` of the current (or last) connection: None without auth."""
+        return self.connected_info.get("userId")
+
+    @property
+    def user_topic(self) -> Optional[str]:
+        """The topic the server's messages to this user arrive on (``#user:<user id>``), or
+        None when the connection has no user. It needs no subscription (and cannot have one)."""
+        user_id = self.user_id
+        return USER_TOPIC_PREFIX + user_id if isinstance(user_id, str) else None
+
     # -- requests ------------------------------------------------------------------------
 
     async def request(self, type: str, data: Optional[Mapping[str, Any]] = None, *,
@@ -190,8 +213,9 @@ class RealtimeClient:
         ``options.request_timeout``). Raises TimeoutError (a reply that comes later is
         dropped), ServerError for an ERROR reply, ConnectionLost when the connection ends
         first, ClientClosed when the client is closed; RuntimeError when called (and
-        awaited) from inside on_message/on_subscribed/on_error, whose reply could never be
-        read: start a task there instead."""
+        awaited) from inside a callback of this client (on_message, on_subscribed,
+        on_presence, on_user_message, on_error), whose reply could never be read: start a
+        task there instead."""
         if self._runner is not None and asyncio.current_task() is self._runner:
             raise RuntimeError(f"awaiting the reply to {type} inside a callback of this client would wait for "
                                "ever (the reply is read after the callback returns): use asyncio.create_task")
@@ -264,16 +288,34 @@ class RealtimeClient:
                         for p in reply.get("publications") or []]
         return HistoryResult(Position(str(reply.get("epoch")), int(reply.get("offset") or 0)), publications)
 
+    async def presence(self, topic: str, *, timeout: Optional[float] = None) -> list[PresenceEntry]:
+        """Who is present in ``topic`` now: one entry per connection (clientId, userId, info),
+        in no defined order. The client need not be subscribed. ServerError NO_PRESENCE when
+        the topic has no presence, FORBIDDEN, UNAVAILABLE (the server's Redis is down);
+        otherwise errors as for request."""
+        reply = await self.request("PRESENCE", {"topic": topic}, timeout=timeout)
+        return parse_entries(reply.get("clients"))
+
+    async def presence_stats(self, topic: str, *, timeout: Optional[float] = None) -> PresenceStats:
+        """How many are present in ``topic``: connections and distinct users; errors as for
+        presence."""
+        reply = await self.request("PRESENCE_STATS", {"topic": topic}, timeout=timeout)
+        return parse_stats(topic, reply)
+
     # -- subscriptions -------------------------------------------------------------------
 
     async def subscribe(self, topic: str, on_message: OnMessage, *, on_subscribed: Optional[OnSubscribed] = None,
-                        since: Optional[Position] = None, timeout: Optional[float] = None) -> Subscription:
+                        on_presence: Optional[OnPresence] = None, since: Optional[Position] = None,
+                        timeout: Optional[float] = None) -> Subscription:
         """Subscribes to ``topic`` for as long as the client lives (or until
         ``unsubscribe()``) and returns once the first SUBSCRIBED came (within timeout).
 
         on_message(publication): each publication once, in order; may be async (it is
         awaited before the next message is read). on_subscribed(event): each SUBSCRIBED,
         the first and every resubscribe, with ``recovered``/``was_recovering``/``gap``.
+        on_presence(diff): each PresenceDiff (joins and leaves) on a topic whose presence has
+        join_leave; diffs sent while the client was disconnected are lost, so call
+        ``presence()`` again after a resubscribe to know who is there.
         since: a saved position to recover from. The SUBSCRIBE is sent now when connected,
         else once connected, and again on every new connection until it is answered.
         Raises ServerError (FORBIDDEN, INVALID_MESSAGE, UNAVAILABLE) or TimeoutError: the
@@ -287,7 +329,7 @@ class RealtimeClient:
             raise ValueError(f"already subscribed to {topic!r}; unsubscribe first")
         if self.state is ClientState.CLOSED:
             raise ClientClosed("client closed", self.error)
-        subscription = Subscription(self, topic, on_message, on_subscribed, since)
+        subscription = Subscription(self, topic, on_message, on_subscribed, since, on_presence)
         self._subscriptions[topic] = subscription
         if self.state is ClientState.CONNECTED and self._ws is not None:
             self._spawn(self._subscribe_on(self._ws, subscription))
@@ -419,10 +461,12 @@ class RealtimeClient:
             if self._closing:
                 break
             if decision.action is Action.STOP:
-                self._finish(ClientClosed(decision.reason))
+                self._finish(ClientClosed(decision.reason, close_code=decision.close_code,
+                                          close_reason=decision.close_reason))
                 return
             refresh = decision.action is Action.REFRESH_AND_RECONNECT
-            self._set_state(ClientState.DISCONNECTED, ConnectionLost(decision.reason))
+            self._set_state(ClientState.DISCONNECTED, ConnectionLost(
+                decision.reason, close_code=decision.close_code, close_reason=decision.close_reason))
             delay = self._backoff.next_delay()
             logger.info("%s; reconnecting in %.2f s", decision.reason, delay)
             self._wake.clear()
@@ -546,7 +590,11 @@ class RealtimeClient:
                 await self._handle(item)
             return
         if kind == "MESSAGE":
-            subscription = self._subscriptions.get(message.get("topic"))  # type: ignore[arg-type]
+            topic = message.get("topic")
+            if topic is not None and topic == self.user_topic:
+                await self._user_message(message)
+                return
+            subscription = self._subscriptions.get(topic)  # type: ignore[arg-type]
             if subscription is not None:
                 jumped_before = subscription.recovery_needed
                 await subscription.on_live(message)
@@ -555,6 +603,11 @@ class RealtimeClient:
                 if subscription.recovery_needed and not jumped_before and self._ws is not None \
                         and subscription not in self._subscribing.values():
                     self._spawn(self._recover_on(self._ws, subscription))
+            return
+        if kind == "PRESENCE_DIFF":
+            subscription = self._subscriptions.get(message.get("topic"))  # type: ignore[arg-type]
+            if subscription is not None:
+                await subscription.on_presence_diff(message)
             return
         request_id = message.get("id")
         if request_id is not None:
@@ -576,6 +629,18 @@ class RealtimeClient:
             return
         if kind == "ERROR":
             await self._report(ServerError(str(message.get("code")), str(message.get("message", "")), message))
+
+    async def _user_message(self, message: dict[str, Any]) -> None:
+        self.stats.user_messages += 1
+        if self.on_user_message is None:
+            return
+        publication = Publication(str(message["topic"]), message.get("data"), message.get("from"), None)
+        try:
+            result = self.on_user_message(publication)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            logger.exception("on_user_message raised")
 
     async def _report(self, error: ServerError) -> None:
         if self.on_error is None:
@@ -692,7 +757,8 @@ class RealtimeClient:
 
 def connect(url: str, *, token: Optional[str] = None, get_token: Optional[GetToken] = None,
             options: Optional[ClientOptions] = None, on_state: Optional[OnState] = None,
-            on_error: Optional[OnError] = None) -> RealtimeClient:
+            on_error: Optional[OnError] = None, on_user_message: Optional[OnUserMessage] = None) -> RealtimeClient:
     """A RealtimeClient for ``url``, to use as ``async with connect(url, token=...) as client:``
     (connects on entry, closes on exit). Arguments as for RealtimeClient."""
-    return RealtimeClient(url, token=token, get_token=get_token, options=options, on_state=on_state, on_error=on_error)
+    return RealtimeClient(url, token=token, get_token=get_token, options=options, on_state=on_state,
+                          on_error=on_error, on_user_message=on_user_message)

@@ -28,17 +28,29 @@ class ServerError(RealtimeClientError):
 
 
 class ConnectionLost(RealtimeClientError):
-    """The connection a request was sent on ended before its reply came."""
+    """The connection a request was sent on ended before its reply came; also the error
+    ``on_state`` gets with DISCONNECTED. close_code, close_reason: the close frame the server
+    sent, when it sent one (e.g. 3000..3999 from ``disconnect_user``: the client reconnects)."""
+
+    def __init__(self, reason: str, *, close_code: Optional[int] = None, close_reason: str = "") -> None:
+        super().__init__(reason)
+        self.close_code = close_code
+        self.close_reason = close_reason
 
 
 class ClientClosed(RealtimeClientError):
     """The client was closed (by ``close()``, or for good after a final close code); ``cause``
-    says why when it was not ``close()``."""
+    says why when it was not ``close()``. close_code, close_reason: the server's close frame
+    when that is what stopped the client (1000, or 4000..4999 from the application, e.g.
+    ``disconnect_user(user, 4000, "banned")``), else None and ""."""
 
-    def __init__(self, reason: str, cause: Optional[BaseException] = None) -> None:
+    def __init__(self, reason: str, cause: Optional[BaseException] = None, *, close_code: Optional[int] = None,
+                 close_reason: str = "") -> None:
         super().__init__(reason)
         self.reason = reason
         self.cause = cause
+        self.close_code = close_code
+        self.close_reason = close_reason
 
 
 class PublishQueueFull(RealtimeClientError):

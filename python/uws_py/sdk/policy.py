@@ -9,6 +9,7 @@ network or a clock.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import enum
 import json
 import random
@@ -61,10 +62,14 @@ class Action(enum.Enum):
 
 @dataclass(frozen=True)
 class Decision:
-    """An action and why, for logs and for the error the application gets on STOP."""
+    """An action and why, for logs and for the error the application gets on STOP.
+    close_code, close_reason: the server's close frame it was decided on (None: there was
+    none, or the decision is not about a close)."""
 
     action: Action
     reason: str
+    close_code: Optional[int] = None
+    close_reason: str = ""
 
 
 # Codes the peer or the network may send for a transient condition (RFC 6455 section 7.4 and
@@ -85,7 +90,15 @@ def decide_close(code: Optional[int], reason: str, can_refresh: bool) -> Decisio
       faults 1002/1003/1007/1009/1010, and 4000-4999 (application-defined, final by the
       protocol's convention): stop.
     - anything else (3000-3999, unknown 1xxx): reconnect.
+
+    The Decision carries the code and reason, so the application can tell them apart (a
+    ``disconnect_user`` with 4000 is final, with 3000..3999 the client comes back).
     """
+    decision = _decide_close(code, reason, can_refresh)
+    return dataclasses.replace(decision, close_code=code, close_reason=reason if code is not None else "")
+
+
+def _decide_close(code: Optional[int], reason: str, can_refresh: bool) -> Decision:
     if code is None or code in _TRANSIENT_CODES:
         return Decision(Action.RECONNECT, f"connection lost ({code or 1006})")
     if code == 1008:

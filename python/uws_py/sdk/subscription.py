@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable, Optional, Union
 
 from .errors import ClientClosed, ServerError
 from .policy import OffsetTracker, Verdict
+from .presence import PresenceDiff, parse_diff
 
 logger = logging.getLogger("uws_py.sdk")
 
@@ -83,10 +84,12 @@ class SubscriptionStats:
     delivered: int = 0
     duplicates_skipped: int = 0
     live_jumps: int = 0
+    presence_diffs: int = 0
 
 
 OnMessage = Callable[[Publication], Union[None, Awaitable[None]]]
 OnSubscribed = Callable[[SubscribedEvent], Any]
+OnPresence = Callable[[PresenceDiff], Any]
 
 
 class Subscription:
@@ -94,13 +97,16 @@ class Subscription:
     ``RealtimeClient.subscribe``; ``await subscription.unsubscribe()`` ends it."""
 
     def __init__(self, client: Any, topic: str, on_message: OnMessage,
-                 on_subscribed: Optional[OnSubscribed] = None, since: Optional[Position] = None) -> None:
+                 on_subscribed: Optional[OnSubscribed] = None, since: Optional[Position] = None,
+                 on_presence: Optional[OnPresence] = None) -> None:
         """client: the RealtimeClient (only its unsubscribe entry point is used); since: a
-        saved position to recover from on the first subscribe."""
+        saved position to recover from on the first subscribe; on_presence(diff): each
+        PRESENCE_DIFF of the topic (presence with join_leave)."""
         self._client = client
         self.topic = topic
         self.on_message = on_message
         self.on_subscribed = on_subscribed
+        self.on_presence = on_presence
         self.state = SubscriptionState.SUBSCRIBING
         self.tracker = OffsetTracker(since.epoch if since else None, since.offset if since else None)
         self.stats = SubscriptionStats()
@@ -217,6 +223,21 @@ class Subscription:
             except Exception:
                 logger.exception("on_subscribed for %r raised", self.topic)
         return event
+
+    async def on_presence_diff(self, message: dict[str, Any]) -> Optional[PresenceDiff]:
+        """A PRESENCE_DIFF for this topic, passed to on_presence (None when the subscription
+        ended). Diffs are not held during a resubscribe like MESSAGEs: they carry no offset to
+        order by, and each describes what changed at the server, whatever came before."""
+        if self.state is SubscriptionState.UNSUBSCRIBED:
+            return None
+        diff = parse_diff(message)
+        self.stats.presence_diffs += 1
+        if self.on_presence is not None:
+            try:
+                await _call(self.on_presence, diff)
+            except Exception:
+                logger.exception("on_presence for %r raised", self.topic)
+        return diff
 
     def connection_lost(self) -> None:
         """The connection ended: the next one subscribes again."""
