@@ -91,9 +91,53 @@ export interface GapInfo extends SubscribedInfo {
   previous: { epoch: string | null; offset: number | null };
 }
 
+/** One client present in a topic (a leave carries no info: null). */
+export interface PresenceEntry<I = unknown> {
+  clientId: string;
+  /** Its user id; null when anonymous. */
+  userId: string | null;
+  /** Its token's `info` claim, or null. */
+  info: I | null;
+}
+
+/** The joins and leaves of a topic with join_leave presence since the previous diff. */
+export interface PresenceDiff<I = unknown> {
+  topic: string;
+  /** The server's time (ms) of the flush that sent it. */
+  timestamp: number;
+  joins: PresenceEntry<I>[];
+  leaves: PresenceEntry<I>[];
+}
+
+export interface PresenceStats {
+  topic: string;
+  /** Connections present. */
+  numClients: number;
+  /** Distinct non-null user ids present. */
+  numUsers: number;
+}
+
+/** A message the server sent to this connection's user (server.send_to_user). */
+export interface UserMessage<T = unknown> {
+  /** "#user:<userId>". */
+  topic: string;
+  data: T;
+  /** Always null: only the server sends to a user. */
+  from: string | null;
+}
+
+/** The well-formed entries of a PRESENCE_RESULT or PRESENCE_DIFF list. */
+export function presenceEntries(list: unknown): PresenceEntry[];
+
+/** "#user:", the prefix of the per-user topics. */
+export const USER_TOPIC_PREFIX: "#user:";
+
 export type SubscriptionEvents = {
   subscribed: [info: SubscribedInfo];
   gap: [info: GapInfo];
+  /** A PRESENCE_DIFF of the topic (presence with join_leave). Diffs sent while disconnected are
+   * lost: call presence() again after a resubscribe. */
+  presence: [diff: PresenceDiff];
   unsubscribed: [info: { reason: string | null; resubscribe: boolean }];
   error: [error: Error];
 };
@@ -125,6 +169,8 @@ export interface ConnectedInfo {
 }
 
 export interface DisconnectedInfo {
+  /** The close code the connection ended with (1006 without a close frame; 3000-3999 from the
+   * server's application, e.g. disconnect_user with 3001, reconnect). */
   code: number;
   reason: string;
   reconnect: true;
@@ -135,6 +181,8 @@ export interface DisconnectedInfo {
 }
 
 export interface ClosedInfo {
+  /** The close code that ended the client: the server's when it closed for good (1000, 4000-4999
+   * such as server.disconnect_user(user, 4000, "banned"), a protocol fault), 1000 after close(). */
   code: number;
   reason: string;
   error: Error | null;
@@ -147,7 +195,10 @@ export type ClientEvents = {
   disconnected: [info: DisconnectedInfo];
   closed: [info: ClosedInfo];
   tokenRefreshed: [info: { expiresAt: number | null }];
-  /** Messages without an id that are not MESSAGE, UNSUBSCRIBED, CONNECTED or ERROR. */
+  /** A MESSAGE on this connection's own "#user:<userId>" topic (server.send_to_user); no
+   * subscription needed. */
+  userMessage: [message: UserMessage];
+  /** Messages without an id that are not MESSAGE, PRESENCE_DIFF, UNSUBSCRIBED, CONNECTED or ERROR. */
   message: [message: Reply];
   error: [error: unknown];
 };
@@ -230,6 +281,8 @@ export class RealtimeClient extends Emitter<ClientEvents> {
   readonly clientId: string | null;
   readonly userId: string | null;
   readonly expiresAt: number | null;
+  /** "#user:<userId>", where the server's messages to this user arrive; null without a user. */
+  readonly userTopic: string | null;
   /** Starts connecting (once); resolves at the first CONNECTED, rejects if the client stops first. */
   connect(): Promise<this>;
   /** Stops for good: closes with 1000 and rejects everything still waiting. */
@@ -241,6 +294,11 @@ export class RealtimeClient extends Emitter<ClientEvents> {
   /** Sends {type, ...data, id}; resolves with the reply carrying that id. */
   request<R extends Reply = Reply>(type: string, data?: Record<string, unknown>, options?: RequestOptions): Promise<R>;
   history(topic: string, options?: HistoryOptions): Promise<HistoryResult>;
+  /** Who is in the topic now (no subscription needed); rejects with RealtimeError NO_PRESENCE,
+   * FORBIDDEN or UNAVAILABLE. */
+  presence<I = unknown>(topic: string, options?: RequestOptions): Promise<PresenceEntry<I>[]>;
+  /** How many connections and distinct users are in the topic. */
+  presenceStats(topic: string, options?: RequestOptions): Promise<PresenceStats>;
   /** Application PING: the server's clock and the round trip in ms. */
   ping(options?: RequestOptions): Promise<{ serverTime: number; rtt: number }>;
 }

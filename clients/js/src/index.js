@@ -160,6 +160,18 @@ export class Subscription extends Emitter {
     else if (this.state === "subscribed") this._deliver(message, false);
   }
 
+  /** A PRESENCE_DIFF of this topic. Not buffered like MESSAGEs during a (re)subscribe: it has no
+   * offset to order by, and each one says what changed at the server whatever came before. */
+  _onPresenceDiff(message) {
+    if (this.state === "failed") return;
+    this.emit("presence", {
+      topic: this.topic,
+      timestamp: typeof message.timestamp === "number" ? message.timestamp : 0,
+      joins: presenceEntries(message.joins),
+      leaves: presenceEntries(message.leaves),
+    });
+  }
+
   /** Our own PUBLISHED on this topic: its offset counts as seen. */
   _onOwnPublication(offset) {
     if (typeof offset !== "number" || this.offset === null || offset <= this.offset) return;
@@ -204,6 +216,21 @@ export class Subscription extends Emitter {
     this._readyReject(error);
   }
 }
+
+/** The well-formed {clientId, userId, info} entries of a PRESENCE_RESULT or PRESENCE_DIFF list. */
+export function presenceEntries(list) {
+  if (!Array.isArray(list)) return [];
+  return list
+    .filter((entry) => entry && typeof entry === "object" && typeof entry.clientId === "string")
+    .map((entry) => ({
+      clientId: entry.clientId,
+      userId: typeof entry.userId === "string" ? entry.userId : null,
+      info: entry.info ?? null,
+    }));
+}
+
+/** The server sends messages to a user on this prefix + the user id (docs/protocol.md). */
+export const USER_TOPIC_PREFIX = "#user:";
 
 // -- the client -------------------------------------------------------------------------------
 
@@ -367,6 +394,25 @@ export class RealtimeClient extends Emitter {
     return this.request("HISTORY", message, options);
   }
 
+  /** PRESENCE: resolves with who is in `topic` now, [{clientId, userId, info}] in no defined order.
+   * No subscription needed; rejects with RealtimeError NO_PRESENCE, FORBIDDEN or UNAVAILABLE. */
+  async presence(topic, options = {}) {
+    const reply = await this.request("PRESENCE", { topic }, options);
+    return presenceEntries(reply.clients);
+  }
+
+  /** PRESENCE_STATS: resolves with {topic, numClients, numUsers}. */
+  async presenceStats(topic, options = {}) {
+    const reply = await this.request("PRESENCE_STATS", { topic }, options);
+    const count = (value) => (typeof value === "number" ? value : 0);
+    return { topic, numClients: count(reply.numClients), numUsers: count(reply.numUsers) };
+  }
+
+  /** The topic the server's messages to this user arrive on ("#user:<userId>"), or null. */
+  get userTopic() {
+    return typeof this.userId === "string" ? USER_TOPIC_PREFIX + this.userId : null;
+  }
+
   /** Application PING; resolves with {serverTime, rtt} (rtt in ms). */
   async ping(options = {}) {
     const started = Date.now();
@@ -465,8 +511,16 @@ export class RealtimeClient extends Emitter {
       case "CONNECTED":
         return this._connected(message);
       case "MESSAGE": {
+        if (message.topic === this.userTopic && this.userTopic !== null) {
+          return this.emit("userMessage", { topic: message.topic, data: message.data, from: message.from ?? null });
+        }
         const subscription = this._subscriptions.get(message.topic);
         if (subscription) subscription._receive(message);
+        return;
+      }
+      case "PRESENCE_DIFF": {
+        const subscription = this._subscriptions.get(message.topic);
+        if (subscription) subscription._onPresenceDiff(message);
         return;
       }
       case "UNSUBSCRIBED": {

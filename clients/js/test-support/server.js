@@ -1,8 +1,13 @@
 // Starts a real `uws-py serve` process on loopback for the integration tests, and stops it by PID.
-// The interpreter is UWS_PY_PYTHON (the pytest wrapper sets it), else python3 on PATH.
+// The interpreter is UWS_PY_PYTHON (the pytest wrapper sets it), else python3 on PATH. It runs in
+// the repository's root, so `args` may name an application of the Python tests' support package
+// (e.g. "tests.support.presence_app:make").
 import { spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+
+const REPOSITORY = fileURLToPath(new URL("../../..", import.meta.url));
 
 export const SECRET = "integration-secret-of-at-least-32-bytes!";
 const PYTHON = process.env.UWS_PY_PYTHON || "python3";
@@ -27,7 +32,7 @@ export function freePort() {
 export async function startServer({ port, args = [] } = {}) {
   port = port ?? (await freePort());
   const child = spawn(PYTHON, ["-m", "uws_py.cli", "serve", "--host", "127.0.0.1", "--port", String(port),
-    "--jwt-secret", SECRET, "--rate-limit", "off", "--no-access-log", ...args], { stdio: ["ignore", "pipe", "pipe"] });
+    "--jwt-secret", SECRET, "--rate-limit", "off", "--no-access-log", ...args], { cwd: REPOSITORY, stdio: ["ignore", "pipe", "pipe"] });
   let output = "";
   const listening = new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`server did not start in 10 s:\n${output}`)), 10000);

@@ -4,6 +4,7 @@
 import {
   connect, RealtimeClient, RealtimeError, State, TimeoutError, UnauthorizedError,
   backoffDelay, closeDecision, type ClientState, type Publication, type SubscribedInfo,
+  type PresenceDiff, type PresenceEntry, type PresenceStats, type UserMessage,
 } from "uws-py-client";
 
 interface ChatLine { name: string; text: string }
@@ -43,6 +44,21 @@ export async function chat(url: string): Promise<number> {
     if (error instanceof TimeoutError) lines.push("slow");
     else if (error instanceof RealtimeError) lines.push(error.code);
   }
+  const people: PresenceEntry<{ name: string }>[] = await client.presence<{ name: string }>("chat.lobby");
+  lines.push(...people.map((entry) => `${entry.userId ?? "anonymous"} ${entry.info?.name ?? ""} ${entry.clientId}`));
+  const stats: PresenceStats = await client.presenceStats("chat.lobby", { timeout: 1000 });
+  lines.push(`${stats.numClients} connections, ${stats.numUsers} users`);
+  subscription.on("presence", (diff: PresenceDiff) => {
+    lines.push(...diff.joins.map((entry) => `+${entry.clientId}`), ...diff.leaves.map((entry) => `-${entry.clientId}`));
+    const at: number = diff.timestamp;
+    void at;
+  });
+  client.on("userMessage", (message: UserMessage) => lines.push(`${message.topic}: ${String(message.data)}`));
+  const own: string | null = client.userTopic;
+  void own;
+  client.on("closed", ({ code, reason }) => {
+    if (code >= 4000) lines.push(`removed by the server: ${reason}`);
+  });
   const { rtt } = await client.ping();
   if (client.state === State.CONNECTED) client.close();
   await subscription.unsubscribe();
@@ -53,6 +69,12 @@ export async function chat(url: string): Promise<number> {
   client.on("state", (state: number) => state);
   // @ts-expect-error: the topic is a string
   client.subscribe(42, () => {});
+  // @ts-expect-error: presence entries have no "user" field (it is userId)
+  people.map((entry) => entry.user);
+  // @ts-expect-error: presence diffs go to the subscription, not the client
+  client.on("presence", () => {});
+  // @ts-expect-error: presenceStats resolves with counts, not a list
+  stats.map(() => 0);
   // @ts-expect-error: options are checked
   new RealtimeClient(url, { minReconnectDelay: "soon" });
   // @ts-expect-error: closeDecision answers one of three words
