@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Any, Callable, TypedDict
+from typing import Any, Callable, Sequence, TypedDict
 
 
 class CompressOptions(enum.IntFlag):
@@ -53,6 +53,9 @@ class Behavior(TypedDict, total=False):
     send_pings_automatically: bool
     compression: int
     compression_threshold: int
+    max_lifetime: int
+    reset_idle_timeout_on_send: bool
+    subprotocols: Sequence[str]
 
 
 HANDLER_NAMES = ("open", "message", "drain", "close", "upgrade", "ping", "pong", "subscription", "dropped")
@@ -66,10 +69,25 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "idle_timeout": 120,
     # Bytes a slow reader may hold queued before sends to it are dropped.
     "max_backpressure": 1024 * 1024,
+    # True: a send or publish over max_backpressure ends the connection with 1008 (the
+    # client learns it fell behind) instead of returning DROPPED; off by default, as in
+    # µWebSockets, so that existing code that handles DROPPED keeps working.
     "close_on_backpressure_limit": False,
+    # Ping halfway through idle_timeout: a live but quiet client answers and stays; one
+    # that is gone is closed at idle_timeout.
     "send_pings_automatically": True,
     "compression": CompressOptions.DISABLED,
     # Messages shorter than this (bytes) are sent uncompressed even with compress=True;
     # below ~64 bytes deflate's framing costs more than it saves. 0 compresses everything.
     "compression_threshold": 64,
+    # Minutes a connection may stay open whatever it does (µWebSockets' unit); 0 disables.
+    # Checked on the one-second tick. Bounds how long a token's rights outlive it.
+    "max_lifetime": 0,
+    # Sending (send, fragments, publish) also restarts idle_timeout; off: only what the
+    # client sends proves it is alive.
+    "reset_idle_timeout_on_send": False,
+    # Subprotocols this route speaks, preferred first: the answer is the first of these the
+    # client offered (as the websockets library does), or no Sec-WebSocket-Protocol header
+    # when none is. Empty: the client's first offer is answered (µWebSockets' rule).
+    "subprotocols": (),
 }
