@@ -184,6 +184,7 @@ def build_server(config: ServeConfig) -> Any:
             max_payload_length=config.max_payload,
             idle_timeout=config.idle_timeout,
             compression=config.compression,
+            close_on_backpressure_limit=config.close_on_backpressure_limit,
             ssl=ssl,
             access_log=config.access_log,
             history_recover_limit=config.history_recover_limit,

@@ -51,6 +51,8 @@ class Options:
     broker: Optional[Broker] = None
     handler_metrics: bool = True
     history_recover_limit: int = DEFAULT_RECOVER_LIMIT
+    close_on_backpressure_limit: bool = True
+    subprotocols: Optional[Sequence[str]] = None
 
 # Seconds between sweeps of expired history; a publication may outlive its ttl by this much.
 HISTORY_SWEEP_INTERVAL = 5.0
@@ -105,6 +107,7 @@ class Engine:
             frozenset(options.allowed_origins) if options.allowed_origins is not None else None,
             self.limiter, self.metrics, self.access_log, self.runner, self.session_context,
         )
+        self.upgrader.subprotocols = tuple(options.subprotocols or ())
 
     def add_route(self, kind: str, handler: Callable[..., Any], schema: Any = None) -> None:
         """Registers ``handler(client, message)`` for type ``kind``, with its metrics.
@@ -175,6 +178,13 @@ class RealtimeServer:
       string never reaches the log).
     - ``history_recover_limit``: the most publications one SUBSCRIBE recovery returns (more
       missed -> ``recovered: false``), and the cap of a HISTORY ``limit`` (1000).
+    - ``close_on_backpressure_limit``: a client that has ``max_backpressure`` bytes unread
+      is closed with 1008 (as Centrifugo closes slow clients) instead of silently missing
+      messages; it can reconnect and recover from history. Default True; False drops.
+    - ``subprotocols``: subprotocols the server speaks, preferred first; the answer is the
+      first of them the client offered, or none. With ``auth``, ``bearer`` (the browser
+      token offer) is answered when the client offered none of them. None (default): the
+      client's first offer (``bearer`` when the token came that way) is answered.
     """
 
     def __init__(
@@ -198,14 +208,20 @@ class RealtimeServer:
         broker: Optional[Broker] = None,
         handler_metrics: bool = True,
         history_recover_limit: int = DEFAULT_RECOVER_LIMIT,
+        close_on_backpressure_limit: bool = True,
+        subprotocols: Optional[Sequence[str]] = None,
     ) -> None:
         if isinstance(history_recover_limit, bool) or not isinstance(history_recover_limit, int) \
                 or history_recover_limit < 0:
             raise ValueError(f"history_recover_limit must be an integer >= 0, got {history_recover_limit!r}")
+        if isinstance(subprotocols, (str, bytes)):
+            raise ValueError(f"subprotocols must be a list of str, not {subprotocols!r}")
         options = self.options = Options(
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
             allowed_origins, max_connections, max_connections_per_ip, ssl, report_interval, health_path,
             metrics_path, access_log, broker, handler_metrics, history_recover_limit,
+            close_on_backpressure_limit=close_on_backpressure_limit,
+            subprotocols=tuple(subprotocols) if subprotocols is not None else None,
         )
         self.path = path
         self.auth = auth
@@ -231,6 +247,11 @@ class RealtimeServer:
                 "max_payload_length": max_payload_length * 2,
                 "idle_timeout": idle_timeout,
                 "max_backpressure": max_backpressure,
+                "close_on_backpressure_limit": close_on_backpressure_limit,
+                # The core picks the first of these the client offered; "bearer" last, for
+                # a browser's token offer.
+                "subprotocols": [*subprotocols, "bearer"] if subprotocols and auth is not None
+                else list(subprotocols or ()),
                 "compression": (CompressOptions.SHARED_COMPRESSOR | CompressOptions.SHARED_DECOMPRESSOR)
                 if compression
                 else CompressOptions.DISABLED,
