@@ -35,7 +35,15 @@ class CompressOptions(enum.IntFlag):
 class Behavior(TypedDict, total=False):
     """What ``App.ws(pattern, behavior)`` takes; every key is optional (defaults in
     :data:`OPTION_DEFAULTS`). Handlers run on the loop thread; any may be ``async def``
-    under ``App.serve()``."""
+    under ``App.serve()``.
+
+    Options as in µWebSockets: ``idle_timeout`` (seconds), ``send_pings_automatically`` (ping
+    at half of it, so a live but quiet client stays), ``reset_idle_timeout_on_send`` (sending
+    also counts as activity), ``max_lifetime`` (minutes, 0 = off: the connection is then closed
+    with 1001), ``max_backpressure`` with ``close_on_backpressure_limit`` (over the limit a
+    send or publish ends the connection with 1008 instead of being ``DROPPED``), and
+    ``subprotocols`` (the server's list, preferred first: the first the client offered is
+    answered, none in common means no ``Sec-WebSocket-Protocol`` header)."""
 
     upgrade: Callable[[Any, Any, Any], Any]  # (res, req, context): answer or res.upgrade(...)
     open: Callable[[Any], Any]  # (ws)
