@@ -175,20 +175,27 @@ def test_fragmented_send_holds_published_messages_until_the_last_fragment(make_s
         assert client.recv_message() == (Op.TEXT, b"published")
 
 
-def test_fragmented_send_compressed_is_one_deflate_stream(make_server, recorder):
+@pytest.mark.parametrize("compressor", ["SHARED_COMPRESSOR", "DEDICATED_COMPRESSOR_32KB"])
+def test_fragmented_send_compressed_is_one_deflate_stream(make_server, recorder, compressor):
     from uws_py import CompressOptions
 
-    server = make_server(recorder.behavior(compression=CompressOptions.SHARED_COMPRESSOR))
+    server = make_server(recorder.behavior(compression=CompressOptions[compressor]))
     text = ("the quick brown fox jumps over the lazy dog " * 40).encode()
     with connect(*server.address, headers=[("Sec-WebSocket-Extensions", "permessage-deflate")]) as client:
         ws = recorder.next_open()
-        server.call(lambda: (ws.send_first_fragment(text, Op.TEXT, compress=True), ws.send_fragment(text),
-                             ws.send_last_fragment(text)))
-        frames = [client.recv_frame_with_rsv() for _ in range(3)]
-        assert [rsv for _, rsv in frames] == [4, 0, 0], "RSV1 on the first fragment only"
-        wire = b"".join(frame.payload for frame, _ in frames)
-        assert len(wire) < len(text), "three copies compressed to less than one"
-        assert zlib.decompressobj(-15).decompress(wire + b"\x00\x00\xff\xff") == text * 3
+        # One inflater for the connection, keeping its context across messages as a client
+        # may (RFC 7692): the dedicated compressor refers back into earlier messages.
+        inflater = zlib.decompressobj(-15)
+        for _ in range(2):
+            server.call(lambda: (ws.send_first_fragment(text, Op.TEXT, compress=True), ws.send_fragment(b""),
+                                 ws.send_fragment(text), ws.send_last_fragment(text)))
+            frames = [client.recv_frame_with_rsv() for _ in range(4)]
+            assert [rsv for _, rsv in frames] == [4, 0, 0, 0], "RSV1 on the first fragment only"
+            assert [frame.fin for frame, _ in frames] == [False, False, False, True]
+            assert frames[0][0].opcode == Op.TEXT and {f.opcode for f, _ in frames[1:]} == {Op.CONTINUATION}
+            wire = b"".join(frame.payload for frame, _ in frames)
+            assert len(wire) < len(text), "three copies compressed to less than one"
+            assert inflater.decompress(wire + b"\x00\x00\xff\xff") == text * 3
 
 
 # --- behavior options ----------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.harness import HOST, WAIT, wait_for
 from tests.support.realtime import LiveServer, make_token, realtime_server, recv_json, request
-from tests.support.wsclient import Op, TestClient, connect
+from tests.support.wsclient import TestClient, connect
 
 POLICY_VIOLATION = 1008
 BIG = "x" * (32 * 1024)
