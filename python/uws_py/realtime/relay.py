@@ -91,7 +91,7 @@ class HistoryRelay:
     # -- PUBLISH ----------------------------------------------------------------------------
 
     def publish(self, client: Optional["Client"], topic: str, data: Any, echo: bool, request_id: Any,
-                reply: bool) -> None:
+                reply: bool, confirm: Optional[Callable[[bool], None]] = None) -> None:
         """Publishes through the store; every process (this one too) delivers it when the
         broker hands it over. PUBLISHED (with the position) or ERROR UNAVAILABLE follows.
 
@@ -102,11 +102,14 @@ class HistoryRelay:
             echo: also send the MESSAGE to the publisher (if it is not subscribed).
             request_id: the request's id.
             reply: send PUBLISHED (the request had an id).
+            confirm: called with whether the publication was stored.
         """
         head, tail = message_parts(topic, data, client.id if client is not None else None)
         store = self.store
 
         def done(result: Any) -> None:
+            if confirm is not None:
+                confirm(not isinstance(result, BaseException))
             if isinstance(result, BaseException):
                 if client is None:
                     logger.warning("server publish to %r failed: %s", topic, result)
@@ -171,7 +174,7 @@ class HistoryRelay:
             client.send(reply)
             for offset, payload in pending.buffered:
                 if offset > position.offset:
-                    client.ws.send(payload, TEXT)
+                    client.ws.send(payload, TEXT, client.context.compress)
             pending.buffered = []
             last = self.tracker.last(topic)
             if self.members.get(topic) and last is not None and last.epoch == position.epoch \
@@ -265,7 +268,7 @@ class HistoryRelay:
                 self._unpend(topic, pending)
                 client = pending.client
                 if offset > pending.top and client.ws is not None and not client.closed:
-                    client.ws.send(payload, TEXT)  # the core's fan-out of it passed this client
+                    client.ws.send(payload, TEXT, client.context.compress)  # the core's fan-out of it passed this client
                 self._activate(topic, pending)
 
     def _unpend(self, topic: str, pending: _Pending) -> None:
