@@ -12,7 +12,7 @@ from . import _core
 from ._asyncio import CoroutineRunner
 from .behavior import HANDLER_NAMES as _HANDLERS
 from .behavior import OPTION_DEFAULTS as _OPTION_DEFAULTS
-from .behavior import Behavior, CompressOptions
+from .behavior import Behavior, CompressOptions, subprotocol_list
 
 logger = logging.getLogger("uws_py")
 
@@ -23,18 +23,6 @@ HttpHandler = Callable[["_core.HttpResponse", "_core.HttpRequest"], Any]
 _MAX_LIMIT = 1 << 40
 # max_lifetime in minutes; the core counts seconds in 32 bits.
 _MAX_LIFETIME_MINUTES = 1_000_000
-# RFC 6455: a subprotocol is an HTTP token (RFC 9110 section 5.6.2).
-_TOKEN_CHARACTERS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
-
-
-def _subprotocol_list(value: Any) -> list[str]:
-    """The ``subprotocols`` option as a list of tokens; ValueError naming a bad entry."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
-        raise ValueError(f"ws() option 'subprotocols' must be a list of str, not {value!r}")
-    for name in value:
-        if not isinstance(name, str) or not name or not set(name) <= _TOKEN_CHARACTERS:
-            raise ValueError(f"ws() option 'subprotocols': {name!r} is not a valid subprotocol token")
-    return list(value)
 
 
 def _report_handler_error(where: str, exc: BaseException) -> None:
@@ -148,7 +136,7 @@ class App:
         for name in ("close_on_backpressure_limit", "send_pings_automatically", "reset_idle_timeout_on_send"):
             if not isinstance(options[name], bool):
                 raise ValueError(f"ws() option '{name}' must be a bool, not {options[name]!r}")
-        options["subprotocols"] = _subprotocol_list(options["subprotocols"])
+        options["subprotocols"] = subprotocol_list(options["subprotocols"])
         options["compression"] = int(options["compression"])
         self._core.ws(pattern, handlers, options)
         return self

@@ -66,6 +66,27 @@ class Behavior(TypedDict, total=False):
     subprotocols: Sequence[str]
 
 
+# RFC 6455: a subprotocol is an HTTP token (RFC 9110 section 5.6.2).
+_TOKEN_CHARACTERS = frozenset("!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def subprotocol_list(value: Any) -> list[str]:
+    """The ``subprotocols`` option as a list of tokens.
+
+    Args:
+        value: a list or tuple of str.
+
+    Raises:
+        ValueError: naming the entry that is not a token, or for anything but a list/tuple.
+    """
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ValueError(f"option 'subprotocols' must be a list of str, not {value!r}")
+    for name in value:
+        if not isinstance(name, str) or not name or not set(name) <= _TOKEN_CHARACTERS:
+            raise ValueError(f"option 'subprotocols': {name!r} is not a valid subprotocol token")
+    return list(value)
+
+
 HANDLER_NAMES = ("open", "message", "drain", "close", "upgrade", "ping", "pong", "subscription", "dropped")
 
 # Defaults of a ws() route, and why.

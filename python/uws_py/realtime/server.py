@@ -17,6 +17,7 @@ from .._asyncio import CoroutineRunner
 from ..app import App, CompressOptions, SSLOptions
 from ..auth import JWTAuth
 from ..batching import Batching
+from ..behavior import subprotocol_list
 from ..broker import Broker
 from ..metrics import Metrics, Reporter
 from ..monitoring import cluster
@@ -99,9 +100,7 @@ def subprotocol_tuple(subprotocols: Optional[Sequence[str]]) -> Optional[tuple[s
     """
     if subprotocols is None:
         return None
-    if isinstance(subprotocols, (str, bytes)):
-        raise ValueError(f"subprotocols must be a list of str, not {subprotocols!r}")
-    return tuple(subprotocols)
+    return tuple(subprotocol_list(subprotocols if isinstance(subprotocols, (str, bytes)) else list(subprotocols)))
 
 
 def validate(options: Options) -> None:
