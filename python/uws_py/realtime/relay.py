@@ -34,6 +34,8 @@ logger = logging.getLogger("uws_py.realtime")
 
 # The push telling a subscriber the server lost continuity of a topic (spec-history.md).
 INSUFFICIENT_STATE = "insufficient_state"
+# The most publications sent to Redis in one pipeline.
+PUBLISH_BATCH = 500
 
 
 class _Pending:
@@ -71,6 +73,9 @@ class HistoryRelay:
         self.metrics = metrics
         self.recover_limit = recover_limit
         self.pending: dict[str, list[_Pending]] = {}
+        # Publishes waiting for the batch in flight (one at a time, see _send_publishes).
+        self._outgoing: list[tuple[str, bytes, bytes, Callable[[Any], None]]] = []
+        self._publishing = False
         # Clients subscribed in the core to each history topic, told when continuity breaks.
         self.members: dict[str, dict[str, "Client"]] = {}
 
@@ -104,7 +109,6 @@ class HistoryRelay:
             reply: send PUBLISHED (the request had an id).
         """
         head, tail = message_parts(topic, data, client.id if client is not None else None)
-        store = self.store
 
         def done(result: Any) -> None:
             if isinstance(result, BaseException):
@@ -123,7 +127,28 @@ class HistoryRelay:
                 client.send({"type": "PUBLISHED", "topic": topic, "id": request_id,
                              "offset": position.offset, "epoch": position.epoch})
 
-        self.broker.run(lambda: store.publish(topic, head, tail), done)
+        self._outgoing.append((topic, head, tail, done))
+        if not self._publishing:
+            self._send_publishes()
+
+    def _send_publishes(self) -> None:
+        """Sends what waits in one pipeline; what arrives meanwhile waits for the next one.
+        One batch at a time keeps this process's publishes in order, and batching lets a
+        worker publish far more than one Redis round trip per publication would allow."""
+        batch, self._outgoing = self._outgoing[:PUBLISH_BATCH], self._outgoing[PUBLISH_BATCH:]
+        self._publishing = True
+        store, items = self.store, [(topic, head, tail) for topic, head, tail, _ in batch]
+
+        def finished(results: Any) -> None:
+            self._publishing = False
+            if isinstance(results, BaseException):
+                results = [results] * len(batch)
+            for (_, _, _, done), result in zip(batch, results):
+                done(result)
+            if self._outgoing:
+                self._send_publishes()
+
+        self.broker.run(lambda: store.publish_many(items), finished)
 
     # -- SUBSCRIBE ----------------------------------------------------------------------------
 
@@ -184,7 +209,7 @@ class HistoryRelay:
                 self.tracker.track(topic, position)
             self._activate(topic, pending)
 
-        self.broker.subscribe(topic, ready=lambda: self.broker.run(read, done))
+        self.broker.subscribe(topic, ready=lambda: self.broker.run(read, done, ordered=False))
 
     def _activate(self, topic: str, pending: _Pending) -> None:
         """The subscriber joins the core's fan-out (or, continuity lost meanwhile, is told)."""
@@ -235,7 +260,7 @@ class HistoryRelay:
                 reply["id"] = request_id
             client.send(reply)
 
-        self.broker.run(lambda: store.read(topic, since, limit, reverse), done)
+        self.broker.run(lambda: store.read(topic, since, limit, reverse), done, ordered=False)
 
     # -- delivery ------------------------------------------------------------------------------
 

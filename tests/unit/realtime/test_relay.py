@@ -27,7 +27,7 @@ class FakeBroker:
     def unsubscribe(self, topic: str) -> None:
         self.topics.discard(topic)
 
-    def run(self, job: Callable[[], Any], done: Callable[[Any], None]) -> None:
+    def run(self, job: Callable[[], Any], done: Callable[[Any], None], ordered: bool = True) -> None:
         self.jobs.append((job, done))
 
     def confirm(self) -> None:
@@ -59,6 +59,15 @@ class AsyncStore:
     async def publish(self, topic, head, tail):
         self._check()
         return self.memory.publish(topic, head, tail)
+
+    async def publish_many(self, items):
+        results = []
+        for topic, head, tail in items:
+            try:
+                results.append(await self.publish(topic, head, tail))
+            except Exception as exc:
+                results.append(exc)
+        return results
 
     async def position(self, topic):
         self._check()
