@@ -234,3 +234,19 @@ def test_published_carries_the_position_once_the_store_answered(harness):
     assert (echo["type"], echo["offset"]) == ("MESSAGE", 1)
     assert (published["type"], published["offset"], published["id"]) == ("PUBLISHED", 1, 5)
     assert published["epoch"] == store.memory.position("chat.1").epoch
+
+
+def test_publishes_made_while_a_batch_is_in_flight_go_in_the_next_batch_in_order(harness):
+    h, broker, store, relay = relay_harness(harness)
+    ws = h.connect()
+    ws.frames()
+    h.send(ws, {"type": "PUBLISH", "topic": "chat.1", "id": 0, "data": 0})
+    for n in range(1, 4):  # the first batch has not answered yet
+        h.send(ws, {"type": "PUBLISH", "topic": "chat.1", "id": n, "data": n})
+    assert len(broker.jobs) == 1
+    broker.finish()  # batch [0] answers; [1, 2, 3] leave together
+    assert len(broker.jobs) == 1
+    broker.finish()
+    replies = ws.frames()
+    assert [(r["id"], r["offset"]) for r in replies] == [(n, n + 1) for n in range(4)]
+    assert [p.offset for p in store.memory.read("chat.1").publications] == [1, 2, 3, 4]
