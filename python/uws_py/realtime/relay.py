@@ -12,6 +12,12 @@ read is done the client is subscribed in the core, gets SUBSCRIBED (position = t
 then the buffered publications above that top; later ones reach it through the core. When
 other local subscribers are still behind that top (their deliveries are in flight), the new
 one joins the core's fan-out only once delivery reached its top, so it gets nothing twice.
+
+How a missed broker delivery is made good: an offset jump (the broker's PUBLISH of some
+publications never arrived) is filled from the history before the later publication is
+delivered, in offset order and without duplicates, and only when that is impossible (more
+missing than the recover limit, the history trimmed or lost, Redis unreachable) are the
+subscribers told ``insufficient_state``. A lost broker connection always tells them.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .history import (
-    Continuity, DeliveryTracker, HistoryError, HistoryUnavailable, Position, Recovery, message_parts,
+    Continuity, DeliveryTracker, HistoryError, HistoryUnavailable, Position, Recovery, message_parts, sender_of,
 )
 from .protocol import INTERNAL, TEXT, ProtocolError, error
 
@@ -36,6 +42,8 @@ logger = logging.getLogger("uws_py.realtime")
 INSUFFICIENT_STATE = "insufficient_state"
 # The most publications sent to Redis in one pipeline.
 PUBLISH_BATCH = 500
+# Deliveries held while a gap is being filled; past it the fill gives up (insufficient_state).
+FILL_HOLD_LIMIT = 10_000
 
 
 class _Pending:
@@ -50,6 +58,15 @@ class _Pending:
         self.broken = False
         # Set once SUBSCRIBED was sent while delivery was still behind this offset.
         self.top: Optional[int] = None
+
+
+class _Fill:
+    """A gap being filled from the history: what the broker delivered meanwhile, held back."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held: list[tuple[bytes, str, int]] = []
 
 
 class HistoryRelay:
@@ -78,6 +95,8 @@ class HistoryRelay:
         self._publishing = False
         # Clients subscribed in the core to each history topic, told when continuity breaks.
         self.members: dict[str, dict[str, "Client"]] = {}
+        # Topics whose offset jump is being filled from the history (see _fill).
+        self.fills: dict[str, _Fill] = {}
 
     # -- replies ----------------------------------------------------------------------------
 
@@ -104,7 +123,8 @@ class HistoryRelay:
             client: the publisher, None for the server.
             topic: an already checked history topic.
             data: the MESSAGE's ``data``.
-            echo: also send the MESSAGE to the publisher (if it is not subscribed).
+            echo: also send the MESSAGE to the publisher (the broker's delivery skips it, as the
+                core's fan-out does without a broker).
             request_id: the request's id.
             reply: send PUBLISHED (the request had an id).
         """
@@ -120,7 +140,7 @@ class HistoryRelay:
             position, publication = result
             if client is None:
                 return
-            if echo and client.id not in self.members.get(topic, {}):
+            if echo:
                 client.send({"type": "MESSAGE", "topic": topic, "data": data, "from": client.id,
                              "offset": publication.offset})
             if reply:
@@ -195,7 +215,7 @@ class HistoryRelay:
                 reply["id"] = request_id
             client.send(reply)
             for offset, payload in pending.buffered:
-                if offset > position.offset:
+                if offset > position.offset and sender_of(payload) != client.id:
                     client.ws.send(payload, TEXT)
             pending.buffered = []
             last = self.tracker.last(topic)
@@ -267,20 +287,38 @@ class HistoryRelay:
     def deliver(self, topic: str, payload: bytes, epoch: str, offset: int) -> None:
         """A history publication from the broker (every process's, in offset order).
 
+        An offset jump is filled from the history before anything later is delivered (see
+        :meth:`_fill`); while that read runs, what arrives is held back.
+
         Args: topic: its topic; payload: the MESSAGE as kept; epoch, offset: its position.
         """
-        waiting = self.pending.get(topic)
-        if waiting is None and topic not in self.members:
+        if topic not in self.pending and topic not in self.members:
             return  # nobody here follows it (a broker unsubscribe still in flight)
+        fill = self.fills.get(topic)
+        if fill is not None:
+            if len(fill.held) < FILL_HOLD_LIMIT:
+                fill.held.append((payload, epoch, offset))
+                return
+            logger.warning("history %r: %d deliveries held while filling a gap; subscribers must recover",
+                           topic, len(fill.held))
+            self._lost(topic)
+            return
+        continuity = self.tracker.observe(topic, epoch, offset)
+        if continuity is Continuity.GAP and self._fill(topic, payload, epoch, offset):
+            return
+        self._hand_over(topic, payload, epoch, offset, continuity)
+
+    def _hand_over(self, topic: str, payload: bytes, epoch: str, offset: int, continuity: Continuity) -> None:
+        """Delivers one classified publication to the core's subscribers and to the pending ones."""
+        waiting = self.pending.get(topic)
         for pending in waiting or ():
             if pending.top is None:
                 pending.buffered.append((offset, payload))
-        continuity = self.tracker.observe(topic, epoch, offset)
         if continuity is Continuity.NEXT:
-            self.publish_local(topic, payload, TEXT)
+            self._fan_out(topic, payload)
         elif continuity is Continuity.UNTRACKED:
             self.tracker.track(topic, Position(epoch, offset))
-            self.publish_local(topic, payload, TEXT)
+            self._fan_out(topic, payload)
         elif continuity is not Continuity.DUPLICATE:
             logger.warning("history %r: %s at %s:%d; subscribers must recover", topic, continuity.value, epoch, offset)
             self._lost(topic)
@@ -289,9 +327,71 @@ class HistoryRelay:
             if pending.top is not None and offset >= pending.top:
                 self._unpend(topic, pending)
                 client = pending.client
-                if offset > pending.top and client.ws is not None and not client.closed:
+                if offset > pending.top and client.ws is not None and not client.closed \
+                        and sender_of(payload) != client.id:
                     client.ws.send(payload, TEXT)  # the core's fan-out of it passed this client
                 self._activate(topic, pending)
+
+    def _fan_out(self, topic: str, payload: bytes) -> None:
+        """To every local subscriber but the publisher, as without a broker: a publisher gets
+        its own MESSAGE only with ``echo`` (sent by :meth:`publish`)."""
+        members = self.members.get(topic)
+        sender = members.get(sender_of(payload) or "") if members else None
+        if sender is not None and sender.ws is not None and not sender.closed:
+            sender.ws.publish(topic, payload, TEXT)
+        else:
+            self.publish_local(topic, payload, TEXT)
+
+    def _fill(self, topic: str, payload: bytes, epoch: str, offset: int) -> bool:
+        """Starts filling the offsets between the last delivered one and ``offset`` from the
+        history; False when the gap is larger than the recover limit (the caller then tells
+        the subscribers to recover).
+
+        When the read answers, the missing publications are delivered in offset order, then
+        what was held (a duplicate of a filled one is dropped as such). If the read fails,
+        the epoch changed, or the history no longer holds every missing offset, the
+        subscribers get insufficient_state instead.
+        """
+        last = self.tracker.last(topic)
+        assert last is not None  # a GAP is only reported for a tracked topic
+        missing = offset - last.offset - 1
+        if missing > self.recover_limit:
+            return False
+        fill = _Fill()
+        fill.held.append((payload, epoch, offset))
+        self.fills[topic] = fill
+        store = self.store
+
+        def done(result: Any) -> None:
+            if self.fills.get(topic) is not fill:
+                return  # given up meanwhile (the broker connection was lost)
+            del self.fills[topic]
+            if isinstance(result, BaseException) or result.position.epoch != epoch:
+                logger.warning("history %r: gap %d..%d not filled (%s); subscribers must recover", topic,
+                               last.offset + 1, offset - 1, result if isinstance(result, BaseException) else "new epoch")
+                self._lost(topic)
+                return
+            for publication in result.publications:
+                if publication.offset != self._delivered_offset(topic) + 1:
+                    break
+                continuity = self.tracker.observe(topic, epoch, publication.offset)
+                self._hand_over(topic, publication.payload, epoch, publication.offset, continuity)
+            if self._delivered_offset(topic) < offset - 1:
+                logger.warning("history %r: gap %d..%d no longer in the history; subscribers must recover",
+                               topic, last.offset + 1, offset - 1)
+                self._lost(topic)
+                return
+            self.tracker.metrics.gaps_filled += 1
+            for held_payload, held_epoch, held_offset in fill.held:
+                self.deliver(topic, held_payload, held_epoch, held_offset)
+
+        self.broker.run(lambda: store.read(topic, last, missing, False), done, ordered=False)
+        return True
+
+    def _delivered_offset(self, topic: str) -> int:
+        """The last delivered offset of topic (-1 when untracked)."""
+        last = self.tracker.last(topic)
+        return last.offset if last is not None else -1
 
     def _unpend(self, topic: str, pending: _Pending) -> None:
         waiting = self.pending.get(topic, [])
@@ -308,6 +408,7 @@ class HistoryRelay:
         """
         if connected:
             return
+        self.fills.clear()
         for topic in self.tracker.connection_lost():
             self._lost(topic)
         for topic in list(self.pending):
@@ -318,6 +419,7 @@ class HistoryRelay:
                     self._activate(topic, pending)
 
     def _lost(self, topic: str) -> None:
+        self.fills.pop(topic, None)
         for pending in list(self.pending.get(topic, ())):
             pending.broken = True
             if pending.top is not None:
