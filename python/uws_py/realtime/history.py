@@ -589,6 +589,10 @@ class DeliveryTracker:
         self._last[topic] = Position(epoch, offset)
         return Continuity.NEXT
 
+    def topics(self) -> list[str]:
+        """Every tracked topic."""
+        return list(self._last)
+
     def connection_lost(self) -> list[str]:
         """Every tracked topic: after a broker reconnect each may have missed publications and
         must be filled from history (from :meth:`last`) or told insufficient_state. Counted

@@ -17,7 +17,8 @@ How a missed broker delivery is made good: an offset jump (the broker's PUBLISH 
 publications never arrived) is filled from the history before the later publication is
 delivered, in offset order and without duplicates, and only when that is impossible (more
 missing than the recover limit, the history trimmed or lost, Redis unreachable) are the
-subscribers told ``insufficient_state``. A lost broker connection always tells them.
+subscribers told ``insufficient_state``. After a lost broker connection, every topic is caught
+up the same way, from its last delivered offset to the top, once the broker is back.
 """
 
 from __future__ import annotations
@@ -343,22 +344,33 @@ class HistoryRelay:
             self.publish_local(topic, payload, TEXT)
 
     def _fill(self, topic: str, payload: bytes, epoch: str, offset: int) -> bool:
-        """Starts filling the offsets between the last delivered one and ``offset`` from the
-        history; False when the gap is larger than the recover limit (the caller then tells
-        the subscribers to recover).
-
-        When the read answers, the missing publications are delivered in offset order, then
-        what was held (a duplicate of a filled one is dropped as such). If the read fails,
-        the epoch changed, or the history no longer holds every missing offset, the
-        subscribers get insufficient_state instead.
-        """
+        """Starts filling the offsets between the last delivered one and ``offset`` (which
+        just arrived, and is held) from the history; False when the gap is larger than the
+        recover limit (the caller then tells the subscribers to recover)."""
         last = self.tracker.last(topic)
         assert last is not None  # a GAP is only reported for a tracked topic
         missing = offset - last.offset - 1
         if missing > self.recover_limit:
             return False
+        self._read_missing(topic, last, missing, [(payload, epoch, offset)], offset - 1)
+        return True
+
+    def _catch_up(self, topic: str) -> None:
+        """After a broker reconnect: delivers what was published to topic while the
+        connection was down, read from the history up to its top."""
+        last = self.tracker.last(topic)
+        if last is not None and topic not in self.fills:
+            self._read_missing(topic, last, self.recover_limit, [], None)
+
+    def _read_missing(self, topic: str, since: Position, limit: int, held: list[tuple[bytes, str, int]],
+                      needed: Optional[int]) -> None:
+        """Reads up to ``limit`` publications after ``since`` and delivers them in offset
+        order before what is held (and what arrives meanwhile); a duplicate is dropped as
+        such. Every offset up to ``needed`` (None: the top the read saw) must be found, or the
+        subscribers get insufficient_state: the read failed, the epoch changed, or the
+        history no longer holds them."""
         fill = _Fill()
-        fill.held.append((payload, epoch, offset))
+        fill.held.extend(held)
         self.fills[topic] = fill
         store = self.store
 
@@ -366,27 +378,29 @@ class HistoryRelay:
             if self.fills.get(topic) is not fill:
                 return  # given up meanwhile (the broker connection was lost)
             del self.fills[topic]
-            if isinstance(result, BaseException) or result.position.epoch != epoch:
-                logger.warning("history %r: gap %d..%d not filled (%s); subscribers must recover", topic,
-                               last.offset + 1, offset - 1, result if isinstance(result, BaseException) else "new epoch")
+            if isinstance(result, BaseException) or result.position.epoch != since.epoch:
+                logger.warning("history %r: missed publications after %s:%d not filled (%s); subscribers must "
+                               "recover", topic, since.epoch, since.offset,
+                               result if isinstance(result, BaseException) else "new epoch")
                 self._lost(topic)
                 return
             for publication in result.publications:
                 if publication.offset != self._delivered_offset(topic) + 1:
                     break
-                continuity = self.tracker.observe(topic, epoch, publication.offset)
-                self._hand_over(topic, publication.payload, epoch, publication.offset, continuity)
-            if self._delivered_offset(topic) < offset - 1:
-                logger.warning("history %r: gap %d..%d no longer in the history; subscribers must recover",
-                               topic, last.offset + 1, offset - 1)
+                continuity = self.tracker.observe(topic, since.epoch, publication.offset)
+                self._hand_over(topic, publication.payload, since.epoch, publication.offset, continuity)
+            target = needed if needed is not None else result.position.offset
+            if self._delivered_offset(topic) < target:
+                logger.warning("history %r: missed publications %d..%d no longer all in the history; subscribers "
+                               "must recover", topic, since.offset + 1, target)
                 self._lost(topic)
                 return
-            self.tracker.metrics.gaps_filled += 1
+            if target > since.offset:
+                self.tracker.metrics.gaps_filled += 1
             for held_payload, held_epoch, held_offset in fill.held:
                 self.deliver(topic, held_payload, held_epoch, held_offset)
 
-        self.broker.run(lambda: store.read(topic, last, missing, False), done, ordered=False)
-        return True
+        self.broker.run(lambda: store.read(topic, since, limit, False), done, ordered=False)
 
     def _delivered_offset(self, topic: str) -> int:
         """The last delivered offset of topic (-1 when untracked)."""
@@ -401,16 +415,20 @@ class HistoryRelay:
             self.pending.pop(topic, None)
 
     def connection(self, connected: bool) -> None:
-        """The broker's receiving connection was lost (False) or is back (True): every
-        delivered history topic may have missed publications.
+        """The broker's receiving connection was lost (False) or is back and subscribed
+        again to every topic (True). Every delivered history topic may have missed
+        publications meanwhile: once back, each is caught up from the history (or its
+        subscribers told insufficient_state). Subscriptions still waiting for their read
+        when the connection was lost are told insufficient_state.
 
         Args: connected: the new state.
         """
         if connected:
+            for topic in self.tracker.topics():
+                self._catch_up(topic)
             return
-        self.fills.clear()
-        for topic in self.tracker.connection_lost():
-            self._lost(topic)
+        self.fills.clear()  # what they held is read again by the catch-up
+        self.tracker.connection_lost()
         for topic in list(self.pending):
             for pending in list(self.pending.get(topic, ())):
                 pending.broken = True

@@ -234,16 +234,53 @@ def test_an_offset_jump_that_cannot_be_filled_drops_subscribers_with_insufficien
     assert relay.tracker.metrics.gaps_detected == 1
 
 
-def test_a_lost_broker_connection_drops_subscribers_with_insufficient_state(harness):
+def test_after_a_lost_broker_connection_what_was_missed_is_caught_up_from_the_history(harness):
+    h, broker, store, relay = relay_harness(harness)
+    ws = h.connect()
+    ws.frames()
+    subscribe(h, broker, ws)
+    p1, pub1 = publish(store, "chat.1", 0)
+    deliver(relay, "chat.1", p1, pub1.payload)
+    relay.connection(False)
+    publish(store, "chat.1", 1)  # offsets 2 and 3, published while the connection was down
+    publish(store, "chat.1", 2)
+    relay.connection(True)  # back and subscribed again: the catch-up read starts
+    p4, pub4 = publish(store, "chat.1", 3)
+    deliver(relay, "chat.1", p4, pub4.payload)  # the first delivery after it: held
+    assert offsets(ws.frames()) == [1]
+    broker.finish()
+    assert offsets(ws.frames()) == [2, 3, 4]
+    assert "chat.1" in ws.topics
+    p5, pub5 = publish(store, "chat.1", 4)
+    deliver(relay, "chat.1", p5, pub5.payload)
+    assert offsets(ws.frames()) == [5]
+
+
+def test_a_catch_up_that_fails_drops_subscribers_with_insufficient_state(harness):
     h, broker, store, relay = relay_harness(harness)
     ws = h.connect()
     ws.frames()
     subscribe(h, broker, ws)
     relay.connection(False)
+    assert ws.frames() == []
+    relay.connection(True)
+    store.down = True
+    broker.finish()
     assert ws.frames() == [{"type": "UNSUBSCRIBED", "topic": "chat.1", "reason": "insufficient_state",
                             "resubscribe": True}]
-    relay.connection(True)
-    assert ws.frames() == []
+
+
+def test_a_subscription_waiting_for_its_read_when_the_connection_is_lost_is_told_to_recover(harness):
+    h, broker, store, relay = relay_harness(harness)
+    ws = h.connect()
+    ws.frames()
+    assert h.send(ws, {"type": "SUBSCRIBE", "topic": "chat.1", "id": 1}) == []
+    broker.confirm()
+    relay.connection(False)
+    broker.finish()
+    subscribed, dropped = ws.frames()
+    assert subscribed["type"] == "SUBSCRIBED"
+    assert (dropped["type"], dropped["reason"]) == ("UNSUBSCRIBED", "insufficient_state")
 
 
 def test_storage_down_refuses_publish_subscribe_and_history_with_unavailable(harness):
