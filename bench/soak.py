@@ -62,7 +62,7 @@ def serve(port: int) -> None:
         idle_timeout=60,
         compression=False,
     )
-    server.listen(HOST, port)
+    server.listen(port=port, host=HOST)
     print(f"listening {server.port}", flush=True)
     server.run_forever()
 

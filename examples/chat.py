@@ -53,7 +53,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8080")))
     args = parser.parse_args(argv)
-    server = build_server().listen(args.host, args.port)
+    server = build_server().listen(port=args.port, host=args.host)
     print(f"listening on http://{args.host}:{server.port}/ (WebSocket: /realtime)", flush=True)
     server.run_forever()  # until SIGTERM or Ctrl-C; then every client gets 1001
     return 0

@@ -88,7 +88,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         secret = DEV_SECRET
     server = build_server(secret)
     start_ticks(server)
-    server.listen(args.host, args.port)  # --port 0 picks a free port
+    server.listen(port=args.port, host=args.host)  # --port 0 picks a free port
     port = server.port
     print(f"listening on ws://{args.host}:{port}/realtime", flush=True)
     print(f"sample token (user 'demo', 1 hour): {sample_token(secret)}", flush=True)

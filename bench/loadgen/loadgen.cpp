@@ -59,7 +59,7 @@ double cpuSeconds() {
            double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
 }
 
-enum class PayloadKind { TEXT, BINARY, JSON, REQUEST };
+enum class PayloadKind { TEXT, BINARY, JSON, REQUEST, REQUEST_JSON };
 
 struct Options {
     std::string host = "127.0.0.1";
@@ -134,7 +134,8 @@ Options parseOptions(int argc, char **argv) {
             else if (kind == "binary") o.payload = PayloadKind::BINARY;
             else if (kind == "json") o.payload = PayloadKind::JSON;
             else if (kind == "request") o.payload = PayloadKind::REQUEST;
-            else usage("--payload must be text, binary, json or request");
+            else if (kind == "request-json") o.payload = PayloadKind::REQUEST_JSON;
+            else usage("--payload must be text, binary, json, request or request-json");
         } else usage(("unknown option " + flag).c_str());
     }
     if (o.port <= 0 || o.port > 65535) usage("--port is required");
@@ -214,6 +215,20 @@ private:
             std::string json = "{\"type\":\"ECHO\",\"id\":\"0000000000000000\",\"data\":\"";
             while (json.size() + 2 < opt_.size) json += char('a' + json.size() % 26);
             json += "\"}";
+            std::memcpy(echoTemplate_.data(), json.data(), opt_.size);
+            stampOffset_ = 21;
+        } else if (opt_.payload == PayloadKind::REQUEST_JSON) {
+            // The same request with JSON data (sensor readings, as --payload json), written as a
+            // server re-encoding it would (no spaces, integers only), so the reply is the same bytes.
+            std::string json = "{\"type\":\"ECHO\",\"id\":\"0000000000000000\",\"data\":{\"readings\":[";
+            for (int id = 0; json.size() + 90 < opt_.size; id++) {
+                json += "{\"id\":" + std::to_string(id) + ",\"sensor\":\"probe-" + std::to_string(id % 7) +
+                        "\",\"value\":" + std::to_string(id * 3 + 1) + ",\"ok\":true},";
+            }
+            if (json.back() == ',') json.pop_back();
+            json += "],\"pad\":\"";
+            while (json.size() + 3 < opt_.size) json += char('a' + json.size() % 26);
+            json += "\"}}";
             std::memcpy(echoTemplate_.data(), json.data(), opt_.size);
             stampOffset_ = 21;
         } else {

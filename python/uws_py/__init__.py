@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._core import HttpRequest, HttpResponse, OpCode, SendStatus, WebSocket, WebSocketClosedError
 from .app import App, CompressOptions, SSLOptions
-from .auth import JWTAuth
+from .auth import AuthError, JWTAuth
 from .batching import Batching
 from .behavior import Behavior
 from .ratelimit import RateLimit
@@ -59,6 +59,7 @@ logging.getLogger("uws_py").addHandler(logging.NullHandler())
 
 __all__ = [
     "App",
+    "AuthError",
     "Batching",
     "Behavior",
     "Client",

@@ -48,8 +48,10 @@ class SSLOptions:
 class App:
     """A WebSocket server on the native core: routes, listen, run, close.
 
-    Handlers run on the thread that calls :meth:`run`; only :meth:`defer` and :meth:`close`
-    may be called from other threads.
+    Handlers run on the loop's thread (the one calling :meth:`run`, or the asyncio loop's
+    under :meth:`serve`). Which calls other threads may make — :meth:`defer`,
+    :meth:`publish_threadsafe`, :meth:`close` and :meth:`stats` — is the table in
+    docs/topics/threading.md, the one place it is written down.
     """
 
     def __init__(self, ssl: Optional[SSLOptions] = None) -> None:

@@ -14,7 +14,7 @@ import sys
 from typing import Any, Optional, Sequence
 
 from . import __version__
-from .config import SECRET_OPTIONS, ConfigError, ServeConfig, load, parse_history, parse_rate_limit
+from .config import SECRET_OPTIONS, ConfigError, ServeConfig, load, parse_history, parse_presence, parse_rate_limit
 from .supervisor import EXIT_USAGE, Supervisor
 
 logger = logging.getLogger("uws_py.cli")
@@ -33,6 +33,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "pid": record.process,
         }
+        perf = getattr(record, "perf", None)
+        if isinstance(perf, dict):
+            entry["perf"] = perf
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -73,6 +76,8 @@ def _add_serve_options(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
         elif f.type in ("int", int):
             parser.add_argument(flag, dest=f.name, type=int, default=argparse.SUPPRESS, help=help_text)
+        elif f.type in ("float", float):
+            parser.add_argument(flag, dest=f.name, type=float, default=argparse.SUPPRESS, help=help_text)
         else:
             parser.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, help=help_text)
 
@@ -136,60 +141,113 @@ def load_target(spec: str) -> Any:
     return target
 
 
+# ServeConfig options that configure the realtime layer: the built-in hub takes them all, a
+# RealtimeServer target those given (file, environment or command line), an App none.
+REALTIME_OPTIONS = (
+    "jwt_secret", "jwt_public_key", "jwt_algorithms", "rate_limit", "broker", "max_payload", "idle_timeout",
+    "compression", "compression_threshold", "access_log", "history", "history_recover_limit", "max_batch_items",
+    "max_subscriptions", "max_topic_length", "trusted_proxy", "dashboard_token", "dashboard_path", "report_interval",
+    "presence", "presence_ttl", "presence_diff_interval",
+)
+_SSL_OPTIONS = ("ssl_certfile", "ssl_keyfile", "ssl_keyfile_password")
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def realtime_keywords(config: ServeConfig, names: Sequence[str]) -> dict[str, Any]:
+    """The RealtimeServer keywords that the options ``names`` of ``config`` set.
+
+    Args:
+        config: the resolved configuration.
+        names: ServeConfig option names (of REALTIME_OPTIONS; ``history`` and ``presence`` are not keywords).
+    """
+    from .auth import JWTAuth
+    from .ratelimit import RateLimit
+
+    keywords: dict[str, Any] = {}
+    if "jwt_secret" in names or "jwt_public_key" in names:
+        auth = None
+        algorithms = [a.strip() for a in config.jwt_algorithms.split(",") if a.strip()]
+        if config.jwt_secret:
+            auth = JWTAuth(secret=config.jwt_secret, algorithms=algorithms or ["HS256"])
+        elif config.jwt_public_key:
+            with open(config.jwt_public_key, encoding="utf-8") as handle:
+                auth = JWTAuth(public_key=handle.read(), algorithms=algorithms or ["RS256"])
+        keywords["auth"] = auth
+    elif "jwt_algorithms" in names:
+        raise ConfigError("--jwt-algorithms needs --jwt-secret or --jwt-public-key")
+    if "rate_limit" in names:
+        limit = parse_rate_limit(config.rate_limit)
+        keywords["rate_limit"] = RateLimit(messages=limit[0], per_seconds=limit[1]) if limit else None
+    if "broker" in names:
+        broker = None
+        if config.broker:
+            from .broker.redis import RedisBroker
+
+            try:
+                broker = RedisBroker(config.broker)
+            except RuntimeError as exc:
+                raise ConfigError(str(exc)) from None
+        keywords["broker"] = broker
+    renamed = {"max_payload": "max_payload_length", "trusted_proxy": "trusted_proxies"}
+    for name in ("max_payload", "idle_timeout", "compression", "compression_threshold", "access_log",
+                 "history_recover_limit", "max_batch_items", "max_subscriptions", "max_topic_length", "trusted_proxy",
+                 "dashboard_token", "dashboard_path", "presence_ttl", "presence_diff_interval"):
+        if name in names:
+            keywords[renamed.get(name, name)] = getattr(config, name)
+    if "report_interval" in names:
+        keywords["report_interval"] = config.report_interval or None
+    return keywords
+
+
 def build_server(config: ServeConfig) -> Any:
-    """The RealtimeServer or App this configuration runs.
+    """The RealtimeServer or App this configuration runs: the built-in hub, or the target
+    with the realtime options that were given applied to it (ConfigError naming those that
+    cannot apply to an App).
 
     Args:
         config: the resolved configuration.
     """
     from .app import App, SSLOptions
-    from .auth import JWTAuth
-    from .ratelimit import RateLimit
     from .realtime.server import RealtimeServer
 
-    ssl = None
-    if config.ssl_certfile and config.ssl_keyfile:
-        ssl = SSLOptions(config.ssl_certfile, config.ssl_keyfile, config.ssl_keyfile_password)
     if config.app:
         target = load_target(config.app)
         if not isinstance(target, (RealtimeServer, App)) and callable(target):
             target = target()
         if not isinstance(target, (RealtimeServer, App)):
             raise ConfigError(f"{config.app} is neither a RealtimeServer nor an App (nor a factory of one)")
-        if ssl is not None:
+        if set(_SSL_OPTIONS) & config.given:
             raise ConfigError("--ssl-* options apply to the built-in hub; give SSLOptions to your own server")
-        return target
-    auth = None
-    if config.jwt_secret or config.jwt_public_key:
-        algorithms = [a.strip() for a in config.jwt_algorithms.split(",") if a.strip()]
-        if config.jwt_secret:
-            auth = JWTAuth(secret=config.jwt_secret, algorithms=algorithms or ["HS256"])
-        else:
-            with open(config.jwt_public_key, encoding="utf-8") as handle:  # type: ignore[arg-type]
-                auth = JWTAuth(public_key=handle.read(), algorithms=algorithms or ["RS256"])
-    limit = parse_rate_limit(config.rate_limit)
-    broker = None
-    if config.broker:
-        from .broker.redis import RedisBroker
-
+        given = [name for name in REALTIME_OPTIONS if name in config.given]
+        if isinstance(target, App):
+            if given:
+                raise ConfigError(f"{', '.join(_flag(name) for name in given)} cannot apply to {config.app}, an App "
+                                  "(they configure the realtime layer): give them to a RealtimeServer or leave them out")
+            return target
         try:
-            broker = RedisBroker(config.broker)
-        except RuntimeError as exc:
-            raise ConfigError(str(exc)) from None
+            if given:
+                target.configure(**realtime_keywords(config, given))
+            if "history" in given:
+                for spec in config.history:
+                    target.history(*parse_history(spec))
+            if "presence" in given:
+                for spec in config.presence:
+                    target.enable_presence(*parse_presence(spec))
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise ConfigError(f"{config.app}: {exc}") from None
+        return target
+    ssl = None
+    if config.ssl_certfile and config.ssl_keyfile:
+        ssl = SSLOptions(config.ssl_certfile, config.ssl_keyfile, config.ssl_keyfile_password)
     try:
-        server = RealtimeServer(
-            broker=broker,
-            auth=auth,
-            rate_limit=RateLimit(messages=limit[0], per_seconds=limit[1]) if limit else None,
-            max_payload_length=config.max_payload,
-            idle_timeout=config.idle_timeout,
-            compression=config.compression,
-            ssl=ssl,
-            access_log=config.access_log,
-            history_recover_limit=config.history_recover_limit,
-        )
+        server = RealtimeServer(ssl=ssl, **realtime_keywords(config, REALTIME_OPTIONS))
         for spec in config.history:
             server.history(*parse_history(spec))
+        for spec in config.presence:
+            server.enable_presence(*parse_presence(spec))
         return server
     except (OSError, ValueError) as exc:
         raise ConfigError(str(exc)) from None
@@ -233,8 +291,11 @@ def run_worker(config: ServeConfig) -> int:
 
     server = build_server(config)
     scheme = "wss" if config.ssl_certfile else "ws"
+    if config.workers > 1 and config.app and getattr(server, "broker", None) is None:
+        logger.warning("%d workers and %s has no broker: pub/sub reaches only subscribers of the same worker",
+                       config.workers, config.app)
     if isinstance(server, RealtimeServer):
-        server.listen(config.host, config.port)
+        server.listen(port=config.port, host=config.host)
         logger.info("uws-py %s serving %s://%s:%d%s (pid %d)", __version__, scheme, config.host, server.port, server.path, os.getpid())
         _say(f"uws-py {__version__}: listening on {scheme}://{config.host}:{server.port}{server.path}")
         server.run_forever()
@@ -263,7 +324,9 @@ def serve(config: ServeConfig) -> int:
     logger.debug("configuration: %s", config.redacted())
     config.port = check_port(config.host, config.port)
     if config.workers > 1:
-        if not config.broker:
+        # A target's own broker is known only in the workers (importing it here, before the
+        # fork, would share its event loop): they warn for it.
+        if not config.broker and not config.app:
             logger.warning("%d workers without --broker: pub/sub reaches only subscribers of the same worker", config.workers)
         return Supervisor(config, run_worker).run()
     return run_worker(config)

@@ -19,7 +19,7 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the option."""
 
 
-SECRET_OPTIONS = frozenset({"jwt_secret", "ssl_keyfile_password"})
+SECRET_OPTIONS = frozenset({"jwt_secret", "ssl_keyfile_password", "dashboard_token"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -47,9 +47,33 @@ class ServeConfig:
                 "env: comma-separated; file: [[history]] pattern/size/ttl)"})
     history_recover_limit: int = field(default=1000, metadata={
         "help": "most publications one recovery returns (and the HISTORY limit cap)"})
+    compression_threshold: int = field(default=256, metadata={
+        "help": "with --compression, messages of at least this many bytes leave deflated"})
+    max_batch_items: int = field(default=100, metadata={"help": "most messages in one BATCH (each costs a rate-limit token)"})
+    max_subscriptions: int = field(default=128, metadata={"help": "most topics one connection may subscribe to"})
+    max_topic_length: int = field(default=255, metadata={"help": "longest topic name, in characters"})
+    trusted_proxy: list[str] = field(default_factory=list, metadata={
+        "help": "address or CIDR of a reverse proxy whose X-Forwarded-For/Forwarded header names the client "
+                "(repeatable; env: comma-separated)"})
+    presence: list[str] = field(default_factory=list, metadata={
+        "help": "PATTERN[:join_leave] topics tracking presence, e.g. 'chat.*:join_leave' (repeatable; "
+                "env and file: comma-separated or a list)"})
+    presence_ttl: float = field(default=30.0, metadata={
+        "help": "seconds a presence entry lives in Redis without a refresh (refreshed every ttl/3)"})
+    presence_diff_interval: float = field(default=1.0, metadata={
+        "help": "least seconds between two PRESENCE_DIFFs of one topic"})
     log_level: str = field(default="info", metadata={"help": "debug, info, warning, error"})
     log_format: str = field(default="human", metadata={"help": "human or json"})
     access_log: bool = field(default=True, metadata={"help": "log every upgrade and HTTP request"})
+    dashboard_token: Optional[str] = field(default=None, metadata={
+        "help": "serve the live dashboard; its data needs 'Authorization: Bearer TOKEN' (16+ characters)"})
+    report_interval: int = field(default=0, metadata={
+        "help": "seconds between 'perf:' report lines in the log (0: none)"})
+    dashboard_path: str = field(default="/dashboard", metadata={"help": "where the live dashboard is served"})
+
+    # The options set by a layer (file, environment, command line) rather than left at their
+    # default: what `serve MODULE:ATTR` applies to the target (set by load()).
+    given = frozenset()  # type: frozenset[str]  (not annotated: not a field, not an option)
 
     def validate(self) -> "ServeConfig":
         if not (0 <= self.port <= 65535):
@@ -75,6 +99,26 @@ class ServeConfig:
             parse_broker_url(self.broker)
         for spec in self.history:
             parse_history(spec)
+        if self.report_interval < 0:
+            raise ConfigError(f"--report-interval must not be negative, not {self.report_interval}")
+        if self.dashboard_token is not None and len(self.dashboard_token) < 16:
+            raise ConfigError("--dashboard-token must be at least 16 characters")
+        if not self.dashboard_path.startswith("/"):
+            raise ConfigError(f"--dashboard-path must start with '/', not {self.dashboard_path!r}")
+        for name, least in (("compression_threshold", 0), ("max_batch_items", 1), ("max_subscriptions", 1),
+                            ("max_topic_length", 1)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least {least}, not {getattr(self, name)}")
+        from .proxies import TrustedProxies
+
+        try:
+            TrustedProxies(self.trusted_proxy)
+        except ValueError as exc:
+            raise ConfigError(f"--trusted-proxy: {exc}".replace("trusted_proxies: ", "")) from None
+        for spec in self.presence:
+            parse_presence(spec)
+        if not (self.presence_ttl > 0 and self.presence_diff_interval > 0):
+            raise ConfigError("--presence-ttl and --presence-diff-interval must be > 0")
         if self.history_recover_limit < 0:
             raise ConfigError(f"--history-recover-limit must not be negative, not {self.history_recover_limit}")
         if self.app is not None and not re.fullmatch(r"[\w.]+:[\w.]+", self.app):
@@ -127,6 +171,20 @@ def parse_history(spec: str) -> tuple[str, int, float]:
     return pattern, size, ttl
 
 
+def parse_presence(spec: str) -> tuple[str, bool]:
+    """'chat.*:join_leave' -> ('chat.*', True); 'chat.*' -> ('chat.*', False).
+
+    Args:
+        spec: PATTERN[:join_leave].
+    """
+    pattern, join_leave = spec, False
+    if spec.endswith(":join_leave"):
+        pattern, join_leave = spec[: -len(":join_leave")], True
+    if not pattern:
+        raise ConfigError(f"--presence must look like 'chat.*' or 'chat.*:join_leave', not {spec!r}")
+    return pattern, join_leave
+
+
 def _history_entry(entry: Any, source: str) -> str:
     """A file's ``[[history]]`` table as the PATTERN:SIZE:TTL spec the command line takes."""
     if not isinstance(entry, dict) or not isinstance(entry.get("pattern"), str):
@@ -170,6 +228,10 @@ def _coerce(name: str, kind: Any, value: Any, source: str) -> Any:
     try:
         if text_kind in ("int", "<class 'int'>"):
             return int(value)
+        if text_kind in ("float", "<class 'float'>"):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
         if text_kind in ("bool", "<class 'bool'>"):
             if isinstance(value, bool):
                 return value
@@ -218,4 +280,6 @@ def load(file: Optional[str], environ: dict[str, str], command_line: dict[str, A
             values[name] = _coerce(name, f.type, environ[env_name], env_name)
     for name, value in command_line.items():
         values[name] = value
-    return ServeConfig(**values).validate()
+    config = ServeConfig(**values).validate()
+    config.given = frozenset(name for name in values if name != "app")
+    return config

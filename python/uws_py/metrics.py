@@ -12,6 +12,9 @@ from typing import Any, Callable, Iterable, Optional
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
+from .monitoring.figures import figures, format_report, report_fields
+from .monitoring.snapshot import take
+
 _bisect_left = bisect.bisect_left
 report_logger = logging.getLogger("uws_py.realtime")
 
@@ -74,6 +77,8 @@ class Metrics:
         # in-process store's bytes and topics (None with Redis, whose memory is its own).
         self.history_metrics: Any = None
         self.history_memory: Optional[Callable[[], tuple[int, int]]] = None
+        # The PresenceService (its ``local`` store and ``counters``); reported once it has a pattern.
+        self.presence: Any = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
@@ -111,17 +116,13 @@ class Metrics:
         }
 
 
-def merge_histograms(histograms: Iterable[LatencyHistogram]) -> LatencyHistogram:
-    """One histogram holding every observation of ``histograms`` (same buckets)."""
-    merged = LatencyHistogram()
-    for histogram in histograms:
-        merged.counts = [a + b for a, b in zip(merged.counts, histogram.counts)]
-        merged.total += histogram.total
-    return merged
-
-
 class Reporter:
-    """The periodic performance line in the log (``report_interval``).
+    """The periodic performance line in the log (``report_interval``): the live dashboard's
+    figures for this process, as ``key=value`` pairs (logfmt) after ``perf:``, e.g.::
+
+        perf: worker=0 pid=4242 interval_s=10.0 connections=12 messages_in_per_s=250.3 ...
+
+    With ``--log-format json`` the same fields are also in the entry's ``perf`` object.
 
     Args:
         metrics: the realtime layer's counters.
@@ -129,21 +130,28 @@ class Reporter:
         set_timeout: the loop's ``set_timeout(seconds, fn) -> id``.
         clear_timeout: the loop's ``clear_timeout(id)``.
         clock: monotonic seconds (injectable for tests).
+        worker: this process's worker index (0 without a supervisor).
     """
 
     def __init__(self, metrics: Metrics, interval: float, set_timeout: Callable[[float, Callable[[], Any]], int],
-                 clear_timeout: Callable[[int], None], clock: Callable[[], float] = time.monotonic) -> None:
+                 clear_timeout: Callable[[int], None], clock: Callable[[], float] = time.monotonic,
+                 worker: int = 0) -> None:
         self.metrics = metrics
         self.interval = interval
         self.set_timeout = set_timeout
         self.clear_timeout = clear_timeout
         self.clock = clock
+        self.worker = worker
         self.timer: Optional[int] = None
-        self.last: tuple[float, int] = (clock(), 0)
+        self.last: tuple[float, dict[str, Any]] = (clock(), self.figures())
+
+    def figures(self) -> dict[str, Any]:
+        """This process's figures now (as the dashboard computes them)."""
+        return figures(take(self.metrics.registry))
 
     def start(self) -> None:
         """Schedules the first report."""
-        self.last = (self.clock(), self.metrics.core_stats()["messages_in"])
+        self.last = (self.clock(), self.figures())
         self.timer = self.set_timeout(self.interval, self.report)
 
     def stop(self) -> None:
@@ -152,27 +160,18 @@ class Reporter:
             self.clear_timeout(self.timer)
             self.timer = None
 
+    def fields(self) -> dict[str, Any]:
+        """The next report's fields (worker, pid, then :func:`report_fields`); moves the
+        interval on."""
+        now, current = self.clock(), self.figures()
+        then, before = self.last
+        self.last = (now, current)
+        return {"worker": self.worker, "pid": os.getpid(), **report_fields(before, current, now - then)}
+
     def report(self) -> None:
-        """Logs one line (rate, handler quantiles, connections, errors, drops) and schedules the next."""
-        stats = self.metrics.core_stats()
-        now = self.clock()
-        then, messages_before = self.last
-        rate = (stats["messages_in"] - messages_before) / max(now - then, 1e-9)
-        merged = merge_histograms(self.metrics.latency.values())
-        report_logger.info(
-            "perf: %.0f msg/s in, handler p50/p95/p99 %.3f/%.3f/%.3f ms, %d connections, %d errors, "
-            "%d backpressure events, %d drops, pid %d",
-            rate,
-            merged.quantile(0.50) * 1000,
-            merged.quantile(0.95) * 1000,
-            merged.quantile(0.99) * 1000,
-            stats["open_connections"],
-            sum(self.metrics.errors.values()),
-            stats["backpressure_events"],
-            stats["drops"],
-            os.getpid(),
-        )
-        self.last = (now, stats["messages_in"])
+        """Logs one line and schedules the next."""
+        fields = self.fields()
+        report_logger.info("perf: %s", format_report(fields), extra={"perf": fields})
         self.timer = self.set_timeout(self.interval, self.report)
 
 
@@ -190,6 +189,7 @@ class _Collector:
             ("uws_bytes_received", "bytes_in", "Bytes received on WebSockets"),
             ("uws_bytes_sent", "bytes_out", "Bytes sent on WebSockets"),
             ("uws_connections_opened", "connections_opened", "WebSocket connections opened"),
+            ("uws_connections_closed", "connections_closed", "WebSocket connections closed"),
             ("uws_publishes", "publishes", "Publish calls"),
             ("uws_deliveries", "deliveries", "Messages delivered by publishes"),
             ("uws_dropped", "drops", "Sends and deliveries dropped over max_backpressure"),
@@ -254,6 +254,22 @@ class _Collector:
                                         value=memory_bytes)
                 yield GaugeMetricFamily("uws_history_topics", "Topics with history state in this process",
                                         value=topics)
+        presence = m.presence
+        if presence:
+            yield GaugeMetricFamily("uws_presence_entries", "Presence entries of this worker's clients",
+                                    value=presence.local.size)
+            yield GaugeMetricFamily("uws_presence_topics", "Presence topics with clients of this worker",
+                                    value=len(presence.local.topics))
+            counters = presence.counters
+            yield CounterMetricFamily("uws_presence_diffs_sent", "PRESENCE_DIFFs sent to this worker's subscribers "
+                                      "(one per topic per flush)", value=counters.diffs_sent)
+            yield CounterMetricFamily("uws_presence_diffs_broadcast", "PRESENCE_DIFFs sent to the other workers",
+                                      value=counters.diffs_broadcast)
+            yield CounterMetricFamily("uws_presence_expired_removed",
+                                      "Entries of workers that stopped refreshing, removed by this one",
+                                      value=counters.expired_removed)
+            yield CounterMetricFamily("uws_presence_refreshes", "Refreshes of this worker's entries in Redis",
+                                      value=counters.refreshes)
         if m.broker_stats is not None:
             broker = m.broker_stats()
             yield GaugeMetricFamily("uws_broker_connected", "1 while the broker connection is up", value=broker["connected"])

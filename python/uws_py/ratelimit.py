@@ -45,15 +45,15 @@ class TokenBucket:
         self.window_start = self.updated
         self.refused = 0
 
-    def take(self) -> bool:
-        """Takes one token; False (and counts a refusal) when none is left."""
+    def take(self, count: int = 1) -> bool:
+        """Takes ``count`` tokens, all or none; False (and counts a refusal) when fewer are left."""
         now = self.clock()
         tokens = self.tokens + (now - self.updated) * self.rate
         self.updated = now
         if tokens > self.capacity:
             tokens = self.capacity
-        if tokens >= 1.0:
-            self.tokens = tokens - 1.0
+        if tokens >= count:
+            self.tokens = tokens - count
             return True
         self.tokens = tokens
         if now - self.window_start >= self.window:
@@ -62,9 +62,10 @@ class TokenBucket:
         self.refused += 1
         return False
 
-    def retry_after(self) -> float:
-        """Seconds until the next token."""
-        missing = 1.0 - self.tokens
+    def retry_after(self, count: int = 1) -> float:
+        """Seconds until ``count`` tokens are there (more than the capacity: never; the time
+        to a full bucket is returned)."""
+        missing = min(float(count), self.capacity) - self.tokens
         return max(0.0, missing / self.rate)
 
 

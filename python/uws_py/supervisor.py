@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from typing import Any, Callable, Optional
 
 from .config import ConfigError, ServeConfig
+from .monitoring import cluster
 
 logger = logging.getLogger("uws_py.cli")
 
@@ -33,12 +36,20 @@ class Supervisor:
         self.failures = [0] * config.workers
         self.stopping = False
         self.reload = False
+        # Where the workers' metric snapshots meet (monitoring.cluster); made by run().
+        self.metrics_dir: Optional[str] = None
 
     def spawn(self, index: int) -> int:
         """Forks worker ``index``; returns its pid."""
         pid = os.fork()
         if pid == 0:
-            signal.signal(signal.SIGHUP, signal.SIG_DFL)
+            # The supervisor's handlers came along with the fork: a SIGTERM arriving before the
+            # worker's server installs its own (a slow import, a broker connecting) would run
+            # the supervisor's and be lost, leaving the worker running after a stop.
+            for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, signal.SIG_DFL)
+            if self.metrics_dir is not None:
+                cluster.join(self.metrics_dir, index)
             code = 1
             try:
                 code = self.worker(self.config)
@@ -63,6 +74,21 @@ class Supervisor:
 
     def run(self) -> int:
         """Starts the workers and supervises them until they are all gone; the exit status."""
+        self.metrics_dir = tempfile.mkdtemp(prefix="uws-py-metrics-")
+        try:
+            return self._supervise()
+        finally:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+    def retire(self, pid: int, index: int) -> None:
+        """Keeps what a worker process that is gone counted (monitoring.cluster.retire)."""
+        if self.metrics_dir is not None:
+            try:
+                cluster.retire(self.metrics_dir, pid, index)
+            except OSError as exc:
+                logger.warning("cannot keep the metrics of worker %d (pid %d): %s", index, pid, exc)
+
+    def _supervise(self) -> int:
         def on_stop(signum: int, frame: Any) -> None:
             self.stopping = True
             self.stop_all()
@@ -95,6 +121,7 @@ class Supervisor:
             index = self.children.pop(pid, None)
             if index is None or self.stopping:
                 continue
+            self.retire(pid, index)
             code = os.waitstatus_to_exitcode(status)
             if code == EXIT_USAGE:
                 logger.error("worker %d exited with a configuration error; not restarting", index)
@@ -121,4 +148,5 @@ class Supervisor:
             except (ProcessLookupError, ChildProcessError):
                 pass
             self.children.pop(pid, None)
+            self.retire(pid, index)
             logger.info("worker %d restarted", index)

@@ -144,6 +144,26 @@ def test_wheel_is_manylinux_with_the_extension_and_its_stub(artifacts):
         names = wheel.namelist()
     assert any(name.startswith("uws_py/_core.") and name.endswith(".so") for name in names), names
     assert "uws_py/py.typed" in names and "uws_py/_core.pyi" in names
+    # The live dashboard's page is served from files inside the package.
+    for asset in ("dashboard.html", "dashboard.js", "dashboard.css"):
+        assert f"uws_py/monitoring/static/{asset}" in names, asset
+
+
+def test_wheel_carries_the_javascript_client_as_served(artifacts):
+    """RealtimeServer serves uws_py/static/client.js at /realtime/client.js: the wheel must
+    carry it, byte for byte the client's source."""
+    with zipfile.ZipFile(artifacts.wheel) as wheel:
+        assert "uws_py/static/client.js" in wheel.namelist()
+        packaged = wheel.read("uws_py/static/client.js")
+    assert packaged == (ROOT / "clients" / "js" / "src" / "index.js").read_bytes()
+
+
+def test_installed_server_finds_the_packaged_javascript_client(installed):
+    code = ("from uws_py.realtime.client_script import PACKAGED, find_client_script; "
+            "print(find_client_script() == PACKAGED, PACKAGED.stat().st_size)")
+    result = subprocess.run([installed["python"], "-c", code], env=installed["env"], capture_output=True, text=True, timeout=30, check=True)
+    found, size = result.stdout.split()
+    assert found == "True" and int(size) == (ROOT / "clients" / "js" / "src" / "index.js").stat().st_size
 
 
 def test_installed_package_imports_from_the_venv_with_its_version(installed):
@@ -252,9 +272,8 @@ def test_sdist_carries_the_sources_tests_and_metadata(artifacts):
         assert required in names, required
     for directory in ("cpp/include/uws/", "cpp/src/", "cpp/bindings/", "cpp/tests/", "tests/unit/", "tests/integration/"):
         assert any(name.startswith(directory) for name in names), directory
-    js_client = ROOT / "clients" / "js" / "package.json"
-    if js_client.exists():
-        assert "clients/js/package.json" in names
+    for js_file in ("clients/js/package.json", "clients/js/src/index.js", "clients/js/src/index.d.ts"):
+        assert js_file in names, js_file
     leftovers = [name for name in names if "node_modules/" in name or name.endswith((".so", ".pyc")) or name.startswith(("build/", "dist/", "wheelhouse/"))]
     assert not leftovers, leftovers
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

@@ -9,6 +9,7 @@ marker: a PING whose PONG must be the next message the client reads.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import queue
 import threading
@@ -27,7 +28,7 @@ from .wsclient import HandshakeRefused, Op, TestClient, connect, parse_close_pay
 # HS256 keys shorter than the hash (32 bytes) are weak; pyjwt warns about them.
 SECRET = "uws-py realtime integration tests: a 32+ byte key"
 OTHER_SECRET = "a different key, also long enough for HS256 use"
-BUILTIN_TYPES = ["AUTH", "BATCH", "HISTORY", "PING", "PUBLISH", "SUBSCRIBE", "UNSUBSCRIBE"]
+BUILTIN_TYPES = ["AUTH", "BATCH", "HISTORY", "PING", "PRESENCE", "PRESENCE_STATS", "PUBLISH", "SUBSCRIBE", "UNSUBSCRIBE"]
 
 
 def make_token(sub: Optional[str] = "alice", ttl: Optional[float] = 60.0, secret: str = SECRET, **claims: Any) -> str:
@@ -53,7 +54,7 @@ class LiveServer:
 
     def __init__(self, server: RealtimeServer) -> None:
         self.server = server
-        server.listen(HOST, 0)
+        server.listen(port=0, host=HOST)
         self.port = server.port
         self.clients: list[TestClient] = []
         self.thread = threading.Thread(target=server.app.run, name=f"realtime-{self.port}", daemon=True)
@@ -102,6 +103,36 @@ class LiveServer:
         assert not self.thread.is_alive(), f"server on port {self.port} still running {WAIT} s after close()"
 
 
+class ServingThread:
+    """A RealtimeServer running ``serve()`` in its own asyncio loop on a daemon thread."""
+
+    def __init__(self, server: RealtimeServer) -> None:
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + WAIT
+        while server.app._port is None:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "the server did not listen"
+            time.sleep(0.01)
+        self.port = server.port
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_until_complete(self.server.serve(port=0, host=HOST, handle_signals=False))
+        finally:
+            self.loop.close()
+
+    def call(self, coroutine, timeout: float = 10.0):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.server.close(timeout=1)
+        self.thread.join(10)
+        assert not self.thread.is_alive(), "server still running after close()"
+
+
 def send_json(client: TestClient, message: Any) -> None:
     client.send_text(orjson.dumps(message))
 
@@ -148,3 +179,37 @@ def metric(samples: dict, name: str, **labels: str) -> float:
 
 
 # -- CONNECTED ----------------------------------------------------------------------------------
+
+
+# -- serve() under asyncio -----------------------------------------------------------------------
+
+
+class AsyncServed:
+    """A RealtimeServer under ``await server.serve()`` on a thread's asyncio loop; ``call``
+    awaits one of its async methods there."""
+
+    def __init__(self, server) -> None:
+        self.server = server
+        self.ready = threading.Event()
+        self.loop = None
+
+        async def main() -> None:
+            self.loop = asyncio.get_running_loop()
+            serving = asyncio.ensure_future(server.serve("127.0.0.1", 0, handle_signals=False))
+            await asyncio.sleep(0.05)  # serve() listens before its first await
+            self.ready.set()
+            await serving
+
+        self.thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+        self.thread.start()
+        assert self.ready.wait(5.0), "serve() did not start"
+        self.port = server.port
+
+    def call(self, coroutine, timeout: float = 5.0):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.server.close(timeout=1)
+        self.thread.join(5.0)
+        assert not self.thread.is_alive()
+

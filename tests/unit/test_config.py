@@ -11,7 +11,9 @@ import pytest
 
 from uws_py import __version__
 from uws_py.cli import build_parser, main, resolve_config
-from uws_py.config import ConfigError, ServeConfig, load, parse_broker_url, parse_history, parse_rate_limit
+from uws_py.config import (
+    ConfigError, ServeConfig, load, parse_broker_url, parse_history, parse_presence, parse_rate_limit,
+)
 
 needs_tomllib = pytest.mark.skipif(sys.version_info < (3, 11), reason="--config files need tomllib (Python 3.11+)")
 
@@ -467,3 +469,49 @@ def test_build_server_registers_the_history_patterns():
     assert server.engine.history_policy.patterns[0].pattern == "chat.*"
     assert (server.engine.history_policy.patterns[0].size, server.engine.history_policy.patterns[0].ttl) == (7, 9.0)
     assert server.options.history_recover_limit == 20
+
+
+# -- presence (issue 15) ------------------------------------------------------------------------
+
+
+def test_presence_options_from_command_line_environment_and_file(tmp_path):
+    config = resolve(["serve", "--presence", "room.*:join_leave", "--presence", "quiet.*", "--presence-ttl", "2.5",
+                      "--presence-diff-interval", "0.25"])
+    assert config.presence == ["room.*:join_leave", "quiet.*"]
+    assert (config.presence_ttl, config.presence_diff_interval) == (2.5, 0.25)
+    assert resolve(["serve"], {"UWS_PY_PRESENCE": "a.*, b.*:join_leave", "UWS_PY_PRESENCE_TTL": "9"}).presence_ttl == 9.0
+    path = write_toml(tmp_path, '[serve]\npresence = ["x.*:join_leave"]\npresence_ttl = 4\n')
+    assert (load(path, {}, {}).presence, load(path, {}, {}).presence_ttl) == (["x.*:join_leave"], 4.0)
+    defaults = load(None, {}, {})
+    assert (defaults.presence, defaults.presence_ttl, defaults.presence_diff_interval) == ([], 30.0, 1.0)
+
+
+def test_presence_spec_and_timing_refusals_name_the_option():
+    assert parse_presence("chat.*:join_leave") == ("chat.*", True)
+    assert parse_presence("a:b") == ("a:b", False)
+    with pytest.raises(ConfigError, match="--presence"):
+        load(None, {}, {"presence": [":join_leave"]})
+    with pytest.raises(ConfigError, match="--presence-ttl"):
+        load(None, {}, {"presence_ttl": 0.0})
+    with pytest.raises(ConfigError, match="PRESENCE_TTL"):
+        load(None, {"UWS_PY_PRESENCE_TTL": "soon"}, {})
+
+
+def test_build_server_registers_the_presence_patterns():
+    from uws_py.cli import build_server
+
+    server = build_server(load(None, {}, {"presence": ["room.*:join_leave", "q.*"], "presence_ttl": 3.0}))
+    presence = server.engine.presence
+    assert [(o.pattern, o.join_leave) for o in presence.policy.patterns] == [("room.*", True), ("q.*", False)]
+    assert presence.ttl == 3.0 and server.engine.pubsub.presence is presence
+
+
+def test_dashboard_token_is_masked_and_must_be_long_enough() -> None:
+    shown = load(None, {"UWS_PY_DASHBOARD_TOKEN": "0123456789abcdef-x"}, {}).redacted()
+    assert shown["dashboard_token"] == "***" and shown["dashboard_path"] == "/dashboard"
+    with pytest.raises(ConfigError, match="--dashboard-token"):
+        load(None, {}, {"dashboard_token": "short"})
+    with pytest.raises(ConfigError, match="--dashboard-path"):
+        load(None, {}, {"dashboard_path": "dashboard"})
+    with pytest.raises(ConfigError, match="--report-interval"):
+        load(None, {}, {"report_interval": -1})

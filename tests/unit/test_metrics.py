@@ -18,6 +18,7 @@ CORE_COUNTERS = {
     "uws_bytes_received": "bytes_in",
     "uws_bytes_sent": "bytes_out",
     "uws_connections_opened": "connections_opened",
+    "uws_connections_closed": "connections_closed",
     "uws_publishes": "publishes",
     "uws_deliveries": "deliveries",
     "uws_dropped": "drops",

@@ -102,6 +102,8 @@ def test_error_codes_are_their_own_names() -> None:
     assert protocol.ERROR_CODES == (
         "INVALID_MESSAGE", "UNKNOWN_TYPE", "UNAUTHORIZED", "FORBIDDEN", "RATE_LIMITED", "PAYLOAD_TOO_LARGE", "INTERNAL",
         "NO_HISTORY", "UNRECOVERABLE_POSITION", "UNAVAILABLE",  # the history spec's (issue 13)
+        "LIMIT_EXCEEDED",  # per-connection bounds (issue 12)
+        "NO_PRESENCE",  # issue 15
     )
     for code in protocol.ERROR_CODES:
         assert getattr(protocol, code) == code

@@ -193,3 +193,14 @@ def test_connection_limiter_release_forgets_idle_addresses() -> None:
     limiter.closed("10.0.0.1")
     limiter.closed("::1")
     assert (limiter.total, limiter.per_ip) == (0, {})
+
+
+def test_take_many_is_all_or_nothing() -> None:
+    clock = FakeClock()
+    bucket = TokenBucket(RateLimit(messages=10, per_seconds=10), clock)
+    assert bucket.take(6)
+    assert not bucket.take(5), "5 tokens taken from 4"
+    assert bucket.refused == 1
+    assert bucket.retry_after(5) == pytest.approx(1.0)
+    assert bucket.take(4)
+    assert bucket.retry_after(50) == pytest.approx(10.0), "more than the capacity waits for a full bucket"

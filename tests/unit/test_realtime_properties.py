@@ -40,6 +40,12 @@ class FakeWebSocket:
         self.sent.append(bytes(data) if not isinstance(data, str) else data.encode())
         return 0
 
+    def is_subscribed(self, topic: str) -> bool:
+        return topic in self.topics
+
+    def get_topics(self) -> list[str]:
+        return sorted(self.topics)
+
     def subscribe(self, topic: str) -> bool:
         fresh = topic not in self.topics
         self.topics.add(topic)

@@ -283,6 +283,7 @@ export class RealtimeClient extends Emitter {
     this._reconnectTimer = null;
     this._refreshTimer = null;
     this._pingTimer = null;
+    this._probing = null; // the socket a liveness PING is out on
     this._skewMs = 0;
     this._connectWaiters = [];
     this._started = false;
@@ -652,8 +653,9 @@ export class RealtimeClient extends Emitter {
 
   async _refresh() {
     this._refreshTimer = null;
+    let token = null;
     try {
-      const token = await this.options.getToken();
+      token = await this.options.getToken();
       if (!token) throw new UnauthorizedError("getToken returned no token");
       const reply = await this.request("AUTH", { token });
       this._token = token;
@@ -663,6 +665,12 @@ export class RealtimeClient extends Emitter {
     } catch (error) {
       if (error && error.code === "UNAUTHORIZED" && error instanceof UnauthorizedError) {
         return this._stop(error, 1000, "unauthorized");
+      }
+      if (error instanceof RealtimeError && (error.code === "CONNECTION_LOST" || error.code === "CLOSED")) {
+        // Not a failure of the token: the fresh one opens the next connection, whose CONNECTED
+        // schedules the next refresh.
+        if (error.code === "CONNECTION_LOST") this._token = token;
+        return;
       }
       this.emit("error", error);
       if (this.state === State.CONNECTED && typeof this.expiresAt === "number") {
@@ -676,12 +684,32 @@ export class RealtimeClient extends Emitter {
   _heard() {
     if (this.state !== State.CONNECTED) return;
     this._clear(this._pingTimer);
+    this._pingTimer = this._later(this.options.pingInterval, () => this._probe());
+  }
+
+  /** PING now; no reply within pongTimeout gives the connection up (and reconnects). */
+  _probe() {
     const ws = this._ws;
-    this._pingTimer = this._later(this.options.pingInterval, () => {
-      this.request("PING", {}, { timeout: this.options.pongTimeout }).catch((error) => {
+    if (this.state !== State.CONNECTED || this._probing === ws) return;
+    this._probing = ws;
+    this.request("PING", {}, { timeout: this.options.pongTimeout })
+      .catch((error) => {
         if (error instanceof TimeoutError && this._ws === ws) this._drop(ws, 1006, "ping timeout");
+      })
+      .finally(() => {
+        if (this._probing === ws) this._probing = null;
       });
-    });
+  }
+
+  /**
+   * The network came back or the page became visible. Disconnected: try now instead of at the
+   * end of the backoff. Connected: the flow may have died silently while the network was away
+   * (browsers do not close sockets on `offline`), so check it with a PING at once instead of
+   * after pingInterval + pongTimeout.
+   */
+  _wake() {
+    if (this.state === State.CONNECTED) this._probe();
+    else this.reconnectNow();
   }
 
   _later(delay, fn) {
@@ -703,7 +731,7 @@ export class RealtimeClient extends Emitter {
   _watchEnvironment() {
     const target = globalThis.window;
     if (!target || typeof target.addEventListener !== "function") return () => {};
-    const wake = () => this.reconnectNow();
+    const wake = () => this._wake();
     const visible = () => {
       if (globalThis.document && globalThis.document.visibilityState === "visible") wake();
     };

@@ -134,6 +134,25 @@ test("the token is refreshed with AUTH before expiresAt, without reconnecting", 
   client.close();
 });
 
+test("a refresh cut short by a lost connection is no error, and its token serves the reconnect", async () => {
+  let calls = 0;
+  const { client, sockets } = makeClient({ getToken: async () => `t${++calls}` });
+  const errors = [];
+  client.on("error", (error) => errors.push(error));
+  client.connect();
+  await until(() => sockets.length === 1, "a socket");
+  sockets[0].connected({ expiresAt: Date.now() / 1000 + 0.2 });
+  await until(() => sockets[0].lastSent("AUTH"), "an AUTH", 1000);
+  sockets[0].serverClose(1006);
+  await until(() => sockets.length === 2, "a reconnect");
+  assert.deepEqual(sockets[1].protocols, ["bearer", "t2"], "the reconnect used the older token");
+  sockets[1].connected({ expiresAt: Date.now() / 1000 + 0.2 });
+  await until(() => sockets[1].lastSent("AUTH"), "an AUTH on the new connection", 1000);
+  assert.equal(sockets[1].lastSent("AUTH").token, "t3");
+  assert.deepEqual(errors.map((error) => error.code), [], "a lost connection during AUTH was reported as an error");
+  client.close();
+});
+
 test("silence is caught by PING: no PONG in time drops the socket and reconnects", async () => {
   const { client, sockets } = await connected({ pingInterval: 20, pongTimeout: 20 });
   await until(() => sockets[0].lastSent("PING"), "a PING");

@@ -51,8 +51,13 @@ class Broker(ABC):
         """Stops receiving topic (its last local subscriber left). Loop thread."""
 
     @abstractmethod
-    def publish(self, topic: str, payload: bytes) -> None:
-        """Sends payload to the other processes; never blocks the caller."""
+    def publish(self, topic: str, payload: bytes, done: Optional[Callable[[bool], None]] = None) -> None:
+        """Sends payload to the other processes; never blocks the caller.
+
+        Args: topic: the topic; payload: the encoded MESSAGE; done: if given, called
+        (through schedule) with True once the broker accepted the publish, False when it
+        could not be sent.
+        """
 
     @abstractmethod
     def stop(self) -> None:

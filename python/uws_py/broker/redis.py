@@ -1,7 +1,8 @@
 """Redis pub/sub as the broker: one background thread with its own asyncio loop and
 redis-py's asyncio client, bridged to the server's loop through ``defer``.
 
-A message on channel ``uws:<topic>`` is framed ``<origin>|<payload>`` for a plain publish and
+A message on channel ``uws:<topic>`` is framed ``<origin>|<payload>`` for a plain publish
+(``<origin>;<traceparent>|<payload>`` when tracing carries the publisher's span context) and
 ``<origin>:<epoch>:<offset>|<payload>`` for a history publication (framed by the Lua script of
 ``uws_py.realtime.history_redis``; :func:`parse_frame` is the one reader of both).
 """
@@ -62,6 +63,7 @@ class RedisBroker(Broker):
         self._topics: set[str] = set()
         self._deliver: Optional[Deliver] = None
         self._deliver_positioned: Optional[DeliverPositioned] = None
+        self._deliver_traced: Optional[Callable[[str, bytes, bytes], None]] = None
         self._on_connection: Optional[OnConnection] = None
         self._jobs: Optional[asyncio.Queue[tuple[Job, Done]]] = None
         self._unordered: set[asyncio.Task[None]] = set()
@@ -76,8 +78,8 @@ class RedisBroker(Broker):
         self._schedule: Optional[Schedule] = None
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
-        self._outbox: Optional[asyncio.Queue[tuple[str, bytes]]] = None
-        self._inbox: list[tuple[str, bytes, Optional[tuple[str, int]]]] = []
+        self._outbox: Optional[asyncio.Queue[tuple[str, bytes, Optional[Callable[[bool], None]], bytes]]] = None
+        self._inbox: list[tuple[str, bytes, Optional[tuple[str, int]], bytes]] = []
         self._inbox_lock = threading.Lock()
         self._pubsub: Any = None
         self._stopping = False
@@ -87,12 +89,19 @@ class RedisBroker(Broker):
 
     # -- server side (loop thread) ---------------------------------------------------------
 
+    # Plain publishes can carry a W3C traceparent (uws_py.monitoring.tracing).
+    supports_trace_context = True
+
     def start(self, deliver: Deliver, schedule: Schedule, *, deliver_positioned: Optional[DeliverPositioned] = None,
-              on_connection: Optional[OnConnection] = None) -> None:
+              on_connection: Optional[OnConnection] = None,
+              deliver_traced: Optional[Callable[[str, bytes, bytes], None]] = None) -> None:
         """See :meth:`Broker.start`. ``on_connection(True)`` is called after every connection
         (the first one too) once Redis acknowledged the subscription of every topic, so a
-        history read started from it misses nothing published afterwards."""
+        history read started from it misses nothing published afterwards.
+        ``deliver_traced(topic, payload, traceparent)`` gets the plain publishes that carry a
+        trace context (the others go to ``deliver``)."""
         self._deliver = deliver
+        self._deliver_traced = deliver_traced
         self._deliver_positioned = deliver_positioned
         self._on_connection = on_connection
         self._schedule = schedule
@@ -141,12 +150,15 @@ class RedisBroker(Broker):
         self._topics.discard(topic)
         self._call(self._apply_subscription, topic, False)
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes, done: Optional[Callable[[bool], None]] = None,
+                trace: bytes = b"") -> None:
+        """See :meth:`Broker.publish`; ``trace``: a W3C traceparent to carry, or empty."""
         loop, outbox = self._loop, self._outbox
         if loop is None or outbox is None:
             self._failed(1)
+            self._notify(done, False)
             return
-        loop.call_soon_threadsafe(outbox.put_nowait, (topic, payload))
+        loop.call_soon_threadsafe(outbox.put_nowait, (topic, payload, done, trace))
 
     def stop(self) -> None:
         self._stopping = True
@@ -202,13 +214,14 @@ class RedisBroker(Broker):
     async def _publisher(self) -> None:
         backoff = BACKOFF_START
         assert self._outbox is not None
-        retry: Optional[tuple[str, bytes]] = None
+        retry: Optional[tuple[str, bytes, Optional[Callable[[bool], None]], bytes]] = None
         while not self._stopping:
             try:
                 client = await self._connect()
             except Exception as exc:
                 logger.debug("Redis connect failed: %s", exc)
                 if retry is not None:
+                    self._notify(retry[2], False)
                     retry = None
                     self._failed(1)
                 self._drain_outbox_as_failed()
@@ -219,17 +232,19 @@ class RedisBroker(Broker):
             try:
                 while True:
                     if retry is None:
-                        topic, payload = await self._outbox.get()
+                        topic, payload, done, trace = await self._outbox.get()
                     else:
-                        (topic, payload), retry = retry, None
+                        (topic, payload, done, trace), retry = retry, None
+                    head = self.origin + b";" + trace if trace else self.origin
                     try:
-                        await client.publish(self.prefix + topic, self.origin + b"|" + payload)
+                        await client.publish(self.prefix + topic, head + b"|" + payload)
                     except Exception:
                         # A connection that died while idle is only found out by using it:
                         # the message gets one more try on a fresh connection.
-                        retry = (topic, payload)
+                        retry = (topic, payload, done, trace)
                         raise
                     self._counters["published"] += 1
+                    self._notify(done, True)
             except Exception as exc:
                 logger.debug("Redis publish failed: %s", exc)
                 try:
@@ -241,7 +256,7 @@ class RedisBroker(Broker):
         assert self._outbox is not None
         dropped = 0
         while not self._outbox.empty():
-            self._outbox.get_nowait()
+            self._notify(self._outbox.get_nowait()[2], False)
             dropped += 1
         if dropped:
             self._failed(dropped)
@@ -358,6 +373,7 @@ class RedisBroker(Broker):
 
     def _received(self, channel: bytes, data: bytes) -> None:
         origin, position, payload = parse_frame(data)
+        origin, _, trace = origin.partition(b";")
         if origin == self.origin and position is None:
             # Our own plain publish: local subscribers already have it. A history publication
             # is delivered here even to its own process, so local order is offset order too.
@@ -365,7 +381,7 @@ class RedisBroker(Broker):
         topic = channel.decode("utf-8", "surrogateescape")[len(self.prefix):]
         self._counters["received"] += 1
         with self._inbox_lock:
-            self._inbox.append((topic, payload, position))
+            self._inbox.append((topic, payload, position, trace))
             first = len(self._inbox) == 1
         if first and self._schedule is not None:
             # One defer per burst: the loop thread takes everything received so far.
@@ -374,11 +390,13 @@ class RedisBroker(Broker):
     def _flush_inbox(self) -> None:
         with self._inbox_lock:
             batch, self._inbox = self._inbox, []
-        deliver, deliver_positioned = self._deliver, self._deliver_positioned
+        deliver, deliver_positioned, deliver_traced = self._deliver, self._deliver_positioned, self._deliver_traced
         if deliver is None:
             return
-        for topic, payload, position in batch:
+        for topic, payload, position, trace in batch:
             if position is not None and deliver_positioned is not None:
                 deliver_positioned(topic, payload, position[0], position[1])
+            elif trace and deliver_traced is not None:
+                deliver_traced(topic, payload, trace)
             else:
                 deliver(topic, payload)

@@ -20,7 +20,7 @@ from orjson import JSONDecodeError
 from ..metrics import LATENCY_SAMPLE_MASK
 from ..ratelimit import RateLimit, TokenBucket
 from .protocol import (
-    BINARY, INTERNAL, INVALID_MESSAGE, PAYLOAD_TOO_LARGE, RATE_LIMITED, TEXT, UNKNOWN_TYPE,
+    BINARY, INTERNAL, INVALID_MESSAGE, LIMIT_EXCEEDED, PAYLOAD_TOO_LARGE, RATE_LIMITED, TEXT, UNKNOWN_TYPE,
     ProtocolError, check_message, error, now_ms,
 )
 from .routing import Route, Router
@@ -51,10 +51,15 @@ class Dispatcher:
         runner: starts ``async def`` handlers.
         rate_limit: the per-client limit (for its close policy), or None.
         max_payload_length: larger messages get PAYLOAD_TOO_LARGE.
+        compress: replies sent on the inline path are deflated when they pay (as Client.send).
+        max_batch_items: the most messages one BATCH may hold (more: LIMIT_EXCEEDED).
     """
 
     def __init__(self, router: Router, builtins: dict[str, "Builtin"], metrics: "Metrics",
-                 runner: "CoroutineRunner", rate_limit: Optional[RateLimit], max_payload_length: int) -> None:
+                 runner: "CoroutineRunner", rate_limit: Optional[RateLimit], max_payload_length: int,
+                 compress: bool = False, max_batch_items: int = 100) -> None:
+        self.compress = compress
+        self.max_batch_items = max_batch_items
         self.router = router
         self.routes = router.routes  # read directly on the hot path
         self.builtins = {**builtins, "BATCH": self.batch}
@@ -120,7 +125,7 @@ class Dispatcher:
                 if request_id is not None:
                     reply = {**reply, "id": request_id}
                 try:
-                    ws.send(_dumps(reply), TEXT)
+                    ws.send(_dumps(reply), TEXT, self.compress)
                 except TypeError:
                     client.send(reply)  # Client.send answers INTERNAL for an unencodable reply
                 return
@@ -128,13 +133,16 @@ class Dispatcher:
             return
         self.dispatch(client, message, None)
 
-    def rate_limited(self, client: "Client", bucket: TokenBucket) -> None:
+    def rate_limited(self, client: "Client", bucket: TokenBucket, request_id: Any = None, tokens: int = 1) -> None:
         """A message over the rate limit: RATE_LIMITED with retryAfter, or 1008 for a client
         that keeps going.
 
         Args:
             client: the sender.
             bucket: its token bucket.
+            request_id: the refused request's ``id`` (a BATCH's; a single message is refused
+                before it is parsed, so without one).
+            tokens: how many the refused request needed (a BATCH: one per item).
         """
         self.metrics.rate_limited += 1
         limit = self.rate_limit
@@ -143,8 +151,9 @@ class Dispatcher:
             logger.warning("closing %s (%s): kept sending past its rate limit", client.id, client.remote_address)
             client.close(1008, "rate limit exceeded")
             return
-        retry_ms = int(bucket.retry_after() * 1000) + 1
-        self.send_error(client, None, ProtocolError(RATE_LIMITED, "rate limit exceeded", retryAfter=retry_ms))
+        retry_ms = int(bucket.retry_after(tokens) * 1000) + 1
+        text = "rate limit exceeded" if tokens == 1 else f"rate limit exceeded: this BATCH needs {tokens} tokens"
+        self.send_error(client, request_id, ProtocolError(RATE_LIMITED, text, retryAfter=retry_ms))
 
     def binary(self, client: "Client", data: bytes) -> None:
         """A binary message: to the on_binary handler, else INVALID_MESSAGE.
@@ -233,7 +242,9 @@ class Dispatcher:
             self.send_error(client, request_id, ProtocolError(INTERNAL, "internal error"))
             return
         finally:
-            self.metrics.histogram(route.kind).observe(_perf_counter() - started)
+            # The route's histogram exists only with handler_metrics on.
+            if route.histogram is not None:
+                route.histogram.observe(_perf_counter() - started)
         self.reply(client, request_id, reply, None)
 
     def reply(self, client: "Client", request_id: Any, reply: Any, out: Optional[list[Any]]) -> None:
@@ -291,6 +302,15 @@ class Dispatcher:
         messages = message.get("messages")
         if not isinstance(messages, list):
             raise ProtocolError(INVALID_MESSAGE, "field 'messages' must be a list")
+        if len(messages) > self.max_batch_items:
+            raise ProtocolError(LIMIT_EXCEEDED, f"a BATCH holds at most {self.max_batch_items} messages, "
+                                f"this one {len(messages)}", limit="maxBatchItems", max=self.max_batch_items)
+        bucket = client.bucket
+        # Every item costs a token; the BATCH frame's own token (taken in on_message) paid
+        # for the first one. All or nothing: a refused BATCH runs none of its items.
+        if bucket is not None and len(messages) > 1 and not bucket.take(len(messages) - 1):
+            self.rate_limited(client, bucket, message.get("id"), len(messages))
+            return REPLIED
         replies: list[Any] = []
         for item in messages:
             if not isinstance(item, dict) or not isinstance(item.get("type"), str):

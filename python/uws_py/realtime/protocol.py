@@ -26,12 +26,16 @@ INTERNAL = "INTERNAL"
 NO_HISTORY = "NO_HISTORY"
 UNRECOVERABLE_POSITION = "UNRECOVERABLE_POSITION"
 UNAVAILABLE = "UNAVAILABLE"
+# A per-connection bound (BATCH items, subscriptions, topic length); ``limit`` names it.
+LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+NO_PRESENCE = "NO_PRESENCE"
 
 ERROR_CODES = (INVALID_MESSAGE, UNKNOWN_TYPE, UNAUTHORIZED, FORBIDDEN, RATE_LIMITED, PAYLOAD_TOO_LARGE, INTERNAL,
-               NO_HISTORY, UNRECOVERABLE_POSITION, UNAVAILABLE)
+               NO_HISTORY, UNRECOVERABLE_POSITION, UNAVAILABLE, LIMIT_EXCEEDED, NO_PRESENCE)
 
 # Types the server answers itself; applications cannot register handlers for them.
-BUILTIN_TYPES = frozenset({"SUBSCRIBE", "UNSUBSCRIBE", "PUBLISH", "BATCH", "PING", "AUTH", "HISTORY"})
+BUILTIN_TYPES = frozenset({"SUBSCRIBE", "UNSUBSCRIBE", "PUBLISH", "BATCH", "PING", "AUTH", "HISTORY", "PRESENCE",
+                           "PRESENCE_STATS"})
 
 # WebSocket opcodes (RFC 6455), as plain ints so that this layer needs no native module.
 TEXT = 1

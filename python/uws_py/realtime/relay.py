@@ -116,7 +116,7 @@ class HistoryRelay:
     # -- PUBLISH ----------------------------------------------------------------------------
 
     def publish(self, client: Optional["Client"], topic: str, data: Any, echo: bool, request_id: Any,
-                reply: bool) -> None:
+                reply: bool, confirm: Optional[Callable[[bool], None]] = None) -> None:
         """Publishes through the store; every process (this one too) delivers it when the
         broker hands it over. PUBLISHED (with the position) or ERROR UNAVAILABLE follows.
 
@@ -128,10 +128,13 @@ class HistoryRelay:
                 core's fan-out does without a broker).
             request_id: the request's id.
             reply: send PUBLISHED (the request had an id).
+            confirm: called with whether the publication was stored.
         """
         head, tail = message_parts(topic, data, client.id if client is not None else None)
 
         def done(result: Any) -> None:
+            if confirm is not None:
+                confirm(not isinstance(result, BaseException))
             if isinstance(result, BaseException):
                 if client is None:
                     logger.warning("server publish to %r failed: %s", topic, result)
@@ -217,7 +220,7 @@ class HistoryRelay:
             client.send(reply)
             for offset, payload in pending.buffered:
                 if offset > position.offset and sender_of(payload) != client.id:
-                    client.ws.send(payload, TEXT)
+                    client.ws.send(payload, TEXT, client.context.compress)
             pending.buffered = []
             last = self.tracker.last(topic)
             if self.members.get(topic) and last is not None and last.epoch == position.epoch \
@@ -330,7 +333,7 @@ class HistoryRelay:
                 client = pending.client
                 if offset > pending.top and client.ws is not None and not client.closed \
                         and sender_of(payload) != client.id:
-                    client.ws.send(payload, TEXT)  # the core's fan-out of it passed this client
+                    client.ws.send(payload, TEXT, client.context.compress)  # the core's fan-out passed this client
                 self._activate(topic, pending)
 
     def _fan_out(self, topic: str, payload: bytes) -> None:
@@ -339,7 +342,7 @@ class HistoryRelay:
         members = self.members.get(topic)
         sender = members.get(sender_of(payload) or "") if members else None
         if sender is not None and sender.ws is not None and not sender.closed:
-            sender.ws.publish(topic, payload, TEXT)
+            sender.ws.publish(topic, payload, TEXT, sender.context.compress)
         else:
             self.publish_local(topic, payload, TEXT)
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import orjson
 
+from .._core import SendStatus
 from .protocol import TEXT, encode_failure
 
 if TYPE_CHECKING:
@@ -29,15 +30,18 @@ class SessionContext:
         pubsub: topic policy and fan-out (:class:`uws_py.realtime.pubsub.PubSub`).
         set_timeout: ``set_timeout(seconds, fn) -> timer id`` of the loop (the batch timer).
         counters: where ``batches_sent`` is counted (the server's Metrics).
+        compress: ask the core to deflate what clients are sent (it does so only for a
+            socket that negotiated permessage-deflate, above the route's compression_threshold).
     """
 
-    __slots__ = ("pubsub", "set_timeout", "counters")
+    __slots__ = ("pubsub", "set_timeout", "counters", "compress")
 
     def __init__(self, pubsub: "PubSub", set_timeout: Callable[[float, Callable[[], Any]], int],
-                 counters: "Metrics") -> None:
+                 counters: "Metrics", compress: bool = False) -> None:
         self.pubsub = pubsub
         self.set_timeout = set_timeout
         self.counters = counters
+        self.compress = compress
 
 
 class Client:
@@ -76,30 +80,34 @@ class Client:
     def __repr__(self) -> str:
         return f"<Client {self.id} user={self.user_id!r} {self.remote_address}>"
 
-    def send(self, message: Any, priority: bool = False) -> None:
+    def send(self, message: Any, priority: bool = False) -> SendStatus:
         """Sends a message to this client.
 
         Args:
             message: a dict (serialized with orjson; one it cannot encode becomes INTERNAL).
             priority: with batching on, send at once (after what was queued before it)
                 instead of waiting up to max_wait_ms to leave in a BATCH frame.
+
+        Returns the core's :class:`uws_py.SendStatus` of the last frame written: SUCCESS,
+        BACKPRESSURE (sent, but the socket's buffer is filling: slow down) or DROPPED (over
+        max_backpressure, or the connection is gone). With batching, a message kept for a
+        later BATCH frame is SUCCESS.
         """
         ws = self.ws
         if ws is None or self.closed:
-            return
+            return SendStatus.DROPPED
         batcher = self.batcher
         if batcher is None:
             try:
                 data = _dumps(message)
             except TypeError as exc:
                 data = encode_failure(message, exc)
-            ws.send(data, TEXT)
-            return
+            return ws.send(data, TEXT, self.context.compress)  # the native SendStatus member
         frames, start_timer = batcher.add(message, priority)
-        if frames:
-            self._write(frames)
+        status = self._write(frames) if frames else SendStatus.SUCCESS
         if start_timer:
             self.batch_timer = self.context.set_timeout(batcher.options.max_wait_ms / 1000.0, self.flush)
+        return status
 
     def flush(self) -> None:
         """Sends whatever the batcher holds now."""
@@ -107,10 +115,12 @@ class Client:
         if self.batcher is not None and not self.closed:
             self._write(self.batcher.flush())
 
-    def _write(self, frames: list[Any]) -> None:
+    def _write(self, frames: list[Any]) -> SendStatus:
         ws = self.ws
         if ws is None or self.closed:
-            return
+            return SendStatus.DROPPED
+        compress = self.context.compress
+        status = SendStatus.SUCCESS
         for frame in frames:
             if frame.get("type") == "BATCH":
                 self.context.counters.batches_sent += 1
@@ -118,7 +128,8 @@ class Client:
                 data = _dumps(frame)
             except TypeError as exc:
                 data = encode_failure(frame, exc)
-            ws.send(data, TEXT)
+            status = ws.send(data, TEXT, compress)
+        return status
 
     def subscribe(self, topic: str) -> bool:
         """Subscribes to a topic.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .._asyncio import CapturedRequest
 from ..auth import AuthError, JWTAuth, identity
+from ..proxies import TrustedProxies
 from ..ratelimit import ConnectionLimiter
 from .session import Client, SessionContext
 
@@ -77,11 +78,14 @@ class Upgrader:
         access_log: the access log.
         runner: starts an ``async def`` authenticate hook.
         session_context: what every Client is given.
+        proxies: the trusted reverse proxies, whose forwarding headers name the client.
     """
 
     def __init__(self, path: str, auth: Optional[JWTAuth], allowed_origins: Optional[frozenset[str]],
                  limiter: ConnectionLimiter, metrics: "Metrics", access_log: AccessLog,
-                 runner: "CoroutineRunner", session_context: SessionContext) -> None:
+                 runner: "CoroutineRunner", session_context: SessionContext,
+                 proxies: Optional[TrustedProxies] = None) -> None:
+        self.proxies = proxies if proxies is not None else TrustedProxies(())
         self.path = path
         self.auth = auth
         self.allowed_origins = allowed_origins
@@ -93,17 +97,32 @@ class Upgrader:
         # hook(claims, request) -> False | dict | anything: the application's, set by authenticate.
         self.authenticate: Optional[Callable[..., Any]] = None
 
-    def refuse(self, res: Any, status: str, message: str) -> None:
+    def client_address(self, res: Any, req: Any) -> str:
+        """The client's address: the peer's, or what a trusted proxy's header says.
+
+        Args:
+            res: the native response (the peer).
+            req: the request (its X-Forwarded-For / Forwarded headers).
+        """
+        peer = res.get_remote_address()
+        if not self.proxies:
+            return peer
+        return self.proxies.client_address(peer, req.get_header("x-forwarded-for"), req.get_header("forwarded"))
+
+    def refuse(self, res: Any, status: str, message: str, address: Optional[str] = None) -> None:
         """Answers the upgrade with an HTTP error.
 
         Args:
             res: the native response.
             status: the status line ("403 Forbidden").
             message: the body, also logged.
+            address: the client's address (default: the peer's).
         """
+        if address is None:
+            address = res.get_remote_address()
         self.metrics.refused(status[:3])
-        self.access_log(res.get_remote_address(), "GET", self.path, status[:3])
-        logger.info("refused upgrade from %s: %s (%s)", res.get_remote_address(), status, message)
+        self.access_log(address, "GET", self.path, status[:3])
+        logger.info("refused upgrade from %s: %s (%s)", address, status, message)
         res.write_status(status).end(message)
 
     def on_upgrade(self, res: Any, req: Any, context: Any) -> None:
@@ -114,16 +133,16 @@ class Upgrader:
             req: the native request (valid during this call only).
             context: the upgrade context to pass to ``res.upgrade``.
         """
-        address = res.get_remote_address()
+        address = self.client_address(res, req)
         origin = req.get_header("origin")
         # Browsers always send Origin (cross-site WebSocket hijacking comes from them); a
         # client without one is not a browser and is let through, as Centrifugo does.
         if self.allowed_origins is not None and origin is not None and origin not in self.allowed_origins:
-            self.refuse(res, "403 Forbidden", "origin not allowed")
+            self.refuse(res, "403 Forbidden", "origin not allowed", address)
             return
         refusal = self.limiter.check(address)
         if refusal is not None:
-            self.refuse(res, refusal, "too many connections")
+            self.refuse(res, refusal, "too many connections", address)
             return
         protocols = req.get_header("sec-websocket-protocol")
         upgrade = Upgrade(res, context, address, {}, None, req.get_header("sec-websocket-key"),
@@ -137,7 +156,7 @@ class Upgrader:
             except AuthError as exc:
                 self.metrics.auth_failure(exc.reason)
                 # The token itself is never logged: it may sit in the URL.
-                self.refuse(res, "401 Unauthorized", exc.message)
+                self.refuse(res, "401 Unauthorized", exc.message, address)
                 return
             upgrade.topics = self.auth.topics_allowed(upgrade.claims)
             if selected is not None:
@@ -154,12 +173,12 @@ class Upgrader:
                 verdict = hook(upgrade.claims, request)
             except AuthError as exc:
                 self.metrics.auth_failure(exc.reason)
-                self.refuse(res, "401 Unauthorized", exc.message)
+                self.refuse(res, "401 Unauthorized", exc.message, address)
                 return
             self.conclude(upgrade, verdict)
             return
         if self.runner.loop is None:
-            self.refuse(res, "500 Internal Server Error", "async authenticate needs server.serve()")
+            self.refuse(res, "500 Internal Server Error", "async authenticate needs server.serve()", address)
             return
         res.on_aborted(lambda: None)  # makes a late answer a harmless no-op
         self.runner.start(self.authenticate_later(hook, upgrade, request), name="authenticate")
@@ -178,12 +197,12 @@ class Upgrader:
         except AuthError as exc:
             self.metrics.auth_failure(exc.reason)
             if not res.aborted:
-                self.refuse(res, "401 Unauthorized", exc.message)
+                self.refuse(res, "401 Unauthorized", exc.message, upgrade.address)
             return
         except Exception:
             logger.exception("exception in authenticate hook")
             if not res.aborted:
-                self.refuse(res, "500 Internal Server Error", "authentication failed")
+                self.refuse(res, "500 Internal Server Error", "authentication failed", upgrade.address)
             return
         if res.aborted:
             return  # the client left while we were checking
@@ -198,7 +217,7 @@ class Upgrader:
         """
         if verdict is False:
             self.metrics.auth_failure("hook")
-            self.refuse(upgrade.res, "403 Forbidden", "not allowed")
+            self.refuse(upgrade.res, "403 Forbidden", "not allowed", upgrade.address)
             return
         if isinstance(verdict, dict):
             upgrade.claims = verdict

@@ -326,7 +326,7 @@ def test_async_authenticate_hook_is_awaited_without_blocking_the_loop():
 
     def run() -> None:
         async def main() -> None:
-            task = asyncio.create_task(server.serve(HOST, 0, handle_signals=False))
+            task = asyncio.create_task(server.serve(port=0, host=HOST, handle_signals=False))
             while server.app._port is None:
                 await asyncio.sleep(0.01)
             started.set()

@@ -318,4 +318,7 @@ def test_periodic_performance_report_is_logged(serve, caplog):
         time.sleep(0.05)
     reports = [r.getMessage() for r in caplog.records if "perf:" in r.getMessage()]
     assert reports, "no performance report within 5 s"
-    assert "msg/s" in reports[0] and "connections" in reports[0] and "p99" in reports[0]
+    fields = dict(pair.split("=", 1) for pair in reports[0].split("perf: ", 1)[1].split())
+    assert {"worker", "pid", "connections", "messages_in_per_s", "messages_out_per_s", "handler_p99_ms", "drops",
+            "rate_limited", "auth_failures", "recoveries", "errors"} <= set(fields), fields
+    assert int(fields["connections"]) == 1

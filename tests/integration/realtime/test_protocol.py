@@ -38,7 +38,11 @@ def test_connected_names_client_user_time_and_capabilities(serve):
     assert first["capabilities"] == {
         "batching": False,
         "compression": True,
+        "compressionThreshold": 256,
         "maxPayloadLength": 4096,
+        "maxBatchItems": 100,
+        "maxSubscriptions": 128,
+        "maxTopicLength": 255,
         "rateLimit": {"messages": 100, "perSeconds": 60.0},
         "types": BUILTIN_TYPES + ["ECHO"],
     }

@@ -81,7 +81,7 @@ async def hang(client, message):
     await asyncio.Event().wait()
 
 
-asyncio.run(server.serve({host!r}, {port}))
+asyncio.run(server.serve(port={port}, host={host!r}))
 """
 
 

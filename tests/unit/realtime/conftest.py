@@ -40,7 +40,7 @@ class FakeLoop:
         for _, fn in pending.values():
             fn()
 
-    def publish(self, topic: str, payload: bytes, opcode: int) -> bool:
+    def publish(self, topic: str, payload: bytes, opcode: int, compress: bool = False) -> bool:
         self.published.append((topic, payload, opcode))
         sockets = self.subscribers.get(topic, [])
         for ws in sockets:
@@ -49,7 +49,7 @@ class FakeLoop:
 
     def stats(self) -> dict[str, int]:
         return dict.fromkeys(
-            ("open_connections", "messages_in", "messages_out", "bytes_in", "bytes_out", "connections_opened",
+            ("open_connections", "messages_in", "messages_out", "bytes_in", "bytes_out", "connections_opened", "connections_closed",
              "publishes", "deliveries", "drops", "backpressure_events", "protocol_errors", "http_rejections",
              "idle_timeouts", "header_timeouts"), 0)
 
@@ -70,6 +70,12 @@ class FakeSocket:
     def send(self, data: Any, opcode: int = TEXT, compress: bool = False) -> int:
         self.sent.append((bytes(data), int(opcode)))
         return 0
+
+    def is_subscribed(self, topic: str) -> bool:
+        return topic in self.topics
+
+    def get_topics(self) -> list[str]:
+        return sorted(self.topics)
 
     def subscribe(self, topic: str) -> bool:
         fresh = topic not in self.topics

@@ -1,0 +1,241 @@
+"""Presence kept in Redis, so that every worker and machine sees one presence per topic.
+
+Per topic two keys share the hash tag ``{topic}`` (one Redis Cluster slot): a hash
+``uws:p:{topic}:e`` (client id -> the entry as JSON) and a sorted set ``uws:p:{topic}:x``
+(client id -> the time in ms its entry expires). Each worker writes its own clients: a join
+or a refresh sets the entry and pushes its expiry ``ttl`` ahead, a clean leave deletes both at
+once. A worker that dies stops refreshing; its entries are no longer listed once their expiry
+passed, and the next write to the topic (any worker's join, leave or refresh) deletes them and
+returns them, so that worker reports their leave. Both keys expire ``ttl`` after the last write,
+so a topic nobody refreshes leaves nothing behind.
+
+Every method is a coroutine for the broker's loop (``RedisBroker.run``); the client is created
+on first use, on that loop.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Sequence
+
+import orjson
+
+from .history_redis import TIMEOUT, UNAVAILABLE_REPLIES, _Script
+from .presence import PresenceUnavailable, stats_of
+
+KEY_PREFIX = "uws:p:"
+# Expired entries one write deletes (and reports) at most; the rest go with the next writes,
+# so one call's work stays bounded when a large worker died.
+EXPIRED_PER_WRITE = 1000
+
+# KEYS: entries hash, expiry zset. ARGV: now ms, expire-at ms, key ttl ms, number of entries to
+# set n, then n (client id, entry) pairs, then the client ids to delete. Returns the entries of
+# expired clients it deleted (at most EXPIRED_PER_WRITE).
+WRITE_LUA = """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, %d)
+local expired = {}
+for i = 1, #gone do
+  expired[i] = redis.call('HGET', KEYS[1], gone[i]) or ''
+  redis.call('HDEL', KEYS[1], gone[i])
+  redis.call('ZREM', KEYS[2], gone[i])
+end
+local n = tonumber(ARGV[4])
+if n > 0 then
+  local fields, scores = {}, {}
+  for i = 0, n - 1 do
+    local id = ARGV[5 + 2 * i]
+    fields[#fields + 1] = id
+    fields[#fields + 1] = ARGV[6 + 2 * i]
+    scores[#scores + 1] = ARGV[2]
+    scores[#scores + 1] = id
+  end
+  redis.call('HSET', KEYS[1], unpack(fields))
+  redis.call('ZADD', KEYS[2], unpack(scores))
+end
+local first = 5 + 2 * n
+if first <= #ARGV then
+  local ids = {}
+  for i = first, #ARGV do ids[#ids + 1] = ARGV[i] end
+  redis.call('HDEL', KEYS[1], unpack(ids))
+  redis.call('ZREM', KEYS[2], unpack(ids))
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return expired
+""" % EXPIRED_PER_WRITE
+
+# KEYS: entries hash, expiry zset. ARGV: now ms. Returns {live client ids, hash as flat pairs}:
+# the entries of clients whose expiry has not passed are listed; nothing is written.
+READ_LUA = """
+local live = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf')
+if #live == 0 then return {{}, {}} end
+return {live, redis.call('HGETALL', KEYS[1])}
+"""
+
+# Entries one write carries at most: Lua's unpack has a stack limit, and one huge call would
+# hold Redis for long. A refresh of more clients is split over several calls.
+ENTRIES_PER_WRITE = 500
+# Scripts sent in one pipeline (one round trip) at most, when many topics are written at once.
+SCRIPTS_PER_PIPELINE = 200
+
+# (topic, (client id, encoded entry) to set, client ids to delete)
+Write = tuple[str, Sequence[tuple[str, bytes]], Sequence[str]]
+
+
+class RedisPresence:
+    """The Redis store; the same answers as :class:`uws_py.realtime.presence.MemoryPresence`.
+
+    Args:
+        url: ``redis://host:port/db``.
+        ttl: seconds an entry lives without a refresh.
+        key_prefix: of the two keys per topic.
+        timeout: seconds per connect and per reply.
+        clock: wall-clock seconds (every worker's clock must agree within a fraction of ttl).
+    """
+
+    def __init__(self, url: str, ttl: float, *, key_prefix: str = KEY_PREFIX, timeout: float = TIMEOUT,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.url = url
+        self.ttl = ttl
+        self.key_prefix = key_prefix
+        self.timeout = timeout
+        self.clock = clock
+        self._client: Any = None
+        self._write = _Script(WRITE_LUA)
+        self._read = _Script(READ_LUA)
+
+    def keys(self, topic: str) -> tuple[str, str]:
+        """The entries and expiry keys of topic (hash-tagged on the topic)."""
+        base = f"{self.key_prefix}{{{topic}}}"
+        return base + ":e", base + ":x"
+
+    async def write(self, topic: str, entries: Sequence[tuple[str, bytes]] = (),
+                    removed: Sequence[str] = ()) -> list[dict[str, Any]]:
+        """Sets (joins, refreshes) and deletes (clean leaves) entries of topic in one step.
+
+        Args: topic: a presence topic; entries: (client id, encoded entry) to set, their
+        expiry ``ttl`` from now; removed: client ids to delete.
+        Returns: the entries of other clients that had expired and were deleted now.
+        Raises: PresenceUnavailable when Redis cannot be used.
+        """
+        return (await self.write_many([(topic, entries, removed)]))[topic]
+
+    async def write_many(self, writes: Sequence[Write]) -> dict[str, list[dict[str, Any]]]:
+        """:meth:`write` for many topics, in pipelines of at most SCRIPTS_PER_PIPELINE scripts:
+        one round trip for a refresh of many topics instead of one per topic.
+
+        Args: writes: (topic, entries, removed) per topic.
+        Returns: topic -> the expired entries deleted now.
+        Raises: PresenceUnavailable when Redis cannot be used.
+        """
+        now_ms = int(self.clock() * 1000)
+        ttl_ms = max(1, int(self.ttl * 1000))
+        calls: list[tuple[str, list[Any]]] = []
+        expired: dict[str, list[dict[str, Any]]] = {}
+        for topic, entries, removed in writes:
+            expired.setdefault(topic, [])
+            chunks = [entries[i:i + ENTRIES_PER_WRITE] for i in range(0, len(entries), ENTRIES_PER_WRITE)] or [()]
+            for index, chunk in enumerate(chunks):
+                args: list[Any] = [now_ms, now_ms + ttl_ms, ttl_ms, len(chunk)]
+                for client_id, encoded in chunk:
+                    args += (client_id, encoded)
+                if index == len(chunks) - 1:
+                    args += removed
+                calls.append((topic, args))
+        for first in range(0, len(calls), SCRIPTS_PER_PIPELINE):
+            batch = calls[first:first + SCRIPTS_PER_PIPELINE]
+            for (topic, _), result in zip(batch, await self._pipeline(self._write, batch)):
+                expired[topic].extend(orjson.loads(raw) for raw in result if raw)
+        return expired
+
+    async def entries(self, topic: str) -> list[dict[str, Any]]:
+        """Every live entry of topic in wire form (PRESENCE_RESULT's ``clients``).
+
+        Raises: PresenceUnavailable.
+        """
+        live, flat = await self._call(self._read, topic, [int(self.clock() * 1000)])
+        alive = set(live)
+        return [orjson.loads(flat[i + 1]) for i in range(0, len(flat), 2) if flat[i] in alive]
+
+    async def stats(self, topic: str) -> dict[str, int]:
+        """``numClients`` and ``numUsers`` of topic.
+
+        Raises: PresenceUnavailable.
+        """
+        return stats_of(await self.entries(topic))
+
+    def delete_now(self, clients: dict[str, set[str]]) -> None:
+        """Deletes entries synchronously, on a connection of its own: for a server whose loop
+        (and the broker's) has stopped, so that its clients do not wait for the ttl.
+
+        Args: clients: topic -> client ids.
+        Raises: redis-py's errors (the caller logs them).
+        """
+        import redis
+
+        with redis.Redis.from_url(self.url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout) as client:
+            pipeline = client.pipeline(transaction=False)
+            for topic, ids in clients.items():
+                entries, expiries = self.keys(topic)
+                pipeline.hdel(entries, *ids)
+                pipeline.zrem(expiries, *ids)
+            pipeline.execute()
+
+    async def aclose(self) -> None:
+        """Closes the client (a later call opens a new one)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    def _connection(self) -> Any:
+        if self._client is None:
+            import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            # One retry: a connection that died while idle is only found out by using it.
+            self._client = aioredis.from_url(
+                self.url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout,
+                retry=Retry(NoBackoff(), 1),
+            )
+        return self._client
+
+    async def _pipeline(self, script: _Script, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        from redis import exceptions
+
+        client = self._connection()
+        try:
+            for attempt in range(2):
+                pipeline = client.pipeline(transaction=False)
+                for topic, args in calls:
+                    pipeline.evalsha(script.sha, 2, *self.keys(topic), *args)
+                results = await pipeline.execute(raise_on_error=False)
+                if attempt == 0 and any(isinstance(r, exceptions.NoScriptError) for r in results):
+                    # A restarted (or flushed) Redis forgot the script: load it once, then retry.
+                    await client.script_load(script.source)
+                    continue
+                break
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
+            return results
+        except (exceptions.ConnectionError, exceptions.TimeoutError, OSError) as exc:
+            raise PresenceUnavailable(f"presence storage unreachable at {self.url}: {exc}") from exc
+        except exceptions.ResponseError as exc:
+            if str(exc).startswith(UNAVAILABLE_REPLIES):
+                raise PresenceUnavailable(f"presence storage refused the write at {self.url}: {exc}") from exc
+            raise
+
+    async def _call(self, script: _Script, topic: str, args: Sequence[Any]) -> Any:
+        return (await self._pipeline(script, [(topic, args)]))[0]
+
+
+def entry_pairs(entries: Sequence[Any]) -> list[tuple[str, bytes]]:
+    """(client id, encoded) pairs of :class:`PresenceEntry` objects, for :meth:`RedisPresence.write`.
+
+    Args: entries: PresenceEntry objects.
+    """
+    return [(entry.client_id, entry.encoded) for entry in entries]
+
