@@ -172,7 +172,11 @@ class HistoryRelay:
             if self._outgoing:
                 self._send_publishes()
 
-        self.broker.run(lambda: store.publish_many(items), finished)
+        try:
+            self.broker.run(lambda: store.publish_many(items), finished)
+        except BaseException:
+            self._publishing = False
+            raise
 
     # -- SUBSCRIBE ----------------------------------------------------------------------------
 
