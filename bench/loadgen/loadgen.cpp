@@ -82,6 +82,7 @@ struct Options {
     std::string path = "/";     // request target of the upgrade (a token may go in its query)
     std::string header;         // one extra request header line, e.g. "Authorization: Bearer x"
     int skipFirst = 0;          // messages to ignore at the start of each connection (a greeting)
+    std::string topic;          // fanout: speak the realtime protocol (SUBSCRIBE/PUBLISH/MESSAGE) on it
 };
 
 [[noreturn]] void usage(const char *why) {
@@ -92,7 +93,7 @@ struct Options {
                  "          [--path /p?q] [--header 'Name: value'] [--skip-first N]\n"
                  "          [--warmup S] [--duration S]\n"
                  "  idle:   [--hold S]\n"
-                 "  fanout: [--rate-start R] [--rate-max R] [--step S] [--publish-size BYTES]\n"
+                 "  fanout: [--rate-start R] [--rate-max R] [--step S] [--publish-size BYTES] [--topic T]\n"
                  "  all:    [--server-pid PID] [--connect-concurrency N]\n",
                  why);
     std::exit(2);
@@ -126,6 +127,7 @@ Options parseOptions(int argc, char **argv) {
         else if (flag == "--path") o.path = value;
         else if (flag == "--header") o.header = value;
         else if (flag == "--skip-first") o.skipFirst = std::atoi(value);
+        else if (flag == "--topic") o.topic = value;
         else if (flag == "--payload") {
             std::string kind = value;
             if (kind == "text") o.payload = PayloadKind::TEXT;
@@ -141,6 +143,7 @@ Options parseOptions(int argc, char **argv) {
     if (o.connections < 1 || o.inflight < 1) usage("--connections and --inflight must be positive");
     if (o.size < 24) usage("--size must be at least 24 (room for the sequence stamp)");
     if (o.publishSize < 16) usage("--publish-size must be at least 16 (timestamp and sequence)");
+    if (!o.topic.empty() && o.publishSize < 32) usage("--publish-size must be at least 32 with --topic (hex stamps)");
     return o;
 }
 
@@ -238,6 +241,30 @@ private:
         stampWidth_ = opt_.payload == PayloadKind::BINARY ? 8 : 16;
         publishTemplate_.resize(opt_.publishSize);
         for (size_t i = 0; i < opt_.publishSize; i++) publishTemplate_[i] = uint8_t(i * 37 + 5);
+        if (!opt_.topic.empty()) {
+            // Realtime fan-out: PUBLISH {"data": "<send time, 16 hex><sequence, 16 hex><letters>"}
+            // and MESSAGE {"type","topic","data",...} in the order the server encodes it.
+            for (size_t i = 32; i < opt_.publishSize; i++) publishTemplate_[i] = uint8_t('a' + i % 26);
+            publishPrefix_ = "{\"type\":\"PUBLISH\",\"topic\":\"" + opt_.topic + "\",\"data\":\"";
+            messagePrefix_ = "{\"type\":\"MESSAGE\",\"topic\":\"" + opt_.topic + "\",\"data\":\"";
+            subscribeRequest_ = "{\"type\":\"SUBSCRIBE\",\"topic\":\"" + opt_.topic + "\"}";
+        }
+    }
+
+    static void hex16(uint8_t *out, uint64_t value) {
+        static const char hex[] = "0123456789abcdef";
+        for (int i = 15; i >= 0; i--, value >>= 4) out[i] = uint8_t(hex[value & 15]);
+    }
+
+    static bool unhex16(const uint8_t *in, uint64_t &value) {
+        value = 0;
+        for (int i = 0; i < 16; i++) {
+            uint8_t c = in[i];
+            uint64_t digit = c >= '0' && c <= '9' ? uint64_t(c - '0') : c >= 'a' && c <= 'f' ? uint64_t(c - 'a' + 10) : 16;
+            if (digit > 15) return false;
+            value = (value << 4) | digit;
+        }
+        return true;
     }
 
     void stamp(uint8_t *out, uint64_t seq) const {
@@ -318,6 +345,17 @@ private:
     uint8_t opcode() const { return opt_.payload == PayloadKind::BINARY ? frames::BINARY : frames::TEXT; }
 
     void publish(Connection &c, uint64_t seq) {
+        if (!opt_.topic.empty()) {
+            publishScratch_.assign(publishPrefix_.begin(), publishPrefix_.end());
+            size_t at = publishScratch_.size();
+            publishScratch_.insert(publishScratch_.end(), publishTemplate_.begin(), publishTemplate_.end());
+            hex16(publishScratch_.data() + at, now_);
+            hex16(publishScratch_.data() + at + 16, seq);
+            publishScratch_.push_back('"');
+            publishScratch_.push_back('}');
+            queueFrame(c, frames::TEXT, publishScratch_.data(), publishScratch_.size());
+            return;
+        }
         publishScratch_.assign(publishTemplate_.begin(), publishTemplate_.end());
         std::memcpy(publishScratch_.data(), &now_, 8);
         std::memcpy(publishScratch_.data() + 8, &seq, 8);
@@ -641,7 +679,9 @@ private:
     }
 
     void onOpen(Connection &c) {
-        if (c.role == Role::SUBSCRIBER) {
+        if (c.role == Role::SUBSCRIBER && !opt_.topic.empty()) {
+            queueFrame(c, frames::TEXT, reinterpret_cast<const uint8_t *>(subscribeRequest_.data()), subscribeRequest_.size());
+        } else if (c.role == Role::SUBSCRIBER) {
             static const char subscribe[] = "sub:bench";
             queueFrame(c, frames::TEXT, reinterpret_cast<const uint8_t *>(subscribe), sizeof subscribe - 1);
         }
@@ -724,6 +764,24 @@ private:
 
     void onDelivery(Connection &c, const uint8_t *data, size_t length) {
         uint64_t sentAt, seq;
+        if (!opt_.topic.empty()) {
+            static const char message[] = "{\"type\":\"MESSAGE\"";
+            if (length < sizeof message - 1 || std::memcmp(data, message, sizeof message - 1) != 0) {
+                static const char error[] = "{\"type\":\"ERROR\"";
+                if (length >= sizeof error - 1 && std::memcmp(data, error, sizeof error - 1) == 0) errors_.protocol++;
+                return; // SUBSCRIBED and other replies
+            }
+            size_t prefix = messagePrefix_.size();
+            if (length < prefix + opt_.publishSize + 1 || std::memcmp(data, messagePrefix_.data(), prefix) != 0 ||
+                std::memcmp(data + prefix + 32, publishTemplate_.data() + 32, opt_.publishSize - 32) != 0 ||
+                data[prefix + opt_.publishSize] != '"' || !unhex16(data + prefix, sentAt) ||
+                !unhex16(data + prefix + 16, seq)) {
+                errors_.mismatches++;
+                return;
+            }
+            countDelivery(c, sentAt, seq);
+            return;
+        }
         if (length != opt_.publishSize ||
             std::memcmp(data + 16, publishTemplate_.data() + 16, length - 16) != 0) {
             errors_.mismatches++;
@@ -731,6 +789,10 @@ private:
         }
         std::memcpy(&sentAt, data, 8);
         std::memcpy(&seq, data + 8, 8);
+        countDelivery(c, sentAt, seq);
+    }
+
+    void countDelivery(Connection &c, uint64_t sentAt, uint64_t seq) {
         if (seq & kProbeBit) {
             if (!c.probed) {
                 c.probed = true;
@@ -891,6 +953,7 @@ private:
     std::vector<uint8_t> readBuffer_;
     std::vector<uint8_t> echoTemplate_, publishTemplate_;
     std::vector<uint8_t> echoScratch_, publishScratch_, compressScratch_, inflateScratch_;
+    std::string publishPrefix_, messagePrefix_, subscribeRequest_;
     size_t stampOffset_ = 0, stampWidth_ = 16;
     uint32_t maskState_ = 0x9e3779b9u;
     uint64_t now_ = monotonicNs();

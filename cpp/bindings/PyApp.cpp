@@ -145,20 +145,53 @@ void throwOSError(const std::system_error &error) {
     throw py::error_already_set();
 }
 
+uws::TlsOptions tlsOptions(const std::string &certFile, const std::string &keyFile, const std::string &passphrase,
+                           const std::string &caFile, const std::string &ciphers, const std::string &ciphersuites,
+                           const std::string &minVersion) {
+    uws::TlsOptions options{certFile, keyFile, passphrase, caFile, ciphers, ciphersuites, uws::TlsVersion::Tls12};
+    if (minVersion == "TLSv1.3") {
+        options.minVersion = uws::TlsVersion::Tls13;
+    } else if (minVersion != "TLSv1.2") {
+        throw py::value_error("min_version must be 'TLSv1.2' or 'TLSv1.3', not '" + minVersion + "'");
+    }
+    return options;
+}
+
+// An unreadable file is the OSError its errno names; bad content is ValueError.
+template <typename Body>
+void withTlsErrors(Body body) {
+    try {
+        body();
+    } catch (const std::system_error &error) {
+        throwOSError(error);
+    } catch (const std::logic_error &error) {
+        throw std::runtime_error(error.what());
+    } catch (const std::runtime_error &error) {
+        throw py::value_error(error.what());
+    }
+}
+
 } // namespace
 
 void registerApp(py::module_ &module) {
     py::class_<PyApp>(module, "App", "The native server. Use uws_py.App, which wraps it.")
         .def(py::init<>())
         .def("use_tls", [](PyApp &self, const std::string &certFile, const std::string &keyFile,
-                           const std::string &passphrase, const std::string &caFile) {
-            uws::TlsOptions options{certFile, keyFile, passphrase, caFile};
-            try {
-                self.app.useTls(options);
-            } catch (const std::runtime_error &error) {
-                throw py::value_error(error.what());
-            }
-        }, py::arg("cert_file"), py::arg("key_file"), py::arg("passphrase") = "", py::arg("ca_file") = "")
+                           const std::string &passphrase, const std::string &caFile, const std::string &ciphers,
+                           const std::string &ciphersuites, const std::string &minVersion) {
+            withTlsErrors([&] {
+                self.app.useTls(tlsOptions(certFile, keyFile, passphrase, caFile, ciphers, ciphersuites, minVersion));
+            });
+        }, py::arg("cert_file"), py::arg("key_file"), py::arg("passphrase") = "", py::arg("ca_file") = "",
+           py::arg("ciphers") = "", py::arg("ciphersuites") = "", py::arg("min_version") = "TLSv1.2")
+        .def("add_server_name", [](PyApp &self, const std::string &hostname, const std::string &certFile,
+                                   const std::string &keyFile, const std::string &passphrase, const std::string &caFile,
+                                   const std::string &ciphers, const std::string &ciphersuites, const std::string &minVersion) {
+            withTlsErrors([&] {
+                self.app.addServerName(hostname, tlsOptions(certFile, keyFile, passphrase, caFile, ciphers, ciphersuites, minVersion));
+            });
+        }, py::arg("hostname"), py::arg("cert_file"), py::arg("key_file"), py::arg("passphrase") = "",
+           py::arg("ca_file") = "", py::arg("ciphers") = "", py::arg("ciphersuites") = "", py::arg("min_version") = "TLSv1.2")
         .def("ws", [](PyApp &self, const std::string &pattern, py::dict handlers, py::dict options) {
             auto behavior = std::make_unique<PyBehavior>(handlers);
             self.app.ws(pattern, makeBehavior(&self, behavior.get(), options));
@@ -197,16 +230,17 @@ void registerApp(py::module_ &module) {
                 app->publish(topicCopy, messageCopy, opCode, compress);
             });
         }, py::arg("topic"), py::arg("message"), py::arg("opcode") = py::none(), py::arg("compress") = false)
-        .def("close", [](PyApp &self, int code, const std::string &reason, unsigned timeout) {
+        .def("close", [](PyApp &self, int code, const std::string &reason, double timeout) {
+            uint64_t timeoutMs = timeout <= 0 ? 0 : uint64_t(timeout * 1000.0 + 0.5);
             if (self.onLoopThread()) {
-                self.app.close(uint16_t(code), reason, timeout);
+                self.app.close(uint16_t(code), reason, timeoutMs);
                 if (!self.running && !self.embedded) self.app.loop().stop();
                 if (self.embedded) self.app.loop().wakeup(); // serve() must see it now
             } else {
                 PyApp *app = &self;
-                self.app.loop().defer([app, code, reason, timeout] { app->app.close(uint16_t(code), reason, timeout); });
+                self.app.loop().defer([app, code, reason, timeoutMs] { app->app.close(uint16_t(code), reason, timeoutMs); });
             }
-        }, py::arg("code") = 1001, py::arg("reason") = "server shutting down", py::arg("timeout") = 5)
+        }, py::arg("code") = 1001, py::arg("reason") = "server shutting down", py::arg("timeout") = 5.0)
         .def("publish", [](PyApp &self, py::object topic, py::object message, py::object opcode, bool compress) {
             Payload topicBytes, payload;
             uws::OpCode opCode = publishArguments(topic, message, opcode, topicBytes, payload, "publish");

@@ -1,5 +1,7 @@
 #include "PyBehavior.h"
 
+#include <pybind11/stl.h>
+
 #include "PyApp.h"
 #include "PyHttp.h"
 #include "PyWebSocket.h"
@@ -41,6 +43,9 @@ uws::WebSocketBehavior makeBehavior(PyApp *app, PyBehavior *handlers, const py::
     behavior.sendPingsAutomatically = options["send_pings_automatically"].cast<bool>();
     behavior.compression = options["compression"].cast<uint32_t>();
     behavior.compressionThreshold = options["compression_threshold"].cast<size_t>();
+    behavior.maxLifetime = options["max_lifetime"].cast<unsigned>();
+    behavior.resetIdleTimeoutOnSend = options["reset_idle_timeout_on_send"].cast<bool>();
+    behavior.subprotocols = options["subprotocols"].cast<std::vector<std::string>>();
 
     // open always runs: it creates the Python handle when no upgrade handler made one.
     behavior.open = [app, handlers](uws::WebSocket *ws) {

@@ -49,6 +49,15 @@ bool bindArguments(const char *function, PyObject *const *args, Py_ssize_t nargs
     return true;
 }
 
+PyObject *statusObject(uws::SendStatus status) {
+    PyObject *result = constants.sendStatus[int(status)];
+    Py_INCREF(result);
+    return result;
+}
+
+const char *const kFragmentInProgress =
+    "a fragmented message is being sent: finish it with send_last_fragment() first";
+
 PyObject *wsSend(PyWebSocketObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     static const char *const names[] = {"data", "opcode", "compress"};
     PyObject *values[3];
@@ -66,11 +75,78 @@ PyObject *wsSend(PyWebSocketObject *self, PyObject *const *args, Py_ssize_t narg
         !opCodeArgument(values[1], isText, payload.view.size(), AllowedOpCodes::DataAndControl, "send", opCode)) {
         return nullptr;
     }
+    bool data = opCode == uws::OpCode::Text || opCode == uws::OpCode::Binary;
+    if (data && ws->sendingFragments()) {
+        PyErr_SetString(PyExc_RuntimeError, kFragmentInProgress);
+        return nullptr;
+    }
     bool compress = values[2] && PyObject_IsTrue(values[2]) == 1;
-    uws::SendStatus status = ws->send(payload.view, opCode, compress);
-    PyObject *result = constants.sendStatus[int(status)];
-    Py_INCREF(result);
-    return result;
+    return statusObject(ws->send(payload.view, opCode, compress));
+}
+
+PyObject *wsPing(PyWebSocketObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"data"};
+    PyObject *values[1];
+    if (!bindArguments("ping", args, nargs, kwnames, names, 1, values)) return nullptr;
+    uws::WebSocket *ws = openSocket(self);
+    if (!ws) return nullptr;
+    Payload payload;
+    if (values[0] && !payload.load(values[0])) return nullptr;
+    if (payload.view.size() > 125) {
+        PyErr_Format(PyExc_ValueError, "ping() payload is %zu bytes; a ping carries at most 125 (RFC 6455 5.5)",
+                     payload.view.size());
+        return nullptr;
+    }
+    return statusObject(ws->ping(payload.view));
+}
+
+// send_first_fragment / send_fragment / send_last_fragment.
+PyObject *sendFragment(PyWebSocketObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                       uws::WebSocket::Fragment position, const char *function) {
+    static const char *const firstNames[] = {"data", "opcode", "compress"};
+    static const char *const laterNames[] = {"data"};
+    bool first = position == uws::WebSocket::Fragment::First;
+    PyObject *values[3] = {};
+    if (!bindArguments(function, args, nargs, kwnames, first ? firstNames : laterNames, first ? 3 : 1, values)) {
+        return nullptr;
+    }
+    if (!values[0]) {
+        PyErr_Format(PyExc_TypeError, "%s() missing required argument 'data'", function);
+        return nullptr;
+    }
+    uws::WebSocket *ws = openSocket(self);
+    if (!ws) return nullptr;
+    Payload payload;
+    bool isText;
+    if (!payload.load(values[0], isText)) return nullptr;
+    uws::OpCode opCode = uws::OpCode::Binary;
+    if (first) {
+        if (ws->sendingFragments()) {
+            PyErr_SetString(PyExc_RuntimeError, kFragmentInProgress);
+            return nullptr;
+        }
+        if (!opCodeArgument(values[1], isText, payload.view.size(), AllowedOpCodes::Data, function, opCode)) {
+            return nullptr;
+        }
+    } else if (!ws->sendingFragments()) {
+        PyErr_Format(PyExc_RuntimeError, "%s(): no fragmented message in progress (start one with send_first_fragment())",
+                     function);
+        return nullptr;
+    }
+    bool compress = values[2] && PyObject_IsTrue(values[2]) == 1;
+    return statusObject(ws->sendFragment(payload.view, position, opCode, compress));
+}
+
+PyObject *wsSendFirstFragment(PyWebSocketObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return sendFragment(self, args, nargs, kwnames, uws::WebSocket::Fragment::First, "send_first_fragment");
+}
+
+PyObject *wsSendFragment(PyWebSocketObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return sendFragment(self, args, nargs, kwnames, uws::WebSocket::Fragment::Middle, "send_fragment");
+}
+
+PyObject *wsSendLastFragment(PyWebSocketObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return sendFragment(self, args, nargs, kwnames, uws::WebSocket::Fragment::Last, "send_last_fragment");
 }
 
 PyObject *wsEnd(PyWebSocketObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -220,6 +296,20 @@ PyMethodDef wsMethods[] = {
      "send(data, opcode=None, compress=False) -> SendStatus\n\nstr is sent as text, bytes-like as binary "
      "unless opcode says otherwise. SUCCESS: written or corked; BACKPRESSURE: queued because the peer "
      "reads slowly; DROPPED: not sent, the socket is over max_backpressure."},
+    {"ping", (PyCFunction)(void (*)())wsPing, METH_FASTCALL | METH_KEYWORDS,
+     "ping(data=b'') -> SendStatus\n\nSends a ping frame (payload at most 125 bytes, else ValueError); "
+     "the client's pong reaches the pong handler."},
+    {"send_first_fragment", (PyCFunction)(void (*)())wsSendFirstFragment, METH_FASTCALL | METH_KEYWORDS,
+     "send_first_fragment(data, opcode=None, compress=False) -> SendStatus\n\nStarts a message sent in "
+     "fragments (FIN clear); opcode and compress apply to the whole message. Until send_last_fragment(), "
+     "ping()/send(opcode=PING) may go out between fragments but another data message raises RuntimeError "
+     "and published messages wait. Only this first fragment can be DROPPED."},
+    {"send_fragment", (PyCFunction)(void (*)())wsSendFragment, METH_FASTCALL | METH_KEYWORDS,
+     "send_fragment(data) -> SendStatus\n\nA middle fragment (continuation frame, FIN clear). RuntimeError "
+     "when no fragmented message was started."},
+    {"send_last_fragment", (PyCFunction)(void (*)())wsSendLastFragment, METH_FASTCALL | METH_KEYWORDS,
+     "send_last_fragment(data) -> SendStatus\n\nThe last fragment (continuation frame, FIN set): the message "
+     "is complete. RuntimeError when no fragmented message was started."},
     {"end", (PyCFunction)(void (*)())wsEnd, METH_FASTCALL | METH_KEYWORDS,
      "end(code=1000, reason='') -> None\n\nStarts the close handshake; the close handler runs now."},
     {"close", (PyCFunction)wsClose, METH_NOARGS,

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <stdexcept>
 #include <system_error>
 
 #include "uws/HttpConnection.h"
@@ -135,23 +136,29 @@ int App::listen(const std::string &host, int port, int backlog, bool reusePort) 
     return boundPort;
 }
 
-void App::close(uint16_t code, std::string_view reason, unsigned timeoutSeconds) {
+void App::addServerName(const std::string &hostname, const TlsOptions &options) {
+    if (!tls_) throw std::logic_error("add_server_name needs an App serving TLS");
+    tls_->addServerName(hostname, options);
+}
+
+void App::close(uint16_t code, std::string_view reason, uint64_t timeoutMs) {
     if (closing_) return;
     closing_ = true;
     listeners_.clear();
-    closeDeadline_ = loop_.now() + timeoutSeconds + 1;
     for (Socket *s = loop_.sockets, *next; s; s = next) {
         next = s->next;
         s->shutdown(code, reason);
     }
+    // Whoever has not finished closing by then is dropped; the loop then stops at the end
+    // of that iteration.
+    loop_.addTimer(timeoutMs, [this] {
+        while (loop_.sockets) loop_.sockets->close();
+    });
     endOfIteration();
 }
 
 void App::everySecond() {
     for (auto &listener : listeners_) listener->resume();
-    if (closing_ && loop_.now() >= closeDeadline_) {
-        while (loop_.sockets) loop_.sockets->close();
-    }
 }
 
 void App::endOfIteration() {

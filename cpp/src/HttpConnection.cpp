@@ -4,6 +4,7 @@
 
 #include "uws/LoopData.h"
 #include "uws/Handshake.h"
+#include "uws/Subprotocol.h"
 #include "uws/WebSocket.h"
 
 namespace uws {
@@ -293,10 +294,7 @@ WebSocket *HttpConnection::upgrade(WebSocketContext *context, std::string_view k
     response.reserve(192);
     response.append("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
     response.append("Sec-WebSocket-Accept: ").append(computeAcceptKey(key)).append("\r\n");
-    // A client's list ("chat, superchat"): the first entry is the one we speak.
-    std::string_view selected = protocol.substr(0, protocol.find(','));
-    while (!selected.empty() && (selected.back() == ' ' || selected.back() == '\t')) selected.remove_suffix(1);
-    while (!selected.empty() && (selected.front() == ' ' || selected.front() == '\t')) selected.remove_prefix(1);
+    std::string_view selected = selectSubprotocol(protocol, context->behavior.subprotocols);
     if (!selected.empty()) {
         response.append("Sec-WebSocket-Protocol: ").append(selected).append("\r\n");
     }

@@ -13,19 +13,24 @@ constexpr unsigned kClosingTimeout = 4;
 WebSocket::WebSocket(WebSocketContext *context_, int fd_) : Socket(context_->loop, fd_), context(context_) {
     parser_.maxPayloadLength = context->behavior.maxPayloadLength;
     subscriber_.owner = this;
-    restartIdleTimer();
+    const WebSocketBehavior &b = context->behavior;
+    WebSocketTimers::Settings settings;
+    settings.idleTimeout = b.idleTimeout;
+    settings.sendPingsAutomatically = b.sendPingsAutomatically;
+    settings.maxLifetimeSeconds = b.maxLifetime * 60;
+    timers_.start(loop->now(), settings);
+    armTimer();
+}
+
+void WebSocket::armTimer() {
+    // Socket::timeoutAt is in ticks; +1 as in setTimeout: the tick may be about to advance.
+    uint32_t deadline = timers_.deadline();
+    timeoutAt = deadline ? deadline + 1 : 0;
 }
 
 void WebSocket::restartIdleTimer() {
-    const WebSocketBehavior &b = context->behavior;
-    pingSent_ = false;
-    if (b.idleTimeout == 0) {
-        setTimeout(0);
-    } else if (b.sendPingsAutomatically) {
-        setTimeout(b.idleTimeout > 1 ? b.idleTimeout / 2 : 1);
-    } else {
-        setTimeout(b.idleTimeout);
-    }
+    timers_.activity(loop->now());
+    armTimer();
 }
 
 void WebSocket::onTimeout() {
@@ -33,23 +38,30 @@ void WebSocket::onTimeout() {
         close();
         return;
     }
-    const WebSocketBehavior &b = context->behavior;
-    if (b.sendPingsAutomatically && !pingSent_) {
+    switch (timers_.expire(loop->now())) {
+    case WebSocketTimers::Action::None:
+        armTimer();
+        return;
+    case WebSocketTimers::Action::Ping:
         sendFrame(OpCode::Ping, nullptr, 0);
-        pingSent_ = true;
-        unsigned rest = b.idleTimeout - (b.idleTimeout > 1 ? b.idleTimeout / 2 : 1);
-        setTimeout(rest ? rest : 1);
+        armTimer();
+        return;
+    case WebSocketTimers::Action::CloseLifetime:
+        logTo(*context->log, LogLevel::Info, "closing " + remoteAddress() + ": max_lifetime reached");
+        end(CloseCode::GoingAway, "max lifetime reached");
+        return;
+    case WebSocketTimers::Action::CloseIdle:
+        context->stats->idleTimeouts.add();
+        logTo(*context->log, LogLevel::Info, "closing " + remoteAddress() + ": idle timeout");
+        end(CloseCode::GoingAway, "idle timeout");
         return;
     }
-    context->stats->idleTimeouts.add();
-    logTo(*context->log, LogLevel::Info, "closing " + remoteAddress() + ": idle timeout");
-    end(CloseCode::GoingAway, "idle timeout");
 }
 
-void WebSocket::sendFrame(OpCode opCode, const char *payload, size_t length, bool compressed) {
+void WebSocket::sendFrame(OpCode opCode, const char *payload, size_t length, bool compressed, bool fin) {
     if (!published_.empty()) flushPublished(); // published frames were queued first
     char header[kMaxServerHeaderSize];
-    size_t headerLength = formatFrameHeader(header, opCode, length, true, compressed);
+    size_t headerLength = formatFrameHeader(header, opCode, length, fin, compressed);
     iovec parts[2] = {{header, headerLength}, {const_cast<char *>(payload), length}};
     write(parts, length ? 2 : 1);
     context->stats->bytesOut.add(headerLength + length);
@@ -89,29 +101,89 @@ bool WebSocket::compressMessage(std::string_view message, std::string &out) {
     return shared.compress(message, out, true) && acceptsSharedCompression(message, out.size());
 }
 
+void WebSocket::overBackpressureLimit(const char *what) {
+    context->stats->drops.add();
+    if (context->behavior.closeOnBackpressureLimit && state_ == State::Open) {
+        logTo(*context->log, LogLevel::Warning, "closing " + remoteAddress() + " with 1008: over max_backpressure on " + what);
+        // The close frame queues behind what the peer has not read; the closing timeout
+        // drops the connection if it never reads it.
+        end(CloseCode::PolicyViolation, "backpressure limit");
+    }
+}
+
 SendStatus WebSocket::send(std::string_view message, OpCode opCode, bool compress) {
     if (state_ != State::Open) return SendStatus::Dropped;
-    const WebSocketBehavior &b = context->behavior;
+    bool data = opCode == OpCode::Text || opCode == OpCode::Binary;
+    if (data && fragmenting_) return SendStatus::Dropped; // would land inside the fragmented message
     AppStats &stats = *context->stats;
     // An empty buffer always takes one message, so a message larger than the limit can
     // still be sent; after that the limit bounds what a slow reader costs us.
     if (wouldDrop(message.size())) {
-        stats.drops.add();
-        if (b.closeOnBackpressureLimit) {
-            logTo(*context->log, LogLevel::Warning, "closing " + remoteAddress() + ": over max_backpressure");
-            terminate("backpressure limit");
-        }
+        overBackpressureLimit("send");
         return SendStatus::Dropped;
     }
     std::string &compressed = context->loopData->compressScratch;
-    if (compress && (opCode == OpCode::Text || opCode == OpCode::Binary) && compressMessage(message, compressed)) {
+    if (compress && data && compressMessage(message, compressed)) {
         sendFrame(opCode, compressed.data(), compressed.size(), true);
     } else {
         sendFrame(opCode, message.data(), message.size());
     }
     stats.messagesOut.add();
+    if (context->behavior.resetIdleTimeoutOnSend) restartIdleTimer();
     if (bufferedAmount()) {
         stats.backpressureEvents.add();
+        return SendStatus::Backpressure;
+    }
+    return SendStatus::Success;
+}
+
+bool WebSocket::compressFragment(std::string_view data, bool last, std::string &out) {
+    // Each fragment is deflated on its own (the shared compressor, or the dedicated one
+    // keeping its context) and ends with a sync flush; only the message's last fragment
+    // drops the 00 00 FF FF tail, which the receiver appends once (RFC 7692 7.2.1). Blocks
+    // from a reset compressor refer to nothing before them, so the concatenation is one
+    // valid deflate stream either way.
+    bool ok = deflate_->deflater
+                  ? deflate_->deflater->compress(data, out, deflate_->serverNoContextTakeover)
+                  : context->loopData->sharedDeflater(deflate_->serverWindowBits).compress(data, out, true);
+    if (ok && !last) out.append("\x00\x00\xff\xff", 4);
+    return ok;
+}
+
+SendStatus WebSocket::sendFragment(std::string_view data, Fragment position, OpCode opCode, bool compress) {
+    if (state_ != State::Open) return SendStatus::Dropped;
+    bool first = position == Fragment::First;
+    if (first == fragmenting_) return SendStatus::Dropped; // the caller checks sendingFragments()
+    if (first) {
+        if (wouldDrop(data.size())) {
+            overBackpressureLimit("send_first_fragment");
+            return SendStatus::Dropped;
+        }
+        flushPublished(); // what was published before the message goes before it
+        fragmenting_ = true;
+        fragmentsCompressed_ = compress && deflate_ && deflate_->serverWindowBits;
+    }
+    bool last = position == Fragment::Last;
+    OpCode frameOpCode = first ? opCode : OpCode::Continuation;
+    std::string &compressed = context->loopData->compressScratch;
+    if (fragmentsCompressed_ && compressFragment(data, last, compressed)) {
+        sendFrame(frameOpCode, compressed.data(), compressed.size(), first, last);
+    } else if (fragmentsCompressed_) {
+        // zlib failed mid-message: the message cannot be finished correctly.
+        fragmenting_ = false;
+        onProtocolError(CloseCode::InternalError, "compressing a fragment failed");
+        return SendStatus::Dropped;
+    } else {
+        sendFrame(frameOpCode, data.data(), data.size(), false, last);
+    }
+    if (last) {
+        fragmenting_ = false;
+        context->stats->messagesOut.add();
+        flushPublished(); // what was published meanwhile waited for the message to end
+    }
+    if (context->behavior.resetIdleTimeoutOnSend) restartIdleTimer();
+    if (bufferedAmount()) {
+        context->stats->backpressureEvents.add();
         return SendStatus::Backpressure;
     }
     return SendStatus::Success;
@@ -162,11 +234,12 @@ SendStatus WebSocket::queuePublished(std::string_view header, std::string_view p
     if (wouldDrop(header.size() + payload.size())) return SendStatus::Dropped;
     if (published_.empty()) context->publisher->markPublished(this);
     published_.append(header).append(payload);
+    if (context->behavior.resetIdleTimeoutOnSend) restartIdleTimer();
     return bufferedAmount() ? SendStatus::Backpressure : SendStatus::Success;
 }
 
 void WebSocket::flushPublished() {
-    if (published_.empty()) return;
+    if (published_.empty() || fragmenting_) return;
     std::string batch;
     batch.swap(published_);
     if (isClosed()) return;

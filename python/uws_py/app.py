@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import ssl
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Union
 
@@ -12,7 +12,7 @@ from . import _core
 from ._asyncio import CoroutineRunner
 from .behavior import HANDLER_NAMES as _HANDLERS
 from .behavior import OPTION_DEFAULTS as _OPTION_DEFAULTS
-from .behavior import Behavior, CompressOptions
+from .behavior import Behavior, CompressOptions, subprotocol_list
 
 logger = logging.getLogger("uws_py")
 
@@ -21,6 +21,8 @@ HttpHandler = Callable[["_core.HttpResponse", "_core.HttpRequest"], Any]
 
 # Upper bound of byte limits (1 TiB): larger values mean "no limit" and would overflow sums.
 _MAX_LIMIT = 1 << 40
+# max_lifetime in minutes; the core counts seconds in 32 bits.
+_MAX_LIFETIME_MINUTES = 1_000_000
 
 
 def _report_handler_error(where: str, exc: BaseException) -> None:
@@ -36,13 +38,31 @@ class SSLOptions:
     """TLS for ``wss://`` and ``https://`` (OpenSSL; TLS 1.2 and 1.3).
 
     ``cert_file`` is a PEM chain (leaf first) and ``key_file`` its PEM key, encrypted with
-    ``passphrase`` if given. With ``ca_file``, clients must present a certificate it signed.
+    ``passphrase`` if given. With ``ca_file`` (a PEM bundle), clients must present a
+    certificate it signed: a client without one, or with another, fails the handshake.
+    ``ciphers`` is an OpenSSL cipher string for TLS 1.2 (default: ECDHE/DHE with AES-GCM or
+    ChaCha20) and ``ciphersuites`` the TLS 1.3 list (default: OpenSSL's); one that selects
+    nothing raises ``ValueError``. ``minimum_version`` is ``"TLSv1.2"`` (default) or
+    ``"TLSv1.3"`` (``ssl.TLSVersion`` members work too): older clients fail the handshake.
     """
 
     cert_file: str
     key_file: str
     passphrase: Optional[str] = None
     ca_file: Optional[str] = None
+    ciphers: Optional[str] = None
+    ciphersuites: Optional[str] = None
+    minimum_version: "Union[str, ssl.TLSVersion]" = "TLSv1.2"
+
+    def _native_arguments(self) -> tuple[str, str, str, str, str, str, str]:
+        version = self.minimum_version
+        if isinstance(version, ssl.TLSVersion):
+            names = {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}
+            if version not in names:
+                raise ValueError(f"minimum_version must be TLSv1.2 or TLSv1.3, not {version.name}")
+            version = names[version]
+        return (self.cert_file, self.key_file, self.passphrase or "", self.ca_file or "",
+                self.ciphers or "", self.ciphersuites or "", version)
 
 
 class App:
@@ -55,18 +75,28 @@ class App:
     """
 
     def __init__(self, ssl: Optional[SSLOptions] = None) -> None:
-        """``ssl``: serve TLS on every listener. A missing or unreadable file raises
-        ``OSError``; a wrong passphrase or mismatched key raises ``ValueError``."""
+        """``ssl``: serve TLS on every listener. A file that cannot be opened raises the
+        ``OSError`` its errno names (``FileNotFoundError``, ``PermissionError``, ...); bad
+        content, a wrong passphrase, a mismatched key or a cipher string that selects
+        nothing raises ``ValueError``."""
         self._core = _core.App()
         if ssl is not None:
-            for path in (ssl.cert_file, ssl.key_file, ssl.ca_file):
-                if path is not None and not os.access(path, os.R_OK):
-                    raise FileNotFoundError(f"TLS file not readable: {path}")
-            self._core.use_tls(ssl.cert_file, ssl.key_file, ssl.passphrase or "", ssl.ca_file or "")
+            self._core.use_tls(*ssl._native_arguments())
         self._core.error_handler = _report_handler_error
         self._core.log_handler = _forward_core_log
         self._port: Optional[int] = None
         self._coroutines = CoroutineRunner()
+
+    def add_server_name(self, hostname: str, ssl: SSLOptions) -> "App":
+        """SNI: TLS clients asking for ``hostname`` get the certificate, key and ``ca_file``
+        of ``ssl``; others get the App's own. ``"*.example.com"`` matches one label
+        (``a.example.com``); an exact name wins over a wildcard. The protocol floor and
+        ciphers stay the App's (OpenSSL settles them before it reads the name). Adding a
+        name again replaces it. Needs ``App(ssl=...)`` (``RuntimeError`` otherwise); raises
+        as :class:`App` does for unreadable or bad files. Loop thread only.
+        """
+        self._core.add_server_name(hostname, *ssl._native_arguments())
+        return self
 
     def ws(self, pattern: str, behavior: "Behavior | Mapping[str, Any]") -> "App":
         """Adds a WebSocket route.
@@ -75,7 +105,8 @@ class App:
         ``behavior`` holds handlers (``open``, ``message``, ``drain``, ``close``, ``upgrade``,
         ``ping``, ``pong``, ``subscription``, ``dropped``) and options (``max_payload_length``, ``idle_timeout``,
         ``max_backpressure``, ``close_on_backpressure_limit``, ``send_pings_automatically``,
-        ``compression``, ``compression_threshold``); unknown keys raise ``TypeError``.
+        ``compression``, ``compression_threshold``, ``max_lifetime``, ``reset_idle_timeout_on_send``,
+        ``subprotocols``); unknown keys raise ``TypeError``.
         See :class:`uws_py.behavior.Behavior` for the types and defaults.
         """
         unknown = set(behavior) - set(_HANDLERS) - set(_OPTION_DEFAULTS)
@@ -99,6 +130,13 @@ class App:
             raise ValueError(f"ws() option 'max_payload_length' must be 1..{_MAX_LIMIT}")
         if options["max_backpressure"] > _MAX_LIMIT:
             raise ValueError(f"ws() option 'max_backpressure' must be at most {_MAX_LIMIT}")
+        lifetime = options["max_lifetime"]
+        if not isinstance(lifetime, int) or isinstance(lifetime, bool) or not 0 <= lifetime <= _MAX_LIFETIME_MINUTES:
+            raise ValueError(f"ws() option 'max_lifetime' must be whole minutes 0..{_MAX_LIFETIME_MINUTES}, not {lifetime!r}")
+        for name in ("close_on_backpressure_limit", "send_pings_automatically", "reset_idle_timeout_on_send"):
+            if not isinstance(options[name], bool):
+                raise ValueError(f"ws() option '{name}' must be a bool, not {options[name]!r}")
+        options["subprotocols"] = subprotocol_list(options["subprotocols"])
         options["compression"] = int(options["compression"])
         self._core.ws(pattern, handlers, options)
         return self
@@ -227,10 +265,10 @@ class App:
     def close(self, code: int = 1001, reason: str = "server shutting down", timeout: float = 5.0) -> None:
         """Stops listening, ends every WebSocket with ``code``/``reason`` and makes :meth:`run` return.
 
-        Sockets that have not finished closing after ``timeout`` seconds are dropped.
-        Callable from any thread.
+        Sockets that have not finished closing after ``timeout`` seconds (millisecond
+        precision; 0 drops them at once) are dropped. Callable from any thread.
         """
-        self._core.close(code, reason, max(0, int(round(timeout))))
+        self._core.close(code, reason, max(0.0, float(timeout)))
 
     def publish(
         self, topic: Union[str, bytes], message: Union[str, bytes], opcode: Optional[int] = None, compress: bool = False

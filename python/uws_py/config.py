@@ -41,6 +41,8 @@ class ServeConfig:
     max_payload: int = field(default=100 * 1024, metadata={"help": "largest message in bytes"})
     idle_timeout: int = field(default=120, metadata={"help": "seconds before an idle connection closes"})
     compression: bool = field(default=True, metadata={"help": "permessage-deflate"})
+    close_on_backpressure_limit: bool = field(default=True, metadata={
+        "help": "close a client that falls 1 MiB behind with 1008 instead of dropping its messages"})
     broker: Optional[str] = field(default=None, metadata={"help": "redis://host:port/db for pub/sub across workers"})
     history: list[str] = field(default_factory=list, metadata={
         "help": "PATTERN[:SIZE[:TTL]] topics keeping a history, e.g. 'chat.*:100:300' (repeatable; "

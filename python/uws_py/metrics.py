@@ -243,6 +243,9 @@ class _Collector:
             yield CounterMetricFamily("uws_history_gaps_detected",
                                       "Breaks of continuity seen in broker deliveries (offset jump, reconnect)",
                                       value=history.gaps_detected)
+            yield CounterMetricFamily("uws_history_gaps_filled",
+                                      "Offset jumps in broker deliveries filled from the history by the worker",
+                                      value=history.gaps_filled)
             yield CounterMetricFamily("uws_history_topics_evicted", "Topics evicted over the history memory cap",
                                       value=history.topics_evicted)
             if m.history_memory is not None:

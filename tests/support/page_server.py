@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--jwt-secret", default=None)
     parser.add_argument("--recover-limit", type=int, default=1000)
     args = parser.parse_args(argv)
-    server = build(args.pages, args.history, args.jwt_secret, args.recover_limit).listen("127.0.0.1", args.port)
+    server = build(args.pages, args.history, args.jwt_secret, args.recover_limit).listen(port=args.port, host="127.0.0.1")
     print(f"listening on {server.port}", flush=True)
     server.run_forever()
     return 0

@@ -195,7 +195,7 @@ class AsyncServed:
 
         async def main() -> None:
             self.loop = asyncio.get_running_loop()
-            serving = asyncio.ensure_future(server.serve("127.0.0.1", 0, handle_signals=False))
+            serving = asyncio.ensure_future(server.serve(port=0, host="127.0.0.1", handle_signals=False))
             await asyncio.sleep(0.05)  # serve() listens before its first await
             self.ready.set()
             await serving

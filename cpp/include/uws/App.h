@@ -29,6 +29,9 @@ public:
     // Serve TLS (wss://, https://) on every listener; throws std::runtime_error on a bad file
     // or passphrase.
     void useTls(const TlsOptions &options) { tls_ = std::make_unique<TlsContext>(options); }
+    // SNI: clients asking for hostname get these certificates (see TlsContext); needs
+    // useTls first (std::logic_error otherwise).
+    void addServerName(const std::string &hostname, const TlsOptions &options);
 
     WebSocketContext *ws(std::string_view pattern, WebSocketBehavior behavior);
     // An HTTP route; method "GET", "POST", ... or "*" for any.
@@ -40,9 +43,10 @@ public:
 
     void run() { loop_.run(); }
     // Stops accepting, ends every WebSocket with code/reason, and stops the loop once all
-    // are gone or timeoutSeconds passed. Loop thread only.
+    // are gone or timeoutMs passed (a millisecond timer, not the one-second tick). Loop
+    // thread only.
     void close(uint16_t code = CloseCode::GoingAway, std::string_view reason = "server shutting down",
-               unsigned timeoutSeconds = 5);
+               uint64_t timeoutMs = 5000);
 
     // See Publisher::publish.
     bool publish(std::string_view topic, std::string_view message, OpCode opCode, bool compress) {
@@ -73,7 +77,6 @@ private:
     std::vector<std::unique_ptr<Listener>> listeners_;
     std::vector<std::unique_ptr<WebSocketContext>> contexts_;
     bool closing_ = false;
-    uint32_t closeDeadline_ = 0;
 };
 
 } // namespace uws

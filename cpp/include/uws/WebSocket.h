@@ -13,6 +13,7 @@
 #include "uws/TopicTree.h"
 #include "uws/WebSocketContext.h"
 #include "uws/WebSocketParser.h"
+#include "uws/WebSocketTimers.h"
 
 namespace uws {
 
@@ -25,6 +26,21 @@ public:
     // compress: deflate it when permessage-deflate was negotiated and it pays (see
     // kCompressThreshold).
     SendStatus send(std::string_view message, OpCode opCode = OpCode::Binary, bool compress = false);
+    // A ping frame (payload at most 125 bytes, which the caller checks); its pong reaches
+    // the pong handler.
+    SendStatus ping(std::string_view payload) { return send(payload, OpCode::Ping); }
+
+    // One message in fragments (RFC 6455 5.4): the first fragment carries opCode (and with
+    // compress the RSV1 bit, for the whole message), the last one FIN. Control frames may
+    // go out between fragments; data messages (send, publish) may not: send() refuses one
+    // with Dropped (check sendingFragments() first) and published frames wait until the
+    // last fragment. Only the first fragment can be Dropped (the message then never
+    // started); later ones are always queued so that a started message is never cut.
+    enum class Fragment : uint8_t { First, Middle, Last };
+    SendStatus sendFragment(std::string_view data, Fragment position, OpCode opCode = OpCode::Binary,
+                            bool compress = false);
+    bool sendingFragments() const { return fragmenting_; }
+
     // permessage-deflate as agreed in the handshake.
     void enableCompression(const DeflateAgreement &agreement);
     bool compressionNegotiated() const { return deflate_ != nullptr; }
@@ -63,6 +79,7 @@ public:
         size_t limit = context->behavior.maxBackpressure;
         return limit && queued && queued + bytes > limit;
     }
+    // Writes the publish batch (not while a fragmented message is going out).
     void flushPublished();
     // Bytes queued for this socket: backpressure plus published frames not yet written.
     size_t queuedAmount() const { return bufferedAmount() + published_.size(); }
@@ -94,10 +111,15 @@ private:
     void onEnd() override;
     void onDrained() override;
     void onClosed() override;
-    void sendFrame(OpCode opCode, const char *payload, size_t length, bool compressed = false);
+    void sendFrame(OpCode opCode, const char *payload, size_t length, bool compressed = false, bool fin = true);
     void sendClose(uint16_t code, std::string_view reason);
     void runCloseHandler(int code, std::string_view reason);
     void restartIdleTimer();
+    void armTimer();
+    // Over maxBackpressure: counts the drop, and ends the connection with 1008 when the
+    // behavior says so.
+    void overBackpressureLimit(const char *what);
+    bool compressFragment(std::string_view data, bool last, std::string &out);
 
     struct DeflateState {
         int serverWindowBits;
@@ -111,8 +133,10 @@ private:
     std::unique_ptr<DeflateState> deflate_;
     Subscriber subscriber_;
     std::string published_;
+    WebSocketTimers timers_;
     State state_ = State::Open;
-    bool pingSent_ = false;
+    bool fragmenting_ = false;
+    bool fragmentsCompressed_ = false;
 };
 
 } // namespace uws

@@ -4,7 +4,9 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "uws/PerMessageDeflate.h"
 #include "uws/WebSocketParser.h"
@@ -22,8 +24,15 @@ struct WebSocketBehavior {
     size_t maxPayloadLength = 16 * 1024 * 1024;
     // Seconds without receiving anything before the connection is closed; 0 disables.
     unsigned idleTimeout = 120;
+    // Sending also restarts the idle timeout (a server that streams to a quiet client).
+    bool resetIdleTimeoutOnSend = false;
+    // Minutes a connection may stay open, whatever it does; 0 disables. Bounds how long a
+    // client keeps a token's rights or a pinned worker.
+    unsigned maxLifetime = 0;
     // Bytes a socket may hold unsent before send() drops (or closes, see below).
     size_t maxBackpressure = 1024 * 1024;
+    // A send (or publish) over maxBackpressure ends the connection with 1008 instead of
+    // being dropped: a consumer that cannot keep up is told so, as Centrifugo does.
     bool closeOnBackpressureLimit = false;
     // Ping halfway through idleTimeout so that live but quiet clients stay connected.
     bool sendPingsAutomatically = true;
@@ -31,6 +40,8 @@ struct WebSocketBehavior {
     // Messages shorter than this go out uncompressed, and so does a message the shared
     // compressor could not shrink; 0 compresses everything.
     size_t compressionThreshold = kDefaultCompressThreshold;
+    // Subprotocols this route speaks, preferred first; see selectSubprotocol.
+    std::vector<std::string> subprotocols;
 
     std::function<void(HttpConnection *, HttpRequest *, WebSocketContext *)> upgrade;
     std::function<void(WebSocket *)> open;

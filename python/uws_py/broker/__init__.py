@@ -4,8 +4,8 @@ A :class:`Broker` carries publishes between server processes. The server calls
 :meth:`Broker.subscribe` when a topic gets its first local subscriber and
 :meth:`Broker.unsubscribe` after its last, :meth:`Broker.publish` for every publish, and
 receives other processes' publishes through the ``deliver`` callback, always on its loop
-thread. Delivery guarantees are those of the broker (Redis pub/sub: at most once; see
-docs/scaling.md).
+thread. Plain publishes get the broker's guarantees (Redis pub/sub: at most once); history
+topics add offsets and recovery on top (docs/topics/delivery.md).
 """
 
 from __future__ import annotations

@@ -66,6 +66,7 @@ class RedisBroker(Broker):
         self._deliver_traced: Optional[Callable[[str, bytes, bytes], None]] = None
         self._on_connection: Optional[OnConnection] = None
         self._jobs: Optional[asyncio.Queue[tuple[Job, Done]]] = None
+        self._unordered: set[asyncio.Task[None]] = set()
         # Channels whose SUBSCRIBE Redis acknowledged on the current connection, callbacks
         # waiting for an acknowledgement, and the channels a reconnection still waits for.
         self._confirmed: set[bytes] = set()
@@ -119,12 +120,17 @@ class RedisBroker(Broker):
                 self._notify(ready)
         self._call(self._apply_subscription, topic, True)
 
-    def run(self, job: Job, done: Done) -> None:
-        """Awaits ``job()`` on the broker's loop, one job at a time in the order given, and
-        calls ``done(result)`` (the exception raised, if any) on the server's loop. History
-        publishes go through here so that one process's publishes keep their order.
+    def run(self, job: Job, done: Done, ordered: bool = True) -> None:
+        """Awaits ``job()`` on the broker's loop and calls ``done(result)`` (the exception
+        raised, if any) on the server's loop.
 
-        Args: job: a coroutine function of no arguments; done: receives its result.
+        Ordered jobs run one at a time in the order given: history publishes go through here
+        so that one process's publishes keep their order. An unordered job (a history read,
+        atomic by itself) starts at once beside them, so it never waits behind a backlog of
+        publishes.
+
+        Args: job: a coroutine function of no arguments; done: receives its result;
+        ordered: queue it behind the other ordered jobs.
         Raises: RuntimeError before :meth:`start`.
         """
         schedule = self._schedule
@@ -135,7 +141,10 @@ class RedisBroker(Broker):
             failure = ConnectionError("the Redis broker thread is not running")
             schedule(lambda: done(failure))
             return
-        loop.call_soon_threadsafe(jobs.put_nowait, (job, done))
+        if ordered:
+            loop.call_soon_threadsafe(jobs.put_nowait, (job, done))
+        else:
+            loop.call_soon_threadsafe(self._start_job, job, done)
 
     def unsubscribe(self, topic: str) -> None:
         self._topics.discard(topic)
@@ -253,15 +262,24 @@ class RedisBroker(Broker):
             self._failed(dropped)
 
     async def _job_runner(self) -> None:
-        assert self._jobs is not None and self._schedule is not None
-        schedule = self._schedule
+        assert self._jobs is not None
         while True:
             job, done = await self._jobs.get()
-            try:
-                result: Any = await job()
-            except Exception as exc:
-                result = exc
-            schedule(lambda done=done, result=result: done(result))
+            await self._run_job(job, done)
+
+    def _start_job(self, job: Job, done: Done) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_job(job, done))
+        # The loop keeps only weak references to tasks: hold it until it is done.
+        self._unordered.add(task)
+        task.add_done_callback(self._unordered.discard)
+
+    async def _run_job(self, job: Job, done: Done) -> None:
+        assert self._schedule is not None
+        try:
+            result: Any = await job()
+        except Exception as exc:
+            result = exc
+        self._schedule(lambda: done(result))
 
     def _notify(self, callback: Optional[Callable[..., None]], *args: Any) -> None:
         if callback is not None and self._schedule is not None:

@@ -198,6 +198,16 @@ def message_parts(topic: str, data: Any, sender: Optional[str]) -> tuple[bytes, 
     return encoded[:-1] + b',"offset":', b"}"
 
 
+def sender_of(payload: bytes) -> Optional[str]:
+    """The ``from`` of a kept MESSAGE payload (built by :func:`message_parts`), None for the
+    server's. Read from the end, where ``"from"`` and ``"offset"`` are the last two fields,
+    so the data, whatever it holds, is never looked at."""
+    end = payload.rfind(b',"offset":')
+    start = payload.rfind(b',"from":', 0, end)
+    value = payload[start + 8:end]
+    return None if value == b"null" else value[1:-1].decode()
+
+
 def join_payload(head: bytes, offset: int, tail: bytes) -> bytes:
     """The payload a publication with this offset is sent and kept as."""
     return b"%s%d%s" % (head, offset, tail)
@@ -343,6 +353,7 @@ class HistoryMetrics:
     recoveries: dict[str, int] = field(default_factory=lambda: {o.value: 0 for o in RecoveryOutcome})
     publications_recovered: int = 0
     gaps_detected: int = 0
+    gaps_filled: int = 0  # offset jumps a worker filled from the history itself
     topics_evicted: int = 0
     publications_trimmed_by_cap: int = 0
 
@@ -577,6 +588,10 @@ class DeliveryTracker:
             return Continuity.GAP
         self._last[topic] = Position(epoch, offset)
         return Continuity.NEXT
+
+    def topics(self) -> list[str]:
+        """Every tracked topic."""
+        return list(self._last)
 
     def connection_lost(self) -> list[str]:
         """Every tracked topic: after a broker reconnect each may have missed publications and

@@ -12,6 +12,13 @@ read is done the client is subscribed in the core, gets SUBSCRIBED (position = t
 then the buffered publications above that top; later ones reach it through the core. When
 other local subscribers are still behind that top (their deliveries are in flight), the new
 one joins the core's fan-out only once delivery reached its top, so it gets nothing twice.
+
+How a missed broker delivery is made good: an offset jump (the broker's PUBLISH of some
+publications never arrived) is filled from the history before the later publication is
+delivered, in offset order and without duplicates, and only when that is impossible (more
+missing than the recover limit, the history trimmed or lost, Redis unreachable) are the
+subscribers told ``insufficient_state``. After a lost broker connection, every topic is caught
+up the same way, from its last delivered offset to the top, once the broker is back.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import logging
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from .history import (
-    Continuity, DeliveryTracker, HistoryError, HistoryUnavailable, Position, Recovery, message_parts,
+    Continuity, DeliveryTracker, HistoryError, HistoryUnavailable, Position, Recovery, message_parts, sender_of,
 )
 from .protocol import INTERNAL, TEXT, ProtocolError, error
 
@@ -34,6 +41,10 @@ logger = logging.getLogger("uws_py.realtime")
 
 # The push telling a subscriber the server lost continuity of a topic (spec-history.md).
 INSUFFICIENT_STATE = "insufficient_state"
+# The most publications sent to Redis in one pipeline.
+PUBLISH_BATCH = 500
+# Deliveries held while a gap is being filled; past it the fill gives up (insufficient_state).
+FILL_HOLD_LIMIT = 10_000
 
 
 class _Pending:
@@ -48,6 +59,15 @@ class _Pending:
         self.broken = False
         # Set once SUBSCRIBED was sent while delivery was still behind this offset.
         self.top: Optional[int] = None
+
+
+class _Fill:
+    """A gap being filled from the history: what the broker delivered meanwhile, held back."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held: list[tuple[bytes, str, int]] = []
 
 
 class HistoryRelay:
@@ -71,8 +91,13 @@ class HistoryRelay:
         self.metrics = metrics
         self.recover_limit = recover_limit
         self.pending: dict[str, list[_Pending]] = {}
+        # Publishes waiting for the batch in flight (one at a time, see _send_publishes).
+        self._outgoing: list[tuple[str, bytes, bytes, Callable[[Any], None]]] = []
+        self._publishing = False
         # Clients subscribed in the core to each history topic, told when continuity breaks.
         self.members: dict[str, dict[str, "Client"]] = {}
+        # Topics whose offset jump is being filled from the history (see _fill).
+        self.fills: dict[str, _Fill] = {}
 
     # -- replies ----------------------------------------------------------------------------
 
@@ -99,13 +124,13 @@ class HistoryRelay:
             client: the publisher, None for the server.
             topic: an already checked history topic.
             data: the MESSAGE's ``data``.
-            echo: also send the MESSAGE to the publisher (if it is not subscribed).
+            echo: also send the MESSAGE to the publisher (the broker's delivery skips it, as the
+                core's fan-out does without a broker).
             request_id: the request's id.
             reply: send PUBLISHED (the request had an id).
             confirm: called with whether the publication was stored.
         """
         head, tail = message_parts(topic, data, client.id if client is not None else None)
-        store = self.store
 
         def done(result: Any) -> None:
             if confirm is not None:
@@ -119,14 +144,39 @@ class HistoryRelay:
             position, publication = result
             if client is None:
                 return
-            if echo and client.id not in self.members.get(topic, {}):
+            if echo:
                 client.send({"type": "MESSAGE", "topic": topic, "data": data, "from": client.id,
                              "offset": publication.offset})
             if reply:
                 client.send({"type": "PUBLISHED", "topic": topic, "id": request_id,
                              "offset": position.offset, "epoch": position.epoch})
 
-        self.broker.run(lambda: store.publish(topic, head, tail), done)
+        self._outgoing.append((topic, head, tail, done))
+        if not self._publishing:
+            self._send_publishes()
+
+    def _send_publishes(self) -> None:
+        """Sends what waits in one pipeline; what arrives meanwhile waits for the next one.
+        One batch at a time keeps this process's publishes in order, and batching lets a
+        worker publish far more than one Redis round trip per publication would allow."""
+        batch, self._outgoing = self._outgoing[:PUBLISH_BATCH], self._outgoing[PUBLISH_BATCH:]
+        self._publishing = True
+        store, items = self.store, [(topic, head, tail) for topic, head, tail, _ in batch]
+
+        def finished(results: Any) -> None:
+            self._publishing = False
+            if isinstance(results, BaseException):
+                results = [results] * len(batch)
+            for (_, _, _, done), result in zip(batch, results):
+                done(result)
+            if self._outgoing:
+                self._send_publishes()
+
+        try:
+            self.broker.run(lambda: store.publish_many(items), finished)
+        except BaseException:
+            self._publishing = False
+            raise
 
     # -- SUBSCRIBE ----------------------------------------------------------------------------
 
@@ -173,7 +223,7 @@ class HistoryRelay:
                 reply["id"] = request_id
             client.send(reply)
             for offset, payload in pending.buffered:
-                if offset > position.offset:
+                if offset > position.offset and sender_of(payload) != client.id:
                     client.ws.send(payload, TEXT, client.context.compress)
             pending.buffered = []
             last = self.tracker.last(topic)
@@ -187,7 +237,7 @@ class HistoryRelay:
                 self.tracker.track(topic, position)
             self._activate(topic, pending)
 
-        self.broker.subscribe(topic, ready=lambda: self.broker.run(read, done))
+        self.broker.subscribe(topic, ready=lambda: self.broker.run(read, done, ordered=False))
 
     def _activate(self, topic: str, pending: _Pending) -> None:
         """The subscriber joins the core's fan-out (or, continuity lost meanwhile, is told)."""
@@ -238,27 +288,45 @@ class HistoryRelay:
                 reply["id"] = request_id
             client.send(reply)
 
-        self.broker.run(lambda: store.read(topic, since, limit, reverse), done)
+        self.broker.run(lambda: store.read(topic, since, limit, reverse), done, ordered=False)
 
     # -- delivery ------------------------------------------------------------------------------
 
     def deliver(self, topic: str, payload: bytes, epoch: str, offset: int) -> None:
         """A history publication from the broker (every process's, in offset order).
 
+        An offset jump is filled from the history before anything later is delivered (see
+        :meth:`_fill`); while that read runs, what arrives is held back.
+
         Args: topic: its topic; payload: the MESSAGE as kept; epoch, offset: its position.
         """
-        waiting = self.pending.get(topic)
-        if waiting is None and topic not in self.members:
+        if topic not in self.pending and topic not in self.members:
             return  # nobody here follows it (a broker unsubscribe still in flight)
+        fill = self.fills.get(topic)
+        if fill is not None:
+            if len(fill.held) < FILL_HOLD_LIMIT:
+                fill.held.append((payload, epoch, offset))
+                return
+            logger.warning("history %r: %d deliveries held while filling a gap; subscribers must recover",
+                           topic, len(fill.held))
+            self._lost(topic)
+            return
+        continuity = self.tracker.observe(topic, epoch, offset)
+        if continuity is Continuity.GAP and self._fill(topic, payload, epoch, offset):
+            return
+        self._hand_over(topic, payload, epoch, offset, continuity)
+
+    def _hand_over(self, topic: str, payload: bytes, epoch: str, offset: int, continuity: Continuity) -> None:
+        """Delivers one classified publication to the core's subscribers and to the pending ones."""
+        waiting = self.pending.get(topic)
         for pending in waiting or ():
             if pending.top is None:
                 pending.buffered.append((offset, payload))
-        continuity = self.tracker.observe(topic, epoch, offset)
         if continuity is Continuity.NEXT:
-            self.publish_local(topic, payload, TEXT)
+            self._fan_out(topic, payload)
         elif continuity is Continuity.UNTRACKED:
             self.tracker.track(topic, Position(epoch, offset))
-            self.publish_local(topic, payload, TEXT)
+            self._fan_out(topic, payload)
         elif continuity is not Continuity.DUPLICATE:
             logger.warning("history %r: %s at %s:%d; subscribers must recover", topic, continuity.value, epoch, offset)
             self._lost(topic)
@@ -267,9 +335,84 @@ class HistoryRelay:
             if pending.top is not None and offset >= pending.top:
                 self._unpend(topic, pending)
                 client = pending.client
-                if offset > pending.top and client.ws is not None and not client.closed:
-                    client.ws.send(payload, TEXT, client.context.compress)  # the core's fan-out of it passed this client
+                if offset > pending.top and client.ws is not None and not client.closed \
+                        and sender_of(payload) != client.id:
+                    client.ws.send(payload, TEXT, client.context.compress)  # the core's fan-out passed this client
                 self._activate(topic, pending)
+
+    def _fan_out(self, topic: str, payload: bytes) -> None:
+        """To every local subscriber but the publisher, as without a broker: a publisher gets
+        its own MESSAGE only with ``echo`` (sent by :meth:`publish`)."""
+        members = self.members.get(topic)
+        sender = members.get(sender_of(payload) or "") if members else None
+        if sender is not None and sender.ws is not None and not sender.closed:
+            sender.ws.publish(topic, payload, TEXT, sender.context.compress)
+        else:
+            self.publish_local(topic, payload, TEXT)
+
+    def _fill(self, topic: str, payload: bytes, epoch: str, offset: int) -> bool:
+        """Starts filling the offsets between the last delivered one and ``offset`` (which
+        just arrived, and is held) from the history; False when the gap is larger than the
+        recover limit (the caller then tells the subscribers to recover)."""
+        last = self.tracker.last(topic)
+        assert last is not None  # a GAP is only reported for a tracked topic
+        missing = offset - last.offset - 1
+        if missing > self.recover_limit:
+            return False
+        self._read_missing(topic, last, missing, [(payload, epoch, offset)], offset - 1)
+        return True
+
+    def _catch_up(self, topic: str) -> None:
+        """After a broker reconnect: delivers what was published to topic while the
+        connection was down, read from the history up to its top."""
+        last = self.tracker.last(topic)
+        if last is not None and topic not in self.fills:
+            self._read_missing(topic, last, self.recover_limit, [], None)
+
+    def _read_missing(self, topic: str, since: Position, limit: int, held: list[tuple[bytes, str, int]],
+                      needed: Optional[int]) -> None:
+        """Reads up to ``limit`` publications after ``since`` and delivers them in offset
+        order before what is held (and what arrives meanwhile); a duplicate is dropped as
+        such. Every offset up to ``needed`` (None: the top the read saw) must be found, or the
+        subscribers get insufficient_state: the read failed, the epoch changed, or the
+        history no longer holds them."""
+        fill = _Fill()
+        fill.held.extend(held)
+        self.fills[topic] = fill
+        store = self.store
+
+        def done(result: Any) -> None:
+            if self.fills.get(topic) is not fill:
+                return  # given up meanwhile (the broker connection was lost)
+            del self.fills[topic]
+            if isinstance(result, BaseException) or result.position.epoch != since.epoch:
+                logger.warning("history %r: missed publications after %s:%d not filled (%s); subscribers must "
+                               "recover", topic, since.epoch, since.offset,
+                               result if isinstance(result, BaseException) else "new epoch")
+                self._lost(topic)
+                return
+            for publication in result.publications:
+                if publication.offset != self._delivered_offset(topic) + 1:
+                    break
+                continuity = self.tracker.observe(topic, since.epoch, publication.offset)
+                self._hand_over(topic, publication.payload, since.epoch, publication.offset, continuity)
+            target = needed if needed is not None else result.position.offset
+            if self._delivered_offset(topic) < target:
+                logger.warning("history %r: missed publications %d..%d no longer all in the history; subscribers "
+                               "must recover", topic, since.offset + 1, target)
+                self._lost(topic)
+                return
+            if target > since.offset:
+                self.tracker.metrics.gaps_filled += 1
+            for held_payload, held_epoch, held_offset in fill.held:
+                self.deliver(topic, held_payload, held_epoch, held_offset)
+
+        self.broker.run(lambda: store.read(topic, since, limit, False), done, ordered=False)
+
+    def _delivered_offset(self, topic: str) -> int:
+        """The last delivered offset of topic (-1 when untracked)."""
+        last = self.tracker.last(topic)
+        return last.offset if last is not None else -1
 
     def _unpend(self, topic: str, pending: _Pending) -> None:
         waiting = self.pending.get(topic, [])
@@ -279,15 +422,20 @@ class HistoryRelay:
             self.pending.pop(topic, None)
 
     def connection(self, connected: bool) -> None:
-        """The broker's receiving connection was lost (False) or is back (True): every
-        delivered history topic may have missed publications.
+        """The broker's receiving connection was lost (False) or is back and subscribed
+        again to every topic (True). Every delivered history topic may have missed
+        publications meanwhile: once back, each is caught up from the history (or its
+        subscribers told insufficient_state). Subscriptions still waiting for their read
+        when the connection was lost are told insufficient_state.
 
         Args: connected: the new state.
         """
         if connected:
+            for topic in self.tracker.topics():
+                self._catch_up(topic)
             return
-        for topic in self.tracker.connection_lost():
-            self._lost(topic)
+        self.fills.clear()  # what they held is read again by the catch-up
+        self.tracker.connection_lost()
         for topic in list(self.pending):
             for pending in list(self.pending.get(topic, ())):
                 pending.broken = True
@@ -296,6 +444,7 @@ class HistoryRelay:
                     self._activate(topic, pending)
 
     def _lost(self, topic: str) -> None:
+        self.fills.pop(topic, None)
         for pending in list(self.pending.get(topic, ())):
             pending.broken = True
             if pending.top is not None:

@@ -17,6 +17,7 @@ from .._asyncio import CoroutineRunner
 from ..app import App, CompressOptions, SSLOptions
 from ..auth import JWTAuth
 from ..batching import Batching
+from ..behavior import subprotocol_list
 from ..broker import Broker
 from ..metrics import Metrics, Reporter
 from ..monitoring import cluster
@@ -86,6 +87,20 @@ class Options:
     trusted_proxies: Optional[Sequence[str]] = None
     presence_ttl: float = DEFAULT_PRESENCE_TTL
     presence_diff_interval: float = DEFAULT_DIFF_INTERVAL
+    close_on_backpressure_limit: bool = True
+    subprotocols: Optional[tuple[str, ...]] = None
+
+
+def subprotocol_tuple(subprotocols: Optional[Sequence[str]]) -> Optional[tuple[str, ...]]:
+    """The ``subprotocols`` option as stored (a tuple, or None); a lone str is refused rather
+    than split into letters (the route checks each entry is a token).
+
+    Args:
+        subprotocols: what the caller gave.
+    """
+    if subprotocols is None:
+        return None
+    return tuple(subprotocol_list(subprotocols if isinstance(subprotocols, (str, bytes)) else list(subprotocols)))
 
 
 def validate(options: Options) -> None:
@@ -169,6 +184,7 @@ class Engine:
             self.limiter, self.metrics, self.access_log, self.runner, self.session_context,
             TrustedProxies(options.trusted_proxies or ()),
         )
+        self.upgrader.subprotocols = tuple(options.subprotocols or ())
 
     def add_route(self, kind: str, handler: Callable[..., Any], schema: Any = None) -> None:
         """Registers ``handler(client, message)`` for type ``kind``, with its metrics.
@@ -352,6 +368,13 @@ class RealtimeServer:
       worker refreshes its own every ``presence_ttl / 3`` s, so a dead worker's clients are
       gone from PRESENCE within ``presence_ttl`` (see :meth:`enable_presence`).
     - ``presence_diff_interval``: the least seconds between two PRESENCE_DIFFs of one topic (1.0).
+    - ``close_on_backpressure_limit``: a client that has ``max_backpressure`` bytes unread
+      is closed with 1008 (as Centrifugo closes slow clients) instead of silently missing
+      messages; it can reconnect and recover from history. Default True; False drops.
+    - ``subprotocols``: subprotocols the server speaks, preferred first; the answer is the
+      first of them the client offered, or none. With ``auth``, ``bearer`` (the browser
+      token offer) is answered when the client offered none of them. None (default): the
+      client's first offer (``bearer`` when the token came that way) is answered.
     """
 
     def __init__(
@@ -386,6 +409,8 @@ class RealtimeServer:
         trusted_proxies: Optional[Sequence[str]] = None,
         presence_ttl: float = DEFAULT_PRESENCE_TTL,
         presence_diff_interval: float = DEFAULT_DIFF_INTERVAL,
+        close_on_backpressure_limit: bool = True,
+        subprotocols: Optional[Sequence[str]] = None,
     ) -> None:
         options = self.options = Options(
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
@@ -393,7 +418,7 @@ class RealtimeServer:
             metrics_path, access_log, broker, handler_metrics, history_recover_limit, dashboard_token,
             dashboard_path, tracing, client_script, compression_threshold, max_batch_items, max_subscriptions,
             max_topic_length, tuple(trusted_proxies) if trusted_proxies is not None else None,
-            presence_ttl, presence_diff_interval,
+            presence_ttl, presence_diff_interval, close_on_backpressure_limit, subprotocol_tuple(subprotocols),
         )
         validate(options)
         self.path = path
@@ -444,6 +469,11 @@ class RealtimeServer:
                 "max_payload_length": options.max_payload_length * 2,
                 "idle_timeout": options.idle_timeout,
                 "max_backpressure": options.max_backpressure,
+                "close_on_backpressure_limit": options.close_on_backpressure_limit,
+                # The core picks the first of these the client offered; "bearer" last, for
+                # a browser's token offer.
+                "subprotocols": [*options.subprotocols, "bearer"] if options.subprotocols and options.auth is not None
+                else list(options.subprotocols or ()),
                 "compression": (CompressOptions.SHARED_COMPRESSOR | CompressOptions.SHARED_DECOMPRESSOR)
                 if options.compression
                 else CompressOptions.DISABLED,
@@ -484,6 +514,8 @@ class RealtimeServer:
             raise ValueError(f"{sorted(fixed)} cannot change after construction")
         if changes.get("trusted_proxies") is not None:
             changes["trusted_proxies"] = tuple(changes["trusted_proxies"])
+        if "subprotocols" in changes:
+            changes["subprotocols"] = subprotocol_tuple(changes["subprotocols"])
         options = dataclasses.replace(self.options, **changes)
         validate(options)
         engine = Engine(options, self.app)

@@ -96,6 +96,9 @@ class Upgrader:
         self.session_context = session_context
         # hook(claims, request) -> False | dict | anything: the application's, set by authenticate.
         self.authenticate: Optional[Callable[..., Any]] = None
+        # The server's own subprotocols (RealtimeServer(subprotocols=...)); when set, the
+        # core chooses among the client's whole offer, so "bearer" is not forced here.
+        self.subprotocols: tuple[str, ...] = ()
 
     def client_address(self, res: Any, req: Any) -> str:
         """The client's address: the peer's, or what a trusted proxy's header says.
@@ -159,7 +162,7 @@ class Upgrader:
                 self.refuse(res, "401 Unauthorized", exc.message, address)
                 return
             upgrade.topics = self.auth.topics_allowed(upgrade.claims)
-            if selected is not None:
+            if selected is not None and not self.subprotocols:
                 upgrade.protocol = selected
         hook = self.authenticate
         if hook is None:

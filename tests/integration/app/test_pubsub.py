@@ -19,7 +19,7 @@ from tests.support.harness import assert_nothing_more, payload_of_size, wait_for
 from uws_py import OpCode
 from tests.support.wsclient import ConnectionClosed, Op, connect
 
-ABNORMAL = 1006
+POLICY_VIOLATION = 1008
 
 
 class PubSubRecorder:
@@ -479,7 +479,7 @@ def test_slow_subscriber_is_closed_with_close_on_backpressure_limit(make_server,
             )
             ws, code, _ = recorder.next_close()
             assert ws == slow_ws
-            assert code == ABNORMAL
+            assert code == POLICY_VIOLATION, "closed with 1008 since issue 12 (was 1006, a bare TCP close)"
             assert_nothing_more(recorder.closes, "close of a fast subscriber")
             assert after["drops"] > before["drops"]
             assert server.call(lambda: server.app.num_subscribers("feed")) == 3

@@ -3,6 +3,7 @@ real redis-server (issue 13 tests 2 and 6, and UNAVAILABLE when Redis is down)."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -11,6 +12,9 @@ import pytest
 from tests.support.procutil import HOST, RealtimeClient, RedisServer, UwsServer, metric_value, wait_until
 
 redis = pytest.importorskip("redis", reason="redis-py is part of the test extras; the broker needs it")
+
+from uws_py.realtime.history import HistoryOptions, HistoryPolicy, message_parts  # noqa: E402
+from uws_py.realtime.history_redis import RedisHistory  # noqa: E402
 
 HISTORY = ("--history", "chat.*:300:300", "--rate-limit", "off")
 
@@ -158,6 +162,54 @@ def test_killed_pubsub_connection_gives_contiguous_offsets_or_insufficient_state
         assert recovered["recovered"] is True, recovered
         seen += [p["offset"] for p in recovered["publications"]]
     assert seen == list(range(1, 61)), (told_to_resubscribe, seen)
+
+
+def test_a_broker_delivery_that_never_arrived_is_filled_from_the_stream(hubs, connect, redis_server):
+    """Offsets 3 and 4 are appended to the topic's stream with their PUBLISH sent to a channel
+    nobody listens to, as if the worker had missed them: it fills them from the stream before
+    delivering offset 5, so the subscriber sees 1..6 in order, once each, and stays subscribed."""
+    (hub,) = hubs(1)
+    reader = connect(hub)
+    assert reader.request({"type": "SUBSCRIBE", "topic": "chat.g"})["offset"] == 0
+    publisher = connect(hub)
+    publish_all(publisher, "chat.g", 0, 2)
+    assert [reader.recv()["offset"] for _ in range(2)] == [1, 2]
+
+    async def publish_unheard() -> list:
+        policy = HistoryPolicy([HistoryOptions("chat.*", size=300, ttl=300)])
+        store = RedisHistory(redis_server.url, policy, channel_prefix="nobody-listens:")
+        try:
+            return [(await store.publish("chat.g", *message_parts("chat.g", f"unheard {n}", None)))[0].offset
+                    for n in (2, 3)]
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(publish_unheard()) == [3, 4]
+    publish_all(publisher, "chat.g", 4, 2)
+    received = [reader.recv() for _ in range(4)]
+    assert [(m["type"], m["offset"]) for m in received] == [("MESSAGE", n) for n in (3, 4, 5, 6)]
+    assert [m["data"] for m in received] == ["unheard 2", "unheard 3", {"n": 4}, {"n": 5}]
+    reader.expect_silence(0.3)
+    assert metric_value(hub.port, "uws_history_gaps_filled_total") == 1
+    publish_all(publisher, "chat.g", 6, 1)
+    assert reader.recv()["offset"] == 7
+
+
+def test_a_subscribed_publisher_gets_its_own_message_only_with_echo(hubs, connect):
+    """As without a broker (tests/integration/realtime/test_history.py has the same test):
+    the broker's delivery of a publication skips its publisher; echo sends it one copy."""
+    first, second = hubs(2)
+    publisher, local, remote = connect(first), connect(first), connect(second)
+    for client in (publisher, local, remote):
+        assert client.request({"type": "SUBSCRIBE", "topic": "chat.e"})["type"] == "SUBSCRIBED"
+    assert publisher.request({"type": "PUBLISH", "topic": "chat.e", "data": 1})["offset"] == 1
+    assert (local.recv()["offset"], remote.recv()["offset"]) == (1, 1)
+    publisher.expect_silence(0.3)
+    publisher.send({"type": "PUBLISH", "topic": "chat.e", "data": 2, "echo": True})
+    echoed = publisher.recv()
+    assert (echoed["type"], echoed["offset"], echoed["from"]) == ("MESSAGE", 2, publisher.connected["clientId"])
+    assert (local.recv()["offset"], remote.recv()["offset"]) == (2, 2)
+    publisher.expect_silence(0.3)
 
 
 @pytest.mark.parametrize("append_only", [False, True], ids=["no-persistence", "aof"])

@@ -18,6 +18,7 @@ from uws_py.realtime.history import (
     HistoryOptions,
     HistoryPolicy,
     HistoryUnavailable,
+    NoHistory,
     Position,
     RecoveryOutcome,
     UnrecoverablePosition,
@@ -245,6 +246,34 @@ def test_meta_lost_alone_starts_a_new_epoch_and_drops_the_stale_stream(redis_ser
     position, page = asyncio.run(run(after))
     assert position.epoch != positions[0].epoch and position.offset == 1
     assert [p.offset for p in page.publications] == [1]
+
+
+def test_publish_many_keeps_the_order_given_and_answers_each_item(redis_server):
+    async def scenario():
+        history = store(redis_server)
+        items = [("chat.b", *message_parts("chat.b", n, "c1")) for n in range(5)]
+        items.insert(2, ("plain.b", *message_parts("plain.b", "x", "c1")))
+        with sync_client(redis_server) as client:
+            client.script_flush()  # the batch loads the script itself
+        results = await history.publish_many(items)
+        assert isinstance(results[2], NoHistory)
+        good = [r for i, r in enumerate(results) if i != 2]
+        assert [position.offset for position, _ in good] == [1, 2, 3, 4, 5]
+        assert [orjson.loads(p.payload)["data"] for _, p in good] == [0, 1, 2, 3, 4]
+        page = await history.read("chat.b")
+        assert [p.payload for p in page.publications] == [p.payload for _, p in good]
+        await history.aclose()
+
+    asyncio.run(scenario())
+    redis_server.stop()
+
+    async def down():
+        history = store(redis_server)
+        results = await history.publish_many([("chat.b", *message_parts("chat.b", 9, "c1"))] * 2)
+        assert all(isinstance(r, HistoryUnavailable) for r in results)
+        await history.aclose()
+
+    asyncio.run(down())
 
 
 def test_redis_down_makes_history_unavailable(redis_server):

@@ -259,3 +259,21 @@ def test_metrics_count_recoveries_by_outcome_and_the_memory_kept(serve):
     assert metric(samples, "uws_history_recoveries_total", outcome="gap") == 1
     assert metric(samples, "uws_history_publications_recovered_total") == 2
     assert metric(samples, "uws_history_memory_bytes") > 0 and metric(samples, "uws_history_topics") == 1
+
+
+def test_a_subscribed_publisher_gets_its_own_message_only_with_echo(serve):
+    """The same rule as with a broker (tests/integration/broker/test_history_hubs.py) and as
+    on plain topics: the publisher's copy comes only with echo, once."""
+    live = serve(history_server())
+    publisher, hello = live.join("alice")
+    other, _ = live.join("bob")
+    for client in (publisher, other):
+        request(client, {"type": "SUBSCRIBE", "topic": "chat.e", "id": 1})
+    assert request(publisher, {"type": "PUBLISH", "topic": "chat.e", "id": 2, "data": 1})["offset"] == 1
+    assert recv_json(other)["offset"] == 1
+    assert_next_is_pong(publisher, "no MESSAGE to a subscribed publisher without echo")
+    send_json(publisher, {"type": "PUBLISH", "topic": "chat.e", "data": 2, "echo": True})
+    echoed = recv_json(publisher)
+    assert (echoed["type"], echoed["offset"], echoed["from"]) == ("MESSAGE", 2, hello["clientId"])
+    assert recv_json(other)["offset"] == 2
+    assert_next_is_pong(publisher, "one echoed copy")

@@ -27,7 +27,7 @@ class FakeBroker:
     def unsubscribe(self, topic: str) -> None:
         self.topics.discard(topic)
 
-    def run(self, job: Callable[[], Any], done: Callable[[Any], None]) -> None:
+    def run(self, job: Callable[[], Any], done: Callable[[Any], None], ordered: bool = True) -> None:
         self.jobs.append((job, done))
 
     def confirm(self) -> None:
@@ -59,6 +59,15 @@ class AsyncStore:
     async def publish(self, topic, head, tail):
         self._check()
         return self.memory.publish(topic, head, tail)
+
+    async def publish_many(self, items):
+        results = []
+        for topic, head, tail in items:
+            try:
+                results.append(await self.publish(topic, head, tail))
+            except Exception as exc:
+                results.append(exc)
+        return results
 
     async def position(self, topic):
         self._check()
@@ -167,7 +176,46 @@ def test_a_new_subscriber_joins_the_fan_out_only_when_delivery_reaches_its_top(h
     assert offsets(early.frames()) == [4] and offsets(late.frames()) == [4]
 
 
-def test_an_offset_jump_drops_subscribers_with_insufficient_state(harness):
+def test_an_offset_jump_is_filled_from_the_history_in_order_before_what_follows(harness):
+    h, broker, store, relay = relay_harness(harness)
+    ws = h.connect()
+    ws.frames()
+    subscribe(h, broker, ws)
+    p1, pub1 = publish(store, "chat.1", 0)
+    deliver(relay, "chat.1", p1, pub1.payload)
+    publish(store, "chat.1", 1)  # offsets 2 and 3: their broker delivery never arrives
+    publish(store, "chat.1", 2)
+    p4, pub4 = publish(store, "chat.1", 3)
+    deliver(relay, "chat.1", p4, pub4.payload)  # the jump: the fill's read starts
+    p5, pub5 = publish(store, "chat.1", 4)
+    deliver(relay, "chat.1", p5, pub5.payload)  # held while the read runs
+    deliver(relay, "chat.1", p4, pub4.payload)  # a duplicate arriving meanwhile
+    assert offsets(ws.frames()) == [1]
+    broker.finish()
+    assert offsets(ws.frames()) == [2, 3, 4, 5]
+    p6, pub6 = publish(store, "chat.1", 5)
+    deliver(relay, "chat.1", p6, pub6.payload)
+    assert offsets(ws.frames()) == [6]
+    assert "chat.1" in ws.topics
+    assert (relay.tracker.metrics.gaps_detected, relay.tracker.metrics.gaps_filled) == (1, 1)
+
+
+def test_an_offset_jump_larger_than_the_recover_limit_drops_subscribers_at_once(harness):
+    h, broker, store, relay = relay_harness(harness)
+    relay.recover_limit = 2
+    ws = h.connect()
+    ws.frames()
+    subscribe(h, broker, ws)
+    for n in range(3):  # offsets 1..3 never delivered
+        publish(store, "chat.1", n)
+    p4, pub4 = publish(store, "chat.1", 3)
+    deliver(relay, "chat.1", p4, pub4.payload)
+    assert broker.jobs == []
+    assert ws.frames() == [{"type": "UNSUBSCRIBED", "topic": "chat.1", "reason": "insufficient_state",
+                            "resubscribe": True}]
+
+
+def test_an_offset_jump_that_cannot_be_filled_drops_subscribers_with_insufficient_state(harness):
     h, broker, store, relay = relay_harness(harness)
     ws = h.connect()
     ws.frames()
@@ -175,6 +223,8 @@ def test_an_offset_jump_drops_subscribers_with_insufficient_state(harness):
     publish(store, "chat.1", 0)  # offset 1, never delivered
     p2, pub2 = publish(store, "chat.1", 1)
     deliver(relay, "chat.1", p2, pub2.payload)
+    store.down = True  # the fill's read fails
+    broker.finish()
     assert ws.frames() == [{"type": "UNSUBSCRIBED", "topic": "chat.1", "reason": "insufficient_state",
                             "resubscribe": True}]
     assert "chat.1" not in ws.topics
@@ -184,16 +234,53 @@ def test_an_offset_jump_drops_subscribers_with_insufficient_state(harness):
     assert relay.tracker.metrics.gaps_detected == 1
 
 
-def test_a_lost_broker_connection_drops_subscribers_with_insufficient_state(harness):
+def test_after_a_lost_broker_connection_what_was_missed_is_caught_up_from_the_history(harness):
+    h, broker, store, relay = relay_harness(harness)
+    ws = h.connect()
+    ws.frames()
+    subscribe(h, broker, ws)
+    p1, pub1 = publish(store, "chat.1", 0)
+    deliver(relay, "chat.1", p1, pub1.payload)
+    relay.connection(False)
+    publish(store, "chat.1", 1)  # offsets 2 and 3, published while the connection was down
+    publish(store, "chat.1", 2)
+    relay.connection(True)  # back and subscribed again: the catch-up read starts
+    p4, pub4 = publish(store, "chat.1", 3)
+    deliver(relay, "chat.1", p4, pub4.payload)  # the first delivery after it: held
+    assert offsets(ws.frames()) == [1]
+    broker.finish()
+    assert offsets(ws.frames()) == [2, 3, 4]
+    assert "chat.1" in ws.topics
+    p5, pub5 = publish(store, "chat.1", 4)
+    deliver(relay, "chat.1", p5, pub5.payload)
+    assert offsets(ws.frames()) == [5]
+
+
+def test_a_catch_up_that_fails_drops_subscribers_with_insufficient_state(harness):
     h, broker, store, relay = relay_harness(harness)
     ws = h.connect()
     ws.frames()
     subscribe(h, broker, ws)
     relay.connection(False)
+    assert ws.frames() == []
+    relay.connection(True)
+    store.down = True
+    broker.finish()
     assert ws.frames() == [{"type": "UNSUBSCRIBED", "topic": "chat.1", "reason": "insufficient_state",
                             "resubscribe": True}]
-    relay.connection(True)
-    assert ws.frames() == []
+
+
+def test_a_subscription_waiting_for_its_read_when_the_connection_is_lost_is_told_to_recover(harness):
+    h, broker, store, relay = relay_harness(harness)
+    ws = h.connect()
+    ws.frames()
+    assert h.send(ws, {"type": "SUBSCRIBE", "topic": "chat.1", "id": 1}) == []
+    broker.confirm()
+    relay.connection(False)
+    broker.finish()
+    subscribed, dropped = ws.frames()
+    assert subscribed["type"] == "SUBSCRIBED"
+    assert (dropped["type"], dropped["reason"]) == ("UNSUBSCRIBED", "insufficient_state")
 
 
 def test_storage_down_refuses_publish_subscribe_and_history_with_unavailable(harness):
@@ -225,3 +312,56 @@ def test_published_carries_the_position_once_the_store_answered(harness):
     assert (echo["type"], echo["offset"]) == ("MESSAGE", 1)
     assert (published["type"], published["offset"], published["id"]) == ("PUBLISHED", 1, 5)
     assert published["epoch"] == store.memory.position("chat.1").epoch
+
+
+def test_publishes_made_while_a_batch_is_in_flight_go_in_the_next_batch_in_order(harness):
+    h, broker, store, relay = relay_harness(harness)
+    ws = h.connect()
+    ws.frames()
+    h.send(ws, {"type": "PUBLISH", "topic": "chat.1", "id": 0, "data": 0})
+    for n in range(1, 4):  # the first batch has not answered yet
+        h.send(ws, {"type": "PUBLISH", "topic": "chat.1", "id": n, "data": n})
+    assert len(broker.jobs) == 1
+    broker.finish()  # batch [0] answers; [1, 2, 3] leave together
+    assert len(broker.jobs) == 1
+    broker.finish()
+    replies = ws.frames()
+    assert [(r["id"], r["offset"]) for r in replies] == [(n, n + 1) for n in range(4)]
+    assert [p.offset for p in store.memory.read("chat.1").publications] == [1, 2, 3, 4]
+
+
+def deliver_last(relay: HistoryRelay, store: AsyncStore, topic: str) -> None:
+    """The broker's delivery of the newest publication of topic."""
+    page = store.memory.read(topic)
+    publication = page.publications[-1]
+    relay.deliver(topic, publication.payload, page.position.epoch, publication.offset)
+
+
+def test_a_subscribed_publisher_gets_its_own_message_only_with_echo_as_without_a_broker(harness):
+    h, broker, store, relay = relay_harness(harness)
+    publisher, other = h.connect(), h.connect()
+    publisher.frames(), other.frames()
+    subscribe(h, broker, publisher)
+    subscribe(h, broker, other)
+    h.send(publisher, {"type": "PUBLISH", "topic": "chat.1", "id": 1, "data": "a"})
+    broker.finish()
+    assert [f["type"] for f in publisher.frames()] == ["PUBLISHED"]
+    deliver_last(relay, store, "chat.1")
+    assert offsets(other.frames()) == [1]
+    assert publisher.frames() == []
+    h.send(publisher, {"type": "PUBLISH", "topic": "chat.1", "id": 2, "data": "b", "echo": True})
+    broker.finish()
+    assert [(f["type"], f.get("offset")) for f in publisher.frames()] == [("MESSAGE", 2), ("PUBLISHED", 2)]
+    deliver_last(relay, store, "chat.1")
+    assert offsets(other.frames()) == [2]
+    assert publisher.frames() == []
+
+
+def test_sender_of_reads_the_publisher_from_the_end_of_the_payload():
+    from uws_py.realtime.history import join_payload, sender_of
+
+    tricky = {"text": 'a,"from":"x","offset":1', "from": "y"}
+    head, tail = message_parts("t", tricky, "3f2a9c0d41b7e865")
+    assert sender_of(join_payload(head, 7, tail)) == "3f2a9c0d41b7e865"
+    head, tail = message_parts("t", tricky, None)
+    assert sender_of(join_payload(head, 12, tail)) is None
