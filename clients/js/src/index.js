@@ -23,7 +23,7 @@ export function closeDecision(code, reason = "") {
   if (RECONNECT_CODES.has(code)) return "reconnect";
   if (code === 1008) {
     if (reason === "token expired") return "refresh";
-    if (reason === "rate limit exceeded") return "reconnect";
+    if (reason === "rate limit exceeded" || reason === "backpressure limit") return "reconnect";
     return "stop";
   }
   if (code >= 3000 && code <= 3999) return "reconnect";

@@ -29,6 +29,7 @@ test("close codes: transient ones reconnect, token expiry refreshes, the rest st
   for (const code of [1001, 1005, 1006, 1011, 1012, 1013, 1014, 3000]) assert.equal(closeDecision(code, ""), "reconnect", `code ${code}`);
   assert.equal(closeDecision(1008, "token expired"), "refresh");
   assert.equal(closeDecision(1008, "rate limit exceeded"), "reconnect");
+  assert.equal(closeDecision(1008, "backpressure limit"), "reconnect");
   assert.equal(closeDecision(1008, "policy"), "stop");
   for (const code of [1000, 1002, 1003, 1007, 1009, 1010, 4000, 4001, 4999]) assert.equal(closeDecision(code, "x"), "stop", `code ${code}`);
 });

@@ -85,7 +85,8 @@ def decide_close(code: Optional[int], reason: str, can_refresh: bool) -> Decisio
 
     - 1001/1005/1006/1011/1012/1013/1014 and transport errors: reconnect.
     - 1008 ``token expired``: a new token, then reconnect (stop without ``get_token``).
-    - 1008 ``rate limit exceeded``: reconnect after the backoff (the limit refills).
+    - 1008 ``rate limit exceeded`` (the limit refills) and ``backpressure limit`` (this client
+      read too slowly; on history topics it recovers what it missed): reconnect after the backoff.
     - 1000 (the application closed this client on purpose), other 1008 reasons, the protocol
       faults 1002/1003/1007/1009/1010, and 4000-4999 (application-defined, final by the
       protocol's convention): stop.
@@ -106,8 +107,9 @@ def _decide_close(code: Optional[int], reason: str, can_refresh: bool) -> Decisi
             if can_refresh:
                 return Decision(Action.REFRESH_AND_RECONNECT, "token expired")
             return Decision(Action.STOP, "token expired and no get_token to renew it")
-        if reason == "rate limit exceeded":
-            return Decision(Action.RECONNECT, "rate limit exceeded")
+        if reason in ("rate limit exceeded", "backpressure limit"):
+            # The limit refills; a slow reader recovers what it missed when it resubscribes.
+            return Decision(Action.RECONNECT, reason)
         return Decision(Action.STOP, f"policy violation: {reason or 'no reason given'}")
     if code == 1000:
         return Decision(Action.STOP, f"closed by the server: {reason or 'normal closure'}")

@@ -94,6 +94,12 @@ def test_rate_limit_close_reconnects_after_backoff():
     assert decide_close(1008, "rate limit exceeded", can_refresh=True).action is Action.RECONNECT
 
 
+def test_backpressure_limit_close_reconnects():
+    """Regression: the server's 1008 "backpressure limit" (close_on_backpressure_limit, on by
+    default) stopped the client like any other policy violation; a slow reader should come back."""
+    assert decide_close(1008, "backpressure limit", can_refresh=False).action is Action.RECONNECT
+
+
 def test_other_policy_violations_stop():
     decision = decide_close(1008, "origin not allowed", can_refresh=True)
     assert decision.action is Action.STOP and "origin not allowed" in decision.reason
