@@ -147,7 +147,7 @@ REALTIME_OPTIONS = (
     "jwt_secret", "jwt_public_key", "jwt_algorithms", "rate_limit", "broker", "max_payload", "idle_timeout",
     "compression", "compression_threshold", "access_log", "history", "history_recover_limit", "max_batch_items",
     "max_subscriptions", "max_topic_length", "trusted_proxy", "dashboard_token", "dashboard_path", "report_interval",
-    "presence", "presence_ttl", "presence_diff_interval",
+    "presence", "presence_ttl", "presence_diff_interval", "api_key", "api_path",
 )
 _SSL_OPTIONS = ("ssl_certfile", "ssl_keyfile", "ssl_keyfile_password")
 
@@ -194,7 +194,7 @@ def realtime_keywords(config: ServeConfig, names: Sequence[str]) -> dict[str, An
     renamed = {"max_payload": "max_payload_length", "trusted_proxy": "trusted_proxies"}
     for name in ("max_payload", "idle_timeout", "compression", "compression_threshold", "access_log",
                  "history_recover_limit", "max_batch_items", "max_subscriptions", "max_topic_length", "trusted_proxy",
-                 "dashboard_token", "dashboard_path", "presence_ttl", "presence_diff_interval"):
+                 "dashboard_token", "dashboard_path", "presence_ttl", "presence_diff_interval", "api_key", "api_path"):
         if name in names:
             keywords[renamed.get(name, name)] = getattr(config, name)
     if "report_interval" in names:

@@ -86,6 +86,8 @@ class Options:
     trusted_proxies: Optional[Sequence[str]] = None
     presence_ttl: float = DEFAULT_PRESENCE_TTL
     presence_diff_interval: float = DEFAULT_DIFF_INTERVAL
+    api_key: Optional[str] = None
+    api_path: str = "/api"
 
 
 def validate(options: Options) -> None:
@@ -100,6 +102,12 @@ def validate(options: Options) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     check_timing(options.presence_ttl, options.presence_diff_interval)
+    if options.api_key is not None:
+        from .api import check_api_key
+
+        check_api_key(options.api_key)
+    if not options.api_path.startswith("/"):
+        raise ValueError(f"api_path must start with '/', got {options.api_path!r}")
 
 
 # Seconds between sweeps of expired history; a publication may outlive its ttl by this much.
@@ -352,6 +360,9 @@ class RealtimeServer:
       worker refreshes its own every ``presence_ttl / 3`` s, so a dead worker's clients are
       gone from PRESENCE within ``presence_ttl`` (see :meth:`enable_presence`).
     - ``presence_diff_interval``: the least seconds between two PRESENCE_DIFFs of one topic (1.0).
+    - ``api_key``: serve the server API (``POST <api_path>/<method>`` with ``Authorization:
+      apikey <key>``, 16+ characters; docs/reference/server-api.md) at ``api_path`` (``/api``).
+      None (the default) serves no API.
     """
 
     def __init__(
@@ -386,6 +397,8 @@ class RealtimeServer:
         trusted_proxies: Optional[Sequence[str]] = None,
         presence_ttl: float = DEFAULT_PRESENCE_TTL,
         presence_diff_interval: float = DEFAULT_DIFF_INTERVAL,
+        api_key: Optional[str] = None,
+        api_path: str = "/api",
     ) -> None:
         options = self.options = Options(
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
@@ -393,7 +406,7 @@ class RealtimeServer:
             metrics_path, access_log, broker, handler_metrics, history_recover_limit, dashboard_token,
             dashboard_path, tracing, client_script, compression_threshold, max_batch_items, max_subscriptions,
             max_topic_length, tuple(trusted_proxies) if trusted_proxies is not None else None,
-            presence_ttl, presence_diff_interval,
+            presence_ttl, presence_diff_interval, api_key, api_path,
         )
         validate(options)
         self.path = path
@@ -455,6 +468,11 @@ class RealtimeServer:
         if options.dashboard_token is not None:
             Dashboard(options.dashboard_token, self.monitoring.view, engine.access_log).install(
                 self.app, options.dashboard_path)
+        if options.api_key is not None:
+            from .api import ServerApi
+
+            self.api = ServerApi(engine, options.api_key, self.app.set_timeout, lambda: self.monitoring.topics.counts)
+            self.api.install(self.app, options.api_path)
         if options.client_script:
             self._client_script = ClientScript()
             self.app.get(self.client_script_path, self._serve_client_script)
