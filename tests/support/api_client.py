@@ -12,7 +12,7 @@ from tests.support.harness import HOST
 
 def api_call(port: int, method: str, params: Any = None, key: Optional[str] = None, *, http_method: str = "POST",
              raw: Optional[bytes] = None, path: str = "/api", timeout: float = 5.0) -> tuple[int, dict]:
-    """``(status, decoded body)`` of ``<http_method> <path>/<method>``.
+    """``(status, decoded body)`` (``{"text": ...}`` when not JSON) of ``<http_method> <path>/<method>``.
 
     Args: port: the server's; method: the API method; params: the JSON body (raw: the body as
     sent instead); key: the API key (None: no Authorization header); http_method: the verb.
@@ -27,7 +27,8 @@ def api_call(port: int, method: str, params: Any = None, key: Optional[str] = No
                            headers=headers)
         response = connection.getresponse()
         data = response.read()
-        return response.status, json.loads(data) if data else {}
+        is_json = response.getheader("Content-Type", "").startswith("application/json")
+        return response.status, json.loads(data) if data and is_json else {"text": data.decode(errors="replace")}
     finally:
         connection.close()
 
