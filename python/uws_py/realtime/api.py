@@ -178,7 +178,9 @@ class ServerApi:
             "presence_stats": self.presence_stats, "history": self.history, "channels": self.channels,
             "info": self.info, "batch": self.batch,
         }
-        self.requests: dict[str, int] = {}
+        # (method, HTTP status) -> requests answered: uws_api_requests_total.
+        self.requests: dict[tuple[str, int], int] = {}
+        engine.metrics.api_requests = self.requests
         # Gatherings in flight: id -> (answers so far, answers expected or None, finish).
         self._gathering: dict[str, list[Any]] = {}
         engine.users.ops.update({"api.subscribe": self._remote_subscription, "api.ask": self._asked,
@@ -197,7 +199,8 @@ class ServerApi:
 
     def handle(self, res: Any, req: Any) -> None:
         """The route's handler: checks key, HTTP method and size, reads the body, answers later."""
-        answer = _Answer(res)
+        name = req.get_parameter(0) or ""
+        answer = _Answer(res, self.requests, name if name in self.methods else "unknown")
         res.on_aborted(answer.abort)
         if not check_key(self.key, req.get_header("authorization")):
             answer.send(ApiError(401, "UNAUTHORIZED", "missing or wrong API key (Authorization: apikey <key>)"))
@@ -205,7 +208,7 @@ class ServerApi:
         if req.get_method() != "post":
             answer.send(ApiError(405, "METHOD_NOT_ALLOWED", "the server API takes POST only"), allow="POST")
             return
-        method = req.get_parameter(0) or ""
+        method = name
         if method not in self.methods:
             answer.send(ApiError(404, "NOT_FOUND", f"unknown method {method!r}"))
             return
@@ -235,7 +238,6 @@ class ServerApi:
 
         Args: method: the API method; body: the raw body; done: receives the answer.
         """
-        self.requests[method] = self.requests.get(method, 0) + 1
         try:
             params = parse_body(body)
         except ApiError as exc:
@@ -585,12 +587,14 @@ class _Answer:
     """One HTTP response, ended once: at once or from a later loop callback, never after the
     client left (``on_aborted``)."""
 
-    __slots__ = ("res", "aborted", "finished")
+    __slots__ = ("res", "aborted", "finished", "counts", "method")
 
-    def __init__(self, res: Any) -> None:
+    def __init__(self, res: Any, counts: dict[tuple[str, int], int], method: str) -> None:
         self.res = res
         self.aborted = False
         self.finished = False
+        self.counts = counts
+        self.method = method
 
     def abort(self) -> None:
         self.aborted = True
@@ -605,6 +609,8 @@ class _Answer:
             status, body = result.status, orjson.dumps({"error": result.to_wire()})
         else:
             status, body = 200, orjson.dumps({"result": result})
+        counted = (self.method, status)
+        self.counts[counted] = self.counts.get(counted, 0) + 1
         res = self.res
 
         def write() -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from tests.support.api_client import api_call, api_result
 from tests.support.procutil import run_uws_py
-from tests.support.realtime import ServingThread, make_token, realtime_server, recv_json, request
+from tests.support.realtime import ServingThread, make_token, metric, realtime_server, recv_json, request, scrape
 from uws_py import RealtimeServer
 
 KEY = "integration-api-key-0123456789"
@@ -37,6 +37,11 @@ def test_under_run_every_refusal_has_its_status_and_code(serve):
         got_status, answer = api_call(live.port, **call)
         assert (got_status, answer["error"]["code"]) == (status, code), (call.get("method"), answer)
     assert api_result(live.port, "publish", {"topic": "a", "data": 1}, KEY) == {}
+    samples = scrape(live)
+    assert metric(samples, "uws_api_requests_total", method="publish", status="200") == 1
+    assert metric(samples, "uws_api_requests_total", method="publish", status="400") == 2
+    assert metric(samples, "uws_api_requests_total", method="info", status="401") == 2
+    assert metric(samples, "uws_api_requests_total", method="unknown", status="404") == 2
 
 
 def test_under_run_a_publish_reaches_a_subscriber_and_a_retry_with_its_key_publishes_once(serve):
