@@ -607,6 +607,8 @@ class _Answer:
             return
         if isinstance(result, ApiError):
             status, body = result.status, orjson.dumps({"error": result.to_wire()})
+            if status != 500:  # a 500 was logged with its traceback
+                logger.info("server API %s refused: %d %s: %s", self.method, status, result.code, result.message)
         else:
             status, body = 200, orjson.dumps({"result": result})
         counted = (self.method, status)
