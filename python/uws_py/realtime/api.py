@@ -8,8 +8,7 @@ set), so the API works the same under ``run()`` and ``serve()`` and never blocks
 
 Across workers (with a broker) the API uses the control topic of :mod:`uws_py.realtime.users`:
 ``disconnect``, ``subscribe`` and ``unsubscribe`` are one control message each; ``info`` and
-``channels`` ask every worker (``api.ask``) and collect the answers (``api.answer``) until every
-worker following the control topic answered or ``GATHER_TIMEOUT`` passed.
+``channels`` ask every worker through :mod:`uws_py.realtime.api_gather`.
 """
 
 from __future__ import annotations
@@ -25,11 +24,12 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import orjson
 
 from .._version import __version__
+from .api_gather import GATHER_TIMEOUT, Gatherer
 from .api_idempotency import DEFAULT_IDEMPOTENCY_TTL, Idempotent, MemoryIdempotency, RedisIdempotency
 from .history import HistoryError, message_parts, parse_limit, parse_since
 from .presence import NoPresence, PresenceUnavailable
 from .protocol import TEXT
-from .users import CONTROL_TOPIC, check_close_code, is_reserved
+from .users import check_close_code, is_reserved
 
 if TYPE_CHECKING:
     from .server import Engine
@@ -44,8 +44,6 @@ MIN_KEY_LENGTH = 16
 # Commands of one batch, topics of one broadcast.
 MAX_BATCH_COMMANDS = 100
 MAX_BROADCAST_TOPICS = 1000
-# Seconds info and channels wait for the other workers' answers at most.
-GATHER_TIMEOUT = 0.5
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 _STATUS = {200: "200 OK", 400: "400 Bad Request", 401: "401 Unauthorized", 404: "404 Not Found",
@@ -163,7 +161,6 @@ class ServerApi:
         self.key = key.encode("utf-8")
         self.set_timeout = set_timeout
         self.local_topics = local_topics
-        self.gather_timeout = gather_timeout
         self.started = time.monotonic()
         broker = engine.options.broker
         self.broker = broker
@@ -181,10 +178,9 @@ class ServerApi:
         # (method, HTTP status) -> requests answered: uws_api_requests_total.
         self.requests: dict[tuple[str, int], int] = {}
         engine.metrics.api_requests = self.requests
-        # Gatherings in flight: id -> (answers so far, answers expected or None, finish).
-        self._gathering: dict[str, list[Any]] = {}
-        engine.users.ops.update({"api.subscribe": self._remote_subscription, "api.ask": self._asked,
-                                 "api.answer": self._answered})
+        engine.users.ops["api.subscribe"] = self._remote_subscription
+        self.gatherer = Gatherer(engine.users, broker, self.worker, self.snapshot, set_timeout,
+                                 store.client if isinstance(store, RedisIdempotency) else None, gather_timeout)
 
     # -- HTTP ---------------------------------------------------------------------------------
 
@@ -478,11 +474,11 @@ class ServerApi:
                         total[topic] = total.get(topic, 0) + int(count)
             done({"channels": dict(sorted(total.items()))})
 
-        self._gather("channels", merge)
+        self.gatherer.gather("channels", merge)
 
     def info(self, params: dict[str, Any], done: Done) -> None:
         """``{}`` -> ``{workers: [{worker, pid, connections, topics, uptime, version}]}``."""
-        self._gather("info", lambda answers: done({"workers": sorted(answers, key=lambda a: a["worker"])}))
+        self.gatherer.gather("info", lambda answers: done({"workers": sorted(answers, key=lambda a: a["worker"])}))
 
     def snapshot(self, what: str) -> dict[str, Any]:
         """This worker's answer to info or channels."""
@@ -492,56 +488,6 @@ class ServerApi:
         return {"worker": self.worker, "pid": os.getpid(), "connections": len(self.engine.clients),
                 "topics": len(topics), "uptime": round(time.monotonic() - self.started, 3),
                 "version": __version__}
-
-    def _gather(self, what: str, done: Callable[[list[dict[str, Any]]], None]) -> None:
-        own = self.snapshot(what)
-        broker = self.broker
-        if broker is None:
-            done([own])
-            return
-        ask_id = uuid.uuid4().hex
-        gathering: list[Any] = [[own], None, done]
-        self._gathering[ask_id] = gathering
-
-        def finish() -> None:
-            if self._gathering.pop(ask_id, None) is not None:
-                done(gathering[0])
-
-        def counted(result: Any) -> None:
-            # Workers following the control topic, this one included.
-            if ask_id in self._gathering and isinstance(result, int):
-                gathering[1] = max(result, 1)
-                if len(gathering[0]) >= gathering[1]:
-                    finish()
-
-        self.set_timeout(self.gather_timeout, finish)
-        if hasattr(broker, "run"):
-            client = self.idempotent.store.client
-
-            async def numsub() -> int:
-                reply = await client().pubsub_numsub(broker.prefix + CONTROL_TOPIC)
-                return int(reply[0][1])
-
-            broker.run(numsub, counted)
-        self.engine.users.control({"op": "api.ask", "id": ask_id, "from": self.worker, "what": what})
-
-    def _asked(self, header: dict[str, Any], body: bytes) -> None:
-        what = str(header["what"])
-        if what not in ("info", "channels"):
-            return
-        self.engine.users.control({"op": "api.answer", "id": header["id"], "to": header["from"]},
-                                  orjson.dumps(self.snapshot(what)))
-
-    def _answered(self, header: dict[str, Any], body: bytes) -> None:
-        if header.get("to") != self.worker:
-            return
-        gathering = self._gathering.get(str(header["id"]))
-        if gathering is None:
-            return
-        gathering[0].append(orjson.loads(body))
-        if gathering[1] is not None and len(gathering[0]) >= gathering[1]:
-            del self._gathering[str(header["id"])]
-            gathering[2](gathering[0])
 
     # -- batch ---------------------------------------------------------------------------------
 

@@ -292,3 +292,65 @@ def test_a_client_that_left_gets_no_answer(api):
     res.on_aborted_callback()
     res.on_data_callback(b"{}", True)
     assert res.status is None and res.body is None
+
+
+class ControlUsers:
+    """Users' control topic as the Gatherer uses it: ops, and control() recording what was sent."""
+
+    def __init__(self) -> None:
+        self.ops: dict[str, Any] = {}
+        self.sent: list[tuple[dict, bytes]] = []
+
+    def control(self, header: dict, body: bytes = b"") -> None:
+        self.sent.append((header, body))
+
+
+class RunBroker:
+    """A Redis broker's run(): jobs are kept for the test to answer."""
+
+    prefix = "uws:"
+
+    def __init__(self) -> None:
+        self.jobs: list[Any] = []
+
+    def run(self, job: Any, done: Any) -> None:
+        self.jobs.append(done)
+
+
+def test_a_gathering_ends_when_every_worker_counted_by_numsub_answered():
+    from uws_py.realtime.api_gather import Gatherer
+
+    timers: list = []
+    asking, answering = ControlUsers(), ControlUsers()
+    broker = RunBroker()
+    gathered: list = []
+    asker = Gatherer(asking, broker, "w1", lambda q: {"worker": "w1"}, lambda s, fn: timers.append(fn),
+                     redis_client=lambda: None)
+    Gatherer(answering, RunBroker(), "w2", lambda q: {"worker": "w2", "q": q}, lambda s, fn: None)
+    asker.gather("info", gathered.append)
+    (ask, _), = asking.sent
+    assert ask["op"] == "api.ask" and ask["what"] == "info"
+    answering.ops["api.ask"](ask, b"")  # the other worker answers, addressed to w1
+    (answer, body), = answering.sent
+    asking.ops["api.answer"]({**answer, "to": "someone else"}, body)  # not for this worker: ignored
+    asking.ops["api.answer"](answer, body)
+    assert gathered == []  # how many workers there are is not known yet
+    broker.jobs.pop()(2)  # NUMSUB: 2 workers follow the control channel
+    assert gathered == [[{"worker": "w1"}, {"worker": "w2", "q": "info"}]]
+    timers.pop()()  # the timeout after the end changes nothing
+    asking.ops["api.answer"](answer, body)
+    assert len(gathered) == 1
+
+
+def test_a_gathering_answers_with_what_it_has_at_the_timeout():
+    from uws_py.realtime.api_gather import Gatherer
+
+    timers: list = []
+    users = ControlUsers()
+    broker = RunBroker()
+    gathered: list = []
+    Gatherer(users, broker, "w1", lambda q: {"worker": "w1"}, lambda s, fn: timers.append(fn),
+             redis_client=lambda: None).gather("channels", gathered.append)
+    broker.jobs.pop()(3)  # three workers, none of the others answers
+    timers.pop()()
+    assert gathered == [[{"worker": "w1"}]]
