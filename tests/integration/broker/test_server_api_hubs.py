@@ -255,3 +255,15 @@ def test_an_emitter_in_a_process_without_a_server_reaches_subscribers_on_two_wor
     to_alice.append(alice_elsewhere.recv())
     assert [(m["topic"], m["data"]) for m in to_alice] == [("#user:alice", "for alice")] * 2
     assert bob.expect_close(timeout=3.0) == 4002
+
+
+def test_with_redis_gone_a_history_publish_answers_503_and_the_api_goes_on(hubs, redis_server):
+    (hub,) = hubs(1)
+    redis_server.stop()
+    status, answer = api_call(hub.port, "publish", {"topic": "hist.down", "data": 1}, KEY, timeout=15.0)
+    assert status == 503 and answer["error"]["code"] == "UNAVAILABLE", answer
+    status, answer = api_call(hub.port, "publish", {"topic": "hist.down", "data": 1, "idempotency_key": "k"}, KEY,
+                              timeout=15.0)
+    assert status == 503 and answer["error"]["code"] == "UNAVAILABLE", answer
+    (worker,) = api_result(hub.port, "info", {}, KEY)["workers"]  # answered alone, after the gather timeout
+    assert worker["pid"] == hub.pid
