@@ -14,6 +14,7 @@ from .app import App, CompressOptions, SSLOptions
 from .auth import AuthError, JWTAuth
 from .batching import Batching
 from .behavior import Behavior
+from .emitter import AsyncEmitter, Emitter
 from .ratelimit import RateLimit
 from .realtime import Client, ProtocolError, RealtimeServer
 
@@ -60,10 +61,12 @@ logging.getLogger("uws_py").addHandler(logging.NullHandler())
 
 __all__ = [
     "App",
+    "AsyncEmitter",
     "AuthError",
     "Batching",
     "Behavior",
     "Client",
+    "Emitter",
     "JWTAuth",
     "ProtocolError",
     "RateLimit",

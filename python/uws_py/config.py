@@ -19,7 +19,7 @@ class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the option."""
 
 
-SECRET_OPTIONS = frozenset({"jwt_secret", "ssl_keyfile_password", "dashboard_token"})
+SECRET_OPTIONS = frozenset({"jwt_secret", "ssl_keyfile_password", "dashboard_token", "api_key"})
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -72,6 +72,9 @@ class ServeConfig:
     report_interval: int = field(default=0, metadata={
         "help": "seconds between 'perf:' report lines in the log (0: none)"})
     dashboard_path: str = field(default="/dashboard", metadata={"help": "where the live dashboard is served"})
+    api_key: Optional[str] = field(default=None, metadata={
+        "help": "serve the server API (POST API_PATH/METHOD with 'Authorization: apikey KEY', 16+ characters)"})
+    api_path: str = field(default="/api", metadata={"help": "where the server API is served"})
 
     # The options set by a layer (file, environment, command line) rather than left at their
     # default: what `serve MODULE:ATTR` applies to the target (set by load()).
@@ -107,6 +110,10 @@ class ServeConfig:
             raise ConfigError("--dashboard-token must be at least 16 characters")
         if not self.dashboard_path.startswith("/"):
             raise ConfigError(f"--dashboard-path must start with '/', not {self.dashboard_path!r}")
+        if self.api_key is not None and (len(self.api_key) < 16 or self.api_key != self.api_key.strip()):
+            raise ConfigError("--api-key must be at least 16 characters, without surrounding spaces")
+        if not self.api_path.startswith("/"):
+            raise ConfigError(f"--api-path must start with '/', not {self.api_path!r}")
         for name, least in (("compression_threshold", 0), ("max_batch_items", 1), ("max_subscriptions", 1),
                             ("max_topic_length", 1)):
             if getattr(self, name) < least:

@@ -79,6 +79,8 @@ class Metrics:
         self.history_memory: Optional[Callable[[], tuple[int, int]]] = None
         # The PresenceService (its ``local`` store and ``counters``); reported once it has a pattern.
         self.presence: Any = None
+        # Set by the server API: (method, HTTP status) -> requests answered.
+        self.api_requests: Optional[dict[tuple[str, int], int]] = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_Collector(self))
 
@@ -270,6 +272,13 @@ class _Collector:
                                       value=counters.expired_removed)
             yield CounterMetricFamily("uws_presence_refreshes", "Refreshes of this worker's entries in Redis",
                                       value=counters.refreshes)
+        if m.api_requests is not None:
+            requests = CounterMetricFamily("uws_api_requests", "Server API requests answered, by method and HTTP "
+                                           "status (method 'unknown' for a name that is none)",
+                                           labels=["method", "status"])
+            for (method, status), count in sorted(m.api_requests.items()):
+                requests.add_metric([method, str(status)], count)
+            yield requests
         if m.broker_stats is not None:
             broker = m.broker_stats()
             yield GaugeMetricFamily("uws_broker_connected", "1 while the broker connection is up", value=broker["connected"])

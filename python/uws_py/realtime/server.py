@@ -89,6 +89,8 @@ class Options:
     presence_diff_interval: float = DEFAULT_DIFF_INTERVAL
     close_on_backpressure_limit: bool = True
     subprotocols: Optional[tuple[str, ...]] = None
+    api_key: Optional[str] = None
+    api_path: str = "/api"
 
 
 def subprotocol_tuple(subprotocols: Optional[Sequence[str]]) -> Optional[tuple[str, ...]]:
@@ -115,6 +117,12 @@ def validate(options: Options) -> None:
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     check_timing(options.presence_ttl, options.presence_diff_interval)
+    if options.api_key is not None:
+        from .api import check_api_key
+
+        check_api_key(options.api_key)
+    if not options.api_path.startswith("/"):
+        raise ValueError(f"api_path must start with '/', got {options.api_path!r}")
 
 
 # Seconds between sweeps of expired history; a publication may outlive its ttl by this much.
@@ -375,6 +383,9 @@ class RealtimeServer:
       first of them the client offered, or none. With ``auth``, ``bearer`` (the browser
       token offer) is answered when the client offered none of them. None (default): the
       client's first offer (``bearer`` when the token came that way) is answered.
+    - ``api_key``: serve the server API (``POST <api_path>/<method>`` with ``Authorization:
+      apikey <key>``, 16+ characters; docs/reference/server-api.md) at ``api_path`` (``/api``).
+      None (the default) serves no API.
     """
 
     def __init__(
@@ -411,6 +422,8 @@ class RealtimeServer:
         presence_diff_interval: float = DEFAULT_DIFF_INTERVAL,
         close_on_backpressure_limit: bool = True,
         subprotocols: Optional[Sequence[str]] = None,
+        api_key: Optional[str] = None,
+        api_path: str = "/api",
     ) -> None:
         options = self.options = Options(
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
@@ -419,6 +432,7 @@ class RealtimeServer:
             dashboard_path, tracing, client_script, compression_threshold, max_batch_items, max_subscriptions,
             max_topic_length, tuple(trusted_proxies) if trusted_proxies is not None else None,
             presence_ttl, presence_diff_interval, close_on_backpressure_limit, subprotocol_tuple(subprotocols),
+            api_key, api_path,
         )
         validate(options)
         self.path = path
@@ -485,6 +499,11 @@ class RealtimeServer:
         if options.dashboard_token is not None:
             Dashboard(options.dashboard_token, self.monitoring.view, engine.access_log).install(
                 self.app, options.dashboard_path)
+        if options.api_key is not None:
+            from .api import ServerApi
+
+            self.api = ServerApi(engine, options.api_key, self.app.set_timeout, lambda: self.monitoring.topics.counts)
+            self.api.install(self.app, options.api_path)
         if options.client_script:
             self._client_script = ClientScript()
             self.app.get(self.client_script_path, self._serve_client_script)

@@ -78,6 +78,8 @@ class Users:
         self.control_received = 0
         # members(topic) -> the local subscribers when known without a scan (presence topics).
         self.members: Optional[Callable[[str], Optional[Iterable["Client"]]]] = None
+        # op -> handler(header, body) of control messages defined by other modules (the server API's).
+        self.ops: dict[str, Callable[[dict[str, Any], bytes], None]] = {}
 
     # -- the index (connect and disconnect hooks) ------------------------------------------------
 
@@ -162,11 +164,21 @@ class Users:
                 self._disconnect(str(header["user"]), int(header["code"]), str(header["reason"]))
             elif op == "publish":
                 self._publish_excluding(str(header["topic"]), body, set(header["exclude"]))
+            elif op in self.ops:
+                self.ops[op](header, body)
             else:
                 logger.warning("ignoring a control message with unknown op %r", op)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
             logger.warning("ignoring a malformed control message: %s", exc)
         return True
+
+    def control(self, header: dict[str, Any], body: bytes = b"") -> None:
+        """Sends a control message to every other worker (nothing without a broker); its ``op``
+        must be one of :attr:`ops` there.
+
+        Args: header: the JSON header (with ``op``); body: what follows the newline.
+        """
+        self._broadcast(header, body)
 
     def _broadcast(self, header: dict[str, Any], body: bytes) -> None:
         if self.broker is None:

@@ -48,7 +48,7 @@ def exported_metrics(body: str) -> dict[str, str]:
 
 
 def test_metrics_table_matches_a_live_scrape(serve):
-    with_history = realtime_server()
+    with_history = realtime_server(api_key="metrics-table-api-key-0123")
     with_history.history("chat.*")
 
     @with_history.on("ECHO")
