@@ -9,7 +9,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._core import HttpRequest, HttpResponse, OpCode, SendStatus, WebSocket, WebSocketClosedError
+from ._core import HttpClosedError, HttpRequest, HttpResponse, OpCode, SendStatus, WebSocket, WebSocketClosedError
 from .app import App, CompressOptions, SSLOptions
 from .auth import JWTAuth
 from .batching import Batching
@@ -67,6 +67,7 @@ __all__ = [
     "RateLimit",
     "RealtimeServer",
     "CompressOptions",
+    "HttpClosedError",
     "HttpRequest",
     "HttpResponse",
     "OpCode",
