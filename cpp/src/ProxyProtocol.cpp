@@ -67,6 +67,10 @@ ProxyParseStatus parseV1(const char *data, size_t length, ProxyHeader &out, size
         reason = "PROXY v1 header does not end with CRLF";
         return ProxyParseStatus::Invalid;
     }
+    if (std::memchr(data, '\r', lineLength - 2)) {
+        reason = "PROXY v1 header has CR without LF";
+        return ProxyParseStatus::Invalid;
+    }
     // Fields separated by single spaces: the protocol, then two addresses and two ports.
     std::string_view line(data + kV1Prefix.size(), lineLength - kV1Prefix.size() - 2);
     std::string_view fields[6];
