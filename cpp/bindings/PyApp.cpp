@@ -180,8 +180,14 @@ void registerApp(py::module_ &module) {
                 throwOSError(error);
             }
         }, py::arg("path"), py::arg("backlog") = 512, py::arg("proxy_protocol") = false)
-        .def("stop_listening", [](PyApp &self) { self.app.stopListening(); },
-             "Closes every listener; open connections go on. Loop thread only.")
+        .def("stop_listening", [](PyApp &self) {
+            if (self.onLoopThread()) {
+                self.app.stopListening();
+            } else {
+                uws::App *app = &self.app;
+                self.app.loop().defer([app] { app->stopListening(); });
+            }
+        }, "Closes every listener; open connections go on. From another thread: at the loop's next iteration.")
         .def("route", [](PyApp &self, std::string method, const std::string &pattern, py::object handler) {
             self.httpHandlers.push_back(handler);
             PyObject *callable = handler.ptr();

@@ -152,6 +152,11 @@ void registerHttp(py::module_ &module) {
             uws::HttpConnection &connection = self.cast<PyHttpResponse &>().get();
             Payload payload;
             if (!body.is_none() && !payload.load(body.ptr())) throw py::error_already_set();
+            if (connection.isSized() && payload.view.size() > connection.totalSize() - connection.writeOffset()) {
+                throw py::value_error("end() body goes past try_end()'s total_size: " + std::to_string(payload.view.size()) +
+                                      " bytes at offset " + std::to_string(connection.writeOffset()) + " of " +
+                                      std::to_string(connection.totalSize()));
+            }
             connection.end(payload.view, closeConnection);
             return self;
         }, py::arg("body") = py::str(""), py::arg("close_connection") = false)

@@ -22,15 +22,24 @@ public:
         : app_(app), proxyProtocol_(proxyProtocol), unixPath_(std::move(unixPath)) {
         fd = fd_;
     }
-    ~Listener() override {
+    ~Listener() override { shutdown(); }
+
+    // Stops accepting now: the kernel refuses new connections from here on. The object may
+    // still be in the current batch of epoll events, so its owner frees it after the batch.
+    void shutdown() {
         if (fd >= 0) {
             app_->loop().remove(this);
             ::close(fd);
+            fd = -1;
         }
-        if (!unixPath_.empty()) ::unlink(unixPath_.c_str());
+        if (!unixPath_.empty()) {
+            ::unlink(unixPath_.c_str());
+            unixPath_.clear();
+        }
     }
 
     void onPoll(uint32_t) override {
+        if (fd < 0) return; // shut down earlier in this batch
         // Bounded so that a connection storm cannot starve established sockets.
         for (int i = 0; i < 256; i++) {
             int client = accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -80,7 +89,10 @@ App::App() {
     http_.stats = &stats_;
     http_.log = &log;
     loop_.afterTick = [this] { everySecond(); };
-    loop_.afterIteration = [this] { endOfIteration(); };
+    loop_.afterIteration = [this] {
+        endOfIteration();
+        closedListeners_.clear(); // the batch that may have pointed at them is over
+    };
 }
 
 App::~App() {
@@ -187,12 +199,18 @@ void App::listenUnix(const std::string &path, const ListenOptions &options) {
     loop_.add(listeners_.back().get(), EPOLLIN);
 }
 
-void App::stopListening() { listeners_.clear(); }
+void App::stopListening() {
+    for (auto &listener : listeners_) {
+        listener->shutdown();
+        if (loop_.inDispatch()) closedListeners_.push_back(std::move(listener));
+    }
+    listeners_.clear();
+}
 
 void App::close(uint16_t code, std::string_view reason, unsigned timeoutSeconds) {
     if (closing_) return;
     closing_ = true;
-    listeners_.clear();
+    stopListening();
     closeDeadline_ = loop_.now() + timeoutSeconds + 1;
     for (Socket *s = loop_.sockets, *next; s; s = next) {
         next = s->next;

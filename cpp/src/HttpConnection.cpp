@@ -1,5 +1,6 @@
 #include "uws/HttpConnection.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "uws/LoopData.h"
@@ -283,12 +284,14 @@ void HttpConnection::end(std::string_view body, bool closeConnection) {
         write(body);
         if (!headRequest_) Socket::write("0\r\n\r\n");
     } else if (headSent_) {
-        // After tryEnd: the rest of the promised body, queued whatever the backpressure.
-        if (!headRequest_) Socket::write(body);
-        writeOffset_ += body.size();
+        // After tryEnd: the rest of the promised body, queued whatever the backpressure, and
+        // never more than the Content-Length sent.
+        std::string_view rest = body.substr(0, size_t(std::min<uint64_t>(body.size(), totalSize_ - writeOffset_)));
+        if (!headRequest_) Socket::write(rest);
+        writeOffset_ += rest.size();
         // A body of another length than the Content-Length sent cannot be framed: the
-        // connection ends with it, so the client sees a short or cut response, not a mix.
-        if (writeOffset_ != totalSize_) keepAlive_ = false;
+        // connection ends with it, so the client sees a short response, not a mix.
+        if (writeOffset_ != totalSize_ || rest.size() != body.size()) keepAlive_ = false;
     } else {
         writeHead(false, body.size());
         if (!headRequest_ && !body.empty()) Socket::write(body);

@@ -184,7 +184,9 @@ class App:
 
     def stop_listening(self) -> "App":
         """Closes every listener: new connections are refused while the open ones go on
-        (a graceful restart or a blue/green switch). Loop thread only."""
+        (a graceful restart or a blue/green switch). Callable from any thread; from another
+        thread the listeners close at the loop's next iteration. A connection still waiting in
+        the kernel's backlog at that moment (never accepted) is reset by the kernel."""
         self._core.stop_listening()
         return self
 

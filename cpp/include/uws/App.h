@@ -86,6 +86,8 @@ private:
     HttpContext http_;
     std::unique_ptr<TlsContext> tls_;
     std::vector<std::unique_ptr<Listener>> listeners_;
+    // Shut down during an event batch that may still name them: freed after the batch.
+    std::vector<std::unique_ptr<Listener>> closedListeners_;
     std::vector<std::unique_ptr<WebSocketContext>> contexts_;
     bool closing_ = false;
     uint32_t closeDeadline_ = 0;

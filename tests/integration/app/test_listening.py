@@ -104,3 +104,22 @@ def test_stop_listening_keeps_open_connections_and_refuses_new_ones(make_server,
             assert tcp_client.recv_message().payload == f"tcp {n}".encode()
             assert unix_client.recv_message().payload == f"unix {n}".encode()
         assert tcp_client.close() == (1000, b"")
+
+
+def test_stop_listening_from_another_thread(make_server, recorder):
+    server = make_server(recorder.behavior(), "/ws")
+    with websocket_over(socket.create_connection(server.address, timeout=WAIT), "/ws") as client:
+        recorder.next_open()
+        server.app.stop_listening()  # this thread is not the loop's
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                socket.create_connection(server.address, timeout=WAIT).close()
+            except ConnectionRefusedError:
+                break
+            except ConnectionResetError:
+                pass  # it reached the backlog just before the listener closed: reset, not served
+            assert time.monotonic() < deadline, "still accepting after stop_listening()"
+            time.sleep(0.01)
+        client.send_text("still here")
+        assert client.recv_message().payload == b"still here"

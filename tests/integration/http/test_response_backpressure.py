@@ -223,8 +223,9 @@ def test_try_end_sends_a_sized_body_in_parts(serve, recorder):
         (lambda res: (res.try_end(b"x", 2), res.write("y")), "write\\(\\) after try_end\\(\\)"),
         (lambda res: res.try_end(b"toolong", 3), "goes past total_size"),
         (lambda res: (res.try_end(b"x", 3), res.try_end(b"y", 4)), "differs from the 3"),
+        (lambda res: (res.try_end(b"x", 3), res.end(b"yyy")), "end\\(\\) body goes past"),
     ],
-    ids=["try_end-after-write", "write-after-try_end", "past-total", "other-total"],
+    ids=["try_end-after-write", "write-after-try_end", "past-total", "other-total", "end-past-total"],
 )
 def test_try_end_misuse_raises_value_error(serve, recorder, misuse, message):
     results: queue.Queue = queue.Queue()
@@ -270,6 +271,24 @@ def test_close_ends_the_connection_at_once(serve, recorder):
     assert wait_for(aborted, "on_aborted") is True
     assert wait_for(aborted, "the handler") is True
     assert raw_http(*server.address, b"GET /ok HTTP/1.1\r\nHost: x\r\n\r\n").body == b"fine"
+
+
+def test_end_finishes_a_try_end_body(serve, recorder):
+    def handler(res, req):
+        res.try_end(b"abc", 6)
+        res.end(b"def")
+
+    server = serve(lambda app: app.get("/", recorder.guard(handler)))
+    sock = socket.create_connection(server.address, timeout=5)
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    sock.sendall(request * 2)  # keep-alive: the framing is right, so the second one is answered too
+    data = b""
+    while data.count(b"abcdef") < 2:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    sock.close()
+    assert data.count(b"Content-Length: 6\r\n") == 2
 
 
 def test_head_request_with_try_end_sends_only_the_head(serve, recorder):
