@@ -197,14 +197,30 @@ void registerApp(py::module_ &module) {
             self.app.ws(pattern, makeBehavior(&self, behavior.get(), options));
             self.behaviors.push_back(std::move(behavior));
         }, py::arg("pattern"), py::arg("handlers"), py::arg("options"))
-        .def("listen", [](PyApp &self, const std::string &host, int port, int backlog, bool reusePort) {
+        .def("listen", [](PyApp &self, const std::string &host, int port, int backlog, bool reusePort, bool proxyProtocol) {
             try {
-                return self.app.listen(host, port, backlog, reusePort);
+                return self.app.listen(host, port, uws::App::ListenOptions{backlog, reusePort, proxyProtocol});
             } catch (const std::system_error &error) {
                 throwOSError(error);
                 return -1;
             }
-        }, py::arg("host"), py::arg("port"), py::arg("backlog") = 512, py::arg("reuse_port") = true)
+        }, py::arg("host"), py::arg("port"), py::arg("backlog") = 512, py::arg("reuse_port") = true,
+           py::arg("proxy_protocol") = false)
+        .def("listen_unix", [](PyApp &self, const std::string &path, int backlog, bool proxyProtocol) {
+            try {
+                self.app.listenUnix(path, uws::App::ListenOptions{backlog, false, proxyProtocol});
+            } catch (const std::system_error &error) {
+                throwOSError(error);
+            }
+        }, py::arg("path"), py::arg("backlog") = 512, py::arg("proxy_protocol") = false)
+        .def("stop_listening", [](PyApp &self) {
+            if (self.onLoopThread()) {
+                self.app.stopListening();
+            } else {
+                uws::App *app = &self.app;
+                self.app.loop().defer([app] { app->stopListening(); });
+            }
+        }, "Closes every listener; open connections go on. From another thread: at the loop's next iteration.")
         .def("route", [](PyApp &self, std::string method, const std::string &pattern, py::object handler) {
             self.httpHandlers.push_back(handler);
             PyObject *callable = handler.ptr();

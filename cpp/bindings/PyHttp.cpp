@@ -9,7 +9,23 @@
 
 namespace uwspy {
 
+PyObject *httpClosedError = nullptr;
+
 namespace {
+
+// ValueError naming what was refused: "write_header: header name 'X-A\\r' contains CR at
+// index 3 (refused: CR, LF and NUL would split the response)".
+[[noreturn]] void refuseField(const char *function, const char *what, std::string_view text,
+                              const uws::FieldProblem &problem) {
+    std::string shown(text.substr(0, 80));
+    py::object quoted = py::repr(latin1(shown));
+    std::string message = std::string(function) + ": " + what + " " + quoted.cast<std::string>() +
+                          (text.size() > 80 ? "..." : "") + " " + problem.reason + " at index " +
+                          std::to_string(problem.index);
+    message += problem.reason[0] == 'c' ? " (refused: CR, LF and NUL would split the response)"
+                                        : " (a header name is a token: letters, digits and !#$%&'*+-.^_`|~)";
+    throw py::value_error(message);
+}
 
 std::string lowercase(std::string text) {
     for (char &c : text) {
@@ -47,6 +63,13 @@ void releaseResponseHandle(void *handle) {
 }
 
 void registerHttp(py::module_ &module) {
+    httpClosedError = PyErr_NewExceptionWithDoc(
+        "uws_py.HttpClosedError",
+        "Raised when an HttpRequest or HttpResponse is used after its request ended (the HTTP twin of "
+        "WebSocketClosedError).",
+        PyExc_RuntimeError, nullptr);
+    if (!httpClosedError) throw py::error_already_set();
+    module.attr("HttpClosedError") = py::handle(httpClosedError);
     py::class_<PyWebSocketContext>(module, "WebSocketContext", "Opaque: the route an upgrade belongs to.");
 
     py::class_<PyHttpRequest>(module, "HttpRequest", "The request head, valid only during the handler it is passed to.")
@@ -104,23 +127,41 @@ void registerHttp(py::module_ &module) {
 
     py::class_<PyHttpResponse>(module, "HttpResponse", "Answers a request; for an upgrade, accepts or refuses it.")
         .def("write_status", [](py::object self, py::object status) {
-            PyHttpResponse &r = self.cast<PyHttpResponse &>();
-            if (r.connection) r.connection->writeStatus(textArgument(status));
+            uws::HttpConnection &connection = self.cast<PyHttpResponse &>().get();
+            std::string text = textArgument(status);
+            if (uws::FieldProblem problem = uws::checkResponseFieldText(text)) {
+                refuseField("write_status", "status", text, problem);
+            }
+            connection.writeStatus(text);
             return self;
         }, py::arg("status"))
         .def("write_header", [](py::object self, py::object name, py::object value) {
-            PyHttpResponse &r = self.cast<PyHttpResponse &>();
-            if (r.connection) r.connection->writeHeader(textArgument(name), textArgument(value));
+            uws::HttpConnection &connection = self.cast<PyHttpResponse &>().get();
+            std::string nameText = textArgument(name), valueText = textArgument(value);
+            if (uws::FieldProblem problem = uws::checkResponseHeaderName(nameText)) {
+                refuseField("write_header", "header name", nameText, problem);
+            }
+            if (uws::FieldProblem problem = uws::checkResponseFieldText(valueText)) {
+                std::string what = "value of header " + py::repr(latin1(nameText)).cast<std::string>();
+                refuseField("write_header", what.c_str(), valueText, problem);
+            }
+            connection.writeHeader(nameText, valueText);
             return self;
         }, py::arg("name"), py::arg("value"))
         .def("end", [](py::object self, py::object body, bool closeConnection) {
-            PyHttpResponse &r = self.cast<PyHttpResponse &>();
-            if (r.connection) r.connection->end(textArgument(body), closeConnection);
+            uws::HttpConnection &connection = self.cast<PyHttpResponse &>().get();
+            Payload payload;
+            if (!body.is_none() && !payload.load(body.ptr())) throw py::error_already_set();
+            if (connection.isSized() && payload.view.size() > connection.totalSize() - connection.writeOffset()) {
+                throw py::value_error("end() body goes past try_end()'s total_size: " + std::to_string(payload.view.size()) +
+                                      " bytes at offset " + std::to_string(connection.writeOffset()) + " of " +
+                                      std::to_string(connection.totalSize()));
+            }
+            connection.end(payload.view, closeConnection);
             return self;
         }, py::arg("body") = py::str(""), py::arg("close_connection") = false)
         .def("end_without_body", [](py::object self) {
-            PyHttpResponse &r = self.cast<PyHttpResponse &>();
-            if (r.connection) r.connection->end({});
+            self.cast<PyHttpResponse &>().get().end({});
             return self;
         })
         .def("upgrade", [](PyHttpResponse &self, py::object userData, py::object key, py::object protocol,
@@ -136,43 +177,85 @@ void registerHttp(py::module_ &module) {
            "Accepts the upgrade; a harmless no-op returning False when the client is gone.")
         .def("on_aborted", [](py::object self, py::object callback) {
             PyHttpResponse &r = self.cast<PyHttpResponse &>();
-            if (r.connection) {
-                PyRef held(callback.ptr());
-                PyApp *app = r.app;
-                r.connection->onAborted = [held, app] { invoke(app, held.get(), "on_aborted"); };
-            }
+            PyRef held(callback.ptr());
+            PyApp *app = r.app;
+            r.get().onAborted = [held, app] { invoke(app, held.get(), "on_aborted"); };
             return self;
         }, py::arg("callback"), "callback() runs if the client goes away before the response ends.")
         .def("on_data", [](py::object self, py::object callback) {
             PyHttpResponse &r = self.cast<PyHttpResponse &>();
-            if (r.connection) {
-                PyRef held(callback.ptr());
-                PyApp *app = r.app;
-                r.connection->onBody = [held, app](std::string_view chunk, bool last) {
-                    invoke(app, held.get(), "on_data", Owned{PyBytes_FromStringAndSize(chunk.data(), Py_ssize_t(chunk.size()))},
-                           last ? Py_True : Py_False);
-                };
-            }
+            PyRef held(callback.ptr());
+            PyApp *app = r.app;
+            r.get().onBody = [held, app](std::string_view chunk, bool last) {
+                invoke(app, held.get(), "on_data", Owned{PyBytes_FromStringAndSize(chunk.data(), Py_ssize_t(chunk.size()))},
+                       last ? Py_True : Py_False);
+            };
             return self;
         }, py::arg("callback"), "callback(chunk: bytes, is_last: bool) receives the request body.")
-        .def("write", [](py::object self, py::object chunk) {
+        .def("write", [](PyHttpResponse &self, py::object chunk) {
+            uws::HttpConnection &connection = self.get();
+            if (connection.isSized()) throw py::value_error("write() after try_end(): this response has a Content-Length");
+            Payload payload;
+            if (!payload.load(chunk.ptr())) throw py::error_already_set();
+            return connection.write(payload.view);
+        }, py::arg("chunk"),
+           "Streams a body chunk (chunked transfer encoding). Every byte is queued; returns False when some "
+           "wait because the client reads slower: stop writing until on_writable.")
+        .def("try_end", [](PyHttpResponse &self, py::object data, uint64_t totalSize) {
+            uws::HttpConnection &connection = self.get();
+            if (connection.isChunked()) throw py::value_error("try_end() after write(): this response is chunked");
+            if (connection.isSized() && connection.totalSize() != totalSize) {
+                throw py::value_error("try_end() total_size " + std::to_string(totalSize) + " differs from the " +
+                                      std::to_string(connection.totalSize()) + " sent as Content-Length");
+            }
+            Payload payload;
+            if (!payload.load(data.ptr())) throw py::error_already_set();
+            if (payload.view.size() > totalSize - connection.writeOffset()) {
+                throw py::value_error("try_end() data goes past total_size: " + std::to_string(payload.view.size()) +
+                                      " bytes at offset " + std::to_string(connection.writeOffset()) + " of " +
+                                      std::to_string(totalSize));
+            }
+            uws::HttpConnection::TryEndResult result = connection.tryEnd(payload.view, totalSize);
+            return py::make_tuple(result.ok, result.done);
+        }, py::arg("data"), py::arg("total_size"),
+           "Sends the next part of a total_size-byte body without buffering; returns (ok, done).")
+        .def("on_writable", [](py::object self, py::object handler) {
             PyHttpResponse &r = self.cast<PyHttpResponse &>();
-            if (r.connection) r.connection->write(textArgument(chunk));
+            uws::HttpConnection *connection = &r.get();
+            PyRef held(handler.ptr());
+            PyApp *app = r.app;
+            connection->onWritable = [held, app, connection](uint64_t offset) {
+                PyObject *offsetObject = PyLong_FromUnsignedLongLong(offset);
+                PyObject *result = offsetObject ? PyObject_CallOneArg(held.get(), offsetObject) : nullptr;
+                Py_XDECREF(offsetObject);
+                if (!result) {
+                    // The body cannot be finished: the client gets a cut response, not a hang.
+                    app->reportError("on_writable");
+                    connection->close();
+                    return false;
+                }
+                bool wrote = PyObject_IsTrue(result) == 1;
+                Py_DECREF(result);
+                return wrote;
+            };
             return self;
-        }, py::arg("chunk"), "Streams a body chunk (chunked transfer encoding).")
+        }, py::arg("handler"),
+           "handler(offset: int) -> bool runs when the client can take more after write() returned False or "
+           "try_end() was not ok; offset is get_write_offset().")
+        .def("get_write_offset", [](const PyHttpResponse &self) { return self.get().writeOffset(); },
+             "Body bytes sent or queued so far.")
+        .def("close", [](PyHttpResponse &self) { self.get().close(); },
+             "Closes the connection at once (queued bytes are lost; on_aborted runs if the response had not ended).")
         .def("cork", [](py::object self, py::object fn) -> py::object {
-            PyHttpResponse &r = self.cast<PyHttpResponse &>();
-            if (!r.connection) return fn();
-            uws::HttpConnection *connection = r.connection;
+            uws::HttpConnection *connection = &self.cast<PyHttpResponse &>().get();
             bool alreadyCorked = connection->isCorked();
             connection->cork();
             py::object result = fn();
             if (!alreadyCorked && !connection->isClosed()) connection->flushCork();
             return result;
         }, py::arg("fn"), "Runs fn with what it writes gathered into one write.")
-        .def("get_remote_address", [](const PyHttpResponse &self) {
-            return self.connection ? self.connection->remoteAddress() : std::string();
-        })
+        .def("get_remote_address", [](const PyHttpResponse &self) { return self.get().remoteAddress(); },
+             "The client's address (the PROXY header's source on a proxy_protocol listener; '' on a unix socket).")
         .def_property_readonly("aborted", [](const PyHttpResponse &self) { return self.connection == nullptr; },
                                "True once the connection is gone or answered.");
 }

@@ -161,8 +161,29 @@ def topic_tree_seeds() -> None:
          op(SUBSCRIBE, 1, 6), op(SUBSCRIBE, 2, 6), op(UNSUBSCRIBE, 1, 6), op(FIND, 0, 6)]))
 
 
+# ---- fuzz_proxy_header: the raw bytes a load balancer sends first ---------------------------
+
+V2_SIGNATURE = b"\r\n\r\n\0\r\nQUIT\n"
+
+
+def proxy_v2(command: int, family: int, addresses: bytes) -> bytes:
+    return V2_SIGNATURE + bytes([0x20 | command, family]) + struct.pack(">H", len(addresses)) + addresses
+
+
+def proxy_seeds() -> None:
+    write("fuzz_proxy_header", "v1-tcp4", b"PROXY TCP4 192.0.2.1 198.51.100.1 56324 443\r\nGET / HTTP/1.1\r\n")
+    write("fuzz_proxy_header", "v1-tcp6", b"PROXY TCP6 2001:db8::1 ::1 65535 80\r\n")
+    write("fuzz_proxy_header", "v1-unknown", b"PROXY UNKNOWN\r\n")
+    write("fuzz_proxy_header", "v2-tcp4-tlv",
+          proxy_v2(1, 0x11, bytes([203, 0, 113, 7, 10, 0, 0, 1]) + struct.pack(">HH", 8080, 443) + b"\x04\x00\x01x"))
+    write("fuzz_proxy_header", "v2-tcp6", proxy_v2(1, 0x21, bytes(15) + b"\x01" + bytes(15) + b"\x01" + b"\xc3\x50\x00\x50"))
+    write("fuzz_proxy_header", "v2-local", proxy_v2(0, 0x00, b"") + b"\x16\x03\x01")
+    write("fuzz_proxy_header", "no-header", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+
+
 if __name__ == "__main__":
     http_seeds()
+    proxy_seeds()
     frame_seeds()
     inflate_seeds()
     topic_tree_seeds()

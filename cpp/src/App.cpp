@@ -4,6 +4,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,15 +19,28 @@ namespace uws {
 
 class App::Listener : public Pollable {
 public:
-    Listener(App *app, int fd_) : app_(app) { fd = fd_; }
-    ~Listener() override {
+    Listener(App *app, int fd_, bool proxyProtocol, std::string unixPath = {})
+        : app_(app), proxyProtocol_(proxyProtocol), unixPath_(std::move(unixPath)) {
+        fd = fd_;
+    }
+    ~Listener() override { shutdown(); }
+
+    // Stops accepting now: the kernel refuses new connections from here on. The object may
+    // still be in the current batch of epoll events, so its owner frees it after the batch.
+    void shutdown() {
         if (fd >= 0) {
             app_->loop().remove(this);
             ::close(fd);
+            fd = -1;
+        }
+        if (!unixPath_.empty()) {
+            ::unlink(unixPath_.c_str());
+            unixPath_.clear();
         }
     }
 
     void onPoll(uint32_t) override {
+        if (fd < 0) return; // shut down earlier in this batch
         // Bounded so that a connection storm cannot starve established sockets.
         for (int i = 0; i < 256; i++) {
             int client = accept4(fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -49,6 +64,7 @@ public:
                 }
             }
             HttpConnection *connection = new HttpConnection(&app_->http_, client, std::move(tls));
+            if (proxyProtocol_) connection->expectProxyHeader();
             app_->loop().add(connection, EPOLLIN);
             connection->setTimeout(app_->http_.headerTimeout);
         }
@@ -65,6 +81,8 @@ public:
 
 private:
     App *app_;
+    bool proxyProtocol_;
+    std::string unixPath_; // removed with the listener
 };
 
 App::App() {
@@ -72,7 +90,10 @@ App::App() {
     http_.stats = &stats_;
     http_.log = &log;
     loop_.afterTick = [this] { everySecond(); };
-    loop_.afterIteration = [this] { endOfIteration(); };
+    loop_.afterIteration = [this] {
+        endOfIteration();
+        closedListeners_.clear(); // the batch that may have pointed at them is over
+    };
 }
 
 App::~App() {
@@ -93,7 +114,7 @@ void App::route(std::string method, std::string_view pattern, HttpHandler handle
     http_.httpRouter.add(std::move(method), pattern, std::move(handler));
 }
 
-int App::listen(const std::string &host, int port, int backlog, bool reusePort) {
+int App::listen(const std::string &host, int port, const ListenOptions &options) {
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -115,8 +136,8 @@ int App::listen(const std::string &host, int port, int backlog, bool reusePort) 
         }
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (reusePort) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, backlog) == 0) break;
+        if (options.reusePort) setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+        if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && ::listen(fd, options.backlog) == 0) break;
         lastError = errno;
         ::close(fd);
         fd = -1;
@@ -131,7 +152,7 @@ int App::listen(const std::string &host, int port, int backlog, bool reusePort) 
     getsockname(fd, reinterpret_cast<sockaddr *>(&bound), &length);
     int boundPort = bound.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6 *>(&bound)->sin6_port)
                                                 : ntohs(reinterpret_cast<sockaddr_in *>(&bound)->sin_port);
-    listeners_.push_back(std::make_unique<Listener>(this, fd));
+    listeners_.push_back(std::make_unique<Listener>(this, fd, options.proxyProtocol));
     loop_.add(listeners_.back().get(), EPOLLIN);
     return boundPort;
 }
@@ -141,10 +162,61 @@ void App::addServerName(const std::string &hostname, const TlsOptions &options) 
     tls_->addServerName(hostname, options);
 }
 
+namespace {
+
+// A socket file that nobody accepts on any more (a server that died without removing it).
+bool isStaleUnixSocket(const sockaddr_un &address) {
+    struct stat info {};
+    if (::lstat(address.sun_path, &info) != 0 || !S_ISSOCK(info.st_mode)) return false;
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (probe < 0) return false;
+    bool refused = connect(probe, reinterpret_cast<const sockaddr *>(&address), sizeof address) != 0 &&
+                   errno == ECONNREFUSED;
+    ::close(probe);
+    return refused;
+}
+
+} // namespace
+
+void App::listenUnix(const std::string &path, const ListenOptions &options) {
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    if (path.empty() || path.size() >= sizeof address.sun_path) {
+        throw std::system_error(ENAMETOOLONG, std::generic_category(),
+                                "cannot listen on unix socket " + path + ": the path must be 1 to " +
+                                    std::to_string(sizeof address.sun_path - 1) + " bytes");
+    }
+    std::memcpy(address.sun_path, path.data(), path.size());
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw std::system_error(errno, std::generic_category(), "cannot make a unix socket for " + path);
+    int status = bind(fd, reinterpret_cast<const sockaddr *>(&address), sizeof address);
+    if (status != 0 && errno == EADDRINUSE && isStaleUnixSocket(address)) {
+        ::unlink(path.c_str());
+        status = bind(fd, reinterpret_cast<const sockaddr *>(&address), sizeof address);
+    }
+    if (status != 0 || ::listen(fd, options.backlog) != 0) {
+        int error = errno;
+        bool bound = status == 0;
+        ::close(fd);
+        if (bound) ::unlink(path.c_str());
+        throw std::system_error(error, std::generic_category(), "cannot listen on unix socket " + path);
+    }
+    listeners_.push_back(std::make_unique<Listener>(this, fd, options.proxyProtocol, path));
+    loop_.add(listeners_.back().get(), EPOLLIN);
+}
+
+void App::stopListening() {
+    for (auto &listener : listeners_) {
+        listener->shutdown();
+        if (loop_.inDispatch()) closedListeners_.push_back(std::move(listener));
+    }
+    listeners_.clear();
+}
+
 void App::close(uint16_t code, std::string_view reason, uint64_t timeoutMs) {
     if (closing_) return;
     closing_ = true;
-    listeners_.clear();
+    stopListening();
     for (Socket *s = loop_.sockets, *next; s; s = next) {
         next = s->next;
         s->shutdown(code, reason);

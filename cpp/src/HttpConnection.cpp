@@ -1,5 +1,6 @@
 #include "uws/HttpConnection.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "uws/LoopData.h"
@@ -103,11 +104,22 @@ bool HttpConnection::startRequest(HttpRequest &request, size_t headLength) {
     status_.clear();
     pendingHeaders_.clear();
     headRequest_ = request.method == "HEAD";
+    chunked_ = false;
+    writeOffset_ = 0;
+    totalSize_ = 0;
     keepAlive_ = request.http10 ? request.headerHasToken("connection", "keep-alive")
                                 : !request.headerHasToken("connection", "close");
     setTimeout(0);
     if (!request.http10 && !request.hasHeader("host")) {
         reject("400 Bad Request", "missing Host header");
+        return false;
+    }
+    // RFC 9112 3.2: more than one Host line is answered with 400, since two parts of a chain
+    // could each believe a different one.
+    size_t hosts = 0;
+    for (const HttpHeader &header : request.headers) hosts += header.name == "host";
+    if (hosts > 1) {
+        reject("400 Bad Request", "more than one Host header");
         return false;
     }
     // Bodies: Content-Length only. Chunked (or any transfer coding) is refused rather than
@@ -195,6 +207,7 @@ bool HttpConnection::finishRequest() {
     inRequest_ = false;
     onBody = nullptr;
     onAborted = nullptr;
+    onWritable = nullptr;
     if (!keepAlive_) {
         closing_ = true;
         closeAfterFlush();
@@ -204,21 +217,24 @@ bool HttpConnection::finishRequest() {
     return true;
 }
 
-HttpConnection &HttpConnection::writeStatus(std::string_view status) {
+bool HttpConnection::writeStatus(std::string_view status) {
+    if (checkResponseFieldText(status)) return false;
     if (!headSent_) status_.assign(status);
-    return *this;
+    return true;
 }
 
-HttpConnection &HttpConnection::writeHeader(std::string_view name, std::string_view value) {
+bool HttpConnection::writeHeader(std::string_view name, std::string_view value) {
+    if (checkResponseHeaderName(name) || checkResponseFieldText(value)) return false;
     if (!headSent_) pendingHeaders_.append(name).append(": ").append(value).append("\r\n");
-    return *this;
+    return true;
 }
 
-void HttpConnection::writeHead(bool chunked, size_t contentLength) {
+void HttpConnection::writeHead(bool chunked, uint64_t contentLength) {
     std::string head;
     head.reserve(128 + pendingHeaders_.size());
     head.append("HTTP/1.1 ").append(status_.empty() ? std::string_view("200 OK") : std::string_view(status_));
-    head.append("\r\n").append(pendingHeaders_);
+    head.append("\r\nDate: ").append(loop->data().date.view()).append("\r\n");
+    head.append(pendingHeaders_);
     if (chunked) {
         head.append("Transfer-Encoding: chunked\r\n");
     } else {
@@ -228,10 +244,11 @@ void HttpConnection::writeHead(bool chunked, size_t contentLength) {
     head.append("\r\n");
     Socket::write(head);
     headSent_ = true;
+    chunked_ = chunked;
 }
 
-HttpConnection &HttpConnection::write(std::string_view chunk) {
-    if (!inRequest_ || responseEnded_ || isClosed()) return *this;
+bool HttpConnection::write(std::string_view chunk) {
+    if (!inRequest_ || responseEnded_ || isClosed()) return false;
     if (!headSent_) writeHead(true, 0);
     if (!chunk.empty() && !headRequest_) {
         char size[24];
@@ -239,23 +256,71 @@ HttpConnection &HttpConnection::write(std::string_view chunk) {
         iovec parts[3] = {{size, size_t(n)}, {const_cast<char *>(chunk.data()), chunk.size()}, {const_cast<char *>("\r\n"), 2}};
         Socket::write(parts, 3);
     }
-    return *this;
+    writeOffset_ += chunk.size();
+    return !isClosed() && bufferedAmount() == 0;
+}
+
+HttpConnection::TryEndResult HttpConnection::tryEnd(std::string_view data, uint64_t totalSize) {
+    if (!inRequest_ || responseEnded_ || isClosed() || isChunked()) return {false, false};
+    if (!headSent_) {
+        writeHead(false, totalSize);
+        totalSize_ = totalSize;
+    }
+    // Never more than the Content-Length promised.
+    if (data.size() > totalSize_ - writeOffset_) data = data.substr(0, size_t(totalSize_ - writeOffset_));
+    size_t taken = headRequest_ ? data.size() : writeOptional(data);
+    writeOffset_ += taken;
+    bool ok = taken == data.size() && !isClosed();
+    if (writeOffset_ == totalSize_ && !isClosed()) {
+        responseDone();
+        return {ok, true};
+    }
+    return {ok, false};
 }
 
 void HttpConnection::end(std::string_view body, bool closeConnection) {
     if (!inRequest_ || responseEnded_ || isClosed()) return;
     if (closeConnection) keepAlive_ = false;
-    if (headSent_) {
+    if (headSent_ && chunked_) {
         write(body);
         if (!headRequest_) Socket::write("0\r\n\r\n");
+    } else if (headSent_) {
+        // After tryEnd: the rest of the promised body, queued whatever the backpressure, and
+        // never more than the Content-Length sent.
+        std::string_view rest = body.substr(0, size_t(std::min<uint64_t>(body.size(), totalSize_ - writeOffset_)));
+        if (!headRequest_) Socket::write(rest);
+        writeOffset_ += rest.size();
+        // A body of another length than the Content-Length sent cannot be framed: the
+        // connection ends with it, so the client sees a short response, not a mix.
+        if (writeOffset_ != totalSize_ || rest.size() != body.size()) keepAlive_ = false;
     } else {
         writeHead(false, body.size());
         if (!headRequest_ && !body.empty()) Socket::write(body);
+        writeOffset_ = body.size();
     }
+    responseDone();
+}
+
+void HttpConnection::responseDone() {
     responseEnded_ = true;
+    onWritable = nullptr;
     releaseHandle();
     // An answer given later (async handler) resumes pipelined requests here.
     process();
+}
+
+void HttpConnection::onDrained() {
+    if (!inRequest_ || responseEnded_ || !onWritable) return;
+    // A copy: the handler may end the response, which drops onWritable.
+    std::function<bool(uint64_t)> writable = onWritable;
+    writable(writeOffset_);
+}
+
+void HttpConnection::onProxyHeaderRefused(const char *reason) {
+    context_->stats->httpRejections.add();
+    logTo(*context_->log, LogLevel::Warning,
+          "closing " + remoteAddress() + ": no valid PROXY protocol header (" + std::string(reason) + ")");
+    close();
 }
 
 void HttpConnection::reject(std::string_view status, std::string_view reason, std::string_view extraHeaders) {
@@ -274,6 +339,7 @@ void HttpConnection::reject(std::string_view status, std::string_view reason, st
         return;
     }
     bodyRemaining_ = 0;
+    onWritable = nullptr;
     status_.assign(status);
     pendingHeaders_.assign(extraHeaders);
     pendingHeaders_.append("Content-Type: text/plain\r\n");
@@ -347,6 +413,7 @@ void HttpConnection::onClosed() {
         aborted();
     }
     onBody = nullptr;
+    onWritable = nullptr;
     releaseHandle();
 }
 

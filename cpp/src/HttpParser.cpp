@@ -238,4 +238,29 @@ bool findQueryValue(std::string_view query, std::string_view key, std::string &v
     return false;
 }
 
+FieldProblem checkResponseFieldText(std::string_view text) {
+    for (size_t i = 0; i < text.size(); i++) {
+        switch (text[i]) {
+        case '\r':
+            return {"contains CR", i};
+        case '\n':
+            return {"contains LF", i};
+        case '\0':
+            return {"contains NUL", i};
+        default:
+            break;
+        }
+    }
+    return {};
+}
+
+FieldProblem checkResponseHeaderName(std::string_view name) {
+    if (name.empty()) return {"is empty", 0};
+    if (FieldProblem problem = checkResponseFieldText(name)) return problem;
+    for (size_t i = 0; i < name.size(); i++) {
+        if (!isTokenChar(static_cast<unsigned char>(name[i]))) return {"has a character that is not allowed in a token", i};
+    }
+    return {};
+}
+
 } // namespace uws

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <ctime>
 #include <cstdlib>
 #include <stdexcept>
 #include <system_error>
@@ -59,6 +60,7 @@ public:
         uint64_t expirations = 0;
         if (::read(fd, &expirations, sizeof expirations) != sizeof expirations) return;
         loop_->tick_ += uint32_t(expirations);
+        loop_->data_->date.set(std::time(nullptr));
         loop_->sweepTimeouts();
         if (loop_->afterTick) loop_->afterTick();
     }
@@ -68,6 +70,7 @@ private:
 };
 
 Loop::Loop() : data_(std::make_unique<LoopData>()) {
+    data_->date.set(std::time(nullptr));
     epollFd_ = epoll_create1(EPOLL_CLOEXEC);
     if (epollFd_ < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1");
     waker_ = new Waker(this);

@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "uws/LoopData.h"
+#include "uws/ProxyProtocol.h"
 
 namespace uws {
 
@@ -105,6 +106,20 @@ void Socket::write(const iovec *parts, int count) {
     writeDirect(all, n, total);
 }
 
+size_t Socket::writeOptional(std::string_view data) {
+    if (closed_) return 0;
+    flushCork(); // the head and anything else corked go first
+    if (bufferedAmount() || data.empty()) return 0;
+    iovec part{const_cast<char *>(data.data()), data.size()};
+    ssize_t written = sendParts(&part, 1);
+    if (written < 0) {
+        failWrites();
+        return 0;
+    }
+    if (size_t(written) < data.size()) setWritePolling(true);
+    return size_t(written);
+}
+
 void Socket::cork() {
     LoopData &shared = loop->data();
     if (shared.corked == this) return;
@@ -184,6 +199,7 @@ void Socket::handOverTo(Socket *successor) {
     successor->writePolling_ = writePolling_;
     successor->tls_ = std::move(tls_);
     successor->tlsReadWantsWrite_ = tlsReadWantsWrite_;
+    successor->proxiedAddress_ = std::move(proxiedAddress_);
     loop->modify(successor, writePolling_ ? (EPOLLIN | EPOLLOUT) : EPOLLIN);
     closed_ = true;
     loop->unlink(this);
@@ -191,6 +207,7 @@ void Socket::handOverTo(Socket *successor) {
 }
 
 std::string Socket::remoteAddress() const {
+    if (!proxiedAddress_.empty()) return proxiedAddress_;
     sockaddr_storage address{};
     socklen_t length = sizeof address;
     if (getpeername(fd, reinterpret_cast<sockaddr *>(&address), &length) != 0) return {};
@@ -215,6 +232,10 @@ void Socket::onPoll(uint32_t events) {
         }
     }
     if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+        if (proxyHeaderPending_) {
+            readProxyHeader();
+            if (closed_ || proxyHeaderPending_) return;
+        }
         if (tls_) readTls();
         else readPlain();
     }
@@ -231,6 +252,47 @@ void Socket::readPlain() {
     } else if (received == 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
         onEnd();
     }
+}
+
+void Socket::readProxyHeader() {
+    // Peeked, and only the header's own bytes consumed: what follows it stays in the kernel
+    // for the TLS session or the HTTP reader. A header still incomplete is all header, so those
+    // bytes are taken, and level-triggered epoll does not report them again.
+    char *buffer = loop->data().receiveBuffer;
+    size_t room = kMaxProxyHeaderLength - proxyHeader_.size();
+    ssize_t peeked;
+    do {
+        peeked = ::recv(fd, buffer, room, MSG_PEEK);
+    } while (peeked < 0 && errno == EINTR);
+    if (peeked == 0 || (peeked < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+        onEnd();
+        return;
+    }
+    if (peeked < 0) return;
+    size_t before = proxyHeader_.size();
+    proxyHeader_.append(buffer, size_t(peeked));
+    ProxyHeader header;
+    size_t headerLength = 0;
+    const char *reason = nullptr;
+    ProxyParseStatus status = parseProxyHeader(proxyHeader_.data(), proxyHeader_.size(), header, headerLength, reason);
+    if (status == ProxyParseStatus::Invalid) {
+        proxyHeaderPending_ = false;
+        onProxyHeaderRefused(reason);
+        return;
+    }
+    size_t take = status == ProxyParseStatus::Complete ? headerLength - before : size_t(peeked);
+    ssize_t consumed;
+    do {
+        consumed = ::recv(fd, buffer, take, 0);
+    } while (consumed < 0 && errno == EINTR);
+    if (consumed != ssize_t(take)) {
+        onEnd();
+        return;
+    }
+    if (status == ProxyParseStatus::Incomplete) return;
+    proxyHeaderPending_ = false;
+    std::string().swap(proxyHeader_);
+    if (!header.local && !header.sourceAddress.empty()) proxiedAddress_ = std::move(header.sourceAddress);
 }
 
 void Socket::readTls() {

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "check.h"
+#include "uws/HttpDate.h"
 #include "uws/HttpParser.h"
 
 namespace uws {
@@ -442,7 +443,45 @@ void testReparseClearsPreviousRequest() {
 
 } // namespace
 
+// Response side: what write_header and write_status refuse (response splitting).
+void testResponseFieldChecks() {
+    CHECK(!uws::checkResponseHeaderName("X-Test"));
+    CHECK(!uws::checkResponseHeaderName("!#$%&'*+-.^_`|~09azAZ"));
+    CHECK(!uws::checkResponseFieldText("a value\twith tab and \x80obs-text"));
+    CHECK(!uws::checkResponseFieldText(""));
+
+    uws::FieldProblem crlf = uws::checkResponseFieldText("a\r\nSet-Cookie: evil=1");
+    CHECK_EQ(std::string(crlf.reason), "contains CR");
+    CHECK_EQ(crlf.index, size_t(1));
+    CHECK_EQ(std::string(uws::checkResponseFieldText("ab\n").reason), "contains LF");
+    uws::FieldProblem nul = uws::checkResponseFieldText(std::string("abc\0", 4));
+    CHECK_EQ(std::string(nul.reason), "contains NUL");
+    CHECK_EQ(nul.index, size_t(3));
+
+    CHECK_EQ(std::string(uws::checkResponseHeaderName("").reason), "is empty");
+    CHECK_EQ(std::string(uws::checkResponseHeaderName("X\r\nY").reason), "contains CR");
+    for (const char *name : {"X Test", "X:Test", "X(Test)", "X\"", "X/Y", "X@Y", "X\x80"}) {
+        check::Scope scope(check::quote(name));
+        uws::FieldProblem problem = uws::checkResponseHeaderName(name);
+        CHECK(bool(problem));
+        CHECK_EQ(problem.index, size_t(1));
+    }
+}
+
+void testHttpDate() {
+    uws::HttpDate date;
+    date.set(784111777); // RFC 9110's example
+    CHECK_EQ(std::string(date.view()), "Sun, 06 Nov 1994 08:49:37 GMT");
+    date.set(0);
+    CHECK_EQ(std::string(date.view()), "Thu, 01 Jan 1970 00:00:00 GMT");
+    date.set(951782400); // a leap day
+    CHECK_EQ(std::string(date.view()), "Tue, 29 Feb 2000 00:00:00 GMT");
+    CHECK_EQ(date.view().size(), uws::HttpDate::kLength);
+}
+
 int main() {
+    RUN_TEST(testResponseFieldChecks);
+    RUN_TEST(testHttpDate);
     RUN_TEST(testValidUpgradeRequest);
     RUN_TEST(testHttp10);
     RUN_TEST(testEveryPrefixIsIncomplete);

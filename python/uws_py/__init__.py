@@ -9,7 +9,7 @@ import importlib
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._core import HttpRequest, HttpResponse, OpCode, SendStatus, WebSocket, WebSocketClosedError
+from ._core import HttpClosedError, HttpRequest, HttpResponse, OpCode, SendStatus, WebSocket, WebSocketClosedError
 from .app import App, CompressOptions, SSLOptions
 from .auth import AuthError, JWTAuth
 from .batching import Batching
@@ -72,6 +72,7 @@ __all__ = [
     "RateLimit",
     "RealtimeServer",
     "CompressOptions",
+    "HttpClosedError",
     "HttpRequest",
     "HttpResponse",
     "OpCode",

@@ -20,6 +20,15 @@ class SendStatus(enum.IntEnum):
 
 class WebSocketClosedError(RuntimeError): ...
 
+class HttpClosedError(RuntimeError):
+    """Raised when an ``HttpRequest`` or ``HttpResponse`` is used after its request ended: the
+    HTTP twin of ``WebSocketClosedError`` (both are ``RuntimeError``).
+
+    A request is valid only during the handler it is passed to; a response ends when it is
+    answered (``end``, ``try_end`` reaching its size, ``upgrade``, ``close``) or its client
+    leaves. ``res.aborted`` tells which responses are still usable.
+    """
+
 class WebSocket:
     def send(self, data: Data, opcode: Optional[int] = None, compress: bool = False) -> SendStatus: ...
     def ping(self, data: Data = b"") -> SendStatus:
@@ -55,6 +64,9 @@ class WebSocket:
 class WebSocketContext: ...
 
 class HttpRequest:
+    """The request head, valid only during the handler it is passed to; afterwards every
+    method raises ``HttpClosedError`` (coroutine handlers get a captured copy instead)."""
+
     def get_header(self, name: str) -> Optional[str]: ...
     def get_method(self) -> str: ...
     def get_case_sensitive_method(self) -> str: ...
@@ -66,19 +78,61 @@ class HttpRequest:
     def _snapshot(self) -> dict[str, Any]: ...
 
 class HttpResponse:
+    """Answers one request; for an upgrade, accepts or refuses it.
+
+    Once the response has ended (answered, or its client left) every method raises
+    ``HttpClosedError``, except :attr:`aborted` (then True) and :meth:`upgrade` (then False).
+    Every ``Date`` header is the loop's, formatted once a second.
+    """
+
     @property
-    def aborted(self) -> bool: ...
-    def write_status(self, status: Union[str, bytes]) -> "HttpResponse": ...
-    def write_header(self, name: Union[str, bytes], value: Union[str, bytes]) -> "HttpResponse": ...
-    def write(self, chunk: Union[str, bytes]) -> "HttpResponse": ...
-    def end(self, body: Union[str, bytes] = "", close_connection: bool = False) -> "HttpResponse": ...
+    def aborted(self) -> bool:
+        """True once the response ended: answered, or the client left."""
+    def write_status(self, status: Union[str, bytes]) -> "HttpResponse":
+        """Sets the status line's text, e.g. ``"404 Not Found"`` (default ``"200 OK"``).
+
+        Raises ``ValueError`` when it holds CR, LF or NUL, which would split the response."""
+    def write_header(self, name: Union[str, bytes], value: Union[str, bytes]) -> "HttpResponse":
+        """Adds a header. Raises ``ValueError``, saying which header and why, when the name is
+        not a token (RFC 9110: letters, digits and ``!#$%&'*+-.^_`|~``) or the name or value
+        holds CR, LF or NUL: user input put into a header cannot add headers of its own."""
+    def write(self, chunk: Data) -> bool:
+        """Streams a body chunk (chunked transfer encoding). Every byte is queued; returns False
+        when some of them wait because the client reads slower than we write: stop, and go on
+        from :meth:`on_writable`. Not after :meth:`try_end`."""
+    def try_end(self, data: Data, total_size: int) -> tuple[bool, bool]:
+        """Sends the next part of a body of ``total_size`` bytes (``Content-Length``), without
+        buffering what the client cannot take now. Returns ``(ok, done)``: ``ok`` is False when
+        only part of ``data`` was taken (offer the rest, from :meth:`get_write_offset`, when
+        :meth:`on_writable` runs); ``done`` is True once ``total_size`` bytes went out, which
+        ends the response. ``ValueError`` after :meth:`write`, past ``total_size``, or with
+        another ``total_size`` than the first call's."""
+    def end(self, body: Data = "", close_connection: bool = False) -> "HttpResponse":
+        """Ends the response with ``body`` (all of it is queued, whatever the backpressure)."""
     def end_without_body(self) -> "HttpResponse": ...
     def upgrade(self, user_data: Any, key: Union[str, bytes], protocol: Union[str, bytes, None],
-                extensions: Union[str, bytes, None], context: WebSocketContext) -> bool: ...
-    def on_aborted(self, callback: Callable[[], Any]) -> "HttpResponse": ...
-    def on_data(self, callback: Callable[[bytes, bool], Any]) -> "HttpResponse": ...
-    def cork(self, fn: Callable[[], Any]) -> Any: ...
-    def get_remote_address(self) -> str: ...
+                extensions: Union[str, bytes, None], context: WebSocketContext) -> bool:
+        """Accepts the upgrade; False (a harmless no-op) when the client is gone or the response
+        ended already."""
+    def on_aborted(self, callback: Callable[[], Any]) -> "HttpResponse":
+        """``callback()`` runs if the client goes away before the response ends."""
+    def on_data(self, callback: Callable[[bytes, bool], Any]) -> "HttpResponse":
+        """``callback(chunk, is_last)`` receives the request body."""
+    def on_writable(self, handler: Callable[[int], bool]) -> "HttpResponse":
+        """``handler(offset) -> bool`` runs each time the client can take more after
+        :meth:`write` returned False or :meth:`try_end` was not ok; ``offset`` is
+        :meth:`get_write_offset`. Return whether it wrote what it wanted. A handler that raises
+        is logged and the connection closed (the body cannot be finished)."""
+    def get_write_offset(self) -> int:
+        """Body bytes sent or queued so far for this response."""
+    def close(self) -> None:
+        """Closes the connection at once; queued bytes are lost and ``on_aborted`` runs if the
+        response had not ended."""
+    def cork(self, fn: Callable[[], Any]) -> Any:
+        """Runs ``fn`` with what it writes gathered into one write."""
+    def get_remote_address(self) -> str:
+        """The client's address: the PROXY header's source on a ``proxy_protocol`` listener,
+        ``""`` on a unix socket."""
 
 class App:
     error_handler: Optional[Callable[[str, BaseException], Any]]
@@ -99,7 +153,9 @@ class App:
     # (HANDLER_NAMES), ``options`` every option key, defaults filled in (OPTION_DEFAULTS).
     def ws(self, pattern: str, handlers: dict[str, Callable[..., Any]], options: dict[str, Any]) -> None: ...
     def route(self, method: str, pattern: str, handler: Callable[[HttpResponse, HttpRequest], Any]) -> None: ...
-    def listen(self, host: str, port: int, backlog: int = 512, reuse_port: bool = True) -> int: ...
+    def listen(self, host: str, port: int, backlog: int = 512, reuse_port: bool = True, proxy_protocol: bool = False) -> int: ...
+    def listen_unix(self, path: str, backlog: int = 512, proxy_protocol: bool = False) -> None: ...
+    def stop_listening(self) -> None: ...
     def run(self) -> None: ...
     def run_once(self) -> bool: ...
     def next_timer_delay_ms(self) -> int: ...

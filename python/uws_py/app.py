@@ -196,9 +196,38 @@ class App:
     def max_body_size(self, size: int) -> None:
         self._core.max_body_size = size
 
-    def listen(self, port: int = 0, host: str = "127.0.0.1", *, backlog: int = 512, reuse_port: bool = True) -> "App":
-        """Binds and listens; ``port=0`` picks a free port (see :attr:`port`). Raises ``OSError``."""
-        self._port = self._core.listen(host, port, backlog, reuse_port)
+    def listen(
+        self, port: int = 0, host: str = "127.0.0.1", *, backlog: int = 512, reuse_port: bool = True,
+        proxy_protocol: bool = False,
+    ) -> "App":
+        """Binds and listens; ``port=0`` picks a free port (see :attr:`port`). Raises ``OSError``.
+
+        With ``proxy_protocol=True`` every connection must start with a PROXY protocol header
+        (v1 or v2, as HAProxy, AWS NLB and others send): its source address becomes the
+        connection's remote address (``ws.get_remote_address()``, ``res.get_remote_address()``).
+        A connection without a valid header is logged and closed. Only for a listener that
+        nothing but the proxy can reach: whoever connects can claim any address.
+        """
+        self._port = self._core.listen(host, port, backlog, reuse_port, proxy_protocol)
+        return self
+
+    def listen_unix(self, path: str, *, backlog: int = 512, proxy_protocol: bool = False) -> "App":
+        """Listens on a unix domain socket at ``path`` (HTTP and WebSocket alike).
+
+        The socket file is removed when the listener closes (:meth:`close`,
+        :meth:`stop_listening`). A stale socket file that nobody accepts on is replaced; a
+        live one, or any other file, raises ``OSError``. Remote addresses are ``""`` on it
+        unless ``proxy_protocol`` (see :meth:`listen`) supplies them.
+        """
+        self._core.listen_unix(os.fspath(path), backlog, proxy_protocol)
+        return self
+
+    def stop_listening(self) -> "App":
+        """Closes every listener: new connections are refused while the open ones go on
+        (a graceful restart or a blue/green switch). Callable from any thread; from another
+        thread the listeners close at the loop's next iteration. A connection still waiting in
+        the kernel's backlog at that moment (never accepted) is reset by the kernel."""
+        self._core.stop_listening()
         return self
 
     @property

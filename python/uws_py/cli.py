@@ -280,6 +280,19 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
+def _listen_unix(app: Any, path: str) -> None:
+    """``app.listen_unix(path)``; ConfigError naming the path when it cannot.
+
+    Args:
+        app: the App or RealtimeServer.
+        path: the socket's path.
+    """
+    try:
+        app.listen_unix(path)
+    except OSError as exc:
+        raise ConfigError(f"--uds {path}: {exc.strerror or exc}") from None
+
+
 def run_worker(config: ServeConfig) -> int:
     """One serving process: builds the server, listens, runs until SIGTERM/SIGINT.
 
@@ -296,14 +309,24 @@ def run_worker(config: ServeConfig) -> int:
         logger.warning("%d workers and %s has no broker: pub/sub reaches only subscribers of the same worker",
                        config.workers, config.app)
     if isinstance(server, RealtimeServer):
-        server.listen(port=config.port, host=config.host)
-        logger.info("uws-py %s serving %s://%s:%d%s (pid %d)", __version__, scheme, config.host, server.port, server.path, os.getpid())
-        _say(f"uws-py {__version__}: listening on {scheme}://{config.host}:{server.port}{server.path}")
+        if config.uds is not None:
+            _listen_unix(server, config.uds)
+            logger.info("uws-py %s serving %s on unix:%s (pid %d)", __version__, server.path, config.uds, os.getpid())
+            _say(f"uws-py {__version__}: listening on unix:{config.uds} ({scheme}, path {server.path})")
+        else:
+            server.listen(port=config.port, host=config.host)
+            logger.info("uws-py %s serving %s://%s:%d%s (pid %d)", __version__, scheme, config.host, server.port, server.path, os.getpid())
+            _say(f"uws-py {__version__}: listening on {scheme}://{config.host}:{server.port}{server.path}")
         server.run_forever()
     else:
-        server.listen(config.port, config.host)
-        logger.info("uws-py %s serving an App on %s:%d (pid %d)", __version__, config.host, server.port, os.getpid())
-        _say(f"uws-py {__version__}: listening on {config.host}:{server.port}")
+        if config.uds is not None:
+            _listen_unix(server, config.uds)
+            logger.info("uws-py %s serving an App on unix:%s (pid %d)", __version__, config.uds, os.getpid())
+            _say(f"uws-py {__version__}: listening on unix:{config.uds}")
+        else:
+            server.listen(config.port, config.host)
+            logger.info("uws-py %s serving an App on %s:%d (pid %d)", __version__, config.host, server.port, os.getpid())
+            _say(f"uws-py {__version__}: listening on {config.host}:{server.port}")
         previous = {s: signal.signal(s, lambda *_: server.close()) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             server.run()
@@ -323,7 +346,8 @@ def serve(config: ServeConfig) -> int:
     """
     configure_logging(config)
     logger.debug("configuration: %s", config.redacted())
-    config.port = check_port(config.host, config.port)
+    if config.uds is None:
+        config.port = check_port(config.host, config.port)
     if config.workers > 1:
         # A target's own broker is known only in the workers (importing it here, before the
         # fork, would share its event loop): they warn for it.

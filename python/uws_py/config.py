@@ -30,6 +30,8 @@ class ServeConfig:
     app: Optional[str] = field(default=None, metadata={"help": "MODULE:ATTR of a RealtimeServer, App or factory"})
     host: str = field(default="127.0.0.1", metadata={"help": "address to bind"})
     port: int = field(default=8080, metadata={"help": "port to bind (0 picks one)"})
+    uds: Optional[str] = field(default=None, metadata={
+        "help": "listen on this unix domain socket path instead of host:port (removed on exit)"})
     workers: int = field(default=1, metadata={"help": "worker processes sharing the port (SO_REUSEPORT)"})
     ssl_certfile: Optional[str] = field(default=None, metadata={"help": "TLS certificate chain (PEM)"})
     ssl_keyfile: Optional[str] = field(default=None, metadata={"help": "TLS private key (PEM)"})
@@ -85,6 +87,12 @@ class ServeConfig:
             raise ConfigError(f"--port must be 0..65535, not {self.port}")
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, not {self.workers}")
+        if self.uds is not None:
+            # sun_path holds 108 bytes with the final NUL.
+            if not self.uds or len(os.fsencode(self.uds)) > 107:
+                raise ConfigError(f"--uds must be a path of 1 to 107 bytes, not {self.uds!r}")
+            if self.workers > 1:
+                raise ConfigError("--uds serves one worker: a unix socket cannot be shared by --workers processes")
         if self.log_level not in LOG_LEVELS:
             raise ConfigError(f"--log-level must be one of {', '.join(LOG_LEVELS)}, not {self.log_level!r}")
         if self.log_format not in ("human", "json"):

@@ -143,3 +143,19 @@ def test_ctest_passes(build: Build) -> None:
         )
         assert not summary.startswith(f"{name}: 0 passed"), f"{name} ran no checks"
     assert sorted(ran) == build.test_names()
+
+
+def test_handshake_uses_openssl_for_sha1_and_base64(build: Build) -> None:
+    """Issue 12: the Sec-WebSocket-Accept key is computed with OpenSSL's EVP digest and
+    EVP_EncodeBlock, not with SHA-1 and base64 code of our own (test_handshake checks the
+    values, RFC 6455's sample key among them; this checks whose code computes them)."""
+    nm = shutil.which("nm")
+    if nm is None:
+        pytest.fail("nm (binutils) not found")
+    objects = list(build.directory.rglob("Handshake.cpp.o"))
+    assert len(objects) == 1, f"expected one Handshake.cpp.o under {build.directory}, found {objects}"
+    symbols = run_step("listing Handshake.cpp.o's symbols", [nm, "-C", str(objects[0])], CONFIGURE_TIMEOUT).stdout
+    undefined = {line.split()[-1] for line in symbols.splitlines() if line.split()[:1] == ["U"]}
+    assert {"EVP_Digest", "EVP_sha1", "EVP_EncodeBlock"} <= undefined, symbols
+    # No compression function of our own: the hand-written one was uws::(anonymous)::sha1Block.
+    assert "sha1Block" not in symbols, symbols

@@ -37,9 +37,24 @@ public:
     // An HTTP route; method "GET", "POST", ... or "*" for any.
     void route(std::string method, std::string_view pattern, HttpHandler handler);
 
+    // What a listener's connections start with besides HTTP.
+    struct ListenOptions {
+        int backlog = 512;
+        bool reusePort = true;
+        // Every connection must start with a PROXY protocol header (v1 or v2) whose source
+        // address becomes its remote address; one that does not is logged and closed.
+        bool proxyProtocol = false;
+    };
+
     // Binds and listens; returns the bound port (useful with port 0). Throws
     // std::system_error naming the address on failure.
-    int listen(const std::string &host, int port, int backlog = 512, bool reusePort = true);
+    int listen(const std::string &host, int port, const ListenOptions &options);
+    int listen(const std::string &host, int port) { return listen(host, port, ListenOptions{}); }
+    // Listens on a unix domain socket at path, which is removed when the listener closes. A
+    // stale socket file (nobody accepts on it) is replaced; anything else there is an error.
+    void listenUnix(const std::string &path, const ListenOptions &options);
+    // Closes every listener: no new connections, while the open ones go on.
+    void stopListening();
 
     void run() { loop_.run(); }
     // Stops accepting, ends every WebSocket with code/reason, and stops the loop once all
@@ -75,6 +90,8 @@ private:
     HttpContext http_;
     std::unique_ptr<TlsContext> tls_;
     std::vector<std::unique_ptr<Listener>> listeners_;
+    // Shut down during an event batch that may still name them: freed after the batch.
+    std::vector<std::unique_ptr<Listener>> closedListeners_;
     std::vector<std::unique_ptr<WebSocketContext>> contexts_;
     bool closing_ = false;
 };

@@ -1,5 +1,5 @@
-// The opening handshake's cryptographic part (RFC 6455 section 4.2.2): SHA-1 and base64,
-// written here so that the core needs no crypto library for plain ws://.
+// The opening handshake's cryptographic part (RFC 6455 section 4.2.2): SHA-1 and base64, both
+// OpenSSL's (the core links it for TLS anyway), so that no crypto of our own is left to own.
 #pragma once
 
 #include <cstddef>
@@ -9,7 +9,8 @@
 
 namespace uws {
 
-// SHA-1 of data (FIPS 180-4), 20 bytes into digest.
+// SHA-1 of data (FIPS 180-4), 20 bytes into digest. Throws std::runtime_error if OpenSSL
+// cannot compute it.
 void sha1(const void *data, size_t length, uint8_t digest[20]);
 
 // Standard base64 with padding.

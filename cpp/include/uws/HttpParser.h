@@ -68,4 +68,16 @@ bool findQueryValue(std::string_view query, std::string_view key, std::string &v
 
 bool equalsIgnoreCase(std::string_view a, std::string_view b);
 
+// What is wrong with a response's header name, header value or status text, for the writer
+// to refuse it: reason is null when the text may be sent. CR, LF and NUL would let the text
+// end its field and start one the sender chose (response splitting), so no text may hold them;
+// a name must also be a token (RFC 9110 5.1).
+struct FieldProblem {
+    const char *reason = nullptr;
+    size_t index = 0; // of the offending byte
+    explicit operator bool() const { return reason != nullptr; }
+};
+FieldProblem checkResponseHeaderName(std::string_view name);
+FieldProblem checkResponseFieldText(std::string_view text);
+
 } // namespace uws

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "uws/HttpDate.h"
 #include "uws/HttpParser.h"
 #include "uws/PerMessageDeflate.h"
 
@@ -41,6 +42,9 @@ struct LoopData {
     std::string inflateScratch;
     // Parsed once per request head, reused.
     HttpRequest requestScratch;
+    // Every HTTP response's Date header: formatted once a second by the loop's tick (and when
+    // the loop starts), never per response. It may lag the clock by up to that second.
+    HttpDate date;
 
 private:
     std::unique_ptr<Deflater> sharedDeflaters_[16];

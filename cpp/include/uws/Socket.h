@@ -35,6 +35,11 @@ public:
     // Bytes waiting in the backpressure buffer (not counting the cork buffer).
     size_t bufferedAmount() const { return backpressure_.size() - backpressureOffset_; }
 
+    // Sends what the kernel takes of data now and buffers none of the rest: returns the bytes
+    // taken (0 while older bytes still wait). When it takes less than all, onDrained runs
+    // once the socket can take more, so the caller offers the rest then.
+    size_t writeOptional(std::string_view data);
+
     // Makes this socket the corked one, flushing another socket's cork first.
     void cork();
     // Writes out the cork buffer if this socket holds it.
@@ -54,7 +59,12 @@ public:
         close();
     }
 
+    // The peer's address as text ("" for a unix socket), or the one a PROXY header gave.
     std::string remoteAddress() const;
+
+    // The connection starts with a PROXY protocol header (v1 or v2), read before anything
+    // else (before TLS too); its source address becomes remoteAddress().
+    void expectProxyHeader() { proxyHeaderPending_ = true; }
 
     // Seconds (loop ticks) until onTimeout; 0 disables.
     void setTimeout(uint32_t seconds);
@@ -79,6 +89,11 @@ protected:
     virtual void onDrained() {}
     // Called once from close(), before the descriptor is gone from the loop's view.
     virtual void onClosed() {}
+    // The connection did not start with a valid PROXY header; the default closes it.
+    virtual void onProxyHeaderRefused(const char *reason) {
+        (void)reason;
+        close();
+    }
 
 private:
     void onPoll(uint32_t events) override;
@@ -87,6 +102,7 @@ private:
     ssize_t sendParts(const iovec *parts, int count);
     void readPlain();
     void readTls();
+    void readProxyHeader();
     // The peer is gone: shutting down both directions makes epoll report it, and the
     // connection closes through the normal read path instead of inside a write.
     void failWrites();
@@ -101,6 +117,10 @@ private:
     bool closed_ = false;
     bool writePolling_ = false;
     bool closeWhenDrained_ = false;
+    bool proxyHeaderPending_ = false;
+    // The bytes of a PROXY header read so far (it may arrive in pieces).
+    std::string proxyHeader_;
+    std::string proxiedAddress_;
 };
 
 } // namespace uws

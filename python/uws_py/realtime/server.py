@@ -655,6 +655,17 @@ class RealtimeServer:
         self.app.listen(port, host)
         return self
 
+    def listen_unix(self, path: str) -> "RealtimeServer":
+        """Listens on a unix domain socket at ``path`` (see :meth:`App.listen_unix
+        <uws_py.App.listen_unix>`), instead of or beside :meth:`listen`.
+
+        Args:
+            path: the socket file's path (replaced when stale, removed on close).
+        """
+        self._mount()
+        self.app.listen_unix(path)
+        return self
+
     @property
     def port(self) -> int:
         """The port bound by :meth:`listen`."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import textwrap
@@ -16,6 +17,7 @@ import pytest
 from tests.support import wsclient
 from tests.support.procutil import (
     HOST,
+    Process,
     RealtimeClient,
     UwsServer,
     children_of,
@@ -26,6 +28,7 @@ from tests.support.procutil import (
     metric_value,
     pid_alive,
     run_uws_py,
+    uws_py_command,
     wait_until,
 )
 from tests.support.tlsutil import make_self_signed
@@ -450,3 +453,53 @@ def test_sigterm_stops_supervisor_and_workers_gracefully():
         assert server.wait(GRACEFUL_EXIT) == 0
         assert time.monotonic() - started < GRACEFUL_EXIT
         wait_until(lambda: not any(pid_alive(p) for p in pids), "every worker gone", timeout=5.0)
+
+
+# -- unix domain sockets ----------------------------------------------------------------------------
+
+UDS_LISTENING = re.compile(r"uws-py \S+: listening on unix:(?P<path>\S+) \(ws, path (?P<route>\S+)\)")
+
+
+def test_uds_serves_the_hub_over_a_unix_socket_and_removes_it_on_exit(tmp_path):
+    path = str(tmp_path / "hub.sock")
+    server = Process(uws_py_command() + ["serve", "--uds", path], env=clean_env())
+    try:
+        match = server.wait_for_lines(UDS_LISTENING)[0]
+        assert match.group("path") == path and match.group("route") == "/realtime"
+        assert os.path.exists(path)
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5)
+        sock.connect(path)
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        response, _ = wsclient.read_http_response(sock, time.monotonic() + 5)
+        sock.close()
+        assert response.status == 200 and json.loads(response.body)["pid"] == server.pid
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(5)
+        sock.connect(path)
+        key = wsclient.new_key()
+        sock.sendall(wsclient.handshake_request("/realtime", "localhost", key))
+        response, leftover = wsclient.read_http_response(sock, time.monotonic() + 5)
+        assert response.status == 101
+        with wsclient.TestClient(sock, response, leftover) as client:
+            assert json.loads(client.recv_message().payload)["type"] == "CONNECTED"
+            client.send_text(json.dumps({"type": "SUBSCRIBE", "topic": "room", "id": 1}))
+            assert json.loads(client.recv_message().payload)["type"] == "SUBSCRIBED"
+            server.signal(signal.SIGTERM)
+            assert client.expect_close(GRACEFUL_EXIT)[0] == 1001
+        assert server.wait(GRACEFUL_EXIT) == 0
+        assert not os.path.exists(path), "the unix socket outlived the server"
+    finally:
+        server.stop()
+
+
+def test_uds_with_workers_is_a_usage_error(tmp_path):
+    result = run_uws_py("serve", "--uds", str(tmp_path / "x.sock"), "--workers", "2", env=clean_env())
+    assert_one_line_error(result, "--uds serves one worker")
+
+
+def test_uds_on_a_path_that_cannot_be_bound_is_a_usage_error(tmp_path):
+    result = run_uws_py("serve", "--uds", str(tmp_path / "missing-dir" / "x.sock"), env=clean_env())
+    assert_one_line_error(result, "--uds", "missing-dir", "No such file or directory")

@@ -12,6 +12,8 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import pytest
 
+from uws_py import HttpClosedError
+
 from tests.support.harness import WAIT, Server, assert_nothing_more, wait_for
 from tests.support.wsclient import (
     TestClient,
@@ -222,7 +224,9 @@ def test_client_gone_before_the_answer(deferring, recorder, leave):
     assert wait_for(deferring_server.aborted, "the on_aborted callback") is kept
     assert_nothing_more(deferring_server.aborted, "second on_aborted call", 0.2)
     assert outcome_of(later(server, lambda: kept.upgrade("late")), "late upgrade") is False
-    outcome_of(later(server, lambda: kept.res.end("late")), "late end")
+    # The response has ended with its client: using it raises, as a closed WebSocket does.
+    late_end = wait_for(later(server, lambda: kept.res.end("late")), "late end")
+    assert isinstance(late_end, HttpClosedError), late_end
     assert server.call(lambda: kept.res.aborted) is True
     assert_nothing_more(recorder.opens, "open for a client that left", 0.2)
 
@@ -284,7 +288,7 @@ def test_server_stops_with_an_upgrade_still_pending(deferring):
         assert socket_reaches_eof(sock, 3.0)
 
 
-def test_request_used_after_the_upgrade_handler_raises_value_error(deferring):
+def test_request_used_after_the_upgrade_handler_raises_http_closed_error(deferring):
     deferring_server = deferring()
     server = deferring_server.server
     sock, key = send_handshake(server, "/?n=1")
@@ -294,7 +298,7 @@ def test_request_used_after_the_upgrade_handler_raises_value_error(deferring):
         lambda: kept.req.get_query("n"),
         lambda: kept.req.get_url(),
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(HttpClosedError):
             server.call(use)
     assert outcome_of(later(server, lambda: kept.upgrade("ok")), "upgrade") is True
     with finish_handshake(sock, key) as client:

@@ -12,7 +12,7 @@ from typing import Iterable, Optional
 import pytest
 
 from tests.support.harness import WAIT, Server, assert_nothing_more, payload_of_size, wait_for
-from uws_py import App
+from uws_py import App, HttpClosedError, WebSocketClosedError
 from tests.support.wsclient import (
     ConnectionClosed,
     HttpResponse,
@@ -856,7 +856,9 @@ def test_handler_raising_after_answering_keeps_its_answer(serve):
     ],
     ids=["get_url", "get_method", "get_header", "get_query", "get_parameter", "for_each_header"],
 )
-def test_request_used_after_the_handler_raises_value_error(serve, recorder, use):
+def test_stale_http_request_raises_http_closed_error(serve, recorder, use):
+    """A request used after its handler returned raises the same kind of error as a closed
+    WebSocket: a RuntimeError subclass, HttpClosedError (it was a ValueError)."""
     kept: queue.Queue = queue.Queue()
 
     def handler(res, req):
@@ -866,10 +868,49 @@ def test_request_used_after_the_handler_raises_value_error(serve, recorder, use)
     server = serve(lambda app: app.get("/:x", recorder.guard(handler)))
     assert get(server, "/v?a=1").status == 200
     req = wait_for(kept, "the handler")
-    with pytest.raises(ValueError):
+    with pytest.raises(HttpClosedError, match="HttpRequest has ended"):
         server.call(lambda: use(req))
-    with pytest.raises(ValueError):
+    with pytest.raises(RuntimeError):
         use(req)
+    assert issubclass(HttpClosedError, RuntimeError) and issubclass(WebSocketClosedError, RuntimeError)
+
+
+@pytest.mark.parametrize(
+    "use",
+    [
+        lambda res: res.end("again"),
+        lambda res: res.end_without_body(),
+        lambda res: res.write("more"),
+        lambda res: res.write_status("201 Created"),
+        lambda res: res.write_header("X-Late", "1"),
+        lambda res: res.try_end(b"x", 1),
+        lambda res: res.on_writable(lambda offset: True),
+        lambda res: res.get_write_offset(),
+        lambda res: res.on_aborted(lambda: None),
+        lambda res: res.on_data(lambda chunk, last: None),
+        lambda res: res.cork(lambda: None),
+        lambda res: res.close(),
+        lambda res: res.get_remote_address(),
+    ],
+    ids=["end", "end_without_body", "write", "write_status", "write_header", "try_end", "on_writable",
+         "get_write_offset", "on_aborted", "on_data", "cork", "close", "get_remote_address"],
+)
+def test_stale_http_response_raises_http_closed_error(serve, recorder, use):
+    """An answered response used again raises HttpClosedError (it used to do nothing); only
+    `aborted` (True) and `upgrade` (False) still answer."""
+    kept: queue.Queue = queue.Queue()
+
+    def handler(res, req):
+        res.end("ok")
+        kept.put(res)
+
+    server = serve(lambda app: app.get("/", recorder.guard(handler)))
+    assert get(server, "/").body == b"ok"
+    res = wait_for(kept, "the handler")
+    with pytest.raises(HttpClosedError, match="HttpResponse has ended"):
+        server.call(lambda: use(res))
+    assert server.call(lambda: res.aborted) is True
+    assert get(server, "/").body == b"ok"
 
 
 def test_client_leaving_before_the_answer_calls_on_aborted(serve, recorder):
@@ -888,7 +929,8 @@ def test_client_leaving_before_the_answer_calls_on_aborted(serve, recorder):
     wait_for(aborted, "the on_aborted callback")
     assert_nothing_more(aborted, "second on_aborted call", within=0.2)
     assert server.call(lambda: res.aborted) is True
-    server.call(lambda: res.end("too late"))  # must be a harmless no-op
+    with pytest.raises(HttpClosedError):
+        server.call(lambda: res.end("too late"))
     assert get(server, "/ok").body == b"fine"
 
 
