@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import ssl
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Union
