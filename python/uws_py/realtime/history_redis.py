@@ -226,11 +226,14 @@ class RedisHistory:
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
+            from redis.exceptions import ConnectionError as RedisConnectionError
 
-            # One retry: a connection that died while idle is only found out by using it.
+            # One retry: a connection that died while idle is only found out by using it. Not
+            # after a timeout: the script was sent and a slow Redis still runs it, so sending it
+            # again would store one publish at two offsets (the chaos test redis-sleep).
             self._client = aioredis.from_url(
                 self.url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 1),
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             )
         return self._client
 
