@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 
 from . import __version__
 from .config import SECRET_OPTIONS, ConfigError, ServeConfig, load, parse_history, parse_presence, parse_rate_limit
-from .supervisor import EXIT_USAGE, Supervisor
+from .supervisor import EXIT_USAGE, Supervisor, worker_listening
 
 logger = logging.getLogger("uws_py.cli")
 
@@ -297,11 +297,13 @@ def run_worker(config: ServeConfig) -> int:
     if isinstance(server, RealtimeServer):
         server.listen(port=config.port, host=config.host)
         logger.info("uws-py %s serving %s://%s:%d%s (pid %d)", __version__, scheme, config.host, server.port, server.path, os.getpid())
+        worker_listening(server.port)
         _say(f"uws-py {__version__}: listening on {scheme}://{config.host}:{server.port}{server.path}")
         server.run_forever()
     else:
         server.listen(config.port, config.host)
         logger.info("uws-py %s serving an App on %s:%d (pid %d)", __version__, config.host, server.port, os.getpid())
+        worker_listening(server.port)
         _say(f"uws-py {__version__}: listening on {config.host}:{server.port}")
         previous = {s: signal.signal(s, lambda *_: server.close()) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
