@@ -248,7 +248,11 @@ class RedisHistory:
                 # A restarted (or flushed) Redis forgot the script: load it once, then retry.
                 await client.script_load(script.source)
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
-        except (exceptions.ConnectionError, exceptions.TimeoutError, OSError) as exc:
+        except exceptions.TimeoutError as exc:
+            # Sent but not answered: a slow (frozen) Redis may still run it.
+            raise HistoryUnavailable(f"history storage did not answer within {self.timeout} s at {self.url} "
+                                     f"(a write may still be applied)") from exc
+        except (exceptions.ConnectionError, OSError) as exc:
             raise HistoryUnavailable(f"history storage unreachable at {self.url}: {exc}") from exc
         except exceptions.ResponseError as exc:
             if str(exc).startswith(UNAVAILABLE_REPLIES):
