@@ -146,7 +146,8 @@ class ZeroLossReport:
                 numbers = sorted(set(result.numbers))
                 if numbers != list(range(self.published)) or (self.top == self.published
                                                                 and len(result.numbers) != self.published):
-                    found.append(f"subscriber {index}: the payloads are not each of 0..{self.published - 1}")
+                    found.append(f"subscriber {index}: the payloads are not each of 0..{self.published - 1} "
+                                 + ("once" if self.top == self.published else "at least once"))
                 continue
             missing = set(expected) - set(result.offsets)
             in_gaps = {o for o in missing if any(low < o <= high for low, high in result.gap_ranges)}
