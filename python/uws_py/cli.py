@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import importlib
 import json
 import logging
@@ -15,7 +16,7 @@ from typing import Any, Optional, Sequence
 
 from . import __version__
 from .config import SECRET_OPTIONS, ConfigError, ServeConfig, load, parse_history, parse_presence, parse_rate_limit
-from .supervisor import EXIT_USAGE, Supervisor
+from .supervisor import EXIT_USAGE, Supervisor, worker_listening
 
 logger = logging.getLogger("uws_py.cli")
 
@@ -316,6 +317,8 @@ def run_worker(config: ServeConfig) -> int:
         else:
             server.listen(port=config.port, host=config.host)
             logger.info("uws-py %s serving %s://%s:%d%s (pid %d)", __version__, scheme, config.host, server.port, server.path, os.getpid())
+            # From the loop's first iteration: connections are steered here once they are served.
+            server.app.defer(functools.partial(worker_listening, server.port))
             _say(f"uws-py {__version__}: listening on {scheme}://{config.host}:{server.port}{server.path}")
         server.run_forever()
     else:
@@ -326,6 +329,7 @@ def run_worker(config: ServeConfig) -> int:
         else:
             server.listen(config.port, config.host)
             logger.info("uws-py %s serving an App on %s:%d (pid %d)", __version__, config.host, server.port, os.getpid())
+            server.defer(functools.partial(worker_listening, server.port))
             _say(f"uws-py {__version__}: listening on {config.host}:{server.port}")
         previous = {s: signal.signal(s, lambda *_: server.close()) for s in (signal.SIGTERM, signal.SIGINT)}
         try:

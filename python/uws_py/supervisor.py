@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import shutil
 import signal
 import sys
@@ -11,6 +12,7 @@ import tempfile
 import time
 from typing import Any, Callable, Optional
 
+from . import reuseport
 from .config import ConfigError, ServeConfig
 from .monitoring import cluster
 
@@ -18,6 +20,49 @@ logger = logging.getLogger("uws_py.cli")
 
 # The exit status of a configuration error: a worker exiting with it is not restarted.
 EXIT_USAGE = 2
+# Seconds a rolling restart waits for the new worker to listen, then for the old one to have
+# accepted what was queued on its socket.
+READY_TIMEOUT = 30.0
+DRAIN_TIMEOUT = 2.0
+
+
+class _Handover:
+    """In a worker started by a rolling restart: where to say it listens, and the index its
+    socket has in the port's reuseport group (reuseport.py)."""
+
+    def __init__(self, ready_fd: int, index: int) -> None:
+        self.ready_fd = ready_fd
+        self.index = index
+
+
+_handover: Optional[_Handover] = None
+
+
+def worker_listening(port: int) -> None:
+    """Called by a worker once it listens on ``port``. In a worker started by a rolling
+    restart, steers the port's new connections to it and tells the supervisor (which then
+    drains and stops the old worker); elsewhere a no-op.
+
+    Args:
+        port: the port the worker listens on.
+    """
+    global _handover
+    handover, _handover = _handover, None
+    if handover is None:
+        return
+    try:
+        fd = reuseport.listening_socket_fd(port)
+        steered = fd is not None and reuseport.steer_group_to(fd, handover.index)
+    except Exception:  # the worker serves anyway; only the handover is lost
+        logger.exception("steering port %d to the new worker failed", port)
+        steered = False
+    if not steered:
+        logger.warning("cannot steer new connections of port %d to the new worker: connections queued on "
+                       "the old one as it stops are reset", port)
+    try:
+        os.write(handover.ready_fd, b"s" if steered else b"l")
+    finally:
+        os.close(handover.ready_fd)
 
 
 class Supervisor:
@@ -39,10 +84,18 @@ class Supervisor:
         # Where the workers' metric snapshots meet (monitoring.cluster); made by run().
         self.metrics_dir: Optional[str] = None
 
-    def spawn(self, index: int) -> int:
-        """Forks worker ``index``; returns its pid."""
+    def spawn(self, index: int, ready_pipe: Optional[tuple[int, int]] = None) -> int:
+        """Forks worker ``index``; returns its pid. ``ready_pipe``: (read, write) ends of a
+        pipe the worker reports on once it listens, with new connections steered to it (a
+        rolling restart: ``worker_listening``); the worker keeps only the write end, the
+        supervisor only the read end."""
         pid = os.fork()
         if pid == 0:
+            global _handover
+            if ready_pipe is not None:
+                os.close(ready_pipe[0])
+                # The others listen already: this worker's socket joins the group after them.
+                _handover = _Handover(ready_pipe[1], len(self.children))
             # The supervisor's handlers came along with the fork: a SIGTERM arriving before the
             # worker's server installs its own (a slow import, a broker connecting) would run
             # the supervisor's and be lost, leaving the worker running after a stop.
@@ -60,6 +113,8 @@ class Supervisor:
                 logger.exception("worker %d failed", index)
             finally:
                 os._exit(code)
+        if ready_pipe is not None:
+            os.close(ready_pipe[1])
         self.children[pid] = index
         self.started[pid] = time.monotonic()
         return pid
@@ -138,10 +193,20 @@ class Supervisor:
         return 0
 
     def rolling_restart(self) -> None:
-        """One worker at a time: start the new one, then stop the old; the port never closes."""
+        """One worker at a time: start the new one, steer new connections to it, let the old
+        one accept what was queued on its socket, then stop it; the port never closes and no
+        queued connection is reset (reuseport.py)."""
         for pid, index in list(self.children.items()):
-            self.spawn(index)
-            time.sleep(0.5)
+            read_end, write_end = os.pipe()
+            new_pid = self.spawn(index, (read_end, write_end))
+            report = self._wait_ready(read_end)
+            if report == b"s":
+                if not reuseport.wait_until_drained(pid, self.config.port, DRAIN_TIMEOUT):
+                    logger.warning("worker %d (pid %d) still had connections queued after %.1f s",
+                                   index, pid, DRAIN_TIMEOUT)
+            elif report is None:
+                logger.warning("new worker %d (pid %d) did not report listening; stopping the old one anyway",
+                               index, new_pid)
             try:
                 os.kill(pid, signal.SIGTERM)
                 os.waitpid(pid, 0)
@@ -150,3 +215,14 @@ class Supervisor:
             self.children.pop(pid, None)
             self.retire(pid, index)
             logger.info("worker %d restarted", index)
+
+    @staticmethod
+    def _wait_ready(read_end: int) -> Optional[bytes]:
+        """What a new worker reported on its pipe (``s``: listening with the connections
+        steered to it, ``l``: listening only), None when it ended first (the pipe's end of
+        file) or said nothing within READY_TIMEOUT."""
+        try:
+            readable, _, _ = select.select([read_end], [], [], READY_TIMEOUT)
+            return (os.read(read_end, 1) or None) if readable else None
+        finally:
+            os.close(read_end)

@@ -215,8 +215,10 @@ class RedisServer:
     """redis-server on a loopback port, without persistence unless append_only; stop() and
     start() again on the same port to simulate an outage."""
 
-    def __init__(self, port: Optional[int] = None, append_only: bool = False) -> None:
+    def __init__(self, port: Optional[int] = None, append_only: bool = False, debug_command: bool = False) -> None:
+        """debug_command: allow DEBUG (from loopback), e.g. DEBUG SLEEP to freeze the server."""
         self.port = port or free_port()
+        self.debug_command = debug_command
         # With append_only, every write is fsynced to the AOF before it is acknowledged, so a
         # restart keeps everything (the history tests' "Redis with persistence").
         self.append_only = append_only
@@ -241,7 +243,7 @@ class RedisServer:
             "--appendfsync", "always",
             "--daemonize", "no",
             "--dir", self.workdir,
-        ]
+        ] + (["--enable-debug-command", "local"] if self.debug_command else [])
         self.process = Process(argv)
         deadline = time.monotonic() + timeout
         while not self.ping():

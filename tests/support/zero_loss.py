@@ -8,6 +8,11 @@ The publisher does not go through a proxy on purpose: the test is about the subs
 recovery, and a publish made without ``ack`` on a connection that is then cut is lost by
 design (docs/howto/python-client.md). Every publish here waits for its PUBLISHED, so a refused
 or lost publish fails the run instead of showing up as a missing message.
+
+The chaos scenarios (tests/support/chaos.py) run the same traffic while a fault hits the
+servers or Redis: there a publish may be refused (ERROR UNAVAILABLE) or get no answer (the
+connection dropped or the reply timed out) and is then retried (``retry_publishes``). What
+counts as lost is written down in :meth:`ZeroLossReport.problems`.
 """
 
 from __future__ import annotations
@@ -18,9 +23,10 @@ import contextlib
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional
+from typing import Any, Awaitable, Callable, Iterator, Optional
 
-from uws_py.sdk import ClientOptions, ClientState, Publication, RealtimeClient, SubscribedEvent, connect
+from uws_py.sdk import (ClientOptions, ClientState, ConnectionLost, Publication, RealtimeClient, ServerError,
+                        SubscribedEvent, connect)
 
 from .chaos_proxy import ChaosProxy
 from .procutil import HOST, RedisServer, UwsServer, metric_value, wait_until
@@ -43,6 +49,13 @@ class ZeroLossConfig:
     recover_limit: int = 5000
     settle_timeout: float = 20.0    # after the last publish, to receive the rest
     topic: str = "zl.stream"
+    # The chaos scenarios: subscribers straight to the servers (no proxy), Redis with an AOF,
+    # and publishes that failed retried until acknowledged (each failure counted by kind).
+    cut_connections: bool = True
+    append_only: bool = False
+    redis_debug: bool = False       # DEBUG allowed (from loopback), for DEBUG SLEEP
+    retry_publishes: bool = False
+    publish_timeout: float = 10.0
     client_options: ClientOptions = field(default_factory=lambda: ClientOptions(
         min_delay=0.05, max_delay=0.5, open_timeout=3.0, request_timeout=5.0, ping_interval=5.0,
         ping_timeout=3.0))
@@ -64,6 +77,23 @@ class SubscriberResult:
     max_catch_up: float = 0.0        # connection lost -> recovered publications delivered
     max_delay: float = 0.0           # publish -> delivery of one message
     gap_ranges: list[tuple[int, int]] = field(default_factory=list)  # (since, position] of each gap
+    arrivals: list[float] = field(default_factory=list)  # monotonic time of each delivery, as offsets
+
+
+@dataclass
+class PublishRecord:
+    """What the publishers went through. A publish is *acknowledged* once its PUBLISHED came
+    back (with its offset); *refused* when the server answered ERROR UNAVAILABLE (Redis
+    unreachable: nothing was stored, the publisher waits and retries); *unanswered* when
+    the connection dropped or the reply timed out first: it may or may not have been
+    stored, and the retry may store the same payload at a second offset (``extra_copies``
+    after the run, told apart from a duplicate delivery)."""
+
+    acked: dict[int, int] = field(default_factory=dict)       # offset -> payload number
+    acked_at: dict[int, float] = field(default_factory=dict)  # offset -> monotonic ack time
+    refused: int = 0
+    unanswered: int = 0
+    longest_wait: float = 0.0   # the longest time one message took from first try to its ack
 
 
 @dataclass
@@ -75,16 +105,49 @@ class ZeroLossReport:
     publish_seconds: float
     cuts: int
     subscribers: list[SubscriberResult]
+    publishes: PublishRecord = field(default_factory=PublishRecord)
+    final_offset: int = 0   # the topic's last offset after the run; ``published`` when 0
+
+    @property
+    def top(self) -> int:
+        """The last offset the topic holds: every offset 1..top was stored by a publish."""
+        return self.final_offset or self.published
+
+    @property
+    def extra_copies(self) -> int:
+        """Payloads stored at more than one offset: a retried unanswered (or refused, then
+        stored anyway) publish that had landed. Not a loss, not a duplicate delivery."""
+        return self.top - self.published
+
+    def lost(self) -> int:
+        """Acknowledged publishes missing at a subscriber, summed over subscribers."""
+        return sum(len(set(self.publishes.acked) - set(r.offsets)) for r in self.subscribers)
+
+    def duplicated(self) -> int:
+        """Deliveries of an offset a subscriber had already received, summed over subscribers."""
+        return sum(len(r.offsets) - len(set(r.offsets)) for r in self.subscribers)
 
     def problems(self) -> list[str]:
-        """Every way a subscriber missed the guarantee (empty: zero loss). Offsets lost in a
-        gap the SDK reported (recovered=false) are told apart from silent loss."""
+        """Every way a subscriber missed the guarantee (empty: zero loss). The guarantee: each
+        subscriber receives every offset 1..top exactly once, in order, and so every
+        acknowledged publish; each message number 0..published-1 was acknowledged. Offsets
+        lost in a gap the SDK reported (recovered=false) are told apart from silent loss."""
         found: list[str] = []
-        expected = list(range(1, self.published + 1))
+        expected = list(range(1, self.top + 1))
+        if self.publishes.acked and sorted(set(self.publishes.acked.values())) != list(range(self.published)):
+            found.append("the acknowledged payloads are not each of 0..published-1")
+        retries = self.publishes.refused + self.publishes.unanswered
+        if self.extra_copies > retries:
+            # Each extra copy must come from a publisher's retry: more means the server stored
+            # one PUBLISH twice (the Redis client re-sending a script after a timeout did).
+            found.append(f"{self.extra_copies} payloads stored twice but only {retries} publishes retried")
         for index, result in enumerate(self.subscribers):
             if result.offsets == expected:
-                if sorted(result.numbers) != list(range(self.published)):
-                    found.append(f"subscriber {index}: the payloads are not each of 0..{self.published - 1} once")
+                numbers = sorted(set(result.numbers))
+                if numbers != list(range(self.published)) or (self.top == self.published
+                                                                and len(result.numbers) != self.published):
+                    found.append(f"subscriber {index}: the payloads are not each of 0..{self.published - 1} "
+                                 + ("once" if self.top == self.published else "at least once"))
                 continue
             missing = set(expected) - set(result.offsets)
             in_gaps = {o for o in missing if any(low < o <= high for low, high in result.gap_ranges)}
@@ -101,9 +164,16 @@ class ZeroLossReport:
 
     def summary(self) -> str:
         """The numbers the issue asks for, one line per subscriber and a total."""
+        through = (f"through chaos proxies (cut after {self.config.min_life}-{self.config.max_life} s): "
+                   f"{self.cuts} cuts" if self.config.cut_connections else "straight to the servers")
         lines = [f"zero-loss: {self.published} messages published in {self.publish_seconds:.1f} s on "
-                 f"{self.config.hubs} hub(s) x {self.config.workers} worker(s) with redis, {len(self.subscribers)} subscribers through chaos proxies "
-                 f"(cut after {self.config.min_life}-{self.config.max_life} s): {self.cuts} cuts"]
+                 f"{self.config.hubs} hub(s) x {self.config.workers} worker(s) with redis, "
+                 f"{len(self.subscribers)} subscribers {through}"]
+        if self.config.retry_publishes:
+            lines.append(f"  publishes: {len(self.publishes.acked)} acknowledged, {self.publishes.refused} refused "
+                         f"(UNAVAILABLE) and {self.publishes.unanswered} unanswered, all retried; "
+                         f"{self.extra_copies} stored twice; topic top offset {self.top}; longest wait for an "
+                         f"ack {self.publishes.longest_wait:.3f} s")
         for index, r in enumerate(self.subscribers):
             lines.append(
                 f"  subscriber {index}: {len(r.offsets)} received, {r.disconnects} disconnects, "
@@ -120,11 +190,37 @@ class ZeroLossReport:
         return "\n".join(lines)
 
 
+@dataclass
+class Cluster:
+    """The processes of a run, for the faults to act on."""
+
+    redis: RedisServer
+    hubs: list[UwsServer]
+
+    @property
+    def ports(self) -> list[int]:
+        return [hub.port for hub in self.hubs]
+
+
+def wait_for_brokers(hub: UwsServer, workers: int, timeout: float = 15.0) -> None:
+    """Until every worker of ``hub`` says its broker is connected (each /metrics request lands
+    on any worker: several in a row must all say so)."""
+    wait_until(lambda: all(metric_value(hub.port, "uws_broker_connected") == 1 for _ in range(4 * workers)),
+               f"broker of every worker of pid {hub.pid} connected", timeout=timeout)
+
+
 @contextlib.contextmanager
 def cluster(config: ZeroLossConfig) -> Iterator[list[int]]:
     """A redis-server and ``config.hubs`` ``uws-py serve --broker ... --history`` processes
     (each waited for until its broker is connected); yields their ports, stops all by PID."""
-    redis = RedisServer().start()
+    with cluster_processes(config) as running:
+        yield running.ports
+
+
+@contextlib.contextmanager
+def cluster_processes(config: ZeroLossConfig) -> Iterator[Cluster]:
+    """As :func:`cluster`, yielding the processes themselves."""
+    redis = RedisServer(append_only=config.append_only, debug_command=config.redis_debug).start()
     hubs: list[UwsServer] = []
     env = {k: v for k, v in os.environ.items() if not k.startswith("UWS_PY_")}
     pattern = config.topic.split(".")[0] + ".*"
@@ -135,11 +231,8 @@ def cluster(config: ZeroLossConfig) -> Iterator[list[int]]:
                 "--history", f"{pattern}:{config.history_size}:300",
                 "--history-recover-limit", str(config.recover_limit), "--workers", str(config.workers), env=env))
         for hub in hubs:
-            # Each /metrics request lands on any worker: several in a row must all say connected.
-            wait_until(lambda hub=hub: all(metric_value(hub.port, "uws_broker_connected") == 1
-                                           for _ in range(4 * config.workers)),
-                       f"broker of every worker of pid {hub.pid} connected", timeout=15.0)
-        yield [hub.port for hub in hubs]
+            wait_for_brokers(hub, config.workers)
+        yield Cluster(redis, hubs)
     finally:
         for hub in hubs:
             hub.stop()
@@ -164,6 +257,7 @@ class _Subscriber:
 
     def on_message(self, publication: Publication) -> None:
         assert isinstance(publication.offset, int), publication
+        self.result.arrivals.append(time.monotonic())
         self.result.offsets.append(publication.offset)
         self.result.numbers.append(publication.data["n"])
         self.result.recovered_flags.append(publication.recovered)
@@ -184,13 +278,53 @@ class _Subscriber:
             self.lost_at = None
 
 
-async def run_zero_loss(hub_ports: list[int], config: ZeroLossConfig) -> ZeroLossReport:
-    """Runs the scenario against running hubs and returns what happened (asserting nothing)."""
+async def _publish_until_acknowledged(publisher: RealtimeClient, config: ZeroLossConfig, n: int,
+                                     record: PublishRecord) -> None:
+    """Publishes message ``n`` until PUBLISHED comes back, counting each failed try by kind
+    (see :class:`PublishRecord`); without ``retry_publishes`` a failure fails the run."""
+    first = time.monotonic()
+    while True:
+        try:
+            reply = await publisher.publish(config.topic, {"n": n, "t": time.monotonic()}, ack=True,
+                                            timeout=config.publish_timeout)
+        except ServerError as exc:
+            if not config.retry_publishes or exc.code != "UNAVAILABLE":
+                raise
+            record.refused += 1
+        except (ConnectionLost, TimeoutError):
+            if not config.retry_publishes:
+                raise
+            record.unanswered += 1
+        else:
+            assert reply is not None and reply.get("type") == "PUBLISHED", reply
+            now = time.monotonic()
+            record.acked[reply["offset"]] = n
+            record.acked_at[reply["offset"]] = now
+            record.longest_wait = max(record.longest_wait, now - first)
+            return
+        await asyncio.sleep(0.05)
+
+
+async def _last_offset(port: int, config: ZeroLossConfig) -> int:
+    """The topic's newest offset, read from its history on a fresh connection."""
+    async with connect(_url(port), options=config.client_options) as reader:
+        page = await reader.history(config.topic, limit=1, reverse=True, timeout=10.0)
+        return page.position.offset
+
+
+async def run_zero_loss(hub_ports: list[int], config: ZeroLossConfig,
+                        fault: Optional[Callable[[], Awaitable[Any]]] = None) -> ZeroLossReport:
+    """Runs the scenario against running hubs and returns what happened (asserting nothing).
+    ``fault``, when given, runs while the messages are published (the chaos scenarios)."""
     async with contextlib.AsyncExitStack() as stack:
-        proxies = [await stack.enter_async_context(
-            ChaosProxy(port, min_life=config.min_life, max_life=config.max_life, seed=config.seed + i))
-            for i, port in enumerate(hub_ports)]
-        subscribers = [_Subscriber(proxies[i % len(proxies)].port, config) for i in range(config.subscribers)]
+        if config.cut_connections:
+            proxies = [await stack.enter_async_context(
+                ChaosProxy(port, min_life=config.min_life, max_life=config.max_life, seed=config.seed + i))
+                for i, port in enumerate(hub_ports)]
+            ports = [proxy.port for proxy in proxies]
+        else:
+            proxies, ports = [], hub_ports
+        subscribers = [_Subscriber(ports[i % len(ports)], config) for i in range(config.subscribers)]
         for subscriber in subscribers:
             stack.push_async_callback(subscriber.client.close)
             await subscriber.client.start(wait=False)
@@ -203,6 +337,7 @@ async def run_zero_loss(hub_ports: list[int], config: ZeroLossConfig) -> ZeroLos
 
         started = time.monotonic()
         interval = config.duration / config.messages
+        record = PublishRecord()
 
         async def publish_share(index: int) -> None:
             publisher = publishers[index]
@@ -210,16 +345,16 @@ async def run_zero_loss(hub_ports: list[int], config: ZeroLossConfig) -> ZeroLos
                 delay = started + n * interval - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                reply = await publisher.publish(config.topic, {"n": n, "t": time.monotonic()}, ack=True,
-                                                timeout=10.0)
-                assert reply is not None and reply.get("type") == "PUBLISHED", reply
+                await _publish_until_acknowledged(publisher, config, n, record)
 
-        await asyncio.gather(*(publish_share(i) for i in range(len(publishers))))
+        await asyncio.gather(*(publish_share(i) for i in range(len(publishers))),
+                             *([fault()] if fault is not None else []))
         publish_seconds = time.monotonic() - started
+        final_offset = await _last_offset(hub_ports[0], config) if config.retry_publishes else 0
 
         deadline = time.monotonic() + config.settle_timeout
         while time.monotonic() < deadline:
-            if all(len(s.result.offsets) >= config.messages for s in subscribers):
+            if all(len(s.result.offsets) >= (final_offset or config.messages) for s in subscribers):
                 break
             await asyncio.sleep(0.05)
         # A little longer: a duplicate or a stray delivery after the last one would show too.
@@ -235,7 +370,8 @@ async def run_zero_loss(hub_ports: list[int], config: ZeroLossConfig) -> ZeroLos
             result.subscribes = subscription.stats.subscribes
             result.recovered_publications = sum(result.recovered_flags)
             result.duplicates_skipped = subscription.stats.duplicates_skipped
-    return ZeroLossReport(config, config.messages, publish_seconds, cuts, [s.result for s in subscribers])
+    return ZeroLossReport(config, config.messages, publish_seconds, cuts, [s.result for s in subscribers],
+                          record, final_offset)
 
 
 def describe(value: Any) -> str:

@@ -272,11 +272,14 @@ class RedisHistory:
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
+            from redis.exceptions import ConnectionError as RedisConnectionError
 
-            # One retry: a connection that died while idle is only found out by using it.
+            # One retry: a connection that died while idle is only found out by using it. Not
+            # after a timeout: the script was sent and a slow Redis still runs it, so sending it
+            # again would store one publish at two offsets (the chaos test redis-sleep).
             self._client = aioredis.from_url(
                 self.url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 1),
+                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             )
         return self._client
 
@@ -291,7 +294,11 @@ class RedisHistory:
                 # A restarted (or flushed) Redis forgot the script: load it once, then retry.
                 await client.script_load(script.source)
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
-        except (exceptions.ConnectionError, exceptions.TimeoutError, OSError) as exc:
+        except exceptions.TimeoutError as exc:
+            # Sent but not answered: a slow (frozen) Redis may still run it.
+            raise HistoryUnavailable(f"history storage did not answer within {self.timeout} s at {self.url} "
+                                     f"(a write may still be applied)") from exc
+        except (exceptions.ConnectionError, OSError) as exc:
             raise HistoryUnavailable(f"history storage unreachable at {self.url}: {exc}") from exc
         except exceptions.ResponseError as exc:
             failure = self._failure(exc)

@@ -88,6 +88,10 @@ class HistoryRelay:
         self.store = store
         self.tracker = tracker
         self.publish_local = publish_local
+        # Publishes sent to the store and not answered yet; a closing server waits for them
+        # (their PUBLISHED would be lost with the connection while the store may keep them).
+        self.in_flight = 0
+        self.closing = False
         self.metrics = metrics
         self.recover_limit = recover_limit
         self.pending: dict[str, list[_Pending]] = {}
@@ -130,9 +134,19 @@ class HistoryRelay:
             reply: send PUBLISHED (the request had an id).
             confirm: called with whether the publication was stored.
         """
+        if self.closing:
+            # Refused before it reaches the store: the client knows it did not happen and
+            # publishes again on its next connection.
+            failure = HistoryUnavailable("the server is shutting down")
+            if client is not None:
+                self._refuse(client, request_id, failure)
+            if confirm is not None:
+                confirm(False)
+            return
         head, tail = message_parts(topic, data, client.id if client is not None else None)
 
         def done(result: Any) -> None:
+            self.in_flight -= 1
             if confirm is not None:
                 confirm(not isinstance(result, BaseException))
             if isinstance(result, BaseException):
@@ -151,6 +165,7 @@ class HistoryRelay:
                 client.send({"type": "PUBLISHED", "topic": topic, "id": request_id,
                              "offset": position.offset, "epoch": position.epoch})
 
+        self.in_flight += 1
         self._outgoing.append((topic, head, tail, done))
         if not self._publishing:
             self._send_publishes()
@@ -177,6 +192,12 @@ class HistoryRelay:
         except BaseException:
             self._publishing = False
             raise
+
+    def drain(self) -> int:
+        """Starts closing: publishes from now on are refused (UNAVAILABLE); returns how many
+        are still waiting for the store (the caller waits until that is 0)."""
+        self.closing = True
+        return self.in_flight
 
     # -- SUBSCRIBE ----------------------------------------------------------------------------
 

@@ -227,6 +227,10 @@ class RealtimeClient:
                 reply = await future
             finally:
                 self._pending.pop(request_id, None)
+                if future.done() and not future.cancelled():
+                    # The connection ended during the send: the send's error is the one raised,
+                    # the future's (the same ConnectionLost) is retrieved here, not logged.
+                    future.exception()
         if reply.get("type") == "ERROR":
             raise ServerError(str(reply.get("code")), str(reply.get("message", "")), reply)
         return reply

@@ -426,8 +426,8 @@ def test_sighup_restarts_workers_one_by_one_without_closing_the_port():
             except ConnectionRefusedError:
                 raise AssertionError("the port stopped accepting during the rolling restart") from None
             except (wsclient.ConnectionClosed, ConnectionResetError):
-                # A connection the kernel had queued to a worker as it closed its listening
-                # socket (SO_REUSEPORT does not hand the queue over): at most one per worker.
+                # None expected: the old worker stops only once it accepted what was queued on
+                # its socket (test_rolling_restart.py makes many more connections).
                 reset += 1
                 continue
             answered += 1
@@ -438,7 +438,7 @@ def test_sighup_restarts_workers_one_by_one_without_closing_the_port():
             time.sleep(0.005)
         assert len(seen_after) == 2, f"new workers seen: {seen_after}; old {old}"
         assert not any(pid_alive(p) for p in old), "old workers still running"
-        assert reset <= len(old), f"{reset} requests reset, {answered} answered"
+        assert reset == 0, f"{reset} requests reset, {answered} answered"
         assert health_pids(server.port, 20) == seen_after
 
 

@@ -6,11 +6,13 @@ docstrings say what went wrong before (each of those failed against the earlier 
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any, Awaitable
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
-from uws_py.sdk import ClientOptions, ClientState, Position, Publication, ServerError, SubscribedEvent, connect
+from uws_py.sdk import ClientOptions, ClientState, ConnectionLost, Position, Publication, ServerError, SubscribedEvent, connect
 
 from tests.support.scripted_server import ScriptedServer
 
@@ -285,3 +287,26 @@ def test_a_subscribe_that_timed_out_is_not_resubscribed_when_the_connection_drop
             assert client.subscriptions == {}
 
     run(scenario())
+
+
+def test_a_request_whose_connection_ends_while_it_is_sent_leaves_no_unretrieved_future():
+    """Regression (bench/chaos rolling-restart): the connection ended during the send, so the
+    pending future got ConnectionLost and the send raised its own: asyncio then logged
+    "Future exception was never retrieved" for the future nobody awaited."""
+    async def scenario():
+        reported: list[str] = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: reported.append(context["message"]))
+        async with ScriptedServer() as server, connect(server.url, options=FAST) as client:
+            await server.next_connection()
+
+            async def send_as_the_connection_ends(frame: str) -> None:
+                client._connection_ended()
+                raise ConnectionClosed(None, None)
+
+            client._ws.send = send_as_the_connection_ends
+            with pytest.raises(ConnectionLost):
+                await client.request("PING")
+        gc.collect()
+        return reported
+
+    assert [m for m in run(scenario()) if "never retrieved" in m] == []

@@ -3,7 +3,7 @@ so that test can fail: a missing, a repeated, a reordered offset, loss inside a 
 
 from __future__ import annotations
 
-from tests.support.zero_loss import SubscriberResult, ZeroLossConfig, ZeroLossReport
+from tests.support.zero_loss import PublishRecord, SubscriberResult, ZeroLossConfig, ZeroLossReport
 
 
 def report(*results: SubscriberResult, published: int = 5) -> ZeroLossReport:
@@ -43,3 +43,28 @@ def test_the_summary_names_the_numbers_the_issue_asks_for():
     text = report(result([1, 2, 3, 4, 5])).summary()
     for word in ("5 messages", "disconnects", "recovered", "recovered=false", "max catch-up"):
         assert word in text
+
+
+def chaos_report(offsets: list[int], numbers: list[int], top: int, refused: int = 0, unanswered: int = 0) -> ZeroLossReport:
+    acked = {o: n for o, n in zip(offsets, numbers)}
+    records = PublishRecord(acked=acked, refused=refused, unanswered=unanswered)
+    subscriber = SubscriberResult(offsets=offsets, numbers=numbers)
+    return ZeroLossReport(ZeroLossConfig(messages=3), 3, 1.0, 0, [subscriber], records, top)
+
+
+def test_a_payload_stored_twice_is_no_problem_when_a_retry_explains_it():
+    # Message 1 was unanswered, retried and stored again: offsets 2 and 3 hold it.
+    report = chaos_report([1, 2, 3, 4], [0, 1, 1, 2], top=4, unanswered=1)
+    assert report.extra_copies == 1 and report.problems() == []
+    assert report.lost() == 0 and report.duplicated() == 0
+
+
+def test_a_payload_stored_twice_without_a_retry_is_a_problem():
+    (problem,) = chaos_report([1, 2, 3, 4], [0, 1, 1, 2], top=4).problems()
+    assert problem == "1 payloads stored twice but only 0 publishes retried"
+
+
+def test_lost_counts_acknowledged_offsets_a_subscriber_missed_and_duplicated_repeats():
+    report = chaos_report([1, 2, 3], [0, 1, 2], top=3)
+    report.subscribers[0].offsets = [1, 1, 3]
+    assert report.lost() == 1 and report.duplicated() == 1
