@@ -170,11 +170,11 @@ def build_server(config: ServeConfig) -> Any:
     limit = parse_rate_limit(config.rate_limit)
     broker = None
     if config.broker:
-        from .broker.redis import RedisBroker
+        from .broker import from_url
 
         try:
-            broker = RedisBroker(config.broker)
-        except RuntimeError as exc:
+            broker = from_url(config.broker)
+        except (RuntimeError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
     try:
         server = RealtimeServer(

@@ -41,7 +41,7 @@ class ServeConfig:
     max_payload: int = field(default=100 * 1024, metadata={"help": "largest message in bytes"})
     idle_timeout: int = field(default=120, metadata={"help": "seconds before an idle connection closes"})
     compression: bool = field(default=True, metadata={"help": "permessage-deflate"})
-    broker: Optional[str] = field(default=None, metadata={"help": "redis://host:port/db for pub/sub across workers"})
+    broker: Optional[str] = field(default=None, metadata={"help": "redis://host:port/db, or redis+cluster://host:port,host:port, for pub/sub across workers"})
     history: list[str] = field(default_factory=list, metadata={
         "help": "PATTERN[:SIZE[:TTL]] topics keeping a history, e.g. 'chat.*:100:300' (repeatable; "
                 "env: comma-separated; file: [[history]] pattern/size/ttl)"})
@@ -141,10 +141,19 @@ def _history_entry(entry: Any, source: str) -> str:
 
 
 def parse_broker_url(url: str) -> Any:
-    """Checks a redis:// or rediss:// URL; raises ConfigError naming what is wrong."""
+    """Checks a broker URL; raises ConfigError naming what is wrong. ``redis://`` and
+    ``rediss://`` give (host, port, db); ``redis+cluster://`` (and ``rediss+cluster://``)
+    the list of startup nodes (docs/topics/scaling.md)."""
     parts = urlsplit(url)
+    if parts.scheme in ("redis+cluster", "rediss+cluster"):
+        from .broker.redis_cluster import parse_cluster_url
+
+        try:
+            return parse_cluster_url(url)["nodes"]
+        except ValueError as exc:
+            raise ConfigError(f"--broker: {exc}") from None
     if parts.scheme not in ("redis", "rediss"):
-        raise ConfigError(f"--broker must be a redis:// or rediss:// URL, not {url!r}")
+        raise ConfigError(f"--broker must be a redis://, rediss:// or redis+cluster:// URL, not {url!r}")
     try:
         port = parts.port
     except ValueError:

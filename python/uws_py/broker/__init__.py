@@ -61,3 +61,23 @@ class Broker(ABC):
     @abstractmethod
     def stats(self) -> dict[str, int]:
         """Counters: published, received, publish_failures, reconnects, connected (0/1)."""
+
+
+def from_url(url: str) -> Broker:
+    """The broker a URL names: ``redis://``/``rediss://`` a :class:`~uws_py.broker.redis.RedisBroker`,
+    ``redis+cluster://``/``rediss+cluster://`` a
+    :class:`~uws_py.broker.redis_cluster.RedisClusterBroker`.
+
+    Args: url: the broker URL.
+    Raises: RuntimeError when the client library is missing; ValueError for another scheme.
+    """
+    scheme = url.partition("://")[0]
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        from .redis_cluster import RedisClusterBroker
+
+        return RedisClusterBroker(url)
+    if scheme in ("redis", "rediss"):
+        from .redis import RedisBroker
+
+        return RedisBroker(url)
+    raise ValueError(f"no broker for URL scheme {scheme!r}")

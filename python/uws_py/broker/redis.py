@@ -51,6 +51,9 @@ class RedisBroker(Broker):
     reconnects with backoff and subscribes again to every topic that has local subscribers.
     """
 
+    # Whether this is the Redis Cluster variant (sharded channels; the history store follows).
+    cluster = False
+
     def __init__(self, url: str, channel_prefix: str = CHANNEL_PREFIX) -> None:
         try:
             import redis.asyncio  # noqa: F401
@@ -101,7 +104,7 @@ class RedisBroker(Broker):
     def subscribe(self, topic: str, ready: Optional[Callable[[], None]] = None) -> None:
         self._topics.add(topic)
         if ready is not None:
-            channel = (self.prefix + topic).encode("utf-8", "surrogateescape")
+            channel = self.channel(topic).encode("utf-8", "surrogateescape")
             with self._subscription_lock:
                 confirmed = channel in self._confirmed
                 if not confirmed:
@@ -149,6 +152,14 @@ class RedisBroker(Broker):
 
     def stats(self) -> dict[str, int]:
         return dict(self._counters)
+
+    def channel(self, topic: str) -> str:
+        """The Redis channel of topic (``uws:<topic>``)."""
+        return self.prefix + topic
+
+    def topic_of(self, channel: bytes) -> str:
+        """The topic of a channel :meth:`channel` made."""
+        return channel.decode("utf-8", "surrogateescape")[len(self.prefix):]
 
     def _call(self, coroutine_function: Any, *args: Any) -> None:
         loop = self._loop
@@ -214,7 +225,7 @@ class RedisBroker(Broker):
                     else:
                         (topic, payload), retry = retry, None
                     try:
-                        await client.publish(self.prefix + topic, self.origin + b"|" + payload)
+                        await client.publish(self.channel(topic), self.origin + b"|" + payload)
                     except Exception:
                         # A connection that died while idle is only found out by using it:
                         # the message gets one more try on a fresh connection.
@@ -258,9 +269,9 @@ class RedisBroker(Broker):
             return  # applied from self._topics on (re)connection
         try:
             if subscribe and topic in self._topics:
-                await pubsub.subscribe(self.prefix + topic)
+                await pubsub.subscribe(self.channel(topic))
             elif not subscribe and topic not in self._topics:
-                await pubsub.unsubscribe(self.prefix + topic)
+                await pubsub.unsubscribe(self.channel(topic))
         except Exception as exc:
             logger.debug("Redis (un)subscribe failed: %s", exc)
 
@@ -274,7 +285,7 @@ class RedisBroker(Broker):
                 pubsub = client.pubsub(ignore_subscribe_messages=False)
                 topics = list(self._topics)
                 if topics:
-                    await pubsub.subscribe(*(self.prefix + t for t in topics))
+                    await pubsub.subscribe(*(self.channel(t) for t in topics))
                 else:
                     # redis-py needs one subscription before listening; this one never carries data.
                     await pubsub.subscribe(self.prefix + "\x00idle")
@@ -291,14 +302,14 @@ class RedisBroker(Broker):
             backoff = BACKOFF_START
             self._pubsub = pubsub
             self._counters["connected"] = 1
-            self._resubscribing = {(self.prefix + t).encode("utf-8", "surrogateescape") for t in topics}
+            self._resubscribing = {self.channel(t).encode("utf-8", "surrogateescape") for t in topics}
             if not self._resubscribing:
                 self._resubscribing = None
                 self._notify(self._on_connection, True)
             self.ready.set()
             # Topics that changed while we were connecting.
             for topic in set(self._topics) - set(topics):
-                await pubsub.subscribe(self.prefix + topic)
+                await pubsub.subscribe(self.channel(topic))
             try:
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
@@ -344,7 +355,7 @@ class RedisBroker(Broker):
             # Our own plain publish: local subscribers already have it. A history publication
             # is delivered here even to its own process, so local order is offset order too.
             return
-        topic = channel.decode("utf-8", "surrogateescape")[len(self.prefix):]
+        topic = self.topic_of(channel)
         self._counters["received"] += 1
         with self._inbox_lock:
             self._inbox.append((topic, payload, position))

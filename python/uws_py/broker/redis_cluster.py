@@ -1,0 +1,346 @@
+"""Redis Cluster as the broker: sharded pub/sub (``SSUBSCRIBE``/``SPUBLISH``), so each
+topic's messages go only to the shard that owns its slot instead of being copied to every
+node as a plain ``PUBLISH`` is.
+
+``RedisClusterBroker("redis+cluster://host:port,host:port")`` (``rediss+cluster://`` for TLS)
+takes one or more startup nodes; redis-py's cluster client (8.0 or later: its asyncio client
+gained sharded pub/sub there) finds the others, follows ``MOVED`` and refreshes the slot map
+after a failover.
+
+- Slots: a topic's channel ``uws:{<topic>}`` and its history keys ``uws:h:{<topic>}:s``/``:m``
+  share the hash tag, so they live in one slot and the history script touches one slot only.
+  A topic containing ``{`` or ``}`` would make Redis pick a different tag from each name, so
+  its tag is a digest of the topic instead (:func:`hash_tag`), and its channel is
+  ``uws:{<digest>}<topic>``.
+- Connections: one publishing cluster client (a connection per master it talks to) and one
+  receiving connection per master that owns a subscribed topic's slot, never one per topic.
+- Failover: when a receiving connection is lost (its master died, or Redis moved the slot and
+  sent ``sunsubscribe``), every receiving connection is closed, ``on_connection(False)`` is
+  reported, the slot map is read again, and every topic is subscribed again at its (new)
+  owner with backoff until that works; then ``on_connection(True)``. Publishes that fail
+  meanwhile (the slot has no reachable master) are retried once and then counted in
+  ``publish_failures``, exactly as with one Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from typing import Any, Optional
+from urllib.parse import unquote
+
+from .redis import BACKOFF_CAP, BACKOFF_START, CHANNEL_PREFIX, RedisBroker
+
+logger = logging.getLogger("uws_py.broker")
+
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+# redis-py's asyncio RedisCluster has pubsub()/ssubscribe from this version on.
+REDIS_PY_MINIMUM = (8, 0)
+
+
+def hash_tag(topic: str) -> str:
+    """What goes between the braces of topic's keys and channel: the topic itself, or for a
+    topic with a brace in it (which would end or open the tag early) a hex digest of it."""
+    if "{" in topic or "}" in topic:
+        return hashlib.sha1(topic.encode("utf-8", "surrogateescape")).hexdigest()[:20]
+    return topic
+
+
+def cluster_channel(prefix: str, topic: str) -> str:
+    """The sharded channel of topic: ``<prefix>{<topic>}``, or ``<prefix>{<digest>}<topic>``."""
+    tag = hash_tag(topic)
+    return f"{prefix}{{{tag}}}" + ("" if tag == topic else topic)
+
+
+def parse_cluster_url(url: str) -> dict[str, Any]:
+    """``redis+cluster://[user:password@]host:port,host:port`` into startup nodes and options.
+
+    Args: url: the broker URL (``rediss+cluster://`` for TLS).
+    Returns: ``{"nodes": [(host, port), ...], "ssl": bool, "username": str|None, "password": str|None}``.
+    Raises: ValueError naming what is wrong.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in CLUSTER_SCHEMES:
+        raise ValueError(f"a cluster broker URL starts with redis+cluster:// or rediss+cluster://, not {url!r}")
+    rest = rest.split("/", 1)[0].split("?", 1)[0]
+    username = password = None
+    if "@" in rest:
+        credentials, rest = rest.rsplit("@", 1)
+        user, has_password, secret = credentials.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if has_password else None
+    nodes = []
+    for part in rest.split(","):
+        host, colon, port_text = part.strip().rpartition(":")
+        if not colon:
+            host, port_text = part.strip(), "6379"
+        host = host.strip("[]")
+        if not host:
+            raise ValueError(f"cluster broker URL has a node without a host: {url!r}")
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"cluster broker URL has an invalid port {port_text!r}: {url!r}")
+        nodes.append((host, int(port_text)))
+    return {"nodes": nodes, "ssl": scheme == "rediss+cluster", "username": username, "password": password}
+
+
+def check_redis_py() -> None:
+    """RuntimeError unless redis-py with asyncio sharded pub/sub is installed."""
+    try:
+        import redis
+    except ImportError:
+        raise RuntimeError("the Redis Cluster broker needs redis-py: pip install 'uws-py[redis]'") from None
+    version = tuple(int(part) for part in redis.__version__.split(".")[:2] if part.isdigit())
+    if version < REDIS_PY_MINIMUM:
+        raise RuntimeError(f"the Redis Cluster broker needs redis-py >= 8.0 (asyncio sharded pub/sub); "
+                           f"{redis.__version__} is installed")
+
+
+def cluster_client(url: str, timeout: Optional[float] = None, **options: Any) -> Any:
+    """A redis-py asyncio RedisCluster for url (not connected yet).
+
+    Args: url: ``redis+cluster://...``; timeout: seconds per reply (None: no limit);
+    options: more RedisCluster keyword arguments.
+    """
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    parsed = parse_cluster_url(url)
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in parsed["nodes"]],
+        ssl=parsed["ssl"], username=parsed["username"], password=parsed["password"],
+        socket_connect_timeout=2, socket_timeout=timeout, **options,
+    )
+
+
+class _Shard:
+    """The receiving connection to one master and the channels subscribed on it."""
+
+    __slots__ = ("name", "client", "pubsub", "channels", "task")
+
+    def __init__(self, name: str, client: Any, pubsub: Any) -> None:
+        self.name = name
+        self.client = client
+        self.pubsub = pubsub
+        self.channels: set[bytes] = set()
+        self.task: Optional[asyncio.Task[None]] = None
+
+
+class RedisClusterBroker(RedisBroker):
+    """``RedisClusterBroker("redis+cluster://h1:p1,h2:p2")``: :class:`RedisBroker`'s behaviour
+    (origin tags, ``ready`` once subscribed, ``on_connection``, ``run`` jobs, counters) on a
+    Redis Cluster with sharded pub/sub. See the module docstring for slots and failover."""
+
+    cluster = True
+
+    def __init__(self, url: str, channel_prefix: str = CHANNEL_PREFIX) -> None:
+        check_redis_py()
+        parse_cluster_url(url)
+        super().__init__(url, channel_prefix)
+        self._shards: Optional[dict[str, _Shard]] = None
+        self._topology: Any = None
+        self._lost: Optional[asyncio.Event] = None
+        self._shard_lock: Optional[asyncio.Lock] = None
+
+    def channel(self, topic: str) -> str:
+        return cluster_channel(self.prefix, topic)
+
+    def topic_of(self, channel: bytes) -> str:
+        rest = channel.decode("utf-8", "surrogateescape")[len(self.prefix):]
+        tag, _, after = rest[1:].partition("}")
+        return after if after else tag
+
+    def shard_of(self, topic: str) -> Optional[str]:
+        """The ``host:port`` of the master whose receiving connection carries topic, None
+        while it is not subscribed. Broker thread state, read for tests and diagnostics."""
+        channel = self.channel(topic).encode("utf-8", "surrogateescape")
+        for name, shard in dict(self._shards or {}).items():
+            if channel in shard.channels:
+                return name
+        return None
+
+    # -- broker thread ---------------------------------------------------------------------
+
+    async def _connect(self) -> Any:
+        client = cluster_client(self.url, socket_keepalive=True)
+        try:
+            await client.initialize()
+        except BaseException:
+            await client.aclose()
+            raise
+        return client
+
+    async def _publisher(self) -> None:
+        assert self._outbox is not None
+        client: Any = None
+        backoff = BACKOFF_START
+        while not self._stopping:
+            topic, payload = await self._outbox.get()
+            frame = self.origin + b"|" + payload
+            for attempt in (1, 2):
+                try:
+                    if client is None:
+                        client = await self._connect()
+                    await client.spublish(self.channel(topic), frame)
+                    self._counters["published"] += 1
+                    backoff = BACKOFF_START
+                    break
+                except Exception as exc:
+                    logger.debug("Redis Cluster publish failed (attempt %d): %s", attempt, exc)
+                    if client is not None:
+                        try:
+                            await client.aclose()
+                        except Exception:
+                            pass
+                        client = None
+                    if attempt == 2:
+                        self._failed(1)
+                        # No reachable owner: a short pause, so a failover is not met with a busy loop.
+                        await asyncio.sleep(backoff)
+                        backoff = min(BACKOFF_CAP, backoff * 2)
+                        self._drain_outbox_as_failed()
+
+    async def _apply_subscription(self, topic: str, subscribe: bool) -> None:
+        shards, lock = self._shards, self._shard_lock
+        if shards is None or lock is None:
+            return  # applied from self._topics on (re)connection
+        channel = self.channel(topic)
+        key = channel.encode("utf-8", "surrogateescape")
+        try:
+            async with lock:
+                if subscribe and topic in self._topics:
+                    shard = await self._shard_for(shards, channel)
+                    if key not in shard.channels:
+                        shard.channels.add(key)
+                        await shard.pubsub.ssubscribe(channel)
+                elif not subscribe and topic not in self._topics:
+                    for shard in shards.values():
+                        if key in shard.channels:
+                            shard.channels.discard(key)
+                            await shard.pubsub.sunsubscribe(channel)
+        except Exception as exc:
+            logger.warning("Redis Cluster (un)subscribe of %r failed: %s; resubscribing everything", topic, exc)
+            if self._lost is not None:
+                self._lost.set()
+
+    async def _shard_for(self, shards: dict[str, _Shard], channel: str) -> _Shard:
+        """The receiving connection of channel's master, opened on first use."""
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        node = self._topology.get_node_from_key(channel)
+        shard = shards.get(node.name)
+        if shard is None:
+            parsed = parse_cluster_url(self.url)
+            # No retry inside redis-py: a lost connection must surface here, so that the loss
+            # is reported and every topic is subscribed again at its current owner.
+            client = aioredis.Redis(host=node.host, port=node.port, ssl=parsed["ssl"], username=parsed["username"],
+                                    password=parsed["password"], socket_connect_timeout=2, socket_keepalive=True,
+                                    retry=Retry(NoBackoff(), 0))
+            pubsub = client.pubsub(ignore_subscribe_messages=False)
+            shard = shards[node.name] = _Shard(node.name, client, pubsub)
+            shard.task = asyncio.get_running_loop().create_task(self._read_shard(shard))
+        return shard
+
+    async def _read_shard(self, shard: _Shard) -> None:
+        try:
+            while True:
+                if not shard.pubsub.subscribed:
+                    await asyncio.sleep(0.05)
+                    continue
+                message = await shard.pubsub.get_message(timeout=1.0)
+                if message is None:
+                    continue
+                kind = message.get("type")
+                if kind == "smessage":
+                    self._received(message["channel"], message["data"])
+                elif kind == "ssubscribe":
+                    self._subscription_confirmed(message["channel"])
+                elif kind == "sunsubscribe" and message["channel"] in shard.channels:
+                    # Not asked for: Redis moved the slot away from this master.
+                    raise ConnectionError(f"{shard.name} dropped {message['channel']!r} (slot moved)")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            logger.warning("lost the Redis Cluster connection to %s: %s; resubscribing", shard.name, exc)
+            if self._lost is not None:
+                self._lost.set()
+
+    async def _close_shards(self, shards: dict[str, _Shard]) -> None:
+        for shard in shards.values():
+            if shard.task is not None:
+                shard.task.cancel()
+                try:
+                    await shard.task
+                except BaseException:
+                    pass
+            try:
+                await shard.pubsub.aclose()
+                await shard.client.aclose()
+            except Exception:
+                pass
+        shards.clear()
+
+    async def _subscriber(self) -> None:
+        backoff = BACKOFF_START
+        first = True
+        self._shard_lock = asyncio.Lock()
+        while not self._stopping:
+            shards: dict[str, _Shard] = {}
+            self._lost = asyncio.Event()
+            topics = list(self._topics)
+            try:
+                if self._topology is None:
+                    self._topology = await self._connect()
+                else:
+                    # The slot map as it is now (after a failover the replica owns the slots).
+                    await self._topology.nodes_manager.initialize()
+                async with self._shard_lock:
+                    for topic in topics:
+                        channel = self.channel(topic)
+                        shard = await self._shard_for(shards, channel)
+                        shard.channels.add(channel.encode("utf-8", "surrogateescape"))
+                        await shard.pubsub.ssubscribe(channel)
+                    for shard in shards.values():
+                        await shard.client.ping()
+            except Exception as exc:
+                self._counters["connected"] = 0
+                logger.debug("Redis Cluster subscriber connect failed: %s", exc)
+                await self._close_shards(shards)
+                if self._topology is not None:
+                    try:
+                        await self._topology.aclose()
+                    except Exception:
+                        pass
+                    self._topology = None
+                await asyncio.sleep(backoff)
+                backoff = min(BACKOFF_CAP, backoff * 2)
+                continue
+            if not first:
+                self._counters["reconnects"] += 1
+                logger.info("reconnected to the Redis Cluster; resubscribed to %d topic(s) on %d shard(s)",
+                            len(topics), len(shards))
+            first = False
+            backoff = BACKOFF_START
+            self._counters["connected"] = 1
+            self._resubscribing = {self.channel(t).encode("utf-8", "surrogateescape") for t in topics}
+            with self._subscription_lock:
+                self._resubscribing -= self._confirmed
+            if not self._resubscribing:
+                self._resubscribing = None
+                self._notify(self._on_connection, True)
+            self._shards = shards
+            self.ready.set()
+            for topic in set(self._topics) - set(topics):
+                await self._apply_subscription(topic, True)
+            try:
+                await self._lost.wait()
+            finally:
+                self._shards = None
+                self._counters["connected"] = 0
+                with self._subscription_lock:
+                    self._confirmed.clear()
+                self._resubscribing = None
+                if not self._stopping:
+                    self._notify(self._on_connection, False)
+                await self._close_shards(shards)
