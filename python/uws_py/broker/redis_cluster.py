@@ -130,6 +130,7 @@ class RedisClusterBroker(RedisBroker):
     (origin tags, ``ready`` once subscribed, ``on_connection``, ``run`` jobs, counters) on a
     Redis Cluster with sharded pub/sub. See the module docstring for slots and failover."""
 
+    system = "Redis Cluster"
     cluster = True
 
     def __init__(self, url: str, channel_prefix: str = CHANNEL_PREFIX) -> None:
@@ -337,10 +338,5 @@ class RedisClusterBroker(RedisBroker):
                 await self._lost.wait()
             finally:
                 self._shards = None
-                self._counters["connected"] = 0
-                with self._subscription_lock:
-                    self._confirmed.clear()
-                self._resubscribing = None
-                if not self._stopping:
-                    self._notify(self._on_connection, False)
+                self._connection_lost()
                 await self._close_shards(shards)
