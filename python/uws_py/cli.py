@@ -173,7 +173,7 @@ def build_server(config: ServeConfig) -> Any:
         from .broker import from_url
 
         try:
-            broker = from_url(config.broker)
+            broker = from_url(config.broker, config.history_store)
         except (RuntimeError, ValueError) as exc:
             raise ConfigError(str(exc)) from None
     try:

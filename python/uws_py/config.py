@@ -41,7 +41,8 @@ class ServeConfig:
     max_payload: int = field(default=100 * 1024, metadata={"help": "largest message in bytes"})
     idle_timeout: int = field(default=120, metadata={"help": "seconds before an idle connection closes"})
     compression: bool = field(default=True, metadata={"help": "permessage-deflate"})
-    broker: Optional[str] = field(default=None, metadata={"help": "redis://host:port/db, or redis+cluster://host:port,host:port, for pub/sub across workers"})
+    broker: Optional[str] = field(default=None, metadata={"help": "redis://host:port/db, redis+cluster://host:port,host:port or nats://host:port, for pub/sub across workers"})
+    history_store: Optional[str] = field(default=None, metadata={"help": "with a nats:// --broker: the redis:// or redis+cluster:// URL keeping history topics"})
     history: list[str] = field(default_factory=list, metadata={
         "help": "PATTERN[:SIZE[:TTL]] topics keeping a history, e.g. 'chat.*:100:300' (repeatable; "
                 "env: comma-separated; file: [[history]] pattern/size/ttl)"})
@@ -73,6 +74,10 @@ class ServeConfig:
         parse_rate_limit(self.rate_limit)
         if self.broker is not None:
             parse_broker_url(self.broker)
+        if self.history_store is not None:
+            if not (self.broker or "").startswith(("nats://", "tls://")):
+                raise ConfigError("--history-store goes with a nats:// --broker (a Redis broker keeps history itself)")
+            parse_broker_url(self.history_store)
         for spec in self.history:
             parse_history(spec)
         if self.history_recover_limit < 0:
@@ -152,8 +157,20 @@ def parse_broker_url(url: str) -> Any:
             return parse_cluster_url(url)["nodes"]
         except ValueError as exc:
             raise ConfigError(f"--broker: {exc}") from None
+    if parts.scheme in ("nats", "tls"):
+        servers = []
+        for server in url.split(","):
+            server_parts = urlsplit(server.strip())
+            try:
+                port = server_parts.port
+            except ValueError:
+                raise ConfigError(f"--broker has an invalid port: {url!r}") from None
+            if server_parts.scheme not in ("nats", "tls") or not server_parts.hostname:
+                raise ConfigError(f"--broker: each NATS server is nats://host:port: {url!r}")
+            servers.append((server_parts.hostname, port or 4222))
+        return servers
     if parts.scheme not in ("redis", "rediss"):
-        raise ConfigError(f"--broker must be a redis://, rediss:// or redis+cluster:// URL, not {url!r}")
+        raise ConfigError(f"--broker must be a redis://, rediss://, redis+cluster:// or nats:// URL, not {url!r}")
     try:
         port = parts.port
     except ValueError:

@@ -536,6 +536,20 @@ class RedisCluster:
                 return port
         raise AssertionError(f"no running master serves slot {slot}")
 
+    def stop_all(self) -> None:
+        """Stops every node (SIGTERM); their directories (and nodes.conf) stay."""
+        for process in self.processes.values():
+            process.stop(grace=5.0)
+
+    def start_all(self, timeout: float = 30.0) -> None:
+        """Starts every node again on its port, from its nodes.conf; waits for cluster_state:ok."""
+        for port, process in list(self.processes.items()):
+            self.processes[port] = Process(process.argv)
+        for port in self.ports:
+            wait_until(lambda port=port: self.cli(port, "PING").strip() == "PONG", f"redis node {port} answering",
+                       timeout=timeout)
+        self.wait_healthy(timeout=timeout)
+
     def kill(self, port: int) -> None:
         """SIGKILLs the node on port (a crash, not a shutdown)."""
         process = self.processes[port]
@@ -547,3 +561,52 @@ class RedisCluster:
             process.stop(grace=5.0)
         self.processes.clear()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class NatsServer:
+    """nats-server on a loopback port with its monitoring endpoint (for subscription counts);
+    stop() and start() again on the same ports to simulate an outage."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.monitor_port = free_port()
+        self.process: Optional[Process] = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{HOST}:{self.port}"
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("nats-server") is not None
+
+    def start(self, timeout: float = START_TIMEOUT) -> "NatsServer":
+        self.process = Process([shutil.which("nats-server") or "nats-server", "-a", HOST, "-p", str(self.port),
+                                "-m", str(self.monitor_port)])
+        try:
+            wait_until(self.answering, f"nats-server answering on port {self.port}", timeout=timeout)
+        except AssertionError:
+            self.stop()
+            raise
+        return self
+
+    def answering(self) -> bool:
+        try:
+            with socket.create_connection((HOST, self.port), timeout=1.0) as sock:
+                return sock.recv(4096).startswith(b"INFO")
+        except OSError:
+            return False
+
+    def subscriptions(self, subject: str) -> int:
+        """How many subscriptions the server holds on exactly this subject."""
+        response = http_get(self.monitor_port, "/subsz?subs=1&limit=100000")
+        listed = json.loads(response.body).get("subscriptions_list") or []
+        return sum(1 for entry in listed if entry.get("subject") == subject)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(grace=5.0)
+            self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()

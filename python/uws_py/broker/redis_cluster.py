@@ -37,6 +37,8 @@ logger = logging.getLogger("uws_py.broker")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 # redis-py's asyncio RedisCluster has pubsub()/ssubscribe from this version on.
 REDIS_PY_MINIMUM = (8, 0)
+# Seconds between pings of the cluster while no receiving connection is open.
+HEALTH_INTERVAL = 1.0
 
 
 def hash_tag(topic: str) -> str:
@@ -282,6 +284,24 @@ class RedisClusterBroker(RedisBroker):
                 pass
         shards.clear()
 
+    async def _watch(self, shards: dict[str, _Shard]) -> None:
+        """Returns once a receiving connection is lost; without any (no topic subscribed) a
+        node is pinged every second, so an unreachable cluster is reported all the same."""
+        from redis.asyncio.cluster import RedisCluster
+
+        assert self._lost is not None
+        while not self._lost.is_set():
+            try:
+                await asyncio.wait_for(self._lost.wait(), HEALTH_INTERVAL)
+            except asyncio.TimeoutError:
+                if shards:
+                    continue
+                try:
+                    await asyncio.wait_for(self._topology.ping(target_nodes=RedisCluster.RANDOM), HEALTH_INTERVAL)
+                except Exception as exc:
+                    logger.warning("the Redis Cluster does not answer: %s; reconnecting", exc)
+                    return
+
     async def _subscriber(self) -> None:
         backoff = BACKOFF_START
         first = True
@@ -335,7 +355,7 @@ class RedisClusterBroker(RedisBroker):
             for topic in set(self._topics) - set(topics):
                 await self._apply_subscription(topic, True)
             try:
-                await self._lost.wait()
+                await self._watch(shards)
             finally:
                 self._shards = None
                 self._connection_lost()
