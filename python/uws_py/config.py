@@ -77,6 +77,8 @@ class ServeConfig:
         if self.history_store is not None:
             if not (self.broker or "").startswith(("nats://", "tls://")):
                 raise ConfigError("--history-store goes with a nats:// --broker (a Redis broker keeps history itself)")
+            if not self.history_store.startswith(("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")):
+                raise ConfigError(f"--history-store must be a redis:// or redis+cluster:// URL, not {self.history_store!r}")
             parse_broker_url(self.history_store)
         for spec in self.history:
             parse_history(spec)
