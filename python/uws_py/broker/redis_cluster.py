@@ -141,8 +141,12 @@ class RedisClusterBroker(RedisBroker):
         super().__init__(url, channel_prefix)
         self._shards: Optional[dict[str, _Shard]] = None
         self._topology: Any = None
-        self._lost: Optional[asyncio.Event] = None
         self._shard_lock: Optional[asyncio.Lock] = None
+        # Set when a repair pass is due; the topics whose subscription is to be made (again);
+        # the channels subscribed by the running pass whose confirmation has not come yet.
+        self._repair = asyncio.Event()
+        self._homeless: set[str] = set()
+        self._pending_confirmations: set[bytes] = set()
 
     def channel(self, topic: str) -> str:
         return cluster_channel(self.prefix, topic)
@@ -175,7 +179,6 @@ class RedisClusterBroker(RedisBroker):
     async def _publisher(self) -> None:
         assert self._outbox is not None
         client: Any = None
-        backoff = BACKOFF_START
         while not self._stopping:
             topic, payload = await self._outbox.get()
             frame = self.origin + b"|" + payload
@@ -185,7 +188,6 @@ class RedisClusterBroker(RedisBroker):
                         client = await self._connect()
                     await client.spublish(self.channel(topic), frame)
                     self._counters["published"] += 1
-                    backoff = BACKOFF_START
                     break
                 except Exception as exc:
                     logger.debug("Redis Cluster publish failed (attempt %d): %s", attempt, exc)
@@ -196,34 +198,35 @@ class RedisClusterBroker(RedisBroker):
                             pass
                         client = None
                     if attempt == 2:
+                        # Only this message is lost: the next ones may go to healthy shards.
                         self._failed(1)
-                        # No reachable owner: a short pause, so a failover is not met with a busy loop.
-                        await asyncio.sleep(backoff)
-                        backoff = min(BACKOFF_CAP, backoff * 2)
-                        self._drain_outbox_as_failed()
 
     async def _apply_subscription(self, topic: str, subscribe: bool) -> None:
         shards, lock = self._shards, self._shard_lock
-        if shards is None or lock is None:
-            return  # applied from self._topics on (re)connection
+        if shards is None or lock is None or topic in self._homeless:
+            return  # made by the next repair pass
         channel = self.channel(topic)
         key = channel.encode("utf-8", "surrogateescape")
-        try:
-            async with lock:
+        async with lock:
+            shard: Optional[_Shard] = None
+            try:
                 if subscribe and topic in self._topics:
                     shard = await self._shard_for(shards, channel)
                     if key not in shard.channels:
                         shard.channels.add(key)
                         await shard.pubsub.ssubscribe(channel)
                 elif not subscribe and topic not in self._topics:
-                    for shard in shards.values():
+                    for shard in list(shards.values()):
                         if key in shard.channels:
                             shard.channels.discard(key)
                             await shard.pubsub.sunsubscribe(channel)
-        except Exception as exc:
-            logger.warning("Redis Cluster (un)subscribe of %r failed: %s; resubscribing everything", topic, exc)
-            if self._lost is not None:
-                self._lost.set()
+            except Exception as exc:
+                logger.warning("Redis Cluster (un)subscribe of %r failed: %s", topic, exc)
+                if shard is not None:
+                    await self._shard_failed(shard)
+                elif subscribe:
+                    self._homeless.add(topic)
+                    self._repair.set()
 
     async def _shard_for(self, shards: dict[str, _Shard], channel: str) -> _Shard:
         """The receiving connection of channel's master, opened on first use."""
@@ -236,7 +239,7 @@ class RedisClusterBroker(RedisBroker):
         if shard is None:
             parsed = parse_cluster_url(self.url)
             # No retry inside redis-py: a lost connection must surface here, so that the loss
-            # is reported and every topic is subscribed again at its current owner.
+            # is reported and the shard's topics are subscribed again at their current owner.
             client = aioredis.Redis(host=node.host, port=node.port, ssl=parsed["ssl"], username=parsed["username"],
                                     password=parsed["password"], socket_connect_timeout=2, socket_keepalive=True,
                                     retry=Retry(NoBackoff(), 0))
@@ -261,13 +264,36 @@ class RedisClusterBroker(RedisBroker):
                     self._subscription_confirmed(message["channel"])
                 elif kind == "sunsubscribe" and message["channel"] in shard.channels:
                     # Not asked for: Redis moved the slot away from this master.
-                    raise ConnectionError(f"{shard.name} dropped {message['channel']!r} (slot moved)")
+                    logger.warning("%s dropped %r (its slot moved); resubscribing it", shard.name, message["channel"])
+                    shard.channels.discard(message["channel"])
+                    self._lose({message["channel"]})
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            logger.warning("lost the Redis Cluster connection to %s: %s; resubscribing", shard.name, exc)
-            if self._lost is not None:
-                self._lost.set()
+            logger.warning("lost the Redis Cluster connection to %s: %s; resubscribing its %d topic(s)",
+                           shard.name, exc, len(shard.channels))
+            shard.task = None  # this task ends here; _shard_failed must not wait for it
+            await self._shard_failed(shard)
+
+    async def _shard_failed(self, shard: _Shard) -> None:
+        """shard's connection is gone: its topics go to the next repair pass; the others stay."""
+        if self._shards is not None and self._shards.get(shard.name) is shard:
+            del self._shards[shard.name]
+        channels, shard.channels = set(shard.channels), set()
+        await self._close_shards({shard.name: shard})
+        self._lose(channels)
+
+    def _lose(self, channels: set[bytes]) -> None:
+        """Publications on channels may be missed from now on: reported, and repaired."""
+        self._homeless.update(self.topic_of(channel) for channel in channels)
+        with self._subscription_lock:
+            self._confirmed -= channels
+        self._resubscribing = None
+        if self._counters["connected"]:
+            self._counters["connected"] = 0
+            if not self._stopping:
+                self._notify(self._on_connection, False)
+        self._repair.set()
 
     async def _close_shards(self, shards: dict[str, _Shard]) -> None:
         for shard in shards.values():
@@ -284,79 +310,110 @@ class RedisClusterBroker(RedisBroker):
                 pass
         shards.clear()
 
-    async def _watch(self, shards: dict[str, _Shard]) -> None:
-        """Returns once a receiving connection is lost; without any (no topic subscribed) a
-        node is pinged every second, so an unreachable cluster is reported all the same."""
+    async def _watch(self) -> None:
+        """Returns once a repair is due; while no receiving connection is open (no topic
+        subscribed) a node is pinged every second, so an unreachable cluster is reported
+        all the same."""
         from redis.asyncio.cluster import RedisCluster
 
-        assert self._lost is not None
-        while not self._lost.is_set():
+        while not self._repair.is_set():
             try:
-                await asyncio.wait_for(self._lost.wait(), HEALTH_INTERVAL)
+                await asyncio.wait_for(self._repair.wait(), HEALTH_INTERVAL)
             except asyncio.TimeoutError:
-                if shards:
+                if self._shards:
                     continue
                 try:
                     await asyncio.wait_for(self._topology.ping(target_nodes=RedisCluster.RANDOM), HEALTH_INTERVAL)
                 except Exception as exc:
                     logger.warning("the Redis Cluster does not answer: %s; reconnecting", exc)
-                    return
+                    self._lose(set())
+
+    async def _repair_pass(self, shards: dict[str, _Shard], refresh: bool) -> None:
+        """Subscribes every homeless topic at its current owner; a master that fails is
+        skipped for the rest of the pass (its topics stay homeless). Raises when the cluster
+        cannot be reached at all."""
+        if self._topology is None:
+            self._topology = await self._connect()
+        elif refresh:
+            # The slot map as it is now (after a failover the replica owns the slots).
+            await self._topology.nodes_manager.initialize()
+        dead: set[str] = set()
+        subscribed: set[bytes] = set()
+        async with self._shard_lock:
+            for topic in list(self._homeless):
+                if topic not in self._topics:
+                    self._homeless.discard(topic)
+                    continue
+                channel = self.channel(topic)
+                try:
+                    node = self._topology.get_node_from_key(channel)
+                except Exception as exc:  # the slot has no master right now
+                    logger.debug("Redis Cluster has no owner for %r yet: %s", channel, exc)
+                    continue
+                if node.name in dead:
+                    continue
+                shard = await self._shard_for(shards, channel)
+                key = channel.encode("utf-8", "surrogateescape")
+                try:
+                    shard.channels.add(key)
+                    await shard.pubsub.ssubscribe(channel)
+                except Exception as exc:
+                    logger.debug("Redis Cluster subscribe at %s failed: %s", node.name, exc)
+                    dead.add(node.name)
+                    lost = shard.channels & subscribed
+                    shards.pop(node.name, None)
+                    shard.channels = set()
+                    await self._close_shards({node.name: shard})
+                    self._homeless.update(self.topic_of(channel) for channel in lost)
+                    subscribed -= lost
+                    continue
+                self._homeless.discard(topic)
+                subscribed.add(key)
+        with self._subscription_lock:
+            self._pending_confirmations |= subscribed - self._confirmed
 
     async def _subscriber(self) -> None:
         backoff = BACKOFF_START
         first = True
         self._shard_lock = asyncio.Lock()
+        self._repair = asyncio.Event()
+        self._homeless = set(self._topics)
+        self._shards = shards = {}
         while not self._stopping:
-            shards: dict[str, _Shard] = {}
-            self._lost = asyncio.Event()
-            topics = list(self._topics)
+            self._repair.clear()
+            self._pending_confirmations = set()
             try:
-                if self._topology is None:
-                    self._topology = await self._connect()
-                else:
-                    # The slot map as it is now (after a failover the replica owns the slots).
-                    await self._topology.nodes_manager.initialize()
-                async with self._shard_lock:
-                    for topic in topics:
-                        channel = self.channel(topic)
-                        shard = await self._shard_for(shards, channel)
-                        shard.channels.add(channel.encode("utf-8", "surrogateescape"))
-                        await shard.pubsub.ssubscribe(channel)
-                    for shard in shards.values():
-                        await shard.client.ping()
+                await self._repair_pass(shards, refresh=not first)
             except Exception as exc:
-                self._counters["connected"] = 0
-                logger.debug("Redis Cluster subscriber connect failed: %s", exc)
+                logger.debug("Redis Cluster unreachable: %s", exc)
                 await self._close_shards(shards)
+                self._homeless.update(self._topics)
                 if self._topology is not None:
                     try:
                         await self._topology.aclose()
                     except Exception:
                         pass
                     self._topology = None
+                self._lose(set())
+                self._repair.clear()
                 await asyncio.sleep(backoff)
                 backoff = min(BACKOFF_CAP, backoff * 2)
                 continue
-            if not first:
+            if self._homeless & self._topics:
+                await asyncio.sleep(backoff)  # a master is unreachable: wait for its replica
+                backoff = min(BACKOFF_CAP, backoff * 2)
+                continue
+            if not first and not self._counters["connected"]:
                 self._counters["reconnects"] += 1
-                logger.info("reconnected to the Redis Cluster; resubscribed to %d topic(s) on %d shard(s)",
-                            len(topics), len(shards))
+                logger.info("Redis Cluster subscriptions repaired: %d topic(s) on %d shard(s)",
+                            len(self._topics), len(shards))
             first = False
             backoff = BACKOFF_START
-            self._counters["connected"] = 1
-            self._resubscribing = {self.channel(t).encode("utf-8", "surrogateescape") for t in topics}
-            with self._subscription_lock:
-                self._resubscribing -= self._confirmed
-            if not self._resubscribing:
-                self._resubscribing = None
-                self._notify(self._on_connection, True)
-            self._shards = shards
+            if not self._counters["connected"]:
+                self._counters["connected"] = 1
+                if self._pending_confirmations:
+                    self._resubscribing = self._pending_confirmations
+                else:
+                    self._notify(self._on_connection, True)
             self.ready.set()
-            for topic in set(self._topics) - set(topics):
-                await self._apply_subscription(topic, True)
-            try:
-                await self._watch(shards)
-            finally:
-                self._shards = None
-                self._connection_lost()
-                await self._close_shards(shards)
+            await self._watch()

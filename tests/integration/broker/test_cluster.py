@@ -204,7 +204,13 @@ def test_master_killed_during_traffic_replica_promoted_history_complete_plain_lo
         told = set()
         expected_plain_after = set(plain_topics)
         while expected_plain_after or any(seen[t][-1:] != accepted[t][-1:] for t in history_topics if t not in told):
-            message = subscriber.recv(15.0)
+            try:
+                message = subscriber.recv(15.0)
+            except TimeoutError:
+                raise AssertionError(
+                    f"delivery stopped: history seen {seen}, acknowledged {accepted}, told to recover {told}; "
+                    f"plain topics still waiting for 'after': {expected_plain_after}; "
+                    f"log of the subscribing process: {b.stderr_text()[-3000:]}") from None
             topic = message.get("topic")
             if message["type"] == "UNSUBSCRIBED":
                 assert (message["reason"], message["resubscribe"]) == ("insufficient_state", True), message
