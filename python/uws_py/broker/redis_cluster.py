@@ -14,12 +14,14 @@ after a failover.
   ``uws:{<digest>}<topic>``.
 - Connections: one publishing cluster client (a connection per master it talks to) and one
   receiving connection per master that owns a subscribed topic's slot, never one per topic.
-- Failover: when a receiving connection is lost (its master died, or Redis moved the slot and
-  sent ``sunsubscribe``), every receiving connection is closed, ``on_connection(False)`` is
-  reported, the slot map is read again, and every topic is subscribed again at its (new)
-  owner with backoff until that works; then ``on_connection(True)``. Publishes that fail
-  meanwhile (the slot has no reachable master) are retried once and then counted in
-  ``publish_failures``, exactly as with one Redis.
+- Failover: when a receiving connection is lost (its master died) or Redis moved a slot away
+  (it sends ``sunsubscribe``), that shard's topics are subscribed again at their current owner
+  after the slot map is read again, retried with backoff until the replica has taken over;
+  the other shards' connections stay. The loss is reported (``on_connection(False)``,
+  ``connected`` 0) and ``on_connection(True)`` follows once every topic is confirmed again.
+  A cluster publish that fails (the slot has no reachable master) is tried again on a fresh
+  client after short pauses (``PUBLISH_RETRY_PAUSES``), then counted in ``publish_failures``;
+  only that message is dropped.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 REDIS_PY_MINIMUM = (8, 0)
 # Seconds between pings of the cluster while no receiving connection is open.
 HEALTH_INTERVAL = 1.0
+# A publish whose slot has no reachable master is tried again after these pauses (a fresh
+# client each time: the slot map may have changed), then dropped and counted. Messages behind
+# it wait meanwhile, so one publisher's order is kept.
+PUBLISH_RETRY_PAUSES = (0.0, 0.1, 0.3, None)
+# Seconds for one connect or one publish before it counts as failed.
+PUBLISH_TIMEOUT = 5.0
 
 
 def hash_tag(topic: str) -> str:
@@ -156,21 +164,12 @@ class RedisClusterBroker(RedisBroker):
         tag, _, after = rest[1:].partition("}")
         return after if after else tag
 
-    def shard_of(self, topic: str) -> Optional[str]:
-        """The ``host:port`` of the master whose receiving connection carries topic, None
-        while it is not subscribed. Broker thread state, read for tests and diagnostics."""
-        channel = self.channel(topic).encode("utf-8", "surrogateescape")
-        for name, shard in dict(self._shards or {}).items():
-            if channel in shard.channels:
-                return name
-        return None
-
     # -- broker thread ---------------------------------------------------------------------
 
     async def _connect(self) -> Any:
-        client = cluster_client(self.url, socket_keepalive=True)
+        client = cluster_client(self.url, timeout=PUBLISH_TIMEOUT, socket_keepalive=True)
         try:
-            await client.initialize()
+            await asyncio.wait_for(client.initialize(), PUBLISH_TIMEOUT)
         except BaseException:
             await client.aclose()
             raise
@@ -182,29 +181,33 @@ class RedisClusterBroker(RedisBroker):
         while not self._stopping:
             topic, payload = await self._outbox.get()
             frame = self.origin + b"|" + payload
-            for attempt in (1, 2):
+            for attempt, pause in enumerate(PUBLISH_RETRY_PAUSES, 1):
                 try:
                     if client is None:
                         client = await self._connect()
-                    await client.spublish(self.channel(topic), frame)
+                    await asyncio.wait_for(client.spublish(self.channel(topic), frame), PUBLISH_TIMEOUT)
                     self._counters["published"] += 1
                     break
                 except Exception as exc:
-                    logger.debug("Redis Cluster publish failed (attempt %d): %s", attempt, exc)
+                    logger.debug("Redis Cluster publish failed (attempt %d): %r", attempt, exc)
                     if client is not None:
                         try:
-                            await client.aclose()
+                            await asyncio.wait_for(client.aclose(), PUBLISH_TIMEOUT)
                         except Exception:
                             pass
                         client = None
-                    if attempt == 2:
+                    if pause is None:
                         # Only this message is lost: the next ones may go to healthy shards.
                         self._failed(1)
+                    else:
+                        await asyncio.sleep(pause)
 
     async def _apply_subscription(self, topic: str, subscribe: bool) -> None:
         shards, lock = self._shards, self._shard_lock
-        if shards is None or lock is None or topic in self._homeless:
-            return  # made by the next repair pass
+        if shards is None or lock is None or self._topology is None or topic in self._homeless:
+            if subscribe:
+                self._homeless.add(topic)  # made by the next repair pass
+            return
         channel = self.channel(topic)
         key = channel.encode("utf-8", "surrogateescape")
         async with lock:
