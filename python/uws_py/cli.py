@@ -182,14 +182,14 @@ def realtime_keywords(config: ServeConfig, names: Sequence[str]) -> dict[str, An
     if "rate_limit" in names:
         limit = parse_rate_limit(config.rate_limit)
         keywords["rate_limit"] = RateLimit(messages=limit[0], per_seconds=limit[1]) if limit else None
-    if "broker" in names:
+    if "broker" in names or "history_store" in names:
         broker = None
         if config.broker:
-            from .broker.redis import RedisBroker
+            from .broker import from_url
 
             try:
-                broker = RedisBroker(config.broker)
-            except RuntimeError as exc:
+                broker = from_url(config.broker, config.history_store)
+            except (RuntimeError, ValueError) as exc:
                 raise ConfigError(str(exc)) from None
         keywords["broker"] = broker
     renamed = {"max_payload": "max_payload_length", "trusted_proxy": "trusted_proxies"}

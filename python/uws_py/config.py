@@ -45,7 +45,8 @@ class ServeConfig:
     compression: bool = field(default=True, metadata={"help": "permessage-deflate"})
     close_on_backpressure_limit: bool = field(default=True, metadata={
         "help": "close a client that falls 1 MiB behind with 1008 instead of dropping its messages"})
-    broker: Optional[str] = field(default=None, metadata={"help": "redis://host:port/db for pub/sub across workers"})
+    broker: Optional[str] = field(default=None, metadata={"help": "redis://host:port/db, redis+cluster://host:port,host:port or nats://host:port, for pub/sub across workers"})
+    history_store: Optional[str] = field(default=None, metadata={"help": "with a nats:// --broker: the redis:// or redis+cluster:// URL keeping history topics"})
     history: list[str] = field(default_factory=list, metadata={
         "help": "PATTERN[:SIZE[:TTL]] topics keeping a history, e.g. 'chat.*:100:300' (repeatable; "
                 "env: comma-separated; file: [[history]] pattern/size/ttl)"})
@@ -110,6 +111,12 @@ class ServeConfig:
         parse_rate_limit(self.rate_limit)
         if self.broker is not None:
             parse_broker_url(self.broker)
+        if self.history_store is not None:
+            if not (self.broker or "").startswith(("nats://", "tls://")):
+                raise ConfigError("--history-store goes with a nats:// --broker (a Redis broker keeps history itself)")
+            if not self.history_store.startswith(("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")):
+                raise ConfigError(f"--history-store must be a redis:// or redis+cluster:// URL, not {self.history_store!r}")
+            parse_broker_url(self.history_store)
         for spec in self.history:
             parse_history(spec)
         if self.report_interval < 0:
@@ -216,10 +223,31 @@ def _history_entry(entry: Any, source: str) -> str:
 
 
 def parse_broker_url(url: str) -> Any:
-    """Checks a redis:// or rediss:// URL; raises ConfigError naming what is wrong."""
+    """Checks a broker URL; raises ConfigError naming what is wrong. ``redis://`` and
+    ``rediss://`` give (host, port, db); ``redis+cluster://`` (and ``rediss+cluster://``)
+    the list of startup nodes (docs/topics/scaling.md)."""
     parts = urlsplit(url)
+    if parts.scheme in ("redis+cluster", "rediss+cluster"):
+        from .broker.redis_cluster import parse_cluster_url
+
+        try:
+            return parse_cluster_url(url)["nodes"]
+        except ValueError as exc:
+            raise ConfigError(f"--broker: {exc}") from None
+    if parts.scheme in ("nats", "tls"):
+        servers = []
+        for server in url.split(","):
+            server_parts = urlsplit(server.strip())
+            try:
+                port = server_parts.port
+            except ValueError:
+                raise ConfigError(f"--broker has an invalid port: {url!r}") from None
+            if server_parts.scheme not in ("nats", "tls") or not server_parts.hostname:
+                raise ConfigError(f"--broker: each NATS server is nats://host:port: {url!r}")
+            servers.append((server_parts.hostname, port or 4222))
+        return servers
     if parts.scheme not in ("redis", "rediss"):
-        raise ConfigError(f"--broker must be a redis:// or rediss:// URL, not {url!r}")
+        raise ConfigError(f"--broker must be a redis://, rediss://, redis+cluster:// or nats:// URL, not {url!r}")
     try:
         port = parts.port
     except ValueError:

@@ -393,3 +393,222 @@ class RealtimeClient:
     def close(self) -> None:
         """Closes TCP at once (the server sees the connection go without a handshake)."""
         self.ws.disconnect()
+
+
+def cluster_ports(count: int) -> list:
+    """count ports for cluster nodes: each node also listens on port + 10000 (the cluster bus),
+    so a port must be at most 55535 and both it and its bus port free right now."""
+    import random
+
+    found: list = []
+    candidates = random.sample(range(20000, 55535), 2000)
+    for port in candidates:
+        if len(found) == count:
+            break
+        probes = []
+        try:
+            for candidate in (port, port + 10000):
+                probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                probes.append(probe)
+                probe.bind((HOST, candidate))
+            found.append(port)
+        except OSError:
+            pass
+        finally:
+            for probe in probes:
+                probe.close()
+    assert len(found) == count, f"only {len(found)} free cluster port pair(s) found"
+    return found
+
+
+class RedisCluster:
+    """A Redis Cluster on loopback: ``masters * (1 + replicas)`` redis-server processes with
+    ``--cluster-enabled yes`` on free ports, each in its own directory under one temp dir,
+    joined by ``redis-cli --cluster create`` and waited for until every node reports
+    ``cluster_state:ok``. ``node_timeout`` (ms) is low so that a killed master's replica is
+    promoted within a few seconds. Stopped by PID (:meth:`cleanup`); :meth:`kill` SIGKILLs one."""
+
+    def __init__(self, masters: int = 3, replicas: int = 0, node_timeout: int = 1000) -> None:
+        self.masters = masters
+        self.replicas = replicas
+        self.node_timeout = node_timeout
+        self.workdir = tempfile.mkdtemp(prefix="uws-py-redis-cluster-")
+        self.ports = cluster_ports(masters * (1 + replicas))
+        self.processes: dict = {}
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://`` with every node as a startup node."""
+        return "redis+cluster://" + ",".join(f"{HOST}:{port}" for port in self.ports)
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("redis-server") is not None and shutil.which("redis-cli") is not None
+
+    def cli(self, port: int, *args: str, timeout: float = 10.0) -> str:
+        """One redis-cli command against the node on port; its stdout."""
+        done = subprocess.run([shutil.which("redis-cli") or "redis-cli", "-h", HOST, "-p", str(port), *args],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+        return done.stdout
+
+    def start(self, timeout: float = 30.0) -> "RedisCluster":
+        for port in self.ports:
+            directory = os.path.join(self.workdir, str(port))
+            os.makedirs(directory)
+            self.processes[port] = Process([
+                shutil.which("redis-server") or "redis-server",
+                "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
+                "--daemonize", "no", "--dir", directory,
+                "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                "--cluster-node-timeout", str(self.node_timeout),
+                # A replica's first sync starts at once (the default waits 5 s for more replicas):
+                # a replica that never synced is not promoted when its master dies.
+                "--repl-diskless-sync-delay", "0",
+            ])
+        deadline = time.monotonic() + timeout
+        try:
+            for port in self.ports:
+                wait_until(lambda port=port: self.cli(port, "PING").strip() == "PONG", f"redis node {port} answering",
+                           timeout=max(deadline - time.monotonic(), 1.0))
+            created = subprocess.run(
+                [shutil.which("redis-cli") or "redis-cli", "--cluster", "create",
+                 *(f"{HOST}:{port}" for port in self.ports),
+                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=max(deadline - time.monotonic(), 1.0))
+            assert created.returncode == 0, f"redis-cli --cluster create failed: {created.stdout[-2000:]} {created.stderr}"
+            self.wait_healthy(timeout=max(deadline - time.monotonic(), 1.0))
+            if self.replicas:
+                wait_until(lambda: self.synced_replicas() == self.masters * self.replicas,
+                           "every replica synced with its master", timeout=max(deadline - time.monotonic(), 1.0),
+                           interval=0.1)
+        except BaseException:
+            self.cleanup()
+            raise
+        return self
+
+    def live_ports(self) -> list:
+        return [port for port, process in self.processes.items() if process.popen.poll() is None]
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
+        """Every running node says cluster_state:ok and all slots are served by a running master."""
+        def healthy() -> bool:
+            live = self.live_ports()
+            if not all("cluster_state:ok" in self.cli(port, "CLUSTER", "INFO") for port in live):
+                return False
+            return len(self.master_ports()) == self.masters
+        wait_until(healthy, f"cluster of {len(self.ports)} node(s) reporting cluster_state:ok", timeout=timeout,
+                   interval=0.2)
+
+    def synced_replicas(self) -> int:
+        """How many running replicas have their link to the master up."""
+        return sum("master_link_status:up" in self.cli(port, "INFO", "replication") for port in self.live_ports())
+
+    def master_ports(self) -> list:
+        """Ports of running masters that serve slots, as a running node sees them."""
+        live = self.live_ports()
+        masters = []
+        for line in self.cli(live[0], "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if len(fields) < 9 or "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            port = int(fields[1].split("@", 1)[0].rsplit(":", 1)[1])
+            if port in live:
+                masters.append(port)
+        return sorted(masters)
+
+    def slot_ranges(self) -> list:
+        """(first slot, last slot, port) of every range a running master serves, from CLUSTER NODES."""
+        live = self.live_ports()
+        ranges = []
+        for line in self.cli(live[0], "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if len(fields) < 9 or "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            port = int(fields[1].split("@", 1)[0].rsplit(":", 1)[1])
+            for part in fields[8:]:
+                low, _, high = part.partition("-")
+                if low.isdigit():
+                    ranges.append((int(low), int(high or low), port))
+        return ranges
+
+    def port_of_slot(self, slot: int, ranges: Optional[list] = None) -> int:
+        """The port of the running master serving slot (ranges: a slot_ranges() to reuse)."""
+        for low, high, port in ranges if ranges is not None else self.slot_ranges():
+            if low <= slot <= high:
+                return port
+        raise AssertionError(f"no running master serves slot {slot}")
+
+    def stop_all(self) -> None:
+        """Stops every node (SIGTERM); their directories (and nodes.conf) stay."""
+        for process in self.processes.values():
+            process.stop(grace=5.0)
+
+    def start_all(self, timeout: float = 30.0) -> None:
+        """Starts every node again on its port, from its nodes.conf; waits for cluster_state:ok."""
+        for port, process in list(self.processes.items()):
+            self.processes[port] = Process(process.argv)
+        for port in self.ports:
+            wait_until(lambda port=port: self.cli(port, "PING").strip() == "PONG", f"redis node {port} answering",
+                       timeout=timeout)
+        self.wait_healthy(timeout=timeout)
+
+    def kill(self, port: int) -> None:
+        """SIGKILLs the node on port (a crash, not a shutdown)."""
+        process = self.processes[port]
+        process.popen.kill()
+        process.popen.wait(5)
+
+    def cleanup(self) -> None:
+        for process in self.processes.values():
+            process.stop(grace=5.0)
+        self.processes.clear()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class NatsServer:
+    """nats-server on a loopback port with its monitoring endpoint (for subscription counts);
+    stop() and start() again on the same ports to simulate an outage."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.monitor_port = free_port()
+        self.process: Optional[Process] = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{HOST}:{self.port}"
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("nats-server") is not None
+
+    def start(self, timeout: float = START_TIMEOUT) -> "NatsServer":
+        self.process = Process([shutil.which("nats-server") or "nats-server", "-a", HOST, "-p", str(self.port),
+                                "-m", str(self.monitor_port)])
+        try:
+            wait_until(self.answering, f"nats-server answering on port {self.port}", timeout=timeout)
+        except AssertionError:
+            self.stop()
+            raise
+        return self
+
+    def answering(self) -> bool:
+        try:
+            with socket.create_connection((HOST, self.port), timeout=1.0) as sock:
+                return sock.recv(4096).startswith(b"INFO")
+        except OSError:
+            return False
+
+    def subscriptions(self, subject: str) -> int:
+        """How many subscriptions the server holds on exactly this subject."""
+        response = http_get(self.monitor_port, "/subsz?subs=1&limit=100000")
+        listed = json.loads(response.body).get("subscriptions_list") or []
+        return sum(1 for entry in listed if entry.get("subject") == subject)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop(grace=5.0)
+            self.process = None
+
+    def cleanup(self) -> None:
+        self.stop()

@@ -339,6 +339,8 @@ def test_rate_limit_refusals(text):
         ("redis://cache.internal/3", ("cache.internal", 6379, 3)),
         ("redis://localhost", ("localhost", 6379, 0)),
         ("rediss://user:pw@secure.example:6390/1", ("secure.example", 6390, 1)),
+        ("redis+cluster://127.0.0.1:7000,127.0.0.1:7001", [("127.0.0.1", 7000), ("127.0.0.1", 7001)]),
+        ("nats://127.0.0.1:4222,nats://other", [("127.0.0.1", 4222), ("other", 4222)]),
     ],
 )
 def test_broker_urls_accepted(url, expected):
@@ -354,6 +356,8 @@ def test_broker_urls_accepted(url, expected):
         ("redis://127.0.0.1:99999/0", "port"),
         ("redis:///0", "host"),
         ("redis://127.0.0.1:6379/zero", "database"),
+        ("redis+cluster://127.0.0.1:port", "port"),
+        ("nats://127.0.0.1:4222,redis://x", "NATS server"),
     ],
 )
 def test_malformed_broker_urls_refused(url, named):
@@ -515,3 +519,9 @@ def test_dashboard_token_is_masked_and_must_be_long_enough() -> None:
         load(None, {}, {"dashboard_path": "dashboard"})
     with pytest.raises(ConfigError, match="--report-interval"):
         load(None, {}, {"report_interval": -1})
+def test_history_store_goes_with_a_nats_broker_only():
+    with pytest.raises(ConfigError, match="history-store"):
+        ServeConfig(broker="redis://127.0.0.1:6379/0", history_store="redis://127.0.0.1:6380/0").validate()
+    with pytest.raises(ConfigError, match="history-store must be"):
+        ServeConfig(broker="nats://127.0.0.1:4222", history_store="nats://127.0.0.1:4223").validate()
+    ServeConfig(broker="nats://127.0.0.1:4222", history_store="redis+cluster://127.0.0.1:7000").validate()

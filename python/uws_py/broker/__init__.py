@@ -23,7 +23,7 @@ Schedule = Callable[[Callable[[], None]], None]
 
 
 class Broker(ABC):
-    """The interface a broker implements (Redis today; NATS can sit beside it)."""
+    """The interface a broker implements (Redis, Redis Cluster, NATS)."""
 
     @abstractmethod
     def start(self, deliver: Deliver, schedule: Schedule, *, deliver_positioned: Optional[DeliverPositioned] = None,
@@ -66,3 +66,32 @@ class Broker(ABC):
     @abstractmethod
     def stats(self) -> dict[str, int]:
         """Counters: published, received, publish_failures, reconnects, connected (0/1)."""
+
+
+def from_url(url: str, history_store: Optional[str] = None) -> Broker:
+    """The broker a URL names: ``redis://``/``rediss://`` a :class:`~uws_py.broker.redis.RedisBroker`,
+    ``redis+cluster://``/``rediss+cluster://`` a
+    :class:`~uws_py.broker.redis_cluster.RedisClusterBroker`, ``nats://``/``tls://`` a
+    :class:`~uws_py.broker.nats.NatsBroker`.
+
+    Args: url: the broker URL; history_store: for a NATS broker, the Redis (or Redis Cluster)
+    URL that keeps history topics (None: no history topics).
+    Raises: RuntimeError when the client library is missing; ValueError for another scheme,
+    or a history_store beside a Redis broker (which is its own store).
+    """
+    scheme = url.partition("://")[0]
+    if scheme in ("nats", "tls"):
+        from .nats import NatsBroker
+
+        return NatsBroker(url, history=from_url(history_store) if history_store else None)
+    if history_store:
+        raise ValueError("--history-store is for a NATS broker; a Redis broker keeps the history itself")
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        from .redis_cluster import RedisClusterBroker
+
+        return RedisClusterBroker(url)
+    if scheme in ("redis", "rediss"):
+        from .redis import RedisBroker
+
+        return RedisBroker(url)
+    raise ValueError(f"no broker for URL scheme {scheme!r}")

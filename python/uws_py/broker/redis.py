@@ -1,5 +1,5 @@
-"""Redis pub/sub as the broker: one background thread with its own asyncio loop and
-redis-py's asyncio client, bridged to the server's loop through ``defer``.
+"""Redis pub/sub as the broker: redis-py's asyncio client on the broker thread
+(:class:`uws_py.broker.threaded.ThreadedBroker`).
 
 A message on channel ``uws:<topic>`` is framed ``<origin>|<payload>`` for a plain publish
 (``<origin>;<traceparent>|<payload>`` when tracing carries the publisher's span context) and
@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
-import time
-import uuid
-from typing import Any, Awaitable, Callable, Optional
+from typing import Any, Awaitable, Callable, Coroutine, Optional
 
-from . import Broker, Deliver, DeliverPositioned, OnConnection, Schedule
+from .threaded import ThreadedBroker, parse_frame
+
+__all__ = ["RedisBroker", "parse_frame", "CHANNEL_PREFIX"]
 
 logger = logging.getLogger("uws_py.broker")
 
@@ -30,20 +29,7 @@ Job = Callable[[], Awaitable[Any]]
 Done = Callable[[Any], None]
 
 
-def parse_frame(data: bytes) -> tuple[bytes, Optional[tuple[str, int]], bytes]:
-    """Splits a channel message into (origin, (epoch, offset) or None, payload).
-
-    Args: data: the message as Redis delivered it.
-    """
-    head, _, payload = data.partition(b"|")
-    origin, positioned, position = head.partition(b":")
-    if not positioned:
-        return origin, None, payload
-    epoch, _, offset = position.partition(b":")
-    return origin, (epoch.decode("ascii"), int(offset)), payload
-
-
-class RedisBroker(Broker):
+class RedisBroker(ThreadedBroker):
     """``RedisBroker("redis://host:port/db")`` (``rediss://`` for TLS).
 
     Every publish carries this process's id, so a process never delivers its own publish a
@@ -52,73 +38,27 @@ class RedisBroker(Broker):
     reconnects with backoff and subscribes again to every topic that has local subscribers.
     """
 
+    system = "Redis"
+    # Whether this is the Redis Cluster variant (sharded channels; the history store follows).
+    cluster = False
+
     def __init__(self, url: str, channel_prefix: str = CHANNEL_PREFIX) -> None:
         try:
             import redis.asyncio  # noqa: F401
         except ImportError:
             raise RuntimeError("the Redis broker needs redis-py: pip install 'uws-py[redis]'") from None
-        self.url = url
+        super().__init__(url)
         self.prefix = channel_prefix
-        self.origin = uuid.uuid4().hex.encode()
-        self._topics: set[str] = set()
-        self._deliver: Optional[Deliver] = None
-        self._deliver_positioned: Optional[DeliverPositioned] = None
-        self._deliver_traced: Optional[Callable[[str, bytes, bytes], None]] = None
-        self._on_connection: Optional[OnConnection] = None
         self._jobs: Optional[asyncio.Queue[tuple[Job, Done]]] = None
         self._unordered: set[asyncio.Task[None]] = set()
-        # Channels whose SUBSCRIBE Redis acknowledged on the current connection, callbacks
-        # waiting for an acknowledgement, and the channels a reconnection still waits for.
-        self._confirmed: set[bytes] = set()
-        self._waiting: dict[bytes, list[Callable[[], None]]] = {}
-        self._resubscribing: Optional[set[bytes]] = None
-        # Guards _confirmed and _waiting: subscribe() registers on the server's thread (also
-        # before the broker's loop runs), acknowledgements arrive on the broker's.
-        self._subscription_lock = threading.Lock()
-        self._schedule: Optional[Schedule] = None
-        self._loop: Optional[asyncio.AbstractEventLoop] = None
-        self._thread: Optional[threading.Thread] = None
-        self._outbox: Optional[asyncio.Queue[tuple[str, bytes, Optional[Callable[[bool], None]], bytes]]] = None
-        self._inbox: list[tuple[str, bytes, Optional[tuple[str, int]], bytes]] = []
-        self._inbox_lock = threading.Lock()
         self._pubsub: Any = None
-        self._stopping = False
-        self._last_failure_log = 0.0
-        self._counters = {"published": 0, "received": 0, "publish_failures": 0, "reconnects": 0, "connected": 0}
-        self.ready = threading.Event()
 
-    # -- server side (loop thread) ---------------------------------------------------------
+    def channel(self, topic: str) -> str:
+        """The Redis channel of topic (``uws:<topic>``)."""
+        return self.prefix + topic
 
-    # Plain publishes can carry a W3C traceparent (uws_py.monitoring.tracing).
-    supports_trace_context = True
-
-    def start(self, deliver: Deliver, schedule: Schedule, *, deliver_positioned: Optional[DeliverPositioned] = None,
-              on_connection: Optional[OnConnection] = None,
-              deliver_traced: Optional[Callable[[str, bytes, bytes], None]] = None) -> None:
-        """See :meth:`Broker.start`. ``on_connection(True)`` is called after every connection
-        (the first one too) once Redis acknowledged the subscription of every topic, so a
-        history read started from it misses nothing published afterwards.
-        ``deliver_traced(topic, payload, traceparent)`` gets the plain publishes that carry a
-        trace context (the others go to ``deliver``)."""
-        self._deliver = deliver
-        self._deliver_traced = deliver_traced
-        self._deliver_positioned = deliver_positioned
-        self._on_connection = on_connection
-        self._schedule = schedule
-        self._thread = threading.Thread(target=self._run, name="uws-py-redis", daemon=True)
-        self._thread.start()
-
-    def subscribe(self, topic: str, ready: Optional[Callable[[], None]] = None) -> None:
-        self._topics.add(topic)
-        if ready is not None:
-            channel = (self.prefix + topic).encode("utf-8", "surrogateescape")
-            with self._subscription_lock:
-                confirmed = channel in self._confirmed
-                if not confirmed:
-                    self._waiting.setdefault(channel, []).append(ready)
-            if confirmed:
-                self._notify(ready)
-        self._call(self._apply_subscription, topic, True)
+    def topic_of(self, channel: bytes) -> str:
+        return channel.decode("utf-8", "surrogateescape")[len(self.prefix):]
 
     def run(self, job: Job, done: Done, ordered: bool = True) -> None:
         """Awaits ``job()`` on the broker's loop and calls ``done(result)`` (the exception
@@ -146,63 +86,11 @@ class RedisBroker(Broker):
         else:
             loop.call_soon_threadsafe(self._start_job, job, done)
 
-    def unsubscribe(self, topic: str) -> None:
-        self._topics.discard(topic)
-        self._call(self._apply_subscription, topic, False)
-
-    def publish(self, topic: str, payload: bytes, done: Optional[Callable[[bool], None]] = None,
-                trace: bytes = b"") -> None:
-        """See :meth:`Broker.publish`; ``trace``: a W3C traceparent to carry, or empty."""
-        loop, outbox = self._loop, self._outbox
-        if loop is None or outbox is None:
-            self._failed(1)
-            self._notify(done, False)
-            return
-        loop.call_soon_threadsafe(outbox.put_nowait, (topic, payload, done, trace))
-
-    def stop(self) -> None:
-        self._stopping = True
-        loop = self._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(loop.stop)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def stats(self) -> dict[str, int]:
-        return dict(self._counters)
-
-    def _call(self, coroutine_function: Any, *args: Any) -> None:
-        loop = self._loop
-        if loop is not None:
-            asyncio.run_coroutine_threadsafe(coroutine_function(*args), loop)
-
-    def _failed(self, count: int) -> None:
-        self._counters["publish_failures"] += count
-        now = time.monotonic()
-        if now - self._last_failure_log > 1.0:
-            self._last_failure_log = now
-            logger.warning("Redis unreachable: %d publish(es) not sent to other processes so far",
-                           self._counters["publish_failures"])
-
     # -- broker thread ---------------------------------------------------------------------
 
-    def _run(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        self._outbox = asyncio.Queue()
+    def _tasks(self) -> list[Coroutine[Any, Any, None]]:
         self._jobs = asyncio.Queue()
-        loop.create_task(self._publisher())
-        loop.create_task(self._job_runner())
-        loop.create_task(self._subscriber())
-        try:
-            loop.run_forever()
-        finally:
-            tasks = asyncio.all_tasks(loop)
-            for task in tasks:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-            loop.close()
+        return [self._publisher(), self._job_runner(), self._subscriber()]
 
     async def _connect(self) -> Any:
         import redis.asyncio as aioredis
@@ -235,9 +123,8 @@ class RedisBroker(Broker):
                         topic, payload, done, trace = await self._outbox.get()
                     else:
                         (topic, payload, done, trace), retry = retry, None
-                    head = self.origin + b";" + trace if trace else self.origin
                     try:
-                        await client.publish(self.prefix + topic, head + b"|" + payload)
+                        await client.publish(self.channel(topic), self.frame_head(trace) + b"|" + payload)
                     except Exception:
                         # A connection that died while idle is only found out by using it:
                         # the message gets one more try on a fresh connection.
@@ -251,15 +138,6 @@ class RedisBroker(Broker):
                     await client.aclose()
                 except Exception:
                     pass
-
-    def _drain_outbox_as_failed(self) -> None:
-        assert self._outbox is not None
-        dropped = 0
-        while not self._outbox.empty():
-            self._notify(self._outbox.get_nowait()[2], False)
-            dropped += 1
-        if dropped:
-            self._failed(dropped)
 
     async def _job_runner(self) -> None:
         assert self._jobs is not None
@@ -281,19 +159,15 @@ class RedisBroker(Broker):
             result = exc
         self._schedule(lambda: done(result))
 
-    def _notify(self, callback: Optional[Callable[..., None]], *args: Any) -> None:
-        if callback is not None and self._schedule is not None:
-            self._schedule(lambda: callback(*args))
-
     async def _apply_subscription(self, topic: str, subscribe: bool) -> None:
         pubsub = self._pubsub
         if pubsub is None:
             return  # applied from self._topics on (re)connection
         try:
             if subscribe and topic in self._topics:
-                await pubsub.subscribe(self.prefix + topic)
+                await pubsub.subscribe(self.channel(topic))
             elif not subscribe and topic not in self._topics:
-                await pubsub.unsubscribe(self.prefix + topic)
+                await pubsub.unsubscribe(self.channel(topic))
         except Exception as exc:
             logger.debug("Redis (un)subscribe failed: %s", exc)
 
@@ -307,7 +181,7 @@ class RedisBroker(Broker):
                 pubsub = client.pubsub(ignore_subscribe_messages=False)
                 topics = list(self._topics)
                 if topics:
-                    await pubsub.subscribe(*(self.prefix + t for t in topics))
+                    await pubsub.subscribe(*(self.channel(t) for t in topics))
                 else:
                     # redis-py needs one subscription before listening; this one never carries data.
                     await pubsub.subscribe(self.prefix + "\x00idle")
@@ -324,14 +198,14 @@ class RedisBroker(Broker):
             backoff = BACKOFF_START
             self._pubsub = pubsub
             self._counters["connected"] = 1
-            self._resubscribing = {(self.prefix + t).encode("utf-8", "surrogateescape") for t in topics}
+            self._resubscribing = {self.channel(t).encode("utf-8", "surrogateescape") for t in topics}
             if not self._resubscribing:
                 self._resubscribing = None
                 self._notify(self._on_connection, True)
             self.ready.set()
             # Topics that changed while we were connecting.
             for topic in set(self._topics) - set(topics):
-                await pubsub.subscribe(self.prefix + topic)
+                await pubsub.subscribe(self.channel(topic))
             try:
                 while True:
                     message = await pubsub.get_message(timeout=1.0)
@@ -346,57 +220,9 @@ class RedisBroker(Broker):
                 logger.warning("lost the Redis connection: %s; reconnecting", exc)
             finally:
                 self._pubsub = None
-                self._counters["connected"] = 0
-                with self._subscription_lock:
-                    self._confirmed.clear()
-                self._resubscribing = None
-                if not self._stopping:
-                    self._notify(self._on_connection, False)
+                self._connection_lost()
                 try:
                     await pubsub.aclose()
                     await client.aclose()
                 except Exception:
                     pass
-
-    def _subscription_confirmed(self, channel: bytes) -> None:
-        with self._subscription_lock:
-            self._confirmed.add(channel)
-            waiting = self._waiting.pop(channel, ())
-        for ready in waiting:
-            self._notify(ready)
-        pending = self._resubscribing
-        if pending is not None:
-            pending.discard(channel)
-            if not pending:
-                self._resubscribing = None
-                self._notify(self._on_connection, True)
-
-    def _received(self, channel: bytes, data: bytes) -> None:
-        origin, position, payload = parse_frame(data)
-        origin, _, trace = origin.partition(b";")
-        if origin == self.origin and position is None:
-            # Our own plain publish: local subscribers already have it. A history publication
-            # is delivered here even to its own process, so local order is offset order too.
-            return
-        topic = channel.decode("utf-8", "surrogateescape")[len(self.prefix):]
-        self._counters["received"] += 1
-        with self._inbox_lock:
-            self._inbox.append((topic, payload, position, trace))
-            first = len(self._inbox) == 1
-        if first and self._schedule is not None:
-            # One defer per burst: the loop thread takes everything received so far.
-            self._schedule(self._flush_inbox)
-
-    def _flush_inbox(self) -> None:
-        with self._inbox_lock:
-            batch, self._inbox = self._inbox, []
-        deliver, deliver_positioned, deliver_traced = self._deliver, self._deliver_positioned, self._deliver_traced
-        if deliver is None:
-            return
-        for topic, payload, position, trace in batch:
-            if position is not None and deliver_positioned is not None:
-                deliver_positioned(topic, payload, position[0], position[1])
-            elif trace and deliver_traced is not None:
-                deliver_traced(topic, payload, trace)
-            else:
-                deliver(topic, payload)

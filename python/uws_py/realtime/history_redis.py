@@ -1,7 +1,8 @@
 """History kept in Redis, so every worker and machine sees one history and one offset sequence
 per topic.
 
-Per topic two keys share the hash tag ``{topic}`` (one Redis Cluster slot): a stream
+Per topic two keys share the hash tag ``{topic}`` (one Redis Cluster slot; a topic with a
+brace in it is tagged by a digest, ``uws_py.broker.redis_cluster.hash_tag``): a stream
 ``uws:h:{topic}:s`` (one entry per publication, ID ``<offset>-0``, trimmed by ``MAXLEN size``)
 and a hash ``uws:h:{topic}:m`` holding ``epoch`` and ``top``. One Lua script assigns the
 offset, appends, sets the expiries and PUBLISHes on the broker's channel, so broker delivery
@@ -23,6 +24,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from ..broker.redis import CHANNEL_PREFIX
+from ..broker.redis_cluster import cluster_channel, cluster_client, hash_tag
 from .history import (
     DEFAULT_RECOVER_LIMIT,
     POSITION_TTL_FACTOR,
@@ -92,6 +94,11 @@ return {epoch, top, entries}
 UNAVAILABLE_REPLIES = ("OOM", "READONLY", "MASTERDOWN", "NOREPLICAS", "CLUSTERDOWN", "TRYAGAIN", "LOADING")
 
 
+def sharded(script: str) -> str:
+    """script with its PUBLISH made SPUBLISH (Redis Cluster: the channel is in the keys' slot)."""
+    return script.replace("redis.call('PUBLISH',", "redis.call('SPUBLISH',")
+
+
 class _Script:
     __slots__ = ("source", "sha")
 
@@ -105,11 +112,13 @@ class RedisHistory:
 
     def __init__(self, url: str, policy: HistoryPolicy, metrics: Optional[HistoryMetrics] = None, *,
                  origin: bytes = b"", channel_prefix: str = CHANNEL_PREFIX, key_prefix: str = KEY_PREFIX,
-                 timeout: float = TIMEOUT, epochs: Callable[[], str] = new_epoch) -> None:
+                 timeout: float = TIMEOUT, epochs: Callable[[], str] = new_epoch, cluster: bool = False) -> None:
         """Args: url: ``redis://host:port/db``; policy: which topics keep history; metrics:
         counters to add to; origin: the publishing process's broker origin (its own copy is
         then recognised); channel_prefix: the broker's; key_prefix: of the two keys per topic;
-        timeout: seconds per connect and per reply; epochs: makes a fresh epoch.
+        timeout: seconds per connect and per reply; epochs: makes a fresh epoch; cluster: the
+        url is ``redis+cluster://...`` (redis-py's cluster client; the scripts ``SPUBLISH``
+        on the topic's sharded channel, in the slot of its keys).
         """
         self.url = url
         self.policy = policy
@@ -120,7 +129,9 @@ class RedisHistory:
         self.timeout = timeout
         self._epochs = epochs
         self._client: Any = None
-        self._publish = _Script(PUBLISH_LUA)
+        self.cluster = cluster
+        # In a cluster the script's channel is sharded: SPUBLISH, in the slot of the keys.
+        self._publish = _Script(sharded(PUBLISH_LUA) if cluster else PUBLISH_LUA)
         self._read = _Script(READ_LUA)
 
     @classmethod
@@ -130,12 +141,18 @@ class RedisHistory:
 
         Args: broker: the process's RedisBroker; policy, metrics: as for the constructor.
         """
-        return cls(broker.url, policy, metrics, origin=broker.origin, channel_prefix=broker.prefix)
+        return cls(broker.url, policy, metrics, origin=broker.origin, channel_prefix=broker.prefix,
+                   cluster=broker.cluster)
 
     def keys(self, topic: str) -> tuple[str, str]:
         """The stream and meta keys of topic (hash-tagged on the topic)."""
-        base = f"{self.key_prefix}{{{topic}}}"
+        tag = hash_tag(topic)
+        base = f"{self.key_prefix}{{{tag}}}" + ("" if tag == topic else topic)
         return base + ":s", base + ":m"
+
+    def channel(self, topic: str) -> str:
+        """The broker channel the publish script sends topic's publications on."""
+        return cluster_channel(self.channel_prefix, topic) if self.cluster else self.channel_prefix + topic
 
     async def publish(self, topic: str, head: bytes, tail: bytes) -> tuple[Position, Publication]:
         """Assigns the offset, appends and publishes to the broker channel, atomically.
@@ -148,7 +165,7 @@ class RedisHistory:
         ttl_ms = max(1, int(options.ttl * 1000))
         epoch, offset = await self._call(
             self._publish, self.keys(topic),
-            (self.channel_prefix + topic, self.origin, head, tail, options.size, ttl_ms,
+            (self.channel(topic), self.origin, head, tail, options.size, ttl_ms,
              ttl_ms * POSITION_TTL_FACTOR, self._epochs()),
         )
         offset = int(offset)
@@ -268,6 +285,11 @@ class RedisHistory:
         return Position(epoch.decode(), int(top)), found
 
     def _connection(self) -> Any:
+        if self._client is None and self.cluster:
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            self._client = cluster_client(self.url, timeout=self.timeout, retry=Retry(NoBackoff(), 1))
         if self._client is None:
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
@@ -298,7 +320,7 @@ class RedisHistory:
             # Sent but not answered: a slow (frozen) Redis may still run it.
             raise HistoryUnavailable(f"history storage did not answer within {self.timeout} s at {self.url} "
                                      f"(a write may still be applied)") from exc
-        except (exceptions.ConnectionError, OSError) as exc:
+        except (exceptions.ConnectionError, OSError, exceptions.ClusterError, exceptions.RedisClusterException) as exc:
             raise HistoryUnavailable(f"history storage unreachable at {self.url}: {exc}") from exc
         except exceptions.ResponseError as exc:
             failure = self._failure(exc)

@@ -217,8 +217,11 @@ class Engine:
         """
         broker = self.options.broker
         if broker is not None and self.pubsub.relay is None:
+            # A NATS broker keeps history topics on the Redis broker beside it.
+            broker = getattr(broker, "history_broker", broker)
             if not hasattr(broker, "run"):
-                raise ValueError("history with a broker needs the Redis broker (its store is Redis)")
+                raise ValueError("history with a broker needs Redis (its store): a Redis broker, or a NATS "
+                                 "broker with a Redis history broker (--history-store)")
             from .history import DeliveryTracker
             from .history_redis import RedisHistory
             from .relay import HistoryRelay

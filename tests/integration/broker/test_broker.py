@@ -1,5 +1,6 @@
-"""`uws-py serve --broker redis://...`: pub/sub across processes through a real redis-server
-started on a free loopback port (docs/scaling.md, "The Redis broker")."""
+"""`uws-py serve --broker ...`: pub/sub across processes through a real broker started on free
+loopback ports: each test runs against one redis-server, a 3-master Redis Cluster
+(redis+cluster://) and a nats-server (docs/topics/scaling.md)."""
 
 from __future__ import annotations
 
@@ -8,40 +9,29 @@ import time
 
 import pytest
 
-from tests.support.procutil import HOST, RealtimeClient, RedisServer, UwsServer, health_pids, metric_value, wait_until
-
-redis = pytest.importorskip("redis", reason="redis-py is part of the test extras; the broker needs it")
+from tests.support.brokers import BACKENDS, Backend, start_backend, wait_for_subscribers
+from tests.support.procutil import RealtimeClient, UwsServer, health_pids, metric_value, wait_until
 
 
 def clean_env() -> dict:
     return {k: v for k, v in os.environ.items() if not k.startswith("UWS_PY_")}
 
 
-@pytest.fixture
-def redis_server():
-    server = RedisServer().start()
-    yield server
-    server.cleanup()
-
-
-def redis_client_for(redis_server: RedisServer):
-    return redis.Redis(host=HOST, port=redis_server.port, socket_timeout=2, socket_connect_timeout=2)
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    started = start_backend(request.param)
+    yield started
+    started.cleanup()
 
 
 @pytest.fixture
-def redis_client(redis_server):
-    with redis_client_for(redis_server) as client:
-        yield client
-
-
-@pytest.fixture
-def start_hub(redis_server):
+def start_hub(backend):
     """start_hub(*options) -> a `uws-py serve --broker ...` process, stopped at teardown."""
     started: list = []
 
     def start(*options: str) -> UwsServer:
         server = UwsServer(
-            "--broker", redis_server.url, "--log-level", "debug", "--no-access-log", *options, env=clean_env()
+            "--broker", backend.url, "--log-level", "debug", "--no-access-log", *options, env=clean_env()
         )
         started.append(server)
         return server
@@ -65,16 +55,6 @@ def connect(start_hub):
     yield open_client
     for client in clients:
         client.close()
-
-
-def subscribers(client, topic: str) -> int:
-    """How many Redis connections (one per process) are subscribed to the topic's channel."""
-    return dict(client.pubsub_numsub(f"uws:{topic}")).get(f"uws:{topic}".encode(), 0)
-
-
-def wait_for_subscribers(client, topic: str, count: int, timeout: float = 10.0) -> None:
-    wait_until(lambda: subscribers(client, topic) == count, f"{count} process(es) subscribed to uws:{topic}",
-               timeout=timeout)
 
 
 def wait_for_metric(hub: UwsServer, name: str, accept, timeout: float = 15.0) -> float:
@@ -101,12 +81,12 @@ def wait_for_metric(hub: UwsServer, name: str, accept, timeout: float = 15.0) ->
 # -- delivery across processes -----------------------------------------------------------------
 
 
-def test_publish_reaches_a_subscriber_on_another_process(start_hub, connect, redis_client):
+def test_publish_reaches_a_subscriber_on_another_process(start_hub, connect, backend):
     a, b = start_hub(), start_hub()
     assert wait_for_metric(a, "uws_broker_connected", lambda v: v == 1) == 1
     remote = connect(b)
     remote.subscribe("news")
-    wait_for_subscribers(redis_client, "news", 1)
+    wait_for_subscribers(backend, "news", 1)
     publisher = connect(a)
     publisher.publish("news", {"headline": "across processes", "n": 1})
     message = remote.recv()
@@ -119,18 +99,18 @@ def test_publish_reaches_a_subscriber_on_another_process(start_hub, connect, red
     remote.expect_silence(0.3)
     # And back the other way.
     publisher.subscribe("replies")
-    wait_for_subscribers(redis_client, "replies", 1)
+    wait_for_subscribers(backend, "replies", 1)
     remote.publish("replies", "pong")
     assert publisher.expect_message("replies") == "pong"
     assert metric_value(a.port, "uws_broker_published_total") >= 1
     assert metric_value(b.port, "uws_broker_received_total") >= 1
 
 
-def test_topics_stay_apart(start_hub, connect, redis_client):
+def test_topics_stay_apart(start_hub, connect, backend):
     a, b = start_hub(), start_hub()
     on_b = connect(b)
     on_b.subscribe("wanted")
-    wait_for_subscribers(redis_client, "wanted", 1)
+    wait_for_subscribers(backend, "wanted", 1)
     publisher = connect(a)
     publisher.publish("unwanted", 1)
     publisher.publish("wanted", 2)
@@ -138,12 +118,12 @@ def test_topics_stay_apart(start_hub, connect, redis_client):
     on_b.expect_silence(0.3)
 
 
-def test_messages_of_one_publisher_arrive_in_order_everywhere(start_hub, connect, redis_client):
+def test_messages_of_one_publisher_arrive_in_order_everywhere(start_hub, connect, backend):
     a, b = start_hub("--rate-limit", "off"), start_hub("--rate-limit", "off")
     local, remote = connect(a), connect(b)
     local.subscribe("ticks")
     remote.subscribe("ticks")
-    wait_for_subscribers(redis_client, "ticks", 2)
+    wait_for_subscribers(backend, "ticks", 2)
     publisher = connect(a)
     count = 200
     for n in range(count):
@@ -154,18 +134,18 @@ def test_messages_of_one_publisher_arrive_in_order_everywhere(start_hub, connect
     local.expect_silence(0.1)
 
 
-def test_publishers_process_delivers_each_message_once(start_hub, connect, redis_client):
+def test_publishers_process_delivers_each_message_once(start_hub, connect, backend):
     """The publishing process is subscribed to the channel too; it must drop its own copy."""
     a, b = start_hub(), start_hub()
     local, remote = connect(a), connect(b)
     local.subscribe("once")
     remote.subscribe("once")
-    wait_for_subscribers(redis_client, "once", 2)
+    wait_for_subscribers(backend, "once", 2)
     publisher = connect(a)
     publisher.send({"type": "PUBLISH", "topic": "once", "data": "echoed", "echo": True})
     for n in range(5):
         publisher.publish("once", n)
-    # Once the remote process has everything, a's own copies have come back from Redis too.
+    # Once the remote process has everything, a's own copies have come back from the broker too.
     assert [remote.expect_message("once") for _ in range(6)] == ["echoed", 0, 1, 2, 3, 4]
     assert [local.expect_message("once") for _ in range(6)] == ["echoed", 0, 1, 2, 3, 4]
     assert publisher.expect_message("once") == "echoed"
@@ -174,37 +154,35 @@ def test_publishers_process_delivers_each_message_once(start_hub, connect, redis
     assert metric_value(a.port, "uws_broker_received_total") == 0
 
 
-def test_redis_subscription_follows_local_subscribers(start_hub, connect, redis_client):
+def test_broker_subscription_follows_local_subscribers(start_hub, connect, backend):
     a = start_hub()
     wait_for_metric(a, "uws_broker_connected", lambda v: v == 1)
-    assert subscribers(redis_client, "books") == 0
+    assert backend.subscribers("books") == 0
     first, second = connect(a), connect(a)
 
     first.subscribe("books")
-    wait_for_subscribers(redis_client, "books", 1)
-    assert b"uws:books" in redis_client.pubsub_channels("uws:*")
+    wait_for_subscribers(backend, "books", 1)
 
     second.subscribe("books")
     first.unsubscribe("books")
     time.sleep(0.3)
-    assert subscribers(redis_client, "books") == 1, "unsubscribed while a local subscriber was left"
+    assert backend.subscribers("books") == 1, "unsubscribed while a local subscriber was left"
 
     second.unsubscribe("books")
-    wait_for_subscribers(redis_client, "books", 0)
-    assert b"uws:books" not in redis_client.pubsub_channels("uws:*")
+    wait_for_subscribers(backend, "books", 0)
 
     # A subscriber that just goes away counts as unsubscribing.
     second.subscribe("books")
-    wait_for_subscribers(redis_client, "books", 1)
+    wait_for_subscribers(backend, "books", 1)
     second.close()
-    wait_for_subscribers(redis_client, "books", 0)
+    wait_for_subscribers(backend, "books", 0)
     # Another topic is independent of this one.
     first.subscribe("films")
-    wait_for_subscribers(redis_client, "films", 1)
-    assert subscribers(redis_client, "books") == 0
+    wait_for_subscribers(backend, "films", 1)
+    assert backend.subscribers("books") == 0
 
 
-def test_workers_with_a_broker_deliver_across_workers(start_hub, connect, redis_client):
+def test_workers_with_a_broker_deliver_across_workers(start_hub, connect, backend):
     hub = start_hub("--workers", "2")
     seen: set = set()
     deadline = time.monotonic() + 10.0
@@ -216,15 +194,15 @@ def test_workers_with_a_broker_deliver_across_workers(start_hub, connect, redis_
     )
     assert hub.pid not in seen
     # Connections spread over the workers as the kernel decides; add subscribers until both
-    # workers have one (each worker holds one Redis subscription for the topic).
+    # workers have one (each worker holds one broker subscription for the topic).
     clients = []
-    while subscribers(redis_client, "fanout") < 2 and len(clients) < 32:
+    while backend.subscribers("fanout") < 2 and len(clients) < 32:
         for _ in range(4):
             client = connect(hub)
             client.subscribe("fanout")
             clients.append(client)
         time.sleep(0.1)
-    wait_for_subscribers(redis_client, "fanout", 2, timeout=5.0)
+    wait_for_subscribers(backend, "fanout", 2, timeout=5.0)
     publisher = connect(hub)
     publisher.publish("fanout", "to every worker")
     assert [client.expect_message("fanout") for client in clients] == ["to every worker"] * len(clients)
@@ -232,27 +210,26 @@ def test_workers_with_a_broker_deliver_across_workers(start_hub, connect, redis_
         client.expect_silence(0.05)
 
 
-def restart_redis(redis_server: RedisServer, hubs, outage=None) -> None:
-    """Stops redis-server, runs outage() while it is down, starts it again on the same port
-    and waits until every hub's broker is connected again."""
-    redis_server.stop()
+def restart_broker(backend: Backend, hubs, outage=None) -> None:
+    """Stops the broker's server(s), runs outage() while they are down, starts them again on
+    the same ports and waits until every hub's broker is connected again."""
+    backend.stop()
     for hub in hubs:
         wait_for_metric(hub, "uws_broker_connected", lambda v: v == 0)
     if outage is not None:
         outage()
-    redis_server.start()
+    backend.start()
     for hub in hubs:
         wait_for_metric(hub, "uws_broker_connected", lambda v: v == 1)
         assert metric_value(hub.port, "uws_broker_reconnects_total") >= 1
 
 
-def test_redis_restart_local_delivery_goes_on_and_remote_delivery_resumes(start_hub, connect, redis_server):
+def test_broker_restart_local_delivery_goes_on_and_remote_delivery_resumes(start_hub, connect, backend):
     a, b = start_hub(), start_hub()
     local, remote = connect(a), connect(b)
     local.subscribe("live")
     remote.subscribe("live")
-    with redis_client_for(redis_server) as client:
-        wait_for_subscribers(client, "live", 2)
+    wait_for_subscribers(backend, "live", 2)
     publisher = connect(a)
     publisher.publish("live", "before")
     assert remote.expect_message("live") == "before"
@@ -263,11 +240,10 @@ def test_redis_restart_local_delivery_goes_on_and_remote_delivery_resumes(start_
         assert local.expect_message("live") == "during"
         wait_for_metric(a, "uws_broker_publish_failures_total", lambda v: v > 0)
         remote.expect_silence(0.3)
-        assert "Redis unreachable" in a.stderr_text()
+        assert backend.unreachable in a.stderr_text()
 
-    restart_redis(redis_server, (a, b), outage)
-    with redis_client_for(redis_server) as client:
-        wait_for_subscribers(client, "live", 2)
+    restart_broker(backend, (a, b), outage)
+    wait_for_subscribers(backend, "live", 2)
     publisher.publish("live", "after")
     # At most once: "during" is gone for the other process, and nothing is replayed.
     assert remote.expect_message("live", timeout=10.0) == "after"
@@ -275,20 +251,18 @@ def test_redis_restart_local_delivery_goes_on_and_remote_delivery_resumes(start_
     remote.expect_silence(0.3)
 
 
-def test_first_publish_after_redis_restart_reaches_other_processes(start_hub, connect, redis_server):
+def test_first_publish_after_broker_restart_reaches_other_processes(start_hub, connect, backend):
     """A process that did not publish during the outage must not lose its first publish
-    once Redis is back and its broker reports itself connected."""
+    once the broker is back and reports itself connected."""
     a, b = start_hub(), start_hub()
     subscriber, publisher = connect(a), connect(b)
     subscriber.subscribe("resumed")
-    with redis_client_for(redis_server) as client:
-        wait_for_subscribers(client, "resumed", 1)
+    wait_for_subscribers(backend, "resumed", 1)
     publisher.publish("resumed", "before")
     assert subscriber.expect_message("resumed") == "before"
 
-    restart_redis(redis_server, (a, b))
-    with redis_client_for(redis_server) as client:
-        wait_for_subscribers(client, "resumed", 1)
+    restart_broker(backend, (a, b))
+    wait_for_subscribers(backend, "resumed", 1)
     publisher.publish("resumed", "first after the restart")
     publisher.publish("resumed", "second after the restart")
     received = []
