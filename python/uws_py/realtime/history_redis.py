@@ -182,6 +182,16 @@ class RedisHistory:
         """
         from redis import exceptions
 
+        if self.cluster:
+            # The topics' keys live in different slots (and shards): one script call each, in
+            # order; a cluster pipeline cannot carry the keyless SCRIPT LOAD.
+            answers: list[Any] = []
+            for topic, head, tail in items:
+                try:
+                    answers.append(await self.publish(topic, head, tail))
+                except Exception as exc:
+                    answers.append(exc)
+            return answers
         results: list[Any] = [None] * len(items)
         calls: list[tuple[int, bytes, bytes]] = []
         client = self._connection()
@@ -194,7 +204,7 @@ class RedisHistory:
                 results[index] = exc
                 continue
             ttl_ms = max(1, int(options.ttl * 1000))
-            pipe.evalsha(self._publish.sha, 2, *self.keys(topic), self.channel_prefix + topic, self.origin,
+            pipe.evalsha(self._publish.sha, 2, *self.keys(topic), self.channel(topic), self.origin,
                          head, tail, options.size, ttl_ms, ttl_ms * POSITION_TTL_FACTOR, self._epochs())
             calls.append((index, head, tail))
         if not calls:
