@@ -17,7 +17,7 @@ namespace {
 struct Names {
     PyObject *bucket, *batcher, *fast, *handler, *histogram, *calls, *type, *id, *handleAdmitted, *dispatch,
         *reply, *rateLimited, *onMessage, *observe, *send, *getUserData, *take, *clock, *tokens, *updated, *rate,
-        *capacity, *failedRouteKeyword;
+        *capacity, *serverTime, *pong, *failedRouteKeyword;
 } names;
 
 struct RealtimeDispatchObject {
@@ -32,6 +32,7 @@ struct RealtimeDispatchObject {
     unsigned long long sampleMask;
     Py_ssize_t maxPayloadLength;
     bool compress;
+    bool answersPing;       // PING is the stock built-in: PONG is made here
 };
 
 // The same clock as time.monotonic and time.perf_counter on Linux.
@@ -185,6 +186,29 @@ bool answer(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObje
     return ok;
 }
 
+// protocol.now_ms(): wall-clock milliseconds.
+long long nowMilliseconds() {
+    timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+bool isPing(PyObject *kind) {
+    return PyUnicode_GET_LENGTH(kind) == 4 && PyUnicode_CompareWithASCIIString(kind, "PING") == 0;
+}
+
+// Builtins.ping's {"type": "PONG", "serverTime": ...}, answered as Dispatcher.reply would.
+bool answerPing(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message) {
+    PyObject *reply = PyDict_New();
+    if (!reply) return false;
+    PyObject *serverTime = PyLong_FromLongLong(nowMilliseconds());
+    bool ok = serverTime && PyDict_SetItem(reply, names.type, names.pong) == 0 &&
+              PyDict_SetItem(reply, names.serverTime, serverTime) == 0 && answer(self, ws, client, message, reply);
+    Py_XDECREF(serverTime);
+    Py_DECREF(reply);
+    return ok;
+}
+
 // A decoded message for a fast route: count, call (one call in sampleMask + 1 timed), answer.
 bool callFastRoute(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message, PyObject *route) {
     PyObject *callsObject = PyObject_GetAttr(route, names.calls);
@@ -276,6 +300,8 @@ bool handle(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::s
         ok = false;
     } else if (fast) {
         ok = callFastRoute(self, ws, client, decoded, route);
+    } else if (!route && self->answersPing && isPing(kind)) {
+        ok = answerPing(self, ws, client, decoded);
     } else {
         ok = done(callMethod(names.dispatch, self->dispatcher, client, decoded, Py_None));
     }
@@ -336,14 +362,14 @@ PyObject *dispatchCall(PyObject *callable, PyObject *const *args, size_t nargsf,
 
 PyObject *dispatchNew(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     static const char *keywords[] = {"dispatcher", "routes", "loads", "dumps", "bucket_type", "monotonic",
-                                     "sample_mask", "max_payload_length", "compress", nullptr};
+                                     "sample_mask", "max_payload_length", "compress", "answers_ping", nullptr};
     PyObject *dispatcher, *routes, *loads, *dumps, *bucketType, *monotonic;
     unsigned long long sampleMask;
     Py_ssize_t maxPayloadLength;
-    int compress;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!OOOOKnp", const_cast<char **>(keywords), &dispatcher,
+    int compress, answersPing;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!OOOOKnpp", const_cast<char **>(keywords), &dispatcher,
                                      &PyDict_Type, &routes, &loads, &dumps, &bucketType, &monotonic, &sampleMask,
-                                     &maxPayloadLength, &compress)) {
+                                     &maxPayloadLength, &compress, &answersPing)) {
         return nullptr;
     }
     if (!PyType_Check(bucketType)) {
@@ -363,6 +389,7 @@ PyObject *dispatchNew(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     self->sampleMask = sampleMask;
     self->maxPayloadLength = maxPayloadLength;
     self->compress = compress != 0;
+    self->answersPing = answersPing != 0;
     return reinterpret_cast<PyObject *>(self);
 }
 
@@ -404,7 +431,7 @@ bool internNames() {
                  {&names.onMessage, "on_message"}, {&names.observe, "observe"}, {&names.send, "send"},
                  {&names.getUserData, "get_user_data"}, {&names.take, "take"}, {&names.clock, "clock"},
                  {&names.tokens, "tokens"}, {&names.updated, "updated"}, {&names.rate, "rate"},
-                 {&names.capacity, "capacity"}};
+                 {&names.capacity, "capacity"}, {&names.serverTime, "serverTime"}, {&names.pong, "PONG"}};
     for (auto &entry : table) {
         *entry.slot = PyUnicode_InternFromString(entry.text);
         if (!*entry.slot) return false;
@@ -433,8 +460,9 @@ bool initRealtimeDispatchType(py::module_ &module) {
     RealtimeDispatchType.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL;
     RealtimeDispatchType.tp_doc =
         "RealtimeDispatch(dispatcher, routes, loads, dumps, bucket_type, monotonic, sample_mask, "
-        "max_payload_length, compress)\n\nThe realtime route's message handler: Dispatcher.on_message's "
-        "common case in C, everything else handed to the Python dispatcher.";
+        "max_payload_length, compress, answers_ping)\n\nThe realtime route's message handler: "
+        "Dispatcher.on_message's common case (and, with answers_ping, PING) in C, everything else handed "
+        "to the Python dispatcher.";
     RealtimeDispatchType.tp_vectorcall_offset = offsetof(RealtimeDispatchObject, vectorcall);
     RealtimeDispatchType.tp_call = PyVectorcall_Call;
     RealtimeDispatchType.tp_new = dispatchNew;

@@ -150,15 +150,18 @@ class Dispatcher:
         """:meth:`on_message` with its common case in C: the native module's RealtimeDispatch.
 
         It takes the token, checks the size, decodes, and calls a fast route's handler and
-        sends its dict reply itself; every other case (refusals, errors, built-ins, schemas,
+        sends its dict reply itself, and answers PING; every other case (refusals, errors, built-ins, schemas,
         coroutines, batching) it hands to this dispatcher's methods, so the replies are the
         same (tests/unit/realtime/test_fast_path.py). Routes added later are seen: it reads
         the router's dict.
         """
         from .._core import RealtimeDispatch
+        from .builtins import Builtins
 
+        # PING answered in C only while it is the stock built-in (not one a test or hook replaced).
+        answers_ping = getattr(self.builtins.get("PING"), "__func__", None) is Builtins.ping
         return RealtimeDispatch(self, self.routes, _loads, _dumps, TokenBucket, time.monotonic, LATENCY_SAMPLE_MASK,
-                                self.max_payload_length, self.compress)
+                                self.max_payload_length, self.compress, answers_ping)
 
     def rate_limited(self, client: "Client", bucket: TokenBucket, request_id: Any = None, tokens: int = 1) -> None:
         """A message over the rate limit: RATE_LIMITED with retryAfter, or 1008 for a client

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any, Callable
 
 import orjson
@@ -169,3 +170,17 @@ def test_binary_and_str_with_lone_surrogates_go_the_python_way():
     replies = [orjson.loads(data) for data, _ in ws.sent]
     assert replies[0] == {"type": "ERROR", "code": "INVALID_MESSAGE", "message": "binary messages are not accepted"}
     assert replies[1]["type"] == "ERROR" and replies[1]["code"] == "INVALID_MESSAGE"
+
+
+def test_ping_is_answered_natively_and_a_replaced_ping_is_honoured():
+    h = build()
+    ws = h.connect()
+    ws.sent.clear()
+    before = time.time_ns() // 1_000_000
+    h.engine.dispatcher.native_handler()(ws, '{"type":"PING","id":5}', TEXT)
+    (pong,) = [orjson.loads(data) for data, _ in ws.sent]
+    assert pong["type"] == "PONG" and pong["id"] == 5 and before <= pong["serverTime"] <= time.time_ns() // 1_000_000
+    ws.sent.clear()
+    h.engine.dispatcher.builtins["PING"] = lambda client, message, out: {"type": "PONG", "custom": True}
+    h.engine.dispatcher.native_handler()(ws, '{"type":"PING","id":6}', TEXT)
+    assert [orjson.loads(data) for data, _ in ws.sent] == [{"type": "PONG", "custom": True, "id": 6}]
