@@ -1,7 +1,7 @@
 """Instructions per realtime message, counted by valgrind's callgrind: repeatable on a shared,
 loaded machine where times are not.
 
-usage: python bench/realtime_instructions.py [--python-path] [--seconds N]
+usage: python bench/realtime_instructions.py [--python-path] [--seconds N] [--keep FILE]
 
 Runs scenario 8's server (RealtimeServer with JWT, rate limit, handler metrics and an ECHO
 handler, as bench/servers/uwspy_realtime.py) under callgrind, collecting only inside
@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -57,6 +58,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--python-path", action="store_true", help="measure Dispatcher.on_message instead")
     parser.add_argument("--seconds", type=float, default=5.0, help="load generator duration")
+    parser.add_argument("--keep", type=Path, help="copy the callgrind output here (for callgrind_annotate)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -92,6 +94,8 @@ def main() -> None:
         calls = int(re.search(r"^calls (\d+)", log.read_text(), re.M).group(1))
         totals = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
         instructions = int(totals.group(1))
+        if args.keep:
+            shutil.copyfile(out, args.keep)
     path = "Dispatcher.on_message (Python)" if args.python_path else "RealtimeDispatch (native)"
     print(f"{path}: {calls} messages ({received} counted by the load generator), "
           f"{instructions} instructions in onMessage, {instructions / calls:.0f} per message")

@@ -5,6 +5,8 @@
 // test_fast_path.py feeds them the same messages).
 #include "PyRealtime.h"
 
+#include <structmember.h>
+
 #include <ctime>
 
 #include "PyWebSocket.h"
@@ -20,6 +22,48 @@ struct Names {
         *capacity, *serverTime, *pong, *failedRouteKeyword;
 } names;
 
+// One attribute of a __slots__ class, read and written at its offset in the object: the
+// generic getattr (type lookup, descriptor call) was the largest cost left on the path. The
+// offset is the class's member descriptor's, found when the dispatcher is made; an object of
+// another type (a subclass may define a property of that name) goes through getattr.
+struct Slot {
+    PyTypeObject *type = nullptr;
+    Py_ssize_t offset = -1;
+    PyObject *name = nullptr;
+
+    bool resolve(PyObject *owner, PyObject *attribute) {
+        type = reinterpret_cast<PyTypeObject *>(owner);
+        name = attribute;
+        offset = -1; // the object is zero-filled: 0 would be the reference count
+        PyObject *descriptor = PyObject_GetAttr(owner, attribute);
+        if (!descriptor) return false;
+        if (Py_IS_TYPE(descriptor, &PyMemberDescr_Type)) {
+            PyMemberDef *member = reinterpret_cast<PyMemberDescrObject *>(descriptor)->d_member;
+            if (member->type == T_OBJECT_EX && !(member->flags & READONLY)) offset = member->offset;
+        }
+        Py_DECREF(descriptor);
+        return true;
+    }
+    PyObject **at(PyObject *object) const {
+        if (offset < 0 || Py_TYPE(object) != type) return nullptr;
+        return reinterpret_cast<PyObject **>(reinterpret_cast<char *>(object) + offset);
+    }
+    // A new reference; null with AttributeError when unset, as getattr.
+    PyObject *get(PyObject *object) const {
+        PyObject **slot = at(object);
+        if (slot && *slot) return Py_NewRef(*slot);
+        return PyObject_GetAttr(object, name);
+    }
+    bool set(PyObject *object, PyObject *value) const {
+        PyObject **slot = at(object);
+        if (!slot) return PyObject_SetAttr(object, name, value) == 0;
+        PyObject *old = *slot;
+        *slot = Py_NewRef(value);
+        Py_XDECREF(old);
+        return true;
+    }
+};
+
 struct RealtimeDispatchObject {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -33,6 +77,9 @@ struct RealtimeDispatchObject {
     Py_ssize_t maxPayloadLength;
     bool compress;
     bool answersPing;       // PING is the stock built-in: PONG is made here
+    PyObject *clientType, *routeType; // session.Client, routing.Route: the owners of the slots below
+    Slot clientBucket, clientBatcher, bucketClock, bucketTokens, bucketUpdated, bucketRate, bucketCapacity, routeFast,
+        routeHandler, routeHistogram, routeCalls;
 };
 
 // The same clock as time.monotonic and time.perf_counter on Linux.
@@ -55,20 +102,20 @@ bool done(PyObject *result) {
     return true;
 }
 
-bool readDouble(PyObject *object, PyObject *name, double &out) {
-    PyObject *value = PyObject_GetAttr(object, name);
+bool readDouble(PyObject *object, const Slot &slot, double &out) {
+    PyObject *value = slot.get(object);
     if (!value) return false;
     out = PyFloat_AsDouble(value);
     Py_DECREF(value);
     return !(out == -1.0 && PyErr_Occurred());
 }
 
-bool writeDouble(PyObject *object, PyObject *name, double value) {
+bool writeDouble(PyObject *object, const Slot &slot, double value) {
     PyObject *boxed = PyFloat_FromDouble(value);
     if (!boxed) return false;
-    int status = PyObject_SetAttr(object, name, boxed);
+    bool ok = slot.set(object, boxed);
     Py_DECREF(boxed);
-    return status == 0;
+    return ok;
 }
 
 // TokenBucket.take() for one token: 1 taken, 0 refused, -1 error. The arithmetic is the
@@ -76,21 +123,23 @@ bool writeDouble(PyObject *object, PyObject *name, double value) {
 // (with its window bookkeeping) and any other clock go to the method itself.
 int takeToken(RealtimeDispatchObject *self, PyObject *bucket) {
     if (Py_TYPE(bucket) == reinterpret_cast<PyTypeObject *>(self->bucketType)) {
-        PyObject *clock = PyObject_GetAttr(bucket, names.clock);
+        PyObject *clock = self->bucketClock.get(bucket);
         if (!clock) return -1;
         bool ownClock = clock == self->monotonic;
         Py_DECREF(clock);
         if (ownClock) {
             double tokens, updated, rate, capacity;
-            if (!readDouble(bucket, names.tokens, tokens) || !readDouble(bucket, names.updated, updated) ||
-                !readDouble(bucket, names.rate, rate) || !readDouble(bucket, names.capacity, capacity)) {
+            if (!readDouble(bucket, self->bucketTokens, tokens) || !readDouble(bucket, self->bucketUpdated, updated) ||
+                !readDouble(bucket, self->bucketRate, rate) || !readDouble(bucket, self->bucketCapacity, capacity)) {
                 return -1;
             }
             double now = monotonicSeconds();
             tokens = tokens + (now - updated) * rate;
             if (tokens > capacity) tokens = capacity;
             if (tokens >= 1) {
-                if (!writeDouble(bucket, names.updated, now) || !writeDouble(bucket, names.tokens, tokens - 1)) return -1;
+                if (!writeDouble(bucket, self->bucketUpdated, now) || !writeDouble(bucket, self->bucketTokens, tokens - 1)) {
+                    return -1;
+                }
                 return 1;
             }
         }
@@ -153,7 +202,7 @@ bool sendText(RealtimeDispatchObject *self, PyObject *ws, PyObject *encoded) {
 
 // A plain sync handler's return value, as on_message answers it.
 bool answer(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message, PyObject *reply) {
-    PyObject *batcher = PyObject_GetAttr(client, names.batcher);
+    PyObject *batcher = self->clientBatcher.get(client);
     if (!batcher) return false;
     bool direct = PyDict_CheckExact(reply) && batcher == Py_None;
     Py_DECREF(batcher);
@@ -211,18 +260,18 @@ bool answerPing(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, Py
 
 // A decoded message for a fast route: count, call (one call in sampleMask + 1 timed), answer.
 bool callFastRoute(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message, PyObject *route) {
-    PyObject *callsObject = PyObject_GetAttr(route, names.calls);
+    PyObject *callsObject = self->routeCalls.get(route);
     if (!callsObject) return false;
     unsigned long long calls = PyLong_AsUnsignedLongLongMask(callsObject) + 1;
     PyObject *next = PyNumber_Add(callsObject, self->one);
     Py_DECREF(callsObject);
     if (!next) return false;
-    int status = PyObject_SetAttr(route, names.calls, next);
+    bool counted = self->routeCalls.set(route, next);
     Py_DECREF(next);
-    if (status < 0) return false;
-    PyObject *histogram = PyObject_GetAttr(route, names.histogram);
+    if (!counted) return false;
+    PyObject *histogram = self->routeHistogram.get(route);
     if (!histogram) return false;
-    PyObject *handler = PyObject_GetAttr(route, names.handler);
+    PyObject *handler = self->routeHandler.get(route);
     if (!handler) {
         Py_DECREF(histogram);
         return false;
@@ -248,7 +297,7 @@ bool callFastRoute(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
 // (a call from Python), else null: it is made only for the paths that need it.
 bool handle(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::string_view message,
             PyObject *opCodeObject, bool binary, PyObject *data) {
-    PyObject *bucket = PyObject_GetAttr(client, names.bucket);
+    PyObject *bucket = self->clientBucket.get(client);
     if (!bucket) return false;
     if (bucket != Py_None) {
         int taken = takeToken(self, bucket);
@@ -291,7 +340,7 @@ bool handle(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::s
     int fast = 0;
     if (route) {
         Py_INCREF(route);
-        PyObject *flag = PyObject_GetAttr(route, names.fast);
+        PyObject *flag = self->routeFast.get(route);
         fast = flag ? PyObject_IsTrue(flag) : -1;
         Py_XDECREF(flag);
     }
@@ -361,19 +410,17 @@ PyObject *dispatchCall(PyObject *callable, PyObject *const *args, size_t nargsf,
 }
 
 PyObject *dispatchNew(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    static const char *keywords[] = {"dispatcher", "routes", "loads", "dumps", "bucket_type", "monotonic",
-                                     "sample_mask", "max_payload_length", "compress", "answers_ping", nullptr};
-    PyObject *dispatcher, *routes, *loads, *dumps, *bucketType, *monotonic;
+    static const char *keywords[] = {"dispatcher", "routes", "loads", "dumps", "client_type", "route_type",
+                                     "bucket_type", "monotonic", "sample_mask", "max_payload_length", "compress",
+                                     "answers_ping", nullptr};
+    PyObject *dispatcher, *routes, *loads, *dumps, *clientType, *routeType, *bucketType, *monotonic;
     unsigned long long sampleMask;
     Py_ssize_t maxPayloadLength;
     int compress, answersPing;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!OOOOKnpp", const_cast<char **>(keywords), &dispatcher,
-                                     &PyDict_Type, &routes, &loads, &dumps, &bucketType, &monotonic, &sampleMask,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!OOO!O!O!OKnpp", const_cast<char **>(keywords), &dispatcher,
+                                     &PyDict_Type, &routes, &loads, &dumps, &PyType_Type, &clientType, &PyType_Type,
+                                     &routeType, &PyType_Type, &bucketType, &monotonic, &sampleMask,
                                      &maxPayloadLength, &compress, &answersPing)) {
-        return nullptr;
-    }
-    if (!PyType_Check(bucketType)) {
-        PyErr_SetString(PyExc_TypeError, "bucket_type must be a type");
         return nullptr;
     }
     auto *self = reinterpret_cast<RealtimeDispatchObject *>(type->tp_alloc(type, 0));
@@ -384,6 +431,17 @@ PyObject *dispatchNew(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     self->loads = Py_NewRef(loads);
     self->dumps = Py_NewRef(dumps);
     self->bucketType = Py_NewRef(bucketType);
+    self->clientType = Py_NewRef(clientType);
+    self->routeType = Py_NewRef(routeType);
+    if (!self->clientBucket.resolve(clientType, names.bucket) || !self->clientBatcher.resolve(clientType, names.batcher) ||
+        !self->bucketClock.resolve(bucketType, names.clock) || !self->bucketTokens.resolve(bucketType, names.tokens) ||
+        !self->bucketUpdated.resolve(bucketType, names.updated) || !self->bucketRate.resolve(bucketType, names.rate) ||
+        !self->bucketCapacity.resolve(bucketType, names.capacity) || !self->routeFast.resolve(routeType, names.fast) ||
+        !self->routeHandler.resolve(routeType, names.handler) ||
+        !self->routeHistogram.resolve(routeType, names.histogram) || !self->routeCalls.resolve(routeType, names.calls)) {
+        Py_DECREF(self);
+        return nullptr;
+    }
     self->monotonic = Py_NewRef(monotonic);
     self->one = PyLong_FromLong(1);
     self->sampleMask = sampleMask;
@@ -399,6 +457,8 @@ int dispatchTraverse(RealtimeDispatchObject *self, visitproc visit, void *arg) {
     Py_VISIT(self->loads);
     Py_VISIT(self->dumps);
     Py_VISIT(self->bucketType);
+    Py_VISIT(self->clientType);
+    Py_VISIT(self->routeType);
     Py_VISIT(self->monotonic);
     return 0;
 }
@@ -409,6 +469,8 @@ int dispatchClear(RealtimeDispatchObject *self) {
     Py_CLEAR(self->loads);
     Py_CLEAR(self->dumps);
     Py_CLEAR(self->bucketType);
+    Py_CLEAR(self->clientType);
+    Py_CLEAR(self->routeType);
     Py_CLEAR(self->monotonic);
     Py_CLEAR(self->one);
     return 0;
@@ -459,7 +521,7 @@ bool initRealtimeDispatchType(py::module_ &module) {
     RealtimeDispatchType.tp_basicsize = sizeof(RealtimeDispatchObject);
     RealtimeDispatchType.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL;
     RealtimeDispatchType.tp_doc =
-        "RealtimeDispatch(dispatcher, routes, loads, dumps, bucket_type, monotonic, sample_mask, "
+        "RealtimeDispatch(dispatcher, routes, loads, dumps, client_type, route_type, bucket_type, monotonic, sample_mask, "
         "max_payload_length, compress, answers_ping)\n\nThe realtime route's message handler: "
         "Dispatcher.on_message's common case (and, with answers_ping, PING) in C, everything else handed "
         "to the Python dispatcher.";

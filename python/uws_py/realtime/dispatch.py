@@ -157,11 +157,12 @@ class Dispatcher:
         """
         from .._core import RealtimeDispatch
         from .builtins import Builtins
+        from .session import Client
 
         # PING answered in C only while it is the stock built-in (not one a test or hook replaced).
         answers_ping = getattr(self.builtins.get("PING"), "__func__", None) is Builtins.ping
-        return RealtimeDispatch(self, self.routes, _loads, _dumps, TokenBucket, time.monotonic, LATENCY_SAMPLE_MASK,
-                                self.max_payload_length, self.compress, answers_ping)
+        return RealtimeDispatch(self, self.routes, _loads, _dumps, Client, Route, TokenBucket, time.monotonic,
+                                LATENCY_SAMPLE_MASK, self.max_payload_length, self.compress, answers_ping)
 
     def rate_limited(self, client: "Client", bucket: TokenBucket, request_id: Any = None, tokens: int = 1) -> None:
         """A message over the rate limit: RATE_LIMITED with retryAfter, or 1008 for a client
