@@ -149,11 +149,12 @@ class Dispatcher:
     def native_handler(self) -> Callable[[Any, Union[str, bytes], int], None]:
         """:meth:`on_message` with its common case in C: the native module's RealtimeDispatch.
 
-        It takes the token, checks the size, decodes, and calls a fast route's handler and
-        sends its dict reply itself, and answers PING; every other case (refusals, errors, built-ins, schemas,
-        coroutines, batching) it hands to this dispatcher's methods, so the replies are the
-        same (tests/unit/realtime/test_fast_path.py). Routes added later are seen: it reads
-        the router's dict.
+        It takes the token, checks the size, decodes, calls a fast route's handler and sends
+        its dict reply itself, and answers PING; every other case (refusals, errors, other
+        built-ins, schemas, coroutines, batching) it hands to this dispatcher's methods, so the
+        replies are the same (tests/unit/realtime/test_fast_path.py). Routes added later are
+        seen: it reads the router's dict. The Client, Route and TokenBucket attributes it uses
+        are found at their ``__slots__`` offsets once, here.
         """
         from .._core import RealtimeDispatch
         from .builtins import Builtins
