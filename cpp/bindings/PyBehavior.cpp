@@ -4,6 +4,7 @@
 
 #include "PyApp.h"
 #include "PyHttp.h"
+#include "PyRealtime.h"
 #include "PyWebSocket.h"
 
 namespace uwspy {
@@ -62,7 +63,12 @@ uws::WebSocketBehavior makeBehavior(PyApp *app, PyBehavior *handlers, const py::
         handle->ws = ws;
         if (!handlers->open.is_none()) invoke(app, handlers->open.ptr(), "open", reinterpret_cast<PyObject *>(handle));
     };
-    if (!handlers->message.is_none()) {
+    if (!handlers->message.is_none() && isRealtimeDispatch(handlers->message.ptr())) {
+        // The realtime layer's native dispatcher: no message object made for it up front.
+        behavior.message = [app, handlers](uws::WebSocket *ws, std::string_view message, uws::OpCode opCode) {
+            if (!realtimeMessage(handlers->message.ptr(), handleOf(ws), message, opCode)) app->reportError("message");
+        };
+    } else if (!handlers->message.is_none()) {
         behavior.message = [app, handlers](uws::WebSocket *ws, std::string_view message, uws::OpCode opCode) {
             invoke(app, handlers->message.ptr(), "message", handleOf(ws), messageOf(message, opCode, nullptr),
                    constants.opCodes[int(opCode)]);

@@ -1,9 +1,10 @@
 // The module uws_py._core: registration only. The types live in PyApp.cpp, PyHttp.cpp and
-// PyWebSocket.cpp; the handler trampolines in PyBehavior.cpp.
+// PyWebSocket.cpp, the realtime fast path in PyRealtime.cpp; the handler trampolines in PyBehavior.cpp.
 #include <pybind11/pybind11.h>
 
 #include "PyApp.h"
 #include "PyHttp.h"
+#include "PyRealtime.h"
 #include "PyWebSocket.h"
 
 namespace py = pybind11;
@@ -37,6 +38,7 @@ PYBIND11_MODULE(_core, m) {
     m.attr("WebSocketClosedError") = py::handle(constants.closedError);
 
     if (!initWebSocketType(m)) throw py::error_already_set();
+    if (!initRealtimeDispatchType(m)) throw py::error_already_set();
     registerHttp(m);
     registerApp(m);
 }

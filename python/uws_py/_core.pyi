@@ -61,6 +61,17 @@ class WebSocket:
     def publish(self, topic: Union[str, bytes], message: Data, opcode: Optional[int] = None, compress: bool = False) -> bool: ...
     def cork(self, fn: Callable[[], Any]) -> Any: ...
 
+class RealtimeDispatch:
+    """The realtime route's message handler with Dispatcher.on_message's common case in C
+    (see uws_py.realtime.dispatch.Dispatcher.native_handler); App.ws() given one as its
+    ``message`` handler calls it without making a str of each message first."""
+
+    def __init__(self, dispatcher: Any, routes: dict[str, Any], loads: Callable[[Any], Any],
+                 dumps: Callable[[Any], bytes], client_type: type, route_type: type, bucket_type: type,
+                 monotonic: Callable[[], float],
+                 sample_mask: int, max_payload_length: int, compress: bool, answers_ping: bool) -> None: ...
+    def __call__(self, ws: Any, data: Union[str, bytes], opcode: int) -> None: ...
+
 class WebSocketContext: ...
 
 class HttpRequest:

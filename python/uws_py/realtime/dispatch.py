@@ -3,7 +3,8 @@
 :meth:`Dispatcher.on_message` is the hot path. A plain sync handler without schema is called
 inline there and its dict reply is encoded and sent on the spot: no further Python call per
 message. Everything else (built-ins, schemas, coroutines, errors) goes through
-:meth:`Dispatcher.dispatch`.
+:meth:`Dispatcher.dispatch`. The server mounts :meth:`Dispatcher.native_handler` instead, which
+does on_message's common case in C and calls back into these methods for the rest.
 """
 
 from __future__ import annotations
@@ -82,6 +83,18 @@ class Dispatcher:
         if bucket is not None and not bucket.take():
             self.rate_limited(client, bucket)
             return
+        self.handle_admitted(ws, client, data, opcode)
+
+    def handle_admitted(self, ws: Any, client: "Client", data: Union[str, bytes], opcode: int) -> None:
+        """A message the rate limit let through: everything :meth:`on_message` does after
+        taking the token (the native handler comes here for every case but its common one).
+
+        Args:
+            ws: the WebSocket.
+            client: its Client.
+            data: the message (str for text, bytes for binary).
+            opcode: 1 (text) or 2 (binary).
+        """
         if len(data) > self.max_payload_length or (
             # Text arrives decoded: measure bytes only when characters could hide them.
             isinstance(data, str) and len(data) * 4 > self.max_payload_length
@@ -132,6 +145,25 @@ class Dispatcher:
             self.reply(client, message.get("id"), reply, None)
             return
         self.dispatch(client, message, None)
+
+    def native_handler(self) -> Callable[[Any, Union[str, bytes], int], None]:
+        """:meth:`on_message` with its common case in C: the native module's RealtimeDispatch.
+
+        It takes the token, checks the size, decodes, calls a fast route's handler and sends
+        its dict reply itself, and answers PING; every other case (refusals, errors, other
+        built-ins, schemas, coroutines, batching) it hands to this dispatcher's methods, so the
+        replies are the same (tests/unit/realtime/test_fast_path.py). Routes added later are
+        seen: it reads the router's dict. The Client, Route and TokenBucket attributes it uses
+        are found at their ``__slots__`` offsets once, here.
+        """
+        from .._core import RealtimeDispatch
+        from .builtins import Builtins
+        from .session import Client
+
+        # PING answered in C only while it is the stock built-in (not one a test or hook replaced).
+        answers_ping = getattr(self.builtins.get("PING"), "__func__", None) is Builtins.ping
+        return RealtimeDispatch(self, self.routes, _loads, _dumps, Client, Route, TokenBucket, time.monotonic,
+                                LATENCY_SAMPLE_MASK, self.max_payload_length, self.compress, answers_ping)
 
     def rate_limited(self, client: "Client", bucket: TokenBucket, request_id: Any = None, tokens: int = 1) -> None:
         """A message over the rate limit: RATE_LIMITED with retryAfter, or 1008 for a client

@@ -466,7 +466,8 @@ class RealtimeServer:
         engine, options = self.engine, self.options
         self.monitoring = Monitoring(self.app, self.metrics.registry, engine.access_log,
                                      engine.upgrader.client_address)
-        on_upgrade, on_message, on_close = engine.upgrader.on_upgrade, engine.dispatcher.on_message, engine.lifecycle.on_close
+        on_upgrade, on_close = engine.upgrader.on_upgrade, engine.lifecycle.on_close
+        on_message: Callable[..., Any] = engine.dispatcher.native_handler()
         if options.tracing is not None and options.tracing is not False:
             from ..monitoring.tracing import Tracing
 

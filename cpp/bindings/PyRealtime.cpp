@@ -1,0 +1,540 @@
+// The realtime fast path. Every step mirrors a line of Dispatcher.on_message; where the
+// Python code would take a rare branch (a refusal, an error, a built-in, a handler that is
+// not a plain function), this code calls the Python dispatcher's method for it instead of
+// repeating its rules, so both paths give the same replies (tests/unit/realtime/
+// test_fast_path.py feeds them the same messages).
+#include "PyRealtime.h"
+
+#include <structmember.h>
+
+#include <ctime>
+
+#include "PyWebSocket.h"
+
+namespace uwspy {
+
+namespace {
+
+// Attribute and method names, interned once.
+struct Names {
+    PyObject *bucket, *batcher, *fast, *handler, *histogram, *calls, *type, *id, *handleAdmitted, *dispatch,
+        *reply, *rateLimited, *onMessage, *observe, *send, *getUserData, *take, *clock, *tokens, *updated, *rate,
+        *capacity, *serverTime, *pong, *failedRouteKeyword;
+} names;
+
+// One attribute of a __slots__ class, read and written at its offset in the object: the
+// generic getattr (type lookup, descriptor call) was the largest cost left on the path. The
+// offset is the class's member descriptor's, found when the dispatcher is made; an object of
+// another type (a subclass may define a property of that name) goes through getattr.
+struct Slot {
+    PyTypeObject *type = nullptr;
+    Py_ssize_t offset = -1;
+    PyObject *name = nullptr;
+
+    bool resolve(PyObject *owner, PyObject *attribute) {
+        type = reinterpret_cast<PyTypeObject *>(owner);
+        name = attribute;
+        offset = -1; // the object is zero-filled: 0 would be the reference count
+        PyObject *descriptor = PyObject_GetAttr(owner, attribute);
+        if (!descriptor) return false;
+        if (Py_IS_TYPE(descriptor, &PyMemberDescr_Type)) {
+            PyMemberDef *member = reinterpret_cast<PyMemberDescrObject *>(descriptor)->d_member;
+            if (member->type == T_OBJECT_EX && !(member->flags & READONLY)) offset = member->offset;
+        }
+        Py_DECREF(descriptor);
+        return true;
+    }
+    PyObject **at(PyObject *object) const {
+        if (offset < 0 || Py_TYPE(object) != type) return nullptr;
+        return reinterpret_cast<PyObject **>(reinterpret_cast<char *>(object) + offset);
+    }
+    // A new reference; null with AttributeError when unset, as getattr.
+    PyObject *get(PyObject *object) const {
+        PyObject **slot = at(object);
+        if (slot && *slot) return Py_NewRef(*slot);
+        return PyObject_GetAttr(object, name);
+    }
+    bool set(PyObject *object, PyObject *value) const {
+        PyObject **slot = at(object);
+        if (!slot) return PyObject_SetAttr(object, name, value) == 0;
+        PyObject *old = *slot;
+        *slot = Py_NewRef(value);
+        Py_XDECREF(old);
+        return true;
+    }
+};
+
+struct RealtimeDispatchObject {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *dispatcher;   // the Python Dispatcher: every path but the common one
+    PyObject *routes;       // the Router's dict, read live (routes may be added later)
+    PyObject *loads, *dumps;
+    PyObject *bucketType;   // ratelimit.TokenBucket: its take() is done here ...
+    PyObject *monotonic;    // ... when its clock is time.monotonic (tests inject others)
+    PyObject *one;          // the int 1: a call count's step, and TEXT as the Python path passes it to ws.send
+    unsigned long long sampleMask;
+    Py_ssize_t maxPayloadLength;
+    bool compress;
+    bool answersPing;       // PING is the stock built-in: PONG is made here
+    PyObject *clientType, *routeType; // session.Client, routing.Route: the owners of the slots below
+    Slot clientBucket, clientBatcher, bucketClock, bucketTokens, bucketUpdated, bucketRate, bucketCapacity, routeFast,
+        routeHandler, routeHistogram, routeCalls;
+};
+
+// The same clock as time.monotonic and time.perf_counter on Linux.
+double monotonicSeconds() {
+    timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return double(now.tv_sec) + double(now.tv_nsec) * 1e-9;
+}
+
+template <typename... Args>
+PyObject *callMethod(PyObject *name, PyObject *self, Args... args) {
+    PyObject *argv[] = {self, args...};
+    return PyObject_VectorcallMethod(name, argv, 1 + sizeof...(Args), nullptr);
+}
+
+// A call whose result is not needed: true when it returned.
+bool done(PyObject *result) {
+    if (!result) return false;
+    Py_DECREF(result);
+    return true;
+}
+
+bool readDouble(PyObject *object, const Slot &slot, double &out) {
+    PyObject *value = slot.get(object);
+    if (!value) return false;
+    out = PyFloat_AsDouble(value);
+    Py_DECREF(value);
+    return !(out == -1.0 && PyErr_Occurred());
+}
+
+bool writeDouble(PyObject *object, const Slot &slot, double value) {
+    PyObject *boxed = PyFloat_FromDouble(value);
+    if (!boxed) return false;
+    bool ok = slot.set(object, boxed);
+    Py_DECREF(boxed);
+    return ok;
+}
+
+// TokenBucket.take() for one token: 1 taken, 0 refused, -1 error. The arithmetic is the
+// Python method's, in the same order, so that both paths leave the bucket alike; a refusal
+// (with its window bookkeeping) and any other clock go to the method itself.
+int takeToken(RealtimeDispatchObject *self, PyObject *bucket) {
+    if (Py_TYPE(bucket) == reinterpret_cast<PyTypeObject *>(self->bucketType)) {
+        PyObject *clock = self->bucketClock.get(bucket);
+        if (!clock) return -1;
+        bool ownClock = clock == self->monotonic;
+        Py_DECREF(clock);
+        if (ownClock) {
+            double tokens, updated, rate, capacity;
+            if (!readDouble(bucket, self->bucketTokens, tokens) || !readDouble(bucket, self->bucketUpdated, updated) ||
+                !readDouble(bucket, self->bucketRate, rate) || !readDouble(bucket, self->bucketCapacity, capacity)) {
+                return -1;
+            }
+            double now = monotonicSeconds();
+            tokens = tokens + (now - updated) * rate;
+            if (tokens > capacity) tokens = capacity;
+            if (tokens >= 1) {
+                if (!writeDouble(bucket, self->bucketUpdated, now) || !writeDouble(bucket, self->bucketTokens, tokens - 1)) {
+                    return -1;
+                }
+                return 1;
+            }
+        }
+    }
+    PyObject *result = callMethod(names.take, bucket);
+    if (!result) return -1;
+    int taken = PyObject_IsTrue(result);
+    Py_DECREF(result);
+    return taken;
+}
+
+// Dispatcher.handle_admitted(ws, client, data, opcode): everything after the token, in Python.
+bool admittedInPython(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::string_view message,
+                      PyObject *opCodeObject, bool binary, PyObject *data) {
+    PyObject *made = nullptr;
+    if (!data) {
+        made = binary ? PyBytes_FromStringAndSize(message.data(), Py_ssize_t(message.size()))
+                      : PyUnicode_DecodeUTF8(message.data(), Py_ssize_t(message.size()), nullptr);
+        if (!made) return false;
+        data = made;
+    }
+    bool ok = done(callMethod(names.handleAdmitted, self->dispatcher, ws, client, data, opCodeObject));
+    Py_XDECREF(made);
+    return ok;
+}
+
+// The handler raised: Dispatcher.dispatch(client, message, None, failed_route=route) answers
+// it, with the exception as the one being handled (it logs it with logger.exception).
+bool handlerFailed(RealtimeDispatchObject *self, PyObject *client, PyObject *message, PyObject *route) {
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return false; // KeyboardInterrupt and the like go on
+    PyObject *type, *value, *traceback;
+    PyErr_Fetch(&type, &value, &traceback);
+    PyErr_NormalizeException(&type, &value, &traceback);
+    if (traceback) PyException_SetTraceback(value, traceback);
+    PyObject *previous = PyErr_GetHandledException();
+    PyErr_SetHandledException(value);
+    PyObject *argv[] = {self->dispatcher, client, message, Py_None, route};
+    PyObject *result = PyObject_VectorcallMethod(names.dispatch, argv, 4, names.failedRouteKeyword);
+    PyErr_SetHandledException(previous);
+    Py_XDECREF(previous);
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(traceback);
+    return done(result);
+}
+
+bool sendText(RealtimeDispatchObject *self, PyObject *ws, PyObject *encoded) {
+    if (Py_TYPE(ws) == &PyWebSocketType) {
+        uws::WebSocket *socket = reinterpret_cast<PyWebSocketObject *>(ws)->ws;
+        if (!socket) {
+            PyErr_SetString(constants.closedError, "this WebSocket is closed");
+            return false;
+        }
+        socket->send(std::string_view(PyBytes_AS_STRING(encoded), size_t(PyBytes_GET_SIZE(encoded))),
+                     uws::OpCode::Text, self->compress);
+        return true;
+    }
+    return done(callMethod(names.send, ws, encoded, self->one, self->compress ? Py_True : Py_False));
+}
+
+// A plain sync handler's return value, as on_message answers it.
+bool answer(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message, PyObject *reply) {
+    PyObject *batcher = self->clientBatcher.get(client);
+    if (!batcher) return false;
+    bool direct = PyDict_CheckExact(reply) && batcher == Py_None;
+    Py_DECREF(batcher);
+    PyObject *requestId = PyDict_GetItemWithError(message, names.id); // read after the handler ran, as in Python
+    if (!requestId && PyErr_Occurred()) return false;
+    if (!requestId) requestId = Py_None;
+    if (!direct) return done(callMethod(names.reply, self->dispatcher, client, requestId, reply, Py_None));
+    Py_INCREF(reply);
+    if (requestId != Py_None) {
+        PyObject *withId = PyDict_Copy(reply);
+        Py_DECREF(reply);
+        if (!withId || PyDict_SetItem(withId, names.id, requestId) < 0) {
+            Py_XDECREF(withId);
+            return false;
+        }
+        reply = withId;
+    }
+    PyObject *encoded = PyObject_Vectorcall(self->dumps, &reply, 1, nullptr);
+    bool ok;
+    if (encoded) {
+        ok = sendText(self, ws, encoded);
+        Py_DECREF(encoded);
+    } else if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+        PyErr_Clear();
+        ok = done(callMethod(names.send, client, reply)); // Client.send answers INTERNAL for it
+    } else {
+        ok = false;
+    }
+    Py_DECREF(reply);
+    return ok;
+}
+
+// protocol.now_ms(): wall-clock milliseconds.
+long long nowMilliseconds() {
+    timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
+
+bool isPing(PyObject *kind) {
+    return PyUnicode_GET_LENGTH(kind) == 4 && PyUnicode_CompareWithASCIIString(kind, "PING") == 0;
+}
+
+// Builtins.ping's {"type": "PONG", "serverTime": ...}, answered as Dispatcher.reply would.
+bool answerPing(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message) {
+    PyObject *reply = PyDict_New();
+    if (!reply) return false;
+    PyObject *serverTime = PyLong_FromLongLong(nowMilliseconds());
+    bool ok = serverTime && PyDict_SetItem(reply, names.type, names.pong) == 0 &&
+              PyDict_SetItem(reply, names.serverTime, serverTime) == 0 && answer(self, ws, client, message, reply);
+    Py_XDECREF(serverTime);
+    Py_DECREF(reply);
+    return ok;
+}
+
+// A decoded message for a fast route: count, call (one call in sampleMask + 1 timed), answer.
+bool callFastRoute(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message, PyObject *route) {
+    PyObject *callsObject = self->routeCalls.get(route);
+    if (!callsObject) return false;
+    unsigned long long calls = PyLong_AsUnsignedLongLongMask(callsObject) + 1;
+    PyObject *next = PyNumber_Add(callsObject, self->one);
+    Py_DECREF(callsObject);
+    if (!next) return false;
+    bool counted = self->routeCalls.set(route, next);
+    Py_DECREF(next);
+    if (!counted) return false;
+    PyObject *histogram = self->routeHistogram.get(route);
+    if (!histogram) return false;
+    PyObject *handler = self->routeHandler.get(route);
+    if (!handler) {
+        Py_DECREF(histogram);
+        return false;
+    }
+    bool timed = !(calls & self->sampleMask) && histogram != Py_None;
+    double started = timed ? monotonicSeconds() : 0.0;
+    PyObject *argv[] = {client, message};
+    PyObject *reply = PyObject_Vectorcall(handler, argv, 2, nullptr);
+    Py_DECREF(handler);
+    if (reply && timed) {
+        PyObject *elapsed = PyFloat_FromDouble(monotonicSeconds() - started);
+        if (!elapsed || !done(callMethod(names.observe, histogram, elapsed))) Py_CLEAR(reply);
+        Py_XDECREF(elapsed);
+    }
+    Py_DECREF(histogram);
+    if (!reply) return handlerFailed(self, client, message, route);
+    bool ok = answer(self, ws, client, message, reply);
+    Py_DECREF(reply);
+    return ok;
+}
+
+// One message of `client` on `ws`. `data` is the message object when the caller has one
+// (a call from Python), else null: it is made only for the paths that need it.
+bool handle(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::string_view message,
+            PyObject *opCodeObject, bool binary, PyObject *data) {
+    PyObject *bucket = self->clientBucket.get(client);
+    if (!bucket) return false;
+    if (bucket != Py_None) {
+        int taken = takeToken(self, bucket);
+        if (taken <= 0) {
+            bool ok = taken == 0 && done(callMethod(names.rateLimited, self->dispatcher, client, bucket));
+            Py_DECREF(bucket);
+            return ok;
+        }
+    }
+    Py_DECREF(bucket);
+    // The size is in bytes already: the same test as the Python path's on decoded text.
+    if (binary || Py_ssize_t(message.size()) > self->maxPayloadLength) {
+        return admittedInPython(self, ws, client, message, opCodeObject, binary, data);
+    }
+    PyObject *source = data;
+    if (source) {
+        Py_INCREF(source);
+    } else {
+        source = PyBytes_FromStringAndSize(message.data(), Py_ssize_t(message.size()));
+        if (!source) return false;
+    }
+    PyObject *decoded = PyObject_Vectorcall(self->loads, &source, 1, nullptr);
+    Py_DECREF(source);
+    if (!decoded) {
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) return false;
+        PyErr_Clear(); // not JSON: the Python path decodes again and words the error
+        return admittedInPython(self, ws, client, message, opCodeObject, binary, data);
+    }
+    PyObject *kind = PyDict_CheckExact(decoded) ? PyDict_GetItemWithError(decoded, names.type) : nullptr;
+    if (!kind || !PyUnicode_CheckExact(kind) || PyUnicode_GET_LENGTH(kind) == 0) {
+        Py_DECREF(decoded);
+        if (PyErr_Occurred()) return false;
+        return admittedInPython(self, ws, client, message, opCodeObject, binary, data);
+    }
+    PyObject *route = PyDict_GetItemWithError(self->routes, kind);
+    if (!route && PyErr_Occurred()) {
+        Py_DECREF(decoded);
+        return false;
+    }
+    int fast = 0;
+    if (route) {
+        Py_INCREF(route);
+        PyObject *flag = self->routeFast.get(route);
+        fast = flag ? PyObject_IsTrue(flag) : -1;
+        Py_XDECREF(flag);
+    }
+    bool ok;
+    if (fast < 0) {
+        ok = false;
+    } else if (fast) {
+        ok = callFastRoute(self, ws, client, decoded, route);
+    } else if (!route && self->answersPing && isPing(kind)) {
+        ok = answerPing(self, ws, client, decoded);
+    } else {
+        ok = done(callMethod(names.dispatch, self->dispatcher, client, decoded, Py_None));
+    }
+    Py_XDECREF(route);
+    Py_DECREF(decoded);
+    return ok;
+}
+
+PyObject *clientOf(PyObject *ws) {
+    if (Py_TYPE(ws) == &PyWebSocketType) {
+        auto *handle = reinterpret_cast<PyWebSocketObject *>(ws);
+        if (!handle->ws) {
+            PyErr_SetString(constants.closedError, "this WebSocket is closed");
+            return nullptr;
+        }
+        Py_INCREF(handle->userData);
+        return handle->userData;
+    }
+    return callMethod(names.getUserData, ws);
+}
+
+// dispatch(ws, data, opcode), as Dispatcher.on_message is called.
+PyObject *dispatchCall(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    auto *self = reinterpret_cast<RealtimeDispatchObject *>(callable);
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 3 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "RealtimeDispatch takes (ws, data, opcode)");
+        return nullptr;
+    }
+    PyObject *ws = args[0], *data = args[1], *opCodeObject = args[2];
+    long opCode = PyLong_Check(opCodeObject) ? PyLong_AsLong(opCodeObject) : -1;
+    if (opCode == -1 && PyErr_Occurred()) return nullptr;
+    std::string_view message;
+    bool viewed = false;
+    if (PyUnicode_Check(data) && opCode == 1) {
+        Py_ssize_t length;
+        const char *utf8 = PyUnicode_AsUTF8AndSize(data, &length);
+        if (utf8) {
+            message = std::string_view(utf8, size_t(length));
+            viewed = true;
+        } else {
+            PyErr_Clear(); // lone surrogates: the Python path measures and refuses them
+        }
+    } else if (PyBytes_Check(data) && opCode == 2) {
+        message = std::string_view(PyBytes_AS_STRING(data), size_t(PyBytes_GET_SIZE(data)));
+        viewed = true;
+    }
+    if (!viewed) {
+        return callMethod(names.onMessage, self->dispatcher, ws, data, opCodeObject);
+    }
+    PyObject *client = clientOf(ws);
+    if (!client) return nullptr;
+    bool ok = handle(self, ws, client, message, opCodeObject, opCode == 2, data);
+    Py_DECREF(client);
+    if (!ok) return nullptr;
+    Py_RETURN_NONE;
+}
+
+PyObject *dispatchNew(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    static const char *keywords[] = {"dispatcher", "routes", "loads", "dumps", "client_type", "route_type",
+                                     "bucket_type", "monotonic", "sample_mask", "max_payload_length", "compress",
+                                     "answers_ping", nullptr};
+    PyObject *dispatcher, *routes, *loads, *dumps, *clientType, *routeType, *bucketType, *monotonic;
+    unsigned long long sampleMask;
+    Py_ssize_t maxPayloadLength;
+    int compress, answersPing;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!OOO!O!O!OKnpp", const_cast<char **>(keywords), &dispatcher,
+                                     &PyDict_Type, &routes, &loads, &dumps, &PyType_Type, &clientType, &PyType_Type,
+                                     &routeType, &PyType_Type, &bucketType, &monotonic, &sampleMask,
+                                     &maxPayloadLength, &compress, &answersPing)) {
+        return nullptr;
+    }
+    auto *self = reinterpret_cast<RealtimeDispatchObject *>(type->tp_alloc(type, 0));
+    if (!self) return nullptr;
+    self->vectorcall = dispatchCall;
+    self->dispatcher = Py_NewRef(dispatcher);
+    self->routes = Py_NewRef(routes);
+    self->loads = Py_NewRef(loads);
+    self->dumps = Py_NewRef(dumps);
+    self->bucketType = Py_NewRef(bucketType);
+    self->clientType = Py_NewRef(clientType);
+    self->routeType = Py_NewRef(routeType);
+    if (!self->clientBucket.resolve(clientType, names.bucket) || !self->clientBatcher.resolve(clientType, names.batcher) ||
+        !self->bucketClock.resolve(bucketType, names.clock) || !self->bucketTokens.resolve(bucketType, names.tokens) ||
+        !self->bucketUpdated.resolve(bucketType, names.updated) || !self->bucketRate.resolve(bucketType, names.rate) ||
+        !self->bucketCapacity.resolve(bucketType, names.capacity) || !self->routeFast.resolve(routeType, names.fast) ||
+        !self->routeHandler.resolve(routeType, names.handler) ||
+        !self->routeHistogram.resolve(routeType, names.histogram) || !self->routeCalls.resolve(routeType, names.calls)) {
+        Py_DECREF(self);
+        return nullptr;
+    }
+    self->monotonic = Py_NewRef(monotonic);
+    self->one = PyLong_FromLong(1);
+    self->sampleMask = sampleMask;
+    self->maxPayloadLength = maxPayloadLength;
+    self->compress = compress != 0;
+    self->answersPing = answersPing != 0;
+    return reinterpret_cast<PyObject *>(self);
+}
+
+int dispatchTraverse(RealtimeDispatchObject *self, visitproc visit, void *arg) {
+    Py_VISIT(self->dispatcher);
+    Py_VISIT(self->routes);
+    Py_VISIT(self->loads);
+    Py_VISIT(self->dumps);
+    Py_VISIT(self->bucketType);
+    Py_VISIT(self->clientType);
+    Py_VISIT(self->routeType);
+    Py_VISIT(self->monotonic);
+    return 0;
+}
+
+int dispatchClear(RealtimeDispatchObject *self) {
+    Py_CLEAR(self->dispatcher);
+    Py_CLEAR(self->routes);
+    Py_CLEAR(self->loads);
+    Py_CLEAR(self->dumps);
+    Py_CLEAR(self->bucketType);
+    Py_CLEAR(self->clientType);
+    Py_CLEAR(self->routeType);
+    Py_CLEAR(self->monotonic);
+    Py_CLEAR(self->one);
+    return 0;
+}
+
+void dispatchDealloc(RealtimeDispatchObject *self) {
+    PyObject_GC_UnTrack(self);
+    dispatchClear(self);
+    Py_TYPE(self)->tp_free(reinterpret_cast<PyObject *>(self));
+}
+
+bool internNames() {
+    struct {
+        PyObject **slot;
+        const char *text;
+    } table[] = {{&names.bucket, "bucket"}, {&names.batcher, "batcher"}, {&names.fast, "fast"},
+                 {&names.handler, "handler"}, {&names.histogram, "histogram"}, {&names.calls, "calls"},
+                 {&names.type, "type"}, {&names.id, "id"}, {&names.handleAdmitted, "handle_admitted"},
+                 {&names.dispatch, "dispatch"}, {&names.reply, "reply"}, {&names.rateLimited, "rate_limited"},
+                 {&names.onMessage, "on_message"}, {&names.observe, "observe"}, {&names.send, "send"},
+                 {&names.getUserData, "get_user_data"}, {&names.take, "take"}, {&names.clock, "clock"},
+                 {&names.tokens, "tokens"}, {&names.updated, "updated"}, {&names.rate, "rate"},
+                 {&names.capacity, "capacity"}, {&names.serverTime, "serverTime"}, {&names.pong, "PONG"}};
+    for (auto &entry : table) {
+        *entry.slot = PyUnicode_InternFromString(entry.text);
+        if (!*entry.slot) return false;
+    }
+    names.failedRouteKeyword = Py_BuildValue("(s)", "failed_route");
+    return names.failedRouteKeyword != nullptr;
+}
+
+} // namespace
+
+PyTypeObject RealtimeDispatchType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
+bool realtimeMessage(PyObject *dispatch, PyObject *ws, std::string_view message, uws::OpCode opCode) {
+    auto *self = reinterpret_cast<RealtimeDispatchObject *>(dispatch);
+    PyObject *client = clientOf(ws);
+    if (!client) return false;
+    bool ok = handle(self, ws, client, message, constants.opCodes[int(opCode)], opCode != uws::OpCode::Text, nullptr);
+    Py_DECREF(client);
+    return ok;
+}
+
+bool initRealtimeDispatchType(py::module_ &module) {
+    if (!internNames()) return false;
+    RealtimeDispatchType.tp_name = "uws_py._core.RealtimeDispatch";
+    RealtimeDispatchType.tp_basicsize = sizeof(RealtimeDispatchObject);
+    RealtimeDispatchType.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL;
+    RealtimeDispatchType.tp_doc =
+        "RealtimeDispatch(dispatcher, routes, loads, dumps, client_type, route_type, bucket_type, monotonic, sample_mask, "
+        "max_payload_length, compress, answers_ping)\n\nThe realtime route's message handler: "
+        "Dispatcher.on_message's common case (and, with answers_ping, PING) in C, everything else handed "
+        "to the Python dispatcher.";
+    RealtimeDispatchType.tp_vectorcall_offset = offsetof(RealtimeDispatchObject, vectorcall);
+    RealtimeDispatchType.tp_call = PyVectorcall_Call;
+    RealtimeDispatchType.tp_new = dispatchNew;
+    RealtimeDispatchType.tp_dealloc = (destructor)dispatchDealloc;
+    RealtimeDispatchType.tp_traverse = (traverseproc)dispatchTraverse;
+    RealtimeDispatchType.tp_clear = (inquiry)dispatchClear;
+    if (PyType_Ready(&RealtimeDispatchType) < 0) return false;
+    Py_INCREF(&RealtimeDispatchType);
+    module.add_object("RealtimeDispatch", reinterpret_cast<PyObject *>(&RealtimeDispatchType));
+    return true;
+}
+
+} // namespace uwspy
