@@ -101,7 +101,10 @@ def replies(ws: FakeWebSocket) -> list[dict]:
     return out
 
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
+# Integers within what the decoder keeps exact (orjson, like JavaScript, reads a JSON integer
+# outside -2**63 .. 2**64-1 as the nearest float: docs/protocol.md says so for `id`).
+json_scalars = st.none() | st.booleans() | st.integers(min_value=-2**63, max_value=2**64 - 1) \
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
 json_values = st.recursive(
     json_scalars,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
