@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tests.support.hubs import ClientGroup, HubGroup
 from tests.support.procutil import HOST, RealtimeClient, RedisServer, UwsServer, metric_value, wait_until
 
 redis = pytest.importorskip("redis", reason="redis-py is part of the test extras; the broker needs it")
@@ -36,34 +37,16 @@ def redis_client(redis_server):
 def hubs(redis_server):
     """hubs(n) -> n `uws-py serve --broker ... --history chat.*` processes, stopped at teardown;
     each waits until its broker connection is up."""
-    started: list = []
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UWS_PY_")}
-
-    def start(count: int) -> list:
-        for _ in range(count):
-            started.append(UwsServer("--broker", redis_server.url, "--no-access-log", *HISTORY, env=env))
-        for hub in started[-count:]:
-            wait_until(lambda hub=hub: metric_value(hub.port, "uws_broker_connected") == 1,
-                       f"broker of pid {hub.pid} connected", timeout=15.0)
-        return started[-count:]
-
-    yield start
-    for hub in started:
-        hub.stop()
+    group = HubGroup(redis_server.url, "--no-access-log", *HISTORY)
+    yield group.start
+    group.stop()
 
 
 @pytest.fixture
 def connect():
-    clients: list = []
-
-    def open_client(hub) -> RealtimeClient:
-        client = RealtimeClient(hub.port)
-        clients.append(client)
-        return client
-
-    yield open_client
-    for client in clients:
-        client.close()
+    clients = ClientGroup()
+    yield lambda hub: clients.open(hub.port)
+    clients.close()
 
 
 def publish_all(publisher: RealtimeClient, topic: str, first: int, count: int) -> list:

@@ -11,6 +11,7 @@ import time
 import jwt
 import pytest
 
+from tests.support.hubs import ClientGroup, HubGroup
 from tests.support.procutil import RealtimeClient, RedisServer, UwsServer, metric_value, wait_until
 
 redis = pytest.importorskip("redis", reason="redis-py is part of the test extras; the broker needs it")
@@ -35,40 +36,17 @@ def redis_server():
 @pytest.fixture
 def hubs(redis_server):
     """hubs(n) -> n hub processes with presence on room.* (join/leave on), a short TTL."""
-    started: list = []
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UWS_PY_")}
-
-    def start(count: int, diff_interval: float = DIFF_INTERVAL) -> list:
-        for _ in range(count):
-            started.append(UwsServer(
-                "--broker", redis_server.url, "--no-access-log", "--rate-limit", "off", "--jwt-secret", SECRET,
-                "--presence", "room.*:join_leave", "--presence", "quiet.*", "--presence-ttl", str(TTL),
-                "--presence-diff-interval", str(diff_interval), env=env))
-        for hub in started[-count:]:
-            wait_until(lambda hub=hub: metric_value(hub.port, "uws_broker_connected") == 1,
-                       f"broker of pid {hub.pid} connected", timeout=15.0)
-        return started[-count:]
-
-    yield start
-    for hub in started:
-        hub.stop()
+    group = HubGroup(redis_server.url, "--no-access-log", "--rate-limit", "off", "--jwt-secret", SECRET,
+                     "--presence", "room.*:join_leave", "--presence", "quiet.*", "--presence-ttl", str(TTL))
+    yield lambda count, diff_interval=DIFF_INTERVAL: group.start(count, "--presence-diff-interval", str(diff_interval))
+    group.stop()
 
 
 @pytest.fixture
 def connect():
-    clients: list = []
-
-    def open_client(hub, user: str) -> RealtimeClient:
-        client = RealtimeClient(hub.port, headers=[("Authorization", f"Bearer {token(user)}")])
-        clients.append(client)
-        return client
-
-    yield open_client
-    for client in clients:
-        try:
-            client.close()
-        except OSError:
-            pass
+    clients = ClientGroup()
+    yield lambda hub, user: clients.open(hub.port, headers=[("Authorization", f"Bearer {token(user)}")])
+    clients.close()
 
 
 def presence_ids(client: RealtimeClient, topic: str) -> set:

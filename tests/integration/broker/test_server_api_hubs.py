@@ -14,7 +14,8 @@ import jwt
 import pytest
 
 from tests.support.api_client import api_call, api_result
-from tests.support.procutil import RealtimeClient, RedisServer, UwsServer, metric_value, wait_until
+from tests.support.hubs import ClientGroup, HubGroup
+from tests.support.procutil import RedisServer
 
 redis = pytest.importorskip("redis", reason="redis-py is part of the test extras; the broker needs it")
 
@@ -37,39 +38,17 @@ def redis_server():
 @pytest.fixture
 def hubs(redis_server):
     """hubs(n) -> n hub processes with the API on, history on hist.*, presence on room.*."""
-    started: list = []
-    env = {k: v for k, v in os.environ.items() if not k.startswith("UWS_PY_")}
-
-    def start(count: int) -> list:
-        for _ in range(count):
-            started.append(UwsServer(
-                "--broker", redis_server.url, "--no-access-log", "--rate-limit", "off", "--jwt-secret", SECRET,
-                "--api-key", KEY, "--history", "hist.*:100:300", "--presence", "room.*", env=env))
-        for hub in started[-count:]:
-            wait_until(lambda hub=hub: metric_value(hub.port, "uws_broker_connected") == 1,
-                       f"broker of pid {hub.pid} connected", timeout=15.0)
-        return started[-count:]
-
-    yield start
-    for hub in started:
-        hub.stop()
+    group = HubGroup(redis_server.url, "--no-access-log", "--rate-limit", "off", "--jwt-secret", SECRET,
+                     "--api-key", KEY, "--history", "hist.*:100:300", "--presence", "room.*")
+    yield group.start
+    group.stop()
 
 
 @pytest.fixture
 def connect():
-    clients: list = []
-
-    def open_client(hub, user: str) -> RealtimeClient:
-        client = RealtimeClient(hub.port, headers=[("Authorization", f"Bearer {token(user)}")])
-        clients.append(client)
-        return client
-
-    yield open_client
-    for client in clients:
-        try:
-            client.close()
-        except OSError:
-            pass
+    clients = ClientGroup()
+    yield lambda hub, user: clients.open(hub.port, headers=[("Authorization", f"Bearer {token(user)}")])
+    clients.close()
 
 
 def test_a_bad_key_is_refused_with_401_and_publishes_nothing(hubs, connect):
