@@ -4,7 +4,6 @@ environment > TOML file > default), coercion and validation, without starting a 
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ from uws_py.config import (
     ConfigError, ServeConfig, load, parse_broker_url, parse_history, parse_presence, parse_rate_limit,
 )
 
-needs_tomllib = pytest.mark.skipif(sys.version_info < (3, 11), reason="--config files need tomllib (Python 3.11+)")
 
 
 def write_toml(directory: Path, text: str) -> str:
@@ -177,7 +175,6 @@ def test_resolve_config_reads_os_environ_when_no_environment_is_given(monkeypatc
 # -- the TOML file --------------------------------------------------------------------------
 
 
-@needs_tomllib
 def test_file_serve_table_with_dashed_or_underscored_keys(tmp_path):
     path = write_toml(
         tmp_path,
@@ -193,28 +190,24 @@ def test_file_serve_table_with_dashed_or_underscored_keys(tmp_path):
     assert config.broker == "rediss://cache.example:6390/1"
 
 
-@needs_tomllib
 def test_file_given_with_the_config_option(tmp_path):
     path = write_toml(tmp_path, "[serve]\nworkers = 4\n")
     config = resolve(["serve", "--config", path])
     assert config.workers == 4
 
 
-@needs_tomllib
 def test_file_with_unknown_option_is_refused(tmp_path):
     path = write_toml(tmp_path, "[serve]\nport = 1\ncolour = \"blue\"\n")
     with pytest.raises(ConfigError, match="colour"):
         load(path, {}, {})
 
 
-@needs_tomllib
 def test_file_with_wrong_type_is_refused(tmp_path):
     path = write_toml(tmp_path, '[serve]\nworkers = "many"\n')
     with pytest.raises(ConfigError, match="workers"):
         load(path, {}, {})
 
 
-@needs_tomllib
 def test_file_that_is_not_toml_is_refused(tmp_path):
     path = write_toml(tmp_path, "[serve\nport = \n")
     with pytest.raises(ConfigError, match="not valid TOML"):
@@ -230,7 +223,6 @@ def test_missing_file_is_refused(tmp_path):
 # -- precedence: command line > environment > file > default --------------------------------
 
 
-@needs_tomllib
 def test_each_layer_overrides_the_ones_below(tmp_path):
     path = write_toml(
         tmp_path,
@@ -245,7 +237,6 @@ def test_each_layer_overrides_the_ones_below(tmp_path):
     assert config.max_payload == 100 * 1024  # default where nobody spoke
 
 
-@needs_tomllib
 def test_negative_boolean_flag_beats_environment_and_file(tmp_path):
     path = write_toml(tmp_path, "[serve]\ncompression = true\naccess_log = false\n")
     config = resolve(
@@ -256,7 +247,6 @@ def test_negative_boolean_flag_beats_environment_and_file(tmp_path):
     assert config.access_log is True
 
 
-@needs_tomllib
 def test_environment_false_beats_file_true(tmp_path):
     path = write_toml(tmp_path, "[serve]\ncompression = true\n")
     assert resolve(["serve", "--config", path], {"UWS_PY_COMPRESSION": "no"}).compression is False
@@ -394,7 +384,6 @@ def test_main_reports_environment_error_in_one_line(capsys, monkeypatch):
     assert "UWS_PY_MAX_PAYLOAD" in err
 
 
-@needs_tomllib
 def test_main_check_config_prints_effective_configuration_with_secrets_masked(tmp_path, capsys):
     path = write_toml(tmp_path, '[serve]\nport = 9300\njwt_secret = "file-secret-value"\nworkers = 2\n')
     assert main(["check-config", path]) == 0
@@ -406,7 +395,6 @@ def test_main_check_config_prints_effective_configuration_with_secrets_masked(tm
     assert shown["host"] == "127.0.0.1"  # defaults fill what the file leaves out
 
 
-@needs_tomllib
 def test_main_check_config_refuses_a_bad_file_in_one_line(tmp_path, capsys):
     path = write_toml(tmp_path, "[serve]\nport = 123456\n")
     assert main(["check-config", path]) == 2
@@ -449,7 +437,6 @@ def test_history_from_the_environment_is_comma_separated():
     assert resolve(["serve"], {"UWS_PY_HISTORY": "chat.*:10:60, feed.*"}).history == ["chat.*:10:60", "feed.*"]
 
 
-@needs_tomllib
 def test_history_tables_in_the_file_beside_a_serve_table(tmp_path):
     path = write_toml(tmp_path, '[serve]\nport = 9000\n\n[[history]]\npattern = "chat.*"\nsize = 50\nttl = 60\n\n'
                                 '[[history]]\npattern = "feed.*"\n')
@@ -458,7 +445,6 @@ def test_history_tables_in_the_file_beside_a_serve_table(tmp_path):
     assert [parse_history(spec) for spec in config.history] == [("chat.*", 50, 60.0), ("feed.*", 100, 300.0)]
 
 
-@needs_tomllib
 def test_history_tables_without_a_serve_table_and_bad_entries(tmp_path):
     assert load(write_toml(tmp_path, '[[history]]\npattern = "a.*"\nsize = 3\n'), {}, {}).history == ["a.*:3:300.0"]
     for bad in ('[[history]]\nsize = 3\n', '[[history]]\npattern = "a"\nsize = "x"\n', '[[history]]\npattern = "a"\nmax = 1\n'):

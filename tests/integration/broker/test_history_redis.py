@@ -11,7 +11,7 @@ import time
 import orjson
 import pytest
 
-from tests.support.procutil import HOST, RedisServer, wait_until
+from tests.support.procutil import HOST, RedisServer
 from uws_py.realtime.history import (
     Continuity,
     DeliveryTracker,
@@ -25,7 +25,7 @@ from uws_py.realtime.history import (
     message_parts,
 )
 
-redis = pytest.importorskip("redis", reason="redis-py is part of the test extras; the Redis history needs it")
+import redis  # the [test] extra has redis-py: a missing one is an error, not a skip
 
 from uws_py.broker.redis import RedisBroker, parse_frame  # noqa: E402
 from uws_py.realtime.history_redis import RedisHistory  # noqa: E402

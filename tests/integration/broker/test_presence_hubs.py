@@ -14,7 +14,6 @@ import pytest
 from tests.support.hubs import ClientGroup, HubGroup
 from tests.support.procutil import RealtimeClient, RedisServer, UwsServer, metric_value, wait_until
 
-redis = pytest.importorskip("redis", reason="redis-py is part of the test extras; the broker needs it")
 
 SECRET = "presence hub tests: an HS256 key of 32+ bytes"
 TTL = 2.0

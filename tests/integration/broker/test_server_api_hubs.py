@@ -17,7 +17,6 @@ from tests.support.api_client import api_call, api_result
 from tests.support.hubs import ClientGroup, HubGroup
 from tests.support.procutil import RedisServer
 
-redis = pytest.importorskip("redis", reason="redis-py is part of the test extras; the broker needs it")
 
 SECRET = "server api hub tests: an HS256 key of 32+ bytes"
 KEY = "server-api-test-key-0123456789"
