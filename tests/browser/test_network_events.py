@@ -11,7 +11,7 @@ from pathlib import Path
 
 from uws_py.sdk import ClientOptions, connect
 
-from tests.support.browser import chromium, page_server, watch_errors
+from tests.support.browser import chromium, open_zero_loss_page, page_server
 from tests.support.chaos_proxy import ChaosProxy
 from tests.support.procutil import HOST
 from tests.support.realtime import SECRET, make_token
@@ -23,10 +23,7 @@ def test_back_online_a_silently_dead_connection_is_replaced_at_once_and_recovers
     async def scenario() -> None:
         with page_server(PAGES, history=("zl.*",), jwt_secret=SECRET) as server:
             async with ChaosProxy(server.port, min_life=300.0, max_life=300.0) as proxy, chromium() as browser:
-                page = await browser.new_page()
-                errors = watch_errors(page)
-                await page.goto(f"{server.http}/pages/zero_loss.html")
-                await page.wait_for_function("window.moduleLoaded === true", timeout=10000)
+                page, errors = await open_zero_loss_page(browser, server.http)
                 # The periodic PING is a minute away: only the online event can find the dead flow in time.
                 config = {"ws": f"ws://{HOST}:{proxy.port}/realtime", "token": make_token("page", ttl=600),
                           "topic": "zl.online", "subscribers": 1,
@@ -64,10 +61,7 @@ def test_more_missed_than_the_recovery_limit_is_a_gap_and_delivery_goes_on_from_
     async def scenario() -> None:
         with page_server(PAGES, history=("zl.*",), jwt_secret=SECRET, recover_limit=10) as server:
             async with ChaosProxy(server.port, min_life=300.0, max_life=300.0) as proxy, chromium() as browser:
-                page = await browser.new_page()
-                errors = watch_errors(page)
-                await page.goto(f"{server.http}/pages/zero_loss.html")
-                await page.wait_for_function("window.moduleLoaded === true", timeout=10000)
+                page, errors = await open_zero_loss_page(browser, server.http)
                 config = {"ws": f"ws://{HOST}:{proxy.port}/realtime", "token": make_token("page", ttl=600),
                           "topic": "zl.gap", "subscribers": 1,
                           "options": {"minReconnectDelay": 100, "maxReconnectDelay": 500, "timeout": 3000,

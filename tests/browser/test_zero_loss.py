@@ -12,7 +12,7 @@ from typing import Any
 
 from uws_py.sdk import ClientOptions, connect
 
-from tests.support.browser import chromium, page_server, watch_errors
+from tests.support.browser import chromium, open_zero_loss_page, page_server
 from tests.support.chaos_proxy import ChaosProxy
 from tests.support.procutil import HOST
 from tests.support.realtime import SECRET, make_token
@@ -46,10 +46,7 @@ def test_browser_subscribers_behind_a_chaos_proxy_lose_nothing():
     async def scenario() -> None:
         with page_server(PAGES, history=("zl.*",), jwt_secret=SECRET) as server:
             async with ChaosProxy(server.port, min_life=0.2, max_life=2.0, seed=14) as proxy, chromium() as browser:
-                page = await browser.new_page()
-                errors = watch_errors(page)
-                await page.goto(f"{server.http}/pages/zero_loss.html")
-                await page.wait_for_function("window.moduleLoaded === true", timeout=10000)
+                page, errors = await open_zero_loss_page(browser, server.http)
                 # Tokens of TOKEN_TTL seconds from the page server: renewed through AUTH on live
                 # connections and fetched again on reconnects, all while the proxy cuts.
                 config = {"ws": f"ws://{HOST}:{proxy.port}/realtime", "tokenUrl": f"/token?sub=page&ttl={TOKEN_TTL}",
@@ -108,10 +105,7 @@ def test_a_hung_connection_is_found_by_the_ping_and_the_page_recovers_what_it_mi
     async def scenario() -> None:
         with page_server(PAGES, history=("zl.*",), jwt_secret=SECRET) as server:
             async with ChaosProxy(server.port, min_life=300.0, max_life=300.0) as proxy, chromium() as browser:
-                page = await browser.new_page()
-                errors = watch_errors(page)
-                await page.goto(f"{server.http}/pages/zero_loss.html")
-                await page.wait_for_function("window.moduleLoaded === true", timeout=10000)
+                page, errors = await open_zero_loss_page(browser, server.http)
                 config = {"ws": f"ws://{HOST}:{proxy.port}/realtime", "token": make_token("page", ttl=600),
                           "topic": "zl.hang", "subscribers": 1,
                           "options": {**JS_OPTIONS, "pingInterval": 500, "pongTimeout": 700}}

@@ -47,6 +47,16 @@ def watch_errors(page: Page) -> list[str]:
     return errors
 
 
+async def open_zero_loss_page(browser: BrowserContext, http: str) -> tuple[Page, list[str]]:
+    """A new page on ``{http}/pages/zero_loss.html`` once its module (the JS client) loaded,
+    and the list its errors go to (:func:`watch_errors`)."""
+    page = await browser.new_page()
+    errors = watch_errors(page)
+    await page.goto(f"{http}/pages/zero_loss.html")
+    await page.wait_for_function("window.moduleLoaded === true", timeout=10000)
+    return page, errors
+
+
 @contextlib.contextmanager
 def page_server(pages: Path, *, history: tuple[str, ...] = (), jwt_secret: Optional[str] = None,
                 recover_limit: Optional[int] = None) -> Iterator[Any]:

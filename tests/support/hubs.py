@@ -47,7 +47,9 @@ class ClientGroup:
 
     def open(self, port: int, headers: Optional[list[tuple[str, str]]] = None, **options: Any) -> RealtimeClient:
         """A connected client on ``port``."""
-        client = RealtimeClient(port, headers=headers, **options) if headers else RealtimeClient(port, **options)
+        if headers:
+            options["headers"] = headers
+        client = RealtimeClient(port, **options)
         self.clients.append(client)
         return client
 
