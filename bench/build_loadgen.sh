@@ -3,5 +3,5 @@
 set -euo pipefail
 bench=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$bench/.build"
-g++ -std=c++17 -O2 -Wall -Wextra -o "$bench/.build/loadgen" "$bench/loadgen/loadgen.cpp" -lz
+g++ -std=c++17 -O2 -Wall -Wextra -pthread -o "$bench/.build/loadgen" "$bench/loadgen/loadgen.cpp" -lz
 echo "built $bench/.build/loadgen"

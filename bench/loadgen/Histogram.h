@@ -21,6 +21,14 @@ public:
         sum_ = 0;
     }
 
+    // Adds another histogram's samples (the per-thread histograms of one run).
+    void merge(const Histogram &other) {
+        for (int i = 0; i < kBuckets; i++) counts_[i] += other.counts_[i];
+        total_ += other.total_;
+        if (other.max_ > max_) max_ = other.max_;
+        sum_ += other.sum_;
+    }
+
     uint64_t count() const { return total_; }
     double maxMicros() const { return max_ / 1000.0; }
     double meanMicros() const { return total_ ? double(sum_) / total_ / 1000.0 : 0.0; }

@@ -1,7 +1,9 @@
-// uws-py's WebSocket load generator: one thread, one epoll loop, many connections.
+// uws-py's WebSocket load generator: one epoll loop per thread, many connections.
 //
 // Modes:
-//   echo    N connections, K messages in flight each; RTT histogram; every echo checked
+//   echo    N connections, K messages in flight each; RTT histogram; every echo checked.
+//           With --threads T the connections are split over T threads, each with its own
+//           epoll loop (for rates one loop cannot generate); the others run on one thread.
 //   idle    N connections opened and held; the server's RSS before and after
 //   fanout  N subscribers ("sub:bench") and one publisher whose rate doubles per step until
 //           deliveries stop growing; delivery latency from a timestamp in the payload
@@ -26,10 +28,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "Connection.h"
@@ -52,6 +57,19 @@ uint64_t monotonicNs() {
     return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
 }
 
+// CPU time of the calling thread alone.
+double threadCpuSeconds() {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
+}
+
+void sleepUntil(uint64_t ns) {
+    timespec ts{time_t(ns / 1000000000u), long(ns % 1000000000u)};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr) == EINTR) {
+    }
+}
+
 double cpuSeconds() {
     rusage usage;
     getrusage(RUSAGE_SELF, &usage);
@@ -59,7 +77,18 @@ double cpuSeconds() {
            double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
 }
 
-enum class PayloadKind { TEXT, BINARY, JSON, REQUEST, REQUEST_JSON };
+enum class PayloadKind { TEXT, BINARY, JSON, REQUEST, REQUEST_JSON, PING };
+
+// What an echo-mode reply must be: the request's own bytes, or (for --payload ping sent to a
+// realtime server) {"type":"PONG","serverTime":<ms>,"id":<the request's id>}.
+enum class ReplyKind { ECHO, PONG };
+
+// --payload ping: {"type":"PING","id":N} with N = kPingIdBase + sequence, always 16 decimal
+// digits (and below 2^53, so any JSON implementation keeps it exact).
+constexpr uint64_t kPingIdBase = 1000000000000000u;
+constexpr const char *kPingPrefix = "{\"type\":\"PING\",\"id\":";
+constexpr const char *kPongPrefix = "{\"type\":\"PONG\",\"serverTime\":";
+constexpr const char *kPongId = ",\"id\":";
 
 struct Options {
     std::string host = "127.0.0.1";
@@ -69,6 +98,8 @@ struct Options {
     int inflight = 1;
     size_t size = 32;
     PayloadKind payload = PayloadKind::TEXT;
+    ReplyKind reply = ReplyKind::ECHO;
+    int threads = 1;            // echo: threads, each with its own epoll loop and share of connections
     double warmup = 3;
     double duration = 5;
     bool deflate = false;
@@ -89,7 +120,8 @@ struct Options {
     std::fprintf(stderr,
                  "loadgen: %s\n"
                  "usage: loadgen --port P [--host H] [--mode echo|idle|fanout] [--connections N]\n"
-                 "  echo:   [--inflight K] [--size BYTES] [--payload text|binary|json|request] [--deflate]\n"
+                 "  echo:   [--inflight K] [--size BYTES] [--payload text|binary|json|request|request-json|ping]\n"
+                 "          [--reply echo|pong] [--deflate] [--threads T]\n"
                  "          [--path /p?q] [--header 'Name: value'] [--skip-first N]\n"
                  "          [--warmup S] [--duration S]\n"
                  "  idle:   [--hold S]\n"
@@ -128,6 +160,13 @@ Options parseOptions(int argc, char **argv) {
         else if (flag == "--header") o.header = value;
         else if (flag == "--skip-first") o.skipFirst = std::atoi(value);
         else if (flag == "--topic") o.topic = value;
+        else if (flag == "--threads") o.threads = std::atoi(value);
+        else if (flag == "--reply") {
+            std::string kind = value;
+            if (kind == "echo") o.reply = ReplyKind::ECHO;
+            else if (kind == "pong") o.reply = ReplyKind::PONG;
+            else usage("--reply must be echo or pong");
+        }
         else if (flag == "--payload") {
             std::string kind = value;
             if (kind == "text") o.payload = PayloadKind::TEXT;
@@ -135,13 +174,19 @@ Options parseOptions(int argc, char **argv) {
             else if (kind == "json") o.payload = PayloadKind::JSON;
             else if (kind == "request") o.payload = PayloadKind::REQUEST;
             else if (kind == "request-json") o.payload = PayloadKind::REQUEST_JSON;
-            else usage("--payload must be text, binary, json, request or request-json");
+            else if (kind == "ping") o.payload = PayloadKind::PING;
+            else usage("--payload must be text, binary, json, request, request-json or ping");
         } else usage(("unknown option " + flag).c_str());
     }
     if (o.port <= 0 || o.port > 65535) usage("--port is required");
     if (o.mode != "echo" && o.mode != "idle" && o.mode != "fanout") usage("--mode must be echo, idle or fanout");
     if (o.connections < 1 || o.inflight < 1) usage("--connections and --inflight must be positive");
+    if (o.payload == PayloadKind::PING) o.size = std::strlen(kPingPrefix) + 17; // 16 digits and '}'
     if (o.size < 24) usage("--size must be at least 24 (room for the sequence stamp)");
+    if (o.threads < 1 || o.threads > 64) usage("--threads must be 1 to 64");
+    if (o.threads > 1 && o.mode != "echo") usage("--threads is for --mode echo only");
+    if (o.threads > o.connections) usage("--threads must not exceed --connections");
+    if (o.reply == ReplyKind::PONG && o.payload != PayloadKind::PING) usage("--reply pong needs --payload ping");
     if (o.publishSize < 16) usage("--publish-size must be at least 16 (timestamp and sequence)");
     if (!o.topic.empty() && o.publishSize < 32) usage("--publish-size must be at least 32 with --topic (hex stamps)");
     return o;
@@ -158,11 +203,92 @@ struct Errors {
     uint64_t total() const {
         return mismatches + connectFailed + handshakeFailed + closedByServer + protocol + subscribeTimeout;
     }
+
+    void add(const Errors &other) {
+        mismatches += other.mismatches;
+        connectFailed += other.connectFailed;
+        handshakeFailed += other.handshakeFailed;
+        closedByServer += other.closedByServer;
+        protocol += other.protocol;
+        subscribeTimeout += other.subscribeTimeout;
+    }
+
+    void write(Json &out) const {
+        out.beginObject("errors");
+        out.field("mismatches", mismatches);
+        out.field("connect_failed", connectFailed);
+        out.field("handshake_failed", handshakeFailed);
+        out.field("closed_by_server", closedByServer);
+        out.field("protocol", protocol);
+        out.field("subscribe_timeout", subscribeTimeout);
+        out.endObject();
+        out.field("ok", total() == 0);
+    }
+};
+
+// ---- reporting ---------------------------------------------------------------------------
+
+struct Sample {
+    uint64_t ns;
+    double ownCpu;
+    double serverCpu;
+    long serverRss;
+    double machineBusy;
+};
+
+Sample sample(int serverPid) {
+    Sample s{monotonicNs(), cpuSeconds(), -1, -1, machineBusySeconds()};
+    if (serverPid) {
+        s.serverCpu = serverCpuSeconds(serverPid);
+        s.serverRss = serverRssKb(serverPid);
+    }
+    return s;
+}
+
+void writeLatency(Json &out, const char *name, const Histogram &h) {
+    out.beginObject(name);
+    out.field("p50", h.percentileMicros(0.50));
+    out.field("p90", h.percentileMicros(0.90));
+    out.field("p99", h.percentileMicros(0.99));
+    out.field("p999", h.percentileMicros(0.999));
+    out.field("max", h.maxMicros());
+    out.field("mean", h.meanMicros());
+    out.field("samples", h.count());
+    out.endObject();
+}
+
+// CPU of the load generator (all its threads) and of the server over the same window. The load
+// generator is called the bottleneck when one of its loops kept a core >= 90 % busy:
+// `busiestLoop` is that loop's busy fraction, or < 0 when the process has one loop.
+void writeCosts(Json &out, const Sample &start, const Sample &end, uint64_t messages, int serverPid,
+                double busiestLoop = -1) {
+    double seconds = double(end.ns - start.ns) / 1e9;
+    double own = end.ownCpu - start.ownCpu;
+    out.field("loadgen_cpu_s", own);
+    out.field("loadgen_cpu_fraction", own / seconds);
+    out.field("loadgen_bottleneck", (busiestLoop < 0 ? own / seconds : busiestLoop) >= kBottleneckFraction);
+    if (serverPid && start.serverCpu >= 0 && end.serverCpu >= 0) {
+        double server = end.serverCpu - start.serverCpu;
+        out.field("server_cpu_s", server);
+        out.field("server_cpu_fraction", server / seconds);
+        if (messages) out.field("server_cpu_us_per_msg", server * 1e6 / double(messages));
+        out.field("server_rss_kb", int64_t(end.serverRss));
+        out.field("other_cpu_cores", (end.machineBusy - start.machineBusy - own - server) / seconds);
+    }
+}
+
+// The measured window of a threaded echo run, published by the main thread once every echo
+// thread has its connections open: `end` is stored before `start`, and `start` != 0 says both are set.
+struct EchoWindow {
+    std::atomic<int> ready{0};
+    std::atomic<uint64_t> start{0};
+    std::atomic<uint64_t> end{0};
 };
 
 class Loadgen {
 public:
-    explicit Loadgen(const Options &options) : opt_(options), readBuffer_(256 * 1024) {
+    explicit Loadgen(const Options &options, uint32_t maskSeed = 0x9e3779b9u)
+        : opt_(options), readBuffer_(256 * 1024), maskState_(maskSeed) {
         epoll_ = epoll_create1(EPOLL_CLOEXEC);
         address_.sin_family = AF_INET;
         address_.sin_port = htons(uint16_t(opt_.port));
@@ -170,25 +296,55 @@ public:
         buildTemplates();
     }
 
+    // The idle and fan-out modes (echo runs through runEcho() below, on one or more threads).
     int run() {
-        raiseFileLimit();
         Json out;
         out.field("mode", opt_.mode);
-        if (opt_.mode == "echo") runEcho(out);
-        else if (opt_.mode == "idle") runIdle(out);
+        if (opt_.mode == "idle") runIdle(out);
         else runFanout(out);
         closeAll();
-        out.beginObject("errors");
-        out.field("mismatches", errors_.mismatches);
-        out.field("connect_failed", errors_.connectFailed);
-        out.field("handshake_failed", errors_.handshakeFailed);
-        out.field("closed_by_server", errors_.closedByServer);
-        out.field("protocol", errors_.protocol);
-        out.field("subscribe_timeout", errors_.subscribeTimeout);
-        out.endObject();
-        out.field("ok", errors_.total() == 0);
+        errors_.write(out);
         std::printf("%s\n", out.finish().c_str());
         return errors_.total() == 0 ? 0 : 1;
+    }
+
+    // One echo thread's part of the run: opens its connections, keeps them busy through the
+    // warm-up, counts the replies of the window the main thread publishes, then closes them.
+    void echoThread(EchoWindow &window) {
+        openConnections(opt_.connections, Role::ECHO, 30);
+        for (Connection &c : connections_) {
+            if (c.state != ConnectionState::OPEN) continue;
+            for (int k = 0; k < opt_.inflight; k++) sendEcho(c);
+        }
+        flushDirty();
+        window.ready.fetch_add(1);
+        uint64_t start;
+        while ((start = window.start.load()) == 0) poll(10);
+        uint64_t end = window.end.load();
+        while (now_ < start) poll(50);
+        double cpuStart = threadCpuSeconds();
+        measuring_ = true;
+        while (now_ < end) poll(50);
+        measuring_ = false;
+        loopCpu_ = threadCpuSeconds() - cpuStart;
+        openedTotal_ = opened_;
+        closeAll();
+    }
+
+    const Errors &errors() const { return errors_; }
+    const Histogram &latency() const { return latency_; }
+    uint64_t messages() const { return messages_; }
+    uint64_t bytes() const { return bytes_; }
+    uint64_t compressedReceived() const { return compressedReceived_; }
+    int opened() const { return openedTotal_; }
+    int deflateConnections() const { return deflateConnections_; }
+    double loopCpu() const { return loopCpu_; }  // CPU seconds of the measured window
+
+    static void raiseFileLimit() {
+        rlimit limit;
+        getrlimit(RLIMIT_NOFILE, &limit);
+        limit.rlim_cur = limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit);
     }
 
 private:
@@ -231,6 +387,10 @@ private:
             json += "\"}}";
             std::memcpy(echoTemplate_.data(), json.data(), opt_.size);
             stampOffset_ = 21;
+        } else if (opt_.payload == PayloadKind::PING) {
+            std::string json = std::string(kPingPrefix) + std::to_string(kPingIdBase) + "}";
+            std::memcpy(echoTemplate_.data(), json.data(), opt_.size);
+            stampOffset_ = std::strlen(kPingPrefix);
         } else {
             const char *alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
             for (size_t i = 0; i < opt_.size; i++) {
@@ -272,6 +432,11 @@ private:
             std::memcpy(out, &seq, 8);
             return;
         }
+        if (opt_.payload == PayloadKind::PING) {
+            uint64_t id = kPingIdBase + seq;
+            for (int i = 15; i >= 0; i--, id /= 10) out[i] = uint8_t('0' + id % 10);
+            return;
+        }
         static const char hex[] = "0123456789abcdef";
         for (int i = 15; i >= 0; i--, seq >>= 4) out[i] = uint8_t(hex[seq & 15]);
     }
@@ -284,6 +449,18 @@ private:
         return std::memcmp(data + stampOffset_, expected, stampWidth_) == 0 &&
                std::memcmp(data, echoTemplate_.data(), stampOffset_) == 0 &&
                std::memcmp(data + end, echoTemplate_.data() + end, length - end) == 0;
+    }
+
+    // {"type":"PONG","serverTime":<digits>,"id":<the PING's 16 digits>}, nothing more.
+    bool pongMatches(const uint8_t *data, size_t length, uint64_t seq) const {
+        size_t prefix = std::strlen(kPongPrefix), idField = std::strlen(kPongId);
+        if (length < prefix + 1 + idField + 17 || std::memcmp(data, kPongPrefix, prefix) != 0) return false;
+        size_t at = prefix;
+        while (at < length && data[at] >= '0' && data[at] <= '9') at++;
+        if (at == prefix || length != at + idField + 17 || std::memcmp(data + at, kPongId, idField) != 0) return false;
+        uint8_t expected[16];
+        stamp(expected, seq);
+        return std::memcmp(data + at + idField, expected, 16) == 0 && data[length - 1] == '}';
     }
 
     // ---- sending -------------------------------------------------------------------------
@@ -407,13 +584,6 @@ private:
     }
 
     // ---- connections ---------------------------------------------------------------------
-
-    static void raiseFileLimit() {
-        rlimit limit;
-        getrlimit(RLIMIT_NOFILE, &limit);
-        limit.rlim_cur = limit.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &limit);
-    }
 
     void startConnect(Connection &c) {
         c.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -695,46 +865,14 @@ private:
             return;
         }
         uint64_t seq = c.receivedSeq++;
-        if (op != opcode() || !echoMatches(data, length, seq)) errors_.mismatches++;
+        bool matches = opt_.reply == ReplyKind::PONG ? pongMatches(data, length, seq) : echoMatches(data, length, seq);
+        if (op != opcode() || !matches) errors_.mismatches++;
         if (measuring_) {
             latency_.record(now_ - c.sendTimes[seq % c.sendTimes.size()]);
             messages_++;
             bytes_ += length;
         }
         if (!stopping_) sendEcho(c);
-    }
-
-    void runEcho(Json &out) {
-        openConnections(opt_.connections, Role::ECHO, 30);
-        for (Connection &c : connections_) {
-            if (c.state != ConnectionState::OPEN) continue;
-            for (int k = 0; k < opt_.inflight; k++) sendEcho(c);
-        }
-        flushDirty();
-        uint64_t measureStart = now_ + uint64_t(opt_.warmup * 1e9);
-        uint64_t measureEnd = measureStart + uint64_t(opt_.duration * 1e9);
-        while (now_ < measureStart) poll(50);
-        Sample start = sample();
-        measuring_ = true;
-        while (now_ < measureEnd) poll(50);
-        measuring_ = false;
-        Sample end = sample();
-        stopping_ = true;
-
-        double seconds = double(end.ns - start.ns) / 1e9;
-        out.field("connections", opt_.connections);
-        out.field("connections_open", opened_);
-        out.field("inflight", opt_.inflight);
-        out.field("size", uint64_t(opt_.size));
-        out.field("deflate_requested", opt_.deflate);
-        out.field("deflate_negotiated", deflateConnections_ > 0 && deflateConnections_ == opened_);
-        out.field("compressed_messages_received", compressedReceived_);
-        out.field("messages", messages_);
-        out.field("duration_s", seconds);
-        out.field("msgs_per_s", double(messages_) / seconds);
-        out.field("bytes_per_s", double(bytes_) / seconds);
-        writeLatency(out, "latency_us", latency_);
-        writeCosts(out, start, end, messages_);
     }
 
     // ---- idle ----------------------------------------------------------------------------
@@ -744,10 +882,10 @@ private:
         uint64_t openStart = monotonicNs();
         openConnections(opt_.connections, Role::IDLE, 120);
         double openSeconds = double(monotonicNs() - openStart) / 1e9;
-        Sample start = sample();
+        Sample start = sample(opt_.serverPid);
         uint64_t holdEnd = now_ + uint64_t(opt_.hold * 1e9);
         while (now_ < holdEnd) poll(100);
-        Sample end = sample();
+        Sample end = sample(opt_.serverPid);
         long rssAfter = opt_.serverPid ? serverRssKb(opt_.serverPid) : -1;
         out.field("connections", opt_.connections);
         out.field("connections_open", opened_);
@@ -757,7 +895,7 @@ private:
         out.field("server_rss_kb_after", int64_t(rssAfter));
         if (rssBefore >= 0 && opened_ > 0)
             out.field("server_rss_bytes_per_connection", double(rssAfter - rssBefore) * 1024.0 / opened_);
-        writeCosts(out, start, end, 0);
+        writeCosts(out, start, end, 0, opt_.serverPid);
     }
 
     // ---- fan-out -------------------------------------------------------------------------
@@ -872,7 +1010,7 @@ private:
         uint64_t stepStart = now_;
         stepWindowEnd_ = stepStart + uint64_t(opt_.step * 1e9);
         uint64_t published = 0;
-        Sample start = sample();
+        Sample start = sample(opt_.serverPid);
         while (now_ < stepWindowEnd_ && publisher.state == ConnectionState::OPEN) {
             uint64_t due = uint64_t(double(now_ - stepStart) / 1e9 * rate);
             for (int burst = 0; published < due && burst < 2000; burst++, published++) publish(publisher, ++publishedSeq_);
@@ -881,7 +1019,7 @@ private:
         uint64_t expected = published * uint64_t(subscribers);
         uint64_t drainEnd = now_ + 3000000000u;
         while (stepDeliveries_ < expected && now_ < drainEnd) poll(10);
-        Sample end = sample();
+        Sample end = sample(opt_.serverPid);
         double window = opt_.step;
         double ratio = expected ? double(stepDeliveries_) / double(expected) : 0;
         bool sustained = ratio >= 0.99 && double(stepWindowDeliveries_) >= 0.9 * double(expected);
@@ -892,57 +1030,8 @@ private:
         out.field("delivered_ratio", ratio);
         out.field("sustained", sustained);
         writeLatency(out, "latency_us", latency_);
-        writeCosts(out, start, end, stepDeliveries_);
+        writeCosts(out, start, end, stepDeliveries_, opt_.serverPid);
         return sustained;
-    }
-
-    // ---- reporting -----------------------------------------------------------------------
-
-    struct Sample {
-        uint64_t ns;
-        double ownCpu;
-        double serverCpu;
-        long serverRss;
-        double machineBusy;
-    };
-
-    Sample sample() const {
-        Sample s{monotonicNs(), cpuSeconds(), -1, -1, machineBusySeconds()};
-        if (opt_.serverPid) {
-            s.serverCpu = serverCpuSeconds(opt_.serverPid);
-            s.serverRss = serverRssKb(opt_.serverPid);
-        }
-        return s;
-    }
-
-    static void writeLatency(Json &out, const char *name, const Histogram &h) {
-        out.beginObject(name);
-        out.field("p50", h.percentileMicros(0.50));
-        out.field("p90", h.percentileMicros(0.90));
-        out.field("p99", h.percentileMicros(0.99));
-        out.field("p999", h.percentileMicros(0.999));
-        out.field("max", h.maxMicros());
-        out.field("mean", h.meanMicros());
-        out.field("samples", h.count());
-        out.endObject();
-    }
-
-    // CPU of the load generator and of the server over the same window; the load generator
-    // is called the bottleneck when it kept one core ≥ 90 % busy.
-    void writeCosts(Json &out, const Sample &start, const Sample &end, uint64_t messages) const {
-        double seconds = double(end.ns - start.ns) / 1e9;
-        double own = end.ownCpu - start.ownCpu;
-        out.field("loadgen_cpu_s", own);
-        out.field("loadgen_cpu_fraction", own / seconds);
-        out.field("loadgen_bottleneck", own / seconds >= kBottleneckFraction);
-        if (opt_.serverPid && start.serverCpu >= 0 && end.serverCpu >= 0) {
-            double server = end.serverCpu - start.serverCpu;
-            out.field("server_cpu_s", server);
-            out.field("server_cpu_fraction", server / seconds);
-            if (messages) out.field("server_cpu_us_per_msg", server * 1e6 / double(messages));
-            out.field("server_rss_kb", int64_t(end.serverRss));
-            out.field("other_cpu_cores", (end.machineBusy - start.machineBusy - own - server) / seconds);
-        }
     }
 
     Options opt_;
@@ -959,6 +1048,8 @@ private:
     uint64_t now_ = monotonicNs();
 
     int connecting_ = 0, opened_ = 0, closing_ = 0, probed_ = 0, deflateConnections_ = 0;
+    int openedTotal_ = 0;  // echo: connections open at the end of the measured window
+    double loopCpu_ = 0;
     bool measuring_ = false, stopping_ = false;
     uint64_t messages_ = 0, bytes_ = 0, compressedReceived_ = 0;
     uint64_t publishedSeq_ = 0, stepDeliveries_ = 0, stepWindowDeliveries_ = 0, stepWindowEnd_ = 0;
@@ -966,10 +1057,83 @@ private:
     Errors errors_;
 };
 
+// Echo mode: the connections split over --threads loops, one thread each; this thread only
+// publishes the measured window, samples the CPU counters at its edges and sums the results.
+int runEcho(const Options &options) {
+    int threads = options.threads;
+    std::vector<std::unique_ptr<Loadgen>> loops;
+    for (int i = 0; i < threads; i++) {
+        Options part = options;
+        part.connections = options.connections / threads + (i < options.connections % threads ? 1 : 0);
+        part.connectConcurrency = std::max(1, options.connectConcurrency / threads);
+        loops.push_back(std::make_unique<Loadgen>(part, 0x9e3779b9u + 0x6d2b79f5u * uint32_t(i)));
+    }
+    EchoWindow window;
+    std::vector<std::thread> running;
+    for (auto &loop : loops) running.emplace_back([&loop, &window] { loop->echoThread(window); });
+    while (window.ready.load() < threads) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    uint64_t measureStart = monotonicNs() + uint64_t(options.warmup * 1e9);
+    uint64_t measureEnd = measureStart + uint64_t(options.duration * 1e9);
+    window.end.store(measureEnd);
+    window.start.store(measureStart);
+    sleepUntil(measureStart);
+    Sample start = sample(options.serverPid);
+    sleepUntil(measureEnd);
+    Sample end = sample(options.serverPid);
+    for (std::thread &thread : running) thread.join();
+
+    Errors errors;
+    Histogram latency;
+    uint64_t messages = 0, bytes = 0, compressed = 0;
+    int opened = 0, deflated = 0;
+    double busiest = 0;
+    std::vector<double> loopFractions;
+    double seconds = double(end.ns - start.ns) / 1e9;
+    for (auto &loop : loops) {
+        errors.add(loop->errors());
+        latency.merge(loop->latency());
+        messages += loop->messages();
+        bytes += loop->bytes();
+        compressed += loop->compressedReceived();
+        opened += loop->opened();
+        deflated += loop->deflateConnections();
+        loopFractions.push_back(loop->loopCpu() / seconds);
+        busiest = std::max(busiest, loopFractions.back());
+    }
+    Json out;
+    out.field("mode", options.mode);
+    out.field("connections", options.connections);
+    out.field("connections_open", opened);
+    out.field("inflight", options.inflight);
+    out.field("size", uint64_t(options.size));
+    out.field("deflate_requested", options.deflate);
+    out.field("deflate_negotiated", deflated > 0 && deflated == opened);
+    out.field("compressed_messages_received", compressed);
+    out.field("messages", messages);
+    out.field("duration_s", seconds);
+    out.field("msgs_per_s", double(messages) / seconds);
+    out.field("bytes_per_s", double(bytes) / seconds);
+    writeLatency(out, "latency_us", latency);
+    out.field("threads", threads);
+    out.beginArray("threads_cpu_fraction");
+    for (double fraction : loopFractions) {
+        char text[32];
+        std::snprintf(text, sizeof text, "%.4f", fraction);
+        out.element(text);
+    }
+    out.endArray();
+    writeCosts(out, start, end, messages, options.serverPid, busiest);
+    errors.write(out);
+    std::printf("%s\n", out.finish().c_str());
+    return errors.total() == 0 ? 0 : 1;
+}
+
 }  // namespace
 
 int main(int argc, char **argv) {
     Options options = parseOptions(argc, argv);
+    Loadgen::raiseFileLimit();
+    if (options.mode == "echo") return runEcho(options);
     Loadgen loadgen(options);
     return loadgen.run();
 }
