@@ -1,10 +1,23 @@
-"""The Markdown report: one table per scenario, medians over rounds and ratios against uws-py."""
+"""The Markdown report: one table per scenario (medians over rounds, every round's value, ratios
+against uws-py) and the ratios issue 16 asks for, round by round."""
 
 from __future__ import annotations
+
+import statistics
+from typing import Optional
 
 from scenarios import Scenario
 
 REFERENCE = "uws-py"
+
+# Issue 16's goals: (scenario, the row uws-py's RealtimeServer is compared with, the goal, what).
+ISSUE_RATIOS = (
+    (8, "uWS.js", 1.0, "realtime stack (ECHO handler) vs uWebSockets.js raw echo"),
+    (8, "uws-py-app", None, "realtime stack (ECHO handler) vs uws-py raw App echo"),
+    (9, "uWS.js", 1.5, "built-in PING vs uWebSockets.js raw echo"),
+    (9, "uws-py-app", None, "built-in PING vs uws-py raw App echo"),
+    (10, "uws-py-app", 0.9, "PUBLISH fan-out vs raw App app.publish fan-out"),
+)
 
 
 def _ratio(value: float, reference: float) -> str:
@@ -36,6 +49,68 @@ def _cpu(summary: dict) -> str:
     return " / ".join(parts)
 
 
+def _cpu_metric(scenario: Scenario) -> Optional[str]:
+    return next((m.key for m in scenario.metrics if m.key.startswith("server_cpu_us_per")), None)
+
+
+def _each_round(summary: dict, key: str, fmt: str) -> str:
+    values = summary.get("each_round", {}).get(key, [])
+    return " · ".join("failed" if v is None else fmt.format(v) for v in values)
+
+
+def _ratios_by_round(ours: list, theirs: list, higher_is_better: bool) -> list[Optional[float]]:
+    """Round by round (both measured in the same round, one after the other): ours / theirs for
+    throughput, theirs / ours for a cost, so above 1 is always in uws-py's favour."""
+    out: list[Optional[float]] = []
+    for a, b in zip(ours, theirs):
+        if a is None or b is None or not a or not b:
+            out.append(None)
+        else:
+            out.append(a / b if higher_is_better else b / a)
+    return out
+
+
+def _ratio_cells(ratios: list[Optional[float]]) -> tuple[str, str]:
+    known = [r for r in ratios if r is not None]
+    rounds = " · ".join("–" if r is None else f"{r:.2f}×" for r in ratios)
+    return (f"{statistics.median(known):.2f}×" if known else "", rounds)
+
+
+def render_issue_ratios(scenarios: list[Scenario], summaries: dict[int, dict[str, dict]]) -> list[str]:
+    """The ratios of issue 16 that this run has both sides of, by the first metric and by
+    server CPU per message, each round's and their median."""
+    by_number = {s.number: s for s in scenarios}
+    rows = []
+    for number, other, goal, what in ISSUE_RATIOS:
+        scenario = by_number.get(number)
+        table = summaries.get(number, {})
+        if scenario is None or REFERENCE not in table or other not in table:
+            continue
+        primary = scenario.primary
+        ours, theirs = table[REFERENCE].get("each_round", {}), table[other].get("each_round", {})
+        median, rounds = _ratio_cells(_ratios_by_round(ours.get(primary.key, []), theirs.get(primary.key, []),
+                                                       primary.higher_is_better))
+        cpu_key = _cpu_metric(scenario)
+        cpu_median, cpu_rounds = _ratio_cells(
+            _ratios_by_round(ours.get(cpu_key, []), theirs.get(cpu_key, []), False)) if cpu_key else ("", "")
+        goal_text = f"≥ {goal:.1f}×" if goal is not None else ""
+        rows.append(f"| {number} | {what} | {goal_text} | {median} | {rounds} | {cpu_median} | {cpu_rounds} |")
+    if not rows:
+        return []
+    return [
+        "## Issue 16's ratios",
+        "",
+        "uws-py's RealtimeServer against the row named, in each round (the two ran one after the other), "
+        "and the median of the rounds. By the first metric (msg/s or deliveries/s: ours / theirs) and by "
+        "server CPU per message or delivery (theirs / ours); above 1× is in the RealtimeServer's favour.",
+        "",
+        "| # | comparison | goal | median | each round | by CPU/msg: median | each round |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
+
+
 def render_markdown(info: dict, scenarios: list[Scenario], summaries: dict[int, dict[str, dict]], order: list[str]) -> str:
     lines = [
         "# uws-py benchmark results",
@@ -49,9 +124,11 @@ def render_markdown(info: dict, scenarios: list[Scenario], summaries: dict[int, 
         "",
         "Values are medians over rounds. The ratio column divides each server's first metric by "
         "uws-py's (above 1× is more for throughput, slower for latency, more memory for RSS). "
-        "CPU column: server / loadgen busy fraction of one core during the measurement.",
+        "CPU column: server / loadgen busy fraction of one core during the measurement (the loadgen's "
+        "summed over its threads). \"each round\" is the first metric of every round in the order run.",
         "",
     ]
+    lines += render_issue_ratios(scenarios, summaries)
     for scenario in scenarios:
         table = summaries[scenario.number]
         lines.append(f"## {scenario.number}. {scenario.title}")
@@ -63,12 +140,18 @@ def render_markdown(info: dict, scenarios: list[Scenario], summaries: dict[int, 
         primary = scenario.primary
         arrow = "↑" if primary.higher_is_better else "↓"
         header = ["server", *(f"{m.title}{' ' + arrow if m is primary else ''}" for m in scenario.metrics),
-                  "vs uws-py", "CPU srv / lg", "notes"]
+                  "each round", "vs uws-py", "CPU srv / lg", "notes"]
+        threads = info.get("loadgen_threads", {}).get(scenario.number, 1)
+        if threads > 1:
+            lines.append(f"Load generator: {threads} threads.")
+            lines.append("")
         lines.append("| " + " | ".join(header) + " |")
         lines.append("|" + "---|" * len(header))
         reference = table.get(REFERENCE, {}).get(primary.key)
         for name in order:
-            summary = table.get(name, {})
+            if name not in table:
+                continue
+            summary = table[name]
             if primary.key not in summary:
                 status = summary.get("status", "not run")
                 lines.append(f"| {name} | " + " | ".join([""] * (len(header) - 2)) + f" {status} |")
@@ -77,6 +160,7 @@ def render_markdown(info: dict, scenarios: list[Scenario], summaries: dict[int, 
             for metric in scenario.metrics:
                 value = summary.get(metric.key)
                 cells.append("" if value is None else metric.fmt.format(value))
+            cells.append(_each_round(summary, primary.key, primary.fmt))
             cells.append(_ratio(summary[primary.key], reference) if reference else "")
             cells.append(_cpu(summary))
             cells.append(_notes(summary))

@@ -1,11 +1,12 @@
 """Runs the benchmark scenarios against uws-py and the baseline servers.
 
-usage: python bench/run.py [--quick] [--only NAME,...] [--scenarios 1,2,...] [--rounds N]
+usage: python bench/run.py [--quick] [--only NAME,...] [--scenarios 1,2,...] [--rounds N] [--threads N]
 
 Each (scenario, server) pair gets a fresh server process on a free loopback port and one run of
 bench/.build/loadgen against it. Servers are interleaved within every round, and their order
 rotates from round to round, so that drift of the machine hits everyone alike; the report gives
-medians over rounds and ratios against uws-py. Writes bench/results/latest.md, a timestamped
+medians over rounds, every round's value, ratios against uws-py and the ratios issue 16 asks
+for, round by round. Writes bench/results/latest.md, a timestamped
 JSON file and bench/results/latest.png.
 """
 
@@ -29,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import render_markdown  # noqa: E402
 from scenarios import Scenario, scenarios  # noqa: E402
 from servers import (  # noqa: E402
+    APP_COMPANION,
     BASELINE_PYTHON,
     BENCH,
     DEFAULT_EXCLUDED,
@@ -97,9 +99,19 @@ class RunningServer:
         self.log.close()
 
 
-def measure(server: Server, scenario: Scenario, round_number: int) -> dict:
+def loadgen_threads(scenario: Scenario, override: Optional[int]) -> int:
+    """The load generator threads for ``scenario``: --threads, else the scenario's own count;
+    1 for the modes that have no threads, never more than the connections."""
+    if not scenario.threaded:
+        return 1
+    return max(1, min(override or scenario.threads, scenario.connections))
+
+
+def measure(server: Server, scenario: Scenario, round_number: int, threads: int = 1) -> dict:
     """One loadgen run against a fresh server; the loadgen's JSON plus status fields."""
-    kind = {"fanout": "pubsub", "realtime": "realtime"}.get(scenario.kind, "echo")
+    kind = {"fanout": "pubsub", "realtime": "realtime", "realtime_fanout": "realtime_fanout"}.get(scenario.kind, "echo")
+    if kind == "realtime_fanout" and not server.realtime_fanout:
+        return {"status": "not available: no server of the realtime fan-out protocol"}
     LOGS.mkdir(parents=True, exist_ok=True)
     log_path = LOGS / f"{server.name}-s{scenario.number}-r{round_number}.log"
     running = RunningServer(server, kind, scenario.deflate, log_path)
@@ -107,13 +119,18 @@ def measure(server: Server, scenario: Scenario, round_number: int) -> dict:
         problem = running.wait_ready()
         if problem:
             return {"status": problem}
-        mode = {"echo": "echo", "fanout": "fanout", "idle": "idle", "realtime": "echo"}[scenario.kind]
+        mode = {"echo": "echo", "fanout": "fanout", "idle": "idle", "realtime": "echo",
+                "realtime_fanout": "fanout"}[scenario.kind]
         command = [str(LOADGEN), "--port", str(running.port), "--mode", mode,
                    "--server-pid", str(running.process.pid), *scenario.loadgen]
-        if kind == "realtime" and server.realtime:
+        if threads > 1:
+            command += ["--threads", str(threads)]
+        if kind == "realtime" and server.speaks_realtime:
             # The realtime server prints a token for the load generator and greets each client.
             token = next((line.split()[1] for line in log_path.read_text().splitlines() if line.startswith("token ")), "")
             command += ["--path", f"/realtime?token={token}", "--skip-first", "1"]
+        if kind in ("realtime", "realtime_fanout") and server.speaks_realtime:
+            command += scenario.realtime_loadgen
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=300)
         except subprocess.TimeoutExpired:
@@ -196,6 +213,9 @@ def summarize(runs: list[dict], scenario: Scenario) -> dict:
         values = [v for v in (metric.read(r) for r in good) if v is not None]
         if values:
             summary[metric.key] = statistics.median(values)
+        # Every round's value in round order (None for a round that failed), for the report.
+        summary.setdefault("each_round", {})[metric.key] = [
+            metric.read(r) if r.get("status") == "ok" else None for r in runs]
     costs = [r.get("best", r) for r in good]
     for key in ("loadgen_cpu_fraction", "server_cpu_fraction", "other_cpu_cores"):
         values = [c[key] for c in costs if isinstance(c.get(key), (int, float))]
@@ -211,7 +231,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="short measurements (a few minutes in all)")
     parser.add_argument("--only", help="comma-separated server names")
     parser.add_argument("--scenarios", help="comma-separated scenario numbers")
-    parser.add_argument("--rounds", type=int, help="rounds per scenario (default 2 quick, 3 full)")
+    parser.add_argument("--rounds", type=int, help="rounds per scenario (default 3)")
+    parser.add_argument("--threads", type=int,
+                        help="load generator threads in every request/reply scenario (default: each scenario's own)")
     args = parser.parse_args()
 
     if not LOADGEN.exists():
@@ -226,6 +248,8 @@ def main() -> int:
         unknown = set(wanted) - {s.name for s in known}
         if unknown:
             parser.error(f"unknown servers {sorted(unknown)}; known: {', '.join(s.name for s in known)}")
+        if "uws-py" in wanted and APP_COMPANION not in wanted:
+            wanted.append(APP_COMPANION)
         chosen = [s for s in known if s.name in wanted]
     else:
         shim_works = not next(s for s in known if s.name == "uWS.js").missing
@@ -234,19 +258,24 @@ def main() -> int:
     if args.scenarios:
         numbers = {int(n) for n in args.scenarios.split(",")}
         all_scenarios = [s for s in all_scenarios if s.number in numbers]
-    rounds = args.rounds or (2 if args.quick else 3)
+    rounds = args.rounds or 3
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be at least 1")
 
     runnable = [s for s in chosen if not s.missing]
     info = system_info(chosen)
-    runs: dict[int, dict[str, list[dict]]] = {s.number: {srv.name: [] for srv in runnable} for s in all_scenarios}
+    runs: dict[int, dict[str, list[dict]]] = {
+        s.number: {srv.name: [] for srv in runnable if srv.runs(s.kind)} for s in all_scenarios}
     started = time.monotonic()
     for round_number in range(rounds):
         for scenario in all_scenarios:
             if scenario.kind == "unavailable":
                 continue
-            shift = round_number % max(1, len(runnable))
-            for server in runnable[shift:] + runnable[:shift]:
-                result = measure(server, scenario, round_number)
+            here = [s for s in runnable if s.runs(scenario.kind)]
+            shift = round_number % max(1, len(here))
+            threads = loadgen_threads(scenario, args.threads)
+            for server in here[shift:] + here[:shift]:
+                result = measure(server, scenario, round_number, threads)
                 runs[scenario.number][server.name].append(result)
                 print(f"[{time.monotonic() - started:6.0f} s] round {round_number + 1}/{rounds} "
                       f"scenario {scenario.number} {server.name}: {result['status']}", file=sys.stderr, flush=True)
@@ -255,6 +284,8 @@ def main() -> int:
     for scenario in all_scenarios:
         table: dict[str, dict] = {}
         for server in chosen:
+            if not server.runs(scenario.kind):
+                continue
             if scenario.kind == "unavailable":
                 table[server.name] = {"status": scenario.unavailable}
             elif server.missing:
@@ -265,6 +296,7 @@ def main() -> int:
     info["elapsed_s"] = round(time.monotonic() - started)
     info["mode"] = "quick" if args.quick else "full"
     info["rounds"] = rounds
+    info["loadgen_threads"] = {s.number: loadgen_threads(s, args.threads) for s in all_scenarios}
     info["command"] = "python bench/run.py " + " ".join(sys.argv[1:])
 
     RESULTS.mkdir(exist_ok=True)

@@ -21,6 +21,9 @@ PROJECT_PYTHON = Path(sys.executable)
 # Exit status with which a server says it lacks a feature (e.g. permessage-deflate).
 UNAVAILABLE_EXIT = 3
 
+# The raw-App row of the realtime scenarios; measured whenever "uws-py" is.
+APP_COMPANION = "uws-py-app"
+
 
 @dataclass
 class Server:
@@ -30,17 +33,34 @@ class Server:
     pubsub: list[str]
     env: dict[str, str] = field(default_factory=dict)
     missing: str = ""  # why it cannot run here, or "" if it can
-    # Scenario 8: the full realtime stack where the library has one (uws-py); the others
-    # answer the same requests with their raw echo server.
+    # Scenarios 8 and 9: the full realtime stack where the library has one (uws-py); the
+    # others answer the same requests with their raw echo server.
     realtime: list[str] = field(default_factory=list)
+    # Scenario 10: a server speaking the realtime fan-out protocol (SUBSCRIBE, PUBLISH ->
+    # MESSAGE); a server without one is "not available" there.
+    realtime_fanout: list[str] = field(default_factory=list)
+    # The scenario kinds it is measured in; empty: all of them.
+    kinds: frozenset[str] = frozenset()
 
     def command(self, kind: str, port: int, deflate: bool = False) -> list[str]:
-        """The argv of the echo, pub/sub or realtime server on ``port``."""
+        """The argv of the echo, pub/sub, realtime or realtime fan-out server on ``port``."""
         if kind == "realtime":
             base = self.realtime or self.echo
+        elif kind == "realtime_fanout":
+            base = self.realtime_fanout
         else:
             base = self.echo if kind == "echo" else self.pubsub
         return [*base, str(port), *(["--deflate"] if deflate else [])]
+
+    def runs(self, kind: str) -> bool:
+        """Whether it is measured in scenarios of ``kind``."""
+        return not self.kinds or kind in self.kinds
+
+    @property
+    def speaks_realtime(self) -> bool:
+        """Whether its realtime-scenario server is a RealtimeServer (token in the query, a
+        CONNECTED greeting first, PING answered with PONG) rather than a raw echo."""
+        return bool(self.realtime)
 
 
 def _python_server(name: str, label: str, python: Path, script: str, missing: str) -> Server:
@@ -89,6 +109,14 @@ def all_servers(versions: dict[str, str]) -> list[Server]:
         dataclasses.replace(
             _python_server("uws-py", f"uws-py {uws_version}", PROJECT_PYTHON, "uwspy", ""),
             realtime=[str(PROJECT_PYTHON), str(SERVERS_DIR / "uwspy_realtime.py")],
+            realtime_fanout=[str(PROJECT_PYTHON), str(SERVERS_DIR / "uwspy_realtime_pubsub.py")],
+        ),
+        # uws-py's raw App beside its RealtimeServer in the realtime scenarios (in the others
+        # it would be the "uws-py" row again): the raw echo, and app.publish fan-out.
+        dataclasses.replace(
+            _python_server(APP_COMPANION, f"uws-py {uws_version} raw App", PROJECT_PYTHON, "uwspy", ""),
+            realtime_fanout=[str(PROJECT_PYTHON), str(SERVERS_DIR / "uwspy_app_fanout.py")],
+            kinds=frozenset({"realtime", "realtime_fanout"}),
         ),
     ]
     newest = _node_package_version("@btc-vision/uwebsockets.js")

@@ -21,7 +21,7 @@ def main() -> None:
     if "--history" in args:
         server.history("bench", size=100, ttl=300)
         server.history("hist.*", size=1000, ttl=300)
-    server.listen("127.0.0.1", int(sys.argv[1]))
+    server.listen(port=int(sys.argv[1]), host="127.0.0.1")
     print(f"listening {server.port}", flush=True)
     server.run_forever()
 
