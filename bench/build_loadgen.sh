@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Builds the load generator into bench/.build/loadgen (never part of the wheel).
+# Builds the load generator into bench/.build/loadgen (never part of the wheel), or into the
+# path given as the first argument (the tests build their own copy).
 set -euo pipefail
 bench=$(cd "$(dirname "$0")" && pwd)
-mkdir -p "$bench/.build"
-g++ -std=c++17 -O2 -Wall -Wextra -pthread -o "$bench/.build/loadgen" "$bench/loadgen/loadgen.cpp" -lz
-echo "built $bench/.build/loadgen"
+out=${1:-$bench/.build/loadgen}
+mkdir -p "$(dirname "$out")"
+g++ -std=c++17 -O2 -Wall -Wextra -pthread -o "$out" "$bench/loadgen/loadgen.cpp" -lz
+echo "built $out"

@@ -1,0 +1,152 @@
+"""The load generator's threads mode and PING payload, and the runner's scenario 9 and 10
+servers: that they start, answer and are checked, never how fast (speed is bench/'s business).
+
+The load generator is built once into a temporary directory with bench/build_loadgen.sh;
+every run is a fraction of a second of load on loopback against a server started here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[3] / "bench"
+SHORT = ["--warmup", "0.2", "--duration", "0.4"]
+
+
+def load_runner():
+    """bench/run.py as a module (it puts bench/ on sys.path for its own imports)."""
+    spec = importlib.util.spec_from_file_location("bench_run", BENCH / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def loadgen(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("loadgen") / "loadgen"
+    subprocess.run(["bash", str(BENCH / "build_loadgen.sh"), str(path)], check=True, capture_output=True, timeout=120)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runner(loadgen, tmp_path_factory):
+    module = load_runner()
+    module.LOADGEN = loadgen
+    module.LOGS = tmp_path_factory.mktemp("bench-logs")
+    return module
+
+
+@pytest.fixture(scope="module")
+def known_servers(runner):
+    return {server.name: server for server in runner.all_servers({"uws-py": "test"})}
+
+
+@pytest.fixture
+def raw_echo(runner, known_servers, tmp_path):
+    """uws-py's raw App echo server (bench/servers/uwspy_echo.py), stopped by its own PID."""
+    running = runner.RunningServer(known_servers["uws-py"], "echo", False, tmp_path / "echo.log")
+    try:
+        assert running.wait_ready() is None
+        yield running
+    finally:
+        running.stop()
+
+
+def run_loadgen(loadgen: Path, *args: str) -> tuple[int, dict]:
+    done = subprocess.run([str(loadgen), *args], capture_output=True, text=True, timeout=60)
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_threads_split_the_connections_and_report_each_loop(loadgen, raw_echo):
+    status, result = run_loadgen(loadgen, "--port", str(raw_echo.port), "--connections", "7", "--inflight", "2",
+                                 "--threads", "3", "--server-pid", str(raw_echo.process.pid), *SHORT)
+    assert status == 0 and result["ok"], result
+    assert result["threads"] == 3
+    assert result["connections_open"] == 7
+    assert len(result["threads_cpu_fraction"]) == 3
+    assert all(0 < fraction < 1.5 for fraction in result["threads_cpu_fraction"])
+    assert result["messages"] > 0 and result["latency_us"]["samples"] == result["messages"]
+    assert "server_cpu_us_per_msg" in result
+
+
+def test_threads_are_refused_where_they_do_not_apply(loadgen):
+    for args in (["--mode", "fanout", "--threads", "2"], ["--connections", "2", "--threads", "3"], ["--threads", "0"]):
+        done = subprocess.run([str(loadgen), "--port", "9", *args], capture_output=True, text=True, timeout=10)
+        assert done.returncode == 2 and "--threads" in done.stderr, (args, done.stderr)
+
+
+def test_ping_payload_is_echoed_byte_for_byte_by_a_raw_server(loadgen, raw_echo):
+    status, result = run_loadgen(loadgen, "--port", str(raw_echo.port), "--connections", "4", "--inflight", "4",
+                                 "--payload", "ping", "--threads", "2", *SHORT)
+    assert status == 0 and result["ok"], result
+    assert result["size"] == len('{"type":"PING","id":1000000000000000}')
+    assert result["messages"] > 0
+
+
+def test_a_pong_check_against_a_raw_echo_counts_every_reply_as_a_mismatch(loadgen, raw_echo):
+    status, result = run_loadgen(loadgen, "--port", str(raw_echo.port), "--connections", "2", "--inflight", "2",
+                                 "--payload", "ping", "--reply", "pong", *SHORT)
+    assert status == 1 and not result["ok"]
+    assert result["errors"]["mismatches"] > 0
+
+
+def short(scenario, **loadgen_values: str):
+    """``scenario`` with a fraction of its load: the named loadgen arguments replaced."""
+    args = list(scenario.loadgen)
+    for flag, value in loadgen_values.items():
+        flag = "--" + flag.replace("_", "-")
+        args[args.index(flag) + 1] = value
+    return dataclasses.replace(scenario, loadgen=args)
+
+
+@pytest.fixture(scope="module")
+def scenario_by_number(runner):
+    return {scenario.number: scenario for scenario in runner.scenarios(quick=True)}
+
+
+@pytest.mark.parametrize("name", ["uws-py", "uws-py-app"])
+def test_scenario_9_servers_answer_ping(runner, known_servers, scenario_by_number, name):
+    scenario = short(scenario_by_number[9], connections="4", inflight="2", warmup="0.2", duration="0.5")
+    result = runner.measure(known_servers[name], scenario, 0, threads=2)
+    assert result["status"] == "ok", result
+    assert result["threads"] == 2 and result["messages"] > 0
+
+
+@pytest.mark.parametrize("name", ["uws-py", "uws-py-app"])
+def test_scenario_10_servers_fan_a_publish_out(runner, known_servers, scenario_by_number, name):
+    scenario = short(scenario_by_number[10], connections="20", rate_start="50", rate_max="100", step="0.3")
+    result = runner.measure(known_servers[name], scenario, 0)
+    assert result["status"] == "ok", result
+    assert result["subscribers_open"] == 20
+    # The server's CPU comes in clock ticks: a short, slow step may show none, so only its presence.
+    assert result["best"]["deliveries"] > 0 and "server_cpu_us_per_msg" in result["best"]
+
+
+def test_scenario_10_is_not_available_without_a_realtime_fan_out_server(runner, known_servers, scenario_by_number):
+    result = runner.measure(known_servers["uWS.js"], scenario_by_number[10], 0)
+    assert result["status"].startswith("not available")
+
+
+def test_the_report_shows_every_round_and_the_issue_ratios(runner, scenario_by_number):
+    from report import render_markdown
+
+    scenario = scenario_by_number[9]
+    rounds = {"uws-py": [300.0, 200.0, 100.0], "uWS.js": [100.0, 200.0, 400.0]}
+    summaries = {9: {name: {"status": "ok", "msgs_per_s": sorted(values)[1],
+                            "each_round": {"msgs_per_s": values, "server_cpu_us_per_msg": [1.0, 1.0, 2.0]}}
+                     for name, values in rounds.items()}}
+    info = {"date": "d", "mode": "quick", "rounds": 3, "elapsed_s": 1, "command": "c", "cpu": "x", "cores": 2,
+            "kernel": "k", "loadavg_at_start": ["0", "0", "0"], "python": "3", "baseline_python": "3", "node": "20",
+            "servers": {}}
+    text = render_markdown(info, [scenario], summaries, ["uws-py", "uWS.js"])
+    assert "300 · 200 · 100" in text and "100 · 200 · 400" in text
+    ratio_row = next(line for line in text.splitlines() if line.startswith("| 9 | built-in PING vs uWebSockets.js"))
+    assert "3.00× · 1.00× · 0.25×" in ratio_row and "| 1.00× |" in ratio_row
+    assert sys.modules["report"].ISSUE_RATIOS
