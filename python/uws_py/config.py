@@ -78,6 +78,15 @@ class ServeConfig:
     api_key: Optional[str] = field(default=None, metadata={
         "help": "serve the server API (POST API_PATH/METHOD with 'Authorization: apikey KEY', 16+ characters)"})
     api_path: str = field(default="/api", metadata={"help": "where the server API is served"})
+    max_connections: int = field(default=0, metadata={
+        "help": "open connections each worker holds; beyond, upgrades get 503 with Retry-After (0: no limit)"})
+    max_connections_per_ip: int = field(default=0, metadata={
+        "help": "open connections one address holds on each worker; beyond, 429 with Retry-After (0: no limit)"})
+    max_upgrades_per_second: int = field(default=0, metadata={
+        "help": "upgrades each worker lets on per second (bursts of one second's worth); beyond, 503 with "
+                "Retry-After (0: no limit)"})
+    retry_after: int = field(default=5, metadata={
+        "help": "Retry-After seconds of a 503/429 for a full worker or address (spread up to twice that)"})
 
     # The options set by a layer (file, environment, command line) rather than left at their
     # default: what `serve MODULE:ATTR` applies to the target (set by load()).
@@ -130,7 +139,8 @@ class ServeConfig:
         if not self.api_path.startswith("/"):
             raise ConfigError(f"--api-path must start with '/', not {self.api_path!r}")
         for name, least in (("compression_threshold", 0), ("max_batch_items", 1), ("max_subscriptions", 1),
-                            ("max_topic_length", 1)):
+                            ("max_topic_length", 1), ("max_connections", 0), ("max_connections_per_ip", 0),
+                            ("max_upgrades_per_second", 0), ("retry_after", 1)):
             if getattr(self, name) < least:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least {least}, not {getattr(self, name)}")
         from .proxies import TrustedProxies

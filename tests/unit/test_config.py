@@ -511,3 +511,37 @@ def test_history_store_goes_with_a_nats_broker_only():
     with pytest.raises(ConfigError, match="history-store must be"):
         ServeConfig(broker="nats://127.0.0.1:4222", history_store="nats://127.0.0.1:4223").validate()
     ServeConfig(broker="nats://127.0.0.1:4222", history_store="redis+cluster://127.0.0.1:7000").validate()
+
+
+# -- connection limits (issue 19, connection storm) ------------------------------------------
+
+
+def test_connection_limits_from_command_line_environment_and_file(tmp_path):
+    config = resolve(["serve", "--max-connections", "5000", "--max-connections-per-ip", "50",
+                      "--max-upgrades-per-second", "800", "--retry-after", "7"])
+    assert (config.max_connections, config.max_connections_per_ip) == (5000, 50)
+    assert (config.max_upgrades_per_second, config.retry_after) == (800, 7)
+    assert resolve(["serve"], {"UWS_PY_MAX_CONNECTIONS": "12"}).max_connections == 12
+    path = write_toml(tmp_path, "[serve]\nmax_connections = 9\nmax-connections-per-ip = 3\n")
+    assert (load(path, {}, {}).max_connections, load(path, {}, {}).max_connections_per_ip) == (9, 3)
+    defaults = load(None, {}, {})
+    assert (defaults.max_connections, defaults.max_connections_per_ip, defaults.max_upgrades_per_second,
+            defaults.retry_after) == (0, 0, 0, 5)
+
+
+@pytest.mark.parametrize("name, value", [("max_connections", -1), ("max_connections_per_ip", -5),
+                                         ("max_upgrades_per_second", -1), ("retry_after", 0)])
+def test_connection_limit_out_of_range_names_the_option(name, value):
+    with pytest.raises(ConfigError, match="--" + name.replace("_", "-")):
+        load(None, {}, {name: value})
+
+
+def test_build_server_applies_the_connection_limits_and_zero_is_no_limit():
+    from uws_py.cli import build_server
+
+    limiter = build_server(load(None, {}, {"max_connections": 10, "max_connections_per_ip": 2,
+                                           "max_upgrades_per_second": 100, "retry_after": 2})).limiter
+    assert (limiter.max_connections, limiter.max_per_ip, limiter.max_upgrades_per_second) == (10, 2, 100)
+    assert limiter.retry_after == 2
+    unlimited = build_server(load(None, {}, {})).limiter
+    assert (unlimited.max_connections, unlimited.max_per_ip, unlimited.upgrades) == (None, None, None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from uws_py.ratelimit import ConnectionLimiter, RateLimit, TokenBucket
+from uws_py.ratelimit import ConnectionLimiter, RateLimit, Refusal, TokenBucket
 
 
 class FakeClock:
@@ -204,3 +204,45 @@ def test_take_many_is_all_or_nothing() -> None:
     assert bucket.retry_after(5) == pytest.approx(1.0)
     assert bucket.take(4)
     assert bucket.retry_after(50) == pytest.approx(10.0), "more than the capacity waits for a full bucket"
+
+
+# -- Retry-After and the upgrade rate (issue 19, connection storm) ---------------------------
+
+
+def test_refusals_carry_a_retry_after_spread_over_base_to_twice_base() -> None:
+    low = ConnectionLimiter(1, None, retry_after=4, jitter=lambda: 0.0)
+    high = ConnectionLimiter(None, 1, retry_after=4, jitter=lambda: 0.999)
+    low.opened("10.0.0.1")
+    high.opened("10.0.0.1")
+    assert low.admit("10.0.0.2") == Refusal("503 Service Unavailable", 4, "too many connections")
+    assert high.admit("10.0.0.1") == Refusal("429 Too Many Requests", 8, "too many connections")
+    assert high.admit("10.0.0.2") is None
+
+
+def test_upgrade_rate_refuses_beyond_one_seconds_burst_and_refills() -> None:
+    clock = FakeClock()
+    limiter = ConnectionLimiter(None, None, max_upgrades_per_second=3, clock=clock, jitter=lambda: 0.0)
+    assert [limiter.admit("10.0.0.1") for _ in range(3)] == [None, None, None]
+    refusal = limiter.admit("10.0.0.2")
+    assert refusal == Refusal("503 Service Unavailable", 1, "too many upgrades")
+    clock.advance(0.34)  # one token back (3 per second)
+    assert limiter.admit("10.0.0.2") is None
+    assert limiter.admit("10.0.0.2") is not None
+
+
+def test_upgrade_rate_is_taken_only_by_upgrades_that_pass_the_counts() -> None:
+    clock = FakeClock()
+    limiter = ConnectionLimiter(1, None, max_upgrades_per_second=1, clock=clock)
+    limiter.opened("10.0.0.1")
+    for _ in range(5):
+        assert limiter.check("10.0.0.2") == "503 Service Unavailable"
+    limiter.closed("10.0.0.1")
+    assert limiter.check("10.0.0.2") is None  # the bucket's one token was still there
+
+
+@pytest.mark.parametrize("keywords", [{"max_connections": 0}, {"max_per_ip": -1}, {"max_upgrades_per_second": 0},
+                                      {"retry_after": 0}, {"max_connections": True}])
+def test_connection_limiter_refuses_nonsense_limits(keywords) -> None:
+    arguments = {"max_connections": None, "max_per_ip": None, **keywords}
+    with pytest.raises(ValueError):
+        ConnectionLimiter(**arguments)

@@ -25,7 +25,7 @@ from ..monitoring import cluster
 from ..monitoring.dashboard import Dashboard
 from ..monitoring.endpoint import Monitoring
 from ..proxies import TrustedProxies
-from ..ratelimit import ConnectionLimiter, RateLimit
+from ..ratelimit import DEFAULT_RETRY_AFTER, ConnectionLimiter, RateLimit
 from .builtins import Builtins
 from .client_script import ClientScript
 from .dispatch import Dispatcher
@@ -92,6 +92,8 @@ class Options:
     subprotocols: Optional[tuple[str, ...]] = None
     api_key: Optional[str] = None
     api_path: str = "/api"
+    max_upgrades_per_second: Optional[int] = None
+    retry_after: int = DEFAULT_RETRY_AFTER
 
 
 def subprotocol_tuple(subprotocols: Optional[Sequence[str]]) -> Optional[tuple[str, ...]]:
@@ -146,7 +148,8 @@ class Engine:
         self.router = Router(reserved=BUILTIN_TYPES)
         self.metrics = Metrics(loop.stats, options.broker.stats if options.broker is not None else None)
         self.clients: dict[str, Client] = {}
-        self.limiter = ConnectionLimiter(options.max_connections, options.max_connections_per_ip)
+        self.limiter = ConnectionLimiter(options.max_connections, options.max_connections_per_ip,
+                                         options.max_upgrades_per_second, options.retry_after)
         self.access_log = AccessLog(options.access_log)
         self.history_policy = HistoryPolicy()
         self.history_metrics = HistoryMetrics()
@@ -344,7 +347,13 @@ class RealtimeServer:
     - ``compression``: permessage-deflate with the shared compressor (no per-socket memory).
     - ``allowed_origins``: Origin values allowed to connect (others get 403); None allows all.
       Requests without Origin (non-browser clients) are not refused for it.
-    - ``max_connections`` (503 beyond) and ``max_connections_per_ip`` (429 beyond).
+    - ``max_connections`` (503 beyond) and ``max_connections_per_ip`` (429 beyond): open
+      connections of this process (with ``uws-py serve --workers N``, of each worker).
+    - ``max_upgrades_per_second``: upgrades per second this process lets on to the token
+      check (bursts up to one second's worth); beyond, 503. None (default): no limit.
+    - ``retry_after``: the Retry-After (seconds) of a 503/429 for a full server or address,
+      spread over [retry_after, 2 * retry_after] (5); a refusal for the upgrade rate says
+      when the next upgrade is let on (1-3 s).
     - ``ssl``: :class:`SSLOptions` for ``wss://``.
     - ``report_interval``: seconds between performance reports in the log; None is off.
     - ``health_path``, ``metrics_path``: the JSON health check and the Prometheus scrape.
@@ -428,6 +437,8 @@ class RealtimeServer:
         subprotocols: Optional[Sequence[str]] = None,
         api_key: Optional[str] = None,
         api_path: str = "/api",
+        max_upgrades_per_second: Optional[int] = None,
+        retry_after: int = DEFAULT_RETRY_AFTER,
     ) -> None:
         options = self.options = Options(
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
@@ -436,7 +447,7 @@ class RealtimeServer:
             dashboard_path, tracing, client_script, compression_threshold, max_batch_items, max_subscriptions,
             max_topic_length, tuple(trusted_proxies) if trusted_proxies is not None else None,
             presence_ttl, presence_diff_interval, close_on_backpressure_limit, subprotocol_tuple(subprotocols),
-            api_key, api_path,
+            api_key, api_path, max_upgrades_per_second, retry_after,
         )
         validate(options)
         self.path = path

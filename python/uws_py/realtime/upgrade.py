@@ -73,7 +73,7 @@ class Upgrader:
         path: the route's path (for the access log).
         auth: verifies the token; None accepts without one.
         allowed_origins: Origin values allowed (others get 403); None allows all.
-        limiter: total and per-IP connection counts (503/429).
+        limiter: total and per-IP connection counts and the upgrade rate (503/429 with Retry-After).
         metrics: refused upgrades and tokens.
         access_log: the access log.
         runner: starts an ``async def`` authenticate hook.
@@ -112,7 +112,8 @@ class Upgrader:
             return peer
         return self.proxies.client_address(peer, req.get_header("x-forwarded-for"), req.get_header("forwarded"))
 
-    def refuse(self, res: Any, status: str, message: str, address: Optional[str] = None) -> None:
+    def refuse(self, res: Any, status: str, message: str, address: Optional[str] = None,
+               retry_after: Optional[int] = None) -> None:
         """Answers the upgrade with an HTTP error.
 
         Args:
@@ -120,13 +121,17 @@ class Upgrader:
             status: the status line ("403 Forbidden").
             message: the body, also logged.
             address: the client's address (default: the peer's).
+            retry_after: seconds for a Retry-After header (RFC 9110, 10.2.3); None sends none.
         """
         if address is None:
             address = res.get_remote_address()
         self.metrics.refused(status[:3])
         self.access_log(address, "GET", self.path, status[:3])
         logger.info("refused upgrade from %s: %s (%s)", address, status, message)
-        res.write_status(status).end(message)
+        res.write_status(status)
+        if retry_after is not None:
+            res.write_header("Retry-After", str(retry_after))
+        res.end(message)
 
     def on_upgrade(self, res: Any, req: Any, context: Any) -> None:
         """The route's ``upgrade`` handler.
@@ -143,9 +148,9 @@ class Upgrader:
         if self.allowed_origins is not None and origin is not None and origin not in self.allowed_origins:
             self.refuse(res, "403 Forbidden", "origin not allowed", address)
             return
-        refusal = self.limiter.check(address)
+        refusal = self.limiter.admit(address)
         if refusal is not None:
-            self.refuse(res, refusal, "too many connections", address)
+            self.refuse(res, refusal.status, refusal.reason, address, refusal.retry_after)
             return
         protocols = req.get_header("sec-websocket-protocol")
         upgrade = Upgrade(res, context, address, {}, None, req.get_header("sec-websocket-key"),

@@ -147,6 +147,7 @@ def test_third_connection_from_one_ip_is_429(serve):
     live.join("b")
     refused = live.refused(token=make_token("c"))
     assert refused.status == 429, refused
+    assert 5 <= int(refused.headers["retry-after"]) <= 10, refused.headers
     first.close()
     assert recv_json(connect_when_admitted(live, make_token("c")))["type"] == "CONNECTED"
 
@@ -156,6 +157,7 @@ def test_connection_over_max_connections_is_503(serve):
     first, _ = live.join("a")
     refused = live.refused(token=make_token("b"))
     assert refused.status == 503, refused
+    assert 5 <= int(refused.headers["retry-after"]) <= 10, refused.headers
     first.close()
     assert recv_json(connect_when_admitted(live, make_token("b")))["type"] == "CONNECTED"
 

@@ -119,12 +119,18 @@ class FakeResponse:
         self.body: Any = None
         self.upgraded: Optional[tuple[Any, ...]] = None
         self.aborted = False
+        self.headers: dict[str, str] = {}
 
     def get_remote_address(self) -> str:
         return self.address
 
     def write_status(self, status: str) -> "FakeResponse":
         self.status = status
+        return self
+
+    def write_header(self, name: str, value: str) -> "FakeResponse":
+        assert self.status is not None, "a header before the status"
+        self.headers[name.lower()] = value
         return self
 
     def end(self, body: Any = b"") -> "FakeResponse":

@@ -54,6 +54,29 @@ def test_connection_over_max_connections_per_ip_is_429_for_that_ip_only(harness)
     assert h.engine.metrics.refused_connections == {"429": 1}
 
 
+def test_capacity_refusals_say_retry_after_and_other_refusals_do_not(harness):
+    h = harness(max_connections_per_ip=1, allowed_origins=["https://good.example"], retry_after=3)
+    h.connect(address="10.0.0.1")
+    per_ip = h.upgrade(address="10.0.0.1")
+    assert per_ip.status == "429 Too Many Requests" and 3 <= int(per_ip.headers["retry-after"]) <= 6
+    origin = h.upgrade(address="10.0.0.2", headers={"origin": "https://evil.example"})
+    assert origin.status == "403 Forbidden" and "retry-after" not in origin.headers
+    full = harness(max_connections=1)
+    full.connect(address="10.0.0.1")
+    refused = full.upgrade(address="10.0.0.2")
+    assert refused.status == "503 Service Unavailable" and 5 <= int(refused.headers["retry-after"]) <= 10
+
+
+def test_upgrades_beyond_max_upgrades_per_second_get_503_too_many_upgrades(harness):
+    h = harness(max_upgrades_per_second=2)
+    assert h.upgrade(address="10.0.0.1").upgraded is not None
+    assert h.upgrade(address="10.0.0.2").upgraded is not None
+    refused = h.upgrade(address="10.0.0.3")
+    assert_refused(refused, "503 Service Unavailable", "too many upgrades")
+    assert 1 <= int(refused.headers["retry-after"]) <= 3
+    assert h.engine.metrics.refused_connections == {"503": 1}
+
+
 def test_origin_is_checked_before_capacity_and_capacity_before_the_token(harness):
     h = harness(auth=JWTAuth(secret=SECRET), allowed_origins=["https://good.example"], max_connections=1)
     h.connect(headers=bearer(token()))
