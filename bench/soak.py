@@ -154,6 +154,7 @@ class Soak:
         self.end = self.started + args.duration
         self.stop = threading.Event()
         self.rows: list[dict[str, Any]] = []
+        self.csv_path: Optional[Path] = None   # rows appended as they come (a crash keeps them)
         self.sampled_events = 0
 
     def in_chaos(self, grace: float = 15.0) -> bool:
@@ -434,6 +435,17 @@ COLUMNS = (["seconds", "phase", "chaos"]
               "bulk_published", "slow_closed_1008", "slow_closed_tcp", "slow_errors"])
 
 
+def add_row(soak: Soak, row: dict[str, Any]) -> None:
+    soak.rows.append(row)
+    if soak.csv_path is not None:
+        new = not soak.csv_path.exists()
+        with open(soak.csv_path, "a", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+
+
 def sampler(soak: Soak) -> None:
     """A row every --sample-every s until told to stop (a thread: /proc and /health are blocking)."""
     while not soak.stop.wait(soak.args.sample_every):
@@ -442,7 +454,7 @@ def sampler(soak: Soak) -> None:
         except Exception as exc:  # a sample lost is written down, the soak goes on
             print(f"sample failed: {type(exc).__name__}: {exc}", flush=True)
             continue
-        soak.rows.append(row)
+        add_row(soak, row)
         if len(soak.rows) % max(1, int(60 / soak.args.sample_every)) == 0:
             print(f"[{row['seconds']:7.1f} s] published {row['published']} delivered {row['delivered']} "
                   f"workers {row['worker_a_rss_kib']}/{row['worker_b_rss_kib']} KiB "
@@ -715,12 +727,15 @@ def main(argv: Optional[list[str]] = None) -> int:
           f"{args.chaos_every} s", flush=True)
     with cluster_processes(config) as running:
         soak = Soak(args, running, config)
-        soak.rows.append(sample(soak, "load"))
+        if not args.no_write:
+            args.out.mkdir(parents=True, exist_ok=True)
+            soak.csv_path = args.out / f"soak-{stamp}.csv"
+        add_row(soak, sample(soak, "load"))
         report = asyncio.run(run_load(soak))
         # Every client has left: what the processes hold once idle.
         time.sleep(2.0 if args.quick else 10.0)
         after = sample(soak, "after")
-        soak.rows.append(after)
+        add_row(soak, after)
         records = parse_log(soak.hub.stderr_text())
     classify(records, soak.events)
 
@@ -742,10 +757,6 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not args.no_write:
         args.out.mkdir(parents=True, exist_ok=True)
         base = args.out / f"soak-{stamp}"
-        with open(f"{base}.csv", "w", newline="") as out:
-            writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore")
-            writer.writeheader()
-            writer.writerows(soak.rows)
         plot(Path(f"{base}.csv"), Path(f"{base}.png"), f"soak {stamp}: RSS and fds per role, chaos events in red")
         write_markdown(Path(f"{base}.md"), soak, report, records, problems, after, command)
         # The raw WARNING+ records, to check the classification by eye.

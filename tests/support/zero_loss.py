@@ -29,7 +29,7 @@ from uws_py.sdk import (ClientOptions, ClientState, ConnectionLost, Publication,
                         SubscribedEvent, connect)
 
 from .chaos_proxy import ChaosProxy
-from .procutil import HOST, RedisServer, UwsServer, metric_value, wait_until
+from .procutil import HOST, RedisServer, UwsServer, children_of, metric_value, wait_until
 
 
 @dataclass
@@ -206,11 +206,48 @@ class Cluster:
         return [hub.port for hub in self.hubs]
 
 
+def listening_sockets(port: int) -> set[str]:
+    """The inodes of the IPv4 TCP sockets listening on ``port`` (/proc/net/tcp)."""
+    found: set[str] = set()
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(fields[9])
+    return found
+
+
+def listens(pid: int, inodes: set[str]) -> bool:
+    """Whether process ``pid`` holds one of the sockets ``inodes``."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for name in names:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}")[8:-1] in inodes:
+                return True
+        except OSError:
+            pass
+    return False
+
+
 def wait_for_brokers(hub: UwsServer, workers: int, timeout: float = 15.0) -> None:
-    """Until every worker of ``hub`` says its broker is connected (each /metrics request lands
-    on any worker: several in a row must all say so)."""
-    wait_until(lambda: all(metric_value(hub.port, "uws_broker_connected") == 1 for _ in range(4 * workers)),
-               f"broker of every worker of pid {hub.pid} connected", timeout=timeout)
+    """Until every worker of ``hub`` listens and says its broker is connected. Each /metrics
+    request lands on any worker that listens: so first every worker must hold a listening
+    socket on the port (else the requests all go to the ones that do, and a worker still
+    starting would pass unseen), then several requests in a row must all say so."""
+    def ready() -> bool:
+        pids = children_of(hub.pid) if workers > 1 else [hub.pid]
+        if len(pids) != workers:
+            return False
+        inodes = listening_sockets(hub.port)
+        if not all(listens(pid, inodes) for pid in pids):
+            return False
+        return all(metric_value(hub.port, "uws_broker_connected") == 1 for _ in range(4 * workers))
+
+    wait_until(ready, f"every worker of pid {hub.pid} listening with its broker connected", timeout=timeout)
 
 
 @contextlib.contextmanager
