@@ -29,7 +29,7 @@ from uws_py.sdk import (ClientOptions, ClientState, ConnectionLost, Publication,
                         SubscribedEvent, connect)
 
 from .chaos_proxy import ChaosProxy
-from .procutil import HOST, RedisServer, UwsServer, metric_value, wait_until
+from .procutil import HOST, RedisServer, UwsServer, children_of, metric_value, wait_until
 
 
 @dataclass
@@ -56,6 +56,10 @@ class ZeroLossConfig:
     redis_debug: bool = False       # DEBUG allowed (from loopback), for DEBUG SLEEP
     retry_publishes: bool = False
     publish_timeout: float = 10.0
+    # A JWT every connection of the run presents (with ``serve_args`` that make the hubs
+    # require one, e.g. ``("--jwt-secret", SECRET)``); None: no token.
+    token: Optional[str] = None
+    serve_args: tuple[str, ...] = ()
     client_options: ClientOptions = field(default_factory=lambda: ClientOptions(
         min_delay=0.05, max_delay=0.5, open_timeout=3.0, request_timeout=5.0, ping_interval=5.0,
         ping_timeout=3.0))
@@ -202,11 +206,48 @@ class Cluster:
         return [hub.port for hub in self.hubs]
 
 
+def listening_sockets(port: int) -> set[str]:
+    """The inodes of the IPv4 TCP sockets listening on ``port`` (/proc/net/tcp)."""
+    found: set[str] = set()
+    with open("/proc/net/tcp") as table:
+        next(table)
+        for line in table:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                found.add(fields[9])
+    return found
+
+
+def listens(pid: int, inodes: set[str]) -> bool:
+    """Whether process ``pid`` holds one of the sockets ``inodes``."""
+    try:
+        names = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for name in names:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{name}")[8:-1] in inodes:
+                return True
+        except OSError:
+            pass
+    return False
+
+
 def wait_for_brokers(hub: UwsServer, workers: int, timeout: float = 15.0) -> None:
-    """Until every worker of ``hub`` says its broker is connected (each /metrics request lands
-    on any worker: several in a row must all say so)."""
-    wait_until(lambda: all(metric_value(hub.port, "uws_broker_connected") == 1 for _ in range(4 * workers)),
-               f"broker of every worker of pid {hub.pid} connected", timeout=timeout)
+    """Until every worker of ``hub`` listens and says its broker is connected. Each /metrics
+    request lands on any worker that listens: so first every worker must hold a listening
+    socket on the port (else the requests all go to the ones that do, and a worker still
+    starting would pass unseen), then several requests in a row must all say so."""
+    def ready() -> bool:
+        pids = children_of(hub.pid) if workers > 1 else [hub.pid]
+        if len(pids) != workers:
+            return False
+        inodes = listening_sockets(hub.port)
+        if not all(listens(pid, inodes) for pid in pids):
+            return False
+        return all(metric_value(hub.port, "uws_broker_connected") == 1 for _ in range(4 * workers))
+
+    wait_until(ready, f"every worker of pid {hub.pid} listening with its broker connected", timeout=timeout)
 
 
 @contextlib.contextmanager
@@ -229,7 +270,8 @@ def cluster_processes(config: ZeroLossConfig) -> Iterator[Cluster]:
             hubs.append(UwsServer(
                 "--broker", redis.url, "--no-access-log", "--log-level", "warning", "--rate-limit", "off",
                 "--history", f"{pattern}:{config.history_size}:300",
-                "--history-recover-limit", str(config.recover_limit), "--workers", str(config.workers), env=env))
+                "--history-recover-limit", str(config.recover_limit), "--workers", str(config.workers),
+                *config.serve_args, env=env))
         for hub in hubs:
             wait_for_brokers(hub, config.workers)
         yield Cluster(redis, hubs)
@@ -249,7 +291,8 @@ class _Subscriber:
     def __init__(self, port: int, config: ZeroLossConfig) -> None:
         self.result = SubscriberResult()
         self.lost_at: Optional[float] = None
-        self.client: RealtimeClient = connect(_url(port), options=config.client_options, on_state=self._on_state)
+        self.client: RealtimeClient = connect(_url(port), token=config.token, options=config.client_options,
+                                              on_state=self._on_state)
 
     def _on_state(self, state: ClientState, error: Optional[BaseException]) -> None:
         if state is ClientState.DISCONNECTED and self.lost_at is None:
@@ -307,15 +350,21 @@ async def _publish_until_acknowledged(publisher: RealtimeClient, config: ZeroLos
 
 async def _last_offset(port: int, config: ZeroLossConfig) -> int:
     """The topic's newest offset, read from its history on a fresh connection."""
-    async with connect(_url(port), options=config.client_options) as reader:
+    async with connect(_url(port), token=config.token, options=config.client_options) as reader:
         page = await reader.history(config.topic, limit=1, reverse=True, timeout=10.0)
         return page.position.offset
 
 
 async def run_zero_loss(hub_ports: list[int], config: ZeroLossConfig,
-                        fault: Optional[Callable[[], Awaitable[Any]]] = None) -> ZeroLossReport:
+                        fault: Optional[Callable[[], Awaitable[Any]]] = None, *,
+                        subscriber_ports: Optional[list[int]] = None, record: Optional[PublishRecord] = None,
+                        results: Optional[list[SubscriberResult]] = None) -> ZeroLossReport:
     """Runs the scenario against running hubs and returns what happened (asserting nothing).
-    ``fault``, when given, runs while the messages are published (the chaos scenarios)."""
+    ``fault``, when given, runs while the messages are published (the chaos scenarios).
+    ``subscriber_ports``: where the subscribers connect instead (e.g. the caller's own proxies;
+    not with ``cut_connections``). ``record`` and ``results``, when given, are filled while the
+    run goes (``results`` extended with each subscriber's live result), for a caller that
+    watches the progress (bench/soak.py)."""
     async with contextlib.AsyncExitStack() as stack:
         if config.cut_connections:
             proxies = [await stack.enter_async_context(
@@ -323,12 +372,14 @@ async def run_zero_loss(hub_ports: list[int], config: ZeroLossConfig,
                 for i, port in enumerate(hub_ports)]
             ports = [proxy.port for proxy in proxies]
         else:
-            proxies, ports = [], hub_ports
+            proxies, ports = [], subscriber_ports or hub_ports
         subscribers = [_Subscriber(ports[i % len(ports)], config) for i in range(config.subscribers)]
+        if results is not None:
+            results.extend(s.result for s in subscribers)
         for subscriber in subscribers:
             stack.push_async_callback(subscriber.client.close)
             await subscriber.client.start(wait=False)
-        publishers = [await stack.enter_async_context(connect(_url(hub_ports[i % len(hub_ports)]),
+        publishers = [await stack.enter_async_context(connect(_url(hub_ports[i % len(hub_ports)]), token=config.token,
                                                               options=config.client_options))
                       for i in range(config.publishers)]
         subscriptions = await asyncio.gather(*(
@@ -337,7 +388,7 @@ async def run_zero_loss(hub_ports: list[int], config: ZeroLossConfig,
 
         started = time.monotonic()
         interval = config.duration / config.messages
-        record = PublishRecord()
+        record = PublishRecord() if record is None else record
 
         async def publish_share(index: int) -> None:
             publisher = publishers[index]
