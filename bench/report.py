@@ -17,6 +17,7 @@ ISSUE_RATIOS = (
     (9, "uWS.js", 1.5, "built-in PING vs uWebSockets.js raw echo"),
     (9, "uws-py-app", None, "built-in PING vs uws-py raw App echo"),
     (10, "uws-py-app", 0.9, "PUBLISH fan-out vs raw App app.publish fan-out"),
+    (11, "uws-py-app", 0.9, "PUBLISH fan-out at 400/s vs raw App, by server CPU"),
 )
 
 
@@ -50,7 +51,7 @@ def _cpu(summary: dict) -> str:
 
 
 def _cpu_metric(scenario: Scenario) -> Optional[str]:
-    return next((m.key for m in scenario.metrics if m.key.startswith("server_cpu_us_per")), None)
+    return next((m.key for m in scenario.metrics if "cpu_us_per" in m.key), None)
 
 
 def _each_round(summary: dict, key: str, fmt: str) -> str:
