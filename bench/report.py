@@ -56,7 +56,7 @@ def _cpu_metric(scenario: Scenario) -> Optional[str]:
 
 def _each_round(summary: dict, key: str, fmt: str) -> str:
     values = summary.get("each_round", {}).get(key, [])
-    return " · ".join("failed" if v is None else fmt.format(v) for v in values)
+    return " · ".join("–" if v is None else fmt.format(v) for v in values)
 
 
 def _ratios_by_round(ours: list, theirs: list, higher_is_better: bool) -> list[Optional[float]]:
@@ -126,7 +126,8 @@ def render_markdown(info: dict, scenarios: list[Scenario], summaries: dict[int, 
         "Values are medians over rounds. The ratio column divides each server's first metric by "
         "uws-py's (above 1× is more for throughput, slower for latency, more memory for RSS). "
         "CPU column: server / loadgen busy fraction of one core during the measurement (the loadgen's "
-        "summed over its threads). \"each round\" is the first metric of every round in the order run.",
+        "summed over its threads). \"each round\" is the first metric of every round in the order run "
+        "(– where a round has none: it failed, or a fan-out ramp had no sustained step).",
         "",
     ]
     lines += render_issue_ratios(scenarios, summaries)
