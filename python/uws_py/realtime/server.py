@@ -657,7 +657,7 @@ class RealtimeServer:
 
     # -- running --------------------------------------------------------------------------
 
-    def listen(self, port: Any = 8080, host: Any = "127.0.0.1") -> "RealtimeServer":
+    def listen(self, port: Any = 8080, host: Any = "127.0.0.1", *, backlog: int = 512) -> "RealtimeServer":
         """Binds and listens (``port=0`` picks a free one; see :attr:`port`). The order is
         :meth:`App.listen`'s; the old ``listen(host, port)`` still works, with a
         DeprecationWarning.
@@ -665,21 +665,25 @@ class RealtimeServer:
         Args:
             port: the port.
             host: the address to bind.
+            backlog: the kernel's queue of connections not yet accepted (capped by
+                ``net.core.somaxconn``); past it, a connection storm's SYNs are dropped and
+                those clients wait for their retransmissions.
         """
         port, host = _port_and_host(port, host, "listen")
         self._mount()
-        self.app.listen(port, host)
+        self.app.listen(port, host, backlog=backlog)
         return self
 
-    def listen_unix(self, path: str) -> "RealtimeServer":
+    def listen_unix(self, path: str, *, backlog: int = 512) -> "RealtimeServer":
         """Listens on a unix domain socket at ``path`` (see :meth:`App.listen_unix
         <uws_py.App.listen_unix>`), instead of or beside :meth:`listen`.
 
         Args:
             path: the socket file's path (replaced when stale, removed on close).
+            backlog: the kernel's queue of connections not yet accepted.
         """
         self._mount()
-        self.app.listen_unix(path)
+        self.app.listen_unix(path, backlog=backlog)
         return self
 
     @property
