@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import orjson
 
 from .._version import __version__
+from ..broker.redact import redact
 from .api_gather import GATHER_TIMEOUT, Gatherer
 from .api_idempotency import DEFAULT_IDEMPOTENCY_TTL, Idempotent, MemoryIdempotency, RedisIdempotency
 from .history import HistoryError, message_parts, parse_limit, parse_since
@@ -126,7 +127,7 @@ def _idempotency_key(params: dict[str, Any]) -> Optional[str]:
 
 
 def _unavailable(exc: BaseException) -> ApiError:
-    return ApiError(503, "UNAVAILABLE", f"storage unavailable: {exc}")
+    return ApiError(503, "UNAVAILABLE", redact(f"storage unavailable: {exc}"))
 
 
 def _in_progress() -> ApiError:
@@ -135,7 +136,7 @@ def _in_progress() -> ApiError:
 
 def _history_error(exc: HistoryError) -> ApiError:
     if exc.code == "UNAVAILABLE":
-        return ApiError(503, exc.code, str(exc))
+        return ApiError(503, exc.code, redact(str(exc)))
     if exc.code == "INVALID_MESSAGE":
         return bad_request(str(exc))
     return ApiError(400, exc.code, str(exc))
