@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 import orjson
 
 from .._asyncio import CoroutineRunner
-from ..app import App, CompressOptions, SSLOptions
+from ..app import MAX_LIFETIME_MINUTES, App, CompressOptions, SSLOptions
 from ..auth import JWTAuth
 from ..batching import Batching
 from ..behavior import subprotocol_list
@@ -92,6 +92,7 @@ class Options:
     subprotocols: Optional[tuple[str, ...]] = None
     api_key: Optional[str] = None
     api_path: str = "/api"
+    max_lifetime: int = 0
 
 
 def subprotocol_tuple(subprotocols: Optional[Sequence[str]]) -> Optional[tuple[str, ...]]:
@@ -113,10 +114,12 @@ def validate(options: Options) -> None:
         options: the options to check.
     """
     for name, least in (("history_recover_limit", 0), ("compression_threshold", 0), ("max_batch_items", 1),
-                        ("max_subscriptions", 1), ("max_topic_length", 1)):
+                        ("max_subscriptions", 1), ("max_topic_length", 1), ("max_lifetime", 0)):
         value = getattr(options, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    if options.max_lifetime > MAX_LIFETIME_MINUTES:
+        raise ValueError(f"max_lifetime must be at most {MAX_LIFETIME_MINUTES} minutes, got {options.max_lifetime!r}")
     check_timing(options.presence_ttl, options.presence_diff_interval)
     if options.api_key is not None:
         from .api import check_api_key
@@ -390,6 +393,10 @@ class RealtimeServer:
     - ``api_key``: serve the server API (``POST <api_path>/<method>`` with ``Authorization:
       apikey <key>``, 16+ characters; docs/reference/server-api.md) at ``api_path`` (``/api``).
       None (the default) serves no API.
+    - ``max_lifetime``: whole minutes a connection may stay open whatever its traffic (0, the
+      default: no limit); then it is closed with ``1001 max lifetime reached``, and an SDK
+      client reconnects (and recovers its history topics), which spreads long-lived
+      connections over the workers again after a deploy.
     """
 
     def __init__(
@@ -428,6 +435,7 @@ class RealtimeServer:
         subprotocols: Optional[Sequence[str]] = None,
         api_key: Optional[str] = None,
         api_path: str = "/api",
+        max_lifetime: int = 0,
     ) -> None:
         options = self.options = Options(
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
@@ -436,7 +444,7 @@ class RealtimeServer:
             dashboard_path, tracing, client_script, compression_threshold, max_batch_items, max_subscriptions,
             max_topic_length, tuple(trusted_proxies) if trusted_proxies is not None else None,
             presence_ttl, presence_diff_interval, close_on_backpressure_limit, subprotocol_tuple(subprotocols),
-            api_key, api_path,
+            api_key, api_path, max_lifetime,
         )
         validate(options)
         self.path = path
@@ -487,6 +495,7 @@ class RealtimeServer:
                 # The hard limit: twice the soft one, answered politely below it.
                 "max_payload_length": options.max_payload_length * 2,
                 "idle_timeout": options.idle_timeout,
+                "max_lifetime": options.max_lifetime,
                 "max_backpressure": options.max_backpressure,
                 "close_on_backpressure_limit": options.close_on_backpressure_limit,
                 # The core picks the first of these the client offered; "bearer" last, for
