@@ -361,7 +361,13 @@ class ServerApi:
         done({})
 
     def subscribe(self, params: dict[str, Any], done: Done) -> None:
-        """``{user, topic}`` -> ``{}``: the user's connections, in every worker, subscribe."""
+        """``{user, topic}`` -> ``{}``: the user's connections, in every worker, subscribe.
+
+        Server-side, as Centrifugo's server API: the backend calling it has decided, so no
+        permission is checked here. The token's topics claim, the ``authorize_topic`` hook and
+        ``max_subscriptions`` are not applied; only reserved topics and ``max_topic_length``
+        are refused. Check permissions before calling it.
+        """
         self._subscription(params, True, done)
 
     def unsubscribe(self, params: dict[str, Any], done: Done) -> None:

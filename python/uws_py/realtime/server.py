@@ -647,6 +647,10 @@ class RealtimeServer:
         "history" or "presence"),
         asked after the token's topic claim allowed the topic.
 
+        It judges what clients ask for (and ``Client.subscribe``). The server API's
+        ``subscribe`` does not ask it: the backend that calls the API has decided, as with
+        Centrifugo's server API.
+
         Args:
             hook: the hook.
         """
