@@ -19,6 +19,7 @@ TITLES = {
     "p99_us": "p99 RTT µs (lower is better)",
     "deliveries_per_s": "deliveries/s (higher is better)",
     "rss_per_conn": "server RSS bytes/connection (lower is better)",
+    "step_cpu_us_per_delivery": "server CPU µs/delivery (lower is better)",
 }
 
 

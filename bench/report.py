@@ -17,6 +17,7 @@ ISSUE_RATIOS = (
     (9, "uWS.js", 1.5, "built-in PING vs uWebSockets.js raw echo"),
     (9, "uws-py-app", None, "built-in PING vs uws-py raw App echo"),
     (10, "uws-py-app", 0.9, "PUBLISH fan-out vs raw App app.publish fan-out"),
+    (11, "uws-py-app", 0.9, "PUBLISH fan-out at 400/s vs raw App, by server CPU"),
 )
 
 
@@ -50,12 +51,12 @@ def _cpu(summary: dict) -> str:
 
 
 def _cpu_metric(scenario: Scenario) -> Optional[str]:
-    return next((m.key for m in scenario.metrics if m.key.startswith("server_cpu_us_per")), None)
+    return next((m.key for m in scenario.metrics if "cpu_us_per" in m.key), None)
 
 
 def _each_round(summary: dict, key: str, fmt: str) -> str:
     values = summary.get("each_round", {}).get(key, [])
-    return " · ".join("failed" if v is None else fmt.format(v) for v in values)
+    return " · ".join("–" if v is None else fmt.format(v) for v in values)
 
 
 def _ratios_by_round(ours: list, theirs: list, higher_is_better: bool) -> list[Optional[float]]:
@@ -125,7 +126,8 @@ def render_markdown(info: dict, scenarios: list[Scenario], summaries: dict[int, 
         "Values are medians over rounds. The ratio column divides each server's first metric by "
         "uws-py's (above 1× is more for throughput, slower for latency, more memory for RSS). "
         "CPU column: server / loadgen busy fraction of one core during the measurement (the loadgen's "
-        "summed over its threads). \"each round\" is the first metric of every round in the order run.",
+        "summed over its threads). \"each round\" is the first metric of every round in the order run "
+        "(– where a round has none: it failed, or a fan-out ramp had no sustained step).",
         "",
     ]
     lines += render_issue_ratios(scenarios, summaries)

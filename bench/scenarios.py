@@ -38,6 +38,25 @@ BEST_RATE = Metric("best_rate", "publishes/s", True, _get("best_rate"))
 # The best sustained step's server CPU over its window (and the catch-up after it) per delivery.
 CPU_PER_DELIVERY = Metric("server_cpu_us_per_delivery", "server CPU µs/delivery", False,
                           _get("best", "server_cpu_us_per_msg"), "{:.3f}")
+
+
+def _last_step(key: str) -> Callable[[dict], Optional[float]]:
+    """``key`` of the fixed-rate step (the last one run, a retry if the first fell short)."""
+
+    def read(result: dict) -> Optional[float]:
+        steps = result.get("steps")
+        if not isinstance(steps, list) or not steps:
+            return None
+        value = steps[-1].get(key)
+        return value if isinstance(value, (int, float)) else None
+
+    return read
+
+
+STEP_CPU_PER_DELIVERY = Metric("step_cpu_us_per_delivery", "server CPU µs/delivery", False,
+                               _last_step("server_cpu_us_per_msg"), "{:.3f}")
+STEP_DELIVERIES = Metric("step_deliveries_per_s", "deliveries/s in the window", True, _last_step("deliveries_per_s"))
+STEP_DELIVERED = Metric("step_delivered_ratio", "delivered", True, _last_step("delivered_ratio"), "{:.3f}")
 RSS_PER_CONN = Metric("rss_per_conn", "RSS bytes/conn", False, _get("server_rss_bytes_per_connection"))
 
 
@@ -115,4 +134,11 @@ def scenarios(quick: bool) -> list[Scenario]:
                  ["--connections", "1000", "--rate-start", "25", "--rate-max", "51200", "--publish-size", "64",
                   "--step", "1" if quick else "3", "--topic", "bench", "--path", "/realtime"],
                  (DELIVERIES, DELIVERY_P99, BEST_RATE, CPU_PER_DELIVERY), realtime_loadgen=["--skip-first", "1"]),
+        # Scenario 10's servers at one fixed rate, so that both pay for the same publishes/s
+        # (a ramp's best steps differ, and a slow step's CPU per delivery is mostly idle cost).
+        Scenario(11, "Realtime fan-out cost: 1000 subscribers at 400 publishes/s, RealtimeServer vs raw App",
+                 "realtime_fanout",
+                 ["--connections", "1000", "--rate-start", "400", "--rate-max", "400", "--publish-size", "64",
+                  "--step", "2" if quick else "5", "--topic", "bench", "--path", "/realtime"],
+                 (STEP_CPU_PER_DELIVERY, STEP_DELIVERIES, STEP_DELIVERED), realtime_loadgen=["--skip-first", "1"]),
     ]

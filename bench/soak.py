@@ -396,7 +396,8 @@ def sample(soak: Soak, phase: str) -> dict[str, Any]:
     row: dict[str, Any] = {"seconds": round(now - soak.started, 1), "phase": phase}
     events = soak.events[soak.sampled_events:]
     soak.sampled_events = len(soak.events)
-    row["chaos"] = "+".join(e.name for e in events)
+    # The events that started since the last sample, each as name@seconds (its own start).
+    row["chaos"] = "+".join(f"{e.name}@{e.started - soak.started_wall:.1f}" for e in events)
     workers = sorted(children_of(soak.hub.pid))
     redis_process = soak.running.redis.process
     pids = {"supervisor": soak.hub.pid, "worker_a": workers[0] if workers else None,
@@ -664,10 +665,12 @@ axes[2].plot(t, col("worker_a_connections"), label="worker_a connections")
 axes[2].plot(t, col("worker_b_connections"), label="worker_b connections")
 axes[2].set_ylabel("connections"); axes[2].set_xlabel("seconds"); axes[2].legend(loc="upper left")
 for r in rows:
-    if r["chaos"]:
+    for event in filter(None, r["chaos"].split("+")):
+        name, _, at = event.partition("@")
+        at = at or r["seconds"]  # a CSV of before the start times were written
         for ax in axes:
-            ax.axvline(float(r["seconds"]), color="red", alpha=0.4, linestyle="--")
-        axes[0].annotate(r["chaos"], (float(r["seconds"]), 0), rotation=90, fontsize=7, va="bottom", color="red")
+            ax.axvline(float(at), color="red", alpha=0.4, linestyle="--")
+        axes[0].annotate(name, (float(at), 0), rotation=90, fontsize=7, va="bottom", color="red")
 fig.suptitle(sys.argv[3])
 fig.tight_layout()
 fig.savefig(sys.argv[2], dpi=100)

@@ -9,7 +9,7 @@ dropped, a refusal had no Retry-After, or an attempt had no outcome.
 
 usage: python bench/storm.py [--clients 20000] [--storm-seconds 10] [--processes 4]
            [--sources-per-process 4] [--established 100] [--workers 2] [--max-connections 6000]
-           [--max-connections-per-ip 300] [--max-upgrades-per-second 0] [--retry-after 5]
+           [--max-connections-per-ip 300] [--max-upgrades-per-second 0] [--retry-after 5] [--backlog 4096]
            [--attempt-deadline 10] [--label TEXT] [--no-write]
 
 Run from the repository root with the package importable (PYTHONPATH=python when the native
@@ -44,7 +44,7 @@ def markdown(report: dict, label: str) -> str:
              f"{c['sources_per_process']} source addresses (launched in {s['launch_s']} s, all resolved "
              f"{s['resolve_s']} s after the first); hub `--workers {c['workers']} --max-connections "
              f"{c['max_connections']} --max-connections-per-ip {c['max_connections_per_ip']} "
-             f"--max-upgrades-per-second {c['max_upgrades_per_second']}`; {e['clients']} established "
+             f"--max-upgrades-per-second {c['max_upgrades_per_second']} --backlog {c['backlog']}`; {e['clients']} established "
              f"clients, PING/PONG with {c['think'] * 1000:.0f} ms between a reply and the next PING.", "",
              "| phase | round trips | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|"]
     for phase in ("before", "during", "after"):

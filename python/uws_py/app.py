@@ -23,7 +23,7 @@ HttpHandler = Callable[["_core.HttpResponse", "_core.HttpRequest"], Any]
 # Upper bound of byte limits (1 TiB): larger values mean "no limit" and would overflow sums.
 _MAX_LIMIT = 1 << 40
 # max_lifetime in minutes; the core counts seconds in 32 bits.
-_MAX_LIFETIME_MINUTES = 1_000_000
+MAX_LIFETIME_MINUTES = 1_000_000
 
 
 def _report_handler_error(where: str, exc: BaseException) -> None:
@@ -132,8 +132,8 @@ class App:
         if options["max_backpressure"] > _MAX_LIMIT:
             raise ValueError(f"ws() option 'max_backpressure' must be at most {_MAX_LIMIT}")
         lifetime = options["max_lifetime"]
-        if not isinstance(lifetime, int) or isinstance(lifetime, bool) or not 0 <= lifetime <= _MAX_LIFETIME_MINUTES:
-            raise ValueError(f"ws() option 'max_lifetime' must be whole minutes 0..{_MAX_LIFETIME_MINUTES}, not {lifetime!r}")
+        if not isinstance(lifetime, int) or isinstance(lifetime, bool) or not 0 <= lifetime <= MAX_LIFETIME_MINUTES:
+            raise ValueError(f"ws() option 'max_lifetime' must be whole minutes 0..{MAX_LIFETIME_MINUTES}, not {lifetime!r}")
         for name in ("close_on_backpressure_limit", "send_pings_automatically", "reset_idle_timeout_on_send"):
             if not isinstance(options[name], bool):
                 raise ValueError(f"ws() option '{name}' must be a bool, not {options[name]!r}")

@@ -285,17 +285,38 @@ def _say(line: str) -> None:
     sys.stdout.flush()
 
 
-def _listen_unix(app: Any, path: str) -> None:
+def _listen_unix(app: Any, path: str, backlog: int = 512) -> None:
     """``app.listen_unix(path)``; ConfigError naming the path when it cannot.
 
     Args:
         app: the App or RealtimeServer.
         path: the socket's path.
+        backlog: the listen backlog.
     """
     try:
-        app.listen_unix(path)
+        app.listen_unix(path, backlog=backlog)
     except OSError as exc:
         raise ConfigError(f"--uds {path}: {exc.strerror or exc}") from None
+
+
+def somaxconn() -> Optional[int]:
+    """The kernel's cap on a listen backlog (net.core.somaxconn), or None where it cannot be read."""
+    try:
+        with open("/proc/sys/net/core/somaxconn", encoding="ascii") as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def check_backlog(backlog: int) -> None:
+    """Warns when ``--backlog`` is more than the kernel gives (it is capped silently).
+
+    Args:
+        backlog: the backlog asked for.
+    """
+    cap = somaxconn()
+    if cap is not None and backlog > cap:
+        logger.warning("--backlog %d is capped by the kernel at net.core.somaxconn = %d", backlog, cap)
 
 
 def run_worker(config: ServeConfig) -> int:
@@ -309,17 +330,18 @@ def run_worker(config: ServeConfig) -> int:
     from .realtime.server import RealtimeServer
 
     server = build_server(config)
+    check_backlog(config.backlog)
     scheme = "wss" if config.ssl_certfile else "ws"
     if config.workers > 1 and config.app and getattr(server, "broker", None) is None:
         logger.warning("%d workers and %s has no broker: pub/sub reaches only subscribers of the same worker",
                        config.workers, config.app)
     if isinstance(server, RealtimeServer):
         if config.uds is not None:
-            _listen_unix(server, config.uds)
+            _listen_unix(server, config.uds, config.backlog)
             logger.info("uws-py %s serving %s on unix:%s (pid %d)", __version__, server.path, config.uds, os.getpid())
             _say(f"uws-py {__version__}: listening on unix:{config.uds} ({scheme}, path {server.path})")
         else:
-            server.listen(port=config.port, host=config.host)
+            server.listen(port=config.port, host=config.host, backlog=config.backlog)
             logger.info("uws-py %s serving %s://%s:%d%s (pid %d)", __version__, scheme, config.host, server.port, server.path, os.getpid())
             # From the loop's first iteration: connections are steered here once they are served.
             server.app.defer(functools.partial(worker_listening, server.port))
@@ -327,11 +349,11 @@ def run_worker(config: ServeConfig) -> int:
         server.run_forever()
     else:
         if config.uds is not None:
-            _listen_unix(server, config.uds)
+            _listen_unix(server, config.uds, config.backlog)
             logger.info("uws-py %s serving an App on unix:%s (pid %d)", __version__, config.uds, os.getpid())
             _say(f"uws-py {__version__}: listening on unix:{config.uds}")
         else:
-            server.listen(config.port, config.host)
+            server.listen(config.port, config.host, backlog=config.backlog)
             logger.info("uws-py %s serving an App on %s:%d (pid %d)", __version__, config.host, server.port, os.getpid())
             server.defer(functools.partial(worker_listening, server.port))
             _say(f"uws-py {__version__}: listening on {config.host}:{server.port}")

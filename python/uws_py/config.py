@@ -33,6 +33,8 @@ class ServeConfig:
     uds: Optional[str] = field(default=None, metadata={
         "help": "listen on this unix domain socket path instead of host:port (removed on exit)"})
     workers: int = field(default=1, metadata={"help": "worker processes sharing the port (SO_REUSEPORT)"})
+    backlog: int = field(default=512, metadata={
+        "help": "each worker's queue of connections not yet accepted (the kernel caps it at net.core.somaxconn)"})
     ssl_certfile: Optional[str] = field(default=None, metadata={"help": "TLS certificate chain (PEM)"})
     ssl_keyfile: Optional[str] = field(default=None, metadata={"help": "TLS private key (PEM)"})
     ssl_keyfile_password: Optional[str] = field(default=None, metadata={"help": "passphrase of the TLS key"})
@@ -97,6 +99,8 @@ class ServeConfig:
             raise ConfigError(f"--port must be 0..65535, not {self.port}")
         if self.workers < 1:
             raise ConfigError(f"--workers must be at least 1, not {self.workers}")
+        if not (1 <= self.backlog <= 65535):
+            raise ConfigError(f"--backlog must be 1..65535, not {self.backlog}")
         if self.uds is not None:
             # sun_path holds 108 bytes with the final NUL.
             if not self.uds or len(os.fsencode(self.uds)) > 107:

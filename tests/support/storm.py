@@ -256,6 +256,7 @@ class StormConfig:
     max_connections_per_ip: int = 300
     max_upgrades_per_second: int = 0
     retry_after: int = 5
+    backlog: int = 4096
     attempt_deadline: float = 10.0
     before: float = 5.0
     after: float = 5.0
@@ -352,7 +353,8 @@ def run_storm(config: StormConfig) -> dict:
                   "--workers", str(config.workers), "--max-connections", str(config.max_connections),
                   "--max-connections-per-ip", str(config.max_connections_per_ip),
                   "--max-upgrades-per-second", str(config.max_upgrades_per_second),
-                  "--retry-after", str(config.retry_after), *config.extra_serve_args]
+                  "--retry-after", str(config.retry_after), "--backlog", str(config.backlog),
+                  *config.extra_serve_args]
     generator = build_generator(config.build_directory)
     token = make_token("storm")
     hub = UwsServer(*serve_args, env=env)

@@ -545,3 +545,19 @@ def test_build_server_applies_the_connection_limits_and_zero_is_no_limit():
     assert limiter.retry_after == 2
     unlimited = build_server(load(None, {}, {})).limiter
     assert (unlimited.max_connections, unlimited.max_per_ip, unlimited.upgrades) == (None, None, None)
+
+
+def test_backlog_option_its_range_and_the_somaxconn_warning(monkeypatch, caplog):
+    from uws_py import cli
+
+    assert resolve(["serve", "--backlog", "4096"]).backlog == 4096
+    assert load(None, {}, {}).backlog == 512
+    with pytest.raises(ConfigError, match="--backlog"):
+        load(None, {}, {"backlog": 0})
+    monkeypatch.setattr(cli, "somaxconn", lambda: 1024)
+    with caplog.at_level("WARNING", logger="uws_py.cli"):
+        cli.check_backlog(1024)
+        assert caplog.records == []
+        cli.check_backlog(4096)
+    assert [r.getMessage() for r in caplog.records] == [
+        "--backlog 4096 is capped by the kernel at net.core.somaxconn = 1024"]

@@ -23,13 +23,13 @@ counted in ``publish_failures`` (at most once, as with Redis).
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, Coroutine, Optional
 
 from . import Deliver, DeliverPositioned, OnConnection, Schedule
+from .redact import redacting_logger
 from .threaded import ThreadedBroker
 
-logger = logging.getLogger("uws_py.broker")
+logger = redacting_logger("uws_py.broker")
 
 SUBJECT_PREFIX = "uws."
 BACKOFF_START = 0.2

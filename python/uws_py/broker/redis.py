@@ -10,14 +10,14 @@ A message on channel ``uws:<topic>`` is framed ``<origin>|<payload>`` for a plai
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any, Awaitable, Callable, Coroutine, Optional
 
+from .redact import redacting_logger
 from .threaded import ThreadedBroker, parse_frame
 
 __all__ = ["RedisBroker", "parse_frame", "CHANNEL_PREFIX"]
 
-logger = logging.getLogger("uws_py.broker")
+logger = redacting_logger("uws_py.broker")
 
 CHANNEL_PREFIX = "uws:"
 # How long the publisher waits between reconnection attempts: doubles up to the cap.

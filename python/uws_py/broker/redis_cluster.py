@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 from typing import Any, Optional
 from urllib.parse import unquote
 
+from .redact import redact, redacting_logger
 from .redis import BACKOFF_CAP, BACKOFF_START, CHANNEL_PREFIX, RedisBroker
 
-logger = logging.getLogger("uws_py.broker")
+logger = redacting_logger("uws_py.broker")
 
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 # redis-py's asyncio RedisCluster has pubsub()/ssubscribe from this version on.
@@ -72,7 +72,7 @@ def parse_cluster_url(url: str) -> dict[str, Any]:
     """
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in CLUSTER_SCHEMES:
-        raise ValueError(f"a cluster broker URL starts with redis+cluster:// or rediss+cluster://, not {url!r}")
+        raise ValueError(f"a cluster broker URL starts with redis+cluster:// or rediss+cluster://, not {redact(url)!r}")
     rest = rest.split("/", 1)[0].split("?", 1)[0]
     username = password = None
     if "@" in rest:
@@ -87,9 +87,9 @@ def parse_cluster_url(url: str) -> dict[str, Any]:
             host, port_text = part.strip(), "6379"
         host = host.strip("[]")
         if not host:
-            raise ValueError(f"cluster broker URL has a node without a host: {url!r}")
+            raise ValueError(f"cluster broker URL has a node without a host: {redact(url)!r}")
         if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"cluster broker URL has an invalid port {port_text!r}: {url!r}")
+            raise ValueError(f"cluster broker URL has an invalid port {port_text!r}: {redact(url)!r}")
         nodes.append((host, int(port_text)))
     return {"nodes": nodes, "ssl": scheme == "rediss+cluster", "username": username, "password": password}
 

@@ -13,15 +13,15 @@ subscription.
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 import uuid
 from typing import Any, Callable, Coroutine, Optional
 
 from . import Broker, Deliver, DeliverPositioned, OnConnection, Schedule
+from .redact import redacting_logger
 
-logger = logging.getLogger("uws_py.broker")
+logger = redacting_logger("uws_py.broker")
 
 
 def parse_frame(data: bytes) -> tuple[bytes, Optional[tuple[str, int]], bytes]:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 import orjson
 
 from .._version import __version__
+from ..broker.redact import redact
 from .api_gather import GATHER_TIMEOUT, Gatherer
 from .api_idempotency import DEFAULT_IDEMPOTENCY_TTL, Idempotent, MemoryIdempotency, RedisIdempotency
 from .history import HistoryError, message_parts, parse_limit, parse_since
@@ -126,7 +127,7 @@ def _idempotency_key(params: dict[str, Any]) -> Optional[str]:
 
 
 def _unavailable(exc: BaseException) -> ApiError:
-    return ApiError(503, "UNAVAILABLE", f"storage unavailable: {exc}")
+    return ApiError(503, "UNAVAILABLE", redact(f"storage unavailable: {exc}"))
 
 
 def _in_progress() -> ApiError:
@@ -135,7 +136,7 @@ def _in_progress() -> ApiError:
 
 def _history_error(exc: HistoryError) -> ApiError:
     if exc.code == "UNAVAILABLE":
-        return ApiError(503, exc.code, str(exc))
+        return ApiError(503, exc.code, redact(str(exc)))
     if exc.code == "INVALID_MESSAGE":
         return bad_request(str(exc))
     return ApiError(400, exc.code, str(exc))
@@ -360,7 +361,13 @@ class ServerApi:
         done({})
 
     def subscribe(self, params: dict[str, Any], done: Done) -> None:
-        """``{user, topic}`` -> ``{}``: the user's connections, in every worker, subscribe."""
+        """``{user, topic}`` -> ``{}``: the user's connections, in every worker, subscribe.
+
+        Server-side, as Centrifugo's server API: the backend calling it has decided, so no
+        permission is checked here. The token's topics claim, the ``authorize_topic`` hook and
+        ``max_subscriptions`` are not applied; only reserved topics and ``max_topic_length``
+        are refused. Check permissions before calling it.
+        """
         self._subscription(params, True, done)
 
     def unsubscribe(self, params: dict[str, Any], done: Done) -> None:

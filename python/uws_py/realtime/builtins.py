@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..auth import AuthError, JWTAuth, identity
+from ..broker.redact import redact
 from .dispatch import REPLIED
 from .history import (
     DEFAULT_RECOVER_LIMIT, HistoryError, NoHistory, Position, Recovery, UnrecoverablePosition, parse_limit,
@@ -28,7 +29,7 @@ def history_refusal(exc: HistoryError) -> ProtocolError:
     """
     if isinstance(exc, UnrecoverablePosition):
         return ProtocolError(exc.code, str(exc), **exc.position.to_wire())
-    return ProtocolError(exc.code, str(exc))
+    return ProtocolError(exc.code, redact(str(exc)))
 
 
 def parse_recover(message: dict[str, Any]) -> Optional[Position]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
+from ..broker.redact import redact
 from ..broker.redis import CHANNEL_PREFIX
 from ..broker.redis_cluster import cluster_channel, cluster_client, hash_tag
 from .history import (
@@ -212,7 +213,7 @@ class RedisHistory:
         try:
             replies = await pipe.execute(raise_on_error=False)
         except (exceptions.ConnectionError, exceptions.TimeoutError, OSError) as exc:
-            failure = HistoryUnavailable(f"history storage unreachable at {self.url}: {exc}")
+            failure = HistoryUnavailable(f"history storage unreachable at {redact(self.url)}: {exc}")
             for index, _, _ in calls:
                 results[index] = failure
             return results
@@ -328,10 +329,10 @@ class RedisHistory:
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
         except exceptions.TimeoutError as exc:
             # Sent but not answered: a slow (frozen) Redis may still run it.
-            raise HistoryUnavailable(f"history storage did not answer within {self.timeout} s at {self.url} "
+            raise HistoryUnavailable(f"history storage did not answer within {self.timeout} s at {redact(self.url)} "
                                      f"(a write may still be applied)") from exc
         except (exceptions.ConnectionError, OSError, exceptions.ClusterError, exceptions.RedisClusterException) as exc:
-            raise HistoryUnavailable(f"history storage unreachable at {self.url}: {exc}") from exc
+            raise HistoryUnavailable(f"history storage unreachable at {redact(self.url)}: {exc}") from exc
         except exceptions.ResponseError as exc:
             failure = self._failure(exc)
             if failure is exc:
@@ -342,7 +343,7 @@ class RedisHistory:
         """What a failed command is reported as: HistoryUnavailable for the replies that mean
         "cannot take it now", the error itself otherwise."""
         if str(exc).startswith(UNAVAILABLE_REPLIES):
-            return HistoryUnavailable(f"history storage refused the write at {self.url}: {exc}")
+            return HistoryUnavailable(f"history storage refused the write at {redact(self.url)}: {exc}")
         return exc
 
 

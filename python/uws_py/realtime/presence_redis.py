@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import orjson
 
+from ..broker.redact import redact
 from .history_redis import TIMEOUT, UNAVAILABLE_REPLIES, _Script
 from .presence import PresenceUnavailable, stats_of
 
@@ -222,10 +223,10 @@ class RedisPresence:
                     raise result
             return results
         except (exceptions.ConnectionError, exceptions.TimeoutError, OSError) as exc:
-            raise PresenceUnavailable(f"presence storage unreachable at {self.url}: {exc}") from exc
+            raise PresenceUnavailable(f"presence storage unreachable at {redact(self.url)}: {exc}") from exc
         except exceptions.ResponseError as exc:
             if str(exc).startswith(UNAVAILABLE_REPLIES):
-                raise PresenceUnavailable(f"presence storage refused the write at {self.url}: {exc}") from exc
+                raise PresenceUnavailable(f"presence storage refused the write at {redact(self.url)}: {exc}") from exc
             raise
 
     async def _call(self, script: _Script, topic: str, args: Sequence[Any]) -> Any:

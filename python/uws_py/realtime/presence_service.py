@@ -8,12 +8,12 @@ broker's loop (``broker.run``), their results come back through ``defer``.
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import orjson
 
+from ..broker.redact import redact, redacting_logger
 from .dispatch import REPLIED
 from .presence import (
     DEFAULT_DIFF_INTERVAL, DEFAULT_PRESENCE_TTL, DIFF_PREFIX, REFRESHES_PER_TTL, DiffCoalescer, MemoryPresence,
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from .pubsub import PubSub
     from .session import Client
 
-logger = logging.getLogger("uws_py.realtime")
+logger = redacting_logger("uws_py.realtime")
 
 SetTimeout = Callable[[float, Callable[[], Any]], int]
 # done(result): the entries (list), the stats (dict), or the exception that refused the request.
@@ -342,8 +342,8 @@ def refusal_of(exc: BaseException) -> ProtocolError:
     if isinstance(exc, ProtocolError):
         return exc
     if isinstance(exc, (NoPresence, PresenceUnavailable)):
-        return ProtocolError(exc.code, str(exc))
+        return ProtocolError(exc.code, redact(str(exc)))
     if isinstance(exc, (ConnectionError, OSError)):
-        return ProtocolError(PresenceUnavailable.code, f"presence storage unavailable: {exc}")
+        return ProtocolError(PresenceUnavailable.code, redact(f"presence storage unavailable: {exc}"))
     logger.error("presence request failed: %r", exc)
     return ProtocolError(INTERNAL, "internal error")

@@ -23,9 +23,9 @@ up the same way, from its last delivered offset to the top, once the broker is b
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from ..broker.redact import redacting_logger
 from .history import (
     Continuity, DeliveryTracker, HistoryError, HistoryUnavailable, Position, Recovery, message_parts, sender_of,
 )
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .history_redis import RedisHistory
     from .session import Client
 
-logger = logging.getLogger("uws_py.realtime")
+logger = redacting_logger("uws_py.realtime")
 
 # The push telling a subscriber the server lost continuity of a topic (spec-history.md).
 INSUFFICIENT_STATE = "insufficient_state"

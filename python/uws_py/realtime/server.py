@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 import orjson
 
 from .._asyncio import CoroutineRunner
-from ..app import App, CompressOptions, SSLOptions
+from ..app import MAX_LIFETIME_MINUTES, App, CompressOptions, SSLOptions
 from ..auth import JWTAuth
 from ..batching import Batching
 from ..behavior import subprotocol_list
@@ -94,6 +94,7 @@ class Options:
     api_path: str = "/api"
     max_upgrades_per_second: Optional[int] = None
     retry_after: int = DEFAULT_RETRY_AFTER
+    max_lifetime: int = 0
 
 
 def subprotocol_tuple(subprotocols: Optional[Sequence[str]]) -> Optional[tuple[str, ...]]:
@@ -115,10 +116,12 @@ def validate(options: Options) -> None:
         options: the options to check.
     """
     for name, least in (("history_recover_limit", 0), ("compression_threshold", 0), ("max_batch_items", 1),
-                        ("max_subscriptions", 1), ("max_topic_length", 1)):
+                        ("max_subscriptions", 1), ("max_topic_length", 1), ("max_lifetime", 0)):
         value = getattr(options, name)
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    if options.max_lifetime > MAX_LIFETIME_MINUTES:
+        raise ValueError(f"max_lifetime must be at most {MAX_LIFETIME_MINUTES} minutes, got {options.max_lifetime!r}")
     check_timing(options.presence_ttl, options.presence_diff_interval)
     if options.api_key is not None:
         from .api import check_api_key
@@ -399,6 +402,10 @@ class RealtimeServer:
     - ``api_key``: serve the server API (``POST <api_path>/<method>`` with ``Authorization:
       apikey <key>``, 16+ characters; docs/reference/server-api.md) at ``api_path`` (``/api``).
       None (the default) serves no API.
+    - ``max_lifetime``: whole minutes a connection may stay open whatever its traffic (0, the
+      default: no limit); then it is closed with ``1001 max lifetime reached``, and an SDK
+      client reconnects (and recovers its history topics), which spreads long-lived
+      connections over the workers again after a deploy.
     """
 
     def __init__(
@@ -439,6 +446,7 @@ class RealtimeServer:
         api_path: str = "/api",
         max_upgrades_per_second: Optional[int] = None,
         retry_after: int = DEFAULT_RETRY_AFTER,
+        max_lifetime: int = 0,
     ) -> None:
         options = self.options = Options(
             path, auth, rate_limit, batching, max_payload_length, idle_timeout, max_backpressure, compression,
@@ -447,7 +455,7 @@ class RealtimeServer:
             dashboard_path, tracing, client_script, compression_threshold, max_batch_items, max_subscriptions,
             max_topic_length, tuple(trusted_proxies) if trusted_proxies is not None else None,
             presence_ttl, presence_diff_interval, close_on_backpressure_limit, subprotocol_tuple(subprotocols),
-            api_key, api_path, max_upgrades_per_second, retry_after,
+            api_key, api_path, max_upgrades_per_second, retry_after, max_lifetime,
         )
         validate(options)
         self.path = path
@@ -498,6 +506,7 @@ class RealtimeServer:
                 # The hard limit: twice the soft one, answered politely below it.
                 "max_payload_length": options.max_payload_length * 2,
                 "idle_timeout": options.idle_timeout,
+                "max_lifetime": options.max_lifetime,
                 "max_backpressure": options.max_backpressure,
                 "close_on_backpressure_limit": options.close_on_backpressure_limit,
                 # The core picks the first of these the client offered; "bearer" last, for
@@ -649,6 +658,10 @@ class RealtimeServer:
         "history" or "presence"),
         asked after the token's topic claim allowed the topic.
 
+        It judges what clients ask for (and ``Client.subscribe``). The server API's
+        ``subscribe`` does not ask it: the backend that calls the API has decided, as with
+        Centrifugo's server API.
+
         Args:
             hook: the hook.
         """
@@ -657,7 +670,7 @@ class RealtimeServer:
 
     # -- running --------------------------------------------------------------------------
 
-    def listen(self, port: Any = 8080, host: Any = "127.0.0.1") -> "RealtimeServer":
+    def listen(self, port: Any = 8080, host: Any = "127.0.0.1", *, backlog: int = 512) -> "RealtimeServer":
         """Binds and listens (``port=0`` picks a free one; see :attr:`port`). The order is
         :meth:`App.listen`'s; the old ``listen(host, port)`` still works, with a
         DeprecationWarning.
@@ -665,21 +678,25 @@ class RealtimeServer:
         Args:
             port: the port.
             host: the address to bind.
+            backlog: the kernel's queue of connections not yet accepted (capped by
+                ``net.core.somaxconn``); past it, a connection storm's SYNs are dropped and
+                those clients wait for their retransmissions.
         """
         port, host = _port_and_host(port, host, "listen")
         self._mount()
-        self.app.listen(port, host)
+        self.app.listen(port, host, backlog=backlog)
         return self
 
-    def listen_unix(self, path: str) -> "RealtimeServer":
+    def listen_unix(self, path: str, *, backlog: int = 512) -> "RealtimeServer":
         """Listens on a unix domain socket at ``path`` (see :meth:`App.listen_unix
         <uws_py.App.listen_unix>`), instead of or beside :meth:`listen`.
 
         Args:
             path: the socket file's path (replaced when stale, removed on close).
+            backlog: the kernel's queue of connections not yet accepted.
         """
         self._mount()
-        self.app.listen_unix(path)
+        self.app.listen_unix(path, backlog=backlog)
         return self
 
     @property

@@ -45,7 +45,7 @@ class ClientState(enum.Enum):
 class ClientOptions:
     """Settings of a RealtimeClient; every field has a default.
 
-    min_delay, max_delay: the reconnect backoff (seconds; full jitter, see ``policy.Backoff``).
+    min_delay, max_delay: the reconnect backoff (seconds; jittered from the first retry on, see ``policy.Backoff``).
     open_timeout: seconds for TCP + upgrade + CONNECTED.
     ping_interval, ping_timeout: an application PING every ping_interval seconds of the
     connection; no PONG within ping_timeout ends the connection (and reconnects). It finds a

@@ -18,11 +18,15 @@ from typing import Any, Callable, Optional
 
 
 class Backoff:
-    """Exponential backoff with full jitter: the n-th consecutive failure waits a uniform draw
-    from ``[0, min(max_delay, min_delay * 2**n)]``, never less than ``min_delay``.
+    """Exponential backoff with jitter: the n-th consecutive failure (0-based) waits a uniform
+    draw from ``[min_delay, min(max_delay, min_delay * 2**(n+1))]``.
 
-    Full jitter (rather than a fixed exponential step) spreads the reconnects of many clients
-    cut at the same moment, so a restarted server is not hit by all of them at once.
+    Jitter (rather than a fixed exponential step) spreads the reconnects of many clients cut at
+    the same moment, so a restarted server is not hit by all of them at once. The first retry
+    is jittered too (``[min_delay, 2 * min_delay]``): it is the one every client of a restarted
+    worker makes at once. The draw starts at ``min_delay`` rather than 0 so that no client
+    retries immediately, and a uniform draw (rather than one clamped up to ``min_delay``) puts
+    no pile of clients on that lower bound.
     """
 
     def __init__(self, min_delay: float = 0.2, max_delay: float = 20.0,
@@ -39,13 +43,14 @@ class Backoff:
     def ceiling(self, attempt: int) -> float:
         """The largest delay the attempt-th consecutive failure (0-based) can draw."""
         # Capped exponent: 2**attempt overflows a float long before it matters.
-        return min(self.max_delay, self.min_delay * (2 ** min(attempt, 64)))
+        return min(self.max_delay, self.min_delay * (2 ** (min(attempt, 64) + 1)))
 
     def next_delay(self) -> float:
         """The delay before the next attempt; counts one more failure."""
         ceiling = self.ceiling(self.attempts)
         self.attempts += 1
-        return max(self.min_delay, self._uniform(0.0, ceiling))
+        # max/min guard a random source that strays outside its bounds.
+        return min(ceiling, max(self.min_delay, self._uniform(self.min_delay, ceiling)))
 
     def reset(self) -> None:
         """After a successful connection the next failure starts from min_delay again."""

@@ -48,10 +48,11 @@ def known_servers(runner):
     return {server.name: server for server in runner.all_servers({"uws-py": "test"})}
 
 
-@pytest.fixture
-def raw_echo(runner, known_servers, tmp_path):
+@pytest.fixture(scope="module")
+def raw_echo(runner, known_servers, tmp_path_factory):
     """uws-py's raw App echo server (bench/servers/uwspy_echo.py), stopped by its own PID."""
-    running = runner.RunningServer(known_servers["uws-py"], "echo", False, tmp_path / "echo.log")
+    log = tmp_path_factory.mktemp("echo") / "echo.log"
+    running = runner.RunningServer(known_servers["uws-py"], "echo", False, log)
     try:
         assert running.wait_ready() is None
         yield running
@@ -127,6 +128,15 @@ def test_scenario_10_servers_fan_a_publish_out(runner, known_servers, scenario_b
     assert result["subscribers_open"] == 20
     # The server's CPU comes in clock ticks: a short, slow step may show none, so only its presence.
     assert result["best"]["deliveries"] > 0 and "server_cpu_us_per_msg" in result["best"]
+
+
+def test_scenario_11_runs_one_fixed_rate_step_and_reads_its_cost(runner, known_servers, scenario_by_number):
+    scenario = short(scenario_by_number[11], connections="20", rate_start="50", rate_max="50", step="0.3")
+    result = runner.measure(known_servers["uws-py"], scenario, 0)
+    assert result["status"] == "ok", result
+    assert [step["rate"] for step in result["steps"]] in ([50], [50, 50])
+    cost, deliveries, delivered = (metric.read(result) for metric in scenario.metrics)
+    assert cost is not None and cost >= 0 and deliveries > 0 and 0 < delivered <= 1
 
 
 def test_scenario_10_is_not_available_without_a_realtime_fan_out_server(runner, known_servers, scenario_by_number):

@@ -180,6 +180,23 @@ def test_disconnect_subscribe_and_unsubscribe_act_on_the_users_connections(api):
     assert server.ok("disconnect", {"user": "nobody"}) == {}
 
 
+def test_server_side_subscribe_does_not_ask_authorize_topic(api):
+    # As Centrifugo's server API: the backend that calls it has decided already, so the hook
+    # (which denies everything here) is not asked, and the client is subscribed.
+    server = api(auth=None)
+    asked: list[tuple[str, str]] = []
+    server.engine.pubsub.topic_hook = lambda client, topic, action: bool(asked.append((topic, action)))
+    ws = server.harness.connect()
+    client = ws.get_user_data()
+    client.user_id = "alice"
+    server.engine.users.opened(client)
+    ws.frames()
+    assert server.ok("subscribe", {"user": "alice", "topic": "secret"}) == {}
+    assert ws.frames() == [{"type": "SUBSCRIBED", "topic": "secret"}] and ws.is_subscribed("secret")
+    assert asked == []
+    assert server.refused("subscribe", {"user": "alice", "topic": "#control"}) == (400, "BAD_REQUEST")
+
+
 def test_presence_info_channels_and_batch(api):
     server = api()
     server.engine.add_presence(PresenceOptions("room.*"))

@@ -39,7 +39,7 @@ def test_backoff_draws_stay_within_min_and_the_attempts_ceiling_over_1000_draws(
 
 def test_backoff_ceiling_doubles_then_caps_at_max_delay():
     backoff = Backoff(0.5, 10.0)
-    assert [backoff.ceiling(n) for n in range(7)] == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
+    assert [backoff.ceiling(n) for n in range(6)] == [1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
     assert backoff.ceiling(10_000) == 10.0  # no float overflow
 
 
@@ -48,26 +48,39 @@ def test_backoff_jitter_spreads_the_draws():
     draws = []
     for _ in range(1000):
         backoff = Backoff(0.1, 30.0, random_uniform=rng.uniform)
-        backoff.attempts = 6  # ceiling 6.4 s
+        backoff.attempts = 5  # ceiling 6.4 s
         draws.append(backoff.next_delay())
     assert len(set(draws)) > 900
     assert min(draws) < 1.0 and max(draws) > 5.5
     mean = sum(draws) / len(draws)
-    assert 2.5 < mean < 3.9  # uniform over [0, 6.4] clamped below at 0.1: mean about 3.2
+    assert 2.8 < mean < 3.7  # uniform over [0.1, 6.4]: mean 3.25
 
 
 def test_backoff_grows_with_consecutive_failures_and_reset_starts_over():
     backoff = Backoff(0.2, 20.0, random_uniform=lambda a, b: b)  # always the ceiling
-    assert [backoff.next_delay() for _ in range(4)] == [0.2, 0.4, 0.8, 1.6]
+    assert [backoff.next_delay() for _ in range(4)] == [0.4, 0.8, 1.6, 3.2]
     assert backoff.attempts == 4
     backoff.reset()
     assert backoff.attempts == 0
-    assert backoff.next_delay() == 0.2
+    assert backoff.next_delay() == 0.4
 
 
 def test_backoff_never_waits_less_than_min_delay():
-    backoff = Backoff(0.3, 3.0, random_uniform=lambda a, b: a)  # always 0
+    backoff = Backoff(0.3, 3.0, random_uniform=lambda a, b: a - 1.0)  # strays below its bounds
     assert all(backoff.next_delay() == 0.3 for _ in range(10))
+
+
+def test_backoff_first_retry_is_jittered_regression():
+    # Regression: the first retry was always exactly min_delay (uniform(0, min) clamped up to
+    # min), so every client of a restarted worker came back in the same instant.
+    rng = random.Random(7)
+    firsts = [Backoff(0.5, 20.0, random_uniform=rng.uniform).next_delay() for _ in range(1000)]
+    assert all(0.5 <= delay <= 1.0 for delay in firsts)
+    assert len(set(firsts)) > 990
+    assert min(firsts) < 0.55 and max(firsts) > 0.95
+    assert sum(1 for delay in firsts if delay == 0.5) <= 1
+    mean = sum(firsts) / len(firsts)
+    assert 0.72 < mean < 0.78  # uniform over [0.5, 1.0]
 
 
 @pytest.mark.parametrize("low,high", [(0, 1.0), (-1, 1.0), (2.0, 1.0)])
