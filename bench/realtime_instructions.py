@@ -1,7 +1,7 @@
 """Instructions per realtime message, counted by valgrind's callgrind: repeatable on a shared,
 loaded machine where times are not.
 
-usage: python bench/realtime_instructions.py [--python-path | --raw] [--seconds N] [--keep FILE]
+usage: python bench/realtime_instructions.py [--python-path | --raw] [--ping] [--seconds N] [--keep FILE]
 
 Runs scenario 8's server (RealtimeServer with JWT, rate limit, handler metrics and an ECHO
 handler, as bench/servers/uwspy_realtime.py) under callgrind, collecting only inside
@@ -10,7 +10,9 @@ reply queued in the cork buffer (the sendmsg that flushes it, once per read, is 
 The load generator drives it for N seconds; the instructions are divided by the ECHO handler's
 exact call count. --python-path mounts Dispatcher.on_message (the Python path) instead of the
 native handler, for comparison; --raw measures scenario 1's server instead (a raw App whose
-Python handler sends each message back), the floor the realtime layer adds to. Needs valgrind.
+Python handler sends each message back), the floor the realtime layer adds to. --ping sends
+scenario 9's `{"type":"PING","id":N}` instead (the realtime server answers PONG without a
+handler; the raw App echoes it), divided by the core's count of messages received. Needs valgrind.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def serve_raw() -> None:
     signal.signal(signal.SIGTERM, lambda *_: app.close())
     app.run()
     print(f"calls {calls}", flush=True)
+    print(f"received {app.stats()['messages_in']}", flush=True)
 
 
 def serve(python_path: bool) -> None:
@@ -73,12 +76,14 @@ def serve(python_path: bool) -> None:
     print(f"listening {server.port}", flush=True)
     server.run_forever()
     print(f"calls {server.router.get('ECHO').calls}", flush=True)
+    print(f"received {server.app.stats()['messages_in']}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--python-path", action="store_true", help="measure Dispatcher.on_message instead")
     parser.add_argument("--raw", action="store_true", help="measure the raw App echo instead")
+    parser.add_argument("--ping", action="store_true", help="PING requests (scenario 9) instead of ECHO")
     parser.add_argument("--seconds", type=float, default=5.0, help="load generator duration")
     parser.add_argument("--keep", type=Path, help="copy the callgrind output here (for callgrind_annotate)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
@@ -107,22 +112,25 @@ def main() -> None:
             port = next(line.split()[1] for line in lines if line.startswith("listening"))
             token = next(line.split()[1] for line in lines if line.startswith("token"))
             target = [] if args.raw else ["--path", f"/realtime?token={token}", "--skip-first", "1"]
+            payload = ["--payload", "ping", *([] if args.raw else ["--reply", "pong"])] if args.ping else \
+                ["--size", "64", "--payload", "request"]
             loadgen = subprocess.run(
                 [str(BENCH / ".build" / "loadgen"), "--port", port, "--mode", "echo", "--connections", "10",
-                 "--inflight", "8", "--size", "64", "--payload", "request", "--warmup", "1",
+                 "--inflight", "8", *payload, "--warmup", "1",
                  "--duration", str(args.seconds), *target],
                 capture_output=True, text=True, timeout=300)
             received = json.loads(loadgen.stdout)["messages"]
         finally:
             os.kill(server.pid, signal.SIGTERM)
             server.wait(timeout=120)
-        calls = int(re.search(r"^calls (\d+)", log.read_text(), re.M).group(1))
+        # PINGs reach no handler of ours: the core's count of messages received stands in.
+        calls = int(re.search(r"^received (\d+)" if args.ping else r"^calls (\d+)", log.read_text(), re.M).group(1))
         totals = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
         instructions = int(totals.group(1))
         if args.keep:
             shutil.copyfile(out, args.keep)
     path = ("raw App echo" if args.raw else "Dispatcher.on_message (Python)" if args.python_path
-            else "RealtimeDispatch (native)")
+            else "RealtimeDispatch (native)") + (", PING" if args.ping else "")
     print(f"{path}: {calls} messages ({received} counted by the load generator), "
           f"{instructions} instructions in onMessage, {instructions / calls:.0f} per message")
 
