@@ -48,7 +48,7 @@ class ServeConfig:
     close_on_backpressure_limit: bool = field(default=True, metadata={
         "help": "close a client that falls 1 MiB behind with 1008 instead of dropping its messages"})
     broker: Optional[str] = field(default=None, metadata={"help": "redis://host:port/db, redis+cluster://host:port,host:port or nats://host:port, for pub/sub across workers"})
-    history_store: Optional[str] = field(default=None, metadata={"help": "with a nats:// --broker: the redis:// or redis+cluster:// URL keeping history topics"})
+    history_store: Optional[str] = field(default=None, metadata={"help": "with a nats:// --broker: the redis:// or redis+cluster:// URL keeping history topics and presence"})
     history: list[str] = field(default_factory=list, metadata={
         "help": "PATTERN[:SIZE[:TTL]] topics keeping a history, e.g. 'chat.*:100:300' (repeatable; "
                 "env: comma-separated; file: [[history]] pattern/size/ttl)"})

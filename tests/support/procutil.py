@@ -426,12 +426,16 @@ class RedisCluster:
     ``--cluster-enabled yes`` on free ports, each in its own directory under one temp dir,
     joined by ``redis-cli --cluster create`` and waited for until every node reports
     ``cluster_state:ok``. ``node_timeout`` (ms) is low so that a killed master's replica is
-    promoted within a few seconds. Stopped by PID (:meth:`cleanup`); :meth:`kill` SIGKILLs one."""
+    promoted within a few seconds. ``full_coverage=False`` starts the nodes with
+    ``--cluster-require-full-coverage no`` (the healthy shards take commands while one has no
+    master). Stopped by PID (:meth:`cleanup`); :meth:`kill` SIGKILLs one."""
 
-    def __init__(self, masters: int = 3, replicas: int = 0, node_timeout: int = 1000) -> None:
+    def __init__(self, masters: int = 3, replicas: int = 0, node_timeout: int = 1000,
+                 full_coverage: bool = True) -> None:
         self.masters = masters
         self.replicas = replicas
         self.node_timeout = node_timeout
+        self.full_coverage = full_coverage
         self.workdir = tempfile.mkdtemp(prefix="uws-py-redis-cluster-")
         self.ports = cluster_ports(masters * (1 + replicas))
         self.processes: dict = {}
@@ -464,6 +468,7 @@ class RedisCluster:
                 # A replica's first sync starts at once (the default waits 5 s for more replicas):
                 # a replica that never synced is not promoted when its master dies.
                 "--repl-diskless-sync-delay", "0",
+                "--cluster-require-full-coverage", "yes" if self.full_coverage else "no",
             ])
         deadline = time.monotonic() + timeout
         try:

@@ -17,8 +17,10 @@ Deliver = Callable[[str, bytes], None]
 # deliver_positioned(topic, payload, epoch, offset): a history publication, with its position.
 DeliverPositioned = Callable[[str, bytes, str, int], None]
 # on_connection(connected): the broker's receiving connection was lost (False) or is back and
-# subscribed again to every topic (True); a worker then fills or reports its history gaps.
-OnConnection = Callable[[bool], None]
+# subscribed again to every topic (True); a worker then fills or reports its history gaps. A
+# broker that loses part of its subscriptions (a Redis Cluster shard) calls
+# on_connection(False, topics) with the topics lost; the losses add up until the next True.
+OnConnection = Callable[..., None]
 Schedule = Callable[[Callable[[], None]], None]
 
 
@@ -35,7 +37,8 @@ class Broker(ABC):
         schedule: runs a callable on the server's loop thread; deliver_positioned: for a
         history publication (every process's, this one's included, in offset order; without
         it those go to ``deliver``); on_connection: told when the receiving connection is lost
-        and when it is back.
+        (``on_connection(False)``, or ``on_connection(False, topics)`` when only those topics'
+        subscriptions were lost) and when every subscription is back (``on_connection(True)``).
         """
 
     @abstractmethod

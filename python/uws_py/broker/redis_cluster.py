@@ -16,9 +16,12 @@ after a failover.
   receiving connection per master that owns a subscribed topic's slot, never one per topic.
 - Failover: when a receiving connection is lost (its master died) or Redis moved a slot away
   (it sends ``sunsubscribe``), that shard's topics are subscribed again at their current owner
-  after the slot map is read again, retried with backoff until the replica has taken over;
-  the other shards' connections stay. The loss is reported (``on_connection(False)``,
-  ``connected`` 0) and ``on_connection(True)`` follows once every topic is confirmed again.
+  after the slot map is read again, every ``SHARD_REPAIR_INTERVAL`` until the replica has
+  taken over;
+  the other shards' connections stay. The loss is reported with the shard's topics
+  (``on_connection(False, topics)``, ``connected`` 0), so that the server catches up (or tells
+  ``insufficient_state`` to) the subscribers of those topics only, and ``on_connection(True)``
+  follows once every topic is confirmed again.
   A cluster publish that fails (the slot has no reachable master) is tried again on a fresh
   client after short pauses (``PUBLISH_RETRY_PAUSES``), then counted in ``publish_failures``;
   only that message is dropped.
@@ -45,6 +48,10 @@ HEALTH_INTERVAL = 1.0
 # client each time: the slot map may have changed), then dropped and counted. Messages behind
 # it wait meanwhile, so one publisher's order is kept.
 PUBLISH_RETRY_PAUSES = (0.0, 0.1, 0.3, None)
+# The longest pause between repair passes while the cluster answers but a shard's topics have
+# no master yet (a failover): what is published to the promoted replica before the next pass is
+# missed by this process, unseen by any counter.
+SHARD_REPAIR_INTERVAL = 0.25
 # Seconds for one connect or one publish before it counts as failed.
 PUBLISH_TIMEOUT = 5.0
 
@@ -155,6 +162,10 @@ class RedisClusterBroker(RedisBroker):
         self._repair = asyncio.Event()
         self._homeless: set[str] = set()
         self._pending_confirmations: set[bytes] = set()
+        # What on_connection(False, ...) has told since the last on_connection(True): every
+        # topic, or these.
+        self._reported_all = False
+        self._reported: set[str] = set()
 
     def channel(self, topic: str) -> str:
         return cluster_channel(self.prefix, topic)
@@ -289,15 +300,27 @@ class RedisClusterBroker(RedisBroker):
         self._lose(channels)
 
     def _lose(self, channels: set[bytes]) -> None:
-        """Publications on channels may be missed from now on: reported, and repaired."""
-        self._homeless.update(self.topic_of(channel) for channel in channels)
+        """Publications on channels (none given: on every channel) may be missed from now on:
+        reported, and repaired. The server is told which topics were lost
+        (``on_connection(False, topics)``), each once until the next ``on_connection(True)``,
+        so that only their subscribers have to catch up."""
+        topics = {self.topic_of(channel) for channel in channels}
+        self._homeless.update(topics)
         with self._subscription_lock:
             self._confirmed -= channels
         self._resubscribing = None
         if self._counters["connected"]:
             self._counters["connected"] = 0
-            if not self._stopping:
-                self._notify(self._on_connection, False)
+            self._reported_all, self._reported = False, set()
+        if self._stopping or self._reported_all:
+            pass
+        elif not channels:
+            self._reported_all = True
+            self._notify(self._on_connection, False)
+        elif topics - self._reported:
+            new = frozenset(topics - self._reported)
+            self._reported |= new
+            self._notify(self._on_connection, False, new)
         self._repair.set()
 
     async def _close_shards(self, shards: dict[str, _Shard]) -> None:
@@ -366,11 +389,15 @@ class RedisClusterBroker(RedisBroker):
                     logger.debug("Redis Cluster subscribe at %s failed: %s", node.name, exc)
                     dead.add(node.name)
                     lost = shard.channels & subscribed
+                    # Channels this shard carried before the pass go with its connection too.
+                    older = shard.channels - subscribed - {key}
                     shards.pop(node.name, None)
                     shard.channels = set()
                     await self._close_shards({node.name: shard})
                     self._homeless.update(self.topic_of(channel) for channel in lost)
                     subscribed -= lost
+                    if older:
+                        self._lose(older)
                     continue
                 self._homeless.discard(topic)
                 subscribed.add(key)
@@ -405,7 +432,10 @@ class RedisClusterBroker(RedisBroker):
                 backoff = min(BACKOFF_CAP, backoff * 2)
                 continue
             if self._homeless & self._topics:
-                await asyncio.sleep(backoff)  # a master is unreachable: wait for its replica
+                # A master is unreachable: wait for its replica, reading the slot map again
+                # often (the cluster answers), since its topics' publications are missed
+                # until they are subscribed at the promoted replica.
+                await asyncio.sleep(min(backoff, SHARD_REPAIR_INTERVAL))
                 backoff = min(BACKOFF_CAP, backoff * 2)
                 continue
             if not first and not self._counters["connected"]:

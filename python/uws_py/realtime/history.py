@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 import orjson
 
@@ -593,10 +593,13 @@ class DeliveryTracker:
         """Every tracked topic."""
         return list(self._last)
 
-    def connection_lost(self) -> list[str]:
-        """Every tracked topic: after a broker reconnect each may have missed publications and
-        must be filled from history (from :meth:`last`) or told insufficient_state. Counted
-        as one gap per topic."""
-        topics = list(self._last)
+    def connection_lost(self, lost: Optional[Iterable[str]] = None) -> list[str]:
+        """Every tracked topic (of ``lost``, when given): after a broker reconnect each may have
+        missed publications and must be filled from history (from :meth:`last`) or told
+        insufficient_state. Counted as one gap per topic.
+
+        Args: lost: the topics whose broker subscription was lost; None: every topic.
+        """
+        topics = list(self._last) if lost is None else [topic for topic in lost if topic in self._last]
         self.metrics.gaps_detected += len(topics)
         return topics

@@ -9,20 +9,32 @@ passed, and the next write to the topic (any worker's join, leave or refresh) de
 returns them, so that worker reports their leave. Both keys expire ``ttl`` after the last write,
 so a topic nobody refreshes leaves nothing behind.
 
+Redis Cluster (``cluster=True``, a ``redis+cluster://`` URL, as :meth:`RedisPresence.for_broker`
+makes it beside a ``RedisClusterBroker``): the tag is ``uws_py.broker.redis_cluster.hash_tag``
+of the topic (a digest for a topic with a brace in it, as the history keys), so both keys of a
+topic are in one slot and each script touches that slot only. A refresh of many topics is one
+script call per topic, sent concurrently (at most CLUSTER_CONCURRENCY at once): redis-py's
+cluster pipeline does not carry ``EVALSHA``, and the topics live on different shards anyway.
+
 Every method is a coroutine for the broker's loop (``RedisBroker.run``); the client is created
 on first use, on that loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import orjson
 
 from ..broker.redact import redact
+from ..broker.redis_cluster import cluster_client, hash_tag, parse_cluster_url
 from .history_redis import TIMEOUT, UNAVAILABLE_REPLIES, _Script
 from .presence import PresenceUnavailable, stats_of
+
+if TYPE_CHECKING:
+    from ..broker.redis import RedisBroker
 
 KEY_PREFIX = "uws:p:"
 # Expired entries one write deletes (and reports) at most; the rest go with the next writes,
@@ -80,6 +92,8 @@ return {live, redis.call('HGETALL', KEYS[1])}
 ENTRIES_PER_WRITE = 500
 # Scripts sent in one pipeline (one round trip) at most, when many topics are written at once.
 SCRIPTS_PER_PIPELINE = 200
+# Script calls in flight at once on a Redis Cluster (each takes a connection of its shard's pool).
+CLUSTER_CONCURRENCY = 32
 
 # (topic, (client id, encoded entry) to set, client ids to delete)
 Write = tuple[str, Sequence[tuple[str, bytes]], Sequence[str]]
@@ -94,11 +108,16 @@ class RedisPresence:
         key_prefix: of the two keys per topic.
         timeout: seconds per connect and per reply.
         clock: wall-clock seconds (every worker's clock must agree within a fraction of ttl).
+        cluster: the url is ``redis+cluster://...``: redis-py's cluster client, keys tagged by
+            ``hash_tag``, one script call per topic.
     """
 
     def __init__(self, url: str, ttl: float, *, key_prefix: str = KEY_PREFIX, timeout: float = TIMEOUT,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, cluster: bool = False) -> None:
+        if cluster:
+            parse_cluster_url(url)
         self.url = url
+        self.cluster = cluster
         self.ttl = ttl
         self.key_prefix = key_prefix
         self.timeout = timeout
@@ -107,9 +126,22 @@ class RedisPresence:
         self._write = _Script(WRITE_LUA)
         self._read = _Script(READ_LUA)
 
+    @classmethod
+    def for_broker(cls, broker: "RedisBroker", ttl: float) -> "RedisPresence":
+        """The store on the Redis (or Redis Cluster) of a Redis broker.
+
+        Args: broker: a RedisBroker or RedisClusterBroker; ttl: as for the constructor.
+        """
+        return cls(broker.url, ttl, cluster=bool(getattr(broker, "cluster", False)))
+
     def keys(self, topic: str) -> tuple[str, str]:
-        """The entries and expiry keys of topic (hash-tagged on the topic)."""
-        base = f"{self.key_prefix}{{{topic}}}"
+        """The entries and expiry keys of topic (hash-tagged on the topic; in a cluster on
+        ``hash_tag(topic)``, so that both are in one slot whatever braces the topic has)."""
+        if self.cluster:
+            tag = hash_tag(topic)
+            base = f"{self.key_prefix}{{{tag}}}" + ("" if tag == topic else topic)
+        else:
+            base = f"{self.key_prefix}{{{topic}}}"
         return base + ":e", base + ":x"
 
     async def write(self, topic: str, entries: Sequence[tuple[str, bytes]] = (),
@@ -176,7 +208,19 @@ class RedisPresence:
         """
         import redis
 
-        with redis.Redis.from_url(self.url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout) as client:
+        if self.cluster:
+            from redis.cluster import ClusterNode, RedisCluster
+
+            parsed = parse_cluster_url(self.url)
+            connection: Any = RedisCluster(
+                startup_nodes=[ClusterNode(host, port) for host, port in parsed["nodes"]], ssl=parsed["ssl"],
+                username=parsed["username"], password=parsed["password"],
+                socket_connect_timeout=self.timeout, socket_timeout=self.timeout)
+        else:
+            connection = redis.Redis.from_url(self.url, socket_connect_timeout=self.timeout,
+                                              socket_timeout=self.timeout)
+        with connection as client:
+            # A cluster pipeline sends each command to its key's shard (no script in it).
             pipeline = client.pipeline(transaction=False)
             for topic, ids in clients.items():
                 entries, expiries = self.keys(topic)
@@ -191,6 +235,11 @@ class RedisPresence:
             await client.aclose()
 
     def _connection(self) -> Any:
+        if self._client is None and self.cluster:
+            from redis.asyncio.retry import Retry
+            from redis.backoff import NoBackoff
+
+            self._client = cluster_client(self.url, timeout=self.timeout, retry=Retry(NoBackoff(), 1))
         if self._client is None:
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
@@ -208,6 +257,8 @@ class RedisPresence:
 
         client = self._connection()
         try:
+            if self.cluster:
+                return await self._gathered(client, script, calls)
             for attempt in range(2):
                 pipeline = client.pipeline(transaction=False)
                 for topic, args in calls:
@@ -222,12 +273,38 @@ class RedisPresence:
                 if isinstance(result, Exception):
                     raise result
             return results
-        except (exceptions.ConnectionError, exceptions.TimeoutError, OSError) as exc:
+        except (exceptions.ConnectionError, exceptions.TimeoutError, OSError, exceptions.ClusterError,
+                exceptions.RedisClusterException) as exc:
             raise PresenceUnavailable(f"presence storage unreachable at {redact(self.url)}: {exc}") from exc
         except exceptions.ResponseError as exc:
             if str(exc).startswith(UNAVAILABLE_REPLIES):
                 raise PresenceUnavailable(f"presence storage refused the write at {redact(self.url)}: {exc}") from exc
             raise
+
+    async def _gathered(self, client: Any, script: _Script, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """The cluster's way of :meth:`_pipeline`: one EVALSHA per call (routed by its keys'
+        slot), at most CLUSTER_CONCURRENCY in flight; a shard that forgot the script gets it
+        with EVAL (which also caches it there). Raises the first failure."""
+        from redis import exceptions
+
+        # Slot map first, once: calls racing on a client that is not initialized yet fail
+        # with lost connections (redis-py 8.0).
+        await client.initialize()
+        limit = asyncio.Semaphore(CLUSTER_CONCURRENCY)
+
+        async def one(topic: str, args: Sequence[Any]) -> Any:
+            keys = self.keys(topic)
+            async with limit:
+                try:
+                    return await client.evalsha(script.sha, 2, *keys, *args)
+                except exceptions.NoScriptError:
+                    return await client.eval(script.source, 2, *keys, *args)
+
+        results = await asyncio.gather(*(one(topic, args) for topic, args in calls), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return list(results)
 
     async def _call(self, script: _Script, topic: str, args: Sequence[Any]) -> Any:
         return (await self._pipeline(script, [(topic, args)]))[0]

@@ -22,6 +22,7 @@ from .presence import (
 from .protocol import INTERNAL, TEXT, ProtocolError, error, now_ms
 
 if TYPE_CHECKING:
+    from ..broker import Broker
     from ..broker.redis import RedisBroker
     from ..metrics import Metrics
     from .presence_redis import RedisPresence
@@ -64,6 +65,7 @@ class PresenceService:
         # Set by use_redis: the shared store, and the broker that runs its coroutines.
         self.store: Optional["RedisPresence"] = None
         self.broker: Optional["RedisBroker"] = None
+        self.publisher: Optional["Broker"] = None
         # Writes not yet sent to Redis, per topic: entries to set and client ids to delete.
         self._adds: dict[str, dict[str, PresenceEntry]] = {}
         self._removes: dict[str, set[str]] = {}
@@ -84,12 +86,15 @@ class PresenceService:
         """
         self.policy.add(options)  # type: ignore[arg-type]
 
-    def use_redis(self, broker: "RedisBroker", store: "RedisPresence") -> None:
+    def use_redis(self, broker: "RedisBroker", store: "RedisPresence", publisher: Optional["Broker"] = None) -> None:
         """Keeps presence in Redis (shared by every worker) through broker's loop.
 
-        Args: broker: the worker's RedisBroker; store: the RedisPresence.
+        Args: broker: the Redis broker whose loop runs the store's coroutines; store: the
+        RedisPresence; publisher: the broker that carries PRESENCE_DIFF broadcasts to the other
+        workers (the server's broker: a NATS one beside its Redis); None: ``broker``.
         """
         self.broker, self.store = broker, store
+        self.publisher = publisher if publisher is not None else broker
 
     # -- membership (the core's subscription events) -----------------------------------------
 
@@ -229,7 +234,7 @@ class PresenceService:
 
     def _flush_diffs(self) -> None:
         diffs, again = self.coalescer.flush()
-        broker = self.broker
+        broker = self.publisher
         timestamp = now_ms()
         for diff in diffs:
             delivery = diff.delivery

@@ -17,13 +17,14 @@ How a missed broker delivery is made good: an offset jump (the broker's PUBLISH 
 publications never arrived) is filled from the history before the later publication is
 delivered, in offset order and without duplicates, and only when that is impossible (more
 missing than the recover limit, the history trimmed or lost, Redis unreachable) are the
-subscribers told ``insufficient_state``. After a lost broker connection, every topic is caught
-up the same way, from its last delivered offset to the top, once the broker is back.
+subscribers told ``insufficient_state``. After a lost broker connection, every topic it lost
+(all of them, or with a Redis Cluster those of the failed shard) is caught up the same way,
+from its last delivered offset to the top, once the broker is back.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional
 
 from ..broker.redact import redacting_logger
 from .history import (
@@ -102,6 +103,10 @@ class HistoryRelay:
         self.members: dict[str, dict[str, "Client"]] = {}
         # Topics whose offset jump is being filled from the history (see _fill).
         self.fills: dict[str, _Fill] = {}
+        # What the broker reported lost since it was last connected (see connection): every
+        # topic, or the topics of the shards whose connection was lost (a Redis Cluster).
+        self._lost_all = True
+        self._lost_topics: set[str] = set()
 
     # -- replies ----------------------------------------------------------------------------
 
@@ -442,22 +447,37 @@ class HistoryRelay:
         if not waiting:
             self.pending.pop(topic, None)
 
-    def connection(self, connected: bool) -> None:
+    def connection(self, connected: bool, topics: Optional[Iterable[str]] = None) -> None:
         """The broker's receiving connection was lost (False) or is back and subscribed
-        again to every topic (True). Every delivered history topic may have missed
-        publications meanwhile: once back, each is caught up from the history (or its
-        subscribers told insufficient_state). Subscriptions still waiting for their read
-        when the connection was lost are told insufficient_state.
+        again to every topic (True). Every history topic it lost may have missed publications
+        meanwhile: once back, each is caught up from the history (or its subscribers told
+        insufficient_state). Subscriptions of a lost topic still waiting for their read are
+        told insufficient_state. The other topics are left alone.
 
-        Args: connected: the new state.
+        Args: connected: the new state; topics: with False, the topics whose subscription was
+        lost (a Redis Cluster names those of the failed shard; several calls add up until
+        the next True); None: every topic.
         """
         if connected:
+            lost_all, lost = self._lost_all, self._lost_topics
+            self._lost_all, self._lost_topics = False, set()
             for topic in self.tracker.topics():
-                self._catch_up(topic)
+                if lost_all or topic in lost:
+                    self._catch_up(topic)
             return
-        self.fills.clear()  # what they held is read again by the catch-up
-        self.tracker.connection_lost()
-        for topic in list(self.pending):
+        if topics is None:
+            self._lost_all = True
+            self.fills.clear()  # what they held is read again by the catch-up
+            self.tracker.connection_lost()
+            affected = list(self.pending)
+        else:
+            lost = set(topics)
+            self._lost_topics |= lost
+            for topic in lost:
+                self.fills.pop(topic, None)
+            self.tracker.connection_lost(lost)
+            affected = [topic for topic in self.pending if topic in lost]
+        for topic in affected:
             for pending in list(self.pending.get(topic, ())):
                 pending.broken = True
                 if pending.top is not None:

@@ -133,6 +133,9 @@ def validate(options: Options) -> None:
 
 # Seconds between sweeps of expired history; a publication may outlive its ttl by this much.
 HISTORY_SWEEP_INTERVAL = 5.0
+# Why presence cannot be enabled: a broker without Redis (NATS without --history-store).
+PRESENCE_NEEDS_REDIS = ("presence with a broker is kept in Redis: use a redis:// or redis+cluster:// broker, or give "
+                        "a nats:// broker a Redis beside it (--history-store redis://...)")
 
 
 class Engine:
@@ -301,18 +304,27 @@ class Engine:
 
     def add_presence(self, options: PresenceOptions) -> None:
         """Topics matching ``options.pattern`` track presence; with a broker it is kept in
-        Redis (the broker's), shared by every worker.
+        Redis (the broker's, or with a NATS broker the Redis of its ``history=`` broker,
+        ``--history-store`` in the CLI), shared by every worker.
 
         Args:
             options: the pattern and whether its subscribers get PRESENCE_DIFF events.
+
+        Raises:
+            ValueError: PRESENCE_NEEDS_REDIS, for a broker with no Redis to keep it in (a
+                NATS broker without ``history=``).
         """
-        broker = self.options.broker
-        if broker is not None and self.presence.store is None:
+        publisher = self.options.broker
+        if publisher is not None and self.presence.store is None:
+            # A NATS broker keeps presence on the Redis broker beside it, as it keeps history;
+            # the diffs between workers still travel on the NATS one, as every plain topic.
+            broker = getattr(publisher, "history_broker", publisher)
             if not hasattr(broker, "run"):
-                raise ValueError("presence with a broker needs the Redis broker (its store is Redis)")
+                raise ValueError(PRESENCE_NEEDS_REDIS)
             from .presence_redis import RedisPresence
 
-            self.presence.use_redis(broker, RedisPresence(broker.url, self.options.presence_ttl))  # type: ignore[attr-defined]
+            self.presence.use_redis(broker, RedisPresence.for_broker(broker, self.options.presence_ttl),  # type: ignore[arg-type]
+                                    publisher)
         self.presence.add(options)
         self.pubsub.presence = self.presence
         self.presence_options.append(options)

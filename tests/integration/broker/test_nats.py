@@ -11,7 +11,9 @@ import time
 import pytest
 import redis
 
-from tests.support.procutil import HOST, NatsServer, RealtimeClient, RedisServer, UwsServer, metric_value, wait_until
+from tests.support.procutil import (
+    HOST, NatsServer, RealtimeClient, RedisServer, UwsServer, metric_value, run_uws_py, wait_until,
+)
 from uws_py.broker.nats import NatsBroker
 
 ODD_TOPICS = ["a.b.c", "a..b", ".lead", "trail.", "two words", "*", ">", "news.*.>", "ünïcødé.€", "~7E", "x{y}"]
@@ -146,5 +148,49 @@ def test_history_topics_stay_in_redis_beside_nats(nats_server, running):
         recovered = again.request({"type": "SUBSCRIBE", "topic": "chat.x", "recover": True,
                                    "since": {"epoch": first["epoch"], "offset": 2}})
         assert (recovered["recovered"], [p["data"] for p in recovered["publications"]]) == (True, [2, 3, 4]), recovered
+    finally:
+        redis_server.cleanup()
+
+
+def test_presence_with_nats_is_refused_at_startup_without_a_redis_beside_it(nats_server):
+    result = run_uws_py("serve", "--port", "0", "--broker", nats_server.url, "--presence", "room.*", env=clean_env())
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    assert "presence with a broker is kept in Redis" in result.stderr and "--history-store" in result.stderr, \
+        result.stderr
+    assert "listening" not in result.stdout
+
+
+def test_presence_is_kept_in_the_redis_beside_nats_and_its_diffs_travel_on_nats(nats_server, running):
+    redis_server = RedisServer().start()
+    try:
+        options = ("--broker", nats_server.url, "--history-store", redis_server.url,
+                   "--presence", "room.*:join_leave", "--presence-ttl", "5")
+        a, b = hub(running, *options), hub(running, *options)
+        on_a, on_b = client(running, a), client(running, b)
+        on_a.subscribe("room.1")
+        wait_until(lambda: nats_server.subscriptions("uws.room.1") == 1, "a's subscription on NATS")
+        on_b.subscribe("room.1")
+        ids = {on_a.connected["clientId"], on_b.connected["clientId"]}
+
+        def listed(asker: RealtimeClient) -> set:
+            reply = asker.request({"type": "PRESENCE", "topic": "room.1"})
+            assert reply["type"] == "PRESENCE_RESULT", reply
+            return {entry["clientId"] for entry in reply["clients"]}
+
+        wait_until(lambda: listed(on_a) == ids and listed(on_b) == ids, "both clients listed on both processes")
+        with redis.Redis(host=HOST, port=redis_server.port, socket_timeout=2) as store:
+            assert sorted(store.hkeys("uws:p:{room.1}:e")) == sorted(i.encode() for i in ids)
+            # The presence topic itself is a plain topic: on NATS, not on Redis's pub/sub.
+            assert dict(store.pubsub_numsub("uws:room.1")).get(b"uws:room.1") == 0
+        # b's join reaches a's client as a PRESENCE_DIFF broadcast by b over NATS.
+        deadline = time.monotonic() + 5.0
+        joined: set = set()
+        while on_b.connected["clientId"] not in joined:
+            assert time.monotonic() < deadline, f"no diff with b's join on a (joins seen: {joined})"
+            message = on_a.recv(max(deadline - time.monotonic(), 0.01))
+            if message["type"] == "PRESENCE_DIFF":
+                joined |= {entry["clientId"] for entry in message["joins"]}
+        on_b.unsubscribe("room.1")
+        wait_until(lambda: listed(on_a) == {on_a.connected["clientId"]}, "b's clean leave seen on a", timeout=3.0)
     finally:
         redis_server.cleanup()

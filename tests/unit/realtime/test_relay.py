@@ -365,3 +365,40 @@ def test_sender_of_reads_the_publisher_from_the_end_of_the_payload():
     assert sender_of(join_payload(head, 7, tail)) == "3f2a9c0d41b7e865"
     head, tail = message_parts("t", tricky, None)
     assert sender_of(join_payload(head, 12, tail)) is None
+
+
+def test_a_shard_lost_catches_up_and_breaks_only_its_own_topics(harness):
+    """A Redis Cluster shard fails over: the broker names its topics (on_connection(False,
+    topics)); the topics of the other shards keep their pending reads and are not read again."""
+    h, broker, store, relay = relay_harness(harness)
+    relay.connection(True)  # the broker's first connection
+    ws = h.connect()
+    ws.frames()
+    subscribe(h, broker, ws)  # chat.1: on the failed shard
+    p1, pub1 = publish(store, "chat.1", 0)
+    deliver(relay, "chat.1", p1, pub1.payload)
+    assert offsets(ws.frames()) == [1]
+    assert h.send(ws, {"type": "SUBSCRIBE", "topic": "chat.2", "id": 2}) == []  # another shard's
+    assert h.send(ws, {"type": "SUBSCRIBE", "topic": "chat.3", "id": 3}) == []  # the failed shard's
+    broker.confirm()
+    relay.connection(False, {"chat.1", "chat.3"})
+    gaps = relay.tracker.metrics.gaps_detected
+    relay.connection(False, {"chat.1"})  # told again before it is back: nothing new is lost
+    publish(store, "chat.1", 1)  # offset 2, missed while the shard was down
+    broker.finish()  # the reads of chat.2 and chat.3 answer
+    frames = ws.frames()
+    assert [(f["type"], f["topic"]) for f in frames] == [("SUBSCRIBED", "chat.2"), ("SUBSCRIBED", "chat.3"),
+                                                         ("UNSUBSCRIBED", "chat.3")]
+    assert frames[2]["reason"] == "insufficient_state"
+    relay.connection(True)
+    # Only chat.1 is read again (chat.2 has nothing tracked to lose, but was not lost either).
+    assert len(broker.jobs) == 1
+    broker.finish()
+    assert offsets(ws.frames()) == [2]
+    assert {"chat.1", "chat.2"} <= ws.topics and "chat.3" not in ws.topics
+    p3, pub3 = publish(store, "chat.2", 0)
+    deliver(relay, "chat.2", p3, pub3.payload)
+    assert [(f["topic"], f["offset"]) for f in ws.frames()] == [("chat.2", 1)]
+    relay.connection(True)  # back again without a loss in between: nothing to catch up
+    assert broker.jobs == []
+    assert gaps >= 1 and relay.tracker.metrics.gaps_detected == gaps + 1
