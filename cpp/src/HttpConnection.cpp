@@ -13,6 +13,11 @@ namespace uws {
 namespace {
 // Seconds an idle keep-alive connection may wait for its next request.
 constexpr unsigned kKeepAliveTimeout = 10;
+// Seconds a response may wait for a client that takes none of its bytes (it stopped reading,
+// or is gone without a FIN): then the connection closes and the response is aborted, so a
+// streamed body does not hold its buffer, and the handler its state, forever. Every byte the
+// client takes restarts it, so a slow reader is not cut. 10 s, as µWebSockets' HTTP timeout.
+constexpr unsigned kSendTimeout = 10;
 // Pipelined bytes we hold while a response is pending, beyond one maximal head.
 constexpr size_t kPipelineSlack = 64 * 1024;
 
@@ -109,7 +114,8 @@ bool HttpConnection::startRequest(HttpRequest &request, size_t headLength) {
     totalSize_ = 0;
     keepAlive_ = request.http10 ? request.headerHasToken("connection", "keep-alive")
                                 : !request.headerHasToken("connection", "close");
-    setTimeout(0);
+    // The previous response may still be waiting for the client (pipelining).
+    setTimeout(awaitingClient_ ? kSendTimeout : 0);
     if (!request.http10 && !request.hasHeader("host")) {
         reject("400 Bad Request", "missing Host header");
         return false;
@@ -217,6 +223,15 @@ bool HttpConnection::finishRequest() {
     return true;
 }
 
+void HttpConnection::onBackpressure() {
+    awaitingClient_ = true;
+    setTimeout(kSendTimeout);
+}
+
+void HttpConnection::onWriteProgress() {
+    if (awaitingClient_) setTimeout(kSendTimeout);
+}
+
 bool HttpConnection::writeStatus(std::string_view status) {
     if (checkResponseFieldText(status)) return false;
     if (!headSent_) status_.assign(status);
@@ -271,6 +286,8 @@ HttpConnection::TryEndResult HttpConnection::tryEnd(std::string_view data, uint6
     size_t taken = headRequest_ ? data.size() : writeOptional(data);
     writeOffset_ += taken;
     bool ok = taken == data.size() && !isClosed();
+    // The kernel took part of it: onWritable (onDrained) comes when the client reads on.
+    if (!ok && !isClosed()) onBackpressure();
     if (writeOffset_ == totalSize_ && !isClosed()) {
         responseDone();
         return {ok, true};
@@ -310,6 +327,12 @@ void HttpConnection::responseDone() {
 }
 
 void HttpConnection::onDrained() {
+    if (awaitingClient_) {
+        awaitingClient_ = false;
+        // The client took everything: a response in progress waits for its handler (no
+        // timeout: onAborted tells it if the client goes), a finished one for the next request.
+        setTimeout(inRequest_ && !responseEnded_ ? 0 : kKeepAliveTimeout);
+    }
     if (!inRequest_ || responseEnded_ || !onWritable) return;
     // A copy: the handler may end the response, which drops onWritable.
     std::function<bool(uint64_t)> writable = onWritable;
@@ -396,6 +419,13 @@ void HttpConnection::releaseHandle() {
 }
 
 void HttpConnection::onTimeout() {
+    if (awaitingClient_) {
+        logTo(*context_->log, LogLevel::Info, "closing " + remoteAddress() + ": the client took no response bytes within " +
+                                       std::to_string(kSendTimeout) + " s (" + std::to_string(bufferedAmount()) +
+                                       " bytes waiting)");
+        close();
+        return;
+    }
     if (requestsStarted_ > 0 && !inRequest_ && consumed_ == buffer_.size()) {
         close(); // a keep-alive connection idle after its requests: nothing wrong
         return;

@@ -36,6 +36,7 @@ void Socket::setWritePolling(bool enabled) {
 }
 
 void Socket::bufferParts(const iovec *parts, int count, size_t skip) {
+    bool wasEmpty = bufferedAmount() == 0;
     for (int i = 0; i < count; i++) {
         size_t length = parts[i].iov_len;
         if (skip >= length) {
@@ -45,7 +46,10 @@ void Socket::bufferParts(const iovec *parts, int count, size_t skip) {
         backpressure_.append(static_cast<const char *>(parts[i].iov_base) + skip, length - skip);
         skip = 0;
     }
-    if (bufferedAmount()) setWritePolling(true);
+    if (bufferedAmount()) {
+        setWritePolling(true);
+        if (wasEmpty) onBackpressure();
+    }
 }
 
 ssize_t Socket::sendParts(const iovec *parts, int count) {
@@ -141,6 +145,7 @@ void Socket::flushCork() {
 }
 
 void Socket::flushBackpressure() {
+    size_t before = bufferedAmount();
     while (bufferedAmount()) {
         iovec part{backpressure_.data() + backpressureOffset_, bufferedAmount()};
         ssize_t written = sendParts(&part, 1);
@@ -160,9 +165,12 @@ void Socket::flushBackpressure() {
             return;
         }
         onDrained();
-    } else if (backpressureOffset_ > 64 * 1024 && backpressureOffset_ * 2 > backpressure_.size()) {
-        backpressure_.erase(0, backpressureOffset_);
-        backpressureOffset_ = 0;
+    } else {
+        if (backpressureOffset_ > 64 * 1024 && backpressureOffset_ * 2 > backpressure_.size()) {
+            backpressure_.erase(0, backpressureOffset_);
+            backpressureOffset_ = 0;
+        }
+        if (bufferedAmount() < before && !closed_) onWriteProgress();
     }
 }
 

@@ -126,7 +126,8 @@ class HttpResponse:
         """Accepts the upgrade; False (a harmless no-op) when the client is gone or the response
         ended already."""
     def on_aborted(self, callback: Callable[[], Any]) -> "HttpResponse":
-        """``callback()`` runs if the client goes away before the response ends."""
+        """``callback()`` runs if the client goes away before the response ends, or if it takes
+        none of the waiting response bytes for 10 s (the send timeout closes it then)."""
     def on_data(self, callback: Callable[[bytes, bool], Any]) -> "HttpResponse":
         """``callback(chunk, is_last)`` receives the request body."""
     def on_writable(self, handler: Callable[[int], bool]) -> "HttpResponse":

@@ -72,6 +72,8 @@ private:
     void onClosed() override;
     void onTimeout() override;
     void onDrained() override;
+    void onBackpressure() override;
+    void onWriteProgress() override;
     void onProxyHeaderRefused(const char *reason) override;
     void responseDone();
     void process();
@@ -88,6 +90,9 @@ private:
     bool processing_ = false;
     bool closing_ = false;
     uint32_t requestsStarted_ = 0;
+    // Response bytes wait for the client (backpressure, or a tryEnd the kernel did not take
+    // whole): the send timeout runs, restarted whenever the client takes some of them.
+    bool awaitingClient_ = false;
 
     // The request in progress.
     bool inRequest_ = false;

@@ -87,6 +87,10 @@ protected:
     virtual void onEnd() { close(); }
     // The backpressure buffer just emptied.
     virtual void onDrained() {}
+    // Bytes just went into the empty backpressure buffer: the peer reads slower than we write.
+    virtual void onBackpressure() {}
+    // The peer took some of the backpressure buffer, and some of it is still waiting.
+    virtual void onWriteProgress() {}
     // Called once from close(), before the descriptor is gone from the loop's view.
     virtual void onClosed() {}
     // The connection did not start with a valid PROXY header; the default closes it.
