@@ -5,6 +5,8 @@ all of them at 10 publishes/s (`--mode publish`, another process, through a work
 Reports RSS per connection per worker, the connect rate, the delivery latency p50/p99 and the
 deliveries lost and duplicated; writes bench/results/scale-<stamp>.json and .md. Exits 1 when
 a delivery was lost or duplicated, a subscriber was not connected, or a connection dropped.
+The quick version (2,000 subscribers, 3 s of publishes, about 30 s) is
+tests/integration/chaos/test_scale_quick.py, in `.ci/run`.
 
 usage: python bench/scale/run.py [--connections 60000] [--workers 4] [--processes 6]
            [--sources-per-process 4] [--rate 10] [--seconds 30] [--label TEXT] [--no-write]
