@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.support.procutil import LISTENING, RedisServer, UwsServer, children_of  # noqa: E402
-from tests.support.storm import SECRET, make_token  # noqa: E402
+from tests.support.storm import SECRET, _cpu_seconds, make_token  # noqa: E402
 from tests.support.zero_loss import wait_for_brokers  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -109,6 +109,9 @@ def run(args: argparse.Namespace) -> dict:
         connect_s = time.monotonic() - started
         time.sleep(2.0)
         loaded = {pid: proc_stats(pid) for pid in workers}
+        fanout_started = time.monotonic()
+        cpu_before = {pid: _cpu_seconds(pid) for pid in workers}
+        loadgen_cpu_before = sum(_cpu_seconds(p.pid) for p, _ in subscribers)
         publisher = subprocess.run(
             [str(loadgen), "--mode", "publish", "--port", str(hub.port), "--path", "/realtime", "--connections", "1", "--topic", TOPIC,
              "--rate-start", str(args.rate), "--duration", str(args.seconds), "--publish-size", "64",
@@ -116,6 +119,11 @@ def run(args: argparse.Namespace) -> dict:
             capture_output=True, text=True, timeout=args.seconds + 60)
         published = json.loads(publisher.stdout.strip().splitlines()[-1])
         time.sleep(5.0)  # the last deliveries
+        fanout = {"seconds": round(time.monotonic() - fanout_started, 1),
+                  "worker_cpu_s": {str(pid): round(_cpu_seconds(pid) - cpu_before[pid], 1) for pid in workers},
+                  "subscriber_loadgens_cpu_s": round(sum(_cpu_seconds(p.pid) for p, _ in subscribers)
+                                                     - loadgen_cpu_before, 1),
+                  "load_average": os.getloadavg()}
         results = []
         for process, stderr in subscribers:
             process.send_signal(signal.SIGTERM)
@@ -129,7 +137,9 @@ def run(args: argparse.Namespace) -> dict:
         if hub is not None:
             hub.stop()
         redis.cleanup()
-    return summarize(args, baseline, loaded, subscribed, connect_s, published, results)
+    report = summarize(args, baseline, loaded, subscribed, connect_s, published, results)
+    report["fanout_cpu"] = fanout
+    return report
 
 
 def summarize(args, baseline, loaded, subscribed, connect_s, published, results) -> dict:
@@ -184,7 +194,11 @@ def markdown(report: dict) -> str:
               f"{report['delivered']} of {report['expected_deliveries']} deliveries, **lost {report['lost']}**, "
               f"duplicated {report['duplicated']}; latency p50 {lat['p50_max_over_processes']} ms, p99 "
               f"{lat['p99_max_over_processes']} ms (the highest of the load generator processes), max {lat['max']} ms; "
-              f"connections open at the end: {report['open_at_end']}.", ""]
+              f"connections open at the end: {report['open_at_end']}.", "",
+              f"CPU over the {report['fanout_cpu']['seconds']} s of the fan-out (and its 5 s drain): workers "
+              + ", ".join(f"{v} s" for v in report["fanout_cpu"]["worker_cpu_s"].values())
+              + f"; subscriber load generators {report['fanout_cpu']['subscriber_loadgens_cpu_s']} s in all; "
+              f"load average {', '.join(f'{x:.1f}' for x in report['fanout_cpu']['load_average'])}.", ""]
     return "\n".join(lines)
 
 
