@@ -60,8 +60,10 @@ def markdown(report: dict, label: str) -> str:
               f"Retry-After seen: {s['retry_after_s']} s; upgraded connections held: {s['held']}, "
               f"dropped while held: {s['dropped_after_101']}.", "",
               "Workers at the storm's end: " + ", ".join(
-                  f"pid {pid}: {w.get('fds')} fds, {w.get('rss_mib')} MiB" for pid, w in
-                  report["workers_at_storm_end"].items()), ""]
+                  f"pid {pid}: {w.get('fds')} fds, {w.get('rss_mib')} MiB, {w.get('cpu_s_storm')} s CPU during the storm"
+                  for pid, w in report["workers_at_storm_end"].items() if pid != "load_average")
+              + f"; {report['workers_cpu_us_per_attempt']} us of worker CPU per attempt; load average "
+              f"{', '.join(f'{x:.1f}' for x in report['workers_at_storm_end']['load_average'])}.", ""]
     return "\n".join(lines)
 
 

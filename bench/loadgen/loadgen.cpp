@@ -7,6 +7,11 @@
 //   idle    N connections opened and held; the server's RSS before and after
 //   fanout  N subscribers ("sub:bench") and one publisher whose rate doubles per step until
 //           deliveries stop growing; delivery latency from a timestamp in the payload
+//   subscribe N realtime subscribers of --topic held for --hold s (or until SIGTERM/SIGINT):
+//           connect rate, deliveries per publish sequence number, delivery latency; says
+//           "subscribed K" on stderr once every SUBSCRIBE is answered (bench/scale/run.py)
+//   publish one realtime publisher: --rate-start publishes/s on --topic for --duration s,
+//           sequence numbers from 1, the send time (CLOCK_MONOTONIC, machine-wide) in each
 //
 // It shares the machine's cores with the server it measures, so it keeps its own cost low:
 // everything a connection sends in one loop round goes out in one write, buffers are reused,
@@ -21,6 +26,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <signal.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -114,7 +120,11 @@ struct Options {
     std::string header;         // one extra request header line, e.g. "Authorization: Bearer x"
     int skipFirst = 0;          // messages to ignore at the start of each connection (a greeting)
     std::string topic;          // fanout: speak the realtime protocol (SUBSCRIBE/PUBLISH/MESSAGE) on it
+    std::vector<in_addr> sources;  // --sources A,B: local addresses to connect from, in turn
 };
+
+volatile sig_atomic_t gStop = 0;
+void onStopSignal(int) { gStop = 1; }
 
 [[noreturn]] void usage(const char *why) {
     std::fprintf(stderr,
@@ -126,6 +136,7 @@ struct Options {
                  "          [--warmup S] [--duration S]\n"
                  "  idle:   [--hold S]\n"
                  "  fanout: [--rate-start R] [--rate-max R] [--step S] [--publish-size BYTES] [--topic T]\n"
+                 "  subscribe: --topic T [--hold S] [--sources A,B]; publish: --topic T --rate-start R --duration S\n"
                  "  all:    [--server-pid PID] [--connect-concurrency N]\n",
                  why);
     std::exit(2);
@@ -167,6 +178,17 @@ Options parseOptions(int argc, char **argv) {
             else if (kind == "pong") o.reply = ReplyKind::PONG;
             else usage("--reply must be echo or pong");
         }
+        else if (flag == "--sources") {
+            std::string text = value;
+            for (size_t at = 0; at <= text.size();) {
+                size_t comma = text.find(',', at);
+                if (comma == std::string::npos) comma = text.size();
+                in_addr a{};
+                if (inet_pton(AF_INET, text.substr(at, comma - at).c_str(), &a) != 1) usage("--sources takes IPv4 addresses");
+                o.sources.push_back(a);
+                at = comma + 1;
+            }
+        }
         else if (flag == "--payload") {
             std::string kind = value;
             if (kind == "text") o.payload = PayloadKind::TEXT;
@@ -179,7 +201,9 @@ Options parseOptions(int argc, char **argv) {
         } else usage(("unknown option " + flag).c_str());
     }
     if (o.port <= 0 || o.port > 65535) usage("--port is required");
-    if (o.mode != "echo" && o.mode != "idle" && o.mode != "fanout") usage("--mode must be echo, idle or fanout");
+    if (o.mode != "echo" && o.mode != "idle" && o.mode != "fanout" && o.mode != "subscribe" && o.mode != "publish")
+        usage("--mode must be echo, idle, fanout, subscribe or publish");
+    if ((o.mode == "subscribe" || o.mode == "publish") && o.topic.empty()) usage("--mode subscribe/publish need --topic");
     if (o.connections < 1 || o.inflight < 1) usage("--connections and --inflight must be positive");
     if (o.payload == PayloadKind::PING) o.size = std::strlen(kPingPrefix) + 17; // 16 digits and '}'
     if (o.size < 24) usage("--size must be at least 24 (room for the sequence stamp)");
@@ -301,6 +325,8 @@ public:
         Json out;
         out.field("mode", opt_.mode);
         if (opt_.mode == "idle") runIdle(out);
+        else if (opt_.mode == "subscribe") runSubscribe(out);
+        else if (opt_.mode == "publish") runPublish(out);
         else runFanout(out);
         closeAll();
         errors_.write(out);
@@ -594,6 +620,20 @@ private:
         }
         int one = 1;
         setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (!opt_.sources.empty()) {
+            // The port is chosen at connect(), per destination: many sources, many ports.
+            setsockopt(c.fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+            sockaddr_in local{};
+            local.sin_family = AF_INET;
+            local.sin_addr = opt_.sources[size_t(&c - connections_.data()) % opt_.sources.size()];
+            if (bind(c.fd, reinterpret_cast<sockaddr *>(&local), sizeof local) != 0) {
+                errors_.connectFailed++;
+                close(c.fd);
+                c.fd = -1;
+                c.state = ConnectionState::CLOSED;
+                return;
+            }
+        }
         c.state = ConnectionState::CONNECTING;
         connecting_++;
         int rc = connect(c.fd, reinterpret_cast<sockaddr *>(&address_), sizeof address_);
@@ -907,6 +947,9 @@ private:
             if (length < sizeof message - 1 || std::memcmp(data, message, sizeof message - 1) != 0) {
                 static const char error[] = "{\"type\":\"ERROR\"";
                 if (length >= sizeof error - 1 && std::memcmp(data, error, sizeof error - 1) == 0) errors_.protocol++;
+                static const char subscribed[] = "{\"type\":\"SUBSCRIBED\"";
+                if (length >= sizeof subscribed - 1 && std::memcmp(data, subscribed, sizeof subscribed - 1) == 0)
+                    subscribed_++;
                 return; // SUBSCRIBED and other replies
             }
             size_t prefix = messagePrefix_.size();
@@ -931,6 +974,21 @@ private:
     }
 
     void countDelivery(Connection &c, uint64_t sentAt, uint64_t seq) {
+        if (opt_.mode == "subscribe") {
+            // Another process publishes: each sequence number counted, in order per connection.
+            if (seq <= c.lastDeliveredSeq) duplicates_++;
+            else c.lastDeliveredSeq = seq;
+            if (seq == 0 || seq > 10000000) {
+                errors_.mismatches++;
+                return;
+            }
+            if (bySeq_.size() < seq) bySeq_.resize(seq, 0);
+            bySeq_[seq - 1]++;
+            // The stamp comes from another process: this loop's clock reading may predate it.
+            uint64_t at = now_ >= sentAt ? now_ : monotonicNs();
+            latency_.record(at > sentAt ? at - sentAt : 0);
+            return;
+        }
         if (seq & kProbeBit) {
             if (!c.probed) {
                 c.probed = true;
@@ -1001,6 +1059,52 @@ private:
         if (!best.empty()) out.raw("best", best);
     }
 
+    void runSubscribe(Json &out) {
+        signal(SIGTERM, onStopSignal);
+        signal(SIGINT, onStopSignal);
+        uint64_t start = monotonicNs();
+        openConnections(opt_.connections, Role::SUBSCRIBER, 600);
+        double connectSeconds = double(monotonicNs() - start) / 1e9;
+        out.field("subscribers", opt_.connections);
+        out.field("opened", opened_);
+        out.field("connect_s", connectSeconds);
+        out.field("connect_per_s", connectSeconds > 0 ? double(opened_) / connectSeconds : 0.0);
+        uint64_t subscribeDeadline = now_ + 60000000000u;
+        while (subscribed_ < opened_ && now_ < subscribeDeadline && !gStop) poll(10);
+        out.field("subscribed", subscribed_);
+        out.field("subscribe_s", double(monotonicNs() - start) / 1e9);
+        if (subscribed_ < opened_) errors_.subscribeTimeout++;
+        std::fprintf(stderr, "subscribed %d\n", subscribed_);
+        std::fflush(stderr);
+        uint64_t end = now_ + uint64_t(opt_.hold * 1e9);
+        while (now_ < end && !gStop) poll(10);
+        int open = 0;
+        for (const Connection &c : connections_) open += c.state == ConnectionState::OPEN;
+        out.field("open_at_end", open);
+        out.field("duplicates", duplicates_);
+        std::string seqs = "[";
+        for (size_t i = 0; i < bySeq_.size(); i++) seqs += (i ? "," : "") + std::to_string(bySeq_[i]);
+        out.raw("by_seq", seqs + "]");
+        writeLatency(out, "latency_us", latency_);
+    }
+
+    void runPublish(Json &out) {
+        openConnections(1, Role::PUBLISHER, 10);
+        Connection &publisher = connections_.back();
+        if (publisher.state != ConnectionState::OPEN) return;
+        uint64_t start = now_, published = 0;
+        uint64_t end = start + uint64_t(opt_.duration * 1e9);
+        while (now_ < end && publisher.state == ConnectionState::OPEN) {
+            uint64_t due = uint64_t(double(now_ - start) / 1e9 * opt_.rateStart);
+            for (; published < due; published++) publish(publisher, ++publishedSeq_);
+            poll(1);
+        }
+        for (uint64_t drain = now_ + 1000000000u; now_ < drain;) poll(10);
+        out.field("published", published);
+        out.field("rate", opt_.rateStart);
+        out.field("publisher_open", publisher.state == ConnectionState::OPEN);
+    }
+
     // One rate step: publish at `rate` for --step seconds, then up to 3 s for the deliveries
     // to catch up. Sustained when (nearly) all deliveries arrived, most within the window.
     bool runStep(Connection &publisher, double rate, int subscribers, Json &out) {
@@ -1047,9 +1151,11 @@ private:
     uint32_t maskState_ = 0x9e3779b9u;
     uint64_t now_ = monotonicNs();
 
-    int connecting_ = 0, opened_ = 0, closing_ = 0, probed_ = 0, deflateConnections_ = 0;
+    int connecting_ = 0, opened_ = 0, closing_ = 0, probed_ = 0, deflateConnections_ = 0, subscribed_ = 0;
     int openedTotal_ = 0;  // echo: connections open at the end of the measured window
     double loopCpu_ = 0;
+    uint64_t duplicates_ = 0;
+    std::vector<uint32_t> bySeq_;
     bool measuring_ = false, stopping_ = false;
     uint64_t messages_ = 0, bytes_ = 0, compressedReceived_ = 0;
     uint64_t publishedSeq_ = 0, stepDeliveries_ = 0, stepWindowDeliveries_ = 0, stepWindowEnd_ = 0;

@@ -342,6 +342,16 @@ def _worker_stats(pids: list) -> dict:
     return stats
 
 
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of pid, in seconds (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def run_storm(config: StormConfig) -> dict:
     """Starts the hub and the helpers, runs the storm, stops everything by PID; the report."""
     from .procutil import LISTENING, UwsServer, children_of
@@ -377,10 +387,15 @@ def run_storm(config: StormConfig) -> dict:
                                    "--start", repr(start), "--seconds", str(config.storm_seconds),
                                    "--deadline", str(config.attempt_deadline), "--token", token], env))
         helpers.extend(storms)
+        cpu_before = {pid: _cpu_seconds(pid) for pid in workers}
         bound = 1.0 + config.storm_seconds + config.attempt_deadline + 30.0
         resolved = [json.loads(_read_line(p, "resolved ", bound)) for p in storms]
         storm_end = max(r["resolved"] for r in resolved)
         during_workers = _worker_stats(workers)
+        for pid in workers:
+            if "gone" not in during_workers[str(pid)]:
+                during_workers[str(pid)]["cpu_s_storm"] = round(_cpu_seconds(pid) - cpu_before[pid], 2)
+        during_workers["load_average"] = os.getloadavg()
         time.sleep(config.after)
         est = _stop_helper(established, REPLY_DEADLINE + 15.0)
         storm_results = [_stop_helper(p, 20.0) for p in storms]
@@ -417,8 +432,10 @@ def summarize(config: StormConfig, est: Optional[dict], storms: list, start: flo
     connect_ms = {k: {"p50": _round(percentile(sorted(v), 0.5)), "p99": _round(percentile(sorted(v), 0.99)),
                       "max": _round(max(v))} for k, v in latencies.items()}
     launch_s = max(s["launched"] for s in storms) - min(s["began"] for s in storms)
+    storm_cpu = sum(w.get("cpu_s_storm", 0.0) for w in workers.values() if isinstance(w, dict))
     return {
         "config": {k: v for k, v in config.__dict__.items() if k != "build_directory"},
+        "workers_cpu_us_per_attempt": round(storm_cpu * 1e6 / max(1, sum(s["attempts"] for s in storms)), 1),
         "established": {"clients": est["clients"], "dropped": est["counters"].get("dropped", 0),
                         "reply_timeouts": est["counters"].get("reply_timeouts", 0),
                         "errors": est["counters"].get("errors", 0), "phases": phases},

@@ -507,3 +507,31 @@ def test_uds_with_workers_is_a_usage_error(tmp_path):
 def test_uds_on_a_path_that_cannot_be_bound_is_a_usage_error(tmp_path):
     result = run_uws_py("serve", "--uds", str(tmp_path / "missing-dir" / "x.sock"), env=clean_env())
     assert_one_line_error(result, "--uds", "missing-dir", "No such file or directory")
+
+
+# -- connection limits and the backlog (issue 19, connection storm) ---------------------------------
+
+
+def listen_backlog(port: int) -> int:
+    """The backlog of the socket listening on port, as `ss` shows it (Send-Q of a LISTEN socket)."""
+    import subprocess
+
+    out = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, timeout=10, check=True)
+    rows = [line.split() for line in out.stdout.splitlines() if line.strip()]
+    assert rows, f"nothing listening on {port}: {out.stdout!r}"
+    return int(rows[0][2])
+
+
+def test_serve_applies_backlog_and_connection_limits_with_retry_after():
+    with UwsServer("--backlog", "1000", "--max-connections", "1", "--retry-after", "2", "--no-access-log",
+                   env=clean_env()) as server:
+        assert listen_backlog(server.port) == 1000
+        first = wsclient.connect(HOST, server.port, "/realtime")
+        try:
+            with pytest.raises(wsclient.HandshakeRefused) as refused:
+                wsclient.connect(HOST, server.port, "/realtime")
+            response = refused.value.response
+            assert response.status == 503, response
+            assert 2 <= int(response.headers["retry-after"]) <= 4, response.headers
+        finally:
+            first.close()
