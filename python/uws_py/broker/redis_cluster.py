@@ -22,9 +22,9 @@ after a failover.
   (``on_connection(False, topics)``, ``connected`` 0), so that the server catches up (or tells
   ``insufficient_state`` to) the subscribers of those topics only, and ``on_connection(True)``
   follows once every topic is confirmed again.
-  A cluster publish that fails (the slot has no reachable master) is tried again on a fresh
-  client after short pauses (``PUBLISH_RETRY_PAUSES``), then counted in ``publish_failures``;
-  only that message is dropped.
+  A cluster publish that fails (the slot has no reachable master) is tried again after short
+  pauses (``PUBLISH_RETRY_PAUSES``) on the same client, which reads the slot map again, then
+  counted in ``publish_failures``; only that message is dropped.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 REDIS_PY_MINIMUM = (8, 0)
 # Seconds between pings of the cluster while no receiving connection is open.
 HEALTH_INTERVAL = 1.0
-# A publish whose slot has no reachable master is tried again after these pauses (a fresh
-# client each time: the slot map may have changed), then dropped and counted. Messages behind
-# it wait meanwhile, so one publisher's order is kept.
+# A publish whose slot has no reachable master is tried again after these pauses (redis-py's
+# client reads the slot map again meanwhile), then dropped and counted. Messages behind it wait
+# meanwhile, so one publisher's order is kept.
 PUBLISH_RETRY_PAUSES = (0.0, 0.1, 0.3, None)
 # The longest pause between repair passes while the cluster answers but a shard's topics have
 # no master yet (a failover): what is published to the promoted replica before the next pass is
@@ -202,12 +202,10 @@ class RedisClusterBroker(RedisBroker):
                     break
                 except Exception as exc:
                     logger.debug("Redis Cluster publish failed (attempt %d): %r", attempt, exc)
-                    if client is not None:
-                        try:
-                            await asyncio.wait_for(client.aclose(), PUBLISH_TIMEOUT)
-                        except Exception:
-                            pass
-                        client = None
+                    # The client is kept: redis-py reads the slot map again itself, with the
+                    # failed node moved last. A fresh client would take the first master of the
+                    # slot map as its default node, and while that one is the dead master every
+                    # publish, to every shard, would fail until its replica is promoted.
                     if pause is None:
                         # Only this message is lost: the next ones may go to healthy shards.
                         self._failed(1)
@@ -360,11 +358,25 @@ class RedisClusterBroker(RedisBroker):
         """Subscribes every homeless topic at its current owner; a master that fails is
         skipped for the rest of the pass (its topics stay homeless). Raises when the cluster
         cannot be reached at all."""
-        if self._topology is None:
-            self._topology = await self._connect()
-        elif refresh:
-            # The slot map as it is now (after a failover the replica owns the slots).
-            await self._topology.nodes_manager.initialize()
+        try:
+            if self._topology is None:
+                self._topology = await self._connect()
+            elif refresh:
+                # The slot map as it is now (after a failover the replica owns the slots).
+                await self._topology.nodes_manager.initialize()
+        except Exception as exc:
+            if not shards:
+                raise
+            # The other shards' connections are up and deliver: keep them, and read the slot
+            # map again on the next pass, with a fresh client.
+            logger.debug("Redis Cluster slot map not read (%s); %d shard connection(s) kept", exc, len(shards))
+            topology, self._topology = self._topology, None
+            if topology is not None:
+                try:
+                    await topology.aclose()
+                except Exception:
+                    pass
+            return
         dead: set[str] = set()
         subscribed: set[bytes] = set()
         async with self._shard_lock:
@@ -417,7 +429,7 @@ class RedisClusterBroker(RedisBroker):
             try:
                 await self._repair_pass(shards, refresh=not first)
             except Exception as exc:
-                logger.debug("Redis Cluster unreachable: %s", exc)
+                logger.log(logging.WARNING if shards else logging.DEBUG, "Redis Cluster unreachable: %s", exc)
                 await self._close_shards(shards)
                 self._homeless.update(self._topics)
                 if self._topology is not None:
