@@ -149,6 +149,7 @@ REALTIME_OPTIONS = (
     "compression", "compression_threshold", "access_log", "history", "history_recover_limit", "max_batch_items",
     "max_subscriptions", "max_topic_length", "trusted_proxy", "dashboard_token", "dashboard_path", "report_interval",
     "presence", "presence_ttl", "presence_diff_interval", "close_on_backpressure_limit", "api_key", "api_path",
+    "max_lifetime",
 )
 _SSL_OPTIONS = ("ssl_certfile", "ssl_keyfile", "ssl_keyfile_password")
 
@@ -196,7 +197,7 @@ def realtime_keywords(config: ServeConfig, names: Sequence[str]) -> dict[str, An
     for name in ("max_payload", "idle_timeout", "compression", "compression_threshold", "access_log",
                  "history_recover_limit", "max_batch_items", "max_subscriptions", "max_topic_length", "trusted_proxy",
                  "dashboard_token", "dashboard_path", "presence_ttl", "presence_diff_interval",
-                 "close_on_backpressure_limit", "api_key", "api_path"):
+                 "close_on_backpressure_limit", "api_key", "api_path", "max_lifetime"):
         if name in names:
             keywords[renamed.get(name, name)] = getattr(config, name)
     if "report_interval" in names:
