@@ -150,6 +150,7 @@ REALTIME_OPTIONS = (
     "max_subscriptions", "max_topic_length", "trusted_proxy", "dashboard_token", "dashboard_path", "report_interval",
     "presence", "presence_ttl", "presence_diff_interval", "close_on_backpressure_limit", "api_key", "api_path",
     "max_connections", "max_connections_per_ip", "max_upgrades_per_second", "retry_after",
+    "max_lifetime",
 )
 _SSL_OPTIONS = ("ssl_certfile", "ssl_keyfile", "ssl_keyfile_password")
 
@@ -197,7 +198,7 @@ def realtime_keywords(config: ServeConfig, names: Sequence[str]) -> dict[str, An
     for name in ("max_payload", "idle_timeout", "compression", "compression_threshold", "access_log",
                  "history_recover_limit", "max_batch_items", "max_subscriptions", "max_topic_length", "trusted_proxy",
                  "dashboard_token", "dashboard_path", "presence_ttl", "presence_diff_interval",
-                 "close_on_backpressure_limit", "api_key", "api_path", "retry_after"):
+                 "close_on_backpressure_limit", "api_key", "api_path", "retry_after", "max_lifetime"):
         if name in names:
             keywords[renamed.get(name, name)] = getattr(config, name)
     for name in ("max_connections", "max_connections_per_ip", "max_upgrades_per_second"):

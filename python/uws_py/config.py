@@ -59,6 +59,8 @@ class ServeConfig:
     max_batch_items: int = field(default=100, metadata={"help": "most messages in one BATCH (each costs a rate-limit token)"})
     max_subscriptions: int = field(default=128, metadata={"help": "most topics one connection may subscribe to"})
     max_topic_length: int = field(default=255, metadata={"help": "longest topic name, in characters"})
+    max_lifetime: int = field(default=0, metadata={
+        "help": "whole minutes a connection may stay open, then closed with 1001 (0: no limit)"})
     trusted_proxy: list[str] = field(default_factory=list, metadata={
         "help": "address or CIDR of a reverse proxy whose X-Forwarded-For/Forwarded header names the client "
                 "(repeatable; env: comma-separated)"})
@@ -144,9 +146,13 @@ class ServeConfig:
             raise ConfigError(f"--api-path must start with '/', not {self.api_path!r}")
         for name, least in (("compression_threshold", 0), ("max_batch_items", 1), ("max_subscriptions", 1),
                             ("max_topic_length", 1), ("max_connections", 0), ("max_connections_per_ip", 0),
-                            ("max_upgrades_per_second", 0), ("retry_after", 1)):
+                            ("max_upgrades_per_second", 0), ("retry_after", 1), ("max_lifetime", 0)):
             if getattr(self, name) < least:
                 raise ConfigError(f"--{name.replace('_', '-')} must be at least {least}, not {getattr(self, name)}")
+        from .app import MAX_LIFETIME_MINUTES
+
+        if self.max_lifetime > MAX_LIFETIME_MINUTES:
+            raise ConfigError(f"--max-lifetime must be at most {MAX_LIFETIME_MINUTES} minutes, not {self.max_lifetime}")
         from .proxies import TrustedProxies
 
         try:

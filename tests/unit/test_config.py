@@ -561,3 +561,22 @@ def test_backlog_option_its_range_and_the_somaxconn_warning(monkeypatch, caplog)
         cli.check_backlog(4096)
     assert [r.getMessage() for r in caplog.records] == [
         "--backlog 4096 is capped by the kernel at net.core.somaxconn = 1024"]
+
+
+# -- max_lifetime -------------------------------------------------------------------------------
+
+
+def test_max_lifetime_from_the_command_line_and_the_environment_reaches_the_realtime_server():
+    from uws_py.cli import REALTIME_OPTIONS, realtime_keywords
+
+    assert resolve(["serve"]).max_lifetime == 0
+    config = resolve(["serve", "--max-lifetime", "30"])
+    assert config.max_lifetime == 30
+    assert resolve(["serve"], {"UWS_PY_MAX_LIFETIME": "45"}).max_lifetime == 45
+    assert realtime_keywords(config, REALTIME_OPTIONS)["max_lifetime"] == 30
+
+
+@pytest.mark.parametrize("value", ["-1", "1000001"])
+def test_max_lifetime_out_of_range_is_refused(value):
+    with pytest.raises(ConfigError, match="--max-lifetime"):
+        resolve(["serve", "--max-lifetime", value])
