@@ -9,6 +9,7 @@
 
 #include <ctime>
 
+#include "PyBehavior.h"
 #include "PyWebSocket.h"
 
 namespace uwspy {
@@ -419,7 +420,10 @@ int subscribeHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, 
         if (!socket->isSubscribed(view) && Py_ssize_t(socket->subscriptions().topics.size()) >= maxSubscriptions) {
             subscribed = 0;
         } else {
+            // Plain: no presence, no broker, so PubSub.on_subscription would do nothing.
+            quietSubscriptions = true;
             socket->subscribe(view);
+            quietSubscriptions = false;
             subscribed = 1;
         }
     } else if (Py_TYPE(clientWs) == &PyWebSocketType) {
@@ -448,7 +452,9 @@ int unsubscribeHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client
     int valid = topic || !PyErr_Occurred() ? plainTopic(self, topic, view, false) : -1;
     uws::WebSocket *socket = valid > 0 ? nativeSocket(clientWs) : nullptr;
     if (socket) {
+        quietSubscriptions = true;
         socket->unsubscribe(view);
+        quietSubscriptions = false;
     } else if (valid > 0 && Py_TYPE(clientWs) == &PyWebSocketType) {
         valid = 0; // closed
     } else if (valid > 0 && truth(callMethod(names.unsubscribe, clientWs, topic)) < 0) {
