@@ -119,7 +119,8 @@ def drive(port: str, token: str, kind: str, count: int) -> int:
     subscriber: Any = None
     stack = contextlib.ExitStack()
     if kind == "publish":
-        subscriber = stack.enter_context(connect(url, open_timeout=CLIENT_TIMEOUT, max_size=None, ping_interval=None))
+        subscriber = stack.enter_context(connect(url, open_timeout=CLIENT_TIMEOUT, max_size=None, ping_interval=None,
+                                            compression=None))
         subscriber.recv(timeout=CLIENT_TIMEOUT)  # CONNECTED
         subscriber.send('{"type":"SUBSCRIBE","topic":"bench","id":"s"}')
         if '"SUBSCRIBED"' not in subscriber.recv(timeout=CLIENT_TIMEOUT):
@@ -127,7 +128,8 @@ def drive(port: str, token: str, kind: str, count: int) -> int:
 
     def one(index: int, share: int) -> None:
         try:
-            with connect(url, open_timeout=CLIENT_TIMEOUT, max_size=None, ping_interval=None) as ws:
+            with connect(url, open_timeout=CLIENT_TIMEOUT, max_size=None, ping_interval=None,
+                                            compression=None) as ws:
                 ws.recv(timeout=CLIENT_TIMEOUT)  # CONNECTED
                 sent = 0
                 while sent < min(CLIENT_INFLIGHT, share):
