@@ -9,6 +9,7 @@
 
 #include <ctime>
 
+#include "PyBehavior.h"
 #include "PyWebSocket.h"
 
 namespace uwspy {
@@ -19,7 +20,10 @@ namespace {
 struct Names {
     PyObject *bucket, *batcher, *fast, *handler, *histogram, *calls, *type, *id, *handleAdmitted, *dispatch,
         *reply, *rateLimited, *onMessage, *observe, *send, *getUserData, *take, *clock, *tokens, *updated, *rate,
-        *capacity, *serverTime, *pong, *failedRouteKeyword;
+        *capacity, *serverTime, *pong, *failedRouteKeyword, *topic, *data, *echo, *from, *message, *subscribed,
+        *unsubscribed, *published, *topicsAllowed, *ws, *closed, *clientId, *topicHook, *historyOn, *broker, *relay,
+        *presence, *reserved, *maxSubscriptions, *maxTopicLength, *isSubscribed, *getTopics, *subscribe,
+        *unsubscribe, *publish, *compressName, *messages, *maxBatchItems, *batchItem, *batch, *timestamp, *ack;
 } names;
 
 // One attribute of a __slots__ class, read and written at its offset in the object: the
@@ -77,9 +81,19 @@ struct RealtimeDispatchObject {
     Py_ssize_t maxPayloadLength;
     bool compress;
     bool answersPing;       // PING is the stock built-in: PONG is made here
-    PyObject *clientType, *routeType; // session.Client, routing.Route: the owners of the slots below
+    // SUBSCRIBE, UNSUBSCRIBE, PUBLISH are the stock built-ins: their plain case is done here.
+    bool answersSubscribe, answersUnsubscribe, answersPublish;
+    bool answersBatch;          // BATCH is Dispatcher.batch: its items of the built-ins above are done here
+    PyObject *collecting;       // the replies of the BATCH being answered, else null (borrowed)
+    PyObject *pubsub;           // the engine's PubSub: read per message (hooks may be set later)
+    PyObject *stockReserved;    // users.is_reserved, checked here as ...
+    PyObject *reservedPrefix;   // ... topic.startswith(USER_TOPIC_PREFIX) ...
+    PyObject *reservedTopic;    // ... or topic == CONTROL_TOPIC
+    PyObject *clientType, *routeType, *pubsubType; // session.Client, routing.Route, pubsub.PubSub: the owners of the slots below
     Slot clientBucket, clientBatcher, bucketClock, bucketTokens, bucketUpdated, bucketRate, bucketCapacity, routeFast,
-        routeHandler, routeHistogram, routeCalls;
+        routeHandler, routeHistogram, routeCalls, clientTopicsAllowed, clientWs, clientClosed, clientId,
+        pubsubTopicHook, pubsubHistoryOn, pubsubBroker, pubsubRelay, pubsubPresence, pubsubReserved,
+        pubsubMaxSubscriptions, pubsubMaxTopicLength, pubsubCompress;
 };
 
 // The same clock as time.monotonic and time.perf_counter on Linux.
@@ -200,8 +214,11 @@ bool sendText(RealtimeDispatchObject *self, PyObject *ws, PyObject *encoded) {
     return done(callMethod(names.send, ws, encoded, self->one, self->compress ? Py_True : Py_False));
 }
 
-// A plain sync handler's return value, as on_message answers it.
-bool answer(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message, PyObject *reply) {
+// A plain sync handler's return value, as on_message answers it. `owned`: the reply is a dict
+// made here, seen by nobody else, so the id is set in it instead of in a copy (the same keys
+// in the same order as {**reply, "id": id}, since such a reply has no "id" of its own).
+bool answer(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message, PyObject *reply,
+            bool owned = false) {
     PyObject *batcher = self->clientBatcher.get(client);
     if (!batcher) return false;
     bool direct = PyDict_CheckExact(reply) && batcher == Py_None;
@@ -211,7 +228,13 @@ bool answer(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObje
     if (!requestId) requestId = Py_None;
     if (!direct) return done(callMethod(names.reply, self->dispatcher, client, requestId, reply, Py_None));
     Py_INCREF(reply);
-    if (requestId != Py_None) {
+    if (requestId != Py_None && owned) {
+        if (PyDict_SetItem(reply, names.id, requestId) < 0) {
+            Py_DECREF(reply);
+            return false;
+        }
+    } else if (requestId != Py_None && reply != message) {
+        // (The message itself needs no copy: {**message, "id": message["id"]} equals it.)
         PyObject *withId = PyDict_Copy(reply);
         Py_DECREF(reply);
         if (!withId || PyDict_SetItem(withId, names.id, requestId) < 0) {
@@ -246,16 +269,353 @@ bool isPing(PyObject *kind) {
     return PyUnicode_GET_LENGTH(kind) == 4 && PyUnicode_CompareWithASCIIString(kind, "PING") == 0;
 }
 
+// A built-in's reply (a dict made here), as Dispatcher.reply gives it: sent, or collected
+// for the BATCH being answered, with the request's id when it is not None.
+bool answerBuiltin(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message, PyObject *reply) {
+    if (!self->collecting) return answer(self, ws, client, message, reply, true);
+    PyObject *requestId = PyDict_GetItemWithError(message, names.id);
+    if (!requestId && PyErr_Occurred()) return false;
+    if (requestId && requestId != Py_None && PyDict_SetItem(reply, names.id, requestId) < 0) return false;
+    return PyList_Append(self->collecting, reply) == 0;
+}
+
 // Builtins.ping's {"type": "PONG", "serverTime": ...}, answered as Dispatcher.reply would.
 bool answerPing(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message) {
     PyObject *reply = PyDict_New();
     if (!reply) return false;
     PyObject *serverTime = PyLong_FromLongLong(nowMilliseconds());
     bool ok = serverTime && PyDict_SetItem(reply, names.type, names.pong) == 0 &&
-              PyDict_SetItem(reply, names.serverTime, serverTime) == 0 && answer(self, ws, client, message, reply);
+              PyDict_SetItem(reply, names.serverTime, serverTime) == 0 && answerBuiltin(self, ws, client, message, reply);
     Py_XDECREF(serverTime);
     Py_DECREF(reply);
     return ok;
+}
+
+// ---- SUBSCRIBE, UNSUBSCRIBE, PUBLISH: their plain case -------------------------------------
+// Plain: no batcher, an open client, no topic hook, broker, relay, presence or history, a
+// token without topic claims, and a valid topic within the limits. Then the reply and the
+// fan-out are Builtins' (builtins.py) and PubSub's (pubsub.py) exactly; in every other case,
+// errors included, the Python dispatcher answers, so its texts stay the only ones.
+
+bool isNone(PyObject *object, const Slot &slot, int &plain) {
+    PyObject *value = slot.get(object);
+    if (!value) return false;
+    if (value != Py_None) plain = 0;
+    Py_DECREF(value);
+    return true;
+}
+
+bool isFalse(PyObject *object, const Slot &slot, int &plain) {
+    PyObject *value = slot.get(object);
+    if (!value) return false;
+    int truth = PyObject_IsTrue(value);
+    Py_DECREF(value);
+    if (truth < 0) return false;
+    if (truth) plain = 0;
+    return true;
+}
+
+// 1 when `client`'s pub/sub request can be done here, 0 when Python must, -1 on error; the
+// client's ws (a new reference) in `clientWs` when 1.
+int plainPubSub(RealtimeDispatchObject *self, PyObject *client, PyObject *&clientWs) {
+    int plain = 1;
+    PyObject *pubsub = self->pubsub;
+    if (!isNone(client, self->clientBatcher, plain) || !isFalse(client, self->clientClosed, plain) ||
+        !isNone(client, self->clientTopicsAllowed, plain) || !isNone(pubsub, self->pubsubTopicHook, plain) ||
+        !isNone(pubsub, self->pubsubBroker, plain) || !isNone(pubsub, self->pubsubRelay, plain) ||
+        !isNone(pubsub, self->pubsubPresence, plain) || !isFalse(pubsub, self->pubsubHistoryOn, plain)) {
+        return -1;
+    }
+    if (!plain) return 0;
+    clientWs = self->clientWs.get(client);
+    if (!clientWs) return -1;
+    if (clientWs == Py_None) {
+        Py_CLEAR(clientWs);
+        return 0;
+    }
+    return 1;
+}
+
+bool readSize(PyObject *object, const Slot &slot, Py_ssize_t &out) {
+    PyObject *value = slot.get(object);
+    if (!value) return false;
+    out = PyLong_AsSsize_t(value);
+    Py_DECREF(value);
+    return !(out == -1 && PyErr_Occurred());
+}
+
+// The topic field when PubSub.check_topic would pass it before the subscription count: a
+// non-empty str, not reserved, not too long. 1 valid (its UTF-8 in `view`), 0 not, -1 error.
+int plainTopic(RealtimeDispatchObject *self, PyObject *topic, std::string_view &view, bool checkReserved) {
+    if (!topic || !PyUnicode_CheckExact(topic) || PyUnicode_GET_LENGTH(topic) == 0) return 0;
+    if (checkReserved) {
+        PyObject *reserved = self->pubsubReserved.get(self->pubsub);
+        if (!reserved) return -1;
+        bool stock = reserved == self->stockReserved;
+        bool none = reserved == Py_None;
+        Py_DECREF(reserved);
+        if (!none) {
+            if (!stock) return 0;
+            Py_ssize_t prefixed = PyUnicode_Tailmatch(topic, self->reservedPrefix, 0, PY_SSIZE_T_MAX, -1);
+            if (prefixed < 0) return -1;
+            if (prefixed) return 0;
+            int equal = PyUnicode_Compare(topic, self->reservedTopic);
+            if (equal == -1 && PyErr_Occurred()) return -1;
+            if (equal == 0) return 0;
+        }
+        Py_ssize_t maxLength;
+        if (!readSize(self->pubsub, self->pubsubMaxTopicLength, maxLength)) return -1;
+        if (PyUnicode_GET_LENGTH(topic) > maxLength) return 0;
+    }
+    Py_ssize_t length;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(topic, &length);
+    if (!utf8) {
+        PyErr_Clear();
+        return 0;
+    }
+    view = std::string_view(utf8, size_t(length));
+    return 1;
+}
+
+uws::WebSocket *nativeSocket(PyObject *ws) {
+    return Py_TYPE(ws) == &PyWebSocketType ? reinterpret_cast<PyWebSocketObject *>(ws)->ws : nullptr;
+}
+
+// A socket method's bool result: 1, 0, or -1 on error.
+int truth(PyObject *result) {
+    if (!result) return -1;
+    int value = PyObject_IsTrue(result);
+    Py_DECREF(result);
+    return value;
+}
+
+// {"type": kind, "topic": topic}, answered with the request's id.
+bool answerTopic(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message, PyObject *kind,
+                 PyObject *topic) {
+    PyObject *reply = PyDict_New();
+    if (!reply) return false;
+    bool ok = PyDict_SetItem(reply, names.type, kind) == 0 && PyDict_SetItem(reply, names.topic, topic) == 0 &&
+              answerBuiltin(self, ws, client, message, reply);
+    Py_DECREF(reply);
+    return ok;
+}
+
+// 1 answered, 0 for the Python path, -1 error.
+int subscribeHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message) {
+    PyObject *clientWs = nullptr;
+    int plain = plainPubSub(self, client, clientWs);
+    if (plain <= 0) return plain;
+    PyObject *topic = PyDict_GetItemWithError(message, names.topic);
+    std::string_view view;
+    int valid = topic || !PyErr_Occurred() ? plainTopic(self, topic, view, true) : -1;
+    Py_ssize_t maxSubscriptions;
+    if (valid > 0 && !readSize(self->pubsub, self->pubsubMaxSubscriptions, maxSubscriptions)) valid = -1;
+    if (valid <= 0) {
+        Py_DECREF(clientWs);
+        return valid;
+    }
+    // check_topic's subscription count, then Client.subscribe.
+    int subscribed;
+    if (uws::WebSocket *socket = nativeSocket(clientWs)) {
+        if (!socket->isSubscribed(view) && Py_ssize_t(socket->subscriptions().topics.size()) >= maxSubscriptions) {
+            subscribed = 0;
+        } else {
+            // Plain: no presence, no broker, so PubSub.on_subscription would do nothing.
+            quietSubscriptions = true;
+            socket->subscribe(view);
+            quietSubscriptions = false;
+            subscribed = 1;
+        }
+    } else if (Py_TYPE(clientWs) == &PyWebSocketType) {
+        subscribed = 0; // closed: the Python path raises what it raises
+    } else {
+        subscribed = truth(callMethod(names.isSubscribed, clientWs, topic));
+        if (subscribed == 0) {
+            PyObject *topics = callMethod(names.getTopics, clientWs);
+            Py_ssize_t count = topics ? PyObject_Length(topics) : -1;
+            Py_XDECREF(topics);
+            subscribed = count < 0 ? -1 : count < maxSubscriptions;
+        }
+        if (subscribed > 0 && truth(callMethod(names.subscribe, clientWs, topic)) < 0) subscribed = -1;
+    }
+    Py_DECREF(clientWs);
+    if (subscribed <= 0) return subscribed;
+    return answerTopic(self, ws, client, message, names.subscribed, topic) ? 1 : -1;
+}
+
+int unsubscribeHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message) {
+    PyObject *clientWs = nullptr;
+    int plain = plainPubSub(self, client, clientWs);
+    if (plain <= 0) return plain;
+    PyObject *topic = PyDict_GetItemWithError(message, names.topic);
+    std::string_view view;
+    int valid = topic || !PyErr_Occurred() ? plainTopic(self, topic, view, false) : -1;
+    uws::WebSocket *socket = valid > 0 ? nativeSocket(clientWs) : nullptr;
+    if (socket) {
+        quietSubscriptions = true;
+        socket->unsubscribe(view);
+        quietSubscriptions = false;
+    } else if (valid > 0 && Py_TYPE(clientWs) == &PyWebSocketType) {
+        valid = 0; // closed
+    } else if (valid > 0 && truth(callMethod(names.unsubscribe, clientWs, topic)) < 0) {
+        valid = -1;
+    }
+    Py_DECREF(clientWs);
+    if (valid <= 0) return valid;
+    return answerTopic(self, ws, client, message, names.unsubscribed, topic) ? 1 : -1;
+}
+
+// PubSub.publish_from on a plain topic: one MESSAGE encoded once, fanned out by the core,
+// echoed to the publisher when asked; then PUBLISHED when the request has an id.
+int publishHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message) {
+    PyObject *data = PyDict_GetItemWithError(message, names.data);
+    if (!data) return PyErr_Occurred() ? -1 : 0;
+    PyObject *clientWs = nullptr;
+    int plain = plainPubSub(self, client, clientWs);
+    if (plain <= 0) return plain;
+    PyObject *topic = PyDict_GetItemWithError(message, names.topic);
+    std::string_view view;
+    int valid = topic || !PyErr_Occurred() ? plainTopic(self, topic, view, true) : -1;
+    if (valid > 0 && Py_TYPE(clientWs) == &PyWebSocketType && !nativeSocket(clientWs)) valid = 0; // closed
+    PyObject *echoFlag = valid > 0 ? PyDict_GetItemWithError(message, names.echo) : nullptr;
+    int echo = echoFlag ? PyObject_IsTrue(echoFlag) : 0;
+    if (valid > 0 && (echo < 0 || (!echoFlag && PyErr_Occurred()))) valid = -1;
+    PyObject *compressFlag = valid > 0 ? self->pubsubCompress.get(self->pubsub) : nullptr;
+    int compress = compressFlag ? PyObject_IsTrue(compressFlag) : 0;
+    Py_XDECREF(compressFlag);
+    if (valid > 0 && (!compressFlag || compress < 0)) valid = -1;
+    PyObject *from = valid > 0 ? self->clientId.get(client) : nullptr;
+    if (valid > 0 && !from) valid = -1;
+    if (valid <= 0) {
+        Py_DECREF(clientWs);
+        return valid;
+    }
+    PyObject *delivery = PyDict_New();
+    PyObject *payload = nullptr;
+    bool ok = delivery && PyDict_SetItem(delivery, names.type, names.message) == 0 &&
+              PyDict_SetItem(delivery, names.topic, topic) == 0 && PyDict_SetItem(delivery, names.data, data) == 0 &&
+              PyDict_SetItem(delivery, names.from, from) == 0 &&
+              (payload = PyObject_Vectorcall(self->dumps, &delivery, 1, nullptr)) != nullptr;
+    Py_XDECREF(delivery);
+    Py_DECREF(from);
+    if (ok) {
+        std::string_view bytes(PyBytes_AS_STRING(payload), size_t(PyBytes_GET_SIZE(payload)));
+        if (uws::WebSocket *socket = nativeSocket(clientWs)) {
+            socket->publish(view, bytes, uws::OpCode::Text, compress != 0);
+        } else {
+            ok = truth(callMethod(names.publish, clientWs, topic, payload, self->one, compress ? Py_True : Py_False)) >= 0;
+        }
+    }
+    // Client.send(message) for the echo: the same bytes (the client is open, without batcher).
+    if (ok && echo) ok = sendText(self, clientWs, payload);
+    Py_XDECREF(payload);
+    Py_DECREF(clientWs);
+    if (!ok) return -1;
+    int hasId = PyDict_Contains(message, names.id);
+    if (hasId < 0) return -1;
+    if (!hasId) return 1;
+    return answerTopic(self, ws, client, message, names.published, topic) ? 1 : -1;
+}
+
+int builtinHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *kind, PyObject *message);
+
+// Dispatcher.batch at the top level: the same checks (a failing one goes to Python before
+// anything is done), one token per item taken through TokenBucket.take, each item of a
+// built-in above done here and every other one by Dispatcher.batch_item, the replies sent in
+// one BATCH frame (or an ACK) by Client.send. 1 answered, 0 for the Python path, -1 error.
+int batchHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message) {
+    PyObject *items = PyDict_GetItemWithError(message, names.messages);
+    if (!items) return PyErr_Occurred() ? -1 : 0;
+    if (!PyList_CheckExact(items)) return 0;
+    PyObject *maxObject = PyObject_GetAttr(self->dispatcher, names.maxBatchItems);
+    Py_ssize_t maxItems = maxObject ? PyLong_AsSsize_t(maxObject) : -1;
+    Py_XDECREF(maxObject);
+    if (maxItems == -1 && PyErr_Occurred()) return -1;
+    Py_ssize_t count = PyList_GET_SIZE(items);
+    if (count > maxItems) return 0;
+    Py_INCREF(items);
+    PyObject *bucket = self->clientBucket.get(client);
+    if (!bucket) {
+        Py_DECREF(items);
+        return -1;
+    }
+    if (bucket != Py_None && count > 1) {
+        PyObject *needed = PyLong_FromSsize_t(count - 1);
+        int taken = needed ? truth(callMethod(names.take, bucket, needed)) : -1;
+        Py_XDECREF(needed);
+        if (taken <= 0) {
+            PyObject *requestId = taken == 0 ? PyDict_GetItemWithError(message, names.id) : nullptr;
+            PyObject *tokens = taken == 0 && (requestId || !PyErr_Occurred()) ? PyLong_FromSsize_t(count) : nullptr;
+            bool ok = tokens && done(callMethod(names.rateLimited, self->dispatcher, client, bucket,
+                                                requestId ? requestId : Py_None, tokens));
+            Py_XDECREF(tokens);
+            Py_DECREF(bucket);
+            Py_DECREF(items);
+            return ok ? 1 : -1;
+        }
+    }
+    Py_DECREF(bucket);
+    PyObject *replies = PyList_New(0);
+    bool ok = replies != nullptr;
+    PyObject *outer = self->collecting;
+    for (Py_ssize_t i = 0; ok && i < PyList_GET_SIZE(items); i++) {
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(items, i));
+        PyObject *kind = PyDict_CheckExact(item) ? PyDict_GetItemWithError(item, names.type) : nullptr;
+        int here = 0;
+        if (kind && PyUnicode_CheckExact(kind)) {
+            Py_INCREF(kind);
+            self->collecting = replies;
+            here = builtinHere(self, ws, client, kind, item);
+            self->collecting = outer;
+            Py_DECREF(kind);
+        } else if (PyErr_Occurred()) {
+            here = -1;
+        }
+        if (here == 0) ok = done(callMethod(names.batchItem, self->dispatcher, client, item, replies));
+        else ok = here > 0;
+        Py_DECREF(item);
+    }
+    Py_DECREF(items);
+    if (!ok) {
+        Py_XDECREF(replies);
+        return -1;
+    }
+    int hasId = PyDict_Contains(message, names.id);
+    PyObject *frame = nullptr;
+    if (hasId >= 0 && (PyList_GET_SIZE(replies) || hasId)) frame = PyDict_New();
+    PyObject *timestamp = frame && PyList_GET_SIZE(replies) ? PyLong_FromLongLong(nowMilliseconds()) : nullptr;
+    if (hasId < 0 || (frame == nullptr && (PyList_GET_SIZE(replies) || hasId))) {
+        ok = false;
+    } else if (PyList_GET_SIZE(replies)) {
+        ok = timestamp && PyDict_SetItem(frame, names.type, names.batch) == 0 &&
+             PyDict_SetItem(frame, names.timestamp, timestamp) == 0 &&
+             PyDict_SetItem(frame, names.messages, replies) == 0 &&
+             (!hasId || PyDict_SetItem(frame, names.id, PyDict_GetItem(message, names.id)) == 0) &&
+             done(callMethod(names.send, client, frame));
+    } else if (hasId) {
+        ok = PyDict_SetItem(frame, names.type, names.ack) == 0 &&
+             PyDict_SetItem(frame, names.id, PyDict_GetItem(message, names.id)) == 0 &&
+             done(callMethod(names.send, client, frame));
+    }
+    Py_XDECREF(timestamp);
+    Py_XDECREF(frame);
+    Py_DECREF(replies);
+    return ok ? 1 : -1;
+}
+
+bool named(PyObject *kind, const char *text, Py_ssize_t length) {
+    return PyUnicode_GET_LENGTH(kind) == length && PyUnicode_CompareWithASCIIString(kind, text) == 0;
+}
+
+// A built-in done here: 1, 0 when it is for the Python dispatcher, -1 error.
+int builtinHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *kind, PyObject *message) {
+    if (self->answersPing && isPing(kind)) return answerPing(self, ws, client, message) ? 1 : -1;
+    if (self->answersPublish && named(kind, "PUBLISH", 7)) return publishHere(self, ws, client, message);
+    if (self->answersSubscribe && named(kind, "SUBSCRIBE", 9)) return subscribeHere(self, ws, client, message);
+    if (self->answersUnsubscribe && named(kind, "UNSUBSCRIBE", 11)) return unsubscribeHere(self, ws, client, message);
+    // A BATCH inside a BATCH is Python's to refuse.
+    if (self->answersBatch && !self->collecting && named(kind, "BATCH", 5)) return batchHere(self, ws, client, message);
+    return 0;
 }
 
 // A decoded message for a fast route: count, call (one call in sampleMask + 1 timed), answer.
@@ -349,10 +709,9 @@ bool handle(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::s
         ok = false;
     } else if (fast) {
         ok = callFastRoute(self, ws, client, decoded, route);
-    } else if (!route && self->answersPing && isPing(kind)) {
-        ok = answerPing(self, ws, client, decoded);
     } else {
-        ok = done(callMethod(names.dispatch, self->dispatcher, client, decoded, Py_None));
+        int here = route ? 0 : builtinHere(self, ws, client, kind, decoded);
+        ok = here > 0 || (here == 0 && done(callMethod(names.dispatch, self->dispatcher, client, decoded, Py_None)));
     }
     Py_XDECREF(route);
     Py_DECREF(decoded);
@@ -412,16 +771,27 @@ PyObject *dispatchCall(PyObject *callable, PyObject *const *args, size_t nargsf,
 PyObject *dispatchNew(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     static const char *keywords[] = {"dispatcher", "routes", "loads", "dumps", "client_type", "route_type",
                                      "bucket_type", "monotonic", "sample_mask", "max_payload_length", "compress",
-                                     "answers_ping", nullptr};
-    PyObject *dispatcher, *routes, *loads, *dumps, *clientType, *routeType, *bucketType, *monotonic;
+                                     "builtins", "pubsub", "reserved", "reserved_prefix", "reserved_topic", nullptr};
+    PyObject *dispatcher, *routes, *loads, *dumps, *clientType, *routeType, *bucketType, *monotonic, *builtins, *pubsub,
+        *reserved, *reservedPrefix, *reservedTopic;
     unsigned long long sampleMask;
     Py_ssize_t maxPayloadLength;
-    int compress, answersPing;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!OOO!O!O!OKnpp", const_cast<char **>(keywords), &dispatcher,
+    int compress;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO!OOO!O!O!OKnpO!OOUU", const_cast<char **>(keywords), &dispatcher,
                                      &PyDict_Type, &routes, &loads, &dumps, &PyType_Type, &clientType, &PyType_Type,
                                      &routeType, &PyType_Type, &bucketType, &monotonic, &sampleMask,
-                                     &maxPayloadLength, &compress, &answersPing)) {
+                                     &maxPayloadLength, &compress, &PyFrozenSet_Type, &builtins, &pubsub, &reserved,
+                                     &reservedPrefix, &reservedTopic)) {
         return nullptr;
+    }
+    bool answers[5];
+    const char *builtinNames[5] = {"PING", "SUBSCRIBE", "UNSUBSCRIBE", "PUBLISH", "BATCH"};
+    for (int i = 0; i < 5; i++) {
+        PyObject *name = PyUnicode_FromString(builtinNames[i]);
+        int contained = name ? PySet_Contains(builtins, name) : -1;
+        Py_XDECREF(name);
+        if (contained < 0) return nullptr;
+        answers[i] = contained != 0;
     }
     auto *self = reinterpret_cast<RealtimeDispatchObject *>(type->tp_alloc(type, 0));
     if (!self) return nullptr;
@@ -433,12 +803,29 @@ PyObject *dispatchNew(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     self->bucketType = Py_NewRef(bucketType);
     self->clientType = Py_NewRef(clientType);
     self->routeType = Py_NewRef(routeType);
+    self->pubsub = Py_NewRef(pubsub);
+    self->pubsubType = Py_NewRef(reinterpret_cast<PyObject *>(Py_TYPE(pubsub)));
+    self->stockReserved = Py_NewRef(reserved);
+    self->reservedPrefix = Py_NewRef(reservedPrefix);
+    self->reservedTopic = Py_NewRef(reservedTopic);
+    PyObject *pubsubType = self->pubsubType;
     if (!self->clientBucket.resolve(clientType, names.bucket) || !self->clientBatcher.resolve(clientType, names.batcher) ||
         !self->bucketClock.resolve(bucketType, names.clock) || !self->bucketTokens.resolve(bucketType, names.tokens) ||
         !self->bucketUpdated.resolve(bucketType, names.updated) || !self->bucketRate.resolve(bucketType, names.rate) ||
         !self->bucketCapacity.resolve(bucketType, names.capacity) || !self->routeFast.resolve(routeType, names.fast) ||
         !self->routeHandler.resolve(routeType, names.handler) ||
-        !self->routeHistogram.resolve(routeType, names.histogram) || !self->routeCalls.resolve(routeType, names.calls)) {
+        !self->routeHistogram.resolve(routeType, names.histogram) || !self->routeCalls.resolve(routeType, names.calls) ||
+        !self->clientTopicsAllowed.resolve(clientType, names.topicsAllowed) ||
+        !self->clientWs.resolve(clientType, names.ws) || !self->clientClosed.resolve(clientType, names.closed) ||
+        !self->clientId.resolve(clientType, names.clientId) ||
+        !self->pubsubTopicHook.resolve(pubsubType, names.topicHook) ||
+        !self->pubsubHistoryOn.resolve(pubsubType, names.historyOn) ||
+        !self->pubsubBroker.resolve(pubsubType, names.broker) || !self->pubsubRelay.resolve(pubsubType, names.relay) ||
+        !self->pubsubPresence.resolve(pubsubType, names.presence) ||
+        !self->pubsubReserved.resolve(pubsubType, names.reserved) ||
+        !self->pubsubMaxSubscriptions.resolve(pubsubType, names.maxSubscriptions) ||
+        !self->pubsubMaxTopicLength.resolve(pubsubType, names.maxTopicLength) ||
+        !self->pubsubCompress.resolve(pubsubType, names.compressName)) {
         Py_DECREF(self);
         return nullptr;
     }
@@ -447,7 +834,12 @@ PyObject *dispatchNew(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     self->sampleMask = sampleMask;
     self->maxPayloadLength = maxPayloadLength;
     self->compress = compress != 0;
-    self->answersPing = answersPing != 0;
+    self->answersPing = answers[0];
+    self->answersSubscribe = answers[1];
+    self->answersUnsubscribe = answers[2];
+    self->answersPublish = answers[3];
+    self->answersBatch = answers[4];
+    self->collecting = nullptr;
     return reinterpret_cast<PyObject *>(self);
 }
 
@@ -460,6 +852,11 @@ int dispatchTraverse(RealtimeDispatchObject *self, visitproc visit, void *arg) {
     Py_VISIT(self->clientType);
     Py_VISIT(self->routeType);
     Py_VISIT(self->monotonic);
+    Py_VISIT(self->pubsub);
+    Py_VISIT(self->pubsubType);
+    Py_VISIT(self->stockReserved);
+    Py_VISIT(self->reservedPrefix);
+    Py_VISIT(self->reservedTopic);
     return 0;
 }
 
@@ -472,6 +869,11 @@ int dispatchClear(RealtimeDispatchObject *self) {
     Py_CLEAR(self->clientType);
     Py_CLEAR(self->routeType);
     Py_CLEAR(self->monotonic);
+    Py_CLEAR(self->pubsub);
+    Py_CLEAR(self->pubsubType);
+    Py_CLEAR(self->stockReserved);
+    Py_CLEAR(self->reservedPrefix);
+    Py_CLEAR(self->reservedTopic);
     Py_CLEAR(self->one);
     return 0;
 }
@@ -493,7 +895,20 @@ bool internNames() {
                  {&names.onMessage, "on_message"}, {&names.observe, "observe"}, {&names.send, "send"},
                  {&names.getUserData, "get_user_data"}, {&names.take, "take"}, {&names.clock, "clock"},
                  {&names.tokens, "tokens"}, {&names.updated, "updated"}, {&names.rate, "rate"},
-                 {&names.capacity, "capacity"}, {&names.serverTime, "serverTime"}, {&names.pong, "PONG"}};
+                 {&names.capacity, "capacity"}, {&names.serverTime, "serverTime"}, {&names.pong, "PONG"},
+                 {&names.topic, "topic"}, {&names.data, "data"}, {&names.echo, "echo"}, {&names.from, "from"},
+                 {&names.message, "MESSAGE"}, {&names.subscribed, "SUBSCRIBED"},
+                 {&names.unsubscribed, "UNSUBSCRIBED"}, {&names.published, "PUBLISHED"},
+                 {&names.topicsAllowed, "topics_allowed"}, {&names.ws, "ws"}, {&names.closed, "closed"},
+                 {&names.clientId, "id"}, {&names.topicHook, "topic_hook"}, {&names.historyOn, "history_on"},
+                 {&names.broker, "broker"}, {&names.relay, "relay"}, {&names.presence, "presence"},
+                 {&names.reserved, "reserved"}, {&names.maxSubscriptions, "max_subscriptions"},
+                 {&names.maxTopicLength, "max_topic_length"}, {&names.isSubscribed, "is_subscribed"},
+                 {&names.getTopics, "get_topics"}, {&names.subscribe, "subscribe"},
+                 {&names.unsubscribe, "unsubscribe"}, {&names.publish, "publish"},
+                 {&names.compressName, "compress"}, {&names.messages, "messages"},
+                 {&names.maxBatchItems, "max_batch_items"}, {&names.batchItem, "batch_item"}, {&names.batch, "BATCH"},
+                 {&names.timestamp, "timestamp"}, {&names.ack, "ACK"}};
     for (auto &entry : table) {
         *entry.slot = PyUnicode_InternFromString(entry.text);
         if (!*entry.slot) return false;
@@ -522,8 +937,9 @@ bool initRealtimeDispatchType(py::module_ &module) {
     RealtimeDispatchType.tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL;
     RealtimeDispatchType.tp_doc =
         "RealtimeDispatch(dispatcher, routes, loads, dumps, client_type, route_type, bucket_type, monotonic, sample_mask, "
-        "max_payload_length, compress, answers_ping)\n\nThe realtime route's message handler: "
-        "Dispatcher.on_message's common case (and, with answers_ping, PING) in C, everything else handed "
+        "max_payload_length, compress, builtins, pubsub, reserved, reserved_prefix, reserved_topic)\n\n"
+        "The realtime route's message handler: Dispatcher.on_message's common case in C, and the plain case of "
+        "the stock built-ins named in builtins (PING, SUBSCRIBE, UNSUBSCRIBE, PUBLISH, BATCH); everything else handed "
         "to the Python dispatcher.";
     RealtimeDispatchType.tp_vectorcall_offset = offsetof(RealtimeDispatchObject, vectorcall);
     RealtimeDispatchType.tp_call = PyVectorcall_Call;

@@ -150,20 +150,33 @@ class Dispatcher:
         """:meth:`on_message` with its common case in C: the native module's RealtimeDispatch.
 
         It takes the token, checks the size, decodes, calls a fast route's handler and sends
-        its dict reply itself, and answers PING; every other case (refusals, errors, other
-        built-ins, schemas, coroutines, batching) it hands to this dispatcher's methods, so the
-        replies are the same (tests/unit/realtime/test_fast_path.py). Routes added later are
-        seen: it reads the router's dict. The Client, Route and TokenBucket attributes it uses
-        are found at their ``__slots__`` offsets once, here.
+        its dict reply itself, answers PING, and does SUBSCRIBE, UNSUBSCRIBE and PUBLISH when
+        nothing but the core is involved (no batcher, topic hook, topic claims, broker, relay,
+        presence or history; a valid topic within the limits), alone or as items of a BATCH
+        (whose other items go to :meth:`batch_item`). Every other case (refusals,
+        errors, other built-ins, schemas, coroutines, batching) it hands to this dispatcher's
+        methods, so the replies are the same (tests/unit/realtime/test_fast_path.py). Routes
+        added later are seen: it reads the router's dict, and the PubSub's hooks per message.
+        The Client, Route, TokenBucket and PubSub attributes it uses are found at their
+        ``__slots__`` offsets once, here.
         """
         from .._core import RealtimeDispatch
         from .builtins import Builtins
         from .session import Client
+        from .users import CONTROL_TOPIC, USER_TOPIC_PREFIX, is_reserved
 
-        # PING answered in C only while it is the stock built-in (not one a test or hook replaced).
-        answers_ping = getattr(self.builtins.get("PING"), "__func__", None) is Builtins.ping
+        # A built-in is done in C only while it is the stock one (not one a test or hook replaced).
+        stock = {"PING": Builtins.ping, "SUBSCRIBE": Builtins.subscribe, "UNSUBSCRIBE": Builtins.unsubscribe,
+                 "PUBLISH": Builtins.publish, "BATCH": Dispatcher.batch}
+        native = frozenset(kind for kind, method in stock.items()
+                           if getattr(self.builtins.get(kind), "__func__", None) is method)
+        # The PubSub the stock built-ins act on: the one whose hooks and limits the C path reads.
+        pubsub = getattr(getattr(self.builtins.get("PUBLISH"), "__self__", None), "pubsub", None)
+        if pubsub is None:
+            native = native & {"PING", "BATCH"}
         return RealtimeDispatch(self, self.routes, _loads, _dumps, Client, Route, TokenBucket, time.monotonic,
-                                LATENCY_SAMPLE_MASK, self.max_payload_length, self.compress, answers_ping)
+                                LATENCY_SAMPLE_MASK, self.max_payload_length, self.compress, native, pubsub,
+                                is_reserved, USER_TOPIC_PREFIX, CONTROL_TOPIC)
 
     def rate_limited(self, client: "Client", bucket: TokenBucket, request_id: Any = None, tokens: int = 1) -> None:
         """A message over the rate limit: RATE_LIMITED with retryAfter, or 1008 for a client
@@ -345,10 +358,7 @@ class Dispatcher:
             return REPLIED
         replies: list[Any] = []
         for item in messages:
-            if not isinstance(item, dict) or not isinstance(item.get("type"), str):
-                self.send_error(client, None, ProtocolError(INVALID_MESSAGE, "each batched message is an object with a type"), replies)
-                continue
-            self.dispatch(client, item, replies)
+            self.batch_item(client, item, replies)
         if replies:
             reply = {"type": "BATCH", "timestamp": now_ms(), "messages": replies}
             if "id" in message:
@@ -357,3 +367,17 @@ class Dispatcher:
         elif "id" in message:
             client.send({"type": "ACK", "id": message["id"]})
         return REPLIED
+
+    def batch_item(self, client: "Client", item: Any, replies: list[Any]) -> None:
+        """One message of a BATCH, its replies collected in ``replies`` (the native handler
+        calls this for every item it does not answer itself).
+
+        Args:
+            client: the sender.
+            item: the batched message, as it was in the list.
+            replies: the BATCH's replies so far.
+        """
+        if not isinstance(item, dict) or not isinstance(item.get("type"), str):
+            self.send_error(client, None, ProtocolError(INVALID_MESSAGE, "each batched message is an object with a type"), replies)
+            return
+        self.dispatch(client, item, replies)

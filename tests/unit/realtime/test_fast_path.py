@@ -184,3 +184,223 @@ def test_ping_is_answered_natively_and_a_replaced_ping_is_honoured():
     h.engine.dispatcher.builtins["PING"] = lambda client, message, out: {"type": "PONG", "custom": True}
     h.engine.dispatcher.native_handler()(ws, '{"type":"PING","id":6}', TEXT)
     assert [orjson.loads(data) for data, _ in ws.sent] == [{"type": "PONG", "custom": True, "id": 6}]
+
+
+# ---- PUBLISH / SUBSCRIBE / UNSUBSCRIBE: the C path's plain case against the Python built-ins ----
+# A sender and a watcher; what both receive (the watcher: the fan-out), what they are
+# subscribed to and the error counts must match. Small limits, so that the refusals happen.
+PUBSUB_LIMITS = {"max_subscriptions": 3, "max_topic_length": 8, "max_batch_items": 5}
+WATCHED = ("news", "a/b", "t1")
+topics = st.sampled_from(["news", "a/b", "t1", "t2", "t3", "t4", "", "#user:x", "#user:", "#control", "#controls",
+                          "é/ü", "abcdefgh", "abcdefghi"]) | values
+pubsub_messages = st.fixed_dictionaries(
+    {"type": st.sampled_from(["PUBLISH", "SUBSCRIBE", "UNSUBSCRIBE"]), "topic": topics},
+    optional={"id": scalars, "data": values, "echo": st.booleans() | values, "recover": values, "since": values},
+) | st.fixed_dictionaries(
+    {"type": st.sampled_from(["PUBLISH", "SUBSCRIBE", "UNSUBSCRIBE"])},
+    optional={"id": scalars, "data": values, "echo": values},
+)
+# A BATCH of them (and of PINGs, other types, non-objects, a BATCH inside), maybe over the
+# items limit (the property test's engine allows 5).
+pubsub_batches = st.fixed_dictionaries(
+    {"type": st.just("BATCH"),
+     "messages": st.lists(pubsub_messages | st.fixed_dictionaries({"type": st.sampled_from(["PING", "ECHO", "BATCH"])},
+                                                                  optional={"id": scalars}) | values, max_size=6)},
+    optional={"id": scalars},
+)
+# Mostly pub/sub requests (three in four), the other frames of this file between them.
+pubsub_runs = st.lists(st.one_of(*[pubsub_messages.map(lambda m: (as_text(m), TEXT))] * 2,
+                                 pubsub_batches.map(lambda m: (as_text(m), TEXT)), frames),
+                       min_size=1, max_size=14)
+
+
+def pubsub_setup(name: str) -> dict[str, Any]:
+    """Options for one of the engines the pub/sub property test runs on."""
+    if name == "batching":
+        return {"batching": Batching(max_size=3, max_wait_ms=5)}
+    return {}
+
+
+def arm(h: Harness, name: str) -> None:
+    """What a setup sets on the engine after it is built (each sends the C path to Python;
+    "claims" is set on the sender in run_pubsub)."""
+    if name == "hook":
+        h.engine.pubsub.topic_hook = lambda client, topic, action: topic != "t2"
+    elif name == "history":
+        from uws_py.realtime.history import HistoryOptions
+        h.engine.add_history(HistoryOptions(pattern="t*"))
+
+
+def run_pubsub(messages: list[tuple[Any, int]], setup: str, rate: int = 1000) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both paths over the same messages from a sender, a watcher subscribed to WATCHED; their
+    outcomes, the watcher's frames and the server's publishes included."""
+    results = []
+    for native in (False, True):
+        h = build(rate_limit=RateLimit(messages=rate, per_seconds=60, close_after=3), **PUBSUB_LIMITS,
+                  **pubsub_setup(setup))
+        arm(h, setup)
+        watcher = h.connect()
+        sender = h.connect()
+        if setup == "claims":
+            sender.client.topics_allowed = ["news", "t*"]
+        for topic in WATCHED:
+            watcher.client.subscribe(topic)
+        watcher.sent.clear()
+        sender.sent.clear()
+        if sender.client.bucket is not None:
+            sender.client.bucket = TokenBucket(h.engine.options.rate_limit, clock=ManualClock())
+        handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+        for data, opcode in messages:
+            handler(sender, data, opcode)
+        h.loop.fire()
+        ids = {sender.client.id: "<sender>", watcher.client.id: "<watcher>"}
+        outcome_ = outcome(h, sender, mask_retry_after=True)
+        outcome_["watcher"] = [normalized_from(orjson.loads(data), ids) for data, _ in watcher.sent]
+        outcome_["frames"] = [normalized_from(orjson.loads(data), ids) for data, _ in sender.sent]
+        outcome_["watcher_topics"] = sorted(watcher.topics)
+        outcome_["published"] = [(topic, normalized_from(orjson.loads(payload), ids)) for topic, payload, _ in h.loop.published]
+        results.append(outcome_)
+    return results[0], results[1]
+
+
+def normalized_from(value: Any, ids: dict[str, str]) -> Any:
+    """A frame with the clocks masked and the client ids named by role (both runs make new ids)."""
+    if isinstance(value, dict):
+        return {key: ids.get(item, item) if key == "from" and isinstance(item, str)
+                else "<volatile>" if key in ("serverTime", "timestamp", "clientId", "retryAfter")
+                else normalized_from(item, ids) for key, item in value.items()}
+    if isinstance(value, list):
+        return [normalized_from(item, ids) for item in value]
+    return value
+
+
+@property_settings
+@given(pubsub_runs)
+def test_native_and_python_pubsub_answer_and_fan_out_alike(messages):
+    logging.disable(logging.CRITICAL)
+    try:
+        python, native = run_pubsub(messages, "plain")
+    finally:
+        logging.disable(logging.NOTSET)
+    assert native == python
+
+
+@property_settings
+@given(pubsub_runs, st.integers(1, 12))
+def test_native_and_python_pubsub_refuse_alike_at_the_rate_limit(messages, allowance):
+    """A BATCH takes one token per item: refused whole (RATE_LIMITED naming the tokens it
+    needs) or closed with 1008 alike."""
+    python, native = run_pubsub(messages, "plain", rate=allowance)
+    assert native == python
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(pubsub_runs, st.sampled_from(["hook", "batching", "history", "claims"]))
+def test_native_and_python_pubsub_agree_where_the_c_path_defers(messages, setup):
+    """A topic hook, batching, a history pattern or topic claims: the C path hands the
+    request to Python, which must then answer as on its own."""
+    logging.disable(logging.CRITICAL)
+    try:
+        python, native = run_pubsub(messages, setup)
+    finally:
+        logging.disable(logging.NOTSET)
+    assert native == python
+
+
+def test_native_pubsub_cases_one_by_one():
+    """Each pub/sub case once, in the plain setup: the C path answers the valid ones and the
+    Python path the refusals, with the same frames; the expected frames are spelled out so
+    that a C path that went wrong the same way as a changed Python path is still caught."""
+    cases = [
+        ('{"type":"SUBSCRIBE","topic":"t1","id":1}', [{"type": "SUBSCRIBED", "topic": "t1", "id": 1}], []),
+        ('{"type":"SUBSCRIBE","topic":"t1"}', [{"type": "SUBSCRIBED", "topic": "t1"}], []),
+        ('{"type":"PUBLISH","topic":"news","data":[1],"id":"p"}', [{"type": "PUBLISHED", "topic": "news", "id": "p"}],
+         [{"type": "MESSAGE", "topic": "news", "data": [1], "from": "<sender>"}]),
+        ('{"type":"PUBLISH","topic":"news","data":2,"echo":true}',
+         [{"type": "MESSAGE", "topic": "news", "data": 2, "from": "<sender>"}],
+         [{"type": "MESSAGE", "topic": "news", "data": 2, "from": "<sender>"}]),
+        ('{"type":"PUBLISH","topic":"news","data":3,"id":null}', [{"type": "PUBLISHED", "topic": "news"}],
+         [{"type": "MESSAGE", "topic": "news", "data": 3, "from": "<sender>"}]),
+        ('{"type":"PUBLISH","topic":"news","id":4}',
+         [{"type": "ERROR", "code": "INVALID_MESSAGE", "message": "field 'data' is required", "id": 4}], []),
+        ('{"type":"PUBLISH","topic":"#user:u","data":1,"id":5}',
+         [{"type": "ERROR", "code": "FORBIDDEN", "message": "topic '#user:u' is reserved for the server", "id": 5}], []),
+        ('{"type":"SUBSCRIBE","topic":"#control","id":6}',
+         [{"type": "ERROR", "code": "FORBIDDEN", "message": "topic '#control' is reserved for the server", "id": 6}], []),
+        ('{"type":"SUBSCRIBE","topic":"abcdefghi","id":7}',
+         [{"type": "ERROR", "code": "LIMIT_EXCEEDED", "message": "a topic has at most 8 characters, this one 9", "id": 7,
+           "limit": "maxTopicLength", "max": 8}], []),
+        ('{"type":"UNSUBSCRIBE","topic":"t1","id":8}', [{"type": "UNSUBSCRIBED", "topic": "t1", "id": 8}], []),
+        ('{"type":"UNSUBSCRIBE","topic":"","id":9}',
+         [{"type": "ERROR", "code": "INVALID_MESSAGE", "message": "field 'topic' must be a non-empty string", "id": 9}], []),
+        ('{"type":"UNSUBSCRIBE","topic":"#control"}', [{"type": "UNSUBSCRIBED", "topic": "#control"}], []),
+    ]
+    for native in (False, True):
+        h = build(**PUBSUB_LIMITS)
+        watcher, sender = h.connect(), h.connect()
+        watcher.client.subscribe("news")
+        ids = {sender.client.id: "<sender>"}
+        handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+        for data, expected, watched in cases:
+            watcher.sent.clear()
+            sender.sent.clear()
+            handler(sender, data, TEXT)
+            assert [normalized_from(orjson.loads(d), ids) for d, _ in sender.sent] == expected, (native, data)
+            assert [normalized_from(orjson.loads(d), ids) for d, _ in watcher.sent] == watched, (native, data)
+        assert sender.topics == set()
+
+
+def test_native_subscribe_refuses_past_max_subscriptions_as_python_does():
+    for native in (False, True):
+        h = build(**PUBSUB_LIMITS)
+        ws = h.connect()
+        ws.sent.clear()
+        handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+        for topic in ("t1", "t2", "t3", "t1", "t4"):
+            handler(ws, orjson.dumps({"type": "SUBSCRIBE", "topic": topic}).decode(), TEXT)
+        replies = [orjson.loads(data) for data, _ in ws.sent]
+        assert replies[:4] == [{"type": "SUBSCRIBED", "topic": topic} for topic in ("t1", "t2", "t3", "t1")]
+        assert replies[4] == {"type": "ERROR", "code": "LIMIT_EXCEEDED", "message": "at most 3 subscriptions per connection",
+                              "limit": "maxSubscriptions", "max": 3}
+        assert ws.topics == {"t1", "t2", "t3"} and h.engine.metrics.errors["LIMIT_EXCEEDED"] == 1
+
+
+def test_native_batch_of_builtins_answers_in_one_frame():
+    """A BATCH of built-ins, done in C: one BATCH frame with the replies in order (ids kept),
+    the echo sent at once before it, the fan-out to the watcher, an ACK for an empty one."""
+    batch = {"type": "BATCH", "id": "b", "messages": [
+        {"type": "SUBSCRIBE", "topic": "t1", "id": 1},
+        {"type": "PUBLISH", "topic": "news", "data": "x", "echo": True, "id": 2},
+        {"type": "PING"},
+        {"type": "UNSUBSCRIBE", "topic": "t1"},
+        {"type": "SUBSCRIBE", "topic": "#control", "id": 3},
+        {"type": "BATCH", "messages": []},
+        7,
+    ]}
+    expected = [
+        {"type": "MESSAGE", "topic": "news", "data": "x", "from": "<sender>"},
+        {"type": "BATCH", "timestamp": "<volatile>", "id": "b", "messages": [
+            {"type": "SUBSCRIBED", "topic": "t1", "id": 1},
+            {"type": "PUBLISHED", "topic": "news", "id": 2},
+            {"type": "PONG", "serverTime": "<volatile>"},
+            {"type": "UNSUBSCRIBED", "topic": "t1"},
+            {"type": "ERROR", "code": "FORBIDDEN", "message": "topic '#control' is reserved for the server", "id": 3},
+            {"type": "ERROR", "code": "INVALID_MESSAGE", "message": "a BATCH cannot contain a BATCH"},
+            {"type": "ERROR", "code": "INVALID_MESSAGE", "message": "each batched message is an object with a type"},
+        ]},
+        {"type": "ACK", "id": "e"},
+    ]
+    for native in (False, True):
+        h = build(**{**PUBSUB_LIMITS, "max_batch_items": 10})
+        watcher, sender = h.connect(), h.connect()
+        watcher.client.subscribe("news")
+        watcher.sent.clear()
+        sender.sent.clear()
+        handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+        handler(sender, orjson.dumps(batch).decode(), TEXT)
+        handler(sender, '{"type":"BATCH","id":"e","messages":[]}', TEXT)
+        ids = {sender.client.id: "<sender>"}
+        frames_ = [normalized_from(orjson.loads(data), ids) for data, _ in sender.sent]
+        assert frames_ == expected, native
+        assert [normalized_from(orjson.loads(data), ids) for data, _ in watcher.sent] == [expected[0]]
+        assert sender.topics == set()
