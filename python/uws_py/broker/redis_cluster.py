@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from typing import Any, Optional
 from urllib.parse import unquote
 
