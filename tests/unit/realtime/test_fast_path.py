@@ -264,10 +264,11 @@ def run_pubsub(messages: list[tuple[Any, int]], setup: str, rate: int = 1000) ->
 
 
 def normalized_from(value: Any, ids: dict[str, str]) -> Any:
-    """A frame with the clocks masked and the client ids named by role (both runs make new ids)."""
+    """A frame with the clocks masked and the client ids named by role (both runs make new ids,
+    and each server its own history epoch)."""
     if isinstance(value, dict):
         return {key: ids.get(item, item) if key == "from" and isinstance(item, str)
-                else "<volatile>" if key in ("serverTime", "timestamp", "clientId", "retryAfter")
+                else "<volatile>" if key in ("serverTime", "timestamp", "clientId", "retryAfter", "epoch")
                 else normalized_from(item, ids) for key, item in value.items()}
     if isinstance(value, list):
         return [normalized_from(item, ids) for item in value]
