@@ -23,31 +23,27 @@ def closed_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_unreachable_history_store_error_hides_the_password() -> None:
-    url = f"redis://user:{SECRET}@127.0.0.1:{closed_port()}/0"
-    store = RedisHistory(url, HistoryPolicy([HistoryOptions("chat.*", size=10, ttl=60)]), timeout=1.0)
+def history_store(url: str) -> RedisHistory:
+    return RedisHistory(url, HistoryPolicy([HistoryOptions("chat.*", size=10, ttl=60)]), timeout=1.0)
+
+
+def presence_store(url: str) -> RedisPresence:
+    return RedisPresence(url, ttl=30, timeout=1.0)
+
+
+@pytest.mark.parametrize(("make", "call", "error"), [
+    (history_store, lambda store: store.position("chat.a"), HistoryUnavailable),
+    (presence_store, lambda store: store.entries("room"), PresenceUnavailable),
+], ids=["history", "presence"])
+def test_unreachable_store_error_hides_the_password(make, call, error) -> None:
+    store = make(f"redis://user:{SECRET}@127.0.0.1:{closed_port()}/0")
 
     async def attempt() -> None:
         try:
-            await store.position("chat.a")
+            await call(store)
         finally:
             await store.aclose()
 
-    with pytest.raises(HistoryUnavailable) as info:
-        asyncio.run(attempt())
-    assert SECRET not in str(info.value) and "user:***@127.0.0.1" in str(info.value)
-
-
-def test_unreachable_presence_store_error_hides_the_password() -> None:
-    url = f"redis://user:{SECRET}@127.0.0.1:{closed_port()}/0"
-    store = RedisPresence(url, ttl=30, timeout=1.0)
-
-    async def attempt() -> None:
-        try:
-            await store.entries("room")
-        finally:
-            await store.aclose()
-
-    with pytest.raises(PresenceUnavailable) as info:
+    with pytest.raises(error) as info:
         asyncio.run(attempt())
     assert SECRET not in str(info.value) and "user:***@127.0.0.1" in str(info.value)

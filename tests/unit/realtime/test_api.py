@@ -161,13 +161,19 @@ def test_an_attempt_in_flight_makes_a_retry_wait_then_answer_in_progress():
     assert answers[-1].code == "IN_PROGRESS"
 
 
-def test_disconnect_subscribe_and_unsubscribe_act_on_the_users_connections(api):
-    server = api(auth=None)
+def alices_connection(server):
+    """A harness connection of the user "alice", its CONNECTED frame read."""
     ws = server.harness.connect()
     client = ws.get_user_data()
     client.user_id = "alice"
     server.engine.users.opened(client)
     ws.frames()
+    return ws
+
+
+def test_disconnect_subscribe_and_unsubscribe_act_on_the_users_connections(api):
+    server = api(auth=None)
+    ws = alices_connection(server)
     assert server.ok("subscribe", {"user": "alice", "topic": "news"}) == {}
     assert ws.frames() == [{"type": "SUBSCRIBED", "topic": "news"}] and ws.is_subscribed("news")
     assert server.ok("subscribe", {"user": "alice", "topic": "news"}) == {}
@@ -186,11 +192,7 @@ def test_server_side_subscribe_does_not_ask_authorize_topic(api):
     server = api(auth=None)
     asked: list[tuple[str, str]] = []
     server.engine.pubsub.topic_hook = lambda client, topic, action: bool(asked.append((topic, action)))
-    ws = server.harness.connect()
-    client = ws.get_user_data()
-    client.user_id = "alice"
-    server.engine.users.opened(client)
-    ws.frames()
+    ws = alices_connection(server)
     assert server.ok("subscribe", {"user": "alice", "topic": "secret"}) == {}
     assert ws.frames() == [{"type": "SUBSCRIBED", "topic": "secret"}] and ws.is_subscribed("secret")
     assert asked == []
