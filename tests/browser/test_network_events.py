@@ -33,6 +33,8 @@ def test_back_online_a_silently_dead_connection_is_replaced_at_once_and_recovers
                 options = ClientOptions(min_delay=0.05, max_delay=0.5, request_timeout=5.0, ping_interval=None)
                 async with connect(server.ws, token=make_token("publisher", ttl=600), options=options) as publisher:
                     offsets = [(await publisher.publish("zl.online", {"n": 0}, ack=True))["offset"]]
+                    # The first publication must arrive live, or the recovery returns 20 and not 19.
+                    await eventually_page(page, lambda stats: stats["last"] == offsets[0])
                     assert proxy.hang() == 1
                     await browser.set_offline(True)
                     for n in range(1, 20):
