@@ -14,8 +14,8 @@ import jwt
 import pytest
 
 from tests.support.api_client import api_call, api_result
-from tests.support.hubs import ClientGroup, HubGroup
-from tests.support.procutil import HOST, RedisServer, wait_until
+from tests.support.hubs import ClientGroup, HubGroup, wait_for_hub_subscriptions
+from tests.support.procutil import RedisServer, wait_until
 
 
 SECRET = "server api hub tests: an HS256 key of 32+ bytes"
@@ -25,21 +25,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.a
 
 def token(user: str) -> str:
     return jwt.encode({"sub": user, "exp": time.time() + 600, "info": {"name": user}}, SECRET, algorithm="HS256")
-
-
-def wait_for_hub_subscriptions(redis_server: RedisServer, hubs_per_topic: dict[str, int]) -> None:
-    """Waits until as many hubs as given per topic hold its Redis channel: a hub subscribes the
-    channel after it answered the client's SUBSCRIBED, so a publish right after may miss it."""
-    import redis
-
-    channels = {f"uws:{topic}": count for topic, count in hubs_per_topic.items()}
-
-    def subscribed() -> bool:
-        with redis.Redis(host=HOST, port=redis_server.port, socket_timeout=2, socket_connect_timeout=2) as client:
-            found = {channel.decode(): count for channel, count in client.pubsub_numsub(*channels)}
-        return found == channels
-
-    wait_until(subscribed, f"the hubs subscribed in Redis: {channels}")
 
 
 @pytest.fixture
