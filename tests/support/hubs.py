@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any, Optional
 
-from tests.support.procutil import RealtimeClient, UwsServer, metric_value, wait_until
+from tests.support.procutil import HOST, RealtimeClient, RedisServer, UwsServer, metric_value, wait_until
 
 
 class HubGroup:
@@ -60,3 +60,19 @@ class ClientGroup:
                 client.close()
             except OSError:
                 pass
+
+
+def wait_for_hub_subscriptions(redis_server: RedisServer, hubs_per_topic: dict[str, int]) -> None:
+    """Waits until as many hubs as given per topic hold its Redis channel (``uws:<topic>``): a hub
+    subscribes the channel after it answered the client's SUBSCRIBED, so a publish from another
+    hub right after may miss it."""
+    import redis
+
+    channels = {f"uws:{topic}": count for topic, count in hubs_per_topic.items()}
+
+    def subscribed() -> bool:
+        with redis.Redis(host=HOST, port=redis_server.port, socket_timeout=2, socket_connect_timeout=2) as client:
+            found = {channel.decode(): count for channel, count in client.pubsub_numsub(*channels)}
+        return found == channels
+
+    wait_until(subscribed, f"the hubs subscribed in Redis: {channels}")

@@ -27,7 +27,11 @@ from typing import Any, Optional, Sequence
 from . import wsclient
 
 HOST = "127.0.0.1"
-START_TIMEOUT = 10.0
+# Deadlines, not delays: a wait ends as soon as its condition holds. They are generous because CI
+# machines run these tests at a load of 3-8 on 2 cores, where starting a worker (an interpreter
+# importing the package) can take several seconds.
+START_TIMEOUT = 30.0
+WAIT_TIMEOUT = 30.0
 STOP_GRACE = 10.0
 # The built-in hub prints ws[s]://HOST:PORT/PATH; an App target prints HOST:PORT.
 LISTENING = re.compile(r"uws-py \S+: listening on (?:(?P<scheme>wss?)://)?(?P<host>[^:/\s]+):(?P<port>\d+)(?P<path>\S*)")
@@ -311,7 +315,7 @@ def metric_value(port: int, name: str) -> Optional[float]:
     return None
 
 
-def wait_until(predicate: Any, what: str, timeout: float = 10.0, interval: float = 0.05) -> Any:
+def wait_until(predicate: Any, what: str, timeout: float = WAIT_TIMEOUT, interval: float = 0.05) -> Any:
     """Polls predicate until it returns something truthy; AssertionError naming what did not
     happen (and the last value seen) after timeout."""
     deadline = time.monotonic() + timeout

@@ -11,7 +11,7 @@ import time
 import jwt
 import pytest
 
-from tests.support.hubs import ClientGroup, HubGroup
+from tests.support.hubs import ClientGroup, HubGroup, wait_for_hub_subscriptions
 from tests.support.procutil import RealtimeClient, RedisServer, UwsServer, metric_value, wait_until
 
 
@@ -214,7 +214,7 @@ def app_hubs(redis_server):
             hub.stop()
 
 
-def test_send_to_user_exclude_and_disconnect_user_across_workers(app_hubs, connect):
+def test_send_to_user_exclude_and_disconnect_user_across_workers(app_hubs, connect, redis_server):
     first, second = app_hubs
     alice_here, alice_there, bob = connect(first, "alice"), connect(second, "alice"), connect(second, "bob")
     carol = connect(second, "carol")
@@ -222,7 +222,7 @@ def test_send_to_user_exclude_and_disconnect_user_across_workers(app_hubs, conne
     for client in (alice_here, alice_there, bob, carol):
         client.subscribe("news")
     wait_until(lambda: metric_value(second.port, "uws_broker_connected") == 1, "broker up")
-    time.sleep(0.3)  # the broker's subscription of "news" on the second hub is confirmed asynchronously
+    wait_for_hub_subscriptions(redis_server, {"news": 2, "#control": 2})
 
     done = admin.request({"type": "admin.send", "user": "alice", "data": {"hello": 1}})
     assert done == {"type": "admin.done", "local": 1, "id": done["id"]}

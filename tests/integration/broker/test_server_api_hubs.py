@@ -14,8 +14,8 @@ import jwt
 import pytest
 
 from tests.support.api_client import api_call, api_result
-from tests.support.hubs import ClientGroup, HubGroup
-from tests.support.procutil import RedisServer
+from tests.support.hubs import ClientGroup, HubGroup, wait_for_hub_subscriptions
+from tests.support.procutil import RedisServer, wait_until
 
 
 SECRET = "server api hub tests: an HS256 key of 32+ bytes"
@@ -50,11 +50,11 @@ def connect():
     clients.close()
 
 
-def test_a_bad_key_is_refused_with_401_and_publishes_nothing(hubs, connect):
+def test_a_bad_key_is_refused_with_401_and_publishes_nothing(hubs, connect, redis_server):
     first, second = hubs(2)
     subscriber = connect(second, "alice")
     subscriber.subscribe("news")
-    time.sleep(0.3)
+    wait_for_hub_subscriptions(redis_server, {"news": 1})
     for key in (None, "wrong-key-of-the-same-size-000", KEY[:-1], KEY + "x"):
         status, answer = api_call(first.port, "publish", {"topic": "news", "data": "x"}, key)
         assert status == 401 and answer["error"]["code"] == "UNAUTHORIZED", (key, status, answer)
@@ -66,13 +66,13 @@ def test_a_bad_key_is_refused_with_401_and_publishes_nothing(hubs, connect):
     assert subscriber.expect_message("news") == "x"
 
 
-def test_publish_reaches_every_worker_and_an_idempotent_retry_publishes_once(hubs, connect):
+def test_publish_reaches_every_worker_and_an_idempotent_retry_publishes_once(hubs, connect, redis_server):
     workers = hubs(3)
     subscribers = [connect(hub, f"user{n}") for n, hub in enumerate(workers)]
     for subscriber in subscribers:
         subscriber.subscribe("news")
         subscriber.subscribe("hist.1")
-    time.sleep(0.3)
+    wait_for_hub_subscriptions(redis_server, {"news": 3, "hist.1": 3})
     assert api_result(workers[0].port, "publish", {"topic": "news", "data": {"n": 1}}, KEY) == {}
     for subscriber in subscribers:
         assert subscriber.expect_message("news") == {"n": 1}
@@ -108,14 +108,14 @@ def test_disconnect_closes_the_users_connections_on_every_worker_within_a_second
     assert status == 400 and answer["error"]["code"] == "BAD_REQUEST"
 
 
-def test_subscribe_and_unsubscribe_a_users_connections_on_every_worker(hubs, connect):
+def test_subscribe_and_unsubscribe_a_users_connections_on_every_worker(hubs, connect, redis_server):
     first, second = hubs(2)
     alice = [connect(first, "alice"), connect(second, "alice")]
     bob = connect(second, "bob")
     assert api_result(first.port, "subscribe", {"user": "alice", "topic": "news"}, KEY) == {}
     for client in alice:
         assert client.recv() == {"type": "SUBSCRIBED", "topic": "news"}
-    time.sleep(0.3)
+    wait_for_hub_subscriptions(redis_server, {"news": 2})
     api_result(second.port, "publish", {"topic": "news", "data": 1}, KEY)
     for client in alice:
         assert client.expect_message("news") == 1
@@ -128,13 +128,13 @@ def test_subscribe_and_unsubscribe_a_users_connections_on_every_worker(hubs, con
     assert api_result(second.port, "unsubscribe", {"user": "alice", "topic": "news"}, KEY) == {}
     for client in alice:
         assert client.recv() == {"type": "UNSUBSCRIBED", "topic": "news", "reason": "server"}
-    time.sleep(0.3)
+    wait_for_hub_subscriptions(redis_server, {"news": 0})
     api_result(first.port, "publish", {"topic": "news", "data": 2}, KEY)
     for client in alice:
         client.expect_silence(0.4)
 
 
-def test_presence_presence_stats_info_channels_broadcast_and_batch_across_workers(hubs, connect):
+def test_presence_presence_stats_info_channels_broadcast_and_batch_across_workers(hubs, connect, redis_server):
     first, second = hubs(2)
     members = [connect(first, "ann"), connect(second, "ann"), connect(second, "ben")]
     for member in members:
@@ -142,7 +142,9 @@ def test_presence_presence_stats_info_channels_broadcast_and_batch_across_worker
         member.subscribe("plain.1")
     listener = connect(first, "carl")
     listener.subscribe("hist.b")
-    time.sleep(0.3)
+    wait_for_hub_subscriptions(redis_server, {"room.1": 2, "plain.1": 2, "hist.b": 1})
+    wait_until(lambda: len(api_result(first.port, "presence", {"topic": "room.1"}, KEY)["clients"]) == len(members),
+               "every member in the presence of room.1")
     entries = api_result(first.port, "presence", {"topic": "room.1"}, KEY)["clients"]
     assert sorted(entry["clientId"] for entry in entries) == sorted(m.connected["clientId"] for m in members)
     assert {entry["userId"] for entry in entries} == {"ann", "ben"}
@@ -207,7 +209,7 @@ def test_an_emitter_in_a_process_without_a_server_reaches_subscribers_on_two_wor
         subscriber.subscribe("plain.e")
     alice_elsewhere = connect(second, "alice")
     bob = connect(first, "bob")
-    time.sleep(0.3)
+    wait_for_hub_subscriptions(redis_server, {"hist.e": 2, "plain.e": 2, "#control": 2})
     # The same interpreter and environment as the tests: uws_py as they import it (installed, or
     # from PYTHONPATH), not the source tree, which has no compiled core.
     done = subprocess.run([sys.executable, "-c", EMITTER_SCRIPT, redis_server.url], capture_output=True, text=True,

@@ -35,6 +35,8 @@ from tests.support.tlsutil import make_self_signed
 from uws_py import __version__
 
 GRACEFUL_EXIT = 10.0
+# How long workers may take to start, be replaced or restart (a deadline: the waits poll).
+WORKERS_TIMEOUT = 60.0
 JWT_SECRET = "cli-test-jwt-secret-0123456789abcdef-do-not-log"
 KEY_PASSPHRASE = "cli-test-key-passphrase-do-not-log"
 
@@ -383,7 +385,7 @@ def wait_for_workers(server: UwsServer, accept, what: str, tolerate_resets: bool
         seen = health_pids(server.port, 20, tolerate_resets)
         return seen if accept(seen) else None
 
-    return wait_until(pids_if_accepted, what, timeout=10.0)
+    return wait_until(pids_if_accepted, what, timeout=WORKERS_TIMEOUT)
 
 
 def two_worker_pids(server: UwsServer) -> set:
@@ -423,7 +425,7 @@ def test_sighup_restarts_workers_one_by_one_without_closing_the_port():
         old = two_worker_pids(server)
         server.signal(signal.SIGHUP)
         seen_after, answered, reset = set(), 0, 0
-        deadline = time.monotonic() + 15.0
+        deadline = time.monotonic() + WORKERS_TIMEOUT
         while time.monotonic() < deadline:
             try:
                 pid = health(server.port)["pid"]

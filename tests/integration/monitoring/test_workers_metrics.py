@@ -17,6 +17,8 @@ WORKERS = 3
 # about 3 * (2/3)^30, 1.5e-5.
 CONNECTIONS = 30
 SCRAPES = 20
+# How long a worker may take to start or be replaced (a deadline: the waits poll).
+WORKERS_TIMEOUT = 60.0
 
 
 def clean_env() -> dict:
@@ -96,7 +98,7 @@ def test_scrapes_report_the_whole_server_and_counters_survive_a_killed_worker():
             restarts = per_worker(scraped, "uws_worker_restarts_total")
             return scraped if value(scraped, "uws_workers") == WORKERS and sum(restarts.values()) == 1 else None
 
-        replacement = wait_until(replaced, "a replacement worker and its restart counted", timeout=15.0)
+        replacement = wait_until(replaced, "a replacement worker and its restart counted", timeout=WORKERS_TIMEOUT)
         assert_not_decreasing(counter_samples(first), counter_samples(replacement))
         assert value(replacement, "uws_messages_received_total") == sent
         assert value(replacement, "uws_connections_opened_total") == CONNECTIONS
@@ -148,7 +150,7 @@ def test_report_lines_of_the_workers_add_up_to_the_scrape():
                 return None
             return reports
 
-        reports = wait_until(agreeing, "a report from each worker with every message counted", timeout=10)
+        reports = wait_until(agreeing, "a report from each worker with every message counted", timeout=WORKERS_TIMEOUT)
         for worker, report in reports.items():
             assert report["connections"] == value(settled, "uws_worker_connections", worker=worker)
             assert report["messages_in"] == value(settled, "uws_worker_messages_received_total", worker=worker)
@@ -182,7 +184,7 @@ def test_a_rolling_reload_keeps_every_counter():
             done = not (old & set(children_of(server.pid))) and sum(restarts.values()) == 2
             return scraped if done and value(scraped, "uws_workers") == 2 else None
 
-        after = wait_until(reloaded, "both workers replaced", timeout=20.0)
+        after = wait_until(reloaded, "both workers replaced", timeout=WORKERS_TIMEOUT)
         assert_not_decreasing(counter_samples(before), counter_samples(after))
         assert value(after, "uws_messages_received_total") == len(clients)
         assert value(after, "uws_connections_opened_total") == len(clients)
