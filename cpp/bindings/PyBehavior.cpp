@@ -9,9 +9,6 @@
 
 namespace uwspy {
 
-bool quietSubscriptions = false;
-
-
 namespace {
 
 py::object handlerOrNone(const py::dict &handlers, const char *name) {
@@ -97,7 +94,6 @@ uws::WebSocketBehavior makeBehavior(PyApp *app, PyBehavior *handlers, const py::
     }
     if (!handlers->subscription.is_none()) {
         behavior.subscription = [app, handlers](uws::WebSocket *ws, std::string_view topic, size_t count, size_t before) {
-            if (quietSubscriptions) return;
             Owned topicObject{PyUnicode_DecodeUTF8(topic.data(), Py_ssize_t(topic.size()), "surrogateescape")};
             invoke(app, handlers->subscription.ptr(), "subscription", handleOf(ws), topicObject,
                    Owned{PyLong_FromSize_t(count)}, Owned{PyLong_FromSize_t(before)});
