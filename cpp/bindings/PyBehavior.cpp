@@ -47,7 +47,7 @@ uws::WebSocketBehavior makeBehavior(PyApp *app, PyBehavior *handlers, const py::
     behavior.sendPingsAutomatically = options["send_pings_automatically"].cast<bool>();
     behavior.compression = options["compression"].cast<uint32_t>();
     behavior.compressionThreshold = options["compression_threshold"].cast<size_t>();
-    behavior.maxLifetime = options["max_lifetime"].cast<unsigned>();
+    behavior.maxLifetimeSeconds = options["max_lifetime_seconds"].cast<uint32_t>();
     behavior.resetIdleTimeoutOnSend = options["reset_idle_timeout_on_send"].cast<bool>();
     behavior.subprotocols = options["subprotocols"].cast<std::vector<std::string>>();
 

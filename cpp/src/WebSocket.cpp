@@ -17,7 +17,7 @@ WebSocket::WebSocket(WebSocketContext *context_, int fd_) : Socket(context_->loo
     WebSocketTimers::Settings settings;
     settings.idleTimeout = b.idleTimeout;
     settings.sendPingsAutomatically = b.sendPingsAutomatically;
-    settings.maxLifetimeSeconds = b.maxLifetime * 60;
+    settings.maxLifetimeSeconds = b.maxLifetimeSeconds;
     timers_.start(loop->now(), settings);
     armTimer();
 }
