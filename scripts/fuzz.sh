@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds="${1:-60}"
-targets=(fuzz_http_parser fuzz_frame_parser fuzz_inflate fuzz_topic_tree fuzz_proxy_header)
+targets=(fuzz_http_parser fuzz_frame_parser fuzz_inflate fuzz_topic_tree fuzz_proxy_header fuzz_realtime_scan)
 build=build/fuzz
 
 # libFuzzer comes with clang's runtime (libclang-rt-14-dev on Debian 12).

@@ -9,9 +9,6 @@
 
 namespace uwspy {
 
-bool quietSubscriptions = false;
-
-
 namespace {
 
 py::object handlerOrNone(const py::dict &handlers, const char *name) {
@@ -47,7 +44,7 @@ uws::WebSocketBehavior makeBehavior(PyApp *app, PyBehavior *handlers, const py::
     behavior.sendPingsAutomatically = options["send_pings_automatically"].cast<bool>();
     behavior.compression = options["compression"].cast<uint32_t>();
     behavior.compressionThreshold = options["compression_threshold"].cast<size_t>();
-    behavior.maxLifetime = options["max_lifetime"].cast<unsigned>();
+    behavior.maxLifetimeSeconds = options["max_lifetime_seconds"].cast<uint32_t>();
     behavior.resetIdleTimeoutOnSend = options["reset_idle_timeout_on_send"].cast<bool>();
     behavior.subprotocols = options["subprotocols"].cast<std::vector<std::string>>();
 
@@ -97,7 +94,6 @@ uws::WebSocketBehavior makeBehavior(PyApp *app, PyBehavior *handlers, const py::
     }
     if (!handlers->subscription.is_none()) {
         behavior.subscription = [app, handlers](uws::WebSocket *ws, std::string_view topic, size_t count, size_t before) {
-            if (quietSubscriptions) return;
             Owned topicObject{PyUnicode_DecodeUTF8(topic.data(), Py_ssize_t(topic.size()), "surrogateescape")};
             invoke(app, handlers->subscription.ptr(), "subscription", handleOf(ws), topicObject,
                    Owned{PyLong_FromSize_t(count)}, Owned{PyLong_FromSize_t(before)});

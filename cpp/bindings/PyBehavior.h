@@ -24,9 +24,4 @@ struct PyBehavior {
 // the defaults); handlers stay owned by the caller and must outlive the route.
 uws::WebSocketBehavior makeBehavior(PyApp *app, PyBehavior *handlers, const py::dict &options);
 
-// While true, the subscription handler is not called. The realtime fast path sets it around
-// the (un)subscriptions it makes when RealtimeServer's handler would do nothing with them (no
-// presence, no broker), so that a SUBSCRIBE does not enter Python. Loop thread, GIL held.
-extern bool quietSubscriptions;
-
 } // namespace uwspy

@@ -7,10 +7,14 @@
 
 #include <structmember.h>
 
+#include <charconv>
+#include <cstring>
 #include <ctime>
+#include <string>
 
 #include "PyBehavior.h"
 #include "PyWebSocket.h"
+#include "uws/RealtimeScan.h"
 
 namespace uwspy {
 
@@ -23,7 +27,8 @@ struct Names {
         *capacity, *serverTime, *pong, *failedRouteKeyword, *topic, *data, *echo, *from, *message, *subscribed,
         *unsubscribed, *published, *topicsAllowed, *ws, *closed, *clientId, *topicHook, *historyOn, *broker, *relay,
         *presence, *reserved, *maxSubscriptions, *maxTopicLength, *isSubscribed, *getTopics, *subscribe,
-        *unsubscribe, *publish, *compressName, *messages, *maxBatchItems, *batchItem, *batch, *timestamp, *ack;
+        *unsubscribe, *publish, *compressName, *messages, *maxBatchItems, *batchItem, *batch, *timestamp, *ack, *ping, *subscribeKind,
+        *unsubscribeKind;
 } names;
 
 // One attribute of a __slots__ class, read and written at its offset in the object: the
@@ -400,30 +405,37 @@ bool answerTopic(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, P
     return ok;
 }
 
-// 1 answered, 0 for the Python path, -1 error.
-int subscribeHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message) {
-    PyObject *clientWs = nullptr;
+// The prelude SUBSCRIBE, UNSUBSCRIBE and PUBLISH share: the request is plain (plainPubSub)
+// and its topic valid (plainTopic). 1 with the client's ws (a new reference) in `clientWs`
+// and the topic's UTF-8 in `view`; 0 for the Python path, -1 error (neither set).
+int plainTopicRequest(RealtimeDispatchObject *self, PyObject *client, PyObject *topic, bool checkReserved,
+                      PyObject *&clientWs, std::string_view &view) {
     int plain = plainPubSub(self, client, clientWs);
     if (plain <= 0) return plain;
-    PyObject *topic = PyDict_GetItemWithError(message, names.topic);
+    int valid = plainTopic(self, topic, view, checkReserved);
+    if (valid <= 0) Py_CLEAR(clientWs);
+    return valid;
+}
+
+// check_topic's subscription count, then Client.subscribe, for a plain request: 1 subscribed,
+// 0 for the Python path, -1 error.
+int subscribeTopic(RealtimeDispatchObject *self, PyObject *client, PyObject *topic) {
+    PyObject *clientWs = nullptr;
     std::string_view view;
-    int valid = topic || !PyErr_Occurred() ? plainTopic(self, topic, view, true) : -1;
+    int valid = plainTopicRequest(self, client, topic, true, clientWs, view);
+    if (valid <= 0) return valid;
     Py_ssize_t maxSubscriptions;
-    if (valid > 0 && !readSize(self->pubsub, self->pubsubMaxSubscriptions, maxSubscriptions)) valid = -1;
-    if (valid <= 0) {
+    if (!readSize(self->pubsub, self->pubsubMaxSubscriptions, maxSubscriptions)) {
         Py_DECREF(clientWs);
-        return valid;
+        return -1;
     }
-    // check_topic's subscription count, then Client.subscribe.
     int subscribed;
     if (uws::WebSocket *socket = nativeSocket(clientWs)) {
         if (!socket->isSubscribed(view) && Py_ssize_t(socket->subscriptions().topics.size()) >= maxSubscriptions) {
             subscribed = 0;
         } else {
             // Plain: no presence, no broker, so PubSub.on_subscription would do nothing.
-            quietSubscriptions = true;
-            socket->subscribe(view);
-            quietSubscriptions = false;
+            socket->subscribe(view, false);
             subscribed = 1;
         }
     } else if (Py_TYPE(clientWs) == &PyWebSocketType) {
@@ -439,29 +451,40 @@ int subscribeHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, 
         if (subscribed > 0 && truth(callMethod(names.subscribe, clientWs, topic)) < 0) subscribed = -1;
     }
     Py_DECREF(clientWs);
+    return subscribed;
+}
+
+// Client.unsubscribe for a plain request: 1 done, 0 for the Python path, -1 error.
+int unsubscribeTopic(RealtimeDispatchObject *self, PyObject *client, PyObject *topic) {
+    PyObject *clientWs = nullptr;
+    std::string_view view;
+    int valid = plainTopicRequest(self, client, topic, false, clientWs, view);
+    if (valid <= 0) return valid;
+    if (uws::WebSocket *socket = nativeSocket(clientWs)) {
+        socket->unsubscribe(view, false);
+    } else if (Py_TYPE(clientWs) == &PyWebSocketType) {
+        valid = 0; // closed
+    } else if (truth(callMethod(names.unsubscribe, clientWs, topic)) < 0) {
+        valid = -1;
+    }
+    Py_DECREF(clientWs);
+    return valid;
+}
+
+// 1 answered, 0 for the Python path, -1 error.
+int subscribeHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message) {
+    PyObject *topic = PyDict_GetItemWithError(message, names.topic);
+    if (!topic && PyErr_Occurred()) return -1;
+    int subscribed = subscribeTopic(self, client, topic);
     if (subscribed <= 0) return subscribed;
     return answerTopic(self, ws, client, message, names.subscribed, topic) ? 1 : -1;
 }
 
 int unsubscribeHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message) {
-    PyObject *clientWs = nullptr;
-    int plain = plainPubSub(self, client, clientWs);
-    if (plain <= 0) return plain;
     PyObject *topic = PyDict_GetItemWithError(message, names.topic);
-    std::string_view view;
-    int valid = topic || !PyErr_Occurred() ? plainTopic(self, topic, view, false) : -1;
-    uws::WebSocket *socket = valid > 0 ? nativeSocket(clientWs) : nullptr;
-    if (socket) {
-        quietSubscriptions = true;
-        socket->unsubscribe(view);
-        quietSubscriptions = false;
-    } else if (valid > 0 && Py_TYPE(clientWs) == &PyWebSocketType) {
-        valid = 0; // closed
-    } else if (valid > 0 && truth(callMethod(names.unsubscribe, clientWs, topic)) < 0) {
-        valid = -1;
-    }
-    Py_DECREF(clientWs);
-    if (valid <= 0) return valid;
+    if (!topic && PyErr_Occurred()) return -1;
+    int done = unsubscribeTopic(self, client, topic);
+    if (done <= 0) return done;
     return answerTopic(self, ws, client, message, names.unsubscribed, topic) ? 1 : -1;
 }
 
@@ -470,13 +493,13 @@ int unsubscribeHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client
 int publishHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message) {
     PyObject *data = PyDict_GetItemWithError(message, names.data);
     if (!data) return PyErr_Occurred() ? -1 : 0;
-    PyObject *clientWs = nullptr;
-    int plain = plainPubSub(self, client, clientWs);
-    if (plain <= 0) return plain;
     PyObject *topic = PyDict_GetItemWithError(message, names.topic);
+    if (!topic && PyErr_Occurred()) return -1;
+    PyObject *clientWs = nullptr;
     std::string_view view;
-    int valid = topic || !PyErr_Occurred() ? plainTopic(self, topic, view, true) : -1;
-    if (valid > 0 && Py_TYPE(clientWs) == &PyWebSocketType && !nativeSocket(clientWs)) valid = 0; // closed
+    int valid = plainTopicRequest(self, client, topic, true, clientWs, view);
+    if (valid <= 0) return valid;
+    if (Py_TYPE(clientWs) == &PyWebSocketType && !nativeSocket(clientWs)) valid = 0; // closed
     PyObject *echoFlag = valid > 0 ? PyDict_GetItemWithError(message, names.echo) : nullptr;
     int echo = echoFlag ? PyObject_IsTrue(echoFlag) : 0;
     if (valid > 0 && (echo < 0 || (!echoFlag && PyErr_Occurred()))) valid = -1;
@@ -653,6 +676,131 @@ bool callFastRoute(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
     return ok;
 }
 
+// ---- Built-ins answered from the scan, without decoding -----------------------------------
+// uws::scanRealtimeMessage (cpp/src/RealtimeScan.cpp) validates the text and finds its fields;
+// when it knows the message, its type is PING, SUBSCRIBE or UNSUBSCRIBE (the stock built-in,
+// with no route of that name), its id absent, null, a canonical integer or an escape-free
+// string, the client without batcher and the request plain (for the pub/sub ones), the reply
+// is written here as the bytes orjson.dumps gives for Dispatcher.reply's dict: the same keys in
+// the same order, the id's and topic's text copied (orjson writes them back as they are). In
+// every other case it returns 0 and the message takes the decoding path above, unchanged.
+
+// A reply's bytes, on the stack unless long.
+class ReplyText {
+public:
+    void add(std::string_view text) {
+        if (!spill_.empty() || size_ + text.size() > sizeof inline_) {
+            if (spill_.empty()) spill_.assign(inline_, size_);
+            spill_.append(text);
+        } else {
+            std::memcpy(inline_ + size_, text.data(), text.size());
+        }
+        size_ += text.size();
+    }
+    void add(long long number) {
+        char digits[24];
+        auto result = std::to_chars(digits, digits + sizeof digits, number);
+        add(std::string_view(digits, size_t(result.ptr - digits)));
+    }
+    // ,"id":ID} or } when the request has no id (or a null one).
+    void closeWithId(const uws::ScannedValue &id) {
+        if (id.present() && id.kind != uws::JsonKind::Null) {
+            add(",\"id\":");
+            add(id.raw);
+        }
+        add("}");
+    }
+    std::string_view view() const { return spill_.empty() ? std::string_view(inline_, size_) : std::string_view(spill_); }
+
+private:
+    char inline_[192];
+    size_t size_ = 0;
+    std::string spill_;
+};
+
+bool sendBytes(RealtimeDispatchObject *self, PyObject *ws, std::string_view bytes) {
+    if (Py_TYPE(ws) == &PyWebSocketType) {
+        uws::WebSocket *socket = reinterpret_cast<PyWebSocketObject *>(ws)->ws;
+        if (!socket) {
+            PyErr_SetString(constants.closedError, "this WebSocket is closed");
+            return false;
+        }
+        socket->send(bytes, uws::OpCode::Text, self->compress);
+        return true;
+    }
+    PyObject *encoded = PyBytes_FromStringAndSize(bytes.data(), Py_ssize_t(bytes.size()));
+    if (!encoded) return false;
+    bool ok = done(callMethod(names.send, ws, encoded, self->one, self->compress ? Py_True : Py_False));
+    Py_DECREF(encoded);
+    return ok;
+}
+
+// 1 when the built-in `name` is the stock one and no route of that name is registered (the
+// checks handle() makes before builtinHere), 0 not, -1 error.
+int stockBuiltin(RealtimeDispatchObject *self, bool answers, PyObject *name) {
+    if (!answers) return 0;
+    PyObject *route = PyDict_GetItemWithError(self->routes, name);
+    if (route) return 0;
+    return PyErr_Occurred() ? -1 : 1;
+}
+
+// The client has no batcher (the reply is sent at once, as answer() does): 1, 0, -1 error.
+int withoutBatcher(RealtimeDispatchObject *self, PyObject *client) {
+    PyObject *batcher = self->clientBatcher.get(client);
+    if (!batcher) return -1;
+    bool none = batcher == Py_None;
+    Py_DECREF(batcher);
+    return none;
+}
+
+// {"type":"SUBSCRIBED"|"UNSUBSCRIBED","topic":TOPIC[,"id":ID]} for a plain topic.
+int topicFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, const uws::RealtimeScan &scan,
+                  bool subscribing) {
+    if (!scan.topic.plainString()) return 0;
+    std::string_view text = scan.topic.text();
+    PyObject *topic = PyUnicode_DecodeUTF8(text.data(), Py_ssize_t(text.size()), nullptr);
+    if (!topic) return -1;
+    int done = subscribing ? subscribeTopic(self, client, topic) : unsubscribeTopic(self, client, topic);
+    Py_DECREF(topic);
+    if (done <= 0) return done;
+    ReplyText reply;
+    reply.add(subscribing ? "{\"type\":\"SUBSCRIBED\",\"topic\":" : "{\"type\":\"UNSUBSCRIBED\",\"topic\":");
+    reply.add(scan.topic.raw);
+    reply.closeWithId(scan.id);
+    return sendBytes(self, ws, reply.view()) ? 1 : -1;
+}
+
+// A built-in answered from the message's bytes: 1 answered, 0 for the decoding path, -1 error.
+int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::string_view message) {
+    if (!self->answersPing && !self->answersSubscribe && !self->answersUnsubscribe) return 0;
+    uws::RealtimeScan scan;
+    if (!uws::scanRealtimeMessage(message, scan) || !scan.type.plainString()) return 0;
+    const uws::ScannedValue &id = scan.id;
+    if (id.present() && id.kind != uws::JsonKind::Null && !id.plainInteger() && !id.plainString()) return 0;
+    std::string_view kind = scan.type.text();
+    int stock;
+    if (kind == "PING") {
+        stock = stockBuiltin(self, self->answersPing, names.ping);
+    } else if (kind == "SUBSCRIBE") {
+        stock = stockBuiltin(self, self->answersSubscribe, names.subscribeKind);
+    } else if (kind == "UNSUBSCRIBE") {
+        stock = stockBuiltin(self, self->answersUnsubscribe, names.unsubscribeKind);
+    } else {
+        return 0;
+    }
+    if (stock > 0) stock = withoutBatcher(self, client);
+    if (stock <= 0) return stock;
+    if (kind == "PING") {
+        // Builtins.ping's {"type": "PONG", "serverTime": now_ms()}.
+        ReplyText reply;
+        reply.add("{\"type\":\"PONG\",\"serverTime\":");
+        reply.add(nowMilliseconds());
+        reply.closeWithId(id);
+        return sendBytes(self, ws, reply.view()) ? 1 : -1;
+    }
+    return topicFromScan(self, ws, client, scan, kind == "SUBSCRIBE");
+}
+
 // One message of `client` on `ws`. `data` is the message object when the caller has one
 // (a call from Python), else null: it is made only for the paths that need it.
 bool handle(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::string_view message,
@@ -672,6 +820,7 @@ bool handle(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::s
     if (binary || Py_ssize_t(message.size()) > self->maxPayloadLength) {
         return admittedInPython(self, ws, client, message, opCodeObject, binary, data);
     }
+    if (int scanned = answerFromScan(self, ws, client, message)) return scanned > 0;
     PyObject *source = data;
     if (source) {
         Py_INCREF(source);
@@ -908,7 +1057,8 @@ bool internNames() {
                  {&names.unsubscribe, "unsubscribe"}, {&names.publish, "publish"},
                  {&names.compressName, "compress"}, {&names.messages, "messages"},
                  {&names.maxBatchItems, "max_batch_items"}, {&names.batchItem, "batch_item"}, {&names.batch, "BATCH"},
-                 {&names.timestamp, "timestamp"}, {&names.ack, "ACK"}};
+                 {&names.timestamp, "timestamp"}, {&names.ack, "ACK"}, {&names.ping, "PING"},
+                 {&names.subscribeKind, "SUBSCRIBE"}, {&names.unsubscribeKind, "UNSUBSCRIBE"}};
     for (auto &entry : table) {
         *entry.slot = PyUnicode_InternFromString(entry.text);
         if (!*entry.slot) return false;
@@ -950,6 +1100,28 @@ bool initRealtimeDispatchType(py::module_ &module) {
     if (PyType_Ready(&RealtimeDispatchType) < 0) return false;
     Py_INCREF(&RealtimeDispatchType);
     module.add_object("RealtimeDispatch", reinterpret_cast<PyObject *>(&RealtimeDispatchType));
+    // For the tests (tests/unit/realtime/test_scan.py): the scanner's verdict on `message`
+    // (UTF-8 bytes), None for "I don't know", else {field: (kind, raw bytes, plain)} for the
+    // fields present and "keys": the top-level key count.
+    module.def(
+        "_scan_realtime_message",
+        [](py::bytes message) -> py::object {
+            uws::RealtimeScan scan;
+            if (!uws::scanRealtimeMessage(std::string_view(message), scan)) return py::none();
+            static const char *kinds[] = {"absent", "null", "true", "false", "integer",
+                                          "number", "string", "array", "object"};
+            py::dict fields;
+            const std::pair<const char *, const uws::ScannedValue *> named[] = {
+                {"type", &scan.type}, {"id", &scan.id}, {"topic", &scan.topic}, {"data", &scan.data}};
+            for (const auto &[name, value] : named) {
+                if (!value->present()) continue;
+                fields[name] = py::make_tuple(kinds[int(value->kind)], py::bytes(value->raw.data(), value->raw.size()),
+                                              value->plain);
+            }
+            fields["keys"] = scan.keys;
+            return fields;
+        },
+        py::arg("message"), "The realtime message scanner's verdict (for tests).");
     return true;
 }
 

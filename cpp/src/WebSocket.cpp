@@ -17,7 +17,7 @@ WebSocket::WebSocket(WebSocketContext *context_, int fd_) : Socket(context_->loo
     WebSocketTimers::Settings settings;
     settings.idleTimeout = b.idleTimeout;
     settings.sendPingsAutomatically = b.sendPingsAutomatically;
-    settings.maxLifetimeSeconds = b.maxLifetime * 60;
+    settings.maxLifetimeSeconds = b.maxLifetimeSeconds;
     timers_.start(loop->now(), settings);
     armTimer();
 }
@@ -209,17 +209,17 @@ void WebSocket::runCloseHandler(int code, std::string_view reason) {
     if (b.release) b.release(this);
 }
 
-bool WebSocket::subscribe(std::string_view topic) {
+bool WebSocket::subscribe(std::string_view topic, bool notify) {
     size_t count = 0;
     if (!context->topics->subscribe(&subscriber_, topic, count)) return false;
-    if (context->behavior.subscription) context->behavior.subscription(this, topic, count, count - 1);
+    if (notify && context->behavior.subscription) context->behavior.subscription(this, topic, count, count - 1);
     return true;
 }
 
-bool WebSocket::unsubscribe(std::string_view topic) {
+bool WebSocket::unsubscribe(std::string_view topic, bool notify) {
     size_t count = 0;
     if (!context->topics->unsubscribe(&subscriber_, topic, count)) return false;
-    if (context->behavior.subscription) context->behavior.subscription(this, topic, count, count + 1);
+    if (notify && context->behavior.subscription) context->behavior.subscription(this, topic, count, count + 1);
     return true;
 }
 

@@ -87,6 +87,9 @@ class App:
         self._core.log_handler = _forward_core_log
         self._port: Optional[int] = None
         self._coroutines = CoroutineRunner()
+        # Seconds per max_lifetime minute. Tests set it lower to see a lifetime end in a
+        # few seconds; the routes added after the change use it.
+        self._seconds_per_lifetime_minute = 60
 
     def add_server_name(self, hostname: str, ssl: SSLOptions) -> "App":
         """SNI: TLS clients asking for ``hostname`` get the certificate, key and ``ca_file``
@@ -139,6 +142,7 @@ class App:
                 raise ValueError(f"ws() option '{name}' must be a bool, not {options[name]!r}")
         options["subprotocols"] = subprotocol_list(options["subprotocols"])
         options["compression"] = int(options["compression"])
+        options["max_lifetime_seconds"] = lifetime * self._seconds_per_lifetime_minute
         self._core.ws(pattern, handlers, options)
         return self
 

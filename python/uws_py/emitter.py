@@ -108,9 +108,15 @@ class Emitter:
     def publish(self, topic: str, data: Any) -> Optional[dict[str, Any]]:
         """A server-originated MESSAGE (``from`` null) to every subscriber of topic in every worker.
 
-        Args: topic: the topic; data: the MESSAGE's ``data`` (JSON-encodable).
-        Returns: ``{"epoch", "offset"}`` on a history topic, None on a plain one.
-        Raises: ValueError for a reserved topic; redis-py's errors when Redis cannot be used.
+        Args:
+            topic: the topic
+            data: the MESSAGE's ``data`` (JSON-encodable).
+
+        Returns:
+            ``{"epoch", "offset"}`` on a history topic, None on a plain one.
+
+        Raises:
+            ValueError: for a reserved topic; redis-py's errors when Redis cannot be used.
         """
         topic = self.frames.check_topic(topic)
         options = self.frames.policy.options_for(topic)
@@ -124,14 +130,19 @@ class Emitter:
     def send_to_user(self, user_id: str, data: Any) -> None:
         """A MESSAGE on ``#user:<user_id>`` to every connection of the user, in every worker.
 
-        Args: user_id: the user id; data: the MESSAGE's ``data``.
+        Args:
+            user_id: the user id
+            data: the MESSAGE's ``data``.
         """
         self.client.publish(*self.frames.to_user(user_id, data))
 
     def disconnect_user(self, user_id: str, code: int = 1000, reason: str = "") -> None:
         """Closes every connection of the user, in every worker.
 
-        Args: user_id: the user id; code: 1000 or 3000..4999 (ValueError otherwise); reason: the reason.
+        Args:
+            user_id: the user id
+            code: 1000 or 3000..4999 (ValueError otherwise)
+            reason: the reason.
         """
         self.client.publish(*self.frames.disconnect(user_id, code, reason))
 

@@ -61,8 +61,10 @@ public:
     bool isOpen() const { return state_ == State::Open; }
 
     // Pub/sub; the registry is the context's TopicTree, the fan-out its Publisher.
-    bool subscribe(std::string_view topic);
-    bool unsubscribe(std::string_view topic);
+    // `notify`: call the behavior's subscription handler (the realtime fast path does not
+    // when that handler would do nothing with it).
+    bool subscribe(std::string_view topic, bool notify = true);
+    bool unsubscribe(std::string_view topic, bool notify = true);
     bool isSubscribed(std::string_view topic) const;
     const Subscriber &subscriptions() const { return subscriber_; }
     // Publishes to every subscriber of topic except this socket.

@@ -26,9 +26,10 @@ struct WebSocketBehavior {
     unsigned idleTimeout = 120;
     // Sending also restarts the idle timeout (a server that streams to a quiet client).
     bool resetIdleTimeoutOnSend = false;
-    // Minutes a connection may stay open, whatever it does; 0 disables. Bounds how long a
-    // client keeps a token's rights or a pinned worker.
-    unsigned maxLifetime = 0;
+    // Seconds a connection may stay open, whatever it does; 0 disables. Bounds how long a
+    // client keeps a token's rights or a pinned worker. The Python API takes whole minutes
+    // (max_lifetime); the bindings pass seconds, so tests can use a short one.
+    uint32_t maxLifetimeSeconds = 0;
     // Bytes a socket may hold unsent before send() drops (or closes, see below).
     size_t maxBackpressure = 1024 * 1024;
     // A send (or publish) over maxBackpressure ends the connection with 1008 instead of

@@ -33,20 +33,24 @@ class Broker(ABC):
         """Connects in the background. Every callback is called through ``schedule`` (the
         server's thread-safe ``defer``).
 
-        Args: deliver: ``deliver(topic, payload)`` for another process's plain publish;
-        schedule: runs a callable on the server's loop thread; deliver_positioned: for a
-        history publication (every process's, this one's included, in offset order; without
-        it those go to ``deliver``); on_connection: told when the receiving connection is lost
-        (``on_connection(False)``, or ``on_connection(False, topics)`` when only those topics'
-        subscriptions were lost) and when every subscription is back (``on_connection(True)``).
+        Args:
+            deliver: ``deliver(topic, payload)`` for another process's plain publish
+            schedule: runs a callable on the server's loop thread
+            deliver_positioned: for a history publication (every process's, this one's included, in
+                offset order; without it those go to ``deliver``)
+            on_connection: told when the receiving connection is lost (``on_connection(False)``, or
+                ``on_connection(False, topics)`` when only those topics' subscriptions were lost)
+                and when every subscription is back (``on_connection(True)``).
         """
 
     @abstractmethod
     def subscribe(self, topic: str, ready: Optional[Callable[[], None]] = None) -> None:
         """Starts receiving topic (the first local subscriber arrived). Loop thread.
 
-        Args: topic: the topic; ready: called (through schedule) once the broker confirmed
-        the subscription, i.e. every publish from then on will be received.
+        Args:
+            topic: the topic
+            ready: called (through schedule) once the broker confirmed the subscription, i.e. every
+                publish from then on will be received.
         """
 
     @abstractmethod
@@ -57,9 +61,11 @@ class Broker(ABC):
     def publish(self, topic: str, payload: bytes, done: Optional[Callable[[bool], None]] = None) -> None:
         """Sends payload to the other processes; never blocks the caller.
 
-        Args: topic: the topic; payload: the encoded MESSAGE; done: if given, called
-        (through schedule) with True once the broker accepted the publish, False when it
-        could not be sent.
+        Args:
+            topic: the topic
+            payload: the encoded MESSAGE
+            done: if given, called (through schedule) with True once the broker accepted the
+                publish, False when it could not be sent.
         """
 
     @abstractmethod
@@ -77,10 +83,15 @@ def from_url(url: str, history_store: Optional[str] = None) -> Broker:
     :class:`~uws_py.broker.redis_cluster.RedisClusterBroker`, ``nats://``/``tls://`` a
     :class:`~uws_py.broker.nats.NatsBroker`.
 
-    Args: url: the broker URL; history_store: for a NATS broker, the Redis (or Redis Cluster)
-    URL that keeps history topics (None: no history topics).
-    Raises: RuntimeError when the client library is missing; ValueError for another scheme,
-    or a history_store beside a Redis broker (which is its own store).
+    Args:
+        url: the broker URL
+        history_store: for a NATS broker, the Redis (or Redis Cluster) URL that keeps history topics
+            (None: no history topics).
+
+    Raises:
+        RuntimeError: when the client library is missing
+        ValueError: for another scheme, or a history_store beside a Redis broker (which is its own
+            store).
     """
     scheme = url.partition("://")[0]
     if scheme in ("nats", "tls"):

@@ -74,9 +74,11 @@ def topic_of_token(token: str) -> str:
 class NatsBroker(ThreadedBroker):
     """Pub/sub through NATS; history (if any) through ``history``, a Redis broker.
 
-    Args: url: ``nats://host:port`` (comma-separated for several servers); subject_prefix:
-    the first token(s) of every subject; history: the Redis broker that carries history
-    topics and stores their history (None: no history topics possible).
+    Args:
+        url: ``nats://host:port`` (comma-separated for several servers)
+        subject_prefix: the first token(s) of every subject
+        history: the Redis broker that carries history topics and stores their history (None: no
+            history topics possible).
     """
 
     system = "NATS"

@@ -69,9 +69,13 @@ class RedisBroker(ThreadedBroker):
         atomic by itself) starts at once beside them, so it never waits behind a backlog of
         publishes.
 
-        Args: job: a coroutine function of no arguments; done: receives its result;
-        ordered: queue it behind the other ordered jobs.
-        Raises: RuntimeError before :meth:`start`.
+        Args:
+            job: a coroutine function of no arguments
+            done: receives its result
+            ordered: queue it behind the other ordered jobs.
+
+        Raises:
+            RuntimeError: before :meth:`start`.
         """
         schedule = self._schedule
         if schedule is None:

@@ -74,9 +74,14 @@ def cluster_channel(prefix: str, topic: str) -> str:
 def parse_cluster_url(url: str) -> dict[str, Any]:
     """``redis+cluster://[user:password@]host:port,host:port`` into startup nodes and options.
 
-    Args: url: the broker URL (``rediss+cluster://`` for TLS).
-    Returns: ``{"nodes": [(host, port), ...], "ssl": bool, "username": str|None, "password": str|None}``.
-    Raises: ValueError naming what is wrong.
+    Args:
+        url: the broker URL (``rediss+cluster://`` for TLS).
+
+    Returns:
+        ``{"nodes": [(host, port), ...], "ssl": bool, "username": str|None, "password": str|None}``.
+
+    Raises:
+        ValueError: naming what is wrong.
     """
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in CLUSTER_SCHEMES:
@@ -117,8 +122,10 @@ def check_redis_py() -> None:
 def cluster_client(url: str, timeout: Optional[float] = None, **options: Any) -> Any:
     """A redis-py asyncio RedisCluster for url (not connected yet).
 
-    Args: url: ``redis+cluster://...``; timeout: seconds per reply (None: no limit);
-    options: more RedisCluster keyword arguments.
+    Args:
+        url: ``redis+cluster://...``
+        timeout: seconds per reply (None: no limit)
+        options: more RedisCluster keyword arguments.
     """
     from redis.asyncio.cluster import ClusterNode, RedisCluster
 

@@ -28,7 +28,8 @@ def parse_frame(data: bytes) -> tuple[bytes, Optional[tuple[str, int]], bytes]:
     """Splits a channel message into (origin, (epoch, offset) or None, payload): ``<origin>|<payload>``
     for a plain publish, ``<origin>:<epoch>:<offset>|<payload>`` for a history publication.
 
-    Args: data: the message as the broker delivered it.
+    Args:
+        data: the message as the broker delivered it.
     """
     head, _, payload = data.partition(b"|")
     origin, positioned, position = head.partition(b":")

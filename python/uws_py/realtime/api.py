@@ -76,7 +76,9 @@ def bad_request(message: str) -> ApiError:
 def check_key(expected: bytes, authorization: Optional[str]) -> bool:
     """Whether the Authorization header is ``apikey <expected>``, compared in constant time.
 
-    Args: expected: the configured key; authorization: the header's value, None if absent.
+    Args:
+        expected: the configured key
+        authorization: the header's value, None if absent.
     """
     if not authorization:
         return False
@@ -89,8 +91,11 @@ def check_key(expected: bytes, authorization: Optional[str]) -> bool:
 def parse_body(body: bytes) -> dict[str, Any]:
     """The request's parameters: a JSON object (an empty body is ``{}``).
 
-    Args: body: the request body.
-    Raises: ApiError 400 for malformed JSON or a value that is not an object.
+    Args:
+        body: the request body.
+
+    Raises:
+        ApiError: 400 for malformed JSON or a value that is not an object.
     """
     if not body.strip():
         return {}
@@ -188,7 +193,9 @@ class ServerApi:
     def install(self, app: Any, path: str) -> None:
         """Routes ``<path>/<method>`` (every HTTP method: others than POST get 405) on app.
 
-        Args: app: the server's App; path: the API's path, e.g. ``/api``.
+        Args:
+            app: the server's App
+            path: the API's path, e.g. ``/api``.
         """
         base = path.rstrip("/")
         app.any(base + "/:method", self.handle)
@@ -233,7 +240,10 @@ class ServerApi:
     def request(self, method: str, body: bytes, done: Done) -> None:
         """One request's body, parsed and dispatched; done gets the result or an ApiError.
 
-        Args: method: the API method; body: the raw body; done: receives the answer.
+        Args:
+            method: the API method
+            body: the raw body
+            done: receives the answer.
         """
         try:
             params = parse_body(body)
@@ -245,7 +255,10 @@ class ServerApi:
     def call(self, method: str, params: Any, done: Done) -> None:
         """Runs one method; done gets its result dict or an ApiError (exactly once).
 
-        Args: method: the method's name; params: its parameters; done: receives the answer.
+        Args:
+            method: the method's name
+            params: its parameters
+            done: receives the answer.
         """
         handler = self.methods.get(method)
         if handler is None:
@@ -529,7 +542,8 @@ class ServerApi:
 def check_api_key(key: Any) -> None:
     """Raises ValueError unless key is a string of ``MIN_KEY_LENGTH`` characters or more.
 
-    Args: key: the configured API key.
+    Args:
+        key: the configured API key.
     """
     if not isinstance(key, str) or len(key) < MIN_KEY_LENGTH or key != key.strip():
         raise ValueError(f"api_key must be a string of at least {MIN_KEY_LENGTH} characters, "

@@ -70,7 +70,9 @@ class Gatherer:
     def gather(self, question: str, done: Answers) -> None:
         """Calls done with every answer to question (this worker's first), on the loop thread.
 
-        Args: question: one of QUESTIONS; done: receives the list.
+        Args:
+            question: one of QUESTIONS
+            done: receives the list.
         """
         own = self.snapshot(question)
         broker = self.broker

@@ -123,7 +123,8 @@ class HistoryPolicy:
     def add(self, options: HistoryOptions) -> None:
         """Registers a pattern after those already registered.
 
-        Args: options: the pattern with its size and ttl.
+        Args:
+            options: the pattern with its size and ttl.
         """
         self._options.append((re.compile(fnmatch.translate(options.pattern)), options))
         self._cache.clear()
@@ -139,7 +140,8 @@ class HistoryPolicy:
     def options_for(self, topic: str) -> Optional[HistoryOptions]:
         """The options of the first pattern topic matches, None for a plain topic.
 
-        Args: topic: the topic name.
+        Args:
+            topic: the topic name.
         """
         if not self._options:
             return None
@@ -191,8 +193,10 @@ def message_parts(topic: str, data: Any, sender: Optional[str]) -> tuple[bytes, 
     """The MESSAGE of a history topic split around its offset: ``head + b"42" + tail`` is
     ``{"type":"MESSAGE","topic":...,"data":...,"from":...,"offset":42}``.
 
-    Args: topic: the topic; data: the published data (orjson-serializable); sender: the
-    publisher's client id, None for the server.
+    Args:
+        topic: the topic
+        data: the published data (orjson-serializable)
+        sender: the publisher's client id, None for the server.
     """
     encoded = orjson.dumps({"type": "MESSAGE", "topic": topic, "data": data, "from": sender})
     return encoded[:-1] + b',"offset":', b"}"
@@ -219,9 +223,12 @@ def join_payload(head: bytes, offset: int, tail: bytes) -> bytes:
 def parse_since(value: Any) -> Position:
     """The ``since`` of SUBSCRIBE or HISTORY as a Position.
 
-    Args: value: the decoded JSON value.
-    Raises: InvalidHistoryRequest unless it is ``{"epoch": str, "offset": int >= 0}``
-    (booleans are not integers).
+    Args:
+        value: the decoded JSON value.
+
+    Raises:
+        InvalidHistoryRequest: unless it is ``{"epoch": str, "offset": int >= 0}`` (booleans are not
+            integers).
     """
     if not isinstance(value, dict):
         raise InvalidHistoryRequest("field 'since' must be an object with 'epoch' and 'offset'")
@@ -236,8 +243,12 @@ def parse_since(value: Any) -> Position:
 def parse_limit(value: Any, maximum: int) -> int:
     """The ``limit`` of HISTORY; absent (None) means ``maximum``.
 
-    Args: value: the decoded JSON value; maximum: the server's ``history_recover_limit``.
-    Raises: InvalidHistoryRequest unless it is an integer in 0..maximum.
+    Args:
+        value: the decoded JSON value
+        maximum: the server's ``history_recover_limit``.
+
+    Raises:
+        InvalidHistoryRequest: unless it is an integer in 0..maximum.
     """
     if value is None:
         return maximum
@@ -276,7 +287,10 @@ class Recovery:
 def recovery_precheck(current: Position, since: Position, limit: int) -> Optional[RecoveryOutcome]:
     """The failures known from the positions alone (no read needed), else None.
 
-    Args: current: the topic's position; since: the client's; limit: the recover limit.
+    Args:
+        current: the topic's position
+        since: the client's
+        limit: the recover limit.
     """
     if since.epoch != current.epoch:
         return RecoveryOutcome.EPOCH_CHANGED
@@ -290,12 +304,16 @@ def recovery_precheck(current: Position, since: Position, limit: int) -> Optiona
 def decide_recovery(current: Position, since: Position, found: Sequence[Publication], limit: int) -> Recovery:
     """The recovery decision of the spec.
 
-    Args: current: the topic's position read together with ``found``; since: the client's
-    position; found: the kept publications with offset > since.offset, ascending (at least
-    the first ``current.offset - since.offset`` of them when they exist); limit: the recover
-    limit.
-    Returns: recovered True only if the epochs match and exactly the offsets since+1 .. top
-    are in ``found``, in order; otherwise recovered False with no publications.
+    Args:
+        current: the topic's position read together with ``found``
+        since: the client's position
+        found: the kept publications with offset > since.offset, ascending (at least the first
+            ``current.offset - since.offset`` of them when they exist)
+        limit: the recover limit.
+
+    Returns:
+        recovered True only if the epochs match and exactly the offsets since+1 .. top are in
+            ``found``, in order; otherwise recovered False with no publications.
     """
     failed = recovery_precheck(current, since, limit)
     if failed is None:
@@ -310,8 +328,13 @@ def decide_recovery(current: Position, since: Position, found: Sequence[Publicat
 def check_history_since(topic: str, current: Position, since: Optional[Position]) -> None:
     """HISTORY's rule for ``since``: it must name the current epoch and not pass the top.
 
-    Args: topic: for the error text; current: the topic's position; since: the request's.
-    Raises: UnrecoverablePosition carrying ``current``.
+    Args:
+        topic: for the error text
+        current: the topic's position
+        since: the request's.
+
+    Raises:
+        UnrecoverablePosition: carrying ``current``.
     """
     if since is not None and (since.epoch != current.epoch or since.offset > current.offset):
         raise UnrecoverablePosition(topic, since, current)
@@ -414,9 +437,16 @@ class MemoryHistory:
     def publish(self, topic: str, head: bytes, tail: bytes) -> tuple[Position, Publication]:
         """Assigns the next offset and keeps the publication.
 
-        Args: topic: a history topic; head, tail: from :func:`message_parts`.
-        Returns: the new position and the publication (its payload is what to send live).
-        Raises: NoHistory for a plain topic.
+        Args:
+            topic: a history topic
+            head: from :func:`message_parts`.
+            tail: from :func:`message_parts`.
+
+        Returns:
+            the new position and the publication (its payload is what to send live).
+
+        Raises:
+            NoHistory: for a plain topic.
         """
         options = self._options(topic)
         now = self._clock()
@@ -436,7 +466,8 @@ class MemoryHistory:
     def position(self, topic: str) -> Position:
         """The topic's current position, creating its epoch (offset 0) if it has none yet.
 
-        Raises: NoHistory for a plain topic.
+        Raises:
+            NoHistory: for a plain topic.
         """
         state = self._state(topic, self._options(topic), self._clock())
         return Position(state.epoch, state.top)
@@ -444,9 +475,13 @@ class MemoryHistory:
     def recover(self, topic: str, since: Position, limit: int = DEFAULT_RECOVER_LIMIT) -> Recovery:
         """The SUBSCRIBE recovery answer (see :func:`decide_recovery`), counted in metrics.
 
-        Args: topic: a history topic; since: the client's position (from :func:`parse_since`);
-        limit: the recover limit.
-        Raises: NoHistory for a plain topic.
+        Args:
+            topic: a history topic
+            since: the client's position (from :func:`parse_since`)
+            limit: the recover limit.
+
+        Raises:
+            NoHistory: for a plain topic.
         """
         state = self._state(topic, self._options(topic), self._clock())
         current = Position(state.epoch, state.top)
@@ -461,11 +496,15 @@ class MemoryHistory:
              reverse: bool = False) -> HistoryPage:
         """A HISTORY page (see :func:`select_page`).
 
-        Args: topic: a history topic; since: exclusive start, None for the oldest (newest with
-        reverse); limit: at most this many (already checked by :func:`parse_limit`);
-        reverse: newest first.
-        Raises: NoHistory for a plain topic; UnrecoverablePosition for a since from another
-        epoch or beyond the top.
+        Args:
+            topic: a history topic
+            since: exclusive start, None for the oldest (newest with reverse)
+            limit: at most this many (already checked by :func:`parse_limit`)
+            reverse: newest first.
+
+        Raises:
+            NoHistory: for a plain topic
+            UnrecoverablePosition: for a since from another epoch or beyond the top.
         """
         state = self._state(topic, self._options(topic), self._clock())
         current = Position(state.epoch, state.top)
@@ -573,7 +612,10 @@ class DeliveryTracker:
         """Classifies a received publication; on NEXT the tracked position advances to it.
         On GAP and EPOCH_CHANGED the position is left for the owner to fill or reset.
 
-        Args: topic: its topic; epoch, offset: its position as the broker carried it.
+        Args:
+            topic: its topic
+            epoch: its position as the broker carried it.
+            offset: its position as the broker carried it.
         """
         last = self._last.get(topic)
         if last is None:
@@ -598,7 +640,8 @@ class DeliveryTracker:
         missed publications and must be filled from history (from :meth:`last`) or told
         insufficient_state. Counted as one gap per topic.
 
-        Args: lost: the topics whose broker subscription was lost; None: every topic.
+        Args:
+            lost: the topics whose broker subscription was lost; None: every topic.
         """
         topics = list(self._last) if lost is None else [topic for topic in lost if topic in self._last]
         self.metrics.gaps_detected += len(topics)

@@ -140,7 +140,10 @@ class RedisHistory:
                    metrics: Optional[HistoryMetrics] = None) -> "RedisHistory":
         """The store beside a broker: same Redis, same channels, same origin.
 
-        Args: broker: the process's RedisBroker; policy, metrics: as for the constructor.
+        Args:
+            broker: the process's RedisBroker
+            policy: as for the constructor.
+            metrics: as for the constructor.
         """
         return cls(broker.url, policy, metrics, origin=broker.origin, channel_prefix=broker.prefix,
                    cluster=broker.cluster)
@@ -158,9 +161,17 @@ class RedisHistory:
     async def publish(self, topic: str, head: bytes, tail: bytes) -> tuple[Position, Publication]:
         """Assigns the offset, appends and publishes to the broker channel, atomically.
 
-        Args: topic: a history topic; head, tail: from ``history.message_parts``.
-        Returns: the new position and the publication (the payload every process receives).
-        Raises: NoHistory for a plain topic; HistoryUnavailable when Redis cannot be used.
+        Args:
+            topic: a history topic
+            head: from ``history.message_parts``.
+            tail: from ``history.message_parts``.
+
+        Returns:
+            the new position and the publication (the payload every process receives).
+
+        Raises:
+            NoHistory: for a plain topic
+            HistoryUnavailable: when Redis cannot be used.
         """
         options = self._options(topic)
         ttl_ms = max(1, int(options.ttl * 1000))
@@ -177,9 +188,12 @@ class RedisHistory:
         connection, so Redis runs them in that order; it starts with SCRIPT LOAD, so the
         script is there whatever happened to Redis's script cache).
 
-        Args: items: ``(topic, head, tail)`` per publication.
-        Returns: per item, ``(Position, Publication)`` as :meth:`publish` returns it, or the
-        exception it failed with (NoHistory, HistoryUnavailable, a Redis ResponseError).
+        Args:
+            items: ``(topic, head, tail)`` per publication.
+
+        Returns:
+            per item, ``(Position, Publication)`` as :meth:`publish` returns it, or the exception it
+                failed with (NoHistory, HistoryUnavailable, a Redis ResponseError).
         """
         from redis import exceptions
 
@@ -231,7 +245,9 @@ class RedisHistory:
     async def position(self, topic: str) -> Position:
         """The topic's current position (a new epoch at offset 0 if it has none).
 
-        Raises: NoHistory; HistoryUnavailable.
+        Raises:
+            NoHistory: for a plain topic.
+            HistoryUnavailable: when Redis cannot be used.
         """
         current, _ = await self._read_entries(topic, self._options(topic), "none", "-", 0)
         return current
@@ -239,8 +255,14 @@ class RedisHistory:
     async def recover(self, topic: str, since: Position, limit: int = DEFAULT_RECOVER_LIMIT) -> Recovery:
         """The SUBSCRIBE recovery answer (``history.decide_recovery``), counted in metrics.
 
-        Args: topic: a history topic; since: the client's position; limit: the recover limit.
-        Raises: NoHistory; HistoryUnavailable.
+        Args:
+            topic: a history topic
+            since: the client's position
+            limit: the recover limit.
+
+        Raises:
+            NoHistory: for a plain topic.
+            HistoryUnavailable: when Redis cannot be used.
         """
         options = self._options(topic)
         current, found = await self._read_entries(topic, options, "fwd", f"{since.offset + 1}-0", max(limit, 1))
@@ -254,7 +276,10 @@ class RedisHistory:
                    reverse: bool = False) -> HistoryPage:
         """A HISTORY page, as ``history.select_page`` defines it (since exclusive both ways).
 
-        Raises: NoHistory; UnrecoverablePosition; HistoryUnavailable.
+        Raises:
+            NoHistory: for a plain topic.
+            UnrecoverablePosition: for a since from another epoch or ahead of the topic.
+            HistoryUnavailable: when Redis cannot be used.
         """
         options = self._options(topic)
         if limit <= 0:

@@ -67,7 +67,8 @@ class PresencePolicy(HistoryPolicy):
     def options_for(self, topic: str) -> Optional[PresenceOptions]:  # type: ignore[override]
         """The options of the first pattern topic matches, None when it has no presence.
 
-        Args: topic: the topic name.
+        Args:
+            topic: the topic name.
         """
         return super().options_for(topic)  # type: ignore[return-value]
 
@@ -75,7 +76,9 @@ class PresencePolicy(HistoryPolicy):
 def check_timing(ttl: float, diff_interval: float) -> None:
     """Raises ValueError unless both are numbers of seconds > 0.
 
-    Args: ttl: ``presence_ttl``; diff_interval: ``presence_diff_interval``.
+    Args:
+        ttl: ``presence_ttl``
+        diff_interval: ``presence_diff_interval``.
     """
     for name, value in (("presence_ttl", ttl), ("presence_diff_interval", diff_interval)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
@@ -101,8 +104,11 @@ class PresenceEntry:
 def encode_entry(client_id: str, user_id: Optional[str], info: Any) -> bytes:
     """The entry as JSON bytes (kept in Redis as the hash value).
 
-    Args: client_id, user_id, info: the entry's fields; an ``info`` orjson cannot encode is
-    replaced by null, so one odd claim never breaks a topic's presence.
+    Args:
+        client_id: the entry's client id.
+        user_id: the entry's user id.
+        info: the entry's info; one orjson cannot encode is replaced by null, so one odd claim
+            never breaks a topic's presence.
     """
     try:
         encoded = orjson.dumps({"clientId": client_id, "userId": user_id, "info": info})
@@ -116,7 +122,8 @@ def encode_entry(client_id: str, user_id: Optional[str], info: Any) -> bytes:
 def info_of(claims: dict[str, Any]) -> Any:
     """The presence ``info`` of a client: its claims' ``info``, or None.
 
-    Args: claims: the verified token's claims, or what the authenticate hook returned.
+    Args:
+        claims: the verified token's claims, or what the authenticate hook returned.
     """
     return claims.get("info")
 
@@ -125,7 +132,8 @@ def stats_of(entries: Iterable[dict[str, Any]]) -> dict[str, int]:
     """PRESENCE_STATS's counts: ``numClients``, and ``numUsers`` (distinct non-null user ids;
     anonymous clients count as clients only).
 
-    Args: entries: wire entries.
+    Args:
+        entries: wire entries.
     """
     clients = 0
     users = set()
@@ -146,14 +154,18 @@ class MemoryPresence:
     def join(self, topic: str, entry: PresenceEntry) -> None:
         """Adds (or replaces) the client's entry.
 
-        Args: topic: a presence topic; entry: the client's entry.
+        Args:
+            topic: a presence topic
+            entry: the client's entry.
         """
         self.topics.setdefault(topic, {})[entry.client_id] = entry
 
     def leave(self, topic: str, client_id: str) -> Optional[PresenceEntry]:
         """Removes the client's entry; returns it (None when it was not there).
 
-        Args: topic: the topic; client_id: the client.
+        Args:
+            topic: the topic
+            client_id: the client.
         """
         entries = self.topics.get(topic)
         if entries is None:
@@ -166,14 +178,16 @@ class MemoryPresence:
     def entries(self, topic: str) -> list[dict[str, Any]]:
         """Every entry of topic in wire form (PRESENCE_RESULT's ``clients``).
 
-        Args: topic: the topic.
+        Args:
+            topic: the topic.
         """
         return [entry.to_wire() for entry in self.topics.get(topic, {}).values()]
 
     def stats(self, topic: str) -> dict[str, int]:
         """``numClients`` and ``numUsers`` of topic.
 
-        Args: topic: the topic.
+        Args:
+            topic: the topic.
         """
         entries = self.topics.get(topic, {})
         return {"numClients": len(entries),
@@ -251,7 +265,10 @@ class DiffCoalescer:
     def local(self, topic: str, kind: str, entry: dict[str, Any]) -> bool:
         """A join or leave of one of this worker's clients; True: arm the timer.
 
-        Args: topic: the topic; kind: "join" or "leave"; entry: the wire entry.
+        Args:
+            topic: the topic
+            kind: "join" or "leave"
+            entry: the wire entry.
         """
         pending, arm = self._add(topic)
         _merge(pending.local_joins, pending.local_leaves, kind, entry)
@@ -260,7 +277,9 @@ class DiffCoalescer:
     def remote(self, topic: str, diff: Any) -> bool:
         """A diff another worker broadcast; True: arm the timer. A malformed one is ignored.
 
-        Args: topic: the topic; diff: the decoded PRESENCE_DIFF.
+        Args:
+            topic: the topic
+            diff: the decoded PRESENCE_DIFF.
         """
         if not isinstance(diff, dict):
             return False
@@ -295,7 +314,10 @@ class DiffCoalescer:
 def diff_message(topic: str, joins: list[dict[str, Any]], leaves: list[dict[str, Any]]) -> dict[str, Any]:
     """The PRESENCE_DIFF of topic (``type`` first, see :data:`DIFF_PREFIX`).
 
-    Args: topic: the topic; joins: wire entries; leaves: ``{"clientId", "userId"}`` entries.
+    Args:
+        topic: the topic
+        joins: wire entries
+        leaves: ``{"clientId", "userId"}`` entries.
     """
     return {"type": DIFF_TYPE, "topic": topic, "joins": joins, "leaves": leaves}
 

@@ -130,7 +130,9 @@ class RedisPresence:
     def for_broker(cls, broker: "RedisBroker", ttl: float) -> "RedisPresence":
         """The store on the Redis (or Redis Cluster) of a Redis broker.
 
-        Args: broker: a RedisBroker or RedisClusterBroker; ttl: as for the constructor.
+        Args:
+            broker: a RedisBroker or RedisClusterBroker
+            ttl: as for the constructor.
         """
         return cls(broker.url, ttl, cluster=bool(getattr(broker, "cluster", False)))
 
@@ -148,10 +150,16 @@ class RedisPresence:
                     removed: Sequence[str] = ()) -> list[dict[str, Any]]:
         """Sets (joins, refreshes) and deletes (clean leaves) entries of topic in one step.
 
-        Args: topic: a presence topic; entries: (client id, encoded entry) to set, their
-        expiry ``ttl`` from now; removed: client ids to delete.
-        Returns: the entries of other clients that had expired and were deleted now.
-        Raises: PresenceUnavailable when Redis cannot be used.
+        Args:
+            topic: a presence topic
+            entries: (client id, encoded entry) to set, their expiry ``ttl`` from now
+            removed: client ids to delete.
+
+        Returns:
+            the entries of other clients that had expired and were deleted now.
+
+        Raises:
+            PresenceUnavailable: when Redis cannot be used.
         """
         return (await self.write_many([(topic, entries, removed)]))[topic]
 
@@ -159,9 +167,14 @@ class RedisPresence:
         """:meth:`write` for many topics, in pipelines of at most SCRIPTS_PER_PIPELINE scripts:
         one round trip for a refresh of many topics instead of one per topic.
 
-        Args: writes: (topic, entries, removed) per topic.
-        Returns: topic -> the expired entries deleted now.
-        Raises: PresenceUnavailable when Redis cannot be used.
+        Args:
+            writes: (topic, entries, removed) per topic.
+
+        Returns:
+            topic -> the expired entries deleted now.
+
+        Raises:
+            PresenceUnavailable: when Redis cannot be used.
         """
         now_ms = int(self.clock() * 1000)
         ttl_ms = max(1, int(self.ttl * 1000))
@@ -186,7 +199,8 @@ class RedisPresence:
     async def entries(self, topic: str) -> list[dict[str, Any]]:
         """Every live entry of topic in wire form (PRESENCE_RESULT's ``clients``).
 
-        Raises: PresenceUnavailable.
+        Raises:
+            PresenceUnavailable: when Redis cannot be used.
         """
         live, flat = await self._call(self._read, topic, [int(self.clock() * 1000)])
         alive = set(live)
@@ -195,7 +209,8 @@ class RedisPresence:
     async def stats(self, topic: str) -> dict[str, int]:
         """``numClients`` and ``numUsers`` of topic.
 
-        Raises: PresenceUnavailable.
+        Raises:
+            PresenceUnavailable: when Redis cannot be used.
         """
         return stats_of(await self.entries(topic))
 
@@ -203,8 +218,11 @@ class RedisPresence:
         """Deletes entries synchronously, on a connection of its own: for a server whose loop
         (and the broker's) has stopped, so that its clients do not wait for the ttl.
 
-        Args: clients: topic -> client ids.
-        Raises: redis-py's errors (the caller logs them).
+        Args:
+            clients: topic -> client ids.
+
+        Raises:
+            redis.RedisError: redis-py's errors (the caller logs them).
         """
         import redis
 
@@ -313,7 +331,8 @@ class RedisPresence:
 def entry_pairs(entries: Sequence[Any]) -> list[tuple[str, bytes]]:
     """(client id, encoded) pairs of :class:`PresenceEntry` objects, for :meth:`RedisPresence.write`.
 
-    Args: entries: PresenceEntry objects.
+    Args:
+        entries: PresenceEntry objects.
     """
     return [(entry.client_id, entry.encoded) for entry in entries]
 

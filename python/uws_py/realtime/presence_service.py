@@ -82,16 +82,19 @@ class PresenceService:
     def add(self, options: PresenceOptions) -> None:
         """Topics matching ``options.pattern`` track presence (first match wins).
 
-        Args: options: the pattern and whether it has join/leave events.
+        Args:
+            options: the pattern and whether it has join/leave events.
         """
         self.policy.add(options)  # type: ignore[arg-type]
 
     def use_redis(self, broker: "RedisBroker", store: "RedisPresence", publisher: Optional["Broker"] = None) -> None:
         """Keeps presence in Redis (shared by every worker) through broker's loop.
 
-        Args: broker: the Redis broker whose loop runs the store's coroutines; store: the
-        RedisPresence; publisher: the broker that carries PRESENCE_DIFF broadcasts to the other
-        workers (the server's broker: a NATS one beside its Redis); None: ``broker``.
+        Args:
+            broker: the Redis broker whose loop runs the store's coroutines
+            store: the RedisPresence
+            publisher: the broker that carries PRESENCE_DIFF broadcasts to the other workers (the
+                server's broker: a NATS one beside its Redis); None: ``broker``.
         """
         self.broker, self.store = broker, store
         self.publisher = publisher if publisher is not None else broker
@@ -101,7 +104,10 @@ class PresenceService:
     def subscription(self, client: "Client", topic: str, joined: bool) -> None:
         """A client subscribed to (joined) or left topic: its entry is added or removed.
 
-        Args: client: the socket's Client; topic: any topic; joined: subscribed, else left.
+        Args:
+            client: the socket's Client
+            topic: any topic
+            joined: subscribed, else left.
         """
         options = self.policy.options_for(topic)
         if options is None:
@@ -131,7 +137,9 @@ class PresenceService:
     def entries(self, topic: str, done: Done) -> None:
         """Calls ``done`` with every entry of topic (at once without Redis, later with it).
 
-        Args: topic: the topic; done: receives the list, or NoPresence/PresenceUnavailable.
+        Args:
+            topic: the topic
+            done: receives the list, or NoPresence/PresenceUnavailable.
         """
         if self.policy.options_for(topic) is None:
             done(NoPresence(topic))
@@ -146,7 +154,9 @@ class PresenceService:
     def stats(self, topic: str, done: Done) -> None:
         """Calls ``done`` with ``{"numClients", "numUsers"}`` of topic (see :meth:`entries`).
 
-        Args: topic: the topic; done: receives the dict, or the exception.
+        Args:
+            topic: the topic
+            done: receives the dict, or the exception.
         """
         if self.policy.options_for(topic) is None:
             done(NoPresence(topic))
@@ -162,7 +172,10 @@ class PresenceService:
         """PRESENCE ``topic`` -> PRESENCE_RESULT ``clients``; authorized like SUBSCRIBE
         (action "presence"); NO_PRESENCE on a topic without presence.
 
-        Args: client: the sender; message: the request; out: the BATCH being collected.
+        Args:
+            client: the sender
+            message: the request
+            out: the BATCH being collected.
         """
         return self._request(client, message, out, "PRESENCE_RESULT", self.entries,
                              lambda result: {"clients": result})
@@ -170,7 +183,10 @@ class PresenceService:
     def handle_stats(self, client: "Client", message: dict[str, Any], out: Optional[list[Any]]) -> Any:
         """PRESENCE_STATS ``topic`` -> PRESENCE_STATS_RESULT ``numClients`` ``numUsers``.
 
-        Args: client: the sender; message: the request; out: the BATCH being collected.
+        Args:
+            client: the sender
+            message: the request
+            out: the BATCH being collected.
         """
         return self._request(client, message, out, "PRESENCE_STATS_RESULT", self.stats, lambda result: result)
 
@@ -219,7 +235,9 @@ class PresenceService:
         """The broker's interceptor: True (consumed) for another worker's PRESENCE_DIFF, which
         joins this worker's next diff of the topic instead of going out on its own.
 
-        Args: topic: the channel's topic; payload: what the broker delivered.
+        Args:
+            topic: the channel's topic
+            payload: what the broker delivered.
         """
         if not payload.startswith(DIFF_PREFIX):
             return False
@@ -342,7 +360,8 @@ class PresenceService:
 def refusal_of(exc: BaseException) -> ProtocolError:
     """The ERROR a presence request is refused with.
 
-    Args: exc: NoPresence, PresenceUnavailable, a ProtocolError, or anything else (INTERNAL).
+    Args:
+        exc: NoPresence, PresenceUnavailable, a ProtocolError, or anything else (INTERNAL).
     """
     if isinstance(exc, ProtocolError):
         return exc

@@ -284,7 +284,9 @@ class HistoryRelay:
     def unsubscribed(self, client: "Client", topic: str) -> None:
         """The client left topic (UNSUBSCRIBE).
 
-        Args: client: who left; topic: the topic.
+        Args:
+            client: who left
+            topic: the topic.
         """
         members = self.members.get(topic)
         if members is not None:
@@ -299,8 +301,13 @@ class HistoryRelay:
                 request_id: Any) -> None:
         """HISTORY_RESULT (or its ERROR) once the store answered.
 
-        Args: client: the requester; topic: a checked history topic; since, limit, reverse:
-        the validated request; request_id: its id.
+        Args:
+            client: the requester
+            topic: a checked history topic
+            since: the validated request
+            limit: the validated request
+            reverse: the validated request
+            request_id: its id.
         """
         store = self.store
 
@@ -324,7 +331,11 @@ class HistoryRelay:
         An offset jump is filled from the history before anything later is delivered (see
         :meth:`_fill`); while that read runs, what arrives is held back.
 
-        Args: topic: its topic; payload: the MESSAGE as kept; epoch, offset: its position.
+        Args:
+            topic: its topic
+            payload: the MESSAGE as kept
+            epoch: its position.
+            offset: its position.
         """
         if topic not in self.pending and topic not in self.members:
             return  # nobody here follows it (a broker unsubscribe still in flight)
@@ -454,9 +465,10 @@ class HistoryRelay:
         insufficient_state). Subscriptions of a lost topic still waiting for their read are
         told insufficient_state. The other topics are left alone.
 
-        Args: connected: the new state; topics: with False, the topics whose subscription was
-        lost (a Redis Cluster names those of the failed shard; several calls add up until
-        the next True); None: every topic.
+        Args:
+            connected: the new state
+            topics: with False, the topics whose subscription was lost (a Redis Cluster names those
+                of the failed shard; several calls add up until the next True); None: every topic.
         """
         if connected:
             lost_all, lost = self._lost_all, self._lost_topics

@@ -36,7 +36,8 @@ CONTROL_TOPIC = "#control"
 def user_topic(user_id: str) -> str:
     """The topic of MESSAGEs sent to one user (``#user:alice``).
 
-    Args: user_id: the user id (the token's user claim, as a string).
+    Args:
+        user_id: the user id (the token's user claim, as a string).
     """
     return USER_TOPIC_PREFIX + user_id
 
@@ -44,7 +45,8 @@ def user_topic(user_id: str) -> str:
 def is_reserved(topic: str) -> bool:
     """Whether only the server may use topic: the per-user topics and the control topic.
 
-    Args: topic: the topic.
+    Args:
+        topic: the topic.
     """
     return topic.startswith(USER_TOPIC_PREFIX) or topic == CONTROL_TOPIC
 
@@ -53,7 +55,8 @@ def check_close_code(code: int) -> None:
     """Raises ValueError unless code is one an application may close with: 1000, or
     3000..4999 (registered and private codes).
 
-    Args: code: the close code.
+    Args:
+        code: the close code.
     """
     if isinstance(code, bool) or not isinstance(code, int) or not (code == 1000 or 3000 <= code <= 4999):
         raise ValueError(f"close code must be 1000 or 3000..4999, got {code!r}")
@@ -86,7 +89,8 @@ class Users:
     def opened(self, client: "Client") -> None:
         """A connection opened: indexed under its user id, if it has one.
 
-        Args: client: the connection.
+        Args:
+            client: the connection.
         """
         if client.user_id is not None:
             self.by_user.setdefault(client.user_id, {})[client.id] = client
@@ -94,7 +98,9 @@ class Users:
     def closed(self, client: "Client", code: int = 1000) -> None:
         """A connection closed: out of the index.
 
-        Args: client: the connection; code: its close code (unused).
+        Args:
+            client: the connection
+            code: its close code (unused).
         """
         if client.user_id is None:
             return
@@ -107,7 +113,8 @@ class Users:
     def connections(self, user_id: str) -> list["Client"]:
         """This worker's open connections of a user.
 
-        Args: user_id: the user id.
+        Args:
+            user_id: the user id.
         """
         return list(self.by_user.get(user_id, {}).values())
 
@@ -117,7 +124,9 @@ class Users:
         """A MESSAGE on ``#user:<user_id>`` (``from`` null) to every connection of the user,
         in every worker. Returns how many connections of this worker got it.
 
-        Args: user_id: the user id; data: the MESSAGE's ``data``.
+        Args:
+            user_id: the user id
+            data: the MESSAGE's ``data``.
         """
         topic = user_topic(user_id)
         payload = encode({"type": "MESSAGE", "topic": topic, "data": data, "from": None})
@@ -128,7 +137,10 @@ class Users:
         """Closes every connection of the user, in every worker, with code and reason.
         Returns how many connections of this worker it closed.
 
-        Args: user_id: the user id; code: 1000 or 3000..4999; reason: the close reason.
+        Args:
+            user_id: the user id
+            code: 1000 or 3000..4999
+            reason: the close reason.
         """
         check_close_code(code)
         self._broadcast({"op": "disconnect", "user": user_id, "code": code, "reason": reason}, b"")
@@ -138,7 +150,10 @@ class Users:
         """Sends payload (a MESSAGE of topic) to its subscribers in every worker except the
         clients whose ids are in exclude.
 
-        Args: topic: a plain topic; payload: the encoded MESSAGE; exclude: client ids.
+        Args:
+            topic: a plain topic
+            payload: the encoded MESSAGE
+            exclude: client ids.
         """
         excluded = list(exclude)
         self._broadcast({"op": "publish", "topic": topic, "exclude": excluded}, payload)
@@ -149,7 +164,9 @@ class Users:
     def intercept(self, topic: str, payload: bytes) -> bool:
         """The broker's interceptor: True (consumed) for a control message, which is applied here.
 
-        Args: topic: the delivery's topic; payload: what the broker delivered.
+        Args:
+            topic: the delivery's topic
+            payload: what the broker delivered.
         """
         if topic != CONTROL_TOPIC:
             return False
@@ -176,7 +193,9 @@ class Users:
         """Sends a control message to every other worker (nothing without a broker); its ``op``
         must be one of :attr:`ops` there.
 
-        Args: header: the JSON header (with ``op``); body: what follows the newline.
+        Args:
+            header: the JSON header (with ``op``)
+            body: what follows the newline.
         """
         self._broadcast(header, body)
 

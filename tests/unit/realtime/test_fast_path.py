@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import Any, Callable
 
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from uws_py import Batching, RateLimit
@@ -405,3 +406,92 @@ def test_native_batch_of_builtins_answers_in_one_frame():
         assert frames_ == expected, native
         assert [normalized_from(orjson.loads(data), ids) for data, _ in watcher.sent] == [expected[0]]
         assert sender.topics == set()
+
+
+# ---- Built-ins answered from the scan (cpp/src/RealtimeScan.cpp), without decoding ------------
+# The native path writes PONG, SUBSCRIBED and UNSUBSCRIBED itself when the scanner knows the
+# text: its bytes must be the ones orjson.dumps gives on the Python path, not only equal JSON.
+
+def scan_texts() -> st.SearchStrategy[str]:
+    """PING / SUBSCRIBE / UNSUBSCRIBE texts written by hand: any spacing and key order, extra
+    fields with nested values, escapes and unicode, a key twice, and odd ids."""
+    from .test_scan import spaces, values as nested
+    kinds = st.sampled_from(['"PING"', '"SUBSCRIBE"', '"UNSUBSCRIBE"', '"P\\u0049NG"', '"PING "', '"ECHO"'])
+    odd_ids = st.sampled_from(["1", "0", "-0", "1.0", "1e2", "-7", str(2**53), str(2**53 + 1), str(-2**53), str(2**60),
+                               str(2**64), '"abc"', '""', '"\\u0041"', '"é"', '"x\\"y"', '"a/b"', "null", "true", "false",
+                               "[1]", '{"a":1}', "1.5e3"])
+    topic_texts = st.sampled_from(['"news"', '"a/b"', '"t1"', '"t\\u0032"', '"é"', '""', '"#user:x"', '"#control"',
+                                   '"toolongtopic"', "1", "null", '["news"]'])
+    nested_texts = nested.map(lambda v: json.dumps(v, ensure_ascii=False)) | nested.map(json.dumps)
+    member = st.one_of(st.tuples(st.just('"id"'), odd_ids), st.tuples(st.just('"topic"'), topic_texts),
+                       st.tuples(st.sampled_from(['"data"', '"extra"', '"é"', '"x\\u0041"']), nested_texts),
+                       st.tuples(st.just('"type"'), kinds))
+
+    @st.composite
+    def texts(draw: st.DrawFn) -> str:
+        members = [('"type"', draw(kinds))] + draw(st.lists(member, max_size=4))
+        members = draw(st.permutations(members))
+        parts = [draw(spaces) + key + draw(spaces) + ":" + draw(spaces) + value + draw(spaces) for key, value in members]
+        return draw(spaces) + "{" + ",".join(parts) + "}" + draw(spaces)
+
+    return texts()
+
+
+def run_raw(texts: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Both paths over the same texts from one connection: the exact bytes it was sent (the
+    server's clock masked), its topics and the error counts."""
+    results = []
+    for native in (False, True):
+        h = build(**PUBSUB_LIMITS)
+        ws = h.connect()
+        ws.sent.clear()
+        handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+        for text in texts:
+            handler(ws, text, TEXT)
+        frames = [re.sub(rb'"serverTime":\d+', b'"serverTime":0', data) for data, _ in ws.sent]
+        results.append({"frames": frames, "topics": sorted(ws.topics), "errors": dict(h.engine.metrics.errors),
+                        "ended": ws.ended})
+    return results[0], results[1]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(scan_texts(), min_size=1, max_size=6))
+@example([f'{{"type":"PING","id":{odd}}}' for odd in
+          ("-0", "1.0", "1e2", str(2**60), str(2**53), '"\\u0041"', "null", '"é"', '"\x7f"', "true")]
+         + ['{"type":"PING"}', '{"id":1,"type":"PING","id":2}', '{ "type" : "PING" , "id" : 3 }'])
+@example([f'{{"type":"{kind}","topic":{topic},"id":{odd}}}' for kind in ("SUBSCRIBE", "UNSUBSCRIBE")
+          for topic, odd in (('"news"', "-0"), ('"a/b"', '"x"'), ('"t\\u0031"', "1"), ('"é"', "2"), ('"#user:x"', "3"),
+                             ('"toolongtopic"', "4"), ('""', "5"), ('"t1"', "null"), ('"t2"', "1e2"), ('"t3"', "6"))])
+def test_builtins_from_the_scan_give_the_python_paths_bytes(texts):
+    python, native = run_raw(texts)
+    assert native == python
+
+
+def test_scan_path_skips_the_decoder_and_falls_back_to_it(monkeypatch):
+    """The common PING and SUBSCRIBE are answered without orjson.loads; an id the scanner does
+    not copy (a float) and a topic with an escape take the decoding path."""
+    from uws_py.realtime import dispatch
+
+    decoded: list[Any] = []
+
+    def counting_loads(data: Any) -> Any:
+        decoded.append(data)
+        return orjson.loads(data)
+
+    monkeypatch.setattr(dispatch, "_loads", counting_loads)
+    h = build(**PUBSUB_LIMITS)
+    ws = h.connect()
+    ws.sent.clear()
+    handler = h.engine.dispatcher.native_handler()
+    handler(ws, '{"type":"PING","id":7}', TEXT)
+    handler(ws, '{"type":"SUBSCRIBE","topic":"news","id":"s"}', TEXT)
+    handler(ws, '{"type":"UNSUBSCRIBE","topic":"news"}', TEXT)
+    assert decoded == []
+    handler(ws, '{"type":"PING","id":7.0}', TEXT)
+    handler(ws, '{"type":"SUBSCRIBE","topic":"t\\u0031"}', TEXT)
+    assert len(decoded) == 2
+    frames = [re.sub(rb'"serverTime":\d+', b'"serverTime":0', data) for data, _ in ws.sent]
+    assert frames == [b'{"type":"PONG","serverTime":0,"id":7}', b'{"type":"SUBSCRIBED","topic":"news","id":"s"}',
+                      b'{"type":"UNSUBSCRIBED","topic":"news"}', b'{"type":"PONG","serverTime":0,"id":7.0}',
+                      b'{"type":"SUBSCRIBED","topic":"t1"}']
+    assert ws.topics == {"t1"}

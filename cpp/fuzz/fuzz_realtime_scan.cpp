@@ -1,0 +1,243 @@
+// libFuzzer target: scanRealtimeMessage, the realtime layer's scanner of one JSON object.
+//
+// The input is the message's bytes, scanned from an exactly sized copy, and checked against
+// a reference written here independently: a plain recursive-descent JSON validator (RFC 8259,
+// no limits but a recursion guard) that also lists the top-level members. Checked:
+//  - soundness: a text the scanner knows is valid JSON for the reference, an object whose keys
+//    have no escape and are distinct, with the same count, and each recorded field's raw text
+//    is the reference's value text for that key; a plain string has no backslash; a plain
+//    integer is canonical decimal within +-2^53 and its value prints as its text;
+//  - completeness for everyday messages: a valid object with ASCII text only, no escape, no
+//    fraction or exponent, integers of 15 digits at most, at most 10 levels and kScanMaxKeys
+//    distinct keys is known;
+//  - a known text followed by one more non-space byte is not.
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fuzz_support.h"
+#include "uws/RealtimeScan.h"
+
+namespace {
+
+struct Member {
+    std::string_view key; // raw, between the quotes
+    std::string_view value;
+};
+
+// The reference validator. `simple` is cleared by anything outside the everyday subset.
+struct Reference {
+    std::string_view text;
+    size_t at = 0;
+    bool simple = true;
+    int maxDepth = 0;
+
+    bool end() const { return at >= text.size(); }
+    char peek() const { return text[at]; }
+    void space() {
+        while (!end() && (peek() == ' ' || peek() == '\t' || peek() == '\n' || peek() == '\r')) at++;
+    }
+    static bool hex(char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
+
+    // A string; true when valid. Raw UTF-8 is checked by decoding every sequence.
+    bool string() {
+        if (end() || peek() != '"') return false;
+        at++;
+        while (!end()) {
+            unsigned char c = static_cast<unsigned char>(text[at]);
+            if (c == '"') {
+                at++;
+                return true;
+            }
+            if (c < 0x20) return false;
+            if (c == '\\') {
+                simple = false;
+                at++;
+                if (end()) return false;
+                char e = text[at++];
+                if (e == 'u') {
+                    if (text.size() - at < 4) return false;
+                    for (int i = 0; i < 4; i++) {
+                        if (!hex(text[at + i])) return false;
+                    }
+                    at += 4;
+                } else if (std::string_view("\"\\/bfnrt").find(e) == std::string_view::npos) {
+                    return false;
+                }
+                continue;
+            }
+            if (c < 0x80) {
+                at++;
+                continue;
+            }
+            simple = false;
+            // Decode one sequence and check the code point's range.
+            int length = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 0;
+            if (length == 0 || text.size() - at < size_t(length)) return false;
+            uint32_t point = c & (0x7F >> length);
+            for (int i = 1; i < length; i++) {
+                unsigned char next = static_cast<unsigned char>(text[at + i]);
+                if ((next & 0xC0) != 0x80) return false;
+                point = (point << 6) | (next & 0x3F);
+            }
+            uint32_t least = length == 2 ? 0x80 : length == 3 ? 0x800 : 0x10000;
+            if (point < least || point > 0x10FFFF || (point >= 0xD800 && point <= 0xDFFF)) return false;
+            at += size_t(length);
+        }
+        return false;
+    }
+
+    bool digits(size_t &count) {
+        count = 0;
+        while (!end() && peek() >= '0' && peek() <= '9') {
+            at++;
+            count++;
+        }
+        return count > 0;
+    }
+
+    bool number() {
+        if (!end() && peek() == '-') at++;
+        if (end()) return false;
+        size_t count;
+        if (peek() == '0') {
+            at++;
+        } else if (peek() >= '1' && peek() <= '9') {
+            digits(count);
+            if (count > 15) simple = false;
+        } else {
+            return false;
+        }
+        if (!end() && peek() == '.') {
+            simple = false;
+            at++;
+            if (!digits(count)) return false;
+        }
+        if (!end() && (peek() == 'e' || peek() == 'E')) {
+            simple = false;
+            at++;
+            if (!end() && (peek() == '+' || peek() == '-')) at++;
+            if (!digits(count)) return false;
+        }
+        return true;
+    }
+
+    bool value(int depth, std::vector<Member> *members) {
+        if (depth > 200) return false; // a guard for the stack only
+        if (depth > maxDepth) maxDepth = depth;
+        space();
+        if (end()) return false;
+        char c = peek();
+        if (c == '{' || c == '[') {
+            bool object = c == '{';
+            char close = object ? '}' : ']';
+            at++;
+            space();
+            if (!end() && peek() == close) {
+                at++;
+                return true;
+            }
+            for (;;) {
+                space();
+                Member member;
+                if (object) {
+                    size_t keyStart = at;
+                    if (!string()) return false;
+                    member.key = text.substr(keyStart + 1, at - keyStart - 2);
+                    space();
+                    if (end() || peek() != ':') return false;
+                    at++;
+                    space();
+                }
+                size_t valueStart = at;
+                if (!value(depth + 1, nullptr)) return false;
+                member.value = text.substr(valueStart, at - valueStart);
+                if (members && object) members->push_back(member);
+                space();
+                if (end()) return false;
+                if (peek() == close) {
+                    at++;
+                    return true;
+                }
+                if (peek() != ',') return false;
+                at++;
+            }
+        }
+        if (c == '"') return string();
+        if (text.substr(at, 4) == "true" || text.substr(at, 4) == "null") {
+            at += 4;
+            return true;
+        }
+        if (text.substr(at, 5) == "false") {
+            at += 5;
+            return true;
+        }
+        return number();
+    }
+};
+
+void checkField(const uws::ScannedValue &field, std::string_view key, const std::vector<Member> &members) {
+    const Member *found = nullptr;
+    for (const Member &member : members) {
+        if (member.key == key) found = &member;
+    }
+    FUZZ_CHECK(field.present() == (found != nullptr));
+    if (!found) return;
+    FUZZ_CHECK(field.raw == found->value);
+    if (field.kind == uws::JsonKind::String) {
+        FUZZ_CHECK(field.raw.size() >= 2 && field.raw.front() == '"' && field.raw.back() == '"');
+        if (field.plain) FUZZ_CHECK(field.raw.find('\\') == std::string_view::npos);
+    } else {
+        FUZZ_CHECK(!field.plain || field.kind == uws::JsonKind::Integer);
+    }
+    if (field.plainInteger()) {
+        FUZZ_CHECK(std::to_string(field.integer) == std::string(field.raw));
+        FUZZ_CHECK(field.integer <= (int64_t(1) << 53) && field.integer >= -(int64_t(1) << 53));
+        FUZZ_CHECK(field.raw != "-0");
+    }
+}
+
+} // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    std::unique_ptr<char[]> copy = fuzz::copyOf(reinterpret_cast<const char *>(data), size);
+    std::string_view text(copy.get(), size);
+    uws::RealtimeScan scan;
+    bool known = uws::scanRealtimeMessage(text, scan);
+
+    Reference reference{text};
+    std::vector<Member> members;
+    reference.space();
+    bool isObject = !reference.end() && reference.peek() == '{';
+    bool valid = reference.value(0, &members);
+    reference.space();
+    valid = valid && reference.end();
+
+    bool distinct = true;
+    for (size_t i = 0; i < members.size(); i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (members[i].key == members[j].key) distinct = false;
+        }
+    }
+    if (known) {
+        FUZZ_CHECK(valid && isObject);
+        FUZZ_CHECK(distinct);
+        FUZZ_CHECK(scan.keys == members.size());
+        for (const Member &member : members) FUZZ_CHECK(member.key.find('\\') == std::string_view::npos);
+        checkField(scan.type, "type", members);
+        checkField(scan.id, "id", members);
+        checkField(scan.topic, "topic", members);
+        checkField(scan.data, "data", members);
+        std::string longer(text);
+        longer += 'x';
+        uws::RealtimeScan again;
+        FUZZ_CHECK(!uws::scanRealtimeMessage(longer, again));
+    }
+    if (valid && isObject && reference.simple && distinct && reference.maxDepth <= 10 &&
+        members.size() <= uws::kScanMaxKeys) {
+        FUZZ_CHECK(known);
+    }
+    return 0;
+}

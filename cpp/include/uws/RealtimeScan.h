@@ -1,0 +1,63 @@
+// A strict scanner for one realtime protocol message (a JSON object), without decoding it.
+//
+// The realtime layer's native dispatcher answers the built-ins (PING, SUBSCRIBE, ...) from the
+// bytes when this scanner knows the message: it reads the top-level object once, validates the
+// whole text as JSON (RFC 8259), and records where the fields "type", "id", "topic" and "data"
+// are. It has two answers only: "known" (scanRealtimeMessage returns true: the text is JSON
+// that orjson.loads accepts, with the fields as recorded) and "I don't know" (false: the caller
+// decodes the message as before, and that path accepts or words the error). It says "I don't
+// know" for everything where its result might differ from orjson.loads followed by the Python
+// path's dict lookups:
+//  - invalid JSON of any kind (the decoder words the error);
+//  - a top-level key with an escape, two equal top-level keys (the decoder keeps the last
+//    value), more than kScanMaxKeys top-level keys;
+//  - nesting deeper than kScanMaxDepth (orjson's own limit is deeper: no text at its limit
+//    is known);
+//  - an escaped surrogate (\uD800-\uDFFF: orjson pairs them or refuses a lone one);
+//  - a number orjson might not read as the same value: an integer of more than 18 digits, a
+//    fraction or exponent with more than kScanMaxNumberDigits digits or an exponent of more
+//    than two digits (1e400 is an error in orjson, 1e99 is not);
+//  - bytes that are not UTF-8 (a text frame's are checked by the core already).
+// It uses no Python: fuzzed by cpp/fuzz/fuzz_realtime_scan.cpp, unit tested by
+// cpp/tests/test_realtime_scan.cpp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string_view>
+
+namespace uws {
+
+constexpr int kScanMaxDepth = 32;
+constexpr size_t kScanMaxKeys = 32;
+constexpr size_t kScanMaxNumberDigits = 40;
+
+enum class JsonKind : uint8_t { Absent, Null, True, False, Integer, Number, String, Array, Object };
+
+// One top-level field's value.
+struct ScannedValue {
+    JsonKind kind = JsonKind::Absent;
+    // The value's text as it is in the message (a string with its quotes).
+    std::string_view raw;
+    // String: it has no escape, so its UTF-8 is `text()` and orjson.dumps writes it back as
+    // `raw`. Integer: canonical (no leading zeros, not -0) and within +-2^53, so that
+    // orjson.dumps(orjson.loads(raw)) is `raw` again; its value is `integer`.
+    bool plain = false;
+    int64_t integer = 0;
+
+    bool present() const { return kind != JsonKind::Absent; }
+    bool plainString() const { return kind == JsonKind::String && plain; }
+    bool plainInteger() const { return kind == JsonKind::Integer && plain; }
+    // A string's contents between its quotes (its UTF-8 when plain).
+    std::string_view text() const { return raw.size() >= 2 ? raw.substr(1, raw.size() - 2) : std::string_view(); }
+};
+
+struct RealtimeScan {
+    ScannedValue type, id, topic, data;
+    size_t keys = 0; // top-level keys
+};
+
+// True when `message` is known (see above), with its fields in `out`; false: "I don't know".
+bool scanRealtimeMessage(std::string_view message, RealtimeScan &out);
+
+} // namespace uws

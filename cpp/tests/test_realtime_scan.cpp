@@ -1,0 +1,131 @@
+// scanRealtimeMessage: what it knows (valid JSON objects, their fields recorded as they are in
+// the text) and what it must leave to the decoder ("I don't know": invalid JSON, duplicate or
+// escaped top-level keys, surrogate escapes, numbers orjson may read otherwise, deep nesting).
+#include <string>
+
+#include "check.h"
+#include "uws/RealtimeScan.h"
+
+namespace {
+
+using uws::JsonKind;
+using uws::RealtimeScan;
+using uws::scanRealtimeMessage;
+
+bool known(const std::string &text) {
+    RealtimeScan scan;
+    return scanRealtimeMessage(text, scan);
+}
+
+void testFieldsOfAPing() {
+    RealtimeScan scan;
+    CHECK(scanRealtimeMessage(R"( {"type" : "PING", "id":42, "extra": {"a":[1,2.5e3,true,null]}} )", scan));
+    CHECK(scan.type.plainString());
+    CHECK_EQ(scan.type.text(), std::string_view("PING"));
+    CHECK(scan.id.plainInteger());
+    CHECK_EQ(scan.id.integer, int64_t(42));
+    CHECK_EQ(scan.id.raw, std::string_view("42"));
+    CHECK(!scan.topic.present());
+    CHECK(!scan.data.present());
+    CHECK_EQ(scan.keys, size_t(3));
+}
+
+void testFieldKinds() {
+    RealtimeScan scan;
+    CHECK(scanRealtimeMessage(R"({"type":"PUBLISH","topic":"a\/b","data":{"x":[1]},"id":"r-1"})", scan));
+    CHECK(scan.topic.kind == JsonKind::String);
+    CHECK(!scan.topic.plain); // an escape
+    CHECK(scan.data.kind == JsonKind::Object);
+    CHECK_EQ(scan.data.raw, std::string_view(R"({"x":[1]})"));
+    CHECK(scan.id.plainString());
+    CHECK_EQ(scan.id.text(), std::string_view("r-1"));
+
+    CHECK(scanRealtimeMessage(R"({"id":null,"type":1})", scan));
+    CHECK(scan.id.kind == JsonKind::Null);
+    CHECK(scan.type.kind == JsonKind::Integer);
+    CHECK(scanRealtimeMessage(R"({"id":-0})", scan));
+    CHECK(scan.id.kind == JsonKind::Integer);
+    CHECK(!scan.id.plain); // -0 is written back as 0
+    CHECK(scanRealtimeMessage(R"({"id":9007199254740992})", scan));
+    CHECK(scan.id.plain);
+    CHECK(scanRealtimeMessage(R"({"id":9007199254740993})", scan));
+    CHECK(!scan.id.plain);
+    CHECK(scanRealtimeMessage(R"({"id":-9007199254740992})", scan));
+    CHECK(scan.id.plain);
+    CHECK_EQ(scan.id.integer, -int64_t(9007199254740992));
+    CHECK(scanRealtimeMessage(R"({"id":1.0})", scan));
+    CHECK(scan.id.kind == JsonKind::Number);
+    CHECK(scanRealtimeMessage(R"({"id":1e2})", scan));
+    CHECK(scan.id.kind == JsonKind::Number);
+    CHECK(scanRealtimeMessage(R"({"id":[],"data":[]})", scan));
+    CHECK(scan.id.kind == JsonKind::Array);
+    CHECK(scanRealtimeMessage("{}", scan));
+    CHECK_EQ(scan.keys, size_t(0));
+    CHECK(!scan.type.present());
+    CHECK(scanRealtimeMessage("{\"type\":\"caf\xC3\xA9 \xF0\x9F\x98\x80\"}", scan));
+    CHECK(scan.type.plainString());
+}
+
+void testValidJsonIsKnown() {
+    const char *texts[] = {
+        R"({"a":"\"\\\/\b\f\n\r\t\u0041\u00e9\uFFFF\u0000"})",
+        "{\"a\":\"\x7F\"}",
+        R"({"a":-0.5e-99,"b":1E+2,"c":0,"d":-1,"e":123456789012345678})",
+        "\t\r\n {\"a\" \t:\r\n[ ] , \"b\":{ }}\n",
+        R"({"a":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]})", // 30 arrays: depth 31
+    };
+    for (const char *text : texts) {
+        check::Scope scope(text);
+        CHECK(known(text));
+    }
+}
+
+void testUnknown() {
+    const std::string texts[] = {
+        "", " ", "[]", "\"PING\"", "1", "null", "{", "}", "{\"type\":\"PING\"", "{\"type\":\"PING\"}x",
+        "{\"type\":\"PING\"}{}", "{\"type\":\"PING\",}", "{\"type\" \"PING\"}", "{\"type\":}", "{type:1}",
+        "{'type':1}", "{\"a\":[1,]}", "{\"a\":[,1]}", "{\"a\":{\"b\"}}", "{\"a\":{\"b\":1,}}", "{\"a\":tru}",
+        "{\"a\":True}", "{\"a\":nul}", "{\"a\":NaN}", "{\"a\":Infinity}", "{\"a\":-Infinity}", "{\"a\":01}",
+        "{\"a\":-01}", "{\"a\":1.}", "{\"a\":.5}", "{\"a\":-}", "{\"a\":+1}", "{\"a\":1e}", "{\"a\":1e+}",
+        "{\"a\":0x10}", "{\"a\":1e400}", "{\"a\":1e100}", "{\"a\":1234567890123456789}",
+        "{\"a\":1.00000000000000000000000000000000000000000}", "{\"a\":\"\\x41\"}", "{\"a\":\"\\u12\"}",
+        "{\"a\":\"\\uD83D\\uDE00\"}", "{\"a\":\"\\udc00\"}", "{\"a\":\"\\\"}", std::string("{\"a\":\"\x01\"}"),
+        "{\"a\":\"tab\there\"}", "{\"a\":\"\xC3\"}", "{\"a\":\"\xC0\x80\"}", "{\"a\":\"\xED\xA0\x80\"}",
+        "{\"a\":\"\xF4\x90\x80\x80\"}", "{\"a\":\"\xFF\"}", "\xEF\xBB\xBF{}", "\x0C{}", "{}\x0C",
+        std::string("{}\0", 3), "{\"a\":1,\"a\":2}", "{\"type\":\"PING\",\"type\":\"PONG\"}",
+        "{\"typ\\u0065\":\"PING\"}", "{\"\\u0061\":1}", "{\"a\":1}// comment", "{\"a\":/*x*/1}",
+        std::string("{\"a\":") + std::string(32, '[') + std::string(32, ']') + "}",
+    };
+    for (const std::string &text : texts) {
+        check::Scope scope(check::quote(text));
+        CHECK(!known(text));
+    }
+}
+
+void testKeyLimit() {
+    std::string text = "{";
+    for (size_t i = 0; i < uws::kScanMaxKeys; i++) text += (i ? ",\"k" : "\"k") + std::to_string(i) + "\":1";
+    CHECK(known(text + "}"));
+    CHECK(!known(text + ",\"one more\":1}"));
+}
+
+void testEveryPrefixOfAKnownTextIsUnknown() {
+    std::string text = R"({"type":"PUBLISH","topic":"news","data":{"a":[1,-2.5,"x\n",null,true,false]},"id":7})";
+    CHECK(known(text));
+    for (size_t length = 0; length < text.size(); length++) {
+        check::Scope scope(std::to_string(length));
+        CHECK(!known(text.substr(0, length)));
+    }
+}
+
+} // namespace
+
+int main() {
+    RUN_TEST(testFieldsOfAPing);
+    RUN_TEST(testFieldKinds);
+    RUN_TEST(testValidJsonIsKnown);
+    RUN_TEST(testUnknown);
+    RUN_TEST(testKeyLimit);
+    RUN_TEST(testEveryPrefixOfAKnownTextIsUnknown);
+    return check::report("test_realtime_scan");
+}
