@@ -23,7 +23,9 @@ MESSAGES = 4000
 SUBSCRIBERS = 3
 PUBLISH_SECONDS = 20.0  # the publisher spreads the messages over this long
 SETTLE_SECONDS = 30.0  # then every subscriber must have caught up within this long
-TEST_BOUND = 120.0
+# A bound for a hung run, not the expected time (publishing 20 s, settling up to 30 s): at a load of
+# 3-8 on 2 cores the acknowledged publishes fall behind their pace.
+TEST_BOUND = 300.0
 TOKEN_TTL = 4
 JS_OPTIONS = {"minReconnectDelay": 100, "maxReconnectDelay": 1000, "timeout": 3000}
 

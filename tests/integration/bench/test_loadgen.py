@@ -1,8 +1,10 @@
 """The load generator's threads mode and PING payload, and the runner's scenario 9 and 10
 servers: that they start, answer and are checked, never how fast (speed is bench/'s business).
 
-The load generator is built once into a temporary directory with bench/build_loadgen.sh;
-every run is a fraction of a second of load on loopback against a server started here.
+The load generator is bench/.build/loadgen, built by the bench's own rule (bench/build_loadgen.sh,
+again only when a source under bench/loadgen/ is newer than it), so that the chaos tests' scale and
+storm runs reuse the same build instead of compiling their own; every run is a fraction of a
+second of load on loopback against a server started here.
 """
 
 from __future__ import annotations
@@ -20,19 +22,21 @@ BENCH = Path(__file__).resolve().parents[3] / "bench"
 SHORT = ["--warmup", "0.2", "--duration", "0.4"]
 
 
-def load_runner():
-    """bench/run.py as a module (it puts bench/ on sys.path for its own imports)."""
-    spec = importlib.util.spec_from_file_location("bench_run", BENCH / "run.py")
+def load_bench_module(name: str, path: Path):
+    """A bench script as a module (bench/run.py puts bench/ on sys.path for its own imports)."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
+def load_runner():
+    return load_bench_module("bench_run", BENCH / "run.py")
+
+
 @pytest.fixture(scope="module")
-def loadgen(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("loadgen") / "loadgen"
-    subprocess.run(["bash", str(BENCH / "build_loadgen.sh"), str(path)], check=True, capture_output=True, timeout=120)
-    return path
+def loadgen() -> Path:
+    return load_bench_module("bench_scale_run", BENCH / "scale" / "run.py").build_loadgen()
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,11 @@ A real server on loopback, raw-socket clients."""
 
 from __future__ import annotations
 
-import time
-
 from uws_py import JWTAuth
 from tests.support.realtime import (
     SECRET, assert_next_is_pong, realtime_server, recv_json, request, scrape, metric,
 )
+from tests.support.procutil import wait_until
 from tests.support.wsclient import Op, parse_close_payload
 
 DIFF_INTERVAL = 0.2
@@ -42,8 +41,13 @@ def test_presence_lists_subscribers_with_user_and_info(serve):
 
     assert request(alice2, {"type": "UNSUBSCRIBE", "topic": "room.1"})["type"] == "UNSUBSCRIBED"
     alice.disconnect()
-    time.sleep(0.1)
-    after = request(bob, {"type": "PRESENCE", "topic": "room.1", "id": 9})
+
+    def without_alice():
+        reply = request(bob, {"type": "PRESENCE", "topic": "room.1", "id": 9})
+        return reply if all(entry["userId"] != "alice" for entry in reply["clients"]) else None
+
+    # The server sees the TCP close on its next read: polled, not slept on.
+    after = wait_until(without_alice, "alice's closed connection leaving the presence of room.1")
     assert after["clients"] == [{"clientId": hello_b["clientId"], "userId": "bob", "info": None}]
     assert request(bob, {"type": "PRESENCE_STATS", "topic": "room.1"})["numUsers"] == 1
 

@@ -10,8 +10,10 @@ import asyncio
 
 from tests.support.zero_loss import ZeroLossConfig, cluster, run_zero_loss
 
-# Publishing takes 60 s; startup, catching up and stopping a few more.
-BOUND = 120.0
+# Publishing is paced over 60 s, then the subscribers get 20 s to catch up (tests/support/zero_loss.py).
+# A bound for a hung run, not the expected time: at a load of 3-8 on 2 cores the acknowledged
+# publishes fall behind their pace, and 120 s left too little room for that.
+BOUND = 300.0
 
 
 def test_five_subscribers_behind_chaos_proxies_get_all_20000_messages_once_in_offset_order():
