@@ -295,6 +295,7 @@ void registerApp(py::module_ &module) {
             d["http_rejections"] = s.httpRejections.get();
             d["idle_timeouts"] = s.idleTimeouts.get();
             d["header_timeouts"] = s.headerTimeouts.get();
+            d["http_send_timeouts"] = s.sendTimeouts.get();
             return d;
         })
         .def_property("error_handler", [](PyApp &self) { return self.errorHandler; },
@@ -303,6 +304,8 @@ void registerApp(py::module_ &module) {
                       [](PyApp &self, py::object handler) { self.logHandler = handler; })
         .def_property("header_timeout", [](PyApp &self) { return self.app.http().headerTimeout; },
                       [](PyApp &self, unsigned seconds) { self.app.http().headerTimeout = seconds; })
+        .def_property("send_timeout", [](PyApp &self) { return self.app.http().sendTimeout; },
+                      [](PyApp &self, unsigned seconds) { self.app.http().sendTimeout = seconds; })
         .def_property_readonly("running", [](PyApp &self) { return self.running; });
 }
 

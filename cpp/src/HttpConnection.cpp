@@ -13,11 +13,6 @@ namespace uws {
 namespace {
 // Seconds an idle keep-alive connection may wait for its next request.
 constexpr unsigned kKeepAliveTimeout = 10;
-// Seconds a response may wait for a client that takes none of its bytes (it stopped reading,
-// or is gone without a FIN): then the connection closes and the response is aborted, so a
-// streamed body does not hold its buffer, and the handler its state, forever. Every byte the
-// client takes restarts it, so a slow reader is not cut. 10 s, as µWebSockets' HTTP timeout.
-constexpr unsigned kSendTimeout = 10;
 // Pipelined bytes we hold while a response is pending, beyond one maximal head.
 constexpr size_t kPipelineSlack = 64 * 1024;
 
@@ -115,7 +110,7 @@ bool HttpConnection::startRequest(HttpRequest &request, size_t headLength) {
     keepAlive_ = request.http10 ? request.headerHasToken("connection", "keep-alive")
                                 : !request.headerHasToken("connection", "close");
     // The previous response may still be waiting for the client (pipelining).
-    setTimeout(awaitingClient_ ? kSendTimeout : 0);
+    setTimeout(awaitingClient_ ? context_->sendTimeout : 0);
     if (!request.http10 && !request.hasHeader("host")) {
         reject("400 Bad Request", "missing Host header");
         return false;
@@ -225,11 +220,11 @@ bool HttpConnection::finishRequest() {
 
 void HttpConnection::onBackpressure() {
     awaitingClient_ = true;
-    setTimeout(kSendTimeout);
+    setTimeout(context_->sendTimeout);
 }
 
 void HttpConnection::onWriteProgress() {
-    if (awaitingClient_) setTimeout(kSendTimeout);
+    if (awaitingClient_) setTimeout(context_->sendTimeout);
 }
 
 bool HttpConnection::writeStatus(std::string_view status) {
@@ -421,8 +416,9 @@ void HttpConnection::releaseHandle() {
 void HttpConnection::onTimeout() {
     if (awaitingClient_) {
         logTo(*context_->log, LogLevel::Info, "closing " + remoteAddress() + ": the client took no response bytes within " +
-                                       std::to_string(kSendTimeout) + " s (" + std::to_string(bufferedAmount()) +
+                                       std::to_string(context_->sendTimeout) + " s (" + std::to_string(bufferedAmount()) +
                                        " bytes waiting)");
+        context_->stats->sendTimeouts.add();
         close();
         return;
     }

@@ -151,6 +151,7 @@ class App:
     error_handler: Optional[Callable[[str, BaseException], Any]]
     log_handler: Optional[Callable[[int, str], Any]]
     header_timeout: int
+    send_timeout: int
     max_body_size: int
     embedded: bool
     @property

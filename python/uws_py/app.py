@@ -350,3 +350,16 @@ class App:
     @header_timeout.setter
     def header_timeout(self, seconds: int) -> None:
         self._core.header_timeout = seconds
+
+    @property
+    def send_timeout(self) -> int:
+        """Seconds a response may wait for a client that takes none of its bytes before the
+        connection is closed and ``on_aborted`` runs (default 10). Each byte the client takes
+        restarts it. Counted in ``stats()["http_send_timeouts"]``."""
+        return self._core.send_timeout
+
+    @send_timeout.setter
+    def send_timeout(self, seconds: int) -> None:
+        if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
+            raise ValueError(f"send_timeout must be a positive whole number of seconds, not {seconds!r}")
+        self._core.send_timeout = seconds

@@ -200,6 +200,8 @@ class _Collector:
             ("uws_http_rejections", "http_rejections", "HTTP requests and upgrades refused"),
             ("uws_idle_timeouts", "idle_timeouts", "Connections closed for idleness"),
             ("uws_header_timeouts", "header_timeouts", "Connections closed without a complete request head in time"),
+            ("uws_http_send_timeouts", "http_send_timeouts",
+             "HTTP connections closed because the client took no response bytes within the send timeout"),
         ):
             yield CounterMetricFamily(name, help_text, value=stats[key])
         errors = CounterMetricFamily("uws_errors", "ERROR replies by code", labels=["code"])

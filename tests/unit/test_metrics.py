@@ -27,6 +27,7 @@ CORE_COUNTERS = {
     "uws_http_rejections": "http_rejections",
     "uws_idle_timeouts": "idle_timeouts",
     "uws_header_timeouts": "header_timeouts",
+    "uws_http_send_timeouts": "http_send_timeouts",
 }
 
 

@@ -49,7 +49,7 @@ def test_per_worker_labels_the_chosen_families() -> None:
 def test_render_round_trips_through_the_prometheus_parser() -> None:
     core = {"messages_in": 3, "messages_out": 4, "bytes_in": 0, "bytes_out": 0, "connections_opened": 1, "connections_closed": 0,
             "publishes": 0, "deliveries": 0, "drops": 0, "backpressure_events": 0, "protocol_errors": 0,
-            "http_rejections": 0, "idle_timeouts": 0, "header_timeouts": 0, "open_connections": 1}
+            "http_rejections": 0, "idle_timeouts": 0, "header_timeouts": 0, "http_send_timeouts": 0, "open_connections": 1}
     metrics = Metrics(lambda: core)
     metrics.histogram("CHAT").observe(0.0003)
     taken = snap.take(metrics.registry)
@@ -120,7 +120,7 @@ def test_bucket_quantile_is_the_upper_bound_of_the_holding_bucket() -> None:
 def test_figures_read_the_totals_and_latency_by_type() -> None:
     core = {"messages_in": 30, "messages_out": 40, "bytes_in": 0, "bytes_out": 0, "connections_opened": 3, "connections_closed": 0,
             "publishes": 0, "deliveries": 0, "drops": 2, "backpressure_events": 5, "protocol_errors": 0,
-            "http_rejections": 0, "idle_timeouts": 0, "header_timeouts": 0, "open_connections": 3}
+            "http_rejections": 0, "idle_timeouts": 0, "header_timeouts": 0, "http_send_timeouts": 0, "open_connections": 3}
     metrics = Metrics(lambda: core)
     metrics.rate_limited = 4
     metrics.auth_failure("expired")
@@ -189,7 +189,7 @@ def test_the_report_carries_the_dashboards_figures() -> None:
 
     core = {"messages_in": 30, "messages_out": 40, "bytes_in": 0, "bytes_out": 0, "connections_opened": 3, "connections_closed": 0,
             "publishes": 0, "deliveries": 0, "drops": 2, "backpressure_events": 5, "protocol_errors": 0,
-            "http_rejections": 0, "idle_timeouts": 0, "header_timeouts": 0, "open_connections": 3}
+            "http_rejections": 0, "idle_timeouts": 0, "header_timeouts": 0, "http_send_timeouts": 0, "open_connections": 3}
     metrics = Metrics(lambda: core)
     now = [100.0]
     reporter = Reporter(metrics, 10, lambda s, f: 1, lambda t: None, clock=lambda: now[0], worker=2)

@@ -21,7 +21,7 @@ struct AppStats {
     Counter messagesIn, messagesOut, bytesIn, bytesOut;
     Counter connectionsOpened, connectionsClosed, openConnections;
     Counter publishes, deliveries, drops, backpressureEvents;
-    Counter protocolErrors, httpRejections, idleTimeouts, headerTimeouts;
+    Counter protocolErrors, httpRejections, idleTimeouts, headerTimeouts, sendTimeouts;
 };
 
 } // namespace uws

@@ -32,6 +32,12 @@ struct HttpContext {
     uint64_t maxBodySize = 1024 * 1024;
     // Seconds a client has to deliver a complete request head (slowloris defence).
     unsigned headerTimeout = 10;
+    // Seconds a response may wait for a client that takes none of its bytes (it stopped
+    // reading, or is gone without a FIN): then the connection closes and the response is
+    // aborted, so a streamed body does not hold its buffer, and the handler its state,
+    // forever. Every byte the client takes restarts it, so a slow reader is not cut. 10 s, as
+    // µWebSockets' HTTP timeout. Counted in AppStats::sendTimeouts.
+    unsigned sendTimeout = 10;
     // Set by the bindings: releases a response's handle once the connection is done with it.
     std::function<void(void *)> releaseHandle;
 

@@ -114,7 +114,11 @@ class HistoryPolicy:
     """
 
     def __init__(self, options: Sequence[HistoryOptions] = ()) -> None:
-        """Args: options: patterns in priority order (more can be added with :meth:`add`)."""
+        """A policy of the given patterns.
+
+        Args:
+            options: patterns in priority order (more can be added with :meth:`add`).
+        """
         self._options: list[tuple[re.Pattern[str], HistoryOptions]] = []
         self._cache: dict[str, Optional[HistoryOptions]] = {}
         for option in options:
@@ -414,9 +418,14 @@ class MemoryHistory:
     def __init__(self, policy: HistoryPolicy, memory_cap: int = DEFAULT_MEMORY_CAP,
                  metrics: Optional[HistoryMetrics] = None, clock: Callable[[], float] = time.monotonic,
                  epochs: Callable[[], str] = new_epoch) -> None:
-        """Args: policy: which topics keep history; memory_cap: bytes for all topics together;
-        metrics: counters to add to (a new one by default); clock: seconds, monotonic;
-        epochs: makes a fresh epoch (injectable for tests).
+        """An empty in-process store.
+
+        Args:
+            policy: which topics keep history.
+            memory_cap: bytes for all topics together.
+            metrics: counters to add to (a new one by default).
+            clock: seconds, monotonic.
+            epochs: makes a fresh epoch (injectable for tests).
         """
         if memory_cap < 1:
             raise ValueError(f"history memory cap must be >= 1 byte, got {memory_cap}")
@@ -591,7 +600,11 @@ class DeliveryTracker:
     offset jump or an epoch change in what the broker hands over (counted as gaps)."""
 
     def __init__(self, metrics: Optional[HistoryMetrics] = None) -> None:
-        """Args: metrics: counters to add gaps to (a new one by default)."""
+        """A tracker that has seen no delivery yet.
+
+        Args:
+            metrics: counters to add gaps to (a new one by default).
+        """
         self.metrics = metrics if metrics is not None else HistoryMetrics()
         self._last: dict[str, Position] = {}
 

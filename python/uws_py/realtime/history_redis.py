@@ -50,6 +50,11 @@ if TYPE_CHECKING:
 KEY_PREFIX = "uws:h:"
 # Seconds to connect or to wait for one reply; past it the publish fails as UNAVAILABLE.
 TIMEOUT = 2.0
+# Connections the store opens to Redis at most (not in a cluster). Each call holds one only
+# for its round trip; a burst of more concurrent calls (a reconnect storm's recoveries)
+# waits for a free one, up to the store's timeout, instead of opening one each and keeping
+# them all open afterwards.
+MAX_CONNECTIONS = 16
 
 # KEYS: stream, meta. ARGV: channel, origin, head, tail, size, ttl ms, position ttl ms, epoch
 # to start if the position is gone. Returns {epoch, offset}. The channel message is framed as
@@ -113,14 +118,26 @@ class RedisHistory:
 
     def __init__(self, url: str, policy: HistoryPolicy, metrics: Optional[HistoryMetrics] = None, *,
                  origin: bytes = b"", channel_prefix: str = CHANNEL_PREFIX, key_prefix: str = KEY_PREFIX,
-                 timeout: float = TIMEOUT, epochs: Callable[[], str] = new_epoch, cluster: bool = False) -> None:
-        """Args: url: ``redis://host:port/db``; policy: which topics keep history; metrics:
-        counters to add to; origin: the publishing process's broker origin (its own copy is
-        then recognised); channel_prefix: the broker's; key_prefix: of the two keys per topic;
-        timeout: seconds per connect and per reply; epochs: makes a fresh epoch; cluster: the
-        url is ``redis+cluster://...`` (redis-py's cluster client; the scripts ``SPUBLISH``
-        on the topic's sharded channel, in the slot of its keys).
+                 timeout: float = TIMEOUT, epochs: Callable[[], str] = new_epoch, cluster: bool = False,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
+        """A store that connects on first use.
+
+        Args:
+            url: ``redis://host:port/db``.
+            policy: which topics keep history.
+            metrics: counters to add to.
+            origin: the publishing process's broker origin (its own copy is then recognised).
+            channel_prefix: the broker's.
+            key_prefix: of the two keys per topic.
+            timeout: seconds per connect, per reply, and to wait for a free connection.
+            epochs: makes a fresh epoch.
+            cluster: the url is ``redis+cluster://...`` (redis-py's cluster client; the scripts
+                ``SPUBLISH`` on the topic's sharded channel, in the slot of its keys).
+            max_connections: connections to Redis at most (not with ``cluster``); more
+                concurrent calls wait for one (up to ``timeout``, then HistoryUnavailable).
         """
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
+            raise ValueError(f"max_connections must be a positive int, not {max_connections!r}")
         self.url = url
         self.policy = policy
         self.metrics = metrics if metrics is not None else HistoryMetrics()
@@ -128,6 +145,7 @@ class RedisHistory:
         self.channel_prefix = channel_prefix
         self.key_prefix = key_prefix
         self.timeout = timeout
+        self.max_connections = max_connections
         self._epochs = epochs
         self._client: Any = None
         self.cluster = cluster
@@ -335,10 +353,13 @@ class RedisHistory:
             # One retry: a connection that died while idle is only found out by using it. Not
             # after a timeout: the script was sent and a slow Redis still runs it, so sending it
             # again would store one publish at two offsets (the chaos test redis-sleep).
-            self._client = aioredis.from_url(
-                self.url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout,
+            # A blocking pool: at most max_connections, a burst waits for a free one.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url, max_connections=self.max_connections, timeout=self.timeout,
+                socket_connect_timeout=self.timeout, socket_timeout=self.timeout,
                 retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             )
+            self._client = aioredis.Redis.from_pool(pool)  # aclose() closes the pool too
         return self._client
 
     async def _call(self, script: _Script, keys: tuple[str, str], args: tuple[Any, ...]) -> Any:

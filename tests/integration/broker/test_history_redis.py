@@ -440,3 +440,53 @@ def test_pubsub_connection_killed_reconnect_callback_fires_and_offsets_continue(
     assert delivered == list(range(1, total + 1)), "a publication missing or twice after the reconnect"
     assert a.stats()["reconnects"] >= 1
     assert tracker.metrics.gaps_detected >= 1
+
+
+def test_a_burst_of_recoveries_beyond_max_connections_waits_and_all_succeed(redis_server):
+    """The store's pool used to open one connection per concurrent call and keep them all:
+    a reconnect storm's recoveries left that many connections open for good. With
+    max_connections=3, 60 concurrent recoveries all answer, correctly, and Redis never sees
+    more than 3 connections from the store."""
+    watcher = sync_client(redis_server)
+
+    def store_connections() -> int:
+        # Every client but the watcher's own connection is the store's.
+        return len(watcher.client_list()) - 1
+
+    async def scenario():
+        history = RedisHistory(redis_server.url, POLICY, origin=b"w1", max_connections=3)
+        try:
+            epoch = (await history.position("chat.burst")).epoch
+            for n in range(20):
+                await publish(history, "chat.burst", n)
+            peak = 0
+            watching = True
+
+            async def watch():
+                nonlocal peak
+                while watching:
+                    peak = max(peak, await asyncio.to_thread(store_connections))
+                    await asyncio.sleep(0.005)
+
+            watcher_task = asyncio.create_task(watch())
+            since = [n % 20 for n in range(60)]
+            recoveries = await asyncio.gather(*(history.recover("chat.burst", Position(epoch, s), limit=100)
+                                                for s in since))
+            watching = False
+            await watcher_task
+            peak = max(peak, store_connections())
+            return since, recoveries, peak
+        finally:
+            await history.aclose()
+
+    since, recoveries, peak = asyncio.run(scenario())
+    for start, recovery in zip(since, recoveries):
+        assert recovery.outcome is RecoveryOutcome.RECOVERED, recovery
+        assert [p.offset for p in recovery.publications] == list(range(start + 1, 21))
+    assert 1 <= peak <= 3, f"{peak} connections open to Redis (max_connections=3)"
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True])
+def test_max_connections_must_be_a_positive_int(value):
+    with pytest.raises(ValueError, match="max_connections"):
+        RedisHistory("redis://127.0.0.1:1", POLICY, max_connections=value)

@@ -5,6 +5,7 @@ and a client that reads, however slowly, is not cut."""
 
 from __future__ import annotations
 
+import logging
 import queue
 import socket
 import time
@@ -127,3 +128,50 @@ def test_ended_response_to_a_client_that_stops_reading_is_dropped_after_the_send
     finally:
         sock.close()
     assert received < len(body), f"all {received} bytes arrived: the stalled response was kept"
+
+
+def test_send_timeout_is_settable_counted_logged_and_exported(make_server, recorder, caplog):
+    """app.send_timeout = 2: a client that takes no bytes is closed after 2..4 s (not 10), the
+    close is logged, counted in stats()["http_send_timeouts"] and scraped as
+    uws_http_send_timeouts_total with its HELP text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from uws_py.metrics import Metrics
+
+    caplog.set_level(logging.INFO)
+    events: queue.Queue = queue.Queue()
+    apps = []
+
+    def setup(app):
+        app.send_timeout = 2
+        apps.append(app)
+        return app.get("/big", recorder.guard(streaming_handler("write", events)))
+
+    server = make_server(None, "/*", setup)
+    (app,) = apps
+    assert app.send_timeout == 2
+    before = app.stats()["http_send_timeouts"]
+    sock = request_big(server.address[1])
+    try:
+        started = time.monotonic()
+        assert sock.recv(1024).startswith(b"HTTP/1.1 200")
+        kind, at = wait_for(events, "the response to be aborted", timeout=8)
+        assert kind == "aborted"
+        assert 1.0 <= at - started <= 4.5, at - started
+    finally:
+        sock.close()
+    assert app.stats()["http_send_timeouts"] == before + 1
+    assert any("took no response bytes within 2 s" in record.getMessage() for record in caplog.records), \
+        [record.getMessage() for record in caplog.records]
+    text = Metrics(app.stats).render().decode()
+    assert "# HELP uws_http_send_timeouts_total HTTP connections closed because the client took no response" in text
+    (family,) = [f for f in text_string_to_metric_families(text) if f.name == "uws_http_send_timeouts"]
+    assert [sample.value for sample in family.samples if sample.name.endswith("_total")] == [before + 1]
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "2"])
+def test_send_timeout_refuses_what_is_not_a_positive_whole_number(value):
+    from uws_py import App
+
+    with pytest.raises(ValueError, match="send_timeout"):
+        App().send_timeout = value

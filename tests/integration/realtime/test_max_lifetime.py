@@ -76,9 +76,9 @@ def test_the_lifetime_ends_with_1001_max_lifetime_reached_and_a_log_line(serve, 
     while time.monotonic() - opened < LIFETIME - 0.5:
         assert request(client, {"type": "PING", "id": 1})["type"] == "PONG"
         time.sleep(0.2)
-    assert client.expect_close(timeout=LIFETIME + 3.0) == (1001, b"max lifetime reached")
+    assert client.expect_close(timeout=LIFETIME + 4.0) == (1001, b"max lifetime reached")
     lived = time.monotonic() - opened
-    assert LIFETIME - 0.1 <= lived <= LIFETIME + 2.0, f"closed after {lived:.2f} s"
+    assert LIFETIME - 0.1 <= lived <= LIFETIME + 3.0, f"closed after {lived:.2f} s"  # a loaded machine delays the tick
     assert other.expect_close(timeout=2.0) == (1001, b"max lifetime reached")
     assert any("max_lifetime reached" in record.getMessage() for record in caplog.records), \
         [record.getMessage() for record in caplog.records]

@@ -51,7 +51,7 @@ class FakeLoop:
         return dict.fromkeys(
             ("open_connections", "messages_in", "messages_out", "bytes_in", "bytes_out", "connections_opened", "connections_closed",
              "publishes", "deliveries", "drops", "backpressure_events", "protocol_errors", "http_rejections",
-             "idle_timeouts", "header_timeouts"), 0)
+             "idle_timeouts", "header_timeouts", "http_send_timeouts"), 0)
 
 
 class FakeSocket:
