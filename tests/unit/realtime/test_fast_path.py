@@ -160,6 +160,40 @@ def test_native_take_leaves_the_bucket_as_take_does():
     assert 0 <= bucket.tokens < 0.01 and bucket.refused == 1
 
 
+def test_native_take_changes_no_float_anyone_else_holds():
+    """The C path updates the bucket's floats in place only while the bucket alone holds
+    them: a value read from the bucket stays what it was."""
+    h = build(rate_limit=RateLimit(messages=3, per_seconds=3600))
+    ws = h.connect()
+    native = h.engine.dispatcher.native_handler()
+    native(ws, '{"type":"REPLY"}', TEXT)
+    native(ws, '{"type":"REPLY"}', TEXT)  # the bucket's floats are its own now
+    held_tokens, held_updated = ws.client.bucket.tokens, ws.client.bucket.updated
+    tokens_text, updated_text = repr(held_tokens), repr(held_updated)
+    native(ws, '{"type":"REPLY"}', TEXT)
+    assert (repr(held_tokens), repr(held_updated)) == (tokens_text, updated_text)
+    assert ws.client.bucket.tokens < held_tokens - 0.99 and ws.client.bucket.updated > held_updated
+
+
+def test_retry_after_at_the_boundary_is_the_buckets_on_both_paths():
+    """A monotonic-clock bucket (taken in C on the native path): the last token is given, the
+    next request refused with RATE_LIMITED whose retryAfter is the bucket's own wait, on both
+    paths, and the counts agree."""
+    for native in (False, True):
+        h = build(rate_limit=RateLimit(messages=2, per_seconds=3600))
+        ws = h.connect()
+        ws.sent.clear()
+        handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+        for number in range(3):
+            handler(ws, f'{{"type":"REPLY","id":{number}}}', TEXT)
+        bucket = ws.client.bucket
+        replies = [orjson.loads(data) for data, _ in ws.sent]
+        assert [reply["type"] for reply in replies] == ["REPLIED", "REPLIED", "ERROR"], native
+        assert replies[2]["code"] == "RATE_LIMITED" and replies[2]["retryAfter"] == int(bucket.retry_after() * 1000) + 1
+        assert 1_799_000 < replies[2]["retryAfter"] <= 1_800_001 and bucket.refused == 1
+        assert h.engine.router.get("REPLY").calls == 2 and h.engine.metrics.rate_limited == 1
+
+
 def test_binary_and_str_with_lone_surrogates_go_the_python_way():
     h = build()
     ws = h.connect()
@@ -405,3 +439,106 @@ def test_native_batch_of_builtins_answers_in_one_frame():
         assert frames_ == expected, native
         assert [normalized_from(orjson.loads(data), ids) for data, _ in watcher.sent] == [expected[0]]
         assert sender.topics == set()
+
+
+# ---- a handler's reply: the bytes, not only the values -------------------------------------
+# The C path writes the JSON of plain replies itself (and sets the id in a reply nobody else
+# holds instead of copying it): its frames must be orjson.dumps's bytes exactly, for every
+# value, including those it hands to orjson (floats, tuples, big ints, surrogates, subclasses,
+# deep nesting, unencodable values).
+
+
+class Text(str):
+    """A str subclass: orjson encodes it; the C encoder leaves it to orjson."""
+
+
+def nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for level in range(depth):
+        value = [value] if level % 2 else {"d": value}
+    return value
+
+
+reply_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=12)  # surrogates included
+escaped_text = st.text(st.sampled_from('\x00\x01\b\t\n\f\r\x1f "\\/\x7fé€😀\u2028a'), max_size=20)
+# Values the C encoder writes itself (what replies are made of) ...
+plain_scalars = (st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.sampled_from([2**63 - 1, -2**63])
+                 | escaped_text | st.text(max_size=12))
+plain_values = st.recursive(plain_scalars, lambda children: st.lists(children, max_size=4)
+                            | st.dictionaries(escaped_text | st.sampled_from(["id", "type"]), children, max_size=4),
+                            max_leaves=14)
+# ... and those it leaves to orjson, alone or inside plain ones.
+other_scalars = (st.integers(-2**65, 2**65) | st.sampled_from([2**63, 2**64 - 1, 2**64, -2**63 - 1]) | st.floats()
+                 | reply_text | reply_text.map(Text) | st.integers(25, 60).map(nested) | st.just({1, 2}))
+mixed_values = st.recursive(plain_scalars | other_scalars, lambda children: st.lists(children, max_size=4)
+                            | st.lists(children, max_size=2).map(tuple)
+                            | st.dictionaries(reply_text | st.sampled_from(["id", "type"]), children, max_size=4)
+                            | st.dictionaries(st.integers(0, 3), children, min_size=1, max_size=2), max_leaves=14)
+reply_values = plain_values | plain_values | mixed_values
+SHARED_REPLY = {"type": "SHARED", "value": [1, "two"]}
+
+
+def reply_engine(holder: dict[str, Any]) -> Harness:
+    h = build()
+    h.engine.add_route("VALUE", lambda client, message: {"type": "V", "value": holder["value"]})
+    h.engine.add_route("RAW", lambda client, message: holder["value"])  # a dict of its own, or not a dict
+    h.engine.add_route("SHARED", lambda client, message: SHARED_REPLY)
+    h.engine.add_route("OWN_ID", lambda client, message: {"id": "own", "type": "OWN", "value": holder["value"]})
+    return h
+
+
+def reply_bytes(value: Any, requests: list[str], native: bool) -> list[tuple[bytes, int]]:
+    holder = {"value": value}
+    h = reply_engine(holder)
+    ws = h.connect()
+    ws.sent.clear()
+    handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+    logging.disable(logging.CRITICAL)  # the unencodable replies' tracebacks
+    try:
+        for request in requests:
+            handler(ws, request, TEXT)
+    finally:
+        logging.disable(logging.NOTSET)
+    return [(data, opcode) for data, opcode in ws.sent if b'"serverTime"' not in data]
+
+
+reply_requests = st.lists(st.sampled_from(['{"type":"VALUE"}', '{"type":"VALUE","id":7}', '{"type":"RAW","id":"r"}',
+                                           '{"type":"RAW"}', '{"type":"SHARED","id":1}', '{"type":"SHARED"}',
+                                           '{"type":"OWN_ID","id":2}', '{"type":"OWN_ID"}', '{"type":"ECHO","id":[1]}']),
+                          min_size=1, max_size=6)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reply_values, reply_requests)
+def test_native_replies_are_orjson_bytes(value, requests):
+    assert reply_bytes(value, requests, native=True) == reply_bytes(value, requests, native=False)
+    assert SHARED_REPLY == {"type": "SHARED", "value": [1, "two"]}  # the id went into a copy
+
+
+def test_native_reply_bytes_cases():
+    """A few replies spelled out (escapes, 64-bit bounds, non-ASCII, an id placed where the
+    reply had its own), so that both paths going wrong alike is caught too."""
+    cases = [
+        ("VALUE", '"a\\"b\\\\c\\n\\t\\b\\f\\r\\u0001\\u001f\x7f/é😀"',
+         {"type": "V", "value": 'a"b\\c\n\t\b\f\r\x01\x1f\x7f/é😀'}),
+        ("VALUE", "[9223372036854775807,-9223372036854775808,18446744073709551615,true,false,null,{}]",
+         {"type": "V", "value": [2**63 - 1, -2**63, 2**64 - 1, True, False, None, {}]}),
+    ]
+    for kind, encoded, expected in cases:
+        for native in (False, True):
+            holder = {"value": expected["value"]}
+            h = reply_engine(holder)
+            ws = h.connect()
+            ws.sent.clear()
+            handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+            handler(ws, f'{{"type":"{kind}","id":3}}', TEXT)
+            assert ws.sent == [(f'{{"type":"V","value":{encoded},"id":3}}'.encode(), TEXT)], native
+    for native in (False, True):
+        h = reply_engine({"value": 1})
+        ws = h.connect()
+        ws.sent.clear()
+        handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+        handler(ws, '{"type":"OWN_ID","id":9}', TEXT)
+        handler(ws, '{"type":"SHARED","id":9}', TEXT)
+        assert ws.sent == [(b'{"id":9,"type":"OWN","value":1}', TEXT), (b'{"type":"SHARED","value":[1,"two"],"id":9}', TEXT)]
+        assert SHARED_REPLY == {"type": "SHARED", "value": [1, "two"]}
