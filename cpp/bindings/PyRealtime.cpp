@@ -85,7 +85,8 @@ struct RealtimeDispatchObject {
     bool answersPing;       // PING is the stock built-in: PONG is made here
     // SUBSCRIBE, UNSUBSCRIBE, PUBLISH are the stock built-ins: their plain case is done here.
     bool answersSubscribe, answersUnsubscribe, answersPublish;
-    bool nativeJson;            // dumps is orjson.dumps: replies of plain values are encoded here (appendJson)
+    bool nativeJson;            // loads and dumps are orjson's: plain requests are read here (decodeMessage)
+                                // and plain replies written here (appendJson)
     bool answersBatch;          // BATCH is Dispatcher.batch: its items of the built-ins above are done here
     PyObject *collecting;       // the replies of the BATCH being answered, else null (borrowed)
     PyObject *pubsub;           // the engine's PubSub: read per message (hooks may be set later)
@@ -484,6 +485,214 @@ bool encodeAndSend(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
     if (!PyErr_ExceptionMatches(PyExc_TypeError)) return false;
     PyErr_Clear();
     return done(callMethod(names.send, client, reply));
+}
+
+// ---- the request's JSON, read here -------------------------------------------------------
+// orjson.loads's result for the requests clients send: an object of objects, arrays, strings
+// without escapes, integers of up to 18 digits, true, false, null, nested at most
+// maxJsonDepth deep. Anything else (an escape, a fraction or exponent, a longer or "-0"
+// integer, deeper nesting, and every malformed text) gives null with no exception set, and
+// the text is left to orjson.loads, which reads it or raises as before. Keys, and the
+// top-level "type" value, come from a small cache of interned strings: the dict and route
+// lookups then find them by identity. tests/unit/realtime/test_fast_path.py compares the
+// results of both over generated texts.
+
+struct JsonReader {
+    const unsigned char *at, *end;
+    __attribute__((always_inline)) void skipSpace() {
+        while (at < end && (*at == ' ' || *at == '\n' || *at == '\r' || *at == '\t')) at++;
+    }
+};
+
+// The bytes that end a run of plain string bytes: '"', '\\' and those under 0x20.
+struct JsonStringStops {
+    bool table[256] = {};
+    constexpr JsonStringStops() {
+        for (int c = 0; c < 0x20; c++) table[c] = true;
+        table[int('"')] = true;
+        table[int('\\')] = true;
+    }
+};
+constexpr JsonStringStops jsonStringStops;
+
+constexpr size_t keyCacheSize = 1024, keyCacheLongest = 32;
+PyObject *keyCache[keyCacheSize]; // interned ASCII strings, by a hash of their bytes
+
+PyObject *cachedString(const unsigned char *bytes, size_t length) {
+    uint32_t hash = 2166136261u;
+    for (size_t index = 0; index < length; index++) hash = (hash ^ bytes[index]) * 16777619u;
+    PyObject *&slot = keyCache[hash & (keyCacheSize - 1)];
+    if (slot && size_t(PyUnicode_GET_LENGTH(slot)) == length && std::memcmp(PyUnicode_DATA(slot), bytes, length) == 0) {
+        return Py_NewRef(slot);
+    }
+    PyObject *text = PyUnicode_New(Py_ssize_t(length), 127);
+    if (!text) return nullptr;
+    std::memcpy(PyUnicode_DATA(text), bytes, length);
+    PyUnicode_InternInPlace(&text);
+    Py_XSETREF(slot, Py_NewRef(text));
+    return text;
+}
+
+// At the opening quote.
+PyObject *readJsonString(JsonReader &reader, bool cached) {
+    const unsigned char *start = ++reader.at;
+    unsigned char high = 0;
+    while (reader.at < reader.end && !jsonStringStops.table[*reader.at]) high |= *reader.at++;
+    if (reader.at >= reader.end || *reader.at != '"') return nullptr; // an escape, a control character, the end
+    size_t length = size_t(reader.at - start);
+    reader.at++;
+    if (high & 0x80) {
+        PyObject *text = PyUnicode_DecodeUTF8(reinterpret_cast<const char *>(start), Py_ssize_t(length), nullptr);
+        if (!text && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) PyErr_Clear(); // orjson words it
+        return text;
+    }
+    if (cached && length <= keyCacheLongest) return cachedString(start, length);
+    PyObject *text = PyUnicode_New(Py_ssize_t(length), 127);
+    if (text) std::memcpy(PyUnicode_DATA(text), start, length);
+    return text;
+}
+
+PyObject *readJsonNumber(JsonReader &reader) {
+    bool negative = *reader.at == '-';
+    if (negative) reader.at++;
+    const unsigned char *digits = reader.at;
+    long long value = 0;
+    while (reader.at < reader.end && *reader.at >= '0' && *reader.at <= '9') {
+        if (reader.at - digits == 18) return nullptr; // 19 digits or more: orjson's
+        value = value * 10 + (*reader.at++ - '0');
+    }
+    size_t count = size_t(reader.at - digits);
+    if (count == 0 || (count > 1 && *digits == '0') || (negative && value == 0)) return nullptr;
+    if (reader.at < reader.end && (*reader.at == '.' || *reader.at == 'e' || *reader.at == 'E')) return nullptr;
+    return PyLong_FromLongLong(negative ? -value : value);
+}
+
+PyObject *readJsonValue(JsonReader &reader, int depth, bool cached);
+
+// At the '{'.
+PyObject *readJsonObject(JsonReader &reader, int depth) {
+    reader.at++;
+    PyObject *object = PyDict_New();
+    if (!object) return nullptr;
+    reader.skipSpace();
+    if (reader.at < reader.end && *reader.at == '}') {
+        reader.at++;
+        return object;
+    }
+    while (true) {
+        if (reader.at >= reader.end || *reader.at != '"') break;
+        PyObject *key = readJsonString(reader, true);
+        if (!key) break;
+        reader.skipSpace();
+        if (reader.at >= reader.end || *reader.at != ':') {
+            Py_DECREF(key);
+            break;
+        }
+        reader.at++;
+        reader.skipSpace();
+        PyObject *value = readJsonValue(reader, depth + 1, depth == 0 && key == names.type);
+        if (!value || PyDict_SetItem(object, key, value) < 0) {
+            Py_DECREF(key);
+            Py_XDECREF(value);
+            break;
+        }
+        Py_DECREF(key);
+        Py_DECREF(value);
+        reader.skipSpace();
+        if (reader.at < reader.end && *reader.at == ',') {
+            reader.at++;
+            reader.skipSpace();
+            continue;
+        }
+        if (reader.at < reader.end && *reader.at == '}') {
+            reader.at++;
+            return object;
+        }
+        break;
+    }
+    Py_DECREF(object);
+    return nullptr;
+}
+
+// At the '['.
+PyObject *readJsonArray(JsonReader &reader, int depth) {
+    reader.at++;
+    PyObject *array = PyList_New(0);
+    if (!array) return nullptr;
+    reader.skipSpace();
+    if (reader.at < reader.end && *reader.at == ']') {
+        reader.at++;
+        return array;
+    }
+    while (true) {
+        PyObject *value = readJsonValue(reader, depth + 1, false);
+        if (!value) break;
+        int appended = PyList_Append(array, value);
+        Py_DECREF(value);
+        if (appended < 0) break;
+        reader.skipSpace();
+        if (reader.at < reader.end && *reader.at == ',') {
+            reader.at++;
+            reader.skipSpace();
+            continue;
+        }
+        if (reader.at < reader.end && *reader.at == ']') {
+            reader.at++;
+            return array;
+        }
+        break;
+    }
+    Py_DECREF(array);
+    return nullptr;
+}
+
+bool readJsonWord(JsonReader &reader, const char *word, size_t length) {
+    if (size_t(reader.end - reader.at) < length || std::memcmp(reader.at, word, length) != 0) return false;
+    reader.at += length;
+    return true;
+}
+
+PyObject *readJsonValue(JsonReader &reader, int depth, bool cached) {
+    if (reader.at >= reader.end) return nullptr;
+    switch (*reader.at) {
+    case '"': return readJsonString(reader, cached);
+    case '{': return depth < maxJsonDepth ? readJsonObject(reader, depth) : nullptr;
+    case '[': return depth < maxJsonDepth ? readJsonArray(reader, depth) : nullptr;
+    case 't': return readJsonWord(reader, "true", 4) ? Py_NewRef(Py_True) : nullptr;
+    case 'f': return readJsonWord(reader, "false", 5) ? Py_NewRef(Py_False) : nullptr;
+    case 'n': return readJsonWord(reader, "null", 4) ? Py_NewRef(Py_None) : nullptr;
+    default: return (*reader.at == '-' || (*reader.at >= '0' && *reader.at <= '9')) ? readJsonNumber(reader) : nullptr;
+    }
+}
+
+// The message decoded: a new reference, or null with an exception (orjson.loads's for a text
+// read there).
+PyObject *decodeMessage(RealtimeDispatchObject *self, std::string_view message, PyObject *data) {
+    if (self->nativeJson) {
+        JsonReader reader{reinterpret_cast<const unsigned char *>(message.data()),
+                          reinterpret_cast<const unsigned char *>(message.data()) + message.size()};
+        reader.skipSpace();
+        if (reader.at < reader.end && *reader.at == '{') {
+            PyObject *decoded = readJsonObject(reader, 0);
+            if (decoded) {
+                reader.skipSpace();
+                if (reader.at == reader.end) return decoded;
+                Py_DECREF(decoded);
+            } else if (PyErr_Occurred()) {
+                return nullptr;
+            }
+        }
+    }
+    PyObject *source = data;
+    if (source) {
+        Py_INCREF(source);
+    } else {
+        source = PyBytes_FromStringAndSize(message.data(), Py_ssize_t(message.size()));
+        if (!source) return nullptr;
+    }
+    PyObject *decoded = PyObject_Vectorcall(self->loads, &source, 1, nullptr);
+    Py_DECREF(source);
+    return decoded;
 }
 
 // A plain sync handler's return value, as on_message answers it. The id is set in the reply
@@ -936,15 +1145,7 @@ bool handle(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::s
     if (binary || Py_ssize_t(message.size()) > self->maxPayloadLength) {
         return admittedInPython(self, ws, client, message, opCodeObject, binary, data);
     }
-    PyObject *source = data;
-    if (source) {
-        Py_INCREF(source);
-    } else {
-        source = PyBytes_FromStringAndSize(message.data(), Py_ssize_t(message.size()));
-        if (!source) return false;
-    }
-    PyObject *decoded = PyObject_Vectorcall(self->loads, &source, 1, nullptr);
-    Py_DECREF(source);
+    PyObject *decoded = decodeMessage(self, message, data);
     if (!decoded) {
         if (!PyErr_ExceptionMatches(PyExc_Exception)) return false;
         PyErr_Clear(); // not JSON: the Python path decodes again and words the error
@@ -1107,8 +1308,10 @@ PyObject *dispatchNew(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     self->nativeJson = false;
     if (PyObject *orjson = PyImport_ImportModule("orjson")) {
         PyObject *orjsonDumps = PyObject_GetAttrString(orjson, "dumps");
-        self->nativeJson = orjsonDumps == dumps;
+        PyObject *orjsonLoads = PyObject_GetAttrString(orjson, "loads");
+        self->nativeJson = orjsonDumps == dumps && orjsonLoads == loads;
         Py_XDECREF(orjsonDumps);
+        Py_XDECREF(orjsonLoads);
         Py_DECREF(orjson);
     }
     PyErr_Clear(); // no orjson: every reply goes to dumps

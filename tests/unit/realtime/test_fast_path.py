@@ -542,3 +542,83 @@ def test_native_reply_bytes_cases():
         handler(ws, '{"type":"SHARED","id":9}', TEXT)
         assert ws.sent == [(b'{"id":9,"type":"OWN","value":1}', TEXT), (b'{"type":"SHARED","value":[1,"two"],"id":9}', TEXT)]
         assert SHARED_REPLY == {"type": "SHARED", "value": [1, "two"]}
+
+
+# ---- a request's JSON: read in C when plain, by orjson otherwise ---------------------------
+# Generated texts, well formed in every layout and then broken in small ways, sent as ECHO
+# requests to both paths: the echoed bytes (or the INVALID_MESSAGE error orjson words) must
+# be the same, so the C reader neither reads a text orjson refuses nor reads one differently
+# (types, key order, duplicate keys, numbers, escapes, non-ASCII).
+json_scalars = (st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.sampled_from([0, -1, 10**18 - 1, -10**18 + 1, 10**18])
+                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=10) | escaped_text)
+json_values = st.recursive(json_scalars, lambda children: st.lists(children, max_size=4)
+                           | st.dictionaries(st.text(max_size=5) | st.sampled_from(["type", "id", "a"]), children, max_size=4),
+                           max_leaves=16)
+
+
+# Values written as such: numbers and words at the edges of the grammar, most of them refused.
+odd_tokens = st.sampled_from(["01", "-0", "-01", "00", "0", "-", "1.", ".5", "1e5", "1E+2", "-0.0", "+1", "0x1", "1_0",
+                              "123456789012345678", "-123456789012345678", "1234567890123456789", "Infinity", "NaN",
+                              "tru", "nul", "falsey", "[1,]", "{,}", "[01]", '{"a":01}', '"\\x"', '"\\u12"',
+                              '"\\ud800"', '"a\tb"', "[[[]]]", "{}", "[]", '{"":""}', "[1 2]", '{"a" 1}', "truefalse"])
+
+
+@st.composite
+def request_texts(draw: Any) -> str:
+    fields = draw(st.lists(st.tuples(st.sampled_from(["v", "id", "a", "type", "é", ""]), json_values), max_size=4))
+    space = draw(st.sampled_from(["", " ", "\n", "\t", " \r\n "]))
+    parts = [f'"type"{space}:{space}"ECHO"']
+    for key, value in fields:  # a repeated key (or "type" again) is kept as written: the last one wins
+        written = (json.dumps(value, ensure_ascii=draw(st.booleans()), separators=(',', ':') if not space else (', ', ': '))
+                   if draw(st.integers(0, 3)) else draw(odd_tokens))
+        parts.append(f"{json.dumps(key, ensure_ascii=draw(st.booleans()))}{space}:{space}{written}")
+    text = space + "{" + space + ("," + space).join(parts) + space + "}" + space
+    if draw(st.booleans()):  # one small change: an insertion or a deletion somewhere
+        at = draw(st.integers(0, len(text)))
+        if draw(st.booleans()) and at < len(text):
+            text = text[:at] + text[at + 1:]
+        else:
+            text = text[:at] + draw(st.sampled_from([",", "}", "]", "[", "{", '"', "\\", "-", "0", "1", " ", "\x01", "e", ".",
+                                                     ":", "é", "t", "n"])) + text[at:]
+    return text
+
+
+def echo_bytes(texts: list[str], native: bool) -> list[tuple[bytes, int]]:
+    h = build()
+    ws = h.connect()
+    ws.sent.clear()
+    handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+    for text in texts:
+        handler(ws, text, TEXT)
+    return ws.sent
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(request_texts(), min_size=1, max_size=4))
+def test_native_reader_reads_as_orjson(texts):
+    logging.disable(logging.CRITICAL)
+    try:
+        assert echo_bytes(texts, native=True) == echo_bytes(texts, native=False)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def test_native_reader_cases():
+    """Texts at the edges of what the C reader takes, with the expected echo spelled out (an
+    error: orjson's INVALID_MESSAGE, from either path)."""
+    cases = {
+        '{"type":"ECHO","n":-123456789012345678}': b'{"type":"ECHO","n":-123456789012345678}',
+        '{"type":"ECHO","n":1234567890123456789}': b'{"type":"ECHO","n":1234567890123456789}',
+        '{"type":"ECHO","n":-0}': b'{"type":"ECHO","n":0}',
+        '{"type":"ECHO","n":1.5e3}': b'{"type":"ECHO","n":1500.0}',
+        '{"type":"ECHO","a":1,"a":[true,false,null],"b":{}}': b'{"type":"ECHO","a":[true,false,null],"b":{}}',
+        ' {\n"type" : "ECHO" ,\t"s":"\\u00e9\\n"} ': '{"type":"ECHO","s":"é\\n"}'.encode(),
+        '{"type":"ECHO","s":"é😀"}': '{"type":"ECHO","s":"é😀"}'.encode(),
+    }
+    for native in (False, True):
+        assert [data for data, _ in echo_bytes(list(cases), native)] == list(cases.values()), native
+    refused = ['{"type":"ECHO","n":01}', '{"type":"ECHO","n":1.}', '{"type":"ECHO","a":[1,]}', '{"type":"ECHO",}',
+               '{"type":"ECHO","s":"a\x01"}', '{"type":"ECHO"} x', '{"type":"ECHO","t":tru}', '{"type":"ECHO","n":-}']
+    for native in (False, True):
+        replies = [orjson.loads(data) for data, _ in echo_bytes(refused, native)]
+        assert [(reply["type"], reply["code"]) for reply in replies] == [("ERROR", "INVALID_MESSAGE")] * len(refused), native
