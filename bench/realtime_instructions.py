@@ -251,12 +251,12 @@ def main() -> None:
             shutil.copyfile(out, args.keep)
     path = ("raw App echo" if args.raw else "Dispatcher.on_message (Python)" if args.python_path
             else "RealtimeDispatch (native)")
+    if args.message == "echo" and not args.raw:
+        path += f", reply {args.reply}"
     if args.cpu:
         print(f"{path}, {args.message}: {calls} messages ({received} answers counted by the client), "
               f"server CPU {cpu:.3f} s, {cpu / calls * 1e6:.2f} µs per message")
         return
-    if args.message == "echo" and not args.raw:
-        path += f", reply {args.reply}"
     print(f"{path}, {args.message}: {calls} messages ({received} answers counted by the client), "
           f"{instructions} instructions in onMessage, {instructions / calls:.0f} per message")
 
