@@ -2,15 +2,19 @@
 loaded machine where times are not.
 
 usage: python bench/realtime_instructions.py [--python-path | --raw] [--message echo|ping|publish|subscribe]
-                                            [--seconds N] [--count N] [--keep FILE]
+                                            [--reply same|new] [--seconds N] [--count N] [--keep FILE]
 
 Runs scenario 8's server (RealtimeServer with JWT, rate limit, handler metrics and an ECHO
 handler, as bench/servers/uwspy_realtime.py) under callgrind, collecting only inside
 uws::WebSocket::onMessage: the realtime layer's whole work per message, from the frame to the
 reply queued in the cork buffer (the sendmsg that flushes it, once per read, is not counted).
 The load generator drives it for N seconds; the instructions are divided by the ECHO handler's
-exact call count. --python-path mounts Dispatcher.on_message (the Python path) instead of the
-native handler, for comparison; --raw measures scenario 1's server instead (a raw App whose
+exact call count. --reply picks what the ECHO handler returns: `same` (the default, as the bench's
+server) the message itself, `new` a dict made per call, {"type": "ECHO", "data": message["data"]}
+(the common handler, whose reply gets the request's id added; its bytes differ from the
+request's, so the load generator counts the replies as mismatches, which this run ignores).
+--python-path mounts Dispatcher.on_message (the Python path) instead of the native handler, for
+comparison; --raw measures scenario 1's server instead (a raw App whose
 Python handler sends each message back), the floor the realtime layer adds to. Needs valgrind.
 
 --message picks the request (echo is the default and uses the load generator as above; the
@@ -69,7 +73,7 @@ def serve_raw() -> None:
     print(f"calls {calls}", flush=True)
 
 
-def serve(python_path: bool) -> None:
+def serve(python_path: bool, reply: str) -> None:
     """The server (run under valgrind by main); prints `calls N` when stopped."""
     import jwt
 
@@ -81,9 +85,14 @@ def serve(python_path: bool) -> None:
     server = RealtimeServer(path="/realtime", auth=JWTAuth(secret=SECRET),
                             rate_limit=RateLimit(messages=10_000_000, per_seconds=1), idle_timeout=0)
 
-    @server.on("ECHO")
-    def echo(client, message):
-        return message
+    if reply == "new":
+        @server.on("ECHO")
+        def echo(client, message):
+            return {"type": "ECHO", "data": message["data"]}
+    else:
+        @server.on("ECHO")
+        def echo(client, message):
+            return message
 
     server.listen(port=0, host="127.0.0.1")
     token = jwt.encode({"sub": "bench", "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256")
@@ -182,6 +191,8 @@ def main() -> None:
     parser.add_argument("--raw", action="store_true", help="measure the raw App echo instead")
     parser.add_argument("--message", choices=("echo", "ping", "publish", "subscribe"), default="echo",
                         help="the request measured (default: the ECHO handler)")
+    parser.add_argument("--reply", choices=("same", "new"), default="same",
+                        help="the ECHO handler returns the message (same) or a new dict (new)")
     parser.add_argument("--seconds", type=float, default=5.0, help="load generator duration (echo)")
     parser.add_argument("--count", type=int, default=4000, help="requests sent (ping, publish, subscribe)")
     parser.add_argument("--cpu", action="store_true", help="server CPU µs per message, without valgrind")
@@ -191,7 +202,7 @@ def main() -> None:
     if args.raw and args.message != "echo":
         parser.error("--raw measures the echo only")
     if args.serve:
-        serve_raw() if args.raw else serve(args.python_path)
+        serve_raw() if args.raw else serve(args.python_path, args.reply)
         return
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "callgrind.out"
@@ -203,6 +214,7 @@ def main() -> None:
             command.append("--python-path")
         if args.raw:
             command.append("--raw")
+        command += ["--reply", args.reply]
         with open(log, "w") as log_file:
             server = subprocess.Popen(command, stdout=log_file, stderr=subprocess.DEVNULL)
         try:
@@ -239,6 +251,8 @@ def main() -> None:
             shutil.copyfile(out, args.keep)
     path = ("raw App echo" if args.raw else "Dispatcher.on_message (Python)" if args.python_path
             else "RealtimeDispatch (native)")
+    if args.message == "echo" and not args.raw:
+        path += f", reply {args.reply}"
     if args.cpu:
         print(f"{path}, {args.message}: {calls} messages ({received} answers counted by the client), "
               f"server CPU {cpu:.3f} s, {cpu / calls * 1e6:.2f} µs per message")

@@ -8,6 +8,7 @@
 #include <structmember.h>
 
 #include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <string>
@@ -88,6 +89,8 @@ struct RealtimeDispatchObject {
     bool answersPing;       // PING is the stock built-in: PONG is made here
     // SUBSCRIBE, UNSUBSCRIBE, PUBLISH are the stock built-ins: their plain case is done here.
     bool answersSubscribe, answersUnsubscribe, answersPublish;
+    bool nativeJson;            // loads and dumps are orjson's: plain requests are read here (decodeMessage)
+                                // and plain replies written here (appendJson)
     bool answersBatch;          // BATCH is Dispatcher.batch: its items of the built-ins above are done here
     PyObject *collecting;       // the replies of the BATCH being answered, else null (borrowed)
     PyObject *pubsub;           // the engine's PubSub: read per message (hooks may be set later)
@@ -137,26 +140,54 @@ bool writeDouble(PyObject *object, const Slot &slot, double value) {
     return ok;
 }
 
+// A float slot's value read without taking a reference: the common case of readDouble.
+bool peekDouble(PyObject *object, const Slot &slot, double &out) {
+    PyObject **at = slot.at(object);
+    if (at && *at && PyFloat_CheckExact(*at)) {
+        out = PyFloat_AS_DOUBLE(*at);
+        return true;
+    }
+    return readDouble(object, slot, out);
+}
+
+// writeDouble without a new float when the slot's float is referenced by the slot alone: no
+// one else can see it, so changing its value in place is the same as replacing it (and saves
+// an allocation and a deallocation per message).
+bool storeDouble(PyObject *object, const Slot &slot, double value) {
+    PyObject **at = slot.at(object);
+    if (at && *at && PyFloat_CheckExact(*at) && Py_REFCNT(*at) == 1) {
+        reinterpret_cast<PyFloatObject *>(*at)->ob_fval = value;
+        return true;
+    }
+    return writeDouble(object, slot, value);
+}
+
 // TokenBucket.take() for one token: 1 taken, 0 refused, -1 error. The arithmetic is the
 // Python method's, in the same order, so that both paths leave the bucket alike; a refusal
 // (with its window bookkeeping) and any other clock go to the method itself.
 int takeToken(RealtimeDispatchObject *self, PyObject *bucket) {
     if (Py_TYPE(bucket) == reinterpret_cast<PyTypeObject *>(self->bucketType)) {
-        PyObject *clock = self->bucketClock.get(bucket);
-        if (!clock) return -1;
-        bool ownClock = clock == self->monotonic;
-        Py_DECREF(clock);
+        PyObject **clockAt = self->bucketClock.at(bucket);
+        bool ownClock;
+        if (clockAt && *clockAt) {
+            ownClock = *clockAt == self->monotonic;
+        } else {
+            PyObject *clock = self->bucketClock.get(bucket);
+            if (!clock) return -1;
+            ownClock = clock == self->monotonic;
+            Py_DECREF(clock);
+        }
         if (ownClock) {
             double tokens, updated, rate, capacity;
-            if (!readDouble(bucket, self->bucketTokens, tokens) || !readDouble(bucket, self->bucketUpdated, updated) ||
-                !readDouble(bucket, self->bucketRate, rate) || !readDouble(bucket, self->bucketCapacity, capacity)) {
+            if (!peekDouble(bucket, self->bucketTokens, tokens) || !peekDouble(bucket, self->bucketUpdated, updated) ||
+                !peekDouble(bucket, self->bucketRate, rate) || !peekDouble(bucket, self->bucketCapacity, capacity)) {
                 return -1;
             }
             double now = monotonicSeconds();
             tokens = tokens + (now - updated) * rate;
             if (tokens > capacity) tokens = capacity;
             if (tokens >= 1) {
-                if (!writeDouble(bucket, self->bucketUpdated, now) || !writeDouble(bucket, self->bucketTokens, tokens - 1)) {
+                if (!storeDouble(bucket, self->bucketUpdated, now) || !storeDouble(bucket, self->bucketTokens, tokens - 1)) {
                     return -1;
                 }
                 return 1;
@@ -219,9 +250,459 @@ bool sendText(RealtimeDispatchObject *self, PyObject *ws, PyObject *encoded) {
     return done(callMethod(names.send, ws, encoded, self->one, self->compress ? Py_True : Py_False));
 }
 
-// A plain sync handler's return value, as on_message answers it. `owned`: the reply is a dict
-// made here, seen by nobody else, so the id is set in it instead of in a copy (the same keys
-// in the same order as {**reply, "id": id}, since such a reply has no "id" of its own).
+// ---- the reply's JSON, written here -----------------------------------------------------
+// orjson.dumps's bytes for the values replies are made of: dicts with str keys, lists, str,
+// int within 64 bits, bool, None (exact types only). Anything else (a float, a tuple, a big
+// int, a subclass, a lone surrogate, deep nesting) answers 0 and the reply is left to
+// orjson.dumps, which encodes it or raises as before. tests/unit/realtime/test_fast_path.py
+// compares the bytes of both over generated values.
+
+constexpr int maxJsonDepth = 32; // orjson allows more; deeper replies are rare and go to orjson
+
+// A growing byte buffer (std::string's append is out of line in libstdc++, and the reply is
+// written a few bytes at a time).
+struct JsonBuffer {
+    char *data = nullptr;
+    size_t size = 0, capacity = 0;
+
+    void grow(size_t more) {
+        size_t wanted = size + more;
+        if (wanted <= capacity) return;
+        size_t next = capacity ? capacity * 2 : 1024;
+        while (next < wanted) next *= 2;
+        char *moved = static_cast<char *>(std::realloc(data, next));
+        if (!moved) throw std::bad_alloc();
+        data = moved;
+        capacity = next;
+    }
+    __attribute__((always_inline)) void push(char c) {
+        if (size == capacity) grow(1);
+        data[size++] = c;
+    }
+    __attribute__((always_inline)) void append(const char *bytes, size_t length) {
+        if (capacity - size < length) grow(length);
+        std::memcpy(data + size, bytes, length);
+        size += length;
+    }
+    std::string_view view() const { return std::string_view(data, size); }
+    // After a reply: a buffer grown past 1 MiB for a large one is given back.
+    void settle() {
+        size = 0;
+        if (capacity > (1u << 20)) {
+            std::free(data);
+            data = nullptr;
+            capacity = 0;
+        }
+    }
+};
+
+// The buffer replies are written into: used under the GIL, by one reply at a time (nothing
+// calls back into Python between its writing and its send).
+JsonBuffer jsonBuffer;
+
+// The escape of a byte inside a JSON string as orjson writes it: 0 for none (the byte itself).
+char shortEscape(unsigned char c) {
+    switch (c) {
+    case '"': return '"';
+    case '\\': return '\\';
+    case '\b': return 'b';
+    case '\t': return 't';
+    case '\n': return 'n';
+    case '\f': return 'f';
+    case '\r': return 'r';
+    default: return 0;
+    }
+}
+
+// The bytes a JSON string escapes: under 0x20, '"' and '\\'.
+struct JsonEscapes {
+    bool table[256] = {};
+    constexpr JsonEscapes() {
+        for (int c = 0; c < 0x20; c++) table[c] = true;
+        table[int('"')] = true;
+        table[int('\\')] = true;
+    }
+};
+constexpr JsonEscapes jsonEscapes;
+
+// Where the next byte JSON escapes is in text[from, length), or length: eight bytes at a time,
+// a byte under 0x20, '"' or '\\' found by the usual word tricks (a zero byte test).
+Py_ssize_t nextEscape(const unsigned char *text, Py_ssize_t from, Py_ssize_t length) {
+    constexpr uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    Py_ssize_t at = from;
+    for (; at + 8 <= length; at += 8) {
+        uint64_t word;
+        std::memcpy(&word, text + at, 8);
+        uint64_t quote = word ^ (ones * '"'), backslash = word ^ (ones * '\\');
+        uint64_t found = ((word - ones * 0x20) & ~word) | ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash);
+        if (found & highs) break;
+    }
+    while (at < length && !jsonEscapes.table[text[at]]) at++;
+    return at;
+}
+
+void appendJsonString(JsonBuffer &out, const char *text, Py_ssize_t length) {
+    static const char hex[] = "0123456789abcdef";
+    const auto *bytes = reinterpret_cast<const unsigned char *>(text);
+    out.grow(size_t(length) + 2);
+    out.data[out.size++] = '"';
+    Py_ssize_t run = 0; // the first byte not copied yet
+    for (Py_ssize_t index = nextEscape(bytes, 0, length); index < length; index = nextEscape(bytes, run, length)) {
+        out.append(text + run, size_t(index - run));
+        run = index + 1;
+        unsigned char c = bytes[index];
+        if (char escape = shortEscape(c)) {
+            char two[2] = {'\\', escape};
+            out.append(two, 2);
+        } else {
+            char unicode[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            out.append(unicode, 6);
+        }
+    }
+    out.append(text + run, size_t(length - run));
+    out.push('"');
+}
+
+void appendInteger(JsonBuffer &out, long long number) {
+    char digits[24];
+    char *end = digits + sizeof digits, *at = end;
+    unsigned long long magnitude = number < 0 ? 0ULL - (unsigned long long)number : (unsigned long long)number;
+    do {
+        *--at = char('0' + magnitude % 10);
+        magnitude /= 10;
+    } while (magnitude);
+    if (number < 0) *--at = '-';
+    out.append(at, size_t(end - at));
+}
+
+// 1 written, 0 not a value written here (no exception set), -1 error.
+int appendJson(JsonBuffer &out, PyObject *value, int depth) {
+    if (PyUnicode_CheckExact(value)) {
+        Py_ssize_t length;
+        const char *text;
+        if (PyUnicode_IS_ASCII(value)) {
+            text = reinterpret_cast<const char *>(PyUnicode_DATA(value));
+            length = PyUnicode_GET_LENGTH(value);
+        } else {
+            text = PyUnicode_AsUTF8AndSize(value, &length);
+            if (!text) {
+                PyErr_Clear(); // surrogates: orjson words the error
+                return 0;
+            }
+        }
+        appendJsonString(out, text, length);
+        return 1;
+    }
+    if (PyLong_CheckExact(value)) {
+        int overflow;
+        long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (overflow) return 0; // up to 2**64 - 1 or an error: orjson's
+        if (number == -1 && PyErr_Occurred()) return -1;
+        appendInteger(out, number);
+        return 1;
+    }
+    if (value == Py_None) {
+        out.append("null", 4);
+        return 1;
+    }
+    if (value == Py_True) {
+        out.append("true", 4);
+        return 1;
+    }
+    if (value == Py_False) {
+        out.append("false", 5);
+        return 1;
+    }
+    if (depth >= maxJsonDepth) return 0;
+    if (PyDict_CheckExact(value)) {
+        out.push('{');
+        Py_ssize_t position = 0;
+        PyObject *key, *item;
+        bool first = true;
+        while (PyDict_Next(value, &position, &key, &item)) {
+            if (!PyUnicode_CheckExact(key)) return 0;
+            if (!first) out.push(',');
+            first = false;
+            int written = appendJson(out, key, depth + 1);
+            if (written <= 0) return written;
+            out.push(':');
+            written = appendJson(out, item, depth + 1);
+            if (written <= 0) return written;
+        }
+        out.push('}');
+        return 1;
+    }
+    if (PyList_CheckExact(value)) {
+        out.push('[');
+        for (Py_ssize_t index = 0; index < PyList_GET_SIZE(value); index++) {
+            if (index) out.push(',');
+            int written = appendJson(out, PyList_GET_ITEM(value, index), depth + 1);
+            if (written <= 0) return written;
+        }
+        out.push(']');
+        return 1;
+    }
+    return 0;
+}
+
+// The reply encoded and sent: here when appendJson can, else by orjson.dumps. A TypeError
+// from orjson (an unencodable reply) goes to Client.send, which answers INTERNAL for it.
+bool encodeAndSend(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *reply) {
+    if (self->nativeJson) {
+        JsonBuffer &out = jsonBuffer;
+        out.size = 0;
+        int written;
+        try {
+            written = appendJson(out, reply, 0);
+        } catch (const std::bad_alloc &) {
+            PyErr_NoMemory();
+            return false;
+        }
+        if (written < 0) return false;
+        if (written > 0) {
+            bool ok = true;
+            if (Py_TYPE(ws) == &PyWebSocketType) {
+                uws::WebSocket *socket = reinterpret_cast<PyWebSocketObject *>(ws)->ws;
+                if (socket) {
+                    socket->send(out.view(), uws::OpCode::Text, self->compress);
+                } else {
+                    PyErr_SetString(constants.closedError, "this WebSocket is closed");
+                    ok = false;
+                }
+                out.settle();
+                return ok;
+            }
+            PyObject *encoded = PyBytes_FromStringAndSize(out.data, Py_ssize_t(out.size));
+            out.settle();
+            ok = encoded && sendText(self, ws, encoded);
+            Py_XDECREF(encoded);
+            return ok;
+        }
+        out.settle();
+    }
+    PyObject *encoded = PyObject_Vectorcall(self->dumps, &reply, 1, nullptr);
+    if (encoded) {
+        bool ok = sendText(self, ws, encoded);
+        Py_DECREF(encoded);
+        return ok;
+    }
+    if (!PyErr_ExceptionMatches(PyExc_TypeError)) return false;
+    PyErr_Clear();
+    return done(callMethod(names.send, client, reply));
+}
+
+// ---- the request's JSON, read here -------------------------------------------------------
+// orjson.loads's result for the requests clients send: an object of objects, arrays, strings
+// without escapes, integers of up to 18 digits, true, false, null, nested at most
+// maxJsonDepth deep. Anything else (an escape, a fraction or exponent, a longer or "-0"
+// integer, deeper nesting, and every malformed text) gives null with no exception set, and
+// the text is left to orjson.loads, which reads it or raises as before. Keys, and the
+// top-level "type" value, come from a small cache of interned strings: the dict and route
+// lookups then find them by identity. tests/unit/realtime/test_fast_path.py compares the
+// results of both over generated texts.
+
+struct JsonReader {
+    const unsigned char *at, *end;
+    __attribute__((always_inline)) void skipSpace() {
+        while (at < end && (*at == ' ' || *at == '\n' || *at == '\r' || *at == '\t')) at++;
+    }
+};
+
+// The bytes that end a run of plain string bytes: '"', '\\' and those under 0x20.
+struct JsonStringStops {
+    bool table[256] = {};
+    constexpr JsonStringStops() {
+        for (int c = 0; c < 0x20; c++) table[c] = true;
+        table[int('"')] = true;
+        table[int('\\')] = true;
+    }
+};
+constexpr JsonStringStops jsonStringStops;
+
+constexpr size_t keyCacheSize = 1024, keyCacheLongest = 32;
+PyObject *keyCache[keyCacheSize]; // interned ASCII strings, by a hash of their bytes
+
+PyObject *cachedString(const unsigned char *bytes, size_t length) {
+    uint32_t hash = 2166136261u;
+    for (size_t index = 0; index < length; index++) hash = (hash ^ bytes[index]) * 16777619u;
+    PyObject *&slot = keyCache[hash & (keyCacheSize - 1)];
+    if (slot && size_t(PyUnicode_GET_LENGTH(slot)) == length && std::memcmp(PyUnicode_DATA(slot), bytes, length) == 0) {
+        return Py_NewRef(slot);
+    }
+    PyObject *text = PyUnicode_New(Py_ssize_t(length), 127);
+    if (!text) return nullptr;
+    std::memcpy(PyUnicode_DATA(text), bytes, length);
+    PyUnicode_InternInPlace(&text);
+    Py_XSETREF(slot, Py_NewRef(text));
+    return text;
+}
+
+// At the opening quote.
+PyObject *readJsonString(JsonReader &reader, bool cached) {
+    const unsigned char *start = ++reader.at;
+    unsigned char high = 0;
+    while (reader.at < reader.end && !jsonStringStops.table[*reader.at]) high |= *reader.at++;
+    if (reader.at >= reader.end || *reader.at != '"') return nullptr; // an escape, a control character, the end
+    size_t length = size_t(reader.at - start);
+    reader.at++;
+    if (high & 0x80) {
+        PyObject *text = PyUnicode_DecodeUTF8(reinterpret_cast<const char *>(start), Py_ssize_t(length), nullptr);
+        if (!text && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) PyErr_Clear(); // orjson words it
+        return text;
+    }
+    if (cached && length <= keyCacheLongest) return cachedString(start, length);
+    PyObject *text = PyUnicode_New(Py_ssize_t(length), 127);
+    if (text) std::memcpy(PyUnicode_DATA(text), start, length);
+    return text;
+}
+
+PyObject *readJsonNumber(JsonReader &reader) {
+    bool negative = *reader.at == '-';
+    if (negative) reader.at++;
+    const unsigned char *digits = reader.at;
+    long long value = 0;
+    while (reader.at < reader.end && *reader.at >= '0' && *reader.at <= '9') {
+        if (reader.at - digits == 18) return nullptr; // 19 digits or more: orjson's
+        value = value * 10 + (*reader.at++ - '0');
+    }
+    size_t count = size_t(reader.at - digits);
+    if (count == 0 || (count > 1 && *digits == '0') || (negative && value == 0)) return nullptr;
+    if (reader.at < reader.end && (*reader.at == '.' || *reader.at == 'e' || *reader.at == 'E')) return nullptr;
+    return PyLong_FromLongLong(negative ? -value : value);
+}
+
+PyObject *readJsonValue(JsonReader &reader, int depth, bool cached);
+
+// At the '{'.
+PyObject *readJsonObject(JsonReader &reader, int depth) {
+    reader.at++;
+    PyObject *object = PyDict_New();
+    if (!object) return nullptr;
+    reader.skipSpace();
+    if (reader.at < reader.end && *reader.at == '}') {
+        reader.at++;
+        return object;
+    }
+    while (true) {
+        if (reader.at >= reader.end || *reader.at != '"') break;
+        PyObject *key = readJsonString(reader, true);
+        if (!key) break;
+        reader.skipSpace();
+        if (reader.at >= reader.end || *reader.at != ':') {
+            Py_DECREF(key);
+            break;
+        }
+        reader.at++;
+        reader.skipSpace();
+        PyObject *value = readJsonValue(reader, depth + 1, depth == 0 && key == names.type);
+        if (!value || PyDict_SetItem(object, key, value) < 0) {
+            Py_DECREF(key);
+            Py_XDECREF(value);
+            break;
+        }
+        Py_DECREF(key);
+        Py_DECREF(value);
+        reader.skipSpace();
+        if (reader.at < reader.end && *reader.at == ',') {
+            reader.at++;
+            reader.skipSpace();
+            continue;
+        }
+        if (reader.at < reader.end && *reader.at == '}') {
+            reader.at++;
+            return object;
+        }
+        break;
+    }
+    Py_DECREF(object);
+    return nullptr;
+}
+
+// At the '['.
+PyObject *readJsonArray(JsonReader &reader, int depth) {
+    reader.at++;
+    PyObject *array = PyList_New(0);
+    if (!array) return nullptr;
+    reader.skipSpace();
+    if (reader.at < reader.end && *reader.at == ']') {
+        reader.at++;
+        return array;
+    }
+    while (true) {
+        PyObject *value = readJsonValue(reader, depth + 1, false);
+        if (!value) break;
+        int appended = PyList_Append(array, value);
+        Py_DECREF(value);
+        if (appended < 0) break;
+        reader.skipSpace();
+        if (reader.at < reader.end && *reader.at == ',') {
+            reader.at++;
+            reader.skipSpace();
+            continue;
+        }
+        if (reader.at < reader.end && *reader.at == ']') {
+            reader.at++;
+            return array;
+        }
+        break;
+    }
+    Py_DECREF(array);
+    return nullptr;
+}
+
+bool readJsonWord(JsonReader &reader, const char *word, size_t length) {
+    if (size_t(reader.end - reader.at) < length || std::memcmp(reader.at, word, length) != 0) return false;
+    reader.at += length;
+    return true;
+}
+
+PyObject *readJsonValue(JsonReader &reader, int depth, bool cached) {
+    if (reader.at >= reader.end) return nullptr;
+    switch (*reader.at) {
+    case '"': return readJsonString(reader, cached);
+    case '{': return depth < maxJsonDepth ? readJsonObject(reader, depth) : nullptr;
+    case '[': return depth < maxJsonDepth ? readJsonArray(reader, depth) : nullptr;
+    case 't': return readJsonWord(reader, "true", 4) ? Py_NewRef(Py_True) : nullptr;
+    case 'f': return readJsonWord(reader, "false", 5) ? Py_NewRef(Py_False) : nullptr;
+    case 'n': return readJsonWord(reader, "null", 4) ? Py_NewRef(Py_None) : nullptr;
+    default: return (*reader.at == '-' || (*reader.at >= '0' && *reader.at <= '9')) ? readJsonNumber(reader) : nullptr;
+    }
+}
+
+// The message decoded: a new reference, or null with an exception (orjson.loads's for a text
+// read there).
+PyObject *decodeMessage(RealtimeDispatchObject *self, std::string_view message, PyObject *data) {
+    if (self->nativeJson) {
+        JsonReader reader{reinterpret_cast<const unsigned char *>(message.data()),
+                          reinterpret_cast<const unsigned char *>(message.data()) + message.size()};
+        reader.skipSpace();
+        if (reader.at < reader.end && *reader.at == '{') {
+            PyObject *decoded = readJsonObject(reader, 0);
+            if (decoded) {
+                reader.skipSpace();
+                if (reader.at == reader.end) return decoded;
+                Py_DECREF(decoded);
+            } else if (PyErr_Occurred()) {
+                return nullptr;
+            }
+        }
+    }
+    PyObject *source = data;
+    if (source) {
+        Py_INCREF(source);
+    } else {
+        source = PyBytes_FromStringAndSize(message.data(), Py_ssize_t(message.size()));
+        if (!source) return nullptr;
+    }
+    PyObject *decoded = PyObject_Vectorcall(self->loads, &source, 1, nullptr);
+    Py_DECREF(source);
+    return decoded;
+}
+
+// A plain sync handler's return value, as on_message answers it. The id is set in the reply
+// itself instead of in a copy when nobody else can see the reply: `owned` (a dict made here)
+// or a dict the handler made and let go of (the caller's reference is its only one). The
+// keys are then the same, in the same order, as {**reply, "id": id}'s.
 bool answer(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message, PyObject *reply,
             bool owned = false) {
     PyObject *batcher = self->clientBatcher.get(client);
@@ -232,8 +713,9 @@ bool answer(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObje
     if (!requestId && PyErr_Occurred()) return false;
     if (!requestId) requestId = Py_None;
     if (!direct) return done(callMethod(names.reply, self->dispatcher, client, requestId, reply, Py_None));
+    bool alone = owned || (reply != message && Py_REFCNT(reply) == 1);
     Py_INCREF(reply);
-    if (requestId != Py_None && owned) {
+    if (requestId != Py_None && alone) {
         if (PyDict_SetItem(reply, names.id, requestId) < 0) {
             Py_DECREF(reply);
             return false;
@@ -248,17 +730,7 @@ bool answer(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObje
         }
         reply = withId;
     }
-    PyObject *encoded = PyObject_Vectorcall(self->dumps, &reply, 1, nullptr);
-    bool ok;
-    if (encoded) {
-        ok = sendText(self, ws, encoded);
-        Py_DECREF(encoded);
-    } else if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-        PyErr_Clear();
-        ok = done(callMethod(names.send, client, reply)); // Client.send answers INTERNAL for it
-    } else {
-        ok = false;
-    }
+    bool ok = encodeAndSend(self, ws, client, reply);
     Py_DECREF(reply);
     return ok;
 }
@@ -821,15 +1293,7 @@ bool handle(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::s
         return admittedInPython(self, ws, client, message, opCodeObject, binary, data);
     }
     if (int scanned = answerFromScan(self, ws, client, message)) return scanned > 0;
-    PyObject *source = data;
-    if (source) {
-        Py_INCREF(source);
-    } else {
-        source = PyBytes_FromStringAndSize(message.data(), Py_ssize_t(message.size()));
-        if (!source) return false;
-    }
-    PyObject *decoded = PyObject_Vectorcall(self->loads, &source, 1, nullptr);
-    Py_DECREF(source);
+    PyObject *decoded = decodeMessage(self, message, data);
     if (!decoded) {
         if (!PyErr_ExceptionMatches(PyExc_Exception)) return false;
         PyErr_Clear(); // not JSON: the Python path decodes again and words the error
@@ -989,6 +1453,16 @@ PyObject *dispatchNew(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     self->answersPublish = answers[3];
     self->answersBatch = answers[4];
     self->collecting = nullptr;
+    self->nativeJson = false;
+    if (PyObject *orjson = PyImport_ImportModule("orjson")) {
+        PyObject *orjsonDumps = PyObject_GetAttrString(orjson, "dumps");
+        PyObject *orjsonLoads = PyObject_GetAttrString(orjson, "loads");
+        self->nativeJson = orjsonDumps == dumps && orjsonLoads == loads;
+        Py_XDECREF(orjsonDumps);
+        Py_XDECREF(orjsonLoads);
+        Py_DECREF(orjson);
+    }
+    PyErr_Clear(); // no orjson: every reply goes to dumps
     return reinterpret_cast<PyObject *>(self);
 }
 

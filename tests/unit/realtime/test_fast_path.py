@@ -161,6 +161,40 @@ def test_native_take_leaves_the_bucket_as_take_does():
     assert 0 <= bucket.tokens < 0.01 and bucket.refused == 1
 
 
+def test_native_take_changes_no_float_anyone_else_holds():
+    """The C path updates the bucket's floats in place only while the bucket alone holds
+    them: a value read from the bucket stays what it was."""
+    h = build(rate_limit=RateLimit(messages=3, per_seconds=3600))
+    ws = h.connect()
+    native = h.engine.dispatcher.native_handler()
+    native(ws, '{"type":"REPLY"}', TEXT)
+    native(ws, '{"type":"REPLY"}', TEXT)  # the bucket's floats are its own now
+    held_tokens, held_updated = ws.client.bucket.tokens, ws.client.bucket.updated
+    tokens_text, updated_text = repr(held_tokens), repr(held_updated)
+    native(ws, '{"type":"REPLY"}', TEXT)
+    assert (repr(held_tokens), repr(held_updated)) == (tokens_text, updated_text)
+    assert ws.client.bucket.tokens < held_tokens - 0.99 and ws.client.bucket.updated > held_updated
+
+
+def test_retry_after_at_the_boundary_is_the_buckets_on_both_paths():
+    """A monotonic-clock bucket (taken in C on the native path): the last token is given, the
+    next request refused with RATE_LIMITED whose retryAfter is the bucket's own wait, on both
+    paths, and the counts agree."""
+    for native in (False, True):
+        h = build(rate_limit=RateLimit(messages=2, per_seconds=3600))
+        ws = h.connect()
+        ws.sent.clear()
+        handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+        for number in range(3):
+            handler(ws, f'{{"type":"REPLY","id":{number}}}', TEXT)
+        bucket = ws.client.bucket
+        replies = [orjson.loads(data) for data, _ in ws.sent]
+        assert [reply["type"] for reply in replies] == ["REPLIED", "REPLIED", "ERROR"], native
+        assert replies[2]["code"] == "RATE_LIMITED" and replies[2]["retryAfter"] == int(bucket.retry_after() * 1000) + 1
+        assert 1_799_000 < replies[2]["retryAfter"] <= 1_800_001 and bucket.refused == 1
+        assert h.engine.router.get("REPLY").calls == 2 and h.engine.metrics.rate_limited == 1
+
+
 def test_binary_and_str_with_lone_surrogates_go_the_python_way():
     h = build()
     ws = h.connect()
@@ -495,3 +529,186 @@ def test_scan_path_skips_the_decoder_and_falls_back_to_it(monkeypatch):
                       b'{"type":"UNSUBSCRIBED","topic":"news"}', b'{"type":"PONG","serverTime":0,"id":7.0}',
                       b'{"type":"SUBSCRIBED","topic":"t1"}']
     assert ws.topics == {"t1"}
+
+
+# ---- a handler's reply: the bytes, not only the values -------------------------------------
+# The C path writes the JSON of plain replies itself (and sets the id in a reply nobody else
+# holds instead of copying it): its frames must be orjson.dumps's bytes exactly, for every
+# value, including those it hands to orjson (floats, tuples, big ints, surrogates, subclasses,
+# deep nesting, unencodable values).
+
+
+class Text(str):
+    """A str subclass: orjson encodes it; the C encoder leaves it to orjson."""
+
+
+def nested(depth: int) -> Any:
+    value: Any = "bottom"
+    for level in range(depth):
+        value = [value] if level % 2 else {"d": value}
+    return value
+
+
+reply_text = st.text(st.characters(codec=None, exclude_categories=()), max_size=12)  # surrogates included
+escaped_text = st.text(st.sampled_from('\x00\x01\b\t\n\f\r\x1f "\\/\x7fé€😀\u2028a'), max_size=20)
+# Values the C encoder writes itself (what replies are made of) ...
+plain_scalars = (st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.sampled_from([2**63 - 1, -2**63])
+                 | escaped_text | st.text(max_size=12))
+plain_values = st.recursive(plain_scalars, lambda children: st.lists(children, max_size=4)
+                            | st.dictionaries(escaped_text | st.sampled_from(["id", "type"]), children, max_size=4),
+                            max_leaves=14)
+# ... and those it leaves to orjson, alone or inside plain ones.
+other_scalars = (st.integers(-2**65, 2**65) | st.sampled_from([2**63, 2**64 - 1, 2**64, -2**63 - 1]) | st.floats()
+                 | reply_text | reply_text.map(Text) | st.integers(25, 60).map(nested) | st.just({1, 2}))
+mixed_values = st.recursive(plain_scalars | other_scalars, lambda children: st.lists(children, max_size=4)
+                            | st.lists(children, max_size=2).map(tuple)
+                            | st.dictionaries(reply_text | st.sampled_from(["id", "type"]), children, max_size=4)
+                            | st.dictionaries(st.integers(0, 3), children, min_size=1, max_size=2), max_leaves=14)
+reply_values = plain_values | plain_values | mixed_values
+SHARED_REPLY = {"type": "SHARED", "value": [1, "two"]}
+
+
+def reply_engine(holder: dict[str, Any]) -> Harness:
+    h = build()
+    h.engine.add_route("VALUE", lambda client, message: {"type": "V", "value": holder["value"]})
+    h.engine.add_route("RAW", lambda client, message: holder["value"])  # a dict of its own, or not a dict
+    h.engine.add_route("SHARED", lambda client, message: SHARED_REPLY)
+    h.engine.add_route("OWN_ID", lambda client, message: {"id": "own", "type": "OWN", "value": holder["value"]})
+    return h
+
+
+def reply_bytes(value: Any, requests: list[str], native: bool) -> list[tuple[bytes, int]]:
+    holder = {"value": value}
+    h = reply_engine(holder)
+    ws = h.connect()
+    ws.sent.clear()
+    handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+    logging.disable(logging.CRITICAL)  # the unencodable replies' tracebacks
+    try:
+        for request in requests:
+            handler(ws, request, TEXT)
+    finally:
+        logging.disable(logging.NOTSET)
+    return [(data, opcode) for data, opcode in ws.sent if b'"serverTime"' not in data]
+
+
+reply_requests = st.lists(st.sampled_from(['{"type":"VALUE"}', '{"type":"VALUE","id":7}', '{"type":"RAW","id":"r"}',
+                                           '{"type":"RAW"}', '{"type":"SHARED","id":1}', '{"type":"SHARED"}',
+                                           '{"type":"OWN_ID","id":2}', '{"type":"OWN_ID"}', '{"type":"ECHO","id":[1]}']),
+                          min_size=1, max_size=6)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(reply_values, reply_requests)
+def test_native_replies_are_orjson_bytes(value, requests):
+    assert reply_bytes(value, requests, native=True) == reply_bytes(value, requests, native=False)
+    assert SHARED_REPLY == {"type": "SHARED", "value": [1, "two"]}  # the id went into a copy
+
+
+def test_native_reply_bytes_cases():
+    """A few replies spelled out (escapes, 64-bit bounds, non-ASCII, an id placed where the
+    reply had its own), so that both paths going wrong alike is caught too."""
+    cases = [
+        ("VALUE", '"a\\"b\\\\c\\n\\t\\b\\f\\r\\u0001\\u001f\x7f/é😀"',
+         {"type": "V", "value": 'a"b\\c\n\t\b\f\r\x01\x1f\x7f/é😀'}),
+        ("VALUE", "[9223372036854775807,-9223372036854775808,18446744073709551615,true,false,null,{}]",
+         {"type": "V", "value": [2**63 - 1, -2**63, 2**64 - 1, True, False, None, {}]}),
+    ]
+    for kind, encoded, expected in cases:
+        for native in (False, True):
+            holder = {"value": expected["value"]}
+            h = reply_engine(holder)
+            ws = h.connect()
+            ws.sent.clear()
+            handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+            handler(ws, f'{{"type":"{kind}","id":3}}', TEXT)
+            assert ws.sent == [(f'{{"type":"V","value":{encoded},"id":3}}'.encode(), TEXT)], native
+    for native in (False, True):
+        h = reply_engine({"value": 1})
+        ws = h.connect()
+        ws.sent.clear()
+        handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+        handler(ws, '{"type":"OWN_ID","id":9}', TEXT)
+        handler(ws, '{"type":"SHARED","id":9}', TEXT)
+        assert ws.sent == [(b'{"id":9,"type":"OWN","value":1}', TEXT), (b'{"type":"SHARED","value":[1,"two"],"id":9}', TEXT)]
+        assert SHARED_REPLY == {"type": "SHARED", "value": [1, "two"]}
+
+
+# ---- a request's JSON: read in C when plain, by orjson otherwise ---------------------------
+# Generated texts, well formed in every layout and then broken in small ways, sent as ECHO
+# requests to both paths: the echoed bytes (or the INVALID_MESSAGE error orjson words) must
+# be the same, so the C reader neither reads a text orjson refuses nor reads one differently
+# (types, key order, duplicate keys, numbers, escapes, non-ASCII).
+json_scalars = (st.none() | st.booleans() | st.integers(-10**20, 10**20) | st.sampled_from([0, -1, 10**18 - 1, -10**18 + 1, 10**18])
+                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=10) | escaped_text)
+json_values = st.recursive(json_scalars, lambda children: st.lists(children, max_size=4)
+                           | st.dictionaries(st.text(max_size=5) | st.sampled_from(["type", "id", "a"]), children, max_size=4),
+                           max_leaves=16)
+
+
+# Values written as such: numbers and words at the edges of the grammar, most of them refused.
+odd_tokens = st.sampled_from(["01", "-0", "-01", "00", "0", "-", "1.", ".5", "1e5", "1E+2", "-0.0", "+1", "0x1", "1_0",
+                              "123456789012345678", "-123456789012345678", "1234567890123456789", "Infinity", "NaN",
+                              "tru", "nul", "falsey", "[1,]", "{,}", "[01]", '{"a":01}', '"\\x"', '"\\u12"',
+                              '"\\ud800"', '"a\tb"', "[[[]]]", "{}", "[]", '{"":""}', "[1 2]", '{"a" 1}', "truefalse"])
+
+
+@st.composite
+def request_texts(draw: Any) -> str:
+    fields = draw(st.lists(st.tuples(st.sampled_from(["v", "id", "a", "type", "é", ""]), json_values), max_size=4))
+    space = draw(st.sampled_from(["", " ", "\n", "\t", " \r\n "]))
+    parts = [f'"type"{space}:{space}"ECHO"']
+    for key, value in fields:  # a repeated key (or "type" again) is kept as written: the last one wins
+        written = (json.dumps(value, ensure_ascii=draw(st.booleans()), separators=(',', ':') if not space else (', ', ': '))
+                   if draw(st.integers(0, 3)) else draw(odd_tokens))
+        parts.append(f"{json.dumps(key, ensure_ascii=draw(st.booleans()))}{space}:{space}{written}")
+    text = space + "{" + space + ("," + space).join(parts) + space + "}" + space
+    if draw(st.booleans()):  # one small change: an insertion or a deletion somewhere
+        at = draw(st.integers(0, len(text)))
+        if draw(st.booleans()) and at < len(text):
+            text = text[:at] + text[at + 1:]
+        else:
+            text = text[:at] + draw(st.sampled_from([",", "}", "]", "[", "{", '"', "\\", "-", "0", "1", " ", "\x01", "e", ".",
+                                                     ":", "é", "t", "n"])) + text[at:]
+    return text
+
+
+def echo_bytes(texts: list[str], native: bool) -> list[tuple[bytes, int]]:
+    h = build()
+    ws = h.connect()
+    ws.sent.clear()
+    handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+    for text in texts:
+        handler(ws, text, TEXT)
+    return ws.sent
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(request_texts(), min_size=1, max_size=4))
+def test_native_reader_reads_as_orjson(texts):
+    logging.disable(logging.CRITICAL)
+    try:
+        assert echo_bytes(texts, native=True) == echo_bytes(texts, native=False)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def test_native_reader_cases():
+    """Texts at the edges of what the C reader takes, with the expected echo spelled out (an
+    error: orjson's INVALID_MESSAGE, from either path)."""
+    cases = {
+        '{"type":"ECHO","n":-123456789012345678}': b'{"type":"ECHO","n":-123456789012345678}',
+        '{"type":"ECHO","n":1234567890123456789}': b'{"type":"ECHO","n":1234567890123456789}',
+        '{"type":"ECHO","n":-0}': b'{"type":"ECHO","n":0}',
+        '{"type":"ECHO","n":1.5e3}': b'{"type":"ECHO","n":1500.0}',
+        '{"type":"ECHO","a":1,"a":[true,false,null],"b":{}}': b'{"type":"ECHO","a":[true,false,null],"b":{}}',
+        ' {\n"type" : "ECHO" ,\t"s":"\\u00e9\\n"} ': '{"type":"ECHO","s":"é\\n"}'.encode(),
+        '{"type":"ECHO","s":"é😀"}': '{"type":"ECHO","s":"é😀"}'.encode(),
+    }
+    for native in (False, True):
+        assert [data for data, _ in echo_bytes(list(cases), native)] == list(cases.values()), native
+    refused = ['{"type":"ECHO","n":01}', '{"type":"ECHO","n":1.}', '{"type":"ECHO","a":[1,]}', '{"type":"ECHO",}',
+               '{"type":"ECHO","s":"a\x01"}', '{"type":"ECHO"} x', '{"type":"ECHO","t":tru}', '{"type":"ECHO","n":-}']
+    for native in (False, True):
+        replies = [orjson.loads(data) for data, _ in echo_bytes(refused, native)]
+        assert [(reply["type"], reply["code"]) for reply in replies] == [("ERROR", "INVALID_MESSAGE")] * len(refused), native
