@@ -266,6 +266,9 @@ def test_a_worker_stopped_gracefully_leaves_no_entry_behind(redis_server, connec
         asker = connect(staying, "asker")
         wait_until(lambda: len(presence_ids(asker, "room.g")) == 5, "5 entries", timeout=5.0)
         leaving.signal(signal.SIGTERM)
+        # The clients answer the server's close, as browsers do: else the worker waits out its
+        # close timeout on each of them before it exits.
+        assert [client.expect_close() for client in clients] == [1001] * len(clients)
         assert leaving.wait(15.0) == 0
         assert presence_ids(asker, "room.g") == set()  # the ttl is 60 s: only a deletion explains this
     finally:
