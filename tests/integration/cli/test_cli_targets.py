@@ -74,6 +74,7 @@ def test_serve_target_applies_realtime_options(tmp_path):
         assert "double" in capabilities["types"], "the target's handlers were lost"
         assert client.request({"type": "double", "value": 21}) == {"type": "DOUBLED", "value": 42, "id": 1}
         server.signal(signal.SIGTERM)
+        assert client.expect_close() == 1001  # answered, so the server need not wait out its close timeout
         assert server.wait(GRACEFUL_EXIT) == 0
 
 
@@ -145,6 +146,7 @@ def test_limits_from_the_config_file_reach_connected(tmp_path):
         refused = client.request({"type": "SUBSCRIBE", "topic": "c"})
         assert refused["code"] == "LIMIT_EXCEEDED" and refused["limit"] == "maxSubscriptions"
         server.signal(signal.SIGTERM)
+        assert client.expect_close() == 1001  # answered, so the server need not wait out its close timeout
         assert server.wait(GRACEFUL_EXIT) == 0
 
 
