@@ -506,6 +506,21 @@ struct JsonReader {
     __attribute__((always_inline)) void skipSpace() {
         while (at < end && (*at == ' ' || *at == '\n' || *at == '\r' || *at == '\t')) at++;
     }
+    // After an item of an object or array: 1 at the next item (past the ','), 0 past the
+    // closing byte, -1 anything else.
+    int next(unsigned char close) {
+        skipSpace();
+        if (at < end && *at == ',') {
+            at++;
+            skipSpace();
+            return 1;
+        }
+        if (at < end && *at == close) {
+            at++;
+            return 0;
+        }
+        return -1;
+    }
 };
 
 // The bytes that end a run of plain string bytes: '"', '\\' and those under 0x20.
@@ -602,16 +617,9 @@ PyObject *readJsonObject(JsonReader &reader, int depth) {
         }
         Py_DECREF(key);
         Py_DECREF(value);
-        reader.skipSpace();
-        if (reader.at < reader.end && *reader.at == ',') {
-            reader.at++;
-            reader.skipSpace();
-            continue;
-        }
-        if (reader.at < reader.end && *reader.at == '}') {
-            reader.at++;
-            return object;
-        }
+        int more = reader.next('}');
+        if (more > 0) continue;
+        if (more == 0) return object;
         break;
     }
     Py_DECREF(object);
@@ -634,16 +642,9 @@ PyObject *readJsonArray(JsonReader &reader, int depth) {
         int appended = PyList_Append(array, value);
         Py_DECREF(value);
         if (appended < 0) break;
-        reader.skipSpace();
-        if (reader.at < reader.end && *reader.at == ',') {
-            reader.at++;
-            reader.skipSpace();
-            continue;
-        }
-        if (reader.at < reader.end && *reader.at == ']') {
-            reader.at++;
-            return array;
-        }
+        int more = reader.next(']');
+        if (more > 0) continue;
+        if (more == 0) return array;
         break;
     }
     Py_DECREF(array);
