@@ -18,6 +18,14 @@ PyApp::PyApp() {
     app.log = [this](uws::LogLevel level, const std::string &message) {
         static const int pythonLevels[] = {10, 20, 30, 40};
         if (logHandler.is_none()) return;
+        if (PyDict_Check(logLevels.ptr())) {
+            // Levels 10..40 are cached small ints: no allocation.
+            PyObject *key = PyLong_FromLong(pythonLevels[int(level)]);
+            PyObject *enabled = key ? PyDict_GetItemWithError(logLevels.ptr(), key) : nullptr; // borrowed
+            Py_XDECREF(key);
+            if (enabled == Py_False) return; // filtered out: no string made, no call
+            if (!enabled) PyErr_Clear();     // not cached yet (or an error): the handler decides
+        }
         PyObject *text = PyUnicode_DecodeUTF8(message.data(), Py_ssize_t(message.size()), "replace");
         PyObject *levelObject = PyLong_FromLong(pythonLevels[int(level)]);
         PyObject *args[2] = {levelObject, text};
@@ -301,7 +309,16 @@ void registerApp(py::module_ &module) {
         .def_property("error_handler", [](PyApp &self) { return self.errorHandler; },
                       [](PyApp &self, py::object handler) { self.errorHandler = handler; })
         .def_property("log_handler", [](PyApp &self) { return self.logHandler; },
-                      [](PyApp &self, py::object handler) { self.logHandler = handler; })
+                      [](PyApp &self, py::object handler) {
+                          self.logHandler = handler;
+                          self.logLevels = py::none(); // the filter was for the previous handler
+                      })
+        .def_property("log_levels", [](PyApp &self) { return self.logLevels; },
+                      [](PyApp &self, py::object levels) {
+                          if (!levels.is_none() && !PyDict_Check(levels.ptr()))
+                              throw py::type_error("log_levels must be a dict or None");
+                          self.logLevels = levels;
+                      })
         .def_property("header_timeout", [](PyApp &self) { return self.app.http().headerTimeout; },
                       [](PyApp &self, unsigned seconds) { self.app.http().headerTimeout = seconds; })
         .def_property("send_timeout", [](PyApp &self) { return self.app.http().sendTimeout; },

@@ -25,6 +25,11 @@ public:
     std::vector<py::object> httpHandlers; // keeps route handlers alive
     py::object errorHandler = py::none(); // (where: str, exc: BaseException) -> None
     py::object logHandler = py::none();   // (level: int, message: str) -> None
+    // None, or a dict {python level: bool}: a level mapped to False is not passed to
+    // logHandler. The Python side gives the cache of the logger the handler logs to
+    // (logging.Logger._cache, which isEnabledFor fills and setLevel clears in place), so a
+    // line is skipped exactly when that logger would drop it. Setting logHandler resets it.
+    py::object logLevels = py::none();
 
     // Called with a Python error set (a handler raised): logs it, or for BaseExceptions
     // such as KeyboardInterrupt stops the loop and re-raises from run().

@@ -34,6 +34,15 @@ def _forward_core_log(level: int, message: str) -> None:
     logger.log(level, "%s", message)
 
 
+def _enabled_levels(target: logging.Logger) -> Optional[dict[int, bool]]:
+    """The logger's own {level: enabled} cache, which the core reads to skip, without calling
+    into Python, a line the logger would drop: ``isEnabledFor`` fills it, ``setLevel`` and
+    ``logging.disable`` clear it in place, so a level missing from it goes to the handler,
+    which asks the logger. None (no skipping) on a Python whose Logger has no such dict."""
+    cache = getattr(target, "_cache", None)
+    return cache if isinstance(cache, dict) else None
+
+
 @dataclass(frozen=True)
 class SSLOptions:
     """TLS for ``wss://`` and ``https://`` (OpenSSL; TLS 1.2 and 1.3).
@@ -85,6 +94,7 @@ class App:
             self._core.use_tls(*ssl._native_arguments())
         self._core.error_handler = _report_handler_error
         self._core.log_handler = _forward_core_log
+        self._core.log_levels = _enabled_levels(logger)  # after log_handler, which resets it
         self._port: Optional[int] = None
         self._coroutines = CoroutineRunner()
         # Seconds per max_lifetime minute. Tests set it lower to see a lifetime end in a

@@ -24,7 +24,8 @@ import orjson
 
 from .broker.redis import CHANNEL_PREFIX
 from .realtime.history import POSITION_TTL_FACTOR, HistoryOptions, HistoryPolicy, message_parts, new_epoch
-from .realtime.history_redis import KEY_PREFIX, PUBLISH_LUA
+from .realtime.history_redis import (KEY_PREFIX, MAX_CONNECTIONS, PUBLISH_LUA, TIMEOUT, bounded_client,
+                                     check_max_connections)
 from .realtime.users import CONTROL_TOPIC, check_close_code, is_reserved, user_topic
 
 HistorySpec = Union[HistoryOptions, tuple]
@@ -93,15 +94,16 @@ class Emitter:
         channel_prefix: the broker's channel prefix (``uws:``).
         key_prefix: the history store's key prefix (``uws:h:``).
         client: a redis-py ``Redis`` to use instead of one made from the URL.
+        max_connections: connections the client made from the URL opens at most; more
+            concurrent calls wait for one (up to 2 s, then redis-py's ConnectionError).
     """
 
     def __init__(self, redis_url: str, history: Sequence[HistorySpec] = (), *, channel_prefix: str = CHANNEL_PREFIX,
-                 key_prefix: str = KEY_PREFIX, client: Any = None) -> None:
+                 key_prefix: str = KEY_PREFIX, client: Any = None, max_connections: int = MAX_CONNECTIONS) -> None:
+        check_max_connections(max_connections)
         self.frames = _Frames(history, channel_prefix, key_prefix)
         if client is None:
-            import redis
-
-            client = redis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=2.0)
+            client = bounded_client(redis_url, max_connections=max_connections, timeout=TIMEOUT, asynchronous=False)
         self.client = client
         self._script = client.register_script(PUBLISH_LUA)
 
@@ -160,15 +162,16 @@ class AsyncEmitter:
         channel_prefix: the broker's channel prefix.
         key_prefix: the history store's key prefix.
         client: a ``redis.asyncio.Redis`` to use instead of one made from the URL.
+        max_connections: connections the client made from the URL opens at most; more
+            concurrent calls wait for one (up to 2 s, then redis-py's ConnectionError).
     """
 
     def __init__(self, redis_url: str, history: Sequence[HistorySpec] = (), *, channel_prefix: str = CHANNEL_PREFIX,
-                 key_prefix: str = KEY_PREFIX, client: Any = None) -> None:
+                 key_prefix: str = KEY_PREFIX, client: Any = None, max_connections: int = MAX_CONNECTIONS) -> None:
+        check_max_connections(max_connections)
         self.frames = _Frames(history, channel_prefix, key_prefix)
         if client is None:
-            import redis.asyncio as aioredis
-
-            client = aioredis.Redis.from_url(redis_url, socket_connect_timeout=2.0, socket_timeout=2.0)
+            client = bounded_client(redis_url, max_connections=max_connections, timeout=TIMEOUT)
         self.client = client
         self._script = client.register_script(PUBLISH_LUA)
 

@@ -276,6 +276,41 @@ class RedisServer:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+class PeakClients:
+    """``with PeakClients(server) as watch: ...``: samples, on a thread, how many clients the
+    Redis has besides the watcher's own connection, every 5 ms; ``watch.peak`` is the most seen
+    (a last sample is taken on exit)."""
+
+    def __init__(self, server: RedisServer, interval: float = 0.005) -> None:
+        import redis
+
+        self.client = redis.Redis(host=HOST, port=server.port, socket_timeout=2, socket_connect_timeout=2)
+        self.interval = interval
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="peak-clients", daemon=True)
+
+    def count(self) -> int:
+        """Clients connected now, the watcher's own connection not counted."""
+        return len(self.client.client_list()) - 1
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.count())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "PeakClients":
+        self.peak = max(self.peak, self.count())
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        self.peak = max(self.peak, self.count())
+        self.client.close()
+
+
 # -- talking to a running hub ------------------------------------------------------------------
 
 

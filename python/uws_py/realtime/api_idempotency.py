@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import orjson
 
+from .history_redis import MAX_CONNECTIONS, TIMEOUT, bounded_client, check_max_connections
+
 if TYPE_CHECKING:
     from ..broker.redis import RedisBroker
 
@@ -91,10 +93,13 @@ class RedisIdempotency:
         broker: the server's RedisBroker.
         ttl: seconds a key is kept from its claim.
         key_prefix: of every key.
+        max_connections: connections to Redis at most; more concurrent jobs wait for one (up
+            to the 2 s timeout, then redis-py's ConnectionError, as for an unreachable Redis).
     """
 
     def __init__(self, broker: "RedisBroker", ttl: float = DEFAULT_IDEMPOTENCY_TTL,
-                 key_prefix: str = KEY_PREFIX) -> None:
+                 key_prefix: str = KEY_PREFIX, max_connections: int = MAX_CONNECTIONS) -> None:
+        self.max_connections = check_max_connections(max_connections)
         self.broker = broker
         self.ttl_ms = max(1, int(ttl * 1000))
         self.key_prefix = key_prefix
@@ -107,9 +112,8 @@ class RedisIdempotency:
     def client(self) -> Any:
         """The redis-py asyncio client, made on first use on the broker's loop."""
         if self._client is None:
-            import redis.asyncio as aioredis
-
-            self._client = aioredis.from_url(self.broker.url, socket_connect_timeout=2.0, socket_timeout=2.0)
+            # A blocking pool: at most max_connections, a burst of requests waits for a free one.
+            self._client = bounded_client(self.broker.url, max_connections=self.max_connections, timeout=TIMEOUT)
         return self._client
 
     def claim(self, key: str, done: Done) -> None:

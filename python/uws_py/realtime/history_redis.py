@@ -56,6 +56,44 @@ TIMEOUT = 2.0
 # them all open afterwards.
 MAX_CONNECTIONS = 16
 
+
+def check_max_connections(value: Any) -> int:
+    """value if it is a positive int (a bool is not); ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_connections must be a positive int, not {value!r}")
+    return value
+
+
+def bounded_client(url: str, *, max_connections: int, timeout: float, retry: Any = None,
+                   asynchronous: bool = True) -> Any:
+    """A redis-py client whose pool opens at most max_connections to the Redis at url.
+
+    A call holds a connection only for its round trip; a call that finds all of them busy
+    waits for a free one, up to timeout, then fails with redis-py's ConnectionError
+    (``No connection available.``), which the stores report as unavailable storage.
+
+    Args:
+        url: ``redis://host:port/db`` (not a cluster: redis-py's cluster client has its own
+            per-node pools).
+        max_connections: connections open at most (a positive int).
+        timeout: seconds per connect, per reply, and to wait for a free connection.
+        retry: a redis-py ``Retry`` for a connection found dead, or None.
+        asynchronous: a ``redis.asyncio.Redis`` (True) or a blocking ``redis.Redis``.
+
+    Returns:
+        The client; closing it (``aclose()`` / ``close()``) closes the pool too.
+    """
+    check_max_connections(max_connections)
+    if asynchronous:
+        import redis.asyncio as module
+    else:
+        import redis as module  # type: ignore[no-redef]
+    options: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    if retry is not None:
+        options["retry"] = retry
+    pool = module.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=timeout, **options)
+    return module.Redis.from_pool(pool)
+
 # KEYS: stream, meta. ARGV: channel, origin, head, tail, size, ttl ms, position ttl ms, epoch
 # to start if the position is gone. Returns {epoch, offset}. The channel message is framed as
 # uws_py.broker.redis.parse_frame reads it.
@@ -136,8 +174,7 @@ class RedisHistory:
             max_connections: connections to Redis at most (not with ``cluster``); more
                 concurrent calls wait for one (up to ``timeout``, then HistoryUnavailable).
         """
-        if isinstance(max_connections, bool) or not isinstance(max_connections, int) or max_connections < 1:
-            raise ValueError(f"max_connections must be a positive int, not {max_connections!r}")
+        check_max_connections(max_connections)
         self.url = url
         self.policy = policy
         self.metrics = metrics if metrics is not None else HistoryMetrics()
@@ -345,7 +382,6 @@ class RedisHistory:
 
             self._client = cluster_client(self.url, timeout=self.timeout, retry=Retry(NoBackoff(), 1))
         if self._client is None:
-            import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
             from redis.exceptions import ConnectionError as RedisConnectionError
@@ -354,12 +390,10 @@ class RedisHistory:
             # after a timeout: the script was sent and a slow Redis still runs it, so sending it
             # again would store one publish at two offsets (the chaos test redis-sleep).
             # A blocking pool: at most max_connections, a burst waits for a free one.
-            pool = aioredis.BlockingConnectionPool.from_url(
+            self._client = bounded_client(
                 self.url, max_connections=self.max_connections, timeout=self.timeout,
-                socket_connect_timeout=self.timeout, socket_timeout=self.timeout,
                 retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
             )
-            self._client = aioredis.Redis.from_pool(pool)  # aclose() closes the pool too
         return self._client
 
     async def _call(self, script: _Script, keys: tuple[str, str], args: tuple[Any, ...]) -> Any:

@@ -30,7 +30,7 @@ import orjson
 
 from ..broker.redact import redact
 from ..broker.redis_cluster import cluster_client, hash_tag, parse_cluster_url
-from .history_redis import TIMEOUT, UNAVAILABLE_REPLIES, _Script
+from .history_redis import MAX_CONNECTIONS, TIMEOUT, UNAVAILABLE_REPLIES, _Script, bounded_client, check_max_connections
 from .presence import PresenceUnavailable, stats_of
 
 if TYPE_CHECKING:
@@ -110,13 +110,18 @@ class RedisPresence:
         clock: wall-clock seconds (every worker's clock must agree within a fraction of ttl).
         cluster: the url is ``redis+cluster://...``: redis-py's cluster client, keys tagged by
             ``hash_tag``, one script call per topic.
+        max_connections: connections to Redis at most (not with ``cluster``); more concurrent
+            writes and reads wait for one (up to ``timeout``, then PresenceUnavailable).
     """
 
     def __init__(self, url: str, ttl: float, *, key_prefix: str = KEY_PREFIX, timeout: float = TIMEOUT,
-                 clock: Callable[[], float] = time.time, cluster: bool = False) -> None:
+                 clock: Callable[[], float] = time.time, cluster: bool = False,
+                 max_connections: int = MAX_CONNECTIONS) -> None:
+        check_max_connections(max_connections)
         if cluster:
             parse_cluster_url(url)
         self.url = url
+        self.max_connections = max_connections
         self.cluster = cluster
         self.ttl = ttl
         self.key_prefix = key_prefix
@@ -259,15 +264,13 @@ class RedisPresence:
 
             self._client = cluster_client(self.url, timeout=self.timeout, retry=Retry(NoBackoff(), 1))
         if self._client is None:
-            import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
 
             # One retry: a connection that died while idle is only found out by using it.
-            self._client = aioredis.from_url(
-                self.url, socket_connect_timeout=self.timeout, socket_timeout=self.timeout,
-                retry=Retry(NoBackoff(), 1),
-            )
+            # A blocking pool: at most max_connections, a burst waits for a free one.
+            self._client = bounded_client(self.url, max_connections=self.max_connections, timeout=self.timeout,
+                                          retry=Retry(NoBackoff(), 1))
         return self._client
 
     async def _pipeline(self, script: _Script, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.support.procutil import HOST, RedisServer
+from tests.support.procutil import HOST, PeakClients, RedisServer
 from uws_py.realtime.presence import PresenceEntry, PresenceUnavailable
 from uws_py.realtime.presence_redis import ENTRIES_PER_WRITE, RedisPresence
 
@@ -184,3 +184,28 @@ def test_many_topics_are_written_in_one_pipeline_and_a_flushed_script_is_reloade
         return {"expired": sum(map(len, expired.values())), "topics": len(expired), "listed": listed}
 
     assert run(scenario()) == {"expired": 0, "topics": 450, "listed": {"t0": ["c0"], "t1": ["c1"], "t449": ["c449"]}}
+
+
+def test_a_burst_beyond_max_connections_waits_and_all_succeed(redis_server):
+    """The store's pool used to open one connection per concurrent call and keep them all. With
+    max_connections=3, 60 concurrent writes then 60 concurrent reads all answer, correctly, and
+    Redis never sees more than 3 connections from the store."""
+    async def scenario() -> list:
+        store = RedisPresence(redis_server.url, ttl=30.0, max_connections=3)
+        try:
+            await asyncio.gather(*(store.write(f"burst.{n}", pairs(PresenceEntry(f"c{n}", f"u{n}", n)))
+                                   for n in range(60)))
+            return await asyncio.gather(*(store.entries(f"burst.{n}") for n in range(60)))
+        finally:
+            await store.aclose()
+
+    with PeakClients(redis_server) as watch:
+        answers = run(scenario())
+    assert [[e["clientId"] for e in entries] for entries in answers] == [[f"c{n}"] for n in range(60)]
+    assert 1 <= watch.peak <= 3, f"{watch.peak} connections open to Redis (max_connections=3)"
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True])
+def test_max_connections_must_be_a_positive_int(value):
+    with pytest.raises(ValueError, match="max_connections"):
+        RedisPresence("redis://127.0.0.1:1", ttl=5.0, max_connections=value)

@@ -1,0 +1,114 @@
+"""The idempotency store and the emitters keep at most max_connections to Redis: a burst of
+more concurrent calls waits for a free connection and all succeed (their pools used to open one
+connection per concurrent call and keep them all). The history and presence stores' own burst
+tests are in test_history_redis.py and test_presence_redis.py."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from tests.support.procutil import PeakClients, RedisServer
+from uws_py.emitter import AsyncEmitter, Emitter
+from uws_py.realtime.api_idempotency import PENDING, RedisIdempotency
+
+BURST = 60
+
+
+@pytest.fixture
+def redis_server():
+    server = RedisServer().start()
+    yield server
+    server.cleanup()
+
+
+class ConcurrentBroker:
+    """What RedisIdempotency uses of a RedisBroker (url, run), every job started at once on the
+    running loop: the most concurrent use its client can see."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.tasks: list = []
+
+    def run(self, job, done, ordered: bool = True) -> None:
+        async def wrapped() -> None:
+            try:
+                result = await job()
+            except Exception as exc:  # done receives the exception, as RedisBroker.run does
+                result = exc
+            done(result)
+
+        self.tasks.append(asyncio.ensure_future(wrapped()))
+
+
+def test_idempotency_claims_beyond_max_connections_wait_and_all_succeed(redis_server):
+    async def scenario() -> tuple:
+        broker = ConcurrentBroker(redis_server.url)
+        store = RedisIdempotency(broker, ttl=30.0, max_connections=3)
+        first, second = [], []
+        for n in range(BURST):
+            store.claim(f"k{n}", first.append)
+        await asyncio.gather(*broker.tasks)
+        for n in range(BURST):
+            store.claim(f"k{n}", second.append)
+        await asyncio.gather(*broker.tasks)
+        await store.client().aclose()
+        return first, second
+
+    with PeakClients(redis_server) as watch:
+        first, second = asyncio.run(scenario())
+    assert first == [None] * BURST  # every key claimed by its first attempt
+    assert second == [PENDING] * BURST  # and held on the second
+    assert 1 <= watch.peak <= 3, f"{watch.peak} connections open to Redis (max_connections=3)"
+
+
+def test_async_emitter_burst_beyond_max_connections_waits_and_all_succeed(redis_server):
+    async def scenario() -> list:
+        emitter = AsyncEmitter(redis_server.url, history=[("h.*", 100, 60.0)], max_connections=3)
+        try:
+            return await asyncio.gather(*(emitter.publish("h.burst", n) for n in range(BURST)))
+        finally:
+            await emitter.aclose()
+
+    with PeakClients(redis_server) as watch:
+        results = asyncio.run(scenario())
+    assert sorted(r["offset"] for r in results) == list(range(1, BURST + 1))
+    assert 1 <= watch.peak <= 3, f"{watch.peak} connections open to Redis (max_connections=3)"
+
+
+def test_emitter_shared_by_threads_beyond_max_connections_waits_and_all_succeed(redis_server):
+    emitter = Emitter(redis_server.url, history=[("h.*", 100, 60.0)], max_connections=3)
+    results: list = []
+    errors: list = []
+    start = threading.Barrier(20)
+
+    def publisher(n: int) -> None:
+        start.wait(timeout=10)
+        try:
+            for k in range(3):
+                results.append(emitter.publish("h.threads", (n, k)))
+        except Exception as exc:
+            errors.append(exc)
+
+    with PeakClients(redis_server) as watch:
+        threads = [threading.Thread(target=publisher, args=(n,)) for n in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+    emitter.close()
+    assert errors == []
+    assert sorted(r["offset"] for r in results) == list(range(1, BURST + 1))
+    assert 1 <= watch.peak <= 3, f"{watch.peak} connections open to Redis (max_connections=3)"
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.5, True])
+def test_max_connections_must_be_a_positive_int(value):
+    with pytest.raises(ValueError, match="max_connections"):
+        Emitter("redis://127.0.0.1:1", max_connections=value)
+    with pytest.raises(ValueError, match="max_connections"):
+        AsyncEmitter("redis://127.0.0.1:1", max_connections=value)
+    with pytest.raises(ValueError, match="max_connections"):
+        RedisIdempotency(ConcurrentBroker("redis://127.0.0.1:1"), max_connections=value)
