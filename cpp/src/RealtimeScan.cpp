@@ -14,8 +14,11 @@ struct Scanner {
 
     bool atEnd() const { return at == end; }
 
-    void skipSpace() {
+    // True when there was any.
+    bool skipSpace() {
+        const unsigned char *start = at;
         while (at != end && (*at == ' ' || *at == '\n' || *at == '\r' || *at == '\t')) at++;
+        return at != start;
     }
 
     bool literal(const char *word, size_t length) {
@@ -156,13 +159,14 @@ struct Scanner {
         return true;
     }
 
-    // Any value, nested at `depth` (the top-level object is 1).
-    bool value(int depth, ScannedValue *out) {
+    // Any value, nested at `depth` (the top-level object is 1). `plain` is set when
+    // orjson.dumps(orjson.loads(text)) gives the text back: see ScannedValue::plain.
+    bool value(int depth, ScannedValue *out, bool &plain) {
         if (at == end) return false;
         const unsigned char *start = at;
         JsonKind kind;
-        bool plain = false;
         int64_t integer = 0;
+        plain = true;
         switch (*at) {
         case '{':
         case '[': {
@@ -170,23 +174,37 @@ struct Scanner {
             bool object = *at == '{';
             kind = object ? JsonKind::Object : JsonKind::Array;
             unsigned char close = object ? '}' : ']';
+            // An object's keys, for the duplicates that orjson would merge (then not plain).
+            std::string_view keys[kScanMaxKeys];
+            size_t count = 0;
             at++;
-            skipSpace();
+            if (skipSpace()) plain = false;
             if (at != end && *at == close) {
                 at++;
                 break;
             }
             for (;;) {
                 if (object) {
+                    const unsigned char *keyStart = at + 1;
                     bool escaped;
                     if (at == end || *at != '"' || !string(escaped)) return false;
-                    skipSpace();
+                    if (plain) {
+                        std::string_view key(reinterpret_cast<const char *>(keyStart), size_t(at - 1 - keyStart));
+                        if (escaped || count == kScanMaxKeys) plain = false;
+                        for (size_t i = 0; plain && i < count; i++) {
+                            if (keys[i] == key) plain = false;
+                        }
+                        if (plain) keys[count++] = key;
+                    }
+                    if (skipSpace()) plain = false;
                     if (at == end || *at != ':') return false;
                     at++;
-                    skipSpace();
+                    if (skipSpace()) plain = false;
                 }
-                if (!value(depth + 1, nullptr)) return false;
-                skipSpace();
+                bool childPlain;
+                if (!value(depth + 1, nullptr, childPlain)) return false;
+                bool spaced = skipSpace();
+                if (!childPlain || spaced) plain = false;
                 if (at == end) return false;
                 if (*at == close) {
                     at++;
@@ -194,7 +212,7 @@ struct Scanner {
                 }
                 if (*at != ',') return false;
                 at++;
-                skipSpace();
+                if (skipSpace()) plain = false;
             }
             break;
         }
@@ -237,7 +255,7 @@ struct Scanner {
 
 } // namespace
 
-bool scanRealtimeMessage(std::string_view message, RealtimeScan &out) {
+bool scanRealtimeMessage(std::string_view message, RealtimeScan &out, ScanTypeFilter filter) {
     out = RealtimeScan();
     Scanner scanner{reinterpret_cast<const unsigned char *>(message.data()),
                     reinterpret_cast<const unsigned char *>(message.data()) + message.size()};
@@ -270,8 +288,11 @@ bool scanRealtimeMessage(std::string_view message, RealtimeScan &out) {
             else if (key == "id") field = &out.id;
             else if (key == "topic") field = &out.topic;
             else if (key == "data") field = &out.data;
+            else if (key == "echo") field = &out.echo;
             ScannedValue ignored;
-            if (!scanner.value(1, field ? field : &ignored)) return false;
+            bool plain;
+            if (!scanner.value(1, field ? field : &ignored, plain)) return false;
+            if (filter && field == &out.type && !(out.type.plainString() && filter(out.type.text()))) return false;
             scanner.skipSpace();
             if (scanner.atEnd()) return false;
             if (*scanner.at == '}') {
