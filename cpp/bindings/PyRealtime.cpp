@@ -29,7 +29,7 @@ struct Names {
         *unsubscribed, *published, *topicsAllowed, *ws, *closed, *clientId, *topicHook, *historyOn, *broker, *relay,
         *presence, *reserved, *maxSubscriptions, *maxTopicLength, *isSubscribed, *getTopics, *subscribe,
         *unsubscribe, *publish, *compressName, *messages, *maxBatchItems, *batchItem, *batch, *timestamp, *ack, *ping, *subscribeKind,
-        *unsubscribeKind;
+        *unsubscribeKind, *publishKind;
 } names;
 
 // One attribute of a __slots__ class, read and written at its offset in the object: the
@@ -1151,7 +1151,7 @@ bool callFastRoute(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
 
 // ---- Built-ins answered from the scan, without decoding -----------------------------------
 // uws::scanRealtimeMessage (cpp/src/RealtimeScan.cpp) validates the text and finds its fields;
-// when it knows the message, its type is PING, SUBSCRIBE or UNSUBSCRIBE (the stock built-in,
+// when it knows the message, its type is PING, SUBSCRIBE, UNSUBSCRIBE or PUBLISH (the stock built-in,
 // with no route of that name), its id absent, null, a canonical integer or an escape-free
 // string, the client without batcher and the request plain (for the pub/sub ones), the reply
 // is written here as the bytes orjson.dumps gives for Dispatcher.reply's dict: the same keys in
@@ -1243,13 +1243,134 @@ int topicFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, 
     return sendBytes(self, ws, reply.view()) ? 1 : -1;
 }
 
+// The UTF-8 of a str that orjson.dumps writes with no escape (no '"', '\\' or control
+// character), in `view`: 1, 0 when it has such a character (or lone surrogates), -1 error.
+int plainText(PyObject *text, std::string_view &view) {
+    if (!PyUnicode_CheckExact(text)) return 0;
+    Py_ssize_t length;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &length);
+    if (!utf8) {
+        PyErr_Clear();
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < length; i++) {
+        unsigned char c = static_cast<unsigned char>(utf8[i]);
+        if (c < 0x20 || c == '"' || c == '\\') return 0;
+    }
+    view = std::string_view(utf8, size_t(length));
+    return 1;
+}
+
+// publishHere from the scan: the MESSAGE {"type":"MESSAGE","topic":..,"data":..,"from":..}
+// written with the data's text copied (only when it is plain: what orjson.dumps would write
+// for its value), fanned out by the core, echoed when "echo" is true; then PUBLISHED when
+// the request has an id (null included, answered without it, as Dispatcher.reply does).
+int publishFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, const uws::RealtimeScan &scan) {
+    if (!scan.data.plain || !scan.topic.plainString()) return 0;
+    bool echo;
+    switch (scan.echo.kind) {
+    case uws::JsonKind::Absent:
+    case uws::JsonKind::Null:
+    case uws::JsonKind::False:
+        echo = false;
+        break;
+    case uws::JsonKind::True:
+        echo = true;
+        break;
+    default:
+        return 0; // the truth of other values is Python's
+    }
+    std::string_view text = scan.topic.text();
+    PyObject *topic = PyUnicode_DecodeUTF8(text.data(), Py_ssize_t(text.size()), nullptr);
+    if (!topic) return -1;
+    PyObject *clientWs = nullptr;
+    std::string_view view;
+    int valid = plainTopicRequest(self, client, topic, true, clientWs, view);
+    if (valid <= 0) {
+        Py_DECREF(topic);
+        return valid;
+    }
+    if (Py_TYPE(clientWs) == &PyWebSocketType && !nativeSocket(clientWs)) valid = 0; // closed
+    PyObject *compressFlag = valid > 0 ? self->pubsubCompress.get(self->pubsub) : nullptr;
+    int compress = compressFlag ? PyObject_IsTrue(compressFlag) : 0;
+    Py_XDECREF(compressFlag);
+    if (valid > 0 && (!compressFlag || compress < 0)) valid = -1;
+    PyObject *from = valid > 0 ? self->clientId.get(client) : nullptr;
+    if (valid > 0 && !from) valid = -1;
+    std::string_view fromText;
+    if (valid > 0) valid = plainText(from, fromText);
+    if (valid <= 0) {
+        Py_XDECREF(from);
+        Py_DECREF(clientWs);
+        Py_DECREF(topic);
+        return valid;
+    }
+    ReplyText delivery;
+    delivery.add("{\"type\":\"MESSAGE\",\"topic\":");
+    delivery.add(scan.topic.raw);
+    delivery.add(",\"data\":");
+    delivery.add(scan.data.raw);
+    delivery.add(",\"from\":\"");
+    delivery.add(fromText);
+    delivery.add("\"}");
+    Py_DECREF(from);
+    std::string_view bytes = delivery.view();
+    bool ok = true;
+    if (uws::WebSocket *socket = nativeSocket(clientWs)) {
+        socket->publish(view, bytes, uws::OpCode::Text, compress != 0);
+    } else {
+        PyObject *payload = PyBytes_FromStringAndSize(bytes.data(), Py_ssize_t(bytes.size()));
+        ok = payload &&
+             truth(callMethod(names.publish, clientWs, topic, payload, self->one, compress ? Py_True : Py_False)) >= 0;
+        Py_XDECREF(payload);
+    }
+    if (ok && echo) ok = sendBytes(self, clientWs, bytes);
+    Py_DECREF(clientWs);
+    Py_DECREF(topic);
+    if (!ok) return -1;
+    if (!scan.id.present()) return 1;
+    ReplyText reply;
+    reply.add("{\"type\":\"PUBLISHED\",\"topic\":");
+    reply.add(scan.topic.raw);
+    reply.closeWithId(scan.id);
+    return sendBytes(self, ws, reply.view()) ? 1 : -1;
+}
+
+// The types answered from a scan: the scan of any other message stops at its type.
+bool scannedType(std::string_view type) {
+    return type == "PING" || type == "SUBSCRIBE" || type == "UNSUBSCRIBE" || type == "PUBLISH";
+}
+
+// False when `message` starts as most do, {"type":" then a type that is none of those (or
+// has an escape): the decoding path takes it without a scan. Only ever a shortcut to that
+// path, which is right for every message.
+bool mayBeScannedType(std::string_view message) {
+    constexpr std::string_view prefix = "{\"type\":\"";
+    if (message.size() <= prefix.size() || message.compare(0, prefix.size(), prefix) != 0) return true;
+    std::string_view rest = message.substr(prefix.size());
+    auto startsWith = [&rest](std::string_view name) {
+        return rest.size() > name.size() && rest.compare(0, name.size(), name) == 0 && rest[name.size()] == '"';
+    };
+    switch (rest[0]) {
+    case 'P':
+        return startsWith("PING") || startsWith("PUBLISH");
+    case 'S':
+        return startsWith("SUBSCRIBE");
+    case 'U':
+        return startsWith("UNSUBSCRIBE");
+    default:
+        return false;
+    }
+}
+
 // A built-in answered from the message's bytes: 1 answered, 0 for the decoding path, -1 error.
 int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::string_view message) {
-    if (!self->answersPing && !self->answersSubscribe && !self->answersUnsubscribe) return 0;
+    if (!self->answersPing && !self->answersSubscribe && !self->answersUnsubscribe && !self->answersPublish) return 0;
+    if (!mayBeScannedType(message)) return 0;
     uws::RealtimeScan scan;
-    if (!uws::scanRealtimeMessage(message, scan) || !scan.type.plainString()) return 0;
+    if (!uws::scanRealtimeMessage(message, scan, scannedType) || !scan.type.plainString()) return 0;
     const uws::ScannedValue &id = scan.id;
-    if (id.present() && id.kind != uws::JsonKind::Null && !id.plainInteger() && !id.plainString()) return 0;
+    if (id.present() && !id.plain) return 0; // copied into the reply as it is
     std::string_view kind = scan.type.text();
     int stock;
     if (kind == "PING") {
@@ -1258,6 +1379,9 @@ int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
         stock = stockBuiltin(self, self->answersSubscribe, names.subscribeKind);
     } else if (kind == "UNSUBSCRIBE") {
         stock = stockBuiltin(self, self->answersUnsubscribe, names.unsubscribeKind);
+    } else if (kind == "PUBLISH") {
+        if (!scan.data.present()) return 0;
+        stock = stockBuiltin(self, self->answersPublish, names.publishKind);
     } else {
         return 0;
     }
@@ -1271,6 +1395,7 @@ int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
         reply.closeWithId(id);
         return sendBytes(self, ws, reply.view()) ? 1 : -1;
     }
+    if (kind == "PUBLISH") return publishFromScan(self, ws, client, scan);
     return topicFromScan(self, ws, client, scan, kind == "SUBSCRIBE");
 }
 
@@ -1533,7 +1658,8 @@ bool internNames() {
                  {&names.compressName, "compress"}, {&names.messages, "messages"},
                  {&names.maxBatchItems, "max_batch_items"}, {&names.batchItem, "batch_item"}, {&names.batch, "BATCH"},
                  {&names.timestamp, "timestamp"}, {&names.ack, "ACK"}, {&names.ping, "PING"},
-                 {&names.subscribeKind, "SUBSCRIBE"}, {&names.unsubscribeKind, "UNSUBSCRIBE"}};
+                 {&names.subscribeKind, "SUBSCRIBE"}, {&names.unsubscribeKind, "UNSUBSCRIBE"},
+                 {&names.publishKind, "PUBLISH"}};
     for (auto &entry : table) {
         *entry.slot = PyUnicode_InternFromString(entry.text);
         if (!*entry.slot) return false;
@@ -1587,7 +1713,8 @@ bool initRealtimeDispatchType(py::module_ &module) {
                                           "number", "string", "array", "object"};
             py::dict fields;
             const std::pair<const char *, const uws::ScannedValue *> named[] = {
-                {"type", &scan.type}, {"id", &scan.id}, {"topic", &scan.topic}, {"data", &scan.data}};
+                {"type", &scan.type}, {"id", &scan.id}, {"topic", &scan.topic}, {"data", &scan.data},
+                {"echo", &scan.echo}};
             for (const auto &[name, value] : named) {
                 if (!value->present()) continue;
                 fields[name] = py::make_tuple(kinds[int(value->kind)], py::bytes(value->raw.data(), value->raw.size()),

@@ -5,8 +5,9 @@
 // no limits but a recursion guard) that also lists the top-level members. Checked:
 //  - soundness: a text the scanner knows is valid JSON for the reference, an object whose keys
 //    have no escape and are distinct, with the same count, and each recorded field's raw text
-//    is the reference's value text for that key; a plain string has no backslash; a plain
-//    integer is canonical decimal within +-2^53 and its value prints as its text;
+//    is the reference's value text for that key; a plain value has no backslash, no float and
+//    no whitespace outside strings; a plain integer is canonical decimal within +-2^53 and
+//    its value prints as its text;
 //  - completeness for everyday messages: a valid object with ASCII text only, no escape, no
 //    fraction or exponent, integers of 15 digits at most, at most 10 levels and kScanMaxKeys
 //    distinct keys is known;
@@ -189,8 +190,22 @@ void checkField(const uws::ScannedValue &field, std::string_view key, const std:
     if (field.kind == uws::JsonKind::String) {
         FUZZ_CHECK(field.raw.size() >= 2 && field.raw.front() == '"' && field.raw.back() == '"');
         if (field.plain) FUZZ_CHECK(field.raw.find('\\') == std::string_view::npos);
-    } else {
-        FUZZ_CHECK(!field.plain || field.kind == uws::JsonKind::Integer);
+    }
+    if (field.plain) {
+        // Copyable: no escape, no float, no whitespace outside strings (toggling on quotes is
+        // exact without escapes).
+        FUZZ_CHECK(field.kind != uws::JsonKind::Number);
+        FUZZ_CHECK(field.raw.find('\\') == std::string_view::npos);
+        bool inString = false;
+        char previous = 0;
+        for (char c : field.raw) {
+            if (c == '"') inString = !inString;
+            if (!inString) {
+                FUZZ_CHECK(c != ' ' && c != '\n' && c != '\t' && c != '\r' && c != '.');
+                FUZZ_CHECK(!((c == 'e' || c == 'E') && previous >= '0' && previous <= '9')); // an exponent
+            }
+            previous = c;
+        }
     }
     if (field.plainInteger()) {
         FUZZ_CHECK(std::to_string(field.integer) == std::string(field.raw));
@@ -230,6 +245,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         checkField(scan.id, "id", members);
         checkField(scan.topic, "topic", members);
         checkField(scan.data, "data", members);
+        checkField(scan.echo, "echo", members);
         std::string longer(text);
         longer += 'x';
         uws::RealtimeScan again;

@@ -8,14 +8,37 @@ namespace uws {
 
 namespace {
 
+// An object's keys so far, to find duplicates. Left uninitialized: the common message stops
+// at its type, and zeroing the arrays cost more than scanning it.
+struct KeyList {
+    const char *data[kScanMaxKeys];
+    size_t size[kScanMaxKeys];
+    size_t count = 0;
+
+    // False when the key was there already or the list is full.
+    bool add(std::string_view key) {
+        if (count == kScanMaxKeys) return false;
+        for (size_t i = 0; i < count; i++) {
+            if (size[i] == key.size() && std::memcmp(data[i], key.data(), key.size()) == 0) return false;
+        }
+        data[count] = key.data();
+        size[count] = key.size();
+        count++;
+        return true;
+    }
+};
+
 struct Scanner {
     const unsigned char *at;
     const unsigned char *end;
 
     bool atEnd() const { return at == end; }
 
-    void skipSpace() {
+    // True when there was any.
+    bool skipSpace() {
+        const unsigned char *start = at;
         while (at != end && (*at == ' ' || *at == '\n' || *at == '\r' || *at == '\t')) at++;
+        return at != start;
     }
 
     bool literal(const char *word, size_t length) {
@@ -156,48 +179,61 @@ struct Scanner {
         return true;
     }
 
-    // Any value, nested at `depth` (the top-level object is 1).
-    bool value(int depth, ScannedValue *out) {
+    // An array or object at its opening bracket, nested at `depth` + 1.
+    bool container(int depth, bool &plain) {
+        if (depth + 1 > kScanMaxDepth) return false;
+        bool object = *at == '{';
+        unsigned char close = object ? '}' : ']';
+        KeyList keys; // for the duplicates that orjson would merge (then not plain)
+        at++;
+        if (skipSpace()) plain = false;
+        if (at != end && *at == close) {
+            at++;
+            return true;
+        }
+        for (;;) {
+            if (object) {
+                const unsigned char *keyStart = at + 1;
+                bool escaped;
+                if (at == end || *at != '"' || !string(escaped)) return false;
+                if (plain) {
+                    std::string_view key(reinterpret_cast<const char *>(keyStart), size_t(at - 1 - keyStart));
+                    if (escaped || !keys.add(key)) plain = false;
+                }
+                if (skipSpace()) plain = false;
+                if (at == end || *at != ':') return false;
+                at++;
+                if (skipSpace()) plain = false;
+            }
+            bool childPlain;
+            if (!value(depth + 1, nullptr, childPlain)) return false;
+            bool spaced = skipSpace();
+            if (!childPlain || spaced) plain = false;
+            if (at == end) return false;
+            if (*at == close) {
+                at++;
+                return true;
+            }
+            if (*at != ',') return false;
+            at++;
+            if (skipSpace()) plain = false;
+        }
+    }
+
+    // Any value, nested at `depth` (the top-level object is 1). `plain` is set when
+    // orjson.dumps(orjson.loads(text)) gives the text back: see ScannedValue::plain.
+    bool value(int depth, ScannedValue *out, bool &plain) {
         if (at == end) return false;
         const unsigned char *start = at;
         JsonKind kind;
-        bool plain = false;
         int64_t integer = 0;
+        plain = true;
         switch (*at) {
         case '{':
-        case '[': {
-            if (depth + 1 > kScanMaxDepth) return false;
-            bool object = *at == '{';
-            kind = object ? JsonKind::Object : JsonKind::Array;
-            unsigned char close = object ? '}' : ']';
-            at++;
-            skipSpace();
-            if (at != end && *at == close) {
-                at++;
-                break;
-            }
-            for (;;) {
-                if (object) {
-                    bool escaped;
-                    if (at == end || *at != '"' || !string(escaped)) return false;
-                    skipSpace();
-                    if (at == end || *at != ':') return false;
-                    at++;
-                    skipSpace();
-                }
-                if (!value(depth + 1, nullptr)) return false;
-                skipSpace();
-                if (at == end) return false;
-                if (*at == close) {
-                    at++;
-                    break;
-                }
-                if (*at != ',') return false;
-                at++;
-                skipSpace();
-            }
+        case '[':
+            if (!container(depth, plain)) return false;
+            kind = *start == '{' ? JsonKind::Object : JsonKind::Array;
             break;
-        }
         case '"': {
             bool escaped;
             if (!string(escaped)) return false;
@@ -237,7 +273,7 @@ struct Scanner {
 
 } // namespace
 
-bool scanRealtimeMessage(std::string_view message, RealtimeScan &out) {
+bool scanRealtimeMessage(std::string_view message, RealtimeScan &out, ScanTypeFilter filter) {
     out = RealtimeScan();
     Scanner scanner{reinterpret_cast<const unsigned char *>(message.data()),
                     reinterpret_cast<const unsigned char *>(message.data()) + message.size()};
@@ -245,8 +281,7 @@ bool scanRealtimeMessage(std::string_view message, RealtimeScan &out) {
     if (scanner.atEnd() || *scanner.at != '{') return false;
     scanner.at++;
     scanner.skipSpace();
-    std::string_view keys[kScanMaxKeys];
-    size_t count = 0;
+    KeyList keys;
     if (!scanner.atEnd() && *scanner.at == '}') {
         scanner.at++;
     } else {
@@ -256,11 +291,7 @@ bool scanRealtimeMessage(std::string_view message, RealtimeScan &out) {
             bool escaped;
             if (!scanner.string(escaped) || escaped) return false;
             std::string_view key(keyStart, size_t(reinterpret_cast<const char *>(scanner.at) - 1 - keyStart));
-            if (count == kScanMaxKeys) return false;
-            for (size_t i = 0; i < count; i++) {
-                if (keys[i] == key) return false;
-            }
-            keys[count++] = key;
+            if (!keys.add(key)) return false;
             scanner.skipSpace();
             if (scanner.atEnd() || *scanner.at != ':') return false;
             scanner.at++;
@@ -270,8 +301,11 @@ bool scanRealtimeMessage(std::string_view message, RealtimeScan &out) {
             else if (key == "id") field = &out.id;
             else if (key == "topic") field = &out.topic;
             else if (key == "data") field = &out.data;
+            else if (key == "echo") field = &out.echo;
             ScannedValue ignored;
-            if (!scanner.value(1, field ? field : &ignored)) return false;
+            bool plain;
+            if (!scanner.value(1, field ? field : &ignored, plain)) return false;
+            if (filter && field == &out.type && !(out.type.plainString() && filter(out.type.text()))) return false;
             scanner.skipSpace();
             if (scanner.atEnd()) return false;
             if (*scanner.at == '}') {
@@ -285,7 +319,7 @@ bool scanRealtimeMessage(std::string_view message, RealtimeScan &out) {
     }
     scanner.skipSpace();
     if (!scanner.atEnd()) return false;
-    out.keys = count;
+    out.keys = keys.count;
     return true;
 }
 

@@ -66,6 +66,44 @@ void testFieldKinds() {
     CHECK(scan.type.plainString());
 }
 
+void testPlainValues() {
+    // plain: orjson.dumps(orjson.loads(raw)) == raw, so the raw text can be copied.
+    struct {
+        const char *data;
+        bool plain;
+    } cases[] = {
+        {R"({"a":[1,"x",true,false,null,{"b":{}}],"c":[]})", true},
+        {R"({"a":[1, 2]})", false},
+        {R"([[1.5] ,2])", false}, // the space after a child that is not plain
+        {"[\n [\n  [\n   null\n  ]\n ]\n]", false},
+        {R"({"a" :1})", false},
+        {R"({"a": 1})", false},
+        {R"({"a":1 })", false},
+        {R"([ ])", false},
+        {R"({"a":1,"a":2})", false},
+        {R"({"\u0061":1})", false},
+        {R"(["\n"])", false},
+        {R"([1.5])", false},
+        {R"([1e2])", false},
+        {R"([-0])", false},
+        {R"([9007199254740993])", false},
+        {R"("caf\u00e9")", false},
+        {"\"caf\xC3\xA9\"", true},
+        {"true", true},
+        {"null", true},
+        {"-12", true},
+    };
+    for (const auto &c : cases) {
+        check::Scope scope(c.data);
+        RealtimeScan scan;
+        std::string text = std::string("{\"data\":") + c.data + ",\"echo\":true}";
+        CHECK(scanRealtimeMessage(text, scan));
+        CHECK_EQ(scan.data.plain, c.plain);
+        CHECK_EQ(scan.data.raw, std::string_view(c.data));
+        CHECK(scan.echo.kind == JsonKind::True);
+    }
+}
+
 void testValidJsonIsKnown() {
     const char *texts[] = {
         R"({"a":"\"\\\/\b\f\n\r\t\u0041\u00e9\uFFFF\u0000"})",
@@ -102,6 +140,21 @@ void testUnknown() {
     }
 }
 
+bool onlyPing(std::string_view type) { return type == "PING"; }
+
+void testFilterStopsAtTheType() {
+    RealtimeScan scan;
+    CHECK(scanRealtimeMessage(R"({"type":"PING","id":1})", scan, onlyPing));
+    CHECK_EQ(scan.id.raw, std::string_view("1"));
+    CHECK(!scanRealtimeMessage(R"({"type":"ECHO","id":1})", scan, onlyPing));
+    CHECK(!scanRealtimeMessage(R"({"type":"P\u0049NG"})", scan, onlyPing));
+    CHECK(!scanRealtimeMessage(R"({"type":1})", scan, onlyPing));
+    // Unfiltered, the rest would be read: here it is invalid, and not read.
+    CHECK(!scanRealtimeMessage(R"({"type":"ECHO",)", scan, onlyPing));
+    CHECK(scanRealtimeMessage(R"({"id":1,"type":"PING"})", scan, onlyPing));
+    CHECK(!scanRealtimeMessage(R"({"type":"PING",})", scan, onlyPing)); // still validated
+}
+
 void testKeyLimit() {
     std::string text = "{";
     for (size_t i = 0; i < uws::kScanMaxKeys; i++) text += (i ? ",\"k" : "\"k") + std::to_string(i) + "\":1";
@@ -123,8 +176,10 @@ void testEveryPrefixOfAKnownTextIsUnknown() {
 int main() {
     RUN_TEST(testFieldsOfAPing);
     RUN_TEST(testFieldKinds);
+    RUN_TEST(testPlainValues);
     RUN_TEST(testValidJsonIsKnown);
     RUN_TEST(testUnknown);
+    RUN_TEST(testFilterStopsAtTheType);
     RUN_TEST(testKeyLimit);
     RUN_TEST(testEveryPrefixOfAKnownTextIsUnknown);
     return check::report("test_realtime_scan");

@@ -3,7 +3,7 @@
 // The realtime layer's native dispatcher answers the built-ins (PING, SUBSCRIBE, ...) from the
 // bytes when this scanner knows the message: it reads the top-level object once, validates the
 // whole text as JSON (RFC 8259), and records where the fields "type", "id", "topic" and "data"
-// are. It has two answers only: "known" (scanRealtimeMessage returns true: the text is JSON
+// are (and "echo", PUBLISH's flag). It has two answers only: "known" (scanRealtimeMessage returns true: the text is JSON
 // that orjson.loads accepts, with the fields as recorded) and "I don't know" (false: the caller
 // decodes the message as before, and that path accepts or words the error). It says "I don't
 // know" for everything where its result might differ from orjson.loads followed by the Python
@@ -39,9 +39,12 @@ struct ScannedValue {
     JsonKind kind = JsonKind::Absent;
     // The value's text as it is in the message (a string with its quotes).
     std::string_view raw;
-    // String: it has no escape, so its UTF-8 is `text()` and orjson.dumps writes it back as
-    // `raw`. Integer: canonical (no leading zeros, not -0) and within +-2^53, so that
-    // orjson.dumps(orjson.loads(raw)) is `raw` again; its value is `integer`.
+    // orjson.dumps(orjson.loads(raw)) is `raw` again, so the text can be copied into a reply
+    // for the value: a string without escape (its UTF-8 is `text()`); an integer canonical
+    // (no leading zeros, not -0) and within +-2^53 (its value is `integer`); true, false,
+    // null; an array or object without any whitespace whose elements are all plain, an
+    // object's keys escape-free and distinct (at most kScanMaxKeys). Never a fraction or
+    // exponent (orjson writes floats its own way).
     bool plain = false;
     int64_t integer = 0;
 
@@ -53,11 +56,16 @@ struct ScannedValue {
 };
 
 struct RealtimeScan {
-    ScannedValue type, id, topic, data;
+    ScannedValue type, id, topic, data, echo;
     size_t keys = 0; // top-level keys
 };
 
-// True when `message` is known (see above), with its fields in `out`; false: "I don't know".
-bool scanRealtimeMessage(std::string_view message, RealtimeScan &out);
+// Which types the caller answers from a scan: the scan stops at the "type" field when its
+// value is not an escape-free string that this accepts.
+using ScanTypeFilter = bool (*)(std::string_view type);
+
+// True when `message` is known (see above), with its fields in `out`; false: "I don't know"
+// (or, with a filter, a type the caller does not want: the rest of the text is not read).
+bool scanRealtimeMessage(std::string_view message, RealtimeScan &out, ScanTypeFilter filter = nullptr);
 
 } // namespace uws

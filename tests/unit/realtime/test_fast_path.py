@@ -450,7 +450,8 @@ def scan_texts() -> st.SearchStrategy[str]:
     """PING / SUBSCRIBE / UNSUBSCRIBE texts written by hand: any spacing and key order, extra
     fields with nested values, escapes and unicode, a key twice, and odd ids."""
     from .test_scan import spaces, values as nested
-    kinds = st.sampled_from(['"PING"', '"SUBSCRIBE"', '"UNSUBSCRIBE"', '"P\\u0049NG"', '"PING "', '"ECHO"'])
+    kinds = st.sampled_from(['"PING"', '"SUBSCRIBE"', '"UNSUBSCRIBE"', '"PUBLISH"', '"PUBLISH"', '"P\\u0049NG"',
+                             '"PING "', '"ECHO"'])
     odd_ids = st.sampled_from(["1", "0", "-0", "1.0", "1e2", "-7", str(2**53), str(2**53 + 1), str(-2**53), str(2**60),
                                str(2**64), '"abc"', '""', '"\\u0041"', '"é"', '"x\\"y"', '"a/b"', "null", "true", "false",
                                "[1]", '{"a":1}', "1.5e3"])
@@ -458,7 +459,8 @@ def scan_texts() -> st.SearchStrategy[str]:
                                    '"toolongtopic"', "1", "null", '["news"]'])
     nested_texts = nested.map(lambda v: json.dumps(v, ensure_ascii=False)) | nested.map(json.dumps)
     member = st.one_of(st.tuples(st.just('"id"'), odd_ids), st.tuples(st.just('"topic"'), topic_texts),
-                       st.tuples(st.sampled_from(['"data"', '"extra"', '"é"', '"x\\u0041"']), nested_texts),
+                       st.tuples(st.sampled_from(['"data"', '"data"', '"extra"', '"é"', '"x\\u0041"']), nested_texts),
+                       st.tuples(st.just('"echo"'), st.sampled_from(["true", "false", "null", "1", "0", '""', "[]"])),
                        st.tuples(st.just('"type"'), kinds))
 
     @st.composite
@@ -471,20 +473,33 @@ def scan_texts() -> st.SearchStrategy[str]:
     return texts()
 
 
+def masked(data: bytes, sender: str) -> bytes:
+    """A frame's bytes with the server's clock and the sender's id (new in each run) masked."""
+    data = re.sub(rb'"serverTime":\d+', b'"serverTime":0', data)
+    return data.replace(sender.encode(), b"<sender>")
+
+
 def run_raw(texts: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Both paths over the same texts from one connection: the exact bytes it was sent (the
-    server's clock masked), its topics and the error counts."""
+    """Both paths over the same texts from one connection, a watcher subscribed to WATCHED:
+    the exact bytes each was sent and the server published, the sender's topics and the
+    error counts."""
     results = []
     for native in (False, True):
         h = build(**PUBSUB_LIMITS)
+        watcher = h.connect()
         ws = h.connect()
+        for topic in WATCHED:
+            watcher.client.subscribe(topic)
+        watcher.sent.clear()
         ws.sent.clear()
         handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
         for text in texts:
             handler(ws, text, TEXT)
-        frames = [re.sub(rb'"serverTime":\d+', b'"serverTime":0', data) for data, _ in ws.sent]
-        results.append({"frames": frames, "topics": sorted(ws.topics), "errors": dict(h.engine.metrics.errors),
-                        "ended": ws.ended})
+        sender = ws.client.id
+        results.append({"frames": [masked(data, sender) for data, _ in ws.sent],
+                        "watcher": [masked(data, sender) for data, _ in watcher.sent],
+                        "published": [(topic, masked(data, sender)) for topic, data, _ in h.loop.published],
+                        "topics": sorted(ws.topics), "errors": dict(h.engine.metrics.errors), "ended": ws.ended})
     return results[0], results[1]
 
 
@@ -496,14 +511,21 @@ def run_raw(texts: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
 @example([f'{{"type":"{kind}","topic":{topic},"id":{odd}}}' for kind in ("SUBSCRIBE", "UNSUBSCRIBE")
           for topic, odd in (('"news"', "-0"), ('"a/b"', '"x"'), ('"t\\u0031"', "1"), ('"é"', "2"), ('"#user:x"', "3"),
                              ('"toolongtopic"', "4"), ('""', "5"), ('"t1"', "null"), ('"t2"', "1e2"), ('"t3"', "6"))])
+@example([f'{{"type":"PUBLISH","topic":"news","data":{data},"id":{odd}{echo}}}'
+          for data, odd, echo in (('{"a":[1,2]}', "1", ""), ('{"a": [1,2]}', "2", ',"echo":true'), ("-0", "3", ""),
+                                  ("1.5", "null", ',"echo":false'), ('"\\u00e9"', '"x"', ',"echo":1'),
+                                  ('{"a":1,"a":2}', "4", ""), ("[true,false,null]", "-0", ""), ('"é"', "5", ',"echo":null'))]
+         + ['{"type":"PUBLISH","topic":"a/b","data":{}}', '{"type":"PUBLISH","topic":"t1","id":6}',
+            '{"type":"PUBLISH","topic":"#user:x","data":1,"id":7}', '{"data":[{"b":{"c":[]}}],"topic":"news","type":"PUBLISH"}'])
 def test_builtins_from_the_scan_give_the_python_paths_bytes(texts):
     python, native = run_raw(texts)
     assert native == python
 
 
 def test_scan_path_skips_the_decoder_and_falls_back_to_it(monkeypatch):
-    """The common PING and SUBSCRIBE are answered without orjson.loads; an id the scanner does
-    not copy (a float) and a topic with an escape take the decoding path."""
+    """The common PING, SUBSCRIBE, UNSUBSCRIBE and PUBLISH are answered without orjson.loads;
+    an id the scanner does not copy (a float), a topic with an escape and data that orjson
+    would write otherwise (a space) take the decoding path."""
     from uws_py.realtime import dispatch
 
     decoded: list[Any] = []
@@ -520,14 +542,18 @@ def test_scan_path_skips_the_decoder_and_falls_back_to_it(monkeypatch):
     handler(ws, '{"type":"PING","id":7}', TEXT)
     handler(ws, '{"type":"SUBSCRIBE","topic":"news","id":"s"}', TEXT)
     handler(ws, '{"type":"UNSUBSCRIBE","topic":"news"}', TEXT)
+    handler(ws, '{"type":"PUBLISH","topic":"t2","data":{"n":[1,"x"]},"echo":true}', TEXT)
     assert decoded == []
     handler(ws, '{"type":"PING","id":7.0}', TEXT)
     handler(ws, '{"type":"SUBSCRIBE","topic":"t\\u0031"}', TEXT)
-    assert len(decoded) == 2
-    frames = [re.sub(rb'"serverTime":\d+', b'"serverTime":0', data) for data, _ in ws.sent]
+    handler(ws, '{"type":"PUBLISH","topic":"t2","data":{"n": 1},"id":8}', TEXT)
+    assert len(decoded) == 3
+    frames = [masked(data, ws.client.id) for data, _ in ws.sent]
     assert frames == [b'{"type":"PONG","serverTime":0,"id":7}', b'{"type":"SUBSCRIBED","topic":"news","id":"s"}',
-                      b'{"type":"UNSUBSCRIBED","topic":"news"}', b'{"type":"PONG","serverTime":0,"id":7.0}',
-                      b'{"type":"SUBSCRIBED","topic":"t1"}']
+                      b'{"type":"UNSUBSCRIBED","topic":"news"}',
+                      b'{"type":"MESSAGE","topic":"t2","data":{"n":[1,"x"]},"from":"<sender>"}',
+                      b'{"type":"PONG","serverTime":0,"id":7.0}', b'{"type":"SUBSCRIBED","topic":"t1"}',
+                      b'{"type":"PUBLISHED","topic":"t2","id":8}']
     assert ws.topics == {"t1"}
 
 
