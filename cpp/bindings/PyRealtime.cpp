@@ -32,6 +32,58 @@ struct Names {
         *unsubscribeKind, *publishKind;
 } names;
 
+// _core.Counter: an exact event count kept as a C integer. Route._calls holds one; the fast
+// path adds to it directly and the Python paths through add().
+struct CounterObject {
+    PyObject_HEAD
+    unsigned long long value;
+};
+
+PyObject *counterNew(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    static const char *keywords[] = {"value", nullptr};
+    unsigned long long value = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|K:Counter", const_cast<char **>(keywords), &value)) return nullptr;
+    PyObject *self = type->tp_alloc(type, 0);
+    if (self) reinterpret_cast<CounterObject *>(self)->value = value;
+    return self;
+}
+
+PyObject *counterAdd(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    unsigned long long n = 1;
+    if (nargs > 1) {
+        PyErr_SetString(PyExc_TypeError, "Counter.add takes at most one argument");
+        return nullptr;
+    }
+    if (nargs == 1) {
+        n = PyLong_AsUnsignedLongLong(args[0]);
+        if (n == static_cast<unsigned long long>(-1) && PyErr_Occurred()) return nullptr;
+    }
+    auto *counter = reinterpret_cast<CounterObject *>(self);
+    counter->value += n;
+    return PyLong_FromUnsignedLongLong(counter->value);
+}
+
+PyObject *counterValue(PyObject *self, void *) {
+    return PyLong_FromUnsignedLongLong(reinterpret_cast<CounterObject *>(self)->value);
+}
+
+PyObject *counterRepr(PyObject *self) {
+    return PyUnicode_FromFormat("Counter(%llu)", reinterpret_cast<CounterObject *>(self)->value);
+}
+
+PyMethodDef counterMethods[] = {
+    {"add", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(counterAdd)), METH_FASTCALL,
+     "add(n=1) -> int\n\nAdds n (a non-negative int) and returns the new value."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyGetSetDef counterGetSet[] = {
+    {"value", counterValue, nullptr, "The count, an int.", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+PyTypeObject CounterType = {PyVarObject_HEAD_INIT(nullptr, 0)};
+
 // One attribute of a __slots__ class, read and written at its offset in the object: the
 // generic getattr (type lookup, descriptor call) was the largest cost left on the path. The
 // offset is the class's member descriptor's, found when the dispatcher is made; an object of
@@ -1116,15 +1168,17 @@ int builtinHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, Py
 
 // A decoded message for a fast route: count, call (one call in sampleMask + 1 timed), answer.
 bool callFastRoute(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message, PyObject *route) {
-    PyObject *callsObject = self->routeCalls.get(route);
-    if (!callsObject) return false;
-    unsigned long long calls = PyLong_AsUnsignedLongLongMask(callsObject) + 1;
-    PyObject *next = PyNumber_Add(callsObject, self->one);
-    Py_DECREF(callsObject);
-    if (!next) return false;
-    bool counted = self->routeCalls.set(route, next);
-    Py_DECREF(next);
-    if (!counted) return false;
+    // Route._calls is a _core.Counter: a C integer, incremented in place (a Python int here
+    // cost an addition and an allocation per message).
+    PyObject *counter = self->routeCalls.get(route);
+    if (!counter) return false;
+    if (!Py_IS_TYPE(counter, &CounterType)) {
+        Py_DECREF(counter);
+        PyErr_SetString(PyExc_TypeError, "Route._calls must be a uws_py._core.Counter");
+        return false;
+    }
+    unsigned long long calls = ++reinterpret_cast<CounterObject *>(counter)->value;
+    Py_DECREF(counter);
     PyObject *histogram = self->routeHistogram.get(route);
     if (!histogram) return false;
     PyObject *handler = self->routeHandler.get(route);
@@ -1638,7 +1692,7 @@ bool internNames() {
         PyObject **slot;
         const char *text;
     } table[] = {{&names.bucket, "bucket"}, {&names.batcher, "batcher"}, {&names.fast, "fast"},
-                 {&names.handler, "handler"}, {&names.histogram, "histogram"}, {&names.calls, "calls"},
+                 {&names.handler, "handler"}, {&names.histogram, "histogram"}, {&names.calls, "_calls"},
                  {&names.type, "type"}, {&names.id, "id"}, {&names.handleAdmitted, "handle_admitted"},
                  {&names.dispatch, "dispatch"}, {&names.reply, "reply"}, {&names.rateLimited, "rate_limited"},
                  {&names.onMessage, "on_message"}, {&names.observe, "observe"}, {&names.send, "send"},
@@ -1698,6 +1752,17 @@ bool initRealtimeDispatchType(py::module_ &module) {
     RealtimeDispatchType.tp_dealloc = (destructor)dispatchDealloc;
     RealtimeDispatchType.tp_traverse = (traverseproc)dispatchTraverse;
     RealtimeDispatchType.tp_clear = (inquiry)dispatchClear;
+    CounterType.tp_name = "uws_py._core.Counter";
+    CounterType.tp_basicsize = sizeof(CounterObject);
+    CounterType.tp_flags = Py_TPFLAGS_DEFAULT;
+    CounterType.tp_doc = "Counter(value=0)\n\nAn exact event count kept as a C integer (a route's handler calls).";
+    CounterType.tp_new = counterNew;
+    CounterType.tp_repr = counterRepr;
+    CounterType.tp_methods = counterMethods;
+    CounterType.tp_getset = counterGetSet;
+    if (PyType_Ready(&CounterType) < 0) return false;
+    Py_INCREF(&CounterType);
+    module.add_object("Counter", reinterpret_cast<PyObject *>(&CounterType));
     if (PyType_Ready(&RealtimeDispatchType) < 0) return false;
     Py_INCREF(&RealtimeDispatchType);
     module.add_object("RealtimeDispatch", reinterpret_cast<PyObject *>(&RealtimeDispatchType));

@@ -61,6 +61,19 @@ class WebSocket:
     def publish(self, topic: Union[str, bytes], message: Data, opcode: Optional[int] = None, compress: bool = False) -> bool: ...
     def cork(self, fn: Callable[[], Any]) -> Any: ...
 
+class Counter:
+    """An exact event count kept as a C integer (uws_py.realtime.routing.Route keeps its
+    handler calls in one; the native fast path increments it in place)."""
+
+    def __init__(self, value: int = 0) -> None: ...
+    @property
+    def value(self) -> int:
+        """The count."""
+        ...
+    def add(self, n: int = 1) -> int:
+        """Adds ``n`` (a non-negative int) and returns the new value."""
+        ...
+
 class RealtimeDispatch:
     """The realtime route's message handler with Dispatcher.on_message's common case in C
     (see uws_py.realtime.dispatch.Dispatcher.native_handler); App.ws() given one as its

@@ -120,7 +120,7 @@ class Dispatcher:
         route = self.routes.get(message["type"])
         if route is not None and route.fast:
             # The common case inline: a plain function, no schema, its dict reply sent at once.
-            calls = route.calls = route.calls + 1
+            calls = route.count_call()
             try:
                 if calls & LATENCY_SAMPLE_MASK or route.histogram is None:
                     reply = route.handler(client, message)
@@ -252,7 +252,7 @@ class Dispatcher:
                 if route.is_async:
                     self.runner.start(self.run_async(route, client, argument, request_id), name=route.kind)
                     return
-                route.calls += 1
+                route.count_call()
                 started = _perf_counter()
                 reply = route.handler(client, argument)
                 if route.histogram is not None:
@@ -275,7 +275,7 @@ class Dispatcher:
             argument: the (validated) message.
             request_id: the request's ``id``.
         """
-        route.calls += 1
+        route.count_call()
         started = _perf_counter()
         try:
             reply = await route.handler(client, argument)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Optional
 
+from .._core import Counter
 from .protocol import INVALID_MESSAGE, ProtocolError
 
 Handler = Callable[..., Any]
@@ -13,7 +14,7 @@ Handler = Callable[..., Any]
 class Route:
     """One message type's handler and its optional schema."""
 
-    __slots__ = ("kind", "handler", "schema", "is_async", "fast", "histogram", "calls", "_convert")
+    __slots__ = ("kind", "handler", "schema", "is_async", "fast", "histogram", "_calls", "_convert")
 
     def __init__(self, kind: str, handler: Handler, schema: Any = None) -> None:
         """``kind``: the message type; ``handler(client, message)``; ``schema``: see
@@ -25,8 +26,19 @@ class Route:
         # A plain function without schema: the server calls it inline, on its fastest path.
         self.fast = not self.is_async and schema is None
         self.histogram: Any = None  # the server's latency histogram for this type, bound at registration
-        self.calls = 0  # handler calls, exact (read at scrape time)
+        # Handler calls, exact, read at scrape time: a C counter, which the native fast path
+        # increments in place; Python paths count through count_call().
+        self._calls = Counter()
         self._convert = _make_converter(schema)
+
+    @property
+    def calls(self) -> int:
+        """The handler calls so far (exact), on every path."""
+        return self._calls.value
+
+    def count_call(self) -> int:
+        """Counts one handler call and returns the new total."""
+        return self._calls.add(1)
 
     def validate(self, message: dict[str, Any]) -> Any:
         """The message as the handler receives it; ProtocolError(INVALID_MESSAGE) naming the

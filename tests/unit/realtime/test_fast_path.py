@@ -738,3 +738,30 @@ def test_native_reader_cases():
     for native in (False, True):
         replies = [orjson.loads(data) for data, _ in echo_bytes(refused, native)]
         assert [(reply["type"], reply["code"]) for reply in replies] == [("ERROR", "INVALID_MESSAGE")] * len(refused), native
+
+
+def test_route_call_counter_is_exact_and_read_only() -> None:
+    """Route.calls is a C counter: add() returns the new total, the property cannot be set."""
+    from uws_py._core import Counter
+    from uws_py.realtime.routing import Route
+
+    counter = Counter(5)
+    assert counter.add() == 6 and counter.add(10) == 16 and counter.value == 16
+    assert repr(counter) == "Counter(16)"
+    try:
+        counter.add(-1)
+    except OverflowError:
+        pass
+    else:
+        raise AssertionError("a negative step was accepted")
+    assert counter.value == 16
+    route = Route("X", lambda client, message: None)
+    assert route.calls == 0
+    assert route.count_call() == 1 and route.count_call() == 2 and route.calls == 2
+    try:
+        route.calls = 7  # type: ignore[misc]
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("Route.calls was writable")
+    assert route.calls == 2
