@@ -13,6 +13,7 @@ import asyncio
 from typing import Any, Awaitable, Callable, Coroutine, Optional
 
 from .redact import redacting_logger
+from .redis_pool import bounded_client
 from .threaded import ThreadedBroker, parse_frame
 
 __all__ = ["RedisBroker", "parse_frame", "CHANNEL_PREFIX"]
@@ -23,6 +24,13 @@ CHANNEL_PREFIX = "uws:"
 # How long the publisher waits between reconnection attempts: doubles up to the cap.
 BACKOFF_START = 0.2
 BACKOFF_CAP = 5.0
+# Seconds to connect, and to wait for the client's one connection when it is busy.
+CONNECT_TIMEOUT = 2.0
+# Connections each of the broker's two clients opens at most. The publisher sends one message
+# at a time and the subscriber's pub/sub holds its connection for as long as it lives, so each
+# needs one; a concurrent caller would wait for it (up to CONNECT_TIMEOUT) instead of opening
+# another and keeping it open afterwards, as redis-py's default pool does.
+CLIENT_CONNECTIONS = 1
 
 # A job for RedisBroker.run: awaited on the broker's loop; its result (or exception) goes to done.
 Job = Callable[[], Awaitable[Any]]
@@ -97,9 +105,10 @@ class RedisBroker(ThreadedBroker):
         return [self._publisher(), self._job_runner(), self._subscriber()]
 
     async def _connect(self) -> Any:
-        import redis.asyncio as aioredis
-
-        client = aioredis.from_url(self.url, socket_connect_timeout=2, socket_keepalive=True)
+        # No limit per reply (socket_timeout=None): the pub/sub connection waits for messages
+        # with get_message's own timeout.
+        client = bounded_client(self.url, max_connections=CLIENT_CONNECTIONS, timeout=CONNECT_TIMEOUT,
+                                socket_timeout=None, socket_keepalive=True)
         await client.ping()
         return client
 

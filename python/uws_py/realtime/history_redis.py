@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 from ..broker.redact import redact
 from ..broker.redis import CHANNEL_PREFIX
 from ..broker.redis_cluster import cluster_channel, cluster_client, hash_tag
+from ..broker.redis_pool import bounded_client, check_max_connections
 from .history import (
     DEFAULT_RECOVER_LIMIT,
     POSITION_TTL_FACTOR,
@@ -56,43 +57,6 @@ TIMEOUT = 2.0
 # them all open afterwards.
 MAX_CONNECTIONS = 16
 
-
-def check_max_connections(value: Any) -> int:
-    """value if it is a positive int (a bool is not); ValueError otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"max_connections must be a positive int, not {value!r}")
-    return value
-
-
-def bounded_client(url: str, *, max_connections: int, timeout: float, retry: Any = None,
-                   asynchronous: bool = True) -> Any:
-    """A redis-py client whose pool opens at most max_connections to the Redis at url.
-
-    A call holds a connection only for its round trip; a call that finds all of them busy
-    waits for a free one, up to timeout, then fails with redis-py's ConnectionError
-    (``No connection available.``), which the stores report as unavailable storage.
-
-    Args:
-        url: ``redis://host:port/db`` (not a cluster: redis-py's cluster client has its own
-            per-node pools).
-        max_connections: connections open at most (a positive int).
-        timeout: seconds per connect, per reply, and to wait for a free connection.
-        retry: a redis-py ``Retry`` for a connection found dead, or None.
-        asynchronous: a ``redis.asyncio.Redis`` (True) or a blocking ``redis.Redis``.
-
-    Returns:
-        The client; closing it (``aclose()`` / ``close()``) closes the pool too.
-    """
-    check_max_connections(max_connections)
-    if asynchronous:
-        import redis.asyncio as module
-    else:
-        import redis as module  # type: ignore[no-redef]
-    options: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
-    if retry is not None:
-        options["retry"] = retry
-    pool = module.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=timeout, **options)
-    return module.Redis.from_pool(pool)
 
 # KEYS: stream, meta. ARGV: channel, origin, head, tail, size, ttl ms, position ttl ms, epoch
 # to start if the position is gone. Returns {epoch, offset}. The channel message is framed as

@@ -1,16 +1,19 @@
-"""The idempotency store and the emitters keep at most max_connections to Redis: a burst of
-more concurrent calls waits for a free connection and all succeed (their pools used to open one
-connection per concurrent call and keep them all). The history and presence stores' own burst
-tests are in test_history_redis.py and test_presence_redis.py."""
+"""The idempotency store, the emitters and the Redis broker keep at most max_connections to
+Redis: a burst of more concurrent calls waits for a free connection and all succeed (their pools
+used to open one connection per concurrent call and keep them all). The history and presence
+stores' own burst tests are in test_history_redis.py and test_presence_redis.py."""
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import threading
+import time
 
 import pytest
 
 from tests.support.procutil import PeakClients, RedisServer
+from uws_py.broker.redis import RedisBroker
 from uws_py.emitter import AsyncEmitter, Emitter
 from uws_py.realtime.api_idempotency import PENDING, RedisIdempotency
 
@@ -102,6 +105,79 @@ def test_emitter_shared_by_threads_beyond_max_connections_waits_and_all_succeed(
     assert errors == []
     assert sorted(r["offset"] for r in results) == list(range(1, BURST + 1))
     assert 1 <= watch.peak <= 3, f"{watch.peak} connections open to Redis (max_connections=3)"
+
+
+class ServerLoop:
+    """The server's loop as a broker sees it: ``schedule`` queues a callback from any thread,
+    ``run_until`` runs the queued callbacks on the test's thread until a condition holds."""
+
+    def __init__(self) -> None:
+        self.callbacks: queue.Queue = queue.Queue()
+
+    def schedule(self, callback) -> None:
+        self.callbacks.put(callback)
+
+    def run_until(self, condition, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            try:
+                self.callbacks.get(timeout=0.05)()
+            except queue.Empty:
+                pass
+
+
+def test_redis_broker_burst_of_concurrent_publishes_keeps_one_connection_per_client(redis_server):
+    """20 threads publish 1,500 messages at once through one broker: it keeps its publishing and
+    its subscribing connection and no more, every publish is confirmed, and a second broker
+    receives every message."""
+    loop = ServerLoop()
+    received: list = []
+    publisher, receiver = RedisBroker(redis_server.url), RedisBroker(redis_server.url)
+    subscribed = threading.Event()
+    receiver.start(lambda topic, payload: received.append(payload), loop.schedule)
+    receiver.subscribe("burst", subscribed.set)
+    publisher.start(lambda topic, payload: None, loop.schedule)
+    try:
+        loop.run_until(lambda: subscribed.is_set() and publisher.ready.is_set(), timeout=10)
+        assert subscribed.is_set() and publisher.ready.is_set()
+        confirmed: list = []
+        start = threading.Barrier(20)
+
+        def publish(n: int) -> None:
+            start.wait(timeout=10)
+            for k in range(75):
+                publisher.publish("burst", b"%d:%d" % (n, k), confirmed.append)
+
+        with PeakClients(redis_server) as watch:
+            threads = [threading.Thread(target=publish, args=(n,)) for n in range(20)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(timeout=10)
+            loop.run_until(lambda: len(confirmed) == 1500 and len(received) == 1500)
+    finally:
+        publisher.stop()
+        receiver.stop()
+    assert confirmed == [True] * 1500
+    assert sorted(received) == sorted(b"%d:%d" % (n, k) for n in range(20) for k in range(75))
+    # Two clients of one connection each per broker.
+    assert watch.peak == 4, f"{watch.peak} connections open to Redis (2 brokers, 2 each)"
+
+
+def test_redis_broker_client_used_concurrently_waits_for_its_connection(redis_server):
+    """60 concurrent commands on the broker's client share its one connection: they wait for
+    it instead of failing at once or opening more."""
+    async def scenario() -> bytes:
+        client = await RedisBroker(redis_server.url)._connect()
+        try:
+            await asyncio.gather(*(client.incr("n") for _ in range(BURST)))
+            return await client.get("n")
+        finally:
+            await client.aclose()
+
+    with PeakClients(redis_server) as watch:
+        assert asyncio.run(scenario()) == str(BURST).encode()
+    assert watch.peak == 1, f"{watch.peak} connections open to Redis (the broker's client keeps 1)"
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.5, True])

@@ -1,0 +1,52 @@
+"""redis-py clients whose pool opens a bounded number of connections to one Redis.
+
+redis-py's default pool opens a connection for every concurrent call and keeps all of them open
+afterwards; with ``max_connections`` set it raises ``Too many connections`` at once when a call
+finds them all busy. The ``BlockingConnectionPool`` used here makes such a call wait for a free
+connection instead, up to a timeout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def check_max_connections(value: Any) -> int:
+    """value if it is a positive int (a bool is not); ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"max_connections must be a positive int, not {value!r}")
+    return value
+
+
+def bounded_client(url: str, *, max_connections: int, timeout: float, retry: Any = None,
+                   asynchronous: bool = True, **options: Any) -> Any:
+    """A redis-py client whose pool opens at most max_connections to the Redis at url.
+
+    A call holds a connection only for its round trip; a call that finds all of them busy
+    waits for a free one, up to timeout, then fails with redis-py's ConnectionError
+    (``No connection available.``), which the stores report as unavailable storage.
+
+    Args:
+        url: ``redis://host:port/db`` (not a cluster: redis-py's cluster client has its own
+            per-node pools).
+        max_connections: connections open at most (a positive int).
+        timeout: seconds per connect, per reply, and to wait for a free connection.
+        retry: a redis-py ``Retry`` for a connection found dead, or None.
+        asynchronous: a ``redis.asyncio.Redis`` (True) or a blocking ``redis.Redis``.
+        options: more connection keyword arguments; they replace the defaults above
+            (``socket_timeout=None``: no limit per reply).
+
+    Returns:
+        The client; closing it (``aclose()`` / ``close()``) closes the pool too.
+    """
+    check_max_connections(max_connections)
+    if asynchronous:
+        import redis.asyncio as module
+    else:
+        import redis as module  # type: ignore[no-redef]
+    connection: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    if retry is not None:
+        connection["retry"] = retry
+    connection.update(options)
+    pool = module.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=timeout, **connection)
+    return module.Redis.from_pool(pool)
