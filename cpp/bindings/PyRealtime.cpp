@@ -106,7 +106,7 @@ struct Slot {
         Py_DECREF(descriptor);
         return true;
     }
-    PyObject **at(PyObject *object) const {
+    __attribute__((always_inline)) PyObject **at(PyObject *object) const {
         if (offset < 0 || Py_TYPE(object) != type) return nullptr;
         return reinterpret_cast<PyObject **>(reinterpret_cast<char *>(object) + offset);
     }
@@ -150,6 +150,10 @@ struct RealtimeDispatchObject {
     PyObject *reservedPrefix;   // ... topic.startswith(USER_TOPIC_PREFIX) ...
     PyObject *reservedTopic;    // ... or topic == CONTROL_TOPIC
     PyObject *clientType, *routeType, *pubsubType; // session.Client, routing.Route, pubsub.PubSub: the owners of the slots below
+    // The last route looked up: `routes[lastKind]` (lastRoute null: no such route) while the
+    // routes dict's version is still lastRoutesVersion (any change to the dict changes it).
+    PyObject *lastKind, *lastRoute;
+    uint64_t lastRoutesVersion;
     Slot clientBucket, clientBatcher, bucketClock, bucketTokens, bucketUpdated, bucketRate, bucketCapacity, routeFast,
         routeHandler, routeHistogram, routeCalls, clientTopicsAllowed, clientWs, clientClosed, clientId,
         pubsubTopicHook, pubsubHistoryOn, pubsubBroker, pubsubRelay, pubsubPresence, pubsubReserved,
@@ -193,7 +197,7 @@ bool writeDouble(PyObject *object, const Slot &slot, double value) {
 }
 
 // A float slot's value read without taking a reference: the common case of readDouble.
-bool peekDouble(PyObject *object, const Slot &slot, double &out) {
+__attribute__((always_inline)) inline bool peekDouble(PyObject *object, const Slot &slot, double &out) {
     PyObject **at = slot.at(object);
     if (at && *at && PyFloat_CheckExact(*at)) {
         out = PyFloat_AS_DOUBLE(*at);
@@ -205,7 +209,7 @@ bool peekDouble(PyObject *object, const Slot &slot, double &out) {
 // writeDouble without a new float when the slot's float is referenced by the slot alone: no
 // one else can see it, so changing its value in place is the same as replacing it (and saves
 // an allocation and a deallocation per message).
-bool storeDouble(PyObject *object, const Slot &slot, double value) {
+__attribute__((always_inline)) inline bool storeDouble(PyObject *object, const Slot &slot, double value) {
     PyObject **at = slot.at(object);
     if (at && *at && PyFloat_CheckExact(*at) && Py_REFCNT(*at) == 1) {
         reinterpret_cast<PyFloatObject *>(*at)->ob_fval = value;
@@ -589,10 +593,27 @@ constexpr JsonStringStops jsonStringStops;
 constexpr size_t keyCacheSize = 1024, keyCacheLongest = 32;
 PyObject *keyCache[keyCacheSize]; // interned ASCII strings, by a hash of their bytes
 
+// The cache's index for a key's bytes: its length and its first and last (up to) 4 bytes,
+// mixed by one multiplication. Only a position in the cache: the bytes are compared in full
+// before a cached string is used. (A per-byte hash cost a multiplication per byte, in a
+// chain; keys are mostly short and differ in their ends.)
+__attribute__((always_inline)) inline size_t keyCacheIndex(const unsigned char *bytes, size_t length) {
+    uint64_t mixed = length;
+    if (length >= 4) {
+        uint32_t head, tail;
+        std::memcpy(&head, bytes, 4);
+        std::memcpy(&tail, bytes + length - 4, 4);
+        mixed |= (uint64_t(head) << 32 | tail) << 6;
+    } else {
+        for (size_t index = 0; index < length; index++) mixed |= uint64_t(bytes[index]) << (8 * index + 8);
+    }
+    mixed ^= mixed >> 29;
+    mixed *= 0x9e3779b97f4a7c15ull;
+    return size_t(mixed >> 40) & (keyCacheSize - 1);
+}
+
 PyObject *cachedString(const unsigned char *bytes, size_t length) {
-    uint32_t hash = 2166136261u;
-    for (size_t index = 0; index < length; index++) hash = (hash ^ bytes[index]) * 16777619u;
-    PyObject *&slot = keyCache[hash & (keyCacheSize - 1)];
+    PyObject *&slot = keyCache[keyCacheIndex(bytes, length)];
     if (slot && size_t(PyUnicode_GET_LENGTH(slot)) == length && std::memcmp(PyUnicode_DATA(slot), bytes, length) == 0) {
         return Py_NewRef(slot);
     }
@@ -606,12 +627,15 @@ PyObject *cachedString(const unsigned char *bytes, size_t length) {
 
 // At the opening quote.
 PyObject *readJsonString(JsonReader &reader, bool cached) {
-    const unsigned char *start = ++reader.at;
+    // The position in a local: through the reader, every byte read (an unsigned char may
+    // alias anything) made the compiler store and reload it per byte.
+    const unsigned char *start = reader.at + 1, *at = start, *end = reader.end;
     unsigned char high = 0;
-    while (reader.at < reader.end && !jsonStringStops.table[*reader.at]) high |= *reader.at++;
-    if (reader.at >= reader.end || *reader.at != '"') return nullptr; // an escape, a control character, the end
-    size_t length = size_t(reader.at - start);
-    reader.at++;
+    while (at < end && !jsonStringStops.table[*at]) high |= *at++;
+    reader.at = at;
+    if (at >= end || *at != '"') return nullptr; // an escape, a control character, the end
+    size_t length = size_t(at - start);
+    reader.at = at + 1;
     if (high & 0x80) {
         PyObject *text = PyUnicode_DecodeUTF8(reinterpret_cast<const char *>(start), Py_ssize_t(length), nullptr);
         if (!text && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) PyErr_Clear(); // orjson words it
@@ -640,8 +664,10 @@ PyObject *readJsonNumber(JsonReader &reader) {
 
 PyObject *readJsonValue(JsonReader &reader, int depth, bool cached);
 
-// At the '{'.
-PyObject *readJsonObject(JsonReader &reader, int depth) {
+// At the '{'. For the top-level object (depth 0), `type` (when given) receives the value of
+// its "type" key, borrowed from the object (the last one when the key repeats, as the dict
+// keeps), or stays null.
+PyObject *readJsonObject(JsonReader &reader, int depth, PyObject **type = nullptr) {
     reader.at++;
     PyObject *object = PyDict_New();
     if (!object) return nullptr;
@@ -661,12 +687,14 @@ PyObject *readJsonObject(JsonReader &reader, int depth) {
         }
         reader.at++;
         reader.skipSpace();
-        PyObject *value = readJsonValue(reader, depth + 1, depth == 0 && key == names.type);
+        bool isType = depth == 0 && key == names.type;
+        PyObject *value = readJsonValue(reader, depth + 1, isType);
         if (!value || PyDict_SetItem(object, key, value) < 0) {
             Py_DECREF(key);
             Py_XDECREF(value);
             break;
         }
+        if (isType && type) *type = value; // the dict holds it now
         Py_DECREF(key);
         Py_DECREF(value);
         int more = reader.next('}');
@@ -723,17 +751,23 @@ PyObject *readJsonValue(JsonReader &reader, int depth, bool cached) {
 }
 
 // The message decoded: a new reference, or null with an exception (orjson.loads's for a text
-// read there).
-PyObject *decodeMessage(RealtimeDispatchObject *self, std::string_view message, PyObject *data) {
+// read there). `type`, when given, receives the value of the decoded object's "type" key as
+// the C reader found it (borrowed), else stays null (then look it up).
+PyObject *decodeMessage(RealtimeDispatchObject *self, std::string_view message, PyObject *data,
+                        PyObject **type = nullptr) {
     if (self->nativeJson) {
         JsonReader reader{reinterpret_cast<const unsigned char *>(message.data()),
                           reinterpret_cast<const unsigned char *>(message.data()) + message.size()};
         reader.skipSpace();
         if (reader.at < reader.end && *reader.at == '{') {
-            PyObject *decoded = readJsonObject(reader, 0);
+            PyObject *found = nullptr;
+            PyObject *decoded = readJsonObject(reader, 0, &found);
             if (decoded) {
                 reader.skipSpace();
-                if (reader.at == reader.end) return decoded;
+                if (reader.at == reader.end) {
+                    if (type) *type = found;
+                    return decoded;
+                }
                 Py_DECREF(decoded);
             } else if (PyErr_Occurred()) {
                 return nullptr;
@@ -1170,23 +1204,34 @@ int builtinHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, Py
 bool callFastRoute(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message, PyObject *route) {
     // Route._calls is a _core.Counter: a C integer, incremented in place (a Python int here
     // cost an addition and an allocation per message).
-    PyObject *counter = self->routeCalls.get(route);
-    if (!counter) return false;
-    if (!Py_IS_TYPE(counter, &CounterType)) {
+    // The counter is read in place (no reference: nothing runs between the read and the
+    // increment), and the histogram only for the one call in sampleMask + 1 that is timed.
+    unsigned long long calls;
+    PyObject **counterAt = self->routeCalls.at(route);
+    if (counterAt && *counterAt && Py_IS_TYPE(*counterAt, &CounterType)) {
+        calls = ++reinterpret_cast<CounterObject *>(*counterAt)->value;
+    } else {
+        PyObject *counter = self->routeCalls.get(route);
+        if (!counter) return false;
+        if (!Py_IS_TYPE(counter, &CounterType)) {
+            Py_DECREF(counter);
+            PyErr_SetString(PyExc_TypeError, "Route._calls must be a uws_py._core.Counter");
+            return false;
+        }
+        calls = ++reinterpret_cast<CounterObject *>(counter)->value;
         Py_DECREF(counter);
-        PyErr_SetString(PyExc_TypeError, "Route._calls must be a uws_py._core.Counter");
-        return false;
     }
-    unsigned long long calls = ++reinterpret_cast<CounterObject *>(counter)->value;
-    Py_DECREF(counter);
-    PyObject *histogram = self->routeHistogram.get(route);
-    if (!histogram) return false;
+    PyObject *histogram = Py_NewRef(Py_None);
+    if (!(calls & self->sampleMask)) {
+        Py_SETREF(histogram, self->routeHistogram.get(route));
+        if (!histogram) return false;
+    }
     PyObject *handler = self->routeHandler.get(route);
     if (!handler) {
         Py_DECREF(histogram);
         return false;
     }
-    bool timed = !(calls & self->sampleMask) && histogram != Py_None;
+    bool timed = histogram != Py_None;
     double started = timed ? monotonicSeconds() : 0.0;
     PyObject *argv[] = {client, message};
     PyObject *reply = PyObject_Vectorcall(handler, argv, 2, nullptr);
@@ -1453,6 +1498,24 @@ int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
     return topicFromScan(self, ws, client, scan, kind == "SUBSCRIBE");
 }
 
+// routes.get(kind), borrowed (null, without an exception, when there is none). The answer for
+// the last kind is kept while the routes dict is unchanged (its version tag), which saves the
+// dict lookup for a run of messages of one type.
+PyObject *lookupRoute(RealtimeDispatchObject *self, PyObject *kind) {
+#if PY_VERSION_HEX < 0x030C0000
+    uint64_t version = reinterpret_cast<PyDictObject *>(self->routes)->ma_version_tag;
+    if (kind == self->lastKind && version == self->lastRoutesVersion) return self->lastRoute;
+    PyObject *route = PyDict_GetItemWithError(self->routes, kind);
+    if (!route && PyErr_Occurred()) return nullptr;
+    Py_XSETREF(self->lastKind, Py_NewRef(kind));
+    Py_XSETREF(self->lastRoute, Py_XNewRef(route));
+    self->lastRoutesVersion = version;
+    return route;
+#else
+    return PyDict_GetItemWithError(self->routes, kind);
+#endif
+}
+
 // One message of `client` on `ws`. `data` is the message object when the caller has one
 // (a call from Python), else null: it is made only for the paths that need it.
 bool handle(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::string_view message,
@@ -1473,19 +1536,20 @@ bool handle(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::s
         return admittedInPython(self, ws, client, message, opCodeObject, binary, data);
     }
     if (int scanned = answerFromScan(self, ws, client, message)) return scanned > 0;
-    PyObject *decoded = decodeMessage(self, message, data);
+    PyObject *kind = nullptr;
+    PyObject *decoded = decodeMessage(self, message, data, &kind);
     if (!decoded) {
         if (!PyErr_ExceptionMatches(PyExc_Exception)) return false;
         PyErr_Clear(); // not JSON: the Python path decodes again and words the error
         return admittedInPython(self, ws, client, message, opCodeObject, binary, data);
     }
-    PyObject *kind = PyDict_CheckExact(decoded) ? PyDict_GetItemWithError(decoded, names.type) : nullptr;
+    if (!kind && PyDict_CheckExact(decoded)) kind = PyDict_GetItemWithError(decoded, names.type);
     if (!kind || !PyUnicode_CheckExact(kind) || PyUnicode_GET_LENGTH(kind) == 0) {
         Py_DECREF(decoded);
         if (PyErr_Occurred()) return false;
         return admittedInPython(self, ws, client, message, opCodeObject, binary, data);
     }
-    PyObject *route = PyDict_GetItemWithError(self->routes, kind);
+    PyObject *route = lookupRoute(self, kind);
     if (!route && PyErr_Occurred()) {
         Py_DECREF(decoded);
         return false;
@@ -1493,9 +1557,14 @@ bool handle(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::s
     int fast = 0;
     if (route) {
         Py_INCREF(route);
-        PyObject *flag = self->routeFast.get(route);
-        fast = flag ? PyObject_IsTrue(flag) : -1;
-        Py_XDECREF(flag);
+        PyObject **flagAt = self->routeFast.at(route);
+        if (flagAt && (*flagAt == Py_True || *flagAt == Py_False)) {
+            fast = *flagAt == Py_True; // the common case, without a reference or a call
+        } else {
+            PyObject *flag = self->routeFast.get(route);
+            fast = flag ? PyObject_IsTrue(flag) : -1;
+            Py_XDECREF(flag);
+        }
     }
     bool ok;
     if (fast < 0) {
@@ -1660,6 +1729,8 @@ int dispatchTraverse(RealtimeDispatchObject *self, visitproc visit, void *arg) {
     Py_VISIT(self->stockReserved);
     Py_VISIT(self->reservedPrefix);
     Py_VISIT(self->reservedTopic);
+    Py_VISIT(self->lastKind);
+    Py_VISIT(self->lastRoute);
     return 0;
 }
 
@@ -1677,6 +1748,8 @@ int dispatchClear(RealtimeDispatchObject *self) {
     Py_CLEAR(self->stockReserved);
     Py_CLEAR(self->reservedPrefix);
     Py_CLEAR(self->reservedTopic);
+    Py_CLEAR(self->lastKind);
+    Py_CLEAR(self->lastRoute);
     Py_CLEAR(self->one);
     return 0;
 }
