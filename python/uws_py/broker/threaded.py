@@ -74,6 +74,7 @@ class ThreadedBroker(Broker):
         self._outbox: Optional[asyncio.Queue[tuple[str, bytes, Optional[Callable[[bool], None]], bytes]]] = None
         self._inbox: list[tuple[str, bytes, Optional[tuple[str, int]], bytes]] = []
         self._inbox_lock = threading.Lock()
+        self._lifetime_tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._last_failure_log = 0.0
         self._counters = {"published": 0, "received": 0, "publish_failures": 0, "reconnects": 0, "connected": 0}
@@ -179,8 +180,10 @@ class ThreadedBroker(Broker):
         self._loop = loop
         asyncio.set_event_loop(loop)
         self._outbox = asyncio.Queue()
-        for coroutine in self._tasks():
-            loop.create_task(coroutine)
+        # The loop holds its tasks only weakly: a task whose awaited future is reachable only
+        # from the task's own frame is garbage-collected mid-await. The Redis publisher was,
+        # waiting for a reply on a blocking-pool connection, and no publish was sent after it.
+        self._lifetime_tasks = [loop.create_task(coroutine) for coroutine in self._tasks()]
         try:
             loop.run_forever()
         finally:

@@ -6,6 +6,7 @@ stores' own burst tests are in test_history_redis.py and test_presence_redis.py.
 from __future__ import annotations
 
 import asyncio
+import gc
 import queue
 import threading
 import time
@@ -162,6 +163,35 @@ def test_redis_broker_burst_of_concurrent_publishes_keeps_one_connection_per_cli
     assert sorted(received) == sorted(b"%d:%d" % (n, k) for n in range(20) for k in range(75))
     # Two clients of one connection each per broker.
     assert watch.peak == 4, f"{watch.peak} connections open to Redis (2 brokers, 2 each)"
+
+
+def test_redis_broker_publisher_survives_garbage_collection_mid_publish(redis_server):
+    """The broker's loop held its publisher task only weakly: a collection while the task waited
+    for a reply could destroy it ("Task was destroyed but it is pending!"), after which no
+    publish was ever sent. 300 publishes while another thread collects every millisecond."""
+    loop = ServerLoop()
+    broker = RedisBroker(redis_server.url)
+    broker.start(lambda topic, payload: None, loop.schedule)
+    collecting = threading.Event()
+
+    def collect() -> None:
+        while not collecting.wait(0.001):
+            gc.collect()
+
+    collector = threading.Thread(target=collect, daemon=True)
+    try:
+        loop.run_until(broker.ready.is_set, timeout=10)
+        assert broker.ready.is_set()
+        confirmed: list = []
+        collector.start()
+        for n in range(300):
+            broker.publish("collected", b"%d" % n, confirmed.append)
+        loop.run_until(lambda: len(confirmed) == 300, timeout=30)
+    finally:
+        collecting.set()
+        collector.join(timeout=5)
+        broker.stop()
+    assert confirmed == [True] * 300
 
 
 def test_redis_broker_client_used_concurrently_waits_for_its_connection(redis_server):
