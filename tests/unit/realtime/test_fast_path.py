@@ -765,3 +765,50 @@ def test_route_call_counter_is_exact_and_read_only() -> None:
     else:
         raise AssertionError("Route.calls was writable")
     assert route.calls == 2
+
+
+def test_native_route_lookup_follows_changes_to_the_routes() -> None:
+    """The native path keeps its last route lookup while the routes dict is unchanged: a
+    route replaced, removed, added back or added for another type between two messages of one
+    type is honoured at once, on both paths alike."""
+    answers = []
+    for native in (False, True):
+        h = build()
+        ws = h.connect()
+        ws.sent.clear()
+        handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+        routes = h.engine.router.routes
+
+        def send(number: int) -> None:
+            handler(ws, f'{{"type":"ECHO","id":{number},"v":"x"}}', TEXT)
+
+        send(1)
+        send(2)
+        first = routes.pop("ECHO")
+        h.engine.add_route("ECHO", lambda client, message: {"type": "SECOND", "n": message["id"]})
+        send(3)
+        second = routes.pop("ECHO")
+        send(4)
+        h.engine.add_route("OTHER", lambda client, message: {"type": "OTHER"})
+        send(5)
+        routes["ECHO"] = first
+        send(6)
+        routes["ECHO"] = second  # a value replaced in place, between two messages of one type
+        send(7)
+        handler(ws, '{"type":"OTHER","id":8}', TEXT)
+        answers.append([orjson.loads(data) for data, _ in ws.sent])
+    assert answers[0] == answers[1]
+    kinds = [(reply["type"], reply.get("id")) for reply in answers[1]]
+    assert kinds == [("ECHO", 1), ("ECHO", 2), ("SECOND", 3), ("ERROR", 4), ("ERROR", 5), ("ECHO", 6),
+                     ("SECOND", 7), ("OTHER", 8)], kinds
+
+
+def test_native_reader_hands_over_the_last_type() -> None:
+    """The C reader gives the dispatcher the top-level "type" it read (the last one when the
+    key repeats); a "type" inside a nested object is not it."""
+    texts = ['{"type":"NOPE","type":"ECHO","id":1}', '{"type":"ECHO","type":"NOPE","id":2}',
+             '{"v":{"type":"ECHO"},"id":3}', '{"v":{"type":"NOPE"},"type":"ECHO","id":4}']
+    for native in (False, True):
+        replies = [orjson.loads(data) for data, _ in echo_bytes(texts, native)]
+        assert [(reply["type"], reply.get("id")) for reply in replies] == [
+            ("ECHO", 1), ("ERROR", 2), ("ERROR", 3), ("ECHO", 4)], (native, replies)
