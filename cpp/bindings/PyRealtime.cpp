@@ -316,39 +316,68 @@ bool sendText(RealtimeDispatchObject *self, PyObject *ws, PyObject *encoded) {
 constexpr int maxJsonDepth = 32; // orjson allows more; deeper replies are rare and go to orjson
 
 // A growing byte buffer (std::string's append is out of line in libstdc++, and the reply is
-// written a few bytes at a time).
+// written a few bytes at a time). It writes into its own storage, or in place into memory
+// lent to it (a socket's cork buffer, see uws::WebSocket::reserveInPlace) until that is full:
+// it then moves what it wrote into its storage and goes on there.
 struct JsonBuffer {
     char *data = nullptr;
     size_t size = 0, capacity = 0;
+    char *storage = nullptr;
+    size_t storageCapacity = 0;
 
-    void grow(size_t more) {
+    // A new text, in the buffer's storage.
+    void start() {
+        data = storage;
+        capacity = storageCapacity;
+        size = 0;
+    }
+    // A new text, in the `room` bytes at `place`.
+    void startInPlace(char *place, size_t room) {
+        data = place;
+        capacity = room;
+        size = 0;
+    }
+    bool inPlace() const { return data != storage; }
+    __attribute__((noinline)) void grow(size_t more) {
         size_t wanted = size + more;
         if (wanted <= capacity) return;
-        size_t next = capacity ? capacity * 2 : 1024;
-        while (next < wanted) next *= 2;
-        char *moved = static_cast<char *>(std::realloc(data, next));
-        if (!moved) throw std::bad_alloc();
-        data = moved;
-        capacity = next;
+        bool lent = inPlace();
+        if (wanted > storageCapacity) {
+            size_t next = storageCapacity ? storageCapacity * 2 : 1024;
+            while (next < wanted) next *= 2;
+            // Lent memory in use: the storage holds nothing of this text, a fresh block will do.
+            char *moved = static_cast<char *>(lent ? std::malloc(next) : std::realloc(storage, next));
+            if (!moved) throw std::bad_alloc();
+            if (lent) std::free(storage);
+            storage = moved;
+            storageCapacity = next;
+        }
+        if (lent && size) std::memcpy(storage, data, size);
+        data = storage;
+        capacity = storageCapacity;
+    }
+    // Room for `more` bytes written at data + size without further checks.
+    __attribute__((always_inline)) void reserve(size_t more) {
+        if (capacity - size < more) grow(more);
     }
     __attribute__((always_inline)) void push(char c) {
         if (size == capacity) grow(1);
         data[size++] = c;
     }
     __attribute__((always_inline)) void append(const char *bytes, size_t length) {
-        if (capacity - size < length) grow(length);
+        reserve(length);
         std::memcpy(data + size, bytes, length);
         size += length;
     }
     std::string_view view() const { return std::string_view(data, size); }
-    // After a reply: a buffer grown past 1 MiB for a large one is given back.
+    // After a reply: a storage grown past 1 MiB for a large one is given back.
     void settle() {
-        size = 0;
-        if (capacity > (1u << 20)) {
-            std::free(data);
-            data = nullptr;
-            capacity = 0;
+        if (storageCapacity > (1u << 20)) {
+            std::free(storage);
+            storage = nullptr;
+            storageCapacity = 0;
         }
+        start();
     }
 };
 
@@ -381,74 +410,139 @@ struct JsonEscapes {
 };
 constexpr JsonEscapes jsonEscapes;
 
-// Where the next byte JSON escapes is in text[from, length), or length: eight bytes at a time,
-// a byte under 0x20, '"' or '\\' found by the usual word tricks (a zero byte test).
-Py_ssize_t nextEscape(const unsigned char *text, Py_ssize_t from, Py_ssize_t length) {
+// Does this word of eight bytes hold one that JSON escapes (under 0x20, '"' or '\\')? The
+// usual zero-byte test on the word and its XORs with '"' and '\\'.
+__attribute__((always_inline)) inline bool escapesIn(uint64_t word) {
     constexpr uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-    Py_ssize_t at = from;
-    for (; at + 8 <= length; at += 8) {
-        uint64_t word;
-        std::memcpy(&word, text + at, 8);
-        uint64_t quote = word ^ (ones * '"'), backslash = word ^ (ones * '\\');
-        uint64_t found = ((word - ones * 0x20) & ~word) | ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash);
-        if (found & highs) break;
-    }
-    while (at < length && !jsonEscapes.table[text[at]]) at++;
-    return at;
+    uint64_t quote = word ^ (ones * '"'), backslash = word ^ (ones * '\\');
+    return (((word - ones * 0x20) & ~word) | ((quote - ones) & ~quote) | ((backslash - ones) & ~backslash)) & highs;
 }
 
-void appendJsonString(JsonBuffer &out, const char *text, Py_ssize_t length) {
-    static const char hex[] = "0123456789abcdef";
-    const auto *bytes = reinterpret_cast<const unsigned char *>(text);
-    out.grow(size_t(length) + 2);
-    out.data[out.size++] = '"';
-    Py_ssize_t run = 0; // the first byte not copied yet
-    for (Py_ssize_t index = nextEscape(bytes, 0, length); index < length; index = nextEscape(bytes, run, length)) {
-        out.append(text + run, size_t(index - run));
-        run = index + 1;
-        unsigned char c = bytes[index];
-        if (char escape = shortEscape(c)) {
-            char two[2] = {'\\', escape};
-            out.append(two, 2);
-        } else {
-            char unicode[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            out.append(unicode, 6);
+// Copies text[0, length) to `to` when none of its bytes escapes: true; false (and `to` holding
+// any of it) when one does. Whole words, the last one overlapping the one before, and for
+// short texts two overlapping halves tested as one word: no byte loop, no memcpy call.
+__attribute__((always_inline)) inline bool copyPlain(const unsigned char *text, size_t length, char *to) {
+    if (length >= 8) {
+        uint64_t word;
+        for (size_t at = 0; at + 8 < length; at += 8) {
+            std::memcpy(&word, text + at, 8);
+            if (escapesIn(word)) return false;
+            std::memcpy(to + at, &word, 8);
         }
+        std::memcpy(&word, text + length - 8, 8);
+        if (escapesIn(word)) return false;
+        std::memcpy(to + length - 8, &word, 8);
+        return true;
     }
-    out.append(text + run, size_t(length - run));
+    if (length >= 4) {
+        uint32_t head, tail;
+        std::memcpy(&head, text, 4);
+        std::memcpy(&tail, text + length - 4, 4);
+        if (escapesIn(head | uint64_t(tail) << 32)) return false;
+        std::memcpy(to, &head, 4);
+        std::memcpy(to + length - 4, &tail, 4);
+        return true;
+    }
+    if (length >= 2) {
+        uint16_t head, tail;
+        std::memcpy(&head, text, 2);
+        std::memcpy(&tail, text + length - 2, 2);
+        uint32_t both = head | uint32_t(tail) << 16;
+        if (escapesIn(both | uint64_t(both) << 32)) return false;
+        std::memcpy(to, &head, 2);
+        std::memcpy(to + length - 2, &tail, 2);
+        return true;
+    }
+    if (length == 1) {
+        if (jsonEscapes.table[text[0]]) return false;
+        to[0] = char(text[0]);
+    }
+    return true;
+}
+
+// appendJsonString for a text with an escape: in chunks, each reserving room for its worst
+// case (every byte a 6-byte \u00XX) once; eight bytes at a time while none of them escapes,
+// else byte by byte for the next eight.
+__attribute__((noinline)) void appendEscapedString(JsonBuffer &out, const unsigned char *bytes, Py_ssize_t length) {
+    static const char hex[] = "0123456789abcdef";
+    constexpr Py_ssize_t chunk = 256;
     out.push('"');
+    Py_ssize_t at = 0;
+    while (at < length) {
+        Py_ssize_t stop = length - at > chunk ? at + chunk : length;
+        out.reserve(size_t(stop - at) * 6);
+        char *to = out.data + out.size;
+        while (at < stop) {
+            for (; at + 8 <= stop; at += 8) {
+                uint64_t word;
+                std::memcpy(&word, bytes + at, 8);
+                if (escapesIn(word)) break;
+                std::memcpy(to, &word, 8);
+                to += 8;
+            }
+            Py_ssize_t bytewise = stop - at > 8 ? at + 8 : stop;
+            for (; at < bytewise; at++) {
+                unsigned char c = bytes[at];
+                if (!jsonEscapes.table[c]) {
+                    *to++ = char(c);
+                } else if (char escape = shortEscape(c)) {
+                    to[0] = '\\';
+                    to[1] = escape;
+                    to += 2;
+                } else {
+                    std::memcpy(to, "\\u00", 4);
+                    to[4] = hex[c >> 4];
+                    to[5] = hex[c & 15];
+                    to += 6;
+                }
+            }
+        }
+        out.size = size_t(to - out.data);
+    }
+    out.push('"');
+}
+
+// A string's UTF-8 as orjson writes it, quoted and escaped.
+__attribute__((always_inline)) inline void appendJsonString(JsonBuffer &out, const char *text, Py_ssize_t length) {
+    const auto *bytes = reinterpret_cast<const unsigned char *>(text);
+    out.reserve(size_t(length) + 2);
+    char *to = out.data + out.size;
+    to[0] = '"';
+    if (copyPlain(bytes, size_t(length), to + 1)) {
+        to[length + 1] = '"';
+        out.size += size_t(length) + 2;
+        return;
+    }
+    appendEscapedString(out, bytes, length);
 }
 
 void appendInteger(JsonBuffer &out, long long number) {
     char digits[24];
-    char *end = digits + sizeof digits, *at = end;
-    unsigned long long magnitude = number < 0 ? 0ULL - (unsigned long long)number : (unsigned long long)number;
-    do {
-        *--at = char('0' + magnitude % 10);
-        magnitude /= 10;
-    } while (magnitude);
-    if (number < 0) *--at = '-';
-    out.append(at, size_t(end - at));
+    auto result = std::to_chars(digits, digits + sizeof digits, number);
+    out.append(digits, size_t(result.ptr - digits));
+}
+
+// An exact str: 1 written, 0 not (lone surrogates: orjson words the error).
+__attribute__((always_inline)) inline int appendStr(JsonBuffer &out, PyObject *value) {
+    Py_ssize_t length;
+    const char *text;
+    if (PyUnicode_IS_ASCII(value)) {
+        text = reinterpret_cast<const char *>(PyUnicode_DATA(value));
+        length = PyUnicode_GET_LENGTH(value);
+    } else {
+        text = PyUnicode_AsUTF8AndSize(value, &length);
+        if (!text) {
+            PyErr_Clear();
+            return 0;
+        }
+    }
+    appendJsonString(out, text, length);
+    return 1;
 }
 
 // 1 written, 0 not a value written here (no exception set), -1 error.
 int appendJson(JsonBuffer &out, PyObject *value, int depth) {
-    if (PyUnicode_CheckExact(value)) {
-        Py_ssize_t length;
-        const char *text;
-        if (PyUnicode_IS_ASCII(value)) {
-            text = reinterpret_cast<const char *>(PyUnicode_DATA(value));
-            length = PyUnicode_GET_LENGTH(value);
-        } else {
-            text = PyUnicode_AsUTF8AndSize(value, &length);
-            if (!text) {
-                PyErr_Clear(); // surrogates: orjson words the error
-                return 0;
-            }
-        }
-        appendJsonString(out, text, length);
-        return 1;
-    }
+    if (PyUnicode_CheckExact(value)) return appendStr(out, value);
     if (PyLong_CheckExact(value)) {
         int overflow;
         long long number = PyLong_AsLongLongAndOverflow(value, &overflow);
@@ -479,10 +573,9 @@ int appendJson(JsonBuffer &out, PyObject *value, int depth) {
             if (!PyUnicode_CheckExact(key)) return 0;
             if (!first) out.push(',');
             first = false;
-            int written = appendJson(out, key, depth + 1);
-            if (written <= 0) return written;
+            if (!appendStr(out, key)) return 0;
             out.push(':');
-            written = appendJson(out, item, depth + 1);
+            int written = appendJson(out, item, depth + 1);
             if (written <= 0) return written;
         }
         out.push('}');
@@ -501,29 +594,71 @@ int appendJson(JsonBuffer &out, PyObject *value, int depth) {
     return 0;
 }
 
-// The reply encoded and sent: here when appendJson can, else by orjson.dumps. A TypeError
-// from orjson (an unencodable reply) goes to Client.send, which answers INTERNAL for it.
-bool encodeAndSend(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *reply) {
+bool isIdKey(PyObject *key) {
+    return key == names.id || (PyUnicode_GET_LENGTH(key) == 2 && PyUnicode_IS_ASCII(key) &&
+                               std::memcmp(PyUnicode_DATA(key), "id", 2) == 0);
+}
+
+// {**reply, "id": id}'s JSON without making that dict: a reply's own "id" key keeps its place
+// and takes the value, else the id comes last. `reply` is an exact dict. As appendJson: 1, 0, -1.
+int appendReplyWithId(JsonBuffer &out, PyObject *reply, PyObject *id) {
+    out.push('{');
+    Py_ssize_t position = 0;
+    PyObject *key, *item;
+    bool first = true, placed = false;
+    while (PyDict_Next(reply, &position, &key, &item)) {
+        if (!PyUnicode_CheckExact(key)) return 0;
+        if (!first) out.push(',');
+        first = false;
+        if (!appendStr(out, key)) return 0;
+        out.push(':');
+        if (!placed && isIdKey(key)) {
+            item = id;
+            placed = true;
+        }
+        int written = appendJson(out, item, 1);
+        if (written <= 0) return written;
+    }
+    if (!placed) {
+        out.append(first ? "\"id\":" : ",\"id\":", first ? 5 : 6);
+        int written = appendJson(out, id, 1);
+        if (written <= 0) return written;
+    }
+    out.push('}');
+    return 1;
+}
+
+// The reply encoded and sent, with the request's `id` (null: none) as {**reply, "id": id}
+// would have it (`reply` is then an exact dict). Written here when appendJson can, straight
+// into the socket's cork buffer when it takes it (a compressed reply, a backlog, a reply too
+// large for what is left of the cork buffer go through send()); else by orjson.dumps. A
+// TypeError from orjson (an unencodable reply) goes to Client.send, which answers INTERNAL.
+bool encodeAndSend(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *reply, PyObject *id) {
+    bool coreSocket = Py_TYPE(ws) == &PyWebSocketType;
     if (self->nativeJson) {
         JsonBuffer &out = jsonBuffer;
-        out.size = 0;
+        uws::WebSocket *socket = coreSocket ? reinterpret_cast<PyWebSocketObject *>(ws)->ws : nullptr;
+        uws::WebSocket::InPlace space = socket ? socket->reserveInPlace(self->compress) : uws::WebSocket::InPlace{nullptr, 0};
+        if (space.data) out.startInPlace(space.data, space.capacity);
+        else out.start();
         int written;
         try {
-            written = appendJson(out, reply, 0);
+            written = id ? appendReplyWithId(out, reply, id) : appendJson(out, reply, 0);
         } catch (const std::bad_alloc &) {
+            out.settle();
             PyErr_NoMemory();
             return false;
         }
-        if (written < 0) return false;
         if (written > 0) {
             bool ok = true;
-            if (Py_TYPE(ws) == &PyWebSocketType) {
-                uws::WebSocket *socket = reinterpret_cast<PyWebSocketObject *>(ws)->ws;
-                if (socket) {
-                    socket->send(out.view(), uws::OpCode::Text, self->compress);
-                } else {
+            if (coreSocket) {
+                if (!socket) {
                     PyErr_SetString(constants.closedError, "this WebSocket is closed");
                     ok = false;
+                } else if (out.inPlace()) {
+                    socket->commitInPlace(out.size, uws::OpCode::Text);
+                } else {
+                    socket->send(out.view(), uws::OpCode::Text, self->compress);
                 }
                 out.settle();
                 return ok;
@@ -535,16 +670,29 @@ bool encodeAndSend(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
             return ok;
         }
         out.settle();
+        if (written < 0) return false;
     }
-    PyObject *encoded = PyObject_Vectorcall(self->dumps, &reply, 1, nullptr);
+    PyObject *withId = reply;
+    if (id) {
+        withId = PyDict_Copy(reply);
+        if (!withId || PyDict_SetItem(withId, names.id, id) < 0) {
+            Py_XDECREF(withId);
+            return false;
+        }
+    }
+    PyObject *encoded = PyObject_Vectorcall(self->dumps, &withId, 1, nullptr);
+    bool ok;
     if (encoded) {
-        bool ok = sendText(self, ws, encoded);
+        ok = sendText(self, ws, encoded);
         Py_DECREF(encoded);
-        return ok;
+    } else if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+        PyErr_Clear();
+        ok = done(callMethod(names.send, client, withId));
+    } else {
+        ok = false;
     }
-    if (!PyErr_ExceptionMatches(PyExc_TypeError)) return false;
-    PyErr_Clear();
-    return done(callMethod(names.send, client, reply));
+    if (id) Py_DECREF(withId);
+    return ok;
 }
 
 // ---- the request's JSON, read here -------------------------------------------------------
@@ -786,39 +934,26 @@ PyObject *decodeMessage(RealtimeDispatchObject *self, std::string_view message, 
     return decoded;
 }
 
-// A plain sync handler's return value, as on_message answers it. The id is set in the reply
-// itself instead of in a copy when nobody else can see the reply: `owned` (a dict made here)
-// or a dict the handler made and let go of (the caller's reference is its only one). The
-// keys are then the same, in the same order, as {**reply, "id": id}'s.
-bool answer(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message, PyObject *reply,
-            bool owned = false) {
+// A plain sync handler's return value, as on_message answers it: {**reply, "id": id} when the
+// request has an id, written without making that dict (encodeAndSend). A reply that is the
+// message itself needs no id: {**message, "id": message["id"]} equals it.
+bool answer(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message, PyObject *reply) {
     PyObject *batcher = self->clientBatcher.get(client);
     if (!batcher) return false;
     bool direct = PyDict_CheckExact(reply) && batcher == Py_None;
     Py_DECREF(batcher);
+    if (direct && reply == message) return encodeAndSend(self, ws, client, reply, nullptr);
     PyObject *requestId = PyDict_GetItemWithError(message, names.id); // read after the handler ran, as in Python
     if (!requestId && PyErr_Occurred()) return false;
     if (!requestId) requestId = Py_None;
     if (!direct) return done(callMethod(names.reply, self->dispatcher, client, requestId, reply, Py_None));
-    bool alone = owned || (reply != message && Py_REFCNT(reply) == 1);
+    // The message may hold the only reference to its id, and the reply (if the handler kept
+    // the message) to the message.
+    Py_INCREF(requestId);
     Py_INCREF(reply);
-    if (requestId != Py_None && alone) {
-        if (PyDict_SetItem(reply, names.id, requestId) < 0) {
-            Py_DECREF(reply);
-            return false;
-        }
-    } else if (requestId != Py_None && reply != message) {
-        // (The message itself needs no copy: {**message, "id": message["id"]} equals it.)
-        PyObject *withId = PyDict_Copy(reply);
-        Py_DECREF(reply);
-        if (!withId || PyDict_SetItem(withId, names.id, requestId) < 0) {
-            Py_XDECREF(withId);
-            return false;
-        }
-        reply = withId;
-    }
-    bool ok = encodeAndSend(self, ws, client, reply);
+    bool ok = encodeAndSend(self, ws, client, reply, requestId == Py_None ? nullptr : requestId);
     Py_DECREF(reply);
+    Py_DECREF(requestId);
     return ok;
 }
 
@@ -836,7 +971,7 @@ bool isPing(PyObject *kind) {
 // A built-in's reply (a dict made here), as Dispatcher.reply gives it: sent, or collected
 // for the BATCH being answered, with the request's id when it is not None.
 bool answerBuiltin(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message, PyObject *reply) {
-    if (!self->collecting) return answer(self, ws, client, message, reply, true);
+    if (!self->collecting) return answer(self, ws, client, message, reply);
     PyObject *requestId = PyDict_GetItemWithError(message, names.id);
     if (!requestId && PyErr_Occurred()) return false;
     if (requestId && requestId != Py_None && PyDict_SetItem(reply, names.id, requestId) < 0) return false;

@@ -1,5 +1,7 @@
 #include "uws/WebSocket.h"
 
+#include <cstring>
+
 #include "uws/LoopData.h"
 #include "uws/Publisher.h"
 
@@ -134,6 +136,39 @@ SendStatus WebSocket::send(std::string_view message, OpCode opCode, bool compres
         stats.backpressureEvents.add();
         return SendStatus::Backpressure;
     }
+    return SendStatus::Success;
+}
+
+// The payload starts 2 bytes in (the header of a frame under 126 bytes) and the capacity
+// keeps 2 more free, so that a longer one (a 4-byte header: the cork buffer is under 64 KiB)
+// moves its payload 2 bytes on at commit.
+WebSocket::InPlace WebSocket::reserveInPlace(bool compress) {
+    static_assert(LoopData::kCorkBufferSize <= 0xFFFF, "an in-place frame's header is at most 4 bytes");
+    if (state_ != State::Open || fragmenting_ || (compress && deflate_) || !published_.empty() || bufferedAmount()) {
+        return {nullptr, 0};
+    }
+    LoopData &shared = loop->data();
+    if (shared.corked != this) {
+        if (!loop->inDispatch()) return {nullptr, 0};
+        cork();
+    }
+    size_t used = shared.corkLength + 4;
+    if (used >= LoopData::kCorkBufferSize) return {nullptr, 0};
+    return {shared.corkBuffer + shared.corkLength + 2, LoopData::kCorkBufferSize - used};
+}
+
+SendStatus WebSocket::commitInPlace(size_t length, OpCode opCode) {
+    LoopData &shared = loop->data();
+    char *frame = shared.corkBuffer + shared.corkLength;
+    char header[kMaxServerHeaderSize];
+    size_t headerLength = formatFrameHeader(header, opCode, length);
+    if (headerLength == 4) std::memmove(frame + 4, frame + 2, length); // before the header covers its start
+    std::memcpy(frame, header, headerLength);
+    shared.corkLength += headerLength + length;
+    AppStats &stats = *context->stats;
+    stats.bytesOut.add(headerLength + length);
+    stats.messagesOut.add();
+    if (context->behavior.resetIdleTimeoutOnSend) restartIdleTimer();
     return SendStatus::Success;
 }
 

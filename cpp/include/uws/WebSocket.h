@@ -30,6 +30,21 @@ public:
     // the pong handler.
     SendStatus ping(std::string_view payload) { return send(payload, OpCode::Ping); }
 
+    // A data message written in place, for a writer that does not know its length ahead (the
+    // realtime bindings' JSON replies): reserveInPlace gives where its payload goes in the
+    // loop's cork buffer, after room for the frame header, and how many bytes fit there; then
+    // commitInPlace(length) queues those first `length` bytes as one unfragmented frame, as
+    // send() would (same stats, idle timer). No reservation ({nullptr, 0}) when send() must
+    // decide: the socket not open or sending fragments, bytes queued that go first, no
+    // dispatch to cork in, or compress asked for on a socket that negotiated it. Nothing may
+    // write to any socket of the loop between the two calls; not committing abandons it.
+    struct InPlace {
+        char *data;
+        size_t capacity;
+    };
+    InPlace reserveInPlace(bool compress);
+    SendStatus commitInPlace(size_t length, OpCode opCode);
+
     // One message in fragments (RFC 6455 5.4): the first fragment carries opCode (and with
     // compress the RSV1 bit, for the whole message), the last one FIN. Control frames may
     // go out between fragments; data messages (send, publish) may not: send() refuses one
