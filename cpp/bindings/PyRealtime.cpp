@@ -1165,21 +1165,13 @@ int unsubscribeTopic(RealtimeDispatchObject *self, PyObject *client, PyObject *t
     return valid;
 }
 
-// 1 answered, 0 for the Python path, -1 error.
-int subscribeHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message) {
+// A decoded SUBSCRIBE (`subscribing`) or UNSUBSCRIBE: 1 answered, 0 for the Python path, -1 error.
+int topicHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message, bool subscribing) {
     PyObject *topic = PyDict_GetItemWithError(message, names.topic);
     if (!topic && PyErr_Occurred()) return -1;
-    int subscribed = subscribeTopic(self, client, topic);
-    if (subscribed <= 0) return subscribed;
-    return answerTopic(self, ws, client, message, names.subscribed, topic) ? 1 : -1;
-}
-
-int unsubscribeHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message) {
-    PyObject *topic = PyDict_GetItemWithError(message, names.topic);
-    if (!topic && PyErr_Occurred()) return -1;
-    int done = unsubscribeTopic(self, client, topic);
+    int done = subscribing ? subscribeTopic(self, client, topic) : unsubscribeTopic(self, client, topic);
     if (done <= 0) return done;
-    return answerTopic(self, ws, client, message, names.unsubscribed, topic) ? 1 : -1;
+    return answerTopic(self, ws, client, message, subscribing ? names.subscribed : names.unsubscribed, topic) ? 1 : -1;
 }
 
 // PubSub.publish_from on a plain topic: one MESSAGE encoded once, fanned out by the core,
@@ -1235,6 +1227,41 @@ int publishHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, Py
 }
 
 int builtinHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *kind, PyObject *message);
+bool batchItems(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *items, Py_ssize_t from,
+                PyObject *replies);
+bool batchReply(RealtimeDispatchObject *self, PyObject *client, PyObject *message, PyObject *replies);
+
+// TokenBucket.take(count) for a BATCH's items, as takeToken does it for one: 1 taken, 0
+// refused, -1 error; a refusal and any other clock go to the method itself.
+int takeTokens(RealtimeDispatchObject *self, PyObject *bucket, Py_ssize_t count) {
+    if (Py_TYPE(bucket) == reinterpret_cast<PyTypeObject *>(self->bucketType)) {
+        PyObject *clock = self->bucketClock.get(bucket);
+        if (!clock) return -1;
+        bool ownClock = clock == self->monotonic;
+        Py_DECREF(clock);
+        double tokens, updated, rate, capacity;
+        if (ownClock) {
+            if (!peekDouble(bucket, self->bucketTokens, tokens) || !peekDouble(bucket, self->bucketUpdated, updated) ||
+                !peekDouble(bucket, self->bucketRate, rate) || !peekDouble(bucket, self->bucketCapacity, capacity)) {
+                return -1;
+            }
+            double now = monotonicSeconds();
+            tokens = tokens + (now - updated) * rate;
+            if (tokens > capacity) tokens = capacity;
+            if (tokens >= double(count)) {
+                if (!storeDouble(bucket, self->bucketUpdated, now) ||
+                    !storeDouble(bucket, self->bucketTokens, tokens - double(count))) {
+                    return -1;
+                }
+                return 1;
+            }
+        }
+    }
+    PyObject *needed = PyLong_FromSsize_t(count);
+    int taken = needed ? truth(callMethod(names.take, bucket, needed)) : -1;
+    Py_XDECREF(needed);
+    return taken;
+}
 
 // Dispatcher.batch at the top level: the same checks (a failing one goes to Python before
 // anything is done), one token per item taken through TokenBucket.take, each item of a
@@ -1257,9 +1284,7 @@ int batchHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyOb
         return -1;
     }
     if (bucket != Py_None && count > 1) {
-        PyObject *needed = PyLong_FromSsize_t(count - 1);
-        int taken = needed ? truth(callMethod(names.take, bucket, needed)) : -1;
-        Py_XDECREF(needed);
+        int taken = takeTokens(self, bucket, count - 1);
         if (taken <= 0) {
             PyObject *requestId = taken == 0 ? PyDict_GetItemWithError(message, names.id) : nullptr;
             PyObject *tokens = taken == 0 && (requestId || !PyErr_Occurred()) ? PyLong_FromSsize_t(count) : nullptr;
@@ -1273,9 +1298,20 @@ int batchHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyOb
     }
     Py_DECREF(bucket);
     PyObject *replies = PyList_New(0);
-    bool ok = replies != nullptr;
+    bool ok = replies != nullptr && batchItems(self, ws, client, items, 0, replies);
+    Py_DECREF(items);
+    ok = ok && batchReply(self, client, message, replies);
+    Py_XDECREF(replies);
+    return ok ? 1 : -1;
+}
+
+// The items of a BATCH from `from` on, their replies appended to `replies`: each built-in
+// above done here and every other one by Dispatcher.batch_item.
+bool batchItems(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *items, Py_ssize_t from,
+                PyObject *replies) {
+    bool ok = true;
     PyObject *outer = self->collecting;
-    for (Py_ssize_t i = 0; ok && i < PyList_GET_SIZE(items); i++) {
+    for (Py_ssize_t i = from; ok && i < PyList_GET_SIZE(items); i++) {
         PyObject *item = Py_NewRef(PyList_GET_ITEM(items, i));
         PyObject *kind = PyDict_CheckExact(item) ? PyDict_GetItemWithError(item, names.type) : nullptr;
         int here = 0;
@@ -1292,11 +1328,13 @@ int batchHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyOb
         else ok = here > 0;
         Py_DECREF(item);
     }
-    Py_DECREF(items);
-    if (!ok) {
-        Py_XDECREF(replies);
-        return -1;
-    }
+    return ok;
+}
+
+// Dispatcher.batch's answer: the replies in one BATCH frame, an ACK when there are none and
+// the request has an id, else nothing; sent by Client.send.
+bool batchReply(RealtimeDispatchObject *self, PyObject *client, PyObject *message, PyObject *replies) {
+    bool ok = true;
     int hasId = PyDict_Contains(message, names.id);
     PyObject *frame = nullptr;
     if (hasId >= 0 && (PyList_GET_SIZE(replies) || hasId)) frame = PyDict_New();
@@ -1316,8 +1354,7 @@ int batchHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyOb
     }
     Py_XDECREF(timestamp);
     Py_XDECREF(frame);
-    Py_DECREF(replies);
-    return ok ? 1 : -1;
+    return ok;
 }
 
 bool named(PyObject *kind, const char *text, Py_ssize_t length) {
@@ -1328,8 +1365,8 @@ bool named(PyObject *kind, const char *text, Py_ssize_t length) {
 int builtinHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *kind, PyObject *message) {
     if (self->answersPing && isPing(kind)) return answerPing(self, ws, client, message) ? 1 : -1;
     if (self->answersPublish && named(kind, "PUBLISH", 7)) return publishHere(self, ws, client, message);
-    if (self->answersSubscribe && named(kind, "SUBSCRIBE", 9)) return subscribeHere(self, ws, client, message);
-    if (self->answersUnsubscribe && named(kind, "UNSUBSCRIBE", 11)) return unsubscribeHere(self, ws, client, message);
+    if (self->answersSubscribe && named(kind, "SUBSCRIBE", 9)) return topicHere(self, ws, client, message, true);
+    if (self->answersUnsubscribe && named(kind, "UNSUBSCRIBE", 11)) return topicHere(self, ws, client, message, false);
     // A BATCH inside a BATCH is Python's to refuse.
     if (self->answersBatch && !self->collecting && named(kind, "BATCH", 5)) return batchHere(self, ws, client, message);
     return 0;
@@ -1385,7 +1422,8 @@ bool callFastRoute(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
 
 // ---- Built-ins answered from the scan, without decoding -----------------------------------
 // uws::scanRealtimeMessage (cpp/src/RealtimeScan.cpp) validates the text and finds its fields;
-// when it knows the message, its type is PING, SUBSCRIBE, UNSUBSCRIBE or PUBLISH (the stock built-in,
+// when it knows the message, its type is PING, SUBSCRIBE, UNSUBSCRIBE or PUBLISH (or a BATCH of
+// them: batchFromScan) (the stock built-in,
 // with no route of that name), its id absent, null, a canonical integer or an escape-free
 // string, the client without batcher and the request plain (for the pub/sub ones), the reply
 // is written here as the bytes orjson.dumps gives for Dispatcher.reply's dict: the same keys in
@@ -1460,20 +1498,32 @@ int withoutBatcher(RealtimeDispatchObject *self, PyObject *client) {
     return none;
 }
 
-// {"type":"SUBSCRIBED"|"UNSUBSCRIBED","topic":TOPIC[,"id":ID]} for a plain topic.
-int topicFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, const uws::RealtimeScan &scan,
-                  bool subscribing) {
+// A scanned SUBSCRIBE's or UNSUBSCRIBE's subscription change for a plain topic, without the
+// reply: 1 done, 0 for the Python path, -1 error.
+int topicScanned(RealtimeDispatchObject *self, PyObject *client, const uws::RealtimeScan &scan, bool subscribing) {
     if (!scan.topic.plainString()) return 0;
     std::string_view text = scan.topic.text();
     PyObject *topic = PyUnicode_DecodeUTF8(text.data(), Py_ssize_t(text.size()), nullptr);
     if (!topic) return -1;
     int done = subscribing ? subscribeTopic(self, client, topic) : unsubscribeTopic(self, client, topic);
     Py_DECREF(topic);
-    if (done <= 0) return done;
-    ReplyText reply;
+    return done;
+}
+
+// {"type":"SUBSCRIBED"|"UNSUBSCRIBED","topic":TOPIC[,"id":ID]}
+void addTopicReply(ReplyText &reply, const uws::RealtimeScan &scan, bool subscribing) {
     reply.add(subscribing ? "{\"type\":\"SUBSCRIBED\",\"topic\":" : "{\"type\":\"UNSUBSCRIBED\",\"topic\":");
     reply.add(scan.topic.raw);
     reply.closeWithId(scan.id);
+}
+
+// {"type":"SUBSCRIBED"|"UNSUBSCRIBED","topic":TOPIC[,"id":ID]} for a plain topic.
+int topicFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, const uws::RealtimeScan &scan,
+                  bool subscribing) {
+    int done = topicScanned(self, client, scan, subscribing);
+    if (done <= 0) return done;
+    ReplyText reply;
+    addTopicReply(reply, scan, subscribing);
     return sendBytes(self, ws, reply.view()) ? 1 : -1;
 }
 
@@ -1495,11 +1545,31 @@ int plainText(PyObject *text, std::string_view &view) {
     return 1;
 }
 
+int publishScanned(RealtimeDispatchObject *self, PyObject *client, const uws::RealtimeScan &scan);
+void addPublishedReply(ReplyText &reply, const uws::RealtimeScan &scan);
+
 // publishHere from the scan: the MESSAGE {"type":"MESSAGE","topic":..,"data":..,"from":..}
 // written with the data's text copied (only when it is plain: what orjson.dumps would write
 // for its value), fanned out by the core, echoed when "echo" is true; then PUBLISHED when
 // the request has an id (null included, answered without it, as Dispatcher.reply does).
 int publishFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, const uws::RealtimeScan &scan) {
+    int done = publishScanned(self, client, scan);
+    if (done <= 0 || !scan.id.present()) return done;
+    ReplyText reply;
+    addPublishedReply(reply, scan);
+    return sendBytes(self, ws, reply.view()) ? 1 : -1;
+}
+
+// {"type":"PUBLISHED","topic":TOPIC[,"id":ID]}
+void addPublishedReply(ReplyText &reply, const uws::RealtimeScan &scan) {
+    reply.add("{\"type\":\"PUBLISHED\",\"topic\":");
+    reply.add(scan.topic.raw);
+    reply.closeWithId(scan.id);
+}
+
+// publishFromScan without the PUBLISHED reply: the MESSAGE fanned out and echoed. 1 done, 0
+// for the Python path (nothing done), -1 error.
+int publishScanned(RealtimeDispatchObject *self, PyObject *client, const uws::RealtimeScan &scan) {
     if (!scan.data.plain || !scan.topic.plainString()) return 0;
     bool echo;
     switch (scan.echo.kind) {
@@ -1561,18 +1631,168 @@ int publishFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client
     if (ok && echo) ok = sendBytes(self, clientWs, bytes);
     Py_DECREF(clientWs);
     Py_DECREF(topic);
-    if (!ok) return -1;
-    if (!scan.id.present()) return 1;
-    ReplyText reply;
-    reply.add("{\"type\":\"PUBLISHED\",\"topic\":");
-    reply.add(scan.topic.raw);
-    reply.closeWithId(scan.id);
-    return sendBytes(self, ws, reply.view()) ? 1 : -1;
+    return ok ? 1 : -1;
 }
 
-// The types answered from a scan: the scan of any other message stops at its type.
+// The types answered from a scan, in a BATCH too: the scan of any other item stops at its type.
 bool scannedType(std::string_view type) {
     return type == "PING" || type == "SUBSCRIBE" || type == "UNSUBSCRIBE" || type == "PUBLISH";
+}
+
+// Those and BATCH, at the top level: the scan of any other message stops at its type.
+bool scannedTopType(std::string_view type) {
+    return scannedType(type) || type == "BATCH";
+}
+
+// The items of a BATCH answered from the scan at most (a longer one takes the decoding path).
+constexpr size_t kScanBatchItems = 32;
+
+enum class ScannedKind : uint8_t { Ping, Subscribe, Unsubscribe, Publish };
+
+// The stock built-in for a scanned item (the checks answerFromScan makes for a message of
+// its type): 1 with its kind, 0 when the BATCH is for the decoding path, -1 error. `stock`
+// caches stockBuiltin per kind (-2 not asked yet).
+int scannedItem(RealtimeDispatchObject *self, const uws::RealtimeScan &item, int *stock, ScannedKind &kind) {
+    if (!item.type.plainString() || (item.id.present() && !item.id.plain)) return 0;
+    std::string_view type = item.type.text();
+    bool answers;
+    PyObject *name;
+    if (type == "PING") {
+        kind = ScannedKind::Ping, answers = self->answersPing, name = names.ping;
+    } else if (type == "SUBSCRIBE") {
+        kind = ScannedKind::Subscribe, answers = self->answersSubscribe, name = names.subscribeKind;
+    } else if (type == "UNSUBSCRIBE") {
+        kind = ScannedKind::Unsubscribe, answers = self->answersUnsubscribe, name = names.unsubscribeKind;
+    } else if (type == "PUBLISH") {
+        kind = ScannedKind::Publish, answers = self->answersPublish, name = names.publishKind;
+        if (!item.data.present()) return 0;
+    } else {
+        return 0;
+    }
+    int &known = stock[int(kind)];
+    if (known == -2) known = stockBuiltin(self, answers, name);
+    return known;
+}
+
+// The rest of a BATCH answered from the scan when item `from` is for the Python path (a
+// subscription over the limit, a reserved topic...): the message decoded, the replies so far
+// decoded from their bytes, then batchHere's loop from that item on and its reply.
+int batchRestInPython(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::string_view message,
+                      std::string_view replies, size_t from) {
+    PyObject *decoded = decodeMessage(self, message, nullptr);
+    if (!decoded) return -1;
+    std::string list;
+    list.reserve(replies.size() + 2);
+    list += '[';
+    list.append(replies);
+    list += ']';
+    PyObject *collected = decodeMessage(self, list, nullptr);
+    PyObject *items = collected ? PyDict_GetItemWithError(decoded, names.messages) : nullptr;
+    bool ok = items && PyList_CheckExact(items) && PyList_CheckExact(collected) &&
+              batchItems(self, ws, client, items, Py_ssize_t(from), collected) &&
+              batchReply(self, client, decoded, collected);
+    if (!ok && !PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "a scanned BATCH decoded otherwise");
+    Py_XDECREF(collected);
+    Py_DECREF(decoded);
+    return ok ? 1 : -1;
+}
+
+// batchHere from the scan, for a BATCH whose items are all built-ins the scan knows (PING,
+// and SUBSCRIBE, UNSUBSCRIBE, PUBLISH with a plain topic): the same checks first (a failing
+// one sends the whole BATCH to the decoding path, nothing done), the items' tokens, each
+// item done as from the scan with its reply's bytes collected, then the BATCH frame
+// {"type":"BATCH","timestamp":..,"messages":[..](,"id":ID)} (or {"type":"ACK","id":ID}, or
+// nothing) written as Dispatcher.batch's dict encodes. An item the Python path must do
+// hands it and the rest over (batchRestInPython). 1 answered, 0 not, -1 error.
+int batchFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::string_view message,
+                  const uws::RealtimeScan &scan) {
+    if (self->collecting || scan.messages.kind != uws::JsonKind::Array) return 0;
+    std::string_view texts[kScanBatchItems];
+    size_t count;
+    if (!uws::scanArrayItems(scan.messages.raw, texts, kScanBatchItems, count)) return 0;
+    PyObject *maxObject = PyObject_GetAttr(self->dispatcher, names.maxBatchItems);
+    Py_ssize_t maxItems = maxObject ? PyLong_AsSsize_t(maxObject) : -1;
+    Py_XDECREF(maxObject);
+    if (maxItems == -1 && PyErr_Occurred()) return -1;
+    if (Py_ssize_t(count) > maxItems) return 0;
+    int plain = 1;
+    if (!isFalse(client, self->clientClosed, plain)) return -1;
+    if (!plain) return 0; // Client.send drops the reply
+    // Scanned in place: a RealtimeScan per item actually there, not kScanBatchItems of them.
+    alignas(uws::RealtimeScan) unsigned char storage[sizeof(uws::RealtimeScan) * kScanBatchItems];
+    uws::RealtimeScan *items = reinterpret_cast<uws::RealtimeScan *>(storage);
+    ScannedKind kinds[kScanBatchItems];
+    int stock[4] = {-2, -2, -2, -2};
+    for (size_t i = 0; i < count; i++) {
+        new (&items[i]) uws::RealtimeScan();
+        if (!uws::scanRealtimeMessage(texts[i], items[i], scannedType)) return 0;
+        int known = scannedItem(self, items[i], stock, kinds[i]);
+        if (known <= 0) return known;
+    }
+    PyObject *bucket = self->clientBucket.get(client);
+    if (!bucket) return -1;
+    if (bucket != Py_None && count > 1) {
+        int taken = takeTokens(self, bucket, Py_ssize_t(count) - 1);
+        if (taken <= 0) {
+            // Refused: Dispatcher.rate_limited with the request's id as Python reads it.
+            PyObject *decoded = taken == 0 ? decodeMessage(self, message, nullptr) : nullptr;
+            PyObject *requestId = decoded ? PyDict_GetItemWithError(decoded, names.id) : nullptr;
+            PyObject *tokens = decoded && (requestId || !PyErr_Occurred()) ? PyLong_FromSsize_t(Py_ssize_t(count)) : nullptr;
+            bool ok = tokens && done(callMethod(names.rateLimited, self->dispatcher, client, bucket,
+                                                requestId ? requestId : Py_None, tokens));
+            Py_XDECREF(tokens);
+            Py_XDECREF(decoded);
+            Py_DECREF(bucket);
+            return ok ? 1 : -1;
+        }
+    }
+    Py_DECREF(bucket);
+    ReplyText replies;
+    bool any = false;
+    for (size_t i = 0; i < count; i++) {
+        const uws::RealtimeScan &item = items[i];
+        ScannedKind kind = kinds[i];
+        bool subscribing = kind == ScannedKind::Subscribe;
+        int result = 1;
+        if (kind == ScannedKind::Subscribe || kind == ScannedKind::Unsubscribe) {
+            result = topicScanned(self, client, item, subscribing);
+        } else if (kind == ScannedKind::Publish) {
+            result = publishScanned(self, client, item);
+        }
+        if (result < 0) return -1;
+        if (result == 0) return batchRestInPython(self, ws, client, message, replies.view(), i);
+        if (kind == ScannedKind::Publish && !item.id.present()) continue; // PUBLISHED only with an id
+        if (any) replies.add(",");
+        any = true;
+        if (kind == ScannedKind::Ping) {
+            replies.add("{\"type\":\"PONG\",\"serverTime\":");
+            replies.add(nowMilliseconds());
+            replies.closeWithId(item.id);
+        } else if (kind == ScannedKind::Publish) {
+            addPublishedReply(replies, item);
+        } else {
+            addTopicReply(replies, item, subscribing);
+        }
+    }
+    ReplyText frame;
+    if (any) {
+        frame.add("{\"type\":\"BATCH\",\"timestamp\":");
+        frame.add(nowMilliseconds());
+        frame.add(",\"messages\":[");
+        frame.add(replies.view());
+        frame.add("]");
+    } else if (scan.id.present()) {
+        frame.add("{\"type\":\"ACK\"");
+    } else {
+        return 1;
+    }
+    if (scan.id.present()) {
+        // "id" in message: kept when null too.
+        frame.add(",\"id\":");
+        frame.add(scan.id.raw);
+    }
+    frame.add("}");
+    return sendBytes(self, ws, frame.view()) ? 1 : -1;
 }
 
 // False when `message` starts as most do, {"type":" then a type that is none of those (or
@@ -1586,6 +1806,8 @@ bool mayBeScannedType(std::string_view message) {
         return rest.size() > name.size() && rest.compare(0, name.size(), name) == 0 && rest[name.size()] == '"';
     };
     switch (rest[0]) {
+    case 'B':
+        return startsWith("BATCH");
     case 'P':
         return startsWith("PING") || startsWith("PUBLISH");
     case 'S':
@@ -1599,10 +1821,13 @@ bool mayBeScannedType(std::string_view message) {
 
 // A built-in answered from the message's bytes: 1 answered, 0 for the decoding path, -1 error.
 int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::string_view message) {
-    if (!self->answersPing && !self->answersSubscribe && !self->answersUnsubscribe && !self->answersPublish) return 0;
+    if (!self->answersPing && !self->answersSubscribe && !self->answersUnsubscribe && !self->answersPublish &&
+        !self->answersBatch) {
+        return 0;
+    }
     if (!mayBeScannedType(message)) return 0;
     uws::RealtimeScan scan;
-    if (!uws::scanRealtimeMessage(message, scan, scannedType) || !scan.type.plainString()) return 0;
+    if (!uws::scanRealtimeMessage(message, scan, scannedTopType) || !scan.type.plainString()) return 0;
     const uws::ScannedValue &id = scan.id;
     if (id.present() && !id.plain) return 0; // copied into the reply as it is
     std::string_view kind = scan.type.text();
@@ -1616,6 +1841,8 @@ int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
     } else if (kind == "PUBLISH") {
         if (!scan.data.present()) return 0;
         stock = stockBuiltin(self, self->answersPublish, names.publishKind);
+    } else if (kind == "BATCH") {
+        stock = stockBuiltin(self, self->answersBatch, names.batch);
     } else {
         return 0;
     }
@@ -1630,6 +1857,7 @@ int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
         return sendBytes(self, ws, reply.view()) ? 1 : -1;
     }
     if (kind == "PUBLISH") return publishFromScan(self, ws, client, scan);
+    if (kind == "BATCH") return batchFromScan(self, ws, client, message, scan);
     return topicFromScan(self, ws, client, scan, kind == "SUBSCRIBE");
 }
 

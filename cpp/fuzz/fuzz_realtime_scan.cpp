@@ -11,7 +11,10 @@
 //  - completeness for everyday messages: a valid object with ASCII text only, no escape, no
 //    fraction or exponent, integers of 15 digits at most, at most 10 levels and kScanMaxKeys
 //    distinct keys is known;
-//  - a known text followed by one more non-space byte is not.
+//  - a known text followed by one more non-space byte is not;
+//  - scanArrayItems (of the input itself, and of a recorded "messages" array): when it splits,
+//    the text is a valid JSON array, each item a valid JSON value without whitespace around
+//    it, and for an array without whitespace the items joined by commas are the text again.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -214,6 +217,31 @@ void checkField(const uws::ScannedValue &field, std::string_view key, const std:
     }
 }
 
+bool validValue(std::string_view text) {
+    Reference reference{text};
+    return reference.value(0, nullptr) && reference.end();
+}
+
+// The split of `array` as scanArrayItems gives it, checked as above.
+void checkItems(std::string_view array) {
+    std::string_view items[64];
+    size_t count = 0;
+    if (!uws::scanArrayItems(array, items, 64, count)) return;
+    FUZZ_CHECK(!array.empty() && array.front() == '[' && validValue(array));
+    FUZZ_CHECK(count <= 64);
+    bool spaced = false;
+    for (char c : array) spaced = spaced || c == ' ' || c == '\n' || c == '\t' || c == '\r';
+    std::string joined = "[";
+    for (size_t i = 0; i < count; i++) {
+        FUZZ_CHECK(!items[i].empty() && validValue(items[i]));
+        FUZZ_CHECK(items[i].data() > array.data() && items[i].data() + items[i].size() < array.data() + array.size());
+        if (i) joined += ',';
+        joined.append(items[i]);
+    }
+    joined += ']';
+    if (!spaced) FUZZ_CHECK(joined == array);
+}
+
 } // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -246,11 +274,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         checkField(scan.topic, "topic", members);
         checkField(scan.data, "data", members);
         checkField(scan.echo, "echo", members);
+        checkField(scan.messages, "messages", members);
+        if (scan.messages.kind == uws::JsonKind::Array) checkItems(scan.messages.raw);
         std::string longer(text);
         longer += 'x';
         uws::RealtimeScan again;
         FUZZ_CHECK(!uws::scanRealtimeMessage(longer, again));
     }
+    checkItems(text);
     if (valid && isObject && reference.simple && distinct && reference.maxDepth <= 10 &&
         members.size() <= uws::kScanMaxKeys) {
         FUZZ_CHECK(known);

@@ -302,6 +302,7 @@ bool scanRealtimeMessage(std::string_view message, RealtimeScan &out, ScanTypeFi
             else if (key == "topic") field = &out.topic;
             else if (key == "data") field = &out.data;
             else if (key == "echo") field = &out.echo;
+            else if (key == "messages") field = &out.messages;
             ScannedValue ignored;
             bool plain;
             if (!scanner.value(1, field ? field : &ignored, plain)) return false;
@@ -321,6 +322,36 @@ bool scanRealtimeMessage(std::string_view message, RealtimeScan &out, ScanTypeFi
     if (!scanner.atEnd()) return false;
     out.keys = keys.count;
     return true;
+}
+
+bool scanArrayItems(std::string_view array, std::string_view *items, size_t max, size_t &count) {
+    count = 0;
+    Scanner scanner{reinterpret_cast<const unsigned char *>(array.data()),
+                    reinterpret_cast<const unsigned char *>(array.data()) + array.size()};
+    if (scanner.atEnd() || *scanner.at != '[') return false;
+    scanner.at++;
+    scanner.skipSpace();
+    if (!scanner.atEnd() && *scanner.at == ']') {
+        scanner.at++;
+    } else {
+        for (;;) {
+            const unsigned char *start = scanner.at;
+            bool plain;
+            // Depth 1: the array was scanned within the limit at its own depth, so are its items here.
+            if (count == max || !scanner.value(1, nullptr, plain)) return false;
+            items[count++] = std::string_view(reinterpret_cast<const char *>(start), size_t(scanner.at - start));
+            scanner.skipSpace();
+            if (scanner.atEnd()) return false;
+            if (*scanner.at == ']') {
+                scanner.at++;
+                break;
+            }
+            if (*scanner.at != ',') return false;
+            scanner.at++;
+            scanner.skipSpace();
+        }
+    }
+    return scanner.atEnd();
 }
 
 } // namespace uws

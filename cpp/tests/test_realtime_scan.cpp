@@ -171,6 +171,38 @@ void testEveryPrefixOfAKnownTextIsUnknown() {
     }
 }
 
+void testBatchMessagesAndTheirItems() {
+    RealtimeScan scan;
+    CHECK(scanRealtimeMessage(R"({"type":"BATCH","id":3,"messages":[ {"type":"PING","id":1} ,7,"a,]b",[1,[2]],{"x":{"y":[]}} ]})",
+                              scan));
+    CHECK(scan.messages.kind == JsonKind::Array);
+    CHECK(!scan.messages.plain); // spaces
+    std::string_view items[8];
+    size_t count = 99;
+    CHECK(uws::scanArrayItems(scan.messages.raw, items, 8, count));
+    CHECK_EQ(count, size_t(5));
+    CHECK_EQ(items[0], std::string_view(R"({"type":"PING","id":1})"));
+    CHECK_EQ(items[1], std::string_view("7"));
+    CHECK_EQ(items[2], std::string_view(R"("a,]b")"));
+    CHECK_EQ(items[3], std::string_view("[1,[2]]"));
+    CHECK_EQ(items[4], std::string_view(R"({"x":{"y":[]}})"));
+    // No more than `max`: false, the rest not read.
+    CHECK(!uws::scanArrayItems(scan.messages.raw, items, 4, count));
+    CHECK(uws::scanArrayItems("[]", items, 0, count));
+    CHECK_EQ(count, size_t(0));
+    CHECK(uws::scanArrayItems("[ \n]", items, 0, count));
+    CHECK(uws::scanArrayItems("[1]", items, 1, count));
+    CHECK_EQ(count, size_t(1));
+    for (const char *bad : {"", "{}", "[", "[1", "[1,]", "[,1]", "[1]x", "[1] ", " [1]", "[1 2]", "[tru]"}) {
+        check::Scope scope(bad);
+        CHECK(!uws::scanArrayItems(bad, items, 8, count));
+    }
+    CHECK(scanRealtimeMessage(R"({"type":"BATCH","messages":{"a":1}})", scan));
+    CHECK(scan.messages.kind == JsonKind::Object);
+    CHECK(scanRealtimeMessage(R"({"type":"PING"})", scan));
+    CHECK(!scan.messages.present());
+}
+
 } // namespace
 
 int main() {
@@ -182,5 +214,6 @@ int main() {
     RUN_TEST(testFilterStopsAtTheType);
     RUN_TEST(testKeyLimit);
     RUN_TEST(testEveryPrefixOfAKnownTextIsUnknown);
+    RUN_TEST(testBatchMessagesAndTheirItems);
     return check::report("test_realtime_scan");
 }

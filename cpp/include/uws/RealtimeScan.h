@@ -3,7 +3,7 @@
 // The realtime layer's native dispatcher answers the built-ins (PING, SUBSCRIBE, ...) from the
 // bytes when this scanner knows the message: it reads the top-level object once, validates the
 // whole text as JSON (RFC 8259), and records where the fields "type", "id", "topic" and "data"
-// are (and "echo", PUBLISH's flag). It has two answers only: "known" (scanRealtimeMessage returns true: the text is JSON
+// are (and "echo", PUBLISH's flag, and "messages", a BATCH's items: scanArrayItems splits them). It has two answers only: "known" (scanRealtimeMessage returns true: the text is JSON
 // that orjson.loads accepts, with the fields as recorded) and "I don't know" (false: the caller
 // decodes the message as before, and that path accepts or words the error). It says "I don't
 // know" for everything where its result might differ from orjson.loads followed by the Python
@@ -56,7 +56,7 @@ struct ScannedValue {
 };
 
 struct RealtimeScan {
-    ScannedValue type, id, topic, data, echo;
+    ScannedValue type, id, topic, data, echo, messages;
     size_t keys = 0; // top-level keys
 };
 
@@ -67,5 +67,10 @@ using ScanTypeFilter = bool (*)(std::string_view type);
 // True when `message` is known (see above), with its fields in `out`; false: "I don't know"
 // (or, with a filter, a type the caller does not want: the rest of the text is not read).
 bool scanRealtimeMessage(std::string_view message, RealtimeScan &out, ScanTypeFilter filter = nullptr);
+
+// The elements of `array`, the raw text of a scanned Array value (a BATCH's "messages"), in
+// order into items[0..count), each without the whitespace around it. False when there are
+// more than `max` (the rest is not read) or the text is not a JSON array.
+bool scanArrayItems(std::string_view array, std::string_view *items, size_t max, size_t &count);
 
 } // namespace uws

@@ -161,6 +161,26 @@ def test_native_take_leaves_the_bucket_as_take_does():
     assert 0 <= bucket.tokens < 0.01 and bucket.refused == 1
 
 
+def test_native_batch_takes_its_items_tokens_as_take_does():
+    """A BATCH's items take their tokens in C from a monotonic-clock bucket, on the scan path
+    and on the decoding path (an id the scanner does not copy); a BATCH the bucket cannot pay
+    for in full is refused whole by TokenBucket.take itself."""
+    h = build(rate_limit=RateLimit(messages=9, per_seconds=3600))
+    ws = h.connect()
+    ws.sent.clear()
+    native = h.engine.dispatcher.native_handler()
+    pings = ",".join(['{"type":"PING","id":1}'] * 4)
+    native(ws, '{"type":"BATCH","id":1,"messages":[%s]}' % pings, TEXT)  # scan path: 4 tokens
+    native(ws, '{"type":"BATCH","id":2.5,"messages":[%s]}' % pings, TEXT)  # decoding path: 4 tokens
+    native(ws, '{"type":"BATCH","id":3,"messages":[%s]}' % pings, TEXT)  # 1 left: refused
+    bucket = ws.client.bucket
+    replies = [orjson.loads(data) for data, _ in ws.sent]
+    assert [(r["type"], r["id"], len(r.get("messages", []))) for r in replies] == [
+        ("BATCH", 1, 4), ("BATCH", 2.5, 4), ("ERROR", 3, 0)]
+    assert replies[2]["code"] == "RATE_LIMITED"
+    assert 0 <= bucket.tokens < 0.01 and bucket.refused == 1
+
+
 def test_native_take_changes_no_float_anyone_else_holds():
     """The C path updates the bucket's floats in place only while the bucket alone holds
     them: a value read from the bucket stays what it was."""
@@ -474,20 +494,24 @@ def scan_texts() -> st.SearchStrategy[str]:
 
 
 def masked(data: bytes, sender: str) -> bytes:
-    """A frame's bytes with the server's clock and the sender's id (new in each run) masked."""
-    data = re.sub(rb'"serverTime":\d+', b'"serverTime":0', data)
+    """A frame's bytes with the server's clocks and the sender's id (new in each run) masked."""
+    data = re.sub(rb'"(serverTime|timestamp)":\d+', rb'"\1":0', data)
+    data = re.sub(rb'"retryAfter":\d+', b'"retryAfter":0', data)
     return data.replace(sender.encode(), b"<sender>")
 
 
-def run_raw(texts: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_raw(texts: list[str], rate: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
     """Both paths over the same texts from one connection, a watcher subscribed to WATCHED:
     the exact bytes each was sent and the server published, the sender's topics and the
-    error counts."""
+    error counts. With `rate`, a rate limit of that many messages (a clock that stands still)."""
     results = []
     for native in (False, True):
-        h = build(**PUBSUB_LIMITS)
+        limit = {"rate_limit": RateLimit(messages=rate, per_seconds=60, close_after=3)} if rate else {}
+        h = build(**PUBSUB_LIMITS, **limit)
         watcher = h.connect()
         ws = h.connect()
+        if rate:
+            ws.client.bucket = TokenBucket(h.engine.options.rate_limit, clock=ManualClock())
         for topic in WATCHED:
             watcher.client.subscribe(topic)
         watcher.sent.clear()
@@ -499,7 +523,8 @@ def run_raw(texts: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         results.append({"frames": [masked(data, sender) for data, _ in ws.sent],
                         "watcher": [masked(data, sender) for data, _ in watcher.sent],
                         "published": [(topic, masked(data, sender)) for topic, data, _ in h.loop.published],
-                        "topics": sorted(ws.topics), "errors": dict(h.engine.metrics.errors), "ended": ws.ended})
+                        "topics": sorted(ws.topics), "errors": dict(h.engine.metrics.errors), "ended": ws.ended,
+                        "rate_limited": h.engine.metrics.rate_limited})
     return results[0], results[1]
 
 
@@ -520,6 +545,107 @@ def run_raw(texts: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
 def test_builtins_from_the_scan_give_the_python_paths_bytes(texts):
     python, native = run_raw(texts)
     assert native == python
+
+
+# BATCH texts written by hand: items of every kind the scan answers (with their odd spacing,
+# ids and topics), and items it must leave to Python (other types, a BATCH inside, non-objects,
+# ids it does not copy, refusals), maybe more than max_batch_items (5); odd "messages" too.
+BATCH_IDS = ["1", "-0", "1.5", '"b"', '"\\u0062"', "null", "true", "[1]", str(2**60)]
+batch_item_texts = st.sampled_from(['{"type":"BATCH","messages":[]}', '{"type":"BATCH"}', "7", "[]", '"PING"',
+                                    '{"type":"ECHO","id":1}', '{"type":"NOPE"}', '{"id":1}', '{"type":"PING","id":1.5}',
+                                    '{"type":"SUBSCRIBE","topic":"#control","id":3}',
+                                    '{"type":"SUBSCRIBE","topic":"t4","id":4}', '{"type":"PUBLISH","topic":"news","data":1}',
+                                    '{"type":"PUBLISH","topic":"news","data":1,"echo":true,"id":5}'])
+
+
+@st.composite
+def batch_texts(draw: st.DrawFn) -> str:
+    from .test_scan import spaces
+    items = draw(st.lists(scan_texts() | batch_item_texts | batch_item_texts, max_size=7))
+    messages = draw(st.sampled_from(["[]", "{}", '"x"', "null"]) | st.just(
+        "[" + ",".join(draw(spaces) + item + draw(spaces) for item in items) + "]"))
+    members = [('"type"', '"BATCH"')]
+    if draw(st.integers(0, 9)):
+        members.append(('"messages"', messages))
+    if draw(st.booleans()):
+        members.append(('"id"', draw(st.sampled_from(BATCH_IDS))))
+    if not draw(st.integers(0, 9)):
+        members.append(('"extra"', "[1, 2]"))
+    members = draw(st.permutations(members))
+    return "{" + ",".join(draw(spaces) + key + draw(spaces) + ":" + value for key, value in members) + "}"
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(batch_texts() | scan_texts(), min_size=1, max_size=5), st.sampled_from([0, 0, 3, 6, 12]))
+@example(['{"type":"BATCH","id":1,"messages":[{"type":"PING","id":1},{"type":"SUBSCRIBE","topic":"t1","id":2},'
+          '{"type":"PUBLISH","topic":"news","data":{"a":[1]},"echo":true,"id":3},{"type":"UNSUBSCRIBE","topic":"t1"},'
+          '{"type":"PING"}]}'], 0)
+@example(['{"type":"BATCH","id":2,"messages":[{"type":"PING","id":1},{"type":"SUBSCRIBE","topic":"#control","id":2},'
+          '{"type":"PING","id":3}]}', '{"type":"BATCH","messages":[{"type":"PING"},{"type":"BATCH","messages":[]}]}'], 0)
+@example(['{"type":"BATCH","messages":[]}', '{"type":"BATCH","id":null,"messages":[]}',
+          '{"type":"BATCH","messages":[{"type":"PUBLISH","topic":"news","data":1}]}',
+          '{"type":"BATCH","id":"p","messages":[{"type":"PUBLISH","topic":"news","data":1}]}'], 0)
+@example(['{"type":"BATCH","id":3,"messages":[{"type":"PING","id":1},{"type":"PING","id":2},{"type":"PING","id":3}]}',
+          '{"type":"BATCH","id":4,"messages":[{"type":"PING","id":1},{"type":"PING","id":2}]}',
+          '{"type":"BATCH","messages":[{"type":"PING","id":1},{"type":"PING","id":2}]}'], 3)
+@example(['{"type":"BATCH","messages":[' + ",".join(['{"type":"SUBSCRIBE","topic":"t%d"}' % n for n in range(1, 5)])
+          + "]}", '{"type":"BATCH","messages":[' + ",".join(['{"type":"PING"}'] * 6) + "]}"], 0)
+def test_a_batch_from_the_scan_gives_the_python_paths_bytes(texts, rate):
+    """Mixed items, refusals inside (the rest done by Python), a BATCH inside, an empty list,
+    no reply when no item makes one (an ACK with an id), over max_batch_items, and a rate limit
+    that refuses the BATCH for its items' tokens (or closes the connection)."""
+    logging.disable(logging.CRITICAL)
+    try:
+        python, native = run_raw(texts, rate)
+    finally:
+        logging.disable(logging.NOTSET)
+    assert native == python
+
+
+def test_a_batch_of_builtins_is_answered_from_the_scan(monkeypatch):
+    """A BATCH of PINGs, SUBSCRIBEs, UNSUBSCRIBEs and PUBLISHes that the scanner knows is
+    answered without orjson.loads, its reply bytes spelled out; an item for Python (a reserved
+    topic) makes the rest of it, only, take the decoding path."""
+    from uws_py.realtime import dispatch
+
+    decoded: list[Any] = []
+
+    def counting_loads(data: Any) -> Any:
+        decoded.append(data)
+        return orjson.loads(data)
+
+    monkeypatch.setattr(dispatch, "_loads", counting_loads)
+    h = build(**PUBSUB_LIMITS)
+    watcher, ws = h.connect(), h.connect()
+    watcher.client.subscribe("news")
+    watcher.sent.clear()
+    ws.sent.clear()
+    handler = h.engine.dispatcher.native_handler()
+    handler(ws, '{"type":"BATCH","id":9,"messages":[{"type":"PING","id":1},{"type":"SUBSCRIBE","topic":"t1","id":"s"},'
+                '{"type":"PUBLISH","topic":"news","data":[1],"echo":true,"id":2},{"type":"PUBLISH","topic":"news","data":3},'
+                '{"type":"UNSUBSCRIBE","topic":"t2"}]}', TEXT)
+    handler(ws, '{"type":"BATCH","messages":[{"type":"PUBLISH","topic":"news","data":4}]}', TEXT)
+    handler(ws, '{"type":"BATCH","id":"a","messages":[]}', TEXT)
+    assert decoded == []
+    assert [masked(data, ws.client.id) for data, _ in ws.sent] == [
+        b'{"type":"MESSAGE","topic":"news","data":[1],"from":"<sender>"}',
+        b'{"type":"BATCH","timestamp":0,"messages":[{"type":"PONG","serverTime":0,"id":1},'
+        b'{"type":"SUBSCRIBED","topic":"t1","id":"s"},{"type":"PUBLISHED","topic":"news","id":2},'
+        b'{"type":"UNSUBSCRIBED","topic":"t2"}],"id":9}',
+        b'{"type":"ACK","id":"a"}']
+    assert [masked(data, ws.client.id) for data, _ in watcher.sent] == [
+        b'{"type":"MESSAGE","topic":"news","data":[1],"from":"<sender>"}',
+        b'{"type":"MESSAGE","topic":"news","data":3,"from":"<sender>"}',
+        b'{"type":"MESSAGE","topic":"news","data":4,"from":"<sender>"}']
+    ws.sent.clear()
+    handler(ws, '{"type":"BATCH","messages":[{"type":"PING","id":1},{"type":"SUBSCRIBE","topic":"#control","id":2},'
+                '{"type":"SUBSCRIBE","topic":"t3","id":3}]}', TEXT)
+    assert len(decoded) == 2  # the BATCH and the replies before the refused item
+    assert [masked(data, ws.client.id) for data, _ in ws.sent] == [
+        b'{"type":"BATCH","timestamp":0,"messages":[{"type":"PONG","serverTime":0,"id":1},'
+        b'{"type":"ERROR","code":"FORBIDDEN","message":"topic \'#control\' is reserved for the server","id":2},'
+        b'{"type":"SUBSCRIBED","topic":"t3","id":3}]}']
+    assert ws.topics == {"t1", "t3"}
 
 
 def test_scan_path_skips_the_decoder_and_falls_back_to_it(monkeypatch):
