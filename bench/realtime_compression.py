@@ -109,7 +109,7 @@ def main() -> int:
         table[mode]["rounds"] = rounds
     print(json.dumps(table, indent=2))
     off, on = table["off"], table["on"]
-    print(f"\n| compression | replies/s | server CPU µs/reply | bytes out/reply | bytes in/request |")
+    print("\n| compression | replies/s | server CPU µs/reply | bytes out/reply | bytes in/request |")
     print("|---|---|---|---|---|")
     for mode, row in table.items():
         print(f"| {mode} | {row['msgs_per_s']:,.0f} | {row['server_cpu_us_per_msg']:.2f} | "

@@ -13,6 +13,7 @@ JSON file and bench/results/latest.png.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -323,12 +324,7 @@ def draw_chart(json_path: Path) -> None:
     """The chart needs matplotlib, which lives in the baselines venv (or in this interpreter)."""
     chart = BENCH / "chart.py"
     png = RESULTS / "latest.png"
-    try:
-        import matplotlib  # noqa: F401
-
-        python = sys.executable
-    except ImportError:
-        python = str(BASELINE_PYTHON)
+    python = sys.executable if importlib.util.find_spec("matplotlib") is not None else str(BASELINE_PYTHON)
     done = subprocess.run([python, str(chart), str(json_path), str(png)], capture_output=True, text=True)
     if done.returncode == 0:
         print(f"wrote {png}", file=sys.stderr)

@@ -10,10 +10,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from ._core import HttpClosedError, HttpRequest, HttpResponse, OpCode, SendStatus, WebSocket, WebSocketClosedError
-from .app import App, CompressOptions, SSLOptions
+from .app import App, SSLOptions
 from .auth import AuthError, JWTAuth
 from .batching import Batching
-from .behavior import Behavior
+from .behavior import Behavior, CompressOptions
 from .emitter import AsyncEmitter, Emitter
 from .ratelimit import RateLimit
 from .realtime import Client, ProtocolError, RealtimeServer

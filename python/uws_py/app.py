@@ -13,7 +13,7 @@ from . import _core
 from ._asyncio import CoroutineRunner
 from .behavior import HANDLER_NAMES as _HANDLERS
 from .behavior import OPTION_DEFAULTS as _OPTION_DEFAULTS
-from .behavior import Behavior, CompressOptions, subprotocol_list
+from .behavior import Behavior, subprotocol_list
 
 logger = logging.getLogger("uws_py")
 

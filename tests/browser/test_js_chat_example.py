@@ -8,7 +8,6 @@ import os
 import re
 import signal
 import sys
-from pathlib import Path
 
 from tests.support.browser import ROOT, chromium, watch_errors
 from tests.support.procutil import Process

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import queue
 import threading
 import time
 from typing import Any, Optional

@@ -23,6 +23,7 @@ counted in ``publish_failures`` (at most once, as with Redis).
 from __future__ import annotations
 
 import asyncio
+import importlib
 from typing import Any, Coroutine, Optional
 
 from . import Deliver, DeliverPositioned, OnConnection, Schedule
@@ -85,7 +86,7 @@ class NatsBroker(ThreadedBroker):
 
     def __init__(self, url: str, subject_prefix: str = SUBJECT_PREFIX, history: Optional[ThreadedBroker] = None) -> None:
         try:
-            import nats  # noqa: F401
+            importlib.import_module("nats")
         except ImportError:
             raise RuntimeError("the NATS broker needs nats-py: pip install 'uws-py[nats]'") from None
         super().__init__(url)

@@ -10,6 +10,7 @@ A message on channel ``uws:<topic>`` is framed ``<origin>|<payload>`` for a plai
 from __future__ import annotations
 
 import asyncio
+import importlib
 from typing import Any, Awaitable, Callable, Coroutine, Optional
 
 from .redact import redacting_logger
@@ -52,7 +53,7 @@ class RedisBroker(ThreadedBroker):
 
     def __init__(self, url: str, channel_prefix: str = CHANNEL_PREFIX) -> None:
         try:
-            import redis.asyncio  # noqa: F401
+            importlib.import_module("redis.asyncio")
         except ImportError:
             raise RuntimeError("the Redis broker needs redis-py: pip install 'uws-py[redis]'") from None
         super().__init__(url)

@@ -14,9 +14,10 @@ from typing import Any, Callable, Optional, Sequence
 import orjson
 
 from .._asyncio import CoroutineRunner
-from ..app import App, CompressOptions, SSLOptions
+from ..app import App, SSLOptions
 from ..auth import JWTAuth
 from ..batching import Batching
+from ..behavior import CompressOptions
 from ..broker import Broker
 from ..metrics import Metrics, Reporter
 from ..monitoring import cluster

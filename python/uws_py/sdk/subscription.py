@@ -8,7 +8,7 @@ import collections
 import enum
 import inspect
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Optional, Union
 
 from .errors import ClientClosed, ServerError
