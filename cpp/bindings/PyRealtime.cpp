@@ -370,6 +370,7 @@ struct JsonBuffer {
         size += length;
     }
     std::string_view view() const { return std::string_view(data, size); }
+    ~JsonBuffer() { std::free(storage); }
     // After a reply: a storage grown past 1 MiB for a large one is given back.
     void settle() {
         if (storageCapacity > (1u << 20)) {
@@ -1430,39 +1431,6 @@ bool callFastRoute(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
 // the same order, the id's and topic's text copied (orjson writes them back as they are). In
 // every other case it returns 0 and the message takes the decoding path above, unchanged.
 
-// A reply's bytes, on the stack unless long.
-class ReplyText {
-public:
-    void add(std::string_view text) {
-        if (!spill_.empty() || size_ + text.size() > sizeof inline_) {
-            if (spill_.empty()) spill_.assign(inline_, size_);
-            spill_.append(text);
-        } else {
-            std::memcpy(inline_ + size_, text.data(), text.size());
-        }
-        size_ += text.size();
-    }
-    void add(long long number) {
-        char digits[24];
-        auto result = std::to_chars(digits, digits + sizeof digits, number);
-        add(std::string_view(digits, size_t(result.ptr - digits)));
-    }
-    // ,"id":ID} or } when the request has no id (or a null one).
-    void closeWithId(const uws::ScannedValue &id) {
-        if (id.present() && id.kind != uws::JsonKind::Null) {
-            add(",\"id\":");
-            add(id.raw);
-        }
-        add("}");
-    }
-    std::string_view view() const { return spill_.empty() ? std::string_view(inline_, size_) : std::string_view(spill_); }
-
-private:
-    char inline_[192];
-    size_t size_ = 0;
-    std::string spill_;
-};
-
 bool sendBytes(RealtimeDispatchObject *self, PyObject *ws, std::string_view bytes) {
     if (Py_TYPE(ws) == &PyWebSocketType) {
         uws::WebSocket *socket = reinterpret_cast<PyWebSocketObject *>(ws)->ws;
@@ -1479,6 +1447,54 @@ bool sendBytes(RealtimeDispatchObject *self, PyObject *ws, std::string_view byte
     Py_DECREF(encoded);
     return ok;
 }
+
+// A reply's bytes, written with appendJson's buffer and writers: for the socket it answers,
+// in place in its cork buffer when it takes it (as encodeAndSend's replies), else on the
+// stack (the heap if long).
+class ReplyText {
+public:
+    ReplyText() { out_.startInPlace(inline_, sizeof inline_); }
+    // The reply to ws, sent by sendTo(ws): nothing may be sent to any socket in between.
+    ReplyText(RealtimeDispatchObject *self, PyObject *ws) {
+        uws::WebSocket *socket = Py_TYPE(ws) == &PyWebSocketType ? reinterpret_cast<PyWebSocketObject *>(ws)->ws : nullptr;
+        uws::WebSocket::InPlace space = socket ? socket->reserveInPlace(self->compress) : uws::WebSocket::InPlace{nullptr, 0};
+        if (space.data) {
+            corked_ = socket;
+            out_.startInPlace(space.data, space.capacity);
+        } else {
+            out_.startInPlace(inline_, sizeof inline_);
+        }
+    }
+    ReplyText(const ReplyText &) = delete;
+    ReplyText &operator=(const ReplyText &) = delete;
+
+    void add(std::string_view text) { out_.append(text.data(), text.size()); }
+    void add(long long number) { appendInteger(out_, number); }
+    // A str's JSON, quoted and escaped as orjson writes it.
+    void addString(std::string_view text) { appendJsonString(out_, text.data(), Py_ssize_t(text.size())); }
+    // ,"id":ID} or } when the request has no id (or a null one).
+    void closeWithId(const uws::ScannedValue &id) {
+        if (id.present() && id.kind != uws::JsonKind::Null) {
+            add(",\"id\":");
+            add(id.raw);
+        }
+        add("}");
+    }
+    std::string_view view() const { return out_.view(); }
+    // Queued in the cork buffer where it was written, else sent by sendBytes.
+    bool sendTo(RealtimeDispatchObject *self, PyObject *ws) {
+        if (corked_ && out_.inPlace()) {
+            corked_->commitInPlace(out_.size, uws::OpCode::Text);
+            return true;
+        }
+        return sendBytes(self, ws, view());
+    }
+
+private:
+    char inline_[192];
+    JsonBuffer out_;
+    uws::WebSocket *corked_ = nullptr; // the socket whose cork buffer was lent
+};
 
 // 1 when the built-in `name` is the stock one and no route of that name is registered (the
 // checks handle() makes before builtinHere), 0 not, -1 error.
@@ -1522,9 +1538,9 @@ int topicFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, 
                   bool subscribing) {
     int done = topicScanned(self, client, scan, subscribing);
     if (done <= 0) return done;
-    ReplyText reply;
+    ReplyText reply(self, ws);
     addTopicReply(reply, scan, subscribing);
-    return sendBytes(self, ws, reply.view()) ? 1 : -1;
+    return reply.sendTo(self, ws) ? 1 : -1;
 }
 
 // The UTF-8 of a str that orjson.dumps writes with no escape (no '"', '\\' or control
@@ -1555,9 +1571,9 @@ void addPublishedReply(ReplyText &reply, const uws::RealtimeScan &scan);
 int publishFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, const uws::RealtimeScan &scan) {
     int done = publishScanned(self, client, scan);
     if (done <= 0 || !scan.id.present()) return done;
-    ReplyText reply;
+    ReplyText reply(self, ws);
     addPublishedReply(reply, scan);
-    return sendBytes(self, ws, reply.view()) ? 1 : -1;
+    return reply.sendTo(self, ws) ? 1 : -1;
 }
 
 // {"type":"PUBLISHED","topic":TOPIC[,"id":ID]}
@@ -1614,9 +1630,9 @@ int publishScanned(RealtimeDispatchObject *self, PyObject *client, const uws::Re
     delivery.add(scan.topic.raw);
     delivery.add(",\"data\":");
     delivery.add(scan.data.raw);
-    delivery.add(",\"from\":\"");
-    delivery.add(fromText);
-    delivery.add("\"}");
+    delivery.add(",\"from\":");
+    delivery.addString(fromText);
+    delivery.add("}");
     Py_DECREF(from);
     std::string_view bytes = delivery.view();
     bool ok = true;
@@ -1850,11 +1866,11 @@ int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
     if (stock <= 0) return stock;
     if (kind == "PING") {
         // Builtins.ping's {"type": "PONG", "serverTime": now_ms()}.
-        ReplyText reply;
+        ReplyText reply(self, ws);
         reply.add("{\"type\":\"PONG\",\"serverTime\":");
         reply.add(nowMilliseconds());
         reply.closeWithId(id);
-        return sendBytes(self, ws, reply.view()) ? 1 : -1;
+        return reply.sendTo(self, ws) ? 1 : -1;
     }
     if (kind == "PUBLISH") return publishFromScan(self, ws, client, scan);
     if (kind == "BATCH") return batchFromScan(self, ws, client, message, scan);
