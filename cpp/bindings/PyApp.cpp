@@ -15,17 +15,20 @@ namespace uwspy {
 
 PyApp::PyApp() {
     app.http().releaseHandle = releaseResponseHandle;
-    app.log = [this](uws::LogLevel level, const std::string &message) {
-        static const int pythonLevels[] = {10, 20, 30, 40};
+    static const int pythonLevels[] = {10, 20, 30, 40};
+    // Asked by the core before it builds a line: answered from logLevels without calling into
+    // Python (levels 10..40 are cached small ints: no allocation).
+    app.log.enabled = [this](uws::LogLevel level) {
+        if (logHandler.is_none()) return false;
+        if (!PyDict_Check(logLevels.ptr())) return true;
+        PyObject *key = PyLong_FromLong(pythonLevels[int(level)]);
+        PyObject *enabled = key ? PyDict_GetItemWithError(logLevels.ptr(), key) : nullptr; // borrowed
+        Py_XDECREF(key);
+        if (!enabled) PyErr_Clear(); // not cached yet (or an error): the handler decides
+        return enabled != Py_False;
+    };
+    app.log.write = [this](uws::LogLevel level, const std::string &message) {
         if (logHandler.is_none()) return;
-        if (PyDict_Check(logLevels.ptr())) {
-            // Levels 10..40 are cached small ints: no allocation.
-            PyObject *key = PyLong_FromLong(pythonLevels[int(level)]);
-            PyObject *enabled = key ? PyDict_GetItemWithError(logLevels.ptr(), key) : nullptr; // borrowed
-            Py_XDECREF(key);
-            if (enabled == Py_False) return; // filtered out: no string made, no call
-            if (!enabled) PyErr_Clear();     // not cached yet (or an error): the handler decides
-        }
         PyObject *text = PyUnicode_DecodeUTF8(message.data(), Py_ssize_t(message.size()), "replace");
         PyObject *levelObject = PyLong_FromLong(pythonLevels[int(level)]);
         PyObject *args[2] = {levelObject, text};

@@ -25,10 +25,11 @@ public:
     std::vector<py::object> httpHandlers; // keeps route handlers alive
     py::object errorHandler = py::none(); // (where: str, exc: BaseException) -> None
     py::object logHandler = py::none();   // (level: int, message: str) -> None
-    // None, or a dict {python level: bool}: a level mapped to False is not passed to
-    // logHandler. The Python side gives the cache of the logger the handler logs to
-    // (logging.Logger._cache, which isEnabledFor fills and setLevel clears in place), so a
-    // line is skipped exactly when that logger would drop it. Setting logHandler resets it.
+    // None, or a dict {python level: bool}: the core does not build, nor pass to logHandler, a
+    // line of a level mapped to False (app.log.enabled reads it). The Python side gives the
+    // cache of the logger the handler logs to (logging.Logger._cache, which isEnabledFor fills
+    // and setLevel clears in place), so a line is skipped exactly when that logger would drop
+    // it. Setting logHandler resets it.
     py::object logLevels = py::none();
 
     // Called with a Python error set (a handler raised): logs it, or for BaseExceptions

@@ -47,7 +47,8 @@ public:
             if (client < 0) {
                 if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
                     // Out of descriptors: stop polling until the next tick rather than spin.
-                    logTo(app_->log, LogLevel::Error, std::string("accept paused: ") + std::strerror(errno));
+                    int error = errno; // before the logger, which may set it
+                    logTo(app_->log, LogLevel::Error, [error] { return std::string("accept paused: ") + std::strerror(error); });
                     app_->loop().modify(this, 0);
                     paused = true;
                 }

@@ -336,16 +336,18 @@ void HttpConnection::onDrained() {
 
 void HttpConnection::onProxyHeaderRefused(const char *reason) {
     context_->stats->httpRejections.add();
-    logTo(*context_->log, LogLevel::Warning,
-          "closing " + remoteAddress() + ": no valid PROXY protocol header (" + std::string(reason) + ")");
+    logTo(*context_->log, LogLevel::Warning, [&] {
+        return "closing " + remoteAddress() + ": no valid PROXY protocol header (" + std::string(reason) + ")";
+    });
     close();
 }
 
 void HttpConnection::reject(std::string_view status, std::string_view reason, std::string_view extraHeaders) {
     if (isClosed()) return;
     context_->stats->httpRejections.add();
-    logTo(*context_->log, status.substr(0, 3) == "404" ? LogLevel::Info : LogLevel::Warning,
-               "refused " + remoteAddress() + " with " + std::string(status) + ": " + std::string(reason));
+    logTo(*context_->log, status.substr(0, 3) == "404" ? LogLevel::Info : LogLevel::Warning, [&] {
+        return "refused " + remoteAddress() + " with " + std::string(status) + ": " + std::string(reason);
+    });
     if (!inRequest_) {
         // A request we could not even parse: answer it as one that closes the connection.
         inRequest_ = true;
@@ -415,9 +417,10 @@ void HttpConnection::releaseHandle() {
 
 void HttpConnection::onTimeout() {
     if (awaitingClient_) {
-        logTo(*context_->log, LogLevel::Info, "closing " + remoteAddress() + ": the client took no response bytes within " +
-                                       std::to_string(context_->sendTimeout) + " s (" + std::to_string(bufferedAmount()) +
-                                       " bytes waiting)");
+        logTo(*context_->log, LogLevel::Info, [&] {
+            return "closing " + remoteAddress() + ": the client took no response bytes within " +
+                   std::to_string(context_->sendTimeout) + " s (" + std::to_string(bufferedAmount()) + " bytes waiting)";
+        });
         context_->stats->sendTimeouts.add();
         close();
         return;
@@ -427,8 +430,10 @@ void HttpConnection::onTimeout() {
         return;
     }
     context_->stats->headerTimeouts.add();
-    logTo(*context_->log, LogLevel::Info, "closing " + remoteAddress() + ": no complete request within the header timeout (" +
-                                   std::to_string(buffer_.size() - consumed_) + " bytes received)");
+    logTo(*context_->log, LogLevel::Info, [&] {
+        return "closing " + remoteAddress() + ": no complete request within the header timeout (" +
+               std::to_string(buffer_.size() - consumed_) + " bytes received)";
+    });
     close();
 }
 

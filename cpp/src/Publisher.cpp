@@ -74,7 +74,8 @@ bool Publisher::publish(std::string_view topicName, std::string_view message, Op
             if (!ws->isOpen()) continue;
             const WebSocketBehavior &b = ws->context->behavior;
             if (b.closeOnBackpressureLimit) {
-                logTo(log_, LogLevel::Warning, "closing " + ws->remoteAddress() + " with 1008: over max_backpressure on publish");
+                logTo(log_, LogLevel::Warning,
+                      [&] { return "closing " + ws->remoteAddress() + " with 1008: over max_backpressure on publish"; });
                 ws->end(CloseCode::PolicyViolation, "backpressure limit");
             } else if (b.dropped) {
                 b.dropped(ws, message, opCode);

@@ -49,12 +49,12 @@ void WebSocket::onTimeout() {
         armTimer();
         return;
     case WebSocketTimers::Action::CloseLifetime:
-        logTo(*context->log, LogLevel::Info, "closing " + remoteAddress() + ": max_lifetime reached");
+        logTo(*context->log, LogLevel::Info, [&] { return "closing " + remoteAddress() + ": max_lifetime reached"; });
         end(CloseCode::GoingAway, "max lifetime reached");
         return;
     case WebSocketTimers::Action::CloseIdle:
         context->stats->idleTimeouts.add();
-        logTo(*context->log, LogLevel::Info, "closing " + remoteAddress() + ": idle timeout");
+        logTo(*context->log, LogLevel::Info, [&] { return "closing " + remoteAddress() + ": idle timeout"; });
         end(CloseCode::GoingAway, "idle timeout");
         return;
     }
@@ -106,7 +106,8 @@ bool WebSocket::compressMessage(std::string_view message, std::string &out) {
 void WebSocket::overBackpressureLimit(const char *what) {
     context->stats->drops.add();
     if (context->behavior.closeOnBackpressureLimit && state_ == State::Open) {
-        logTo(*context->log, LogLevel::Warning, "closing " + remoteAddress() + " with 1008: over max_backpressure on " + what);
+        logTo(*context->log, LogLevel::Warning,
+              [&] { return "closing " + remoteAddress() + " with 1008: over max_backpressure on " + what; });
         // The close frame queues behind what the peer has not read; the closing timeout
         // drops the connection if it never reads it.
         end(CloseCode::PolicyViolation, "backpressure limit");
@@ -370,7 +371,8 @@ bool WebSocket::onClose(uint16_t code, std::string_view reason) {
 
 void WebSocket::onProtocolError(uint16_t code, const char *why) {
     context->stats->protocolErrors.add();
-    logTo(*context->log, LogLevel::Warning, "closing " + remoteAddress() + " with " + std::to_string(code) + ": " + why);
+    logTo(*context->log, LogLevel::Warning,
+          [&] { return "closing " + remoteAddress() + " with " + std::to_string(code) + ": " + why; });
     if (state_ == State::Open) {
         state_ = State::Closed;
         sendClose(code, why);

@@ -163,8 +163,8 @@ class HttpResponse:
 class App:
     error_handler: Optional[Callable[[str, BaseException], Any]]
     log_handler: Optional[Callable[[int, str], Any]]
-    # {level: enabled}: a level mapped to False is not passed to log_handler (reset to None
-    # when log_handler is set).
+    # {level: enabled}: a line of a level mapped to False is neither built by the core nor
+    # passed to log_handler (reset to None when log_handler is set).
     log_levels: Optional[dict[int, bool]]
     header_timeout: int
     send_timeout: int
