@@ -202,6 +202,7 @@ void Loop::freeRetired() {
 
 void Loop::dispatch(int ready) {
     inDispatch_ = true;
+    dispatches_++;
     for (int i = 0; i < ready; i++) {
         static_cast<Pollable *>(events_[i].data.ptr)->onPoll(events_[i].events);
         uncork();

@@ -75,6 +75,9 @@ public:
     // Buffers and streams shared by every socket of this loop.
     LoopData &data() { return *data_; }
     bool inDispatch() const { return inDispatch_; }
+    // Counts dispatches (batches of ready events): work done for several events of one batch
+    // can tell it is still in the same one (the realtime layer reads the clock once per batch).
+    uint64_t dispatches() const { return dispatches_; }
     // Writes out the corked socket's buffer.
     void uncork();
 
@@ -101,6 +104,7 @@ private:
     int epollFd_ = -1;
     bool stopRequested_ = false;
     bool inDispatch_ = false;
+    uint64_t dispatches_ = 0;
     uint32_t tick_ = 0;
     Waker *waker_ = nullptr;
     Ticker *ticker_ = nullptr;

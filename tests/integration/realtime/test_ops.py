@@ -62,6 +62,31 @@ def test_rate_limit_refuses_the_sixth_message_with_retry_after(serve):
     assert request(quiet, {"type": "PING", "id": "q"})["type"] == "PONG", "another client was limited too"
 
 
+def test_rate_limit_refills_over_real_time_between_reads(serve):
+    """The native path reads the bucket's clock once per batch of the loop's events: tokens
+    still come back between two reads (a clock stuck at an old batch would give one PONG in
+    the second read), and a refusal in the middle of a read leaves the rest of it refused."""
+    live = serve(realtime_server(rate_limit=RateLimit(messages=4, per_seconds=2)))  # 2 tokens/s, 4 at most
+    client, _ = live.join()
+    client.send_raw(ping_frames(range(6)))  # one write: read together
+    first = [recv_json(client) for _ in range(6)]
+    assert [r["type"] for r in first] == ["PONG"] * 4 + ["ERROR"] * 2, first
+    time.sleep(1.1)  # at least 2.2 tokens back
+    client.send_raw(ping_frames([10, 11]))
+    second = [recv_json(client) for _ in range(2)]
+    assert [r["type"] for r in second] == ["PONG", "PONG"], second
+    client.send_raw(ping_frames([20, 21, 22]))  # 0.2 tokens or so left (more on a slow machine, never 3)
+    third = [recv_json(client) for _ in range(3)]
+    assert [r["type"] for r in third][1:] == ["ERROR", "ERROR"], third
+    # A client never refused (so no Python take() read the clock for it in between).
+    steady, _ = live.join("steady")
+    steady.send_raw(ping_frames([30, 31, 32]))
+    assert [recv_json(steady)["type"] for _ in range(3)] == ["PONG"] * 3
+    time.sleep(1.1)  # 1 token left, at least 2.2 back
+    steady.send_raw(ping_frames([40, 41, 42]))
+    assert [recv_json(steady)["type"] for _ in range(3)] == ["PONG"] * 3
+
+
 def test_client_that_keeps_sending_past_the_limit_is_closed_with_1008(serve):
     live = serve(realtime_server(rate_limit=RateLimit(messages=5, per_seconds=60, close_after=1.0)))
     noisy, _ = live.join("noisy")
