@@ -605,7 +605,8 @@ int appendJson(JsonBuffer &out, PyObject *value, int depth) {
             first = false;
             if (!appendStr(out, key)) return 0;
             out.push(':');
-            int written = appendJson(out, item, depth + 1);
+            // A str value (most are) without the call.
+            int written = PyUnicode_CheckExact(item) ? appendStr(out, item) : appendJson(out, item, depth + 1);
             if (written <= 0) return written;
         }
         out.push('}');
@@ -646,7 +647,7 @@ int appendReplyWithId(JsonBuffer &out, PyObject *reply, PyObject *id) {
             item = id;
             placed = true;
         }
-        int written = appendJson(out, item, 1);
+        int written = PyUnicode_CheckExact(item) ? appendStr(out, item) : appendJson(out, item, 1);
         if (written <= 0) return written;
     }
     if (!placed) {

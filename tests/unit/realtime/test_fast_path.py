@@ -746,7 +746,11 @@ def reply_bytes(value: Any, requests: list[str], native: bool) -> list[tuple[byt
 
 reply_requests = st.lists(st.sampled_from(['{"type":"VALUE"}', '{"type":"VALUE","id":7}', '{"type":"RAW","id":"r"}',
                                            '{"type":"RAW"}', '{"type":"SHARED","id":1}', '{"type":"SHARED"}',
-                                           '{"type":"OWN_ID","id":2}', '{"type":"OWN_ID"}', '{"type":"ECHO","id":[1]}']),
+                                           '{"type":"OWN_ID","id":2}', '{"type":"OWN_ID"}', '{"type":"ECHO","id":[1]}',
+                                           # ids the C writer leaves to orjson (the reply then
+                                           # goes there whole, with the id in a copy)
+                                           '{"type":"VALUE","id":1.5}', '{"type":"OWN_ID","id":18446744073709551616}',
+                                           '{"type":"SHARED","id":{"n":1e3}}', '{"type":"VALUE","id":null}']),
                           min_size=1, max_size=6)
 
 
