@@ -18,6 +18,19 @@ ISSUE_RATIOS = (
     (9, "uws-py-app", None, "built-in PING vs uws-py raw App echo"),
     (10, "uws-py-app", 0.9, "PUBLISH fan-out vs raw App app.publish fan-out"),
     (11, "uws-py-app", 0.9, "PUBLISH fan-out at 400/s vs raw App, by server CPU"),
+    (12, "uWS.js", 1.5, "built-in SUBSCRIBE/UNSUBSCRIBE vs uWebSockets.js raw echo"),
+    (12, "uws-py-app", None, "built-in SUBSCRIBE/UNSUBSCRIBE vs uws-py raw App echo"),
+    (13, "uWS.js", 1.5, "built-in PUBLISH (no subscriber) vs uWebSockets.js raw echo"),
+    (13, "uws-py-app", None, "built-in PUBLISH (no subscriber) vs uws-py raw App echo"),
+    (14, "uWS.js", 1.5, "built-in BATCH of 4 PINGs vs uWebSockets.js raw echo of it, per frame"),
+    (14, "uws-py-app", None, "built-in BATCH of 4 PINGs vs uws-py raw App echo of it, per frame"),
+)
+
+# Per item of a BATCH: (scenario, its items' own scenario, the row, the goal, what). The
+# RealtimeServer's CPU per frame divided by the items against the row's CPU per message echoing
+# one item's request (the PING of scenario 9), round by round.
+ITEM_RATIOS = (
+    (14, 9, "uWS.js", 1.5, "built-in BATCH of 4 PINGs, per PING, vs uWebSockets.js raw echo of one PING (sc 9)"),
 )
 
 
@@ -96,6 +109,17 @@ def render_issue_ratios(scenarios: list[Scenario], summaries: dict[int, dict[str
             _ratios_by_round(ours.get(cpu_key, []), theirs.get(cpu_key, []), False)) if cpu_key else ("", "")
         goal_text = f"≥ {goal:.1f}×" if goal is not None else ""
         rows.append(f"| {number} | {what} | {goal_text} | {median} | {rounds} | {cpu_median} | {cpu_rounds} |")
+    for number, single, other, goal, what in ITEM_RATIOS:
+        scenario, table, singles = by_number.get(number), summaries.get(number, {}), summaries.get(single, {})
+        if scenario is None or single not in by_number or REFERENCE not in table or other not in singles:
+            continue
+        cpu_key = _cpu_metric(scenario)
+        ours = [None if v is None else v / scenario.items
+                for v in table[REFERENCE].get("each_round", {}).get(cpu_key, [])]
+        theirs = singles[other].get("each_round", {}).get(_cpu_metric(by_number[single]), [])
+        cpu_median, cpu_rounds = _ratio_cells(_ratios_by_round(ours, theirs, False))
+        goal_text = f"≥ {goal:.1f}×" if goal is not None else ""
+        rows.append(f"| {number} | {what} | {goal_text} | | | {cpu_median} | {cpu_rounds} |")
     if not rows:
         return []
     return [

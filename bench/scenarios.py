@@ -74,6 +74,8 @@ class Scenario:
     threads: int = 1
     # Extra loadgen arguments against a server running the realtime stack (not a raw echo).
     realtime_loadgen: list[str] = field(default_factory=list)
+    # Requests in one frame (a BATCH's items): the report also gives the cost per item.
+    items: int = 1
 
     @property
     def primary(self) -> Metric:
@@ -141,4 +143,19 @@ def scenarios(quick: bool) -> list[Scenario]:
                  ["--connections", "1000", "--rate-start", "400", "--rate-max", "400", "--publish-size", "64",
                   "--step", "2" if quick else "5", "--topic", "bench", "--path", "/realtime"],
                  (STEP_CPU_PER_DELIVERY, STEP_DELIVERIES, STEP_DELIVERED), realtime_loadgen=["--skip-first", "1"]),
+        # The other built-ins, in scenario 9's shape: RealtimeServer answers them in C (no
+        # application code); the others, and uws-py's raw App, echo the request's bytes.
+        Scenario(12, "Realtime built-in SUBSCRIBE/UNSUBSCRIBE vs raw echo: 100 conns × 16 in flight, "
+                 "one topic subscribed and unsubscribed in turn", "realtime",
+                 ["--connections", "100", "--inflight", "16", "--payload", "subscribe", *timing],
+                 (MSGS, CPU_PER_MSG, P99), realtime_loadgen=["--reply", "subscribed"]),
+        Scenario(13, "Realtime built-in PUBLISH (with id, no subscriber) vs raw echo: 100 conns × 16 in flight",
+                 "realtime",
+                 ["--connections", "100", "--inflight", "16", "--payload", "publish", *timing],
+                 (MSGS, CPU_PER_MSG, P99), realtime_loadgen=["--reply", "published"]),
+        # One frame = a BATCH of 4 PINGs (one BATCH reply of 4 PONGs): msg/s and CPU are per frame.
+        Scenario(14, "Realtime built-in BATCH of 4 PINGs vs raw echo: 100 conns × 16 in flight, per frame",
+                 "realtime",
+                 ["--connections", "100", "--inflight", "16", "--payload", "batch", *timing],
+                 (MSGS, CPU_PER_MSG, P99), realtime_loadgen=["--reply", "batch"], items=4),
     ]

@@ -83,18 +83,32 @@ double cpuSeconds() {
            double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
 }
 
-enum class PayloadKind { TEXT, BINARY, JSON, REQUEST, REQUEST_JSON, PING };
+enum class PayloadKind { TEXT, BINARY, JSON, REQUEST, REQUEST_JSON, PING, SUBSCRIBE, PUBLISH, BATCH };
 
-// What an echo-mode reply must be: the request's own bytes, or (for --payload ping sent to a
-// realtime server) {"type":"PONG","serverTime":<ms>,"id":<the request's id>}.
-enum class ReplyKind { ECHO, PONG };
+// What an echo-mode reply must be: the request's own bytes, or a realtime server's answer to a
+// built-in: --reply pong for --payload ping ({"type":"PONG","serverTime":<ms>,"id":<the id>}),
+// subscribed for subscribe (SUBSCRIBED / UNSUBSCRIBED in turn), published for publish, batch
+// for batch (one BATCH frame holding the four PONGs).
+enum class ReplyKind { ECHO, PONG, SUBSCRIBED, PUBLISHED, BATCH };
 
 // --payload ping: {"type":"PING","id":N} with N = kPingIdBase + sequence, always 16 decimal
 // digits (and below 2^53, so any JSON implementation keeps it exact).
 constexpr uint64_t kPingIdBase = 1000000000000000u;
 constexpr const char *kPingPrefix = "{\"type\":\"PING\",\"id\":";
-constexpr const char *kPongPrefix = "{\"type\":\"PONG\",\"serverTime\":";
-constexpr const char *kPongId = ",\"id\":";
+// The other built-ins' requests carry the same 16-digit id. --payload subscribe sends, in turn,
+// {"type":"SUBSCRIBE","topic":"bench","id":N} and {"type":"UNSUBSCRIBE",...} (the same topic
+// for every connection); publish a PUBLISH to a topic nobody subscribes to; batch a BATCH of
+// four PINGs (item ids 1-4).
+constexpr const char *kSubscribePrefix = "{\"type\":\"SUBSCRIBE\",\"topic\":\"bench\",\"id\":";
+constexpr const char *kUnsubscribePrefix = "{\"type\":\"UNSUBSCRIBE\",\"topic\":\"bench\",\"id\":";
+constexpr const char *kPublishPrefix = "{\"type\":\"PUBLISH\",\"topic\":\"nobody\",\"data\":\"abcdefghijklmnop\",\"id\":";
+constexpr const char *kBatchPrefix = "{\"type\":\"BATCH\",\"id\":";
+constexpr const char *kBatchItems =
+    ",\"messages\":[{\"type\":\"PING\",\"id\":1},{\"type\":\"PING\",\"id\":2},{\"type\":\"PING\",\"id\":3},"
+    "{\"type\":\"PING\",\"id\":4}]}";
+// Reply patterns: kDigits stands for one or more decimal digits (a time), kStamp for the
+// request's 16-digit id; every other byte must be itself.
+constexpr char kDigits = '\x01', kStamp = '\x02';
 
 struct Options {
     std::string host = "127.0.0.1";
@@ -130,8 +144,9 @@ void onStopSignal(int) { gStop = 1; }
     std::fprintf(stderr,
                  "loadgen: %s\n"
                  "usage: loadgen --port P [--host H] [--mode echo|idle|fanout] [--connections N]\n"
-                 "  echo:   [--inflight K] [--size BYTES] [--payload text|binary|json|request|request-json|ping]\n"
-                 "          [--reply echo|pong] [--deflate] [--threads T]\n"
+                 "  echo:   [--inflight K] [--size BYTES]\n"
+                 "          [--payload text|binary|json|request|request-json|ping|subscribe|publish|batch]\n"
+                 "          [--reply echo|pong|subscribed|published|batch] [--deflate] [--threads T]\n"
                  "          [--path /p?q] [--header 'Name: value'] [--skip-first N]\n"
                  "          [--warmup S] [--duration S]\n"
                  "  idle:   [--hold S]\n"
@@ -176,7 +191,10 @@ Options parseOptions(int argc, char **argv) {
             std::string kind = value;
             if (kind == "echo") o.reply = ReplyKind::ECHO;
             else if (kind == "pong") o.reply = ReplyKind::PONG;
-            else usage("--reply must be echo or pong");
+            else if (kind == "subscribed") o.reply = ReplyKind::SUBSCRIBED;
+            else if (kind == "published") o.reply = ReplyKind::PUBLISHED;
+            else if (kind == "batch") o.reply = ReplyKind::BATCH;
+            else usage("--reply must be echo, pong, subscribed, published or batch");
         }
         else if (flag == "--sources") {
             std::string text = value;
@@ -197,7 +215,10 @@ Options parseOptions(int argc, char **argv) {
             else if (kind == "request") o.payload = PayloadKind::REQUEST;
             else if (kind == "request-json") o.payload = PayloadKind::REQUEST_JSON;
             else if (kind == "ping") o.payload = PayloadKind::PING;
-            else usage("--payload must be text, binary, json, request, request-json or ping");
+            else if (kind == "subscribe") o.payload = PayloadKind::SUBSCRIBE;
+            else if (kind == "publish") o.payload = PayloadKind::PUBLISH;
+            else if (kind == "batch") o.payload = PayloadKind::BATCH;
+            else usage("--payload must be text, binary, json, request, request-json, ping, subscribe, publish or batch");
         } else usage(("unknown option " + flag).c_str());
     }
     if (o.port <= 0 || o.port > 65535) usage("--port is required");
@@ -205,12 +226,19 @@ Options parseOptions(int argc, char **argv) {
         usage("--mode must be echo, idle, fanout, subscribe or publish");
     if ((o.mode == "subscribe" || o.mode == "publish") && o.topic.empty()) usage("--mode subscribe/publish need --topic");
     if (o.connections < 1 || o.inflight < 1) usage("--connections and --inflight must be positive");
-    if (o.payload == PayloadKind::PING) o.size = std::strlen(kPingPrefix) + 17; // 16 digits and '}'
+    // The id's 16 digits and '}' (a BATCH's items after them); SUBSCRIBE's size (UNSUBSCRIBE's is 2 more).
+    if (o.payload == PayloadKind::PING) o.size = std::strlen(kPingPrefix) + 17;
+    if (o.payload == PayloadKind::SUBSCRIBE) o.size = std::strlen(kSubscribePrefix) + 17;
+    if (o.payload == PayloadKind::PUBLISH) o.size = std::strlen(kPublishPrefix) + 17;
+    if (o.payload == PayloadKind::BATCH) o.size = std::strlen(kBatchPrefix) + 16 + std::strlen(kBatchItems);
     if (o.size < 24) usage("--size must be at least 24 (room for the sequence stamp)");
     if (o.threads < 1 || o.threads > 64) usage("--threads must be 1 to 64");
     if (o.threads > 1 && o.mode != "echo") usage("--threads is for --mode echo only");
     if (o.threads > o.connections) usage("--threads must not exceed --connections");
     if (o.reply == ReplyKind::PONG && o.payload != PayloadKind::PING) usage("--reply pong needs --payload ping");
+    if (o.reply == ReplyKind::SUBSCRIBED && o.payload != PayloadKind::SUBSCRIBE) usage("--reply subscribed needs --payload subscribe");
+    if (o.reply == ReplyKind::PUBLISHED && o.payload != PayloadKind::PUBLISH) usage("--reply published needs --payload publish");
+    if (o.reply == ReplyKind::BATCH && o.payload != PayloadKind::BATCH) usage("--reply batch needs --payload batch");
     if (o.publishSize < 16) usage("--publish-size must be at least 16 (timestamp and sequence)");
     if (!o.topic.empty() && o.publishSize < 32) usage("--publish-size must be at least 32 with --topic (hex stamps)");
     return o;
@@ -417,6 +445,34 @@ private:
             std::string json = std::string(kPingPrefix) + std::to_string(kPingIdBase) + "}";
             std::memcpy(echoTemplate_.data(), json.data(), opt_.size);
             stampOffset_ = std::strlen(kPingPrefix);
+            replyPattern_ = std::string("{\"type\":\"PONG\",\"serverTime\":") + kDigits + ",\"id\":" + kStamp + "}";
+        } else if (opt_.payload == PayloadKind::SUBSCRIBE) {
+            std::string json = std::string(kSubscribePrefix) + std::to_string(kPingIdBase) + "}";
+            std::memcpy(echoTemplate_.data(), json.data(), opt_.size);
+            stampOffset_ = std::strlen(kSubscribePrefix);
+            replyPattern_ = std::string("{\"type\":\"SUBSCRIBED\",\"topic\":\"bench\",\"id\":") + kStamp + "}";
+            // Odd sequence numbers UNSUBSCRIBE.
+            std::string other = std::string(kUnsubscribePrefix) + std::to_string(kPingIdBase) + "}";
+            oddTemplate_.assign(other.begin(), other.end());
+            oddStampOffset_ = std::strlen(kUnsubscribePrefix);
+            oddReplyPattern_ = std::string("{\"type\":\"UNSUBSCRIBED\",\"topic\":\"bench\",\"id\":") + kStamp + "}";
+        } else if (opt_.payload == PayloadKind::PUBLISH) {
+            std::string json = std::string(kPublishPrefix) + std::to_string(kPingIdBase) + "}";
+            std::memcpy(echoTemplate_.data(), json.data(), opt_.size);
+            stampOffset_ = std::strlen(kPublishPrefix);
+            replyPattern_ = std::string("{\"type\":\"PUBLISHED\",\"topic\":\"nobody\",\"id\":") + kStamp + "}";
+        } else if (opt_.payload == PayloadKind::BATCH) {
+            std::string json = std::string(kBatchPrefix) + std::to_string(kPingIdBase) + kBatchItems;
+            std::memcpy(echoTemplate_.data(), json.data(), opt_.size);
+            stampOffset_ = std::strlen(kBatchPrefix);
+            // Dispatcher.batch's {"type":"BATCH","timestamp":..,"messages":[..],"id":..}, the
+            // items' PONGs in order with their ids.
+            replyPattern_ = std::string("{\"type\":\"BATCH\",\"timestamp\":") + kDigits + ",\"messages\":[";
+            for (int item = 1; item <= 4; item++) {
+                replyPattern_ += std::string(item > 1 ? "," : "") + "{\"type\":\"PONG\",\"serverTime\":" + kDigits +
+                                 ",\"id\":" + std::to_string(item) + "}";
+            }
+            replyPattern_ += std::string("],\"id\":") + kStamp + "}";
         } else {
             const char *alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
             for (size_t i = 0; i < opt_.size; i++) {
@@ -458,7 +514,7 @@ private:
             std::memcpy(out, &seq, 8);
             return;
         }
-        if (opt_.payload == PayloadKind::PING) {
+        if (decimalStamp()) {
             uint64_t id = kPingIdBase + seq;
             for (int i = 15; i >= 0; i--, id /= 10) out[i] = uint8_t('0' + id % 10);
             return;
@@ -467,26 +523,48 @@ private:
         for (int i = 15; i >= 0; i--, seq >>= 4) out[i] = uint8_t(hex[seq & 15]);
     }
 
-    bool echoMatches(const uint8_t *data, size_t length, uint64_t seq) const {
-        if (length != opt_.size) return false;
-        uint8_t expected[16];
-        stamp(expected, seq);
-        size_t end = stampOffset_ + stampWidth_;
-        return std::memcmp(data + stampOffset_, expected, stampWidth_) == 0 &&
-               std::memcmp(data, echoTemplate_.data(), stampOffset_) == 0 &&
-               std::memcmp(data + end, echoTemplate_.data() + end, length - end) == 0;
+    bool decimalStamp() const {
+        return opt_.payload == PayloadKind::PING || opt_.payload == PayloadKind::SUBSCRIBE ||
+               opt_.payload == PayloadKind::PUBLISH || opt_.payload == PayloadKind::BATCH;
     }
 
-    // {"type":"PONG","serverTime":<digits>,"id":<the PING's 16 digits>}, nothing more.
-    bool pongMatches(const uint8_t *data, size_t length, uint64_t seq) const {
-        size_t prefix = std::strlen(kPongPrefix), idField = std::strlen(kPongId);
-        if (length < prefix + 1 + idField + 17 || std::memcmp(data, kPongPrefix, prefix) != 0) return false;
-        size_t at = prefix;
-        while (at < length && data[at] >= '0' && data[at] <= '9') at++;
-        if (at == prefix || length != at + idField + 17 || std::memcmp(data + at, kPongId, idField) != 0) return false;
+    // The request of sequence number `seq` (SUBSCRIBE and UNSUBSCRIBE alternate) and its stamp's place.
+    bool odd(uint64_t seq) const { return !oddTemplate_.empty() && (seq & 1); }
+    const std::vector<uint8_t> &requestTemplate(uint64_t seq) const { return odd(seq) ? oddTemplate_ : echoTemplate_; }
+    size_t stampOffset(uint64_t seq) const { return odd(seq) ? oddStampOffset_ : stampOffset_; }
+
+    bool echoMatches(const uint8_t *data, size_t length, uint64_t seq) const {
+        const std::vector<uint8_t> &request = requestTemplate(seq);
+        size_t offset = stampOffset(seq);
+        if (length != request.size()) return false;
         uint8_t expected[16];
         stamp(expected, seq);
-        return std::memcmp(data + at + idField, expected, 16) == 0 && data[length - 1] == '}';
+        size_t end = offset + stampWidth_;
+        return std::memcmp(data + offset, expected, stampWidth_) == 0 &&
+               std::memcmp(data, request.data(), offset) == 0 &&
+               std::memcmp(data + end, request.data() + end, length - end) == 0;
+    }
+
+    // The realtime server's reply to request `seq`: its pattern exactly, kDigits one or more
+    // digits, kStamp the request's 16-digit id, nothing more.
+    bool replyMatches(const uint8_t *data, size_t length, uint64_t seq) const {
+        const std::string &pattern = odd(seq) ? oddReplyPattern_ : replyPattern_;
+        uint8_t expected[16];
+        stamp(expected, seq);
+        size_t at = 0;
+        for (char p : pattern) {
+            if (p == kDigits) {
+                size_t start = at;
+                while (at < length && data[at] >= '0' && data[at] <= '9') at++;
+                if (at == start) return false;
+            } else if (p == kStamp) {
+                if (length - at < 16 || std::memcmp(data + at, expected, 16) != 0) return false;
+                at += 16;
+            } else if (at >= length || data[at++] != uint8_t(p)) {
+                return false;
+            }
+        }
+        return at == length;
     }
 
     // ---- sending -------------------------------------------------------------------------
@@ -521,27 +599,29 @@ private:
     void sendEcho(Connection &c) {
         uint64_t seq = c.sentSeq++;
         c.sendTimes[seq % c.sendTimes.size()] = now_;
+        const std::vector<uint8_t> &request = requestTemplate(seq);
+        size_t offset = stampOffset(seq), size = request.size();
         if (c.deflateNegotiated) {
-            echoScratch_.assign(echoTemplate_.begin(), echoTemplate_.end());
-            stamp(echoScratch_.data() + stampOffset_, seq);
+            echoScratch_.assign(request.begin(), request.end());
+            stamp(echoScratch_.data() + offset, seq);
             queueFrame(c, opcode(), echoScratch_.data(), echoScratch_.size());
             return;
         }
         uint32_t mask = nextMask();
         size_t start = c.out.size();
-        c.out.resize(start + frames::kMaxClientHeader + opt_.size);
+        c.out.resize(start + frames::kMaxClientHeader + size);
         uint8_t *frame = c.out.data() + start;
-        size_t header = frames::writeHeader(frame, opcode(), false, opt_.size, mask);
+        size_t header = frames::writeHeader(frame, opcode(), false, size, mask);
         uint8_t *payload = frame + header;
-        frames::maskCopy(payload, echoTemplate_.data(), opt_.size, mask);
+        frames::maskCopy(payload, request.data(), size, mask);
         uint8_t stamped[16];
         stamp(stamped, seq);
         const uint8_t *key = reinterpret_cast<const uint8_t *>(&mask);
         for (size_t i = 0; i < stampWidth_; i++) {
-            size_t at = stampOffset_ + i;
+            size_t at = offset + i;
             payload[at] = stamped[i] ^ key[at & 3];
         }
-        c.out.resize(start + header + opt_.size);
+        c.out.resize(start + header + size);
         markDirty(c);
     }
 
@@ -905,7 +985,7 @@ private:
             return;
         }
         uint64_t seq = c.receivedSeq++;
-        bool matches = opt_.reply == ReplyKind::PONG ? pongMatches(data, length, seq) : echoMatches(data, length, seq);
+        bool matches = opt_.reply == ReplyKind::ECHO ? echoMatches(data, length, seq) : replyMatches(data, length, seq);
         if (op != opcode() || !matches) errors_.mismatches++;
         if (measuring_) {
             latency_.record(now_ - c.sendTimes[seq % c.sendTimes.size()]);
@@ -1148,6 +1228,9 @@ private:
     std::vector<uint8_t> echoScratch_, publishScratch_, compressScratch_, inflateScratch_;
     std::string publishPrefix_, messagePrefix_, subscribeRequest_;
     size_t stampOffset_ = 0, stampWidth_ = 16;
+    std::vector<uint8_t> oddTemplate_;  // --payload subscribe: the UNSUBSCRIBE of odd sequence numbers
+    size_t oddStampOffset_ = 0;
+    std::string replyPattern_, oddReplyPattern_;  // see replyMatches
     uint32_t maskState_ = 0x9e3779b9u;
     uint64_t now_ = monotonicNs();
 

@@ -102,6 +102,30 @@ def test_a_pong_check_against_a_raw_echo_counts_every_reply_as_a_mismatch(loadge
     assert result["errors"]["mismatches"] > 0
 
 
+@pytest.mark.parametrize("payload, reply", [("subscribe", "subscribed"), ("publish", "published"), ("batch", "batch")])
+def test_a_built_in_reply_check_against_a_raw_echo_counts_every_reply_as_a_mismatch(loadgen, raw_echo, payload, reply):
+    status, result = run_loadgen(loadgen, "--port", str(raw_echo.port), "--connections", "2", "--inflight", "2",
+                                 "--payload", payload, "--reply", reply, *SHORT)
+    assert status == 1 and not result["ok"]
+    # Every reply counted (the measured ones and those of the warm-up) is a mismatch.
+    assert result["messages"] > 0 and result["errors"]["mismatches"] >= result["messages"]
+
+
+@pytest.mark.parametrize("payload", ["subscribe", "publish", "batch"])
+def test_built_in_payloads_are_echoed_byte_for_byte_by_a_raw_server(loadgen, raw_echo, payload):
+    status, result = run_loadgen(loadgen, "--port", str(raw_echo.port), "--connections", "3", "--inflight", "3",
+                                 "--payload", payload, *SHORT)
+    assert status == 0 and result["ok"], result
+    assert result["messages"] > 0
+
+
+def test_a_reply_kind_needs_its_payload(loadgen):
+    for reply in ("subscribed", "published", "batch"):
+        done = subprocess.run([str(loadgen), "--port", "9", "--payload", "ping", "--reply", reply],
+                              capture_output=True, text=True, timeout=10)
+        assert done.returncode == 2 and f"--reply {reply} needs" in done.stderr, done.stderr
+
+
 def short(scenario, **loadgen_values: str):
     """``scenario`` with a fraction of its load: the named loadgen arguments replaced."""
     args = list(scenario.loadgen)
@@ -122,6 +146,17 @@ def test_scenario_9_servers_answer_ping(runner, known_servers, scenario_by_numbe
     result = runner.measure(known_servers[name], scenario, 0, threads=2)
     assert result["status"] == "ok", result
     assert result["threads"] == 2 and result["messages"] > 0
+
+
+@pytest.mark.parametrize("number", [12, 13, 14])
+@pytest.mark.parametrize("name", ["uws-py", "uws-py-app"])
+def test_scenarios_12_to_14_servers_answer_their_built_in(runner, known_servers, scenario_by_number, name, number):
+    """RealtimeServer's SUBSCRIBED/UNSUBSCRIBED, PUBLISHED and BATCH replies (checked by the
+    load generator's --reply), the raw App's echo of the same requests."""
+    scenario = short(scenario_by_number[number], connections="4", inflight="2", warmup="0.2", duration="0.5")
+    result = runner.measure(known_servers[name], scenario, 0)
+    assert result["status"] == "ok", result
+    assert result["messages"] > 0 and result["errors"]["mismatches"] == 0
 
 
 @pytest.mark.parametrize("name", ["uws-py", "uws-py-app"])
@@ -164,3 +199,19 @@ def test_the_report_shows_every_round_and_the_issue_ratios(runner, scenario_by_n
     ratio_row = next(line for line in text.splitlines() if line.startswith("| 9 | built-in PING vs uWebSockets.js"))
     assert "3.00× · 1.00× · 0.25×" in ratio_row and "| 1.00× |" in ratio_row
     assert sys.modules["report"].ISSUE_RATIOS
+
+
+def test_the_report_gives_a_batch_per_frame_and_per_item(runner, scenario_by_number):
+    from report import render_issue_ratios
+
+    def summary(cpu: list[float]) -> dict:
+        return {"status": "ok", "each_round": {"msgs_per_s": [1.0] * len(cpu), "server_cpu_us_per_msg": cpu}}
+
+    summaries = {9: {"uWS.js": summary([1.0, 2.0])},
+                 14: {"uws-py": summary([2.0, 4.0]), "uWS.js": summary([4.0, 4.0])}}
+    rows = render_issue_ratios([scenario_by_number[9], scenario_by_number[14]], summaries)
+    frame = next(line for line in rows if line.startswith("| 14 | built-in BATCH of 4 PINGs vs uWebSockets.js"))
+    item = next(line for line in rows if line.startswith("| 14 | built-in BATCH of 4 PINGs, per PING"))
+    assert "2.00× · 1.00×" in frame
+    # Per item: 0.5 and 1.0 µs per PING against uWS.js's 1.0 and 2.0 µs per PING echoed.
+    assert "2.00× · 2.00×" in item and "| 2.00× |" in item
