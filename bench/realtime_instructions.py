@@ -1,7 +1,7 @@
 """Instructions per realtime message, counted by valgrind's callgrind: repeatable on a shared,
 loaded machine where times are not.
 
-usage: python bench/realtime_instructions.py [--python-path | --raw] [--message echo|ping|publish|subscribe|batch]
+usage: python bench/realtime_instructions.py [--python-path | --raw] [--message echo|ping|publish|publish-none|subscribe|batch]
                                             [--reply same|new] [--seconds N] [--count N] [--keep FILE]
 
 Runs scenario 8's server (RealtimeServer with JWT, rate limit, handler metrics and an ECHO
@@ -23,6 +23,7 @@ each of 4 connections, every wait bounded by a timeout so that it stops by itsel
   ping       {"type":"PING","id":N}                         -> PONG
   publish    {"type":"PUBLISH","topic":"bench","data":..,"id":N} -> PUBLISHED, and one MESSAGE to
              a fifth connection subscribed to "bench" (the fan-out of one delivery included)
+  publish-none  the same PUBLISH to "bench/none", a topic nobody subscribes to -> PUBLISHED
   subscribe  SUBSCRIBE and UNSUBSCRIBE of one topic in turn, with ids -> SUBSCRIBED / UNSUBSCRIBED
   batch      {"type":"BATCH","id":N,"messages":[4 x {"type":"PING","id":I}]} -> one BATCH of 4 PONGs
              (counted per frame: divide by 4 for a PING in it)
@@ -116,8 +117,9 @@ def request(kind: str, number: int) -> str:
     if kind == "batch":
         items = ",".join(f'{{"type":"PING","id":{item}}}' for item in range(1, 5))
         return f'{{"type":"BATCH","id":{number},"messages":[{items}]}}'
-    if kind == "publish":
-        return f'{{"type":"PUBLISH","topic":"bench","data":{{"seq":{number},"text":"abcdefghij"}},"id":{number}}}'
+    if kind in ("publish", "publish-none"):
+        topic = "bench" if kind == "publish" else "bench/none"
+        return f'{{"type":"PUBLISH","topic":"{topic}","data":{{"seq":{number},"text":"abcdefghij"}},"id":{number}}}'
     verb = "SUBSCRIBE" if number % 2 == 0 else "UNSUBSCRIBE"
     return f'{{"type":"{verb}","topic":"bench/{number % 16 // 2}","id":{number}}}'
 
@@ -194,7 +196,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--python-path", action="store_true", help="measure Dispatcher.on_message instead")
     parser.add_argument("--raw", action="store_true", help="measure the raw App echo instead")
-    parser.add_argument("--message", choices=("echo", "ping", "publish", "subscribe", "batch"), default="echo",
+    parser.add_argument("--message", choices=("echo", "ping", "publish", "publish-none", "subscribe", "batch"), default="echo",
                         help="the request measured (default: the ECHO handler)")
     parser.add_argument("--reply", choices=("same", "new"), default="same",
                         help="the ECHO handler returns the message (same) or a new dict (new)")

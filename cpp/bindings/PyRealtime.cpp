@@ -1142,6 +1142,100 @@ int plainTopicRequest(RealtimeDispatchObject *self, PyObject *client, PyObject *
     return valid;
 }
 
+// plainTopic on the UTF-8 of a str (a scanned plain string: valid UTF-8 without escapes),
+// with no str made: the same checks, startswith and == being byte tests on UTF-8 and the
+// length counted in code points. 1 valid, 0 not, -1 error.
+int plainTopicText(RealtimeDispatchObject *self, std::string_view text, bool checkReserved) {
+    if (text.empty()) return 0;
+    if (!checkReserved) return 1;
+    PyObject *reserved = self->pubsubReserved.get(self->pubsub);
+    if (!reserved) return -1;
+    bool stock = reserved == self->stockReserved;
+    bool none = reserved == Py_None;
+    Py_DECREF(reserved);
+    if (!none) {
+        if (!stock) return 0;
+        Py_ssize_t prefixLength, topicLength;
+        const char *prefix = PyUnicode_AsUTF8AndSize(self->reservedPrefix, &prefixLength);
+        const char *control = prefix ? PyUnicode_AsUTF8AndSize(self->reservedTopic, &topicLength) : nullptr;
+        if (!control) return -1;
+        if (text.compare(0, size_t(prefixLength), prefix, size_t(prefixLength)) == 0 &&
+            text.size() >= size_t(prefixLength)) {
+            return 0;
+        }
+        if (text == std::string_view(control, size_t(topicLength))) return 0;
+    }
+    Py_ssize_t maxLength;
+    if (!readSize(self->pubsub, self->pubsubMaxTopicLength, maxLength)) return -1;
+    if (Py_ssize_t(text.size()) > maxLength) {
+        Py_ssize_t characters = 0;
+        for (char c : text) characters += (static_cast<unsigned char>(c) & 0xC0) != 0x80;
+        if (characters > maxLength) return 0;
+    }
+    return 1;
+}
+
+// plainTopicRequest for a scanned topic's text: 1 with the client's ws (a new reference) in
+// `clientWs`, 0 for the Python path, -1 error.
+int plainTopicTextRequest(RealtimeDispatchObject *self, PyObject *client, std::string_view text, bool checkReserved,
+                          PyObject *&clientWs) {
+    int plain = plainPubSub(self, client, clientWs);
+    if (plain <= 0) return plain;
+    int valid = plainTopicText(self, text, checkReserved);
+    if (valid <= 0) Py_CLEAR(clientWs);
+    return valid;
+}
+
+// The topic as a str: `topic` (a new reference) when the caller has one, else made from `view`.
+PyObject *topicObject(PyObject *topic, std::string_view view) {
+    if (topic) return Py_NewRef(topic);
+    return PyUnicode_DecodeUTF8(view.data(), Py_ssize_t(view.size()), nullptr);
+}
+
+// check_topic's subscription count, then Client.subscribe, on a plain request's client ws
+// (borrowed) for the topic `view` (`topic` its str, or null: made only when needed).
+// 1 subscribed, 0 for the Python path, -1 error.
+int subscribeView(RealtimeDispatchObject *self, PyObject *clientWs, PyObject *topic, std::string_view view) {
+    Py_ssize_t maxSubscriptions;
+    if (!readSize(self->pubsub, self->pubsubMaxSubscriptions, maxSubscriptions)) return -1;
+    if (uws::WebSocket *socket = nativeSocket(clientWs)) {
+        if (Py_ssize_t(socket->subscriptions().topics.size()) >= maxSubscriptions && !socket->isSubscribed(view)) {
+            return 0;
+        }
+        // Plain: no presence, no broker, so PubSub.on_subscription would do nothing.
+        socket->subscribe(view, false);
+        return 1;
+    }
+    if (Py_TYPE(clientWs) == &PyWebSocketType) return 0; // closed: the Python path raises what it raises
+    PyObject *name = topicObject(topic, view);
+    if (!name) return -1;
+    int subscribed = truth(callMethod(names.isSubscribed, clientWs, name));
+    if (subscribed == 0) {
+        PyObject *topics = callMethod(names.getTopics, clientWs);
+        Py_ssize_t count = topics ? PyObject_Length(topics) : -1;
+        Py_XDECREF(topics);
+        subscribed = count < 0 ? -1 : count < maxSubscriptions;
+    }
+    if (subscribed > 0 && truth(callMethod(names.subscribe, clientWs, name)) < 0) subscribed = -1;
+    Py_DECREF(name);
+    return subscribed;
+}
+
+// Client.unsubscribe on a plain request's client ws (borrowed): 1 done, 0 for the Python
+// path, -1 error.
+int unsubscribeView(PyObject *clientWs, PyObject *topic, std::string_view view) {
+    if (uws::WebSocket *socket = nativeSocket(clientWs)) {
+        socket->unsubscribe(view, false);
+        return 1;
+    }
+    if (Py_TYPE(clientWs) == &PyWebSocketType) return 0; // closed
+    PyObject *name = topicObject(topic, view);
+    if (!name) return -1;
+    int done = truth(callMethod(names.unsubscribe, clientWs, name)) < 0 ? -1 : 1;
+    Py_DECREF(name);
+    return done;
+}
+
 // check_topic's subscription count, then Client.subscribe, for a plain request: 1 subscribed,
 // 0 for the Python path, -1 error.
 int subscribeTopic(RealtimeDispatchObject *self, PyObject *client, PyObject *topic) {
@@ -1149,32 +1243,7 @@ int subscribeTopic(RealtimeDispatchObject *self, PyObject *client, PyObject *top
     std::string_view view;
     int valid = plainTopicRequest(self, client, topic, true, clientWs, view);
     if (valid <= 0) return valid;
-    Py_ssize_t maxSubscriptions;
-    if (!readSize(self->pubsub, self->pubsubMaxSubscriptions, maxSubscriptions)) {
-        Py_DECREF(clientWs);
-        return -1;
-    }
-    int subscribed;
-    if (uws::WebSocket *socket = nativeSocket(clientWs)) {
-        if (!socket->isSubscribed(view) && Py_ssize_t(socket->subscriptions().topics.size()) >= maxSubscriptions) {
-            subscribed = 0;
-        } else {
-            // Plain: no presence, no broker, so PubSub.on_subscription would do nothing.
-            socket->subscribe(view, false);
-            subscribed = 1;
-        }
-    } else if (Py_TYPE(clientWs) == &PyWebSocketType) {
-        subscribed = 0; // closed: the Python path raises what it raises
-    } else {
-        subscribed = truth(callMethod(names.isSubscribed, clientWs, topic));
-        if (subscribed == 0) {
-            PyObject *topics = callMethod(names.getTopics, clientWs);
-            Py_ssize_t count = topics ? PyObject_Length(topics) : -1;
-            Py_XDECREF(topics);
-            subscribed = count < 0 ? -1 : count < maxSubscriptions;
-        }
-        if (subscribed > 0 && truth(callMethod(names.subscribe, clientWs, topic)) < 0) subscribed = -1;
-    }
+    int subscribed = subscribeView(self, clientWs, topic, view);
     Py_DECREF(clientWs);
     return subscribed;
 }
@@ -1185,13 +1254,7 @@ int unsubscribeTopic(RealtimeDispatchObject *self, PyObject *client, PyObject *t
     std::string_view view;
     int valid = plainTopicRequest(self, client, topic, false, clientWs, view);
     if (valid <= 0) return valid;
-    if (uws::WebSocket *socket = nativeSocket(clientWs)) {
-        socket->unsubscribe(view, false);
-    } else if (Py_TYPE(clientWs) == &PyWebSocketType) {
-        valid = 0; // closed
-    } else if (truth(callMethod(names.unsubscribe, clientWs, topic)) < 0) {
-        valid = -1;
-    }
+    valid = unsubscribeView(clientWs, topic, view);
     Py_DECREF(clientWs);
     return valid;
 }
@@ -1549,10 +1612,11 @@ int withoutBatcher(RealtimeDispatchObject *self, PyObject *client) {
 int topicScanned(RealtimeDispatchObject *self, PyObject *client, const uws::RealtimeScan &scan, bool subscribing) {
     if (!scan.topic.plainString()) return 0;
     std::string_view text = scan.topic.text();
-    PyObject *topic = PyUnicode_DecodeUTF8(text.data(), Py_ssize_t(text.size()), nullptr);
-    if (!topic) return -1;
-    int done = subscribing ? subscribeTopic(self, client, topic) : unsubscribeTopic(self, client, topic);
-    Py_DECREF(topic);
+    PyObject *clientWs = nullptr;
+    int done = plainTopicTextRequest(self, client, text, subscribing, clientWs);
+    if (done <= 0) return done;
+    done = subscribing ? subscribeView(self, clientWs, nullptr, text) : unsubscribeView(clientWs, nullptr, text);
+    Py_DECREF(clientWs);
     return done;
 }
 
@@ -1630,16 +1694,10 @@ int publishScanned(RealtimeDispatchObject *self, PyObject *client, const uws::Re
     default:
         return 0; // the truth of other values is Python's
     }
-    std::string_view text = scan.topic.text();
-    PyObject *topic = PyUnicode_DecodeUTF8(text.data(), Py_ssize_t(text.size()), nullptr);
-    if (!topic) return -1;
+    std::string_view view = scan.topic.text();
     PyObject *clientWs = nullptr;
-    std::string_view view;
-    int valid = plainTopicRequest(self, client, topic, true, clientWs, view);
-    if (valid <= 0) {
-        Py_DECREF(topic);
-        return valid;
-    }
+    int valid = plainTopicTextRequest(self, client, view, true, clientWs);
+    if (valid <= 0) return valid;
     if (Py_TYPE(clientWs) == &PyWebSocketType && !nativeSocket(clientWs)) valid = 0; // closed
     PyObject *compressFlag = valid > 0 ? self->pubsubCompress.get(self->pubsub) : nullptr;
     int compress = compressFlag ? PyObject_IsTrue(compressFlag) : 0;
@@ -1652,7 +1710,6 @@ int publishScanned(RealtimeDispatchObject *self, PyObject *client, const uws::Re
     if (valid <= 0) {
         Py_XDECREF(from);
         Py_DECREF(clientWs);
-        Py_DECREF(topic);
         return valid;
     }
     ReplyText delivery;
@@ -1669,14 +1726,15 @@ int publishScanned(RealtimeDispatchObject *self, PyObject *client, const uws::Re
     if (uws::WebSocket *socket = nativeSocket(clientWs)) {
         socket->publish(view, bytes, uws::OpCode::Text, compress != 0);
     } else {
-        PyObject *payload = PyBytes_FromStringAndSize(bytes.data(), Py_ssize_t(bytes.size()));
+        PyObject *topic = topicObject(nullptr, view);
+        PyObject *payload = topic ? PyBytes_FromStringAndSize(bytes.data(), Py_ssize_t(bytes.size())) : nullptr;
         ok = payload &&
              truth(callMethod(names.publish, clientWs, topic, payload, self->one, compress ? Py_True : Py_False)) >= 0;
         Py_XDECREF(payload);
+        Py_XDECREF(topic);
     }
     if (ok && echo) ok = sendBytes(self, clientWs, bytes);
     Py_DECREF(clientWs);
-    Py_DECREF(topic);
     return ok ? 1 : -1;
 }
 

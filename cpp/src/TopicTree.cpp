@@ -4,7 +4,7 @@ namespace uws {
 
 Topic *TopicTree::find(std::string_view name) const {
     auto it = topics_.find(std::string(name));
-    return it == topics_.end() ? nullptr : it->second.get();
+    return it == topics_.end() ? nullptr : const_cast<Topic *>(&it->second);
 }
 
 size_t TopicTree::numSubscribers(std::string_view name) const {
@@ -24,12 +24,20 @@ bool TopicTree::subscribe(Subscriber *subscriber, std::string_view name, size_t 
         count = numSubscribers(name);
         return false;
     }
-    std::unique_ptr<Topic> &slot = topics_[std::string(name)];
-    if (!slot) {
-        slot = std::make_unique<Topic>();
-        slot->name.assign(name);
+    std::string key(name);
+    Map::iterator it = topics_.find(key);
+    if (it == topics_.end()) {
+        if (spare_.empty()) {
+            it = topics_.emplace(std::move(key), Topic()).first;
+        } else {
+            Map::node_type node = std::move(spare_.back());
+            spare_.pop_back();
+            node.key() = std::move(key);
+            it = topics_.insert(std::move(node)).position;
+        }
+        it->second.name.assign(name);
     }
-    Topic *topic = slot.get();
+    Topic *topic = &it->second;
     topic->subscribers.push_back({subscriber, uint32_t(subscriber->topics.size())});
     subscriber->topics.push_back({topic, uint32_t(topic->subscribers.size() - 1)});
     count = topic->subscribers.size();
@@ -63,8 +71,8 @@ bool TopicTree::unsubscribe(Subscriber *subscriber, std::string_view name, size_
         detach(topic, entry.index);
         count = topic->subscribers.size();
         if (count == 0) {
-            std::string key = topic->name; // the node owns topic->name
-            topics_.erase(key);
+            Map::node_type node = topics_.extract(topic->name);
+            if (spare_.size() < kSpareTopics) spare_.push_back(std::move(node));
         }
         return true;
     }

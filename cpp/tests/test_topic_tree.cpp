@@ -97,11 +97,47 @@ void testRandomSequencesAgainstAModel() {
     }
 }
 
+// A topic's node is reused by the next new topic once its last subscriber leaves: the reused
+// node must carry the new name (short and longer than a small string), no subscriber of the
+// old topic, and a lookup of the old name must find nothing. More topics than the spare
+// list holds come and go.
+void testReusedTopicsCarryNoOldState() {
+    uws::TopicTree tree;
+    uws::Subscriber a, b;
+    size_t count = 0;
+    const size_t many = uws::TopicTree::kSpareTopics + 20;
+    auto name = [](size_t i) { return (i % 2 ? "a-topic-name-longer-than-sso/" : "t") + std::to_string(i); };
+    for (size_t i = 0; i < many; i++) CHECK(tree.subscribe(&a, name(i), count));
+    CHECK(tree.subscribe(&b, name(0), count));
+    for (size_t i = 0; i < many; i++) CHECK(tree.unsubscribe(&a, name(i), count));
+    CHECK_EQ(tree.numTopics(), size_t(1)); // b still on name(0)
+    for (size_t i = 0; i < many; i++) {
+        std::string fresh = "fresh/" + std::to_string(i) + (i % 3 ? "" : "-with-a-long-suffix-xxxxxxxx");
+        CHECK(tree.subscribe(&a, fresh, count));
+        CHECK_EQ(count, size_t(1));
+        uws::Topic *topic = tree.find(fresh);
+        CHECK(topic != nullptr);
+        if (topic) {
+            CHECK_EQ(topic->name, fresh);
+            CHECK_EQ(topic->subscribers.size(), size_t(1));
+        }
+        if (i > 0) CHECK(tree.find(name(i)) == nullptr);
+        CHECK(tree.isSubscribed(&a, fresh));
+        CHECK(!tree.isSubscribed(&b, fresh));
+    }
+    CHECK_EQ(tree.numSubscribers(name(0)), size_t(1));
+    CHECK_EQ(a.topics.size(), many);
+    tree.unsubscribeAll(&a, [](const std::string &, size_t) {});
+    tree.unsubscribeAll(&b, [](const std::string &, size_t) {});
+    CHECK_EQ(tree.numTopics(), size_t(0));
+}
+
 } // namespace
 
 int main() {
     RUN_TEST(testBasics);
     RUN_TEST(testUnsubscribeAllReportsEachTopic);
     RUN_TEST(testRandomSequencesAgainstAModel);
+    RUN_TEST(testReusedTopicsCarryNoOldState);
     return check::report("test_topic_tree");
 }

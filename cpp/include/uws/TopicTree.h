@@ -1,11 +1,13 @@
 // The pub/sub registry: topic name -> subscribers, and subscriber -> topics, with O(1)
 // subscribe and unsubscribe (each side remembers its index in the other). A topic exists
-// only while it has subscribers, so unused topics cost nothing.
+// only while it has subscribers, so unused topics cost nothing. The map's node of a topic
+// that loses its last subscriber is kept (up to kSpareTopics of them, its vector's capacity
+// with it) and reused by the next new topic: a topic subscribed and unsubscribed in turn
+// allocates nothing after the first time.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
-#include <memory>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -36,6 +38,8 @@ struct Topic {
 
 class TopicTree {
 public:
+    static constexpr size_t kSpareTopics = 64;
+
     // false when already subscribed; count receives the topic's subscriber count after.
     bool subscribe(Subscriber *subscriber, std::string_view name, size_t &count);
     // false when not subscribed; count receives the count after (0 when the topic is gone).
@@ -57,7 +61,10 @@ public:
 
 private:
     void detach(Topic *topic, uint32_t subscriberIndex);
-    std::unordered_map<std::string, std::unique_ptr<Topic>> topics_;
+    // The Topic is the map's value: a node-based map keeps its address while it exists.
+    using Map = std::unordered_map<std::string, Topic>;
+    Map topics_;
+    std::vector<Map::node_type> spare_;
 };
 
 } // namespace uws

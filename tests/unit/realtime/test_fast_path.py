@@ -9,9 +9,10 @@ import json
 import logging
 import re
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import orjson
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -476,7 +477,9 @@ def scan_texts() -> st.SearchStrategy[str]:
                                str(2**64), '"abc"', '""', '"\\u0041"', '"é"', '"x\\"y"', '"a/b"', "null", "true", "false",
                                "[1]", '{"a":1}', "1.5e3"])
     topic_texts = st.sampled_from(['"news"', '"a/b"', '"t1"', '"t\\u0032"', '"é"', '""', '"#user:x"', '"#control"',
-                                   '"toolongtopic"', "1", "null", '["news"]'])
+                                   '"toolongtopic"', "1", "null", '["news"]', '"éééééééé"', '"ééééééééé"',
+                                   '"😀😀😀😀😀😀😀😀"', '"😀😀😀😀😀😀😀😀😀"', '"#user:"', '"#controls"', '"#contro"',
+                                   '"abcdefgh"', '"abcdefghi"', '"é/ü"'])
     nested_texts = nested.map(lambda v: json.dumps(v, ensure_ascii=False)) | nested.map(json.dumps)
     member = st.one_of(st.tuples(st.just('"id"'), odd_ids), st.tuples(st.just('"topic"'), topic_texts),
                        st.tuples(st.sampled_from(['"data"', '"data"', '"extra"', '"é"', '"x\\u0041"']), nested_texts),
@@ -497,13 +500,16 @@ def masked(data: bytes, sender: str) -> bytes:
     """A frame's bytes with the server's clocks and the sender's id (new in each run) masked."""
     data = re.sub(rb'"(serverTime|timestamp)":\d+', rb'"\1":0', data)
     data = re.sub(rb'"retryAfter":\d+', b'"retryAfter":0', data)
+    data = re.sub(rb'"epoch":"[0-9a-f]+"', b'"epoch":"<epoch>"', data)  # a history's, new in each engine
     return data.replace(sender.encode(), b"<sender>")
 
 
-def run_raw(texts: list[str], rate: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_raw(texts: list[str], rate: int = 0, change: Optional[Callable[[Harness, FakeSocket], None]] = None,
+            after: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
     """Both paths over the same texts from one connection, a watcher subscribed to WATCHED:
     the exact bytes each was sent and the server published, the sender's topics and the
-    error counts. With `rate`, a rate limit of that many messages (a clock that stands still)."""
+    error counts. With `rate`, a rate limit of that many messages (a clock that stands still).
+    `change(harness, sender)`, when given, is made after the first `after` texts."""
     results = []
     for native in (False, True):
         limit = {"rate_limit": RateLimit(messages=rate, per_seconds=60, close_after=3)} if rate else {}
@@ -517,7 +523,9 @@ def run_raw(texts: list[str], rate: int = 0) -> tuple[dict[str, Any], dict[str, 
         watcher.sent.clear()
         ws.sent.clear()
         handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
-        for text in texts:
+        for number, text in enumerate(texts):
+            if change is not None and number == after:
+                change(h, ws)
             handler(ws, text, TEXT)
         sender = ws.client.id
         results.append({"frames": [masked(data, sender) for data, _ in ws.sent],
@@ -535,7 +543,9 @@ def run_raw(texts: list[str], rate: int = 0) -> tuple[dict[str, Any], dict[str, 
          + ['{"type":"PING"}', '{"id":1,"type":"PING","id":2}', '{ "type" : "PING" , "id" : 3 }'])
 @example([f'{{"type":"{kind}","topic":{topic},"id":{odd}}}' for kind in ("SUBSCRIBE", "UNSUBSCRIBE")
           for topic, odd in (('"news"', "-0"), ('"a/b"', '"x"'), ('"t\\u0031"', "1"), ('"é"', "2"), ('"#user:x"', "3"),
-                             ('"toolongtopic"', "4"), ('""', "5"), ('"t1"', "null"), ('"t2"', "1e2"), ('"t3"', "6"))])
+                             ('"toolongtopic"', "4"), ('""', "5"), ('"t1"', "null"), ('"t2"', "1e2"), ('"t3"', "6"),
+                             ('"éééééééé"', "7"), ('"😀😀😀😀😀😀😀😀"', "8"), ('"ééééééééé"', "9"), ('"#user:"', "10"),
+                             ('"#controls"', "11"))])
 @example([f'{{"type":"PUBLISH","topic":"news","data":{data},"id":{odd}{echo}}}'
           for data, odd, echo in (('{"a":[1,2]}', "1", ""), ('{"a": [1,2]}', "2", ',"echo":true'), ("-0", "3", ""),
                                   ("1.5", "null", ',"echo":false'), ('"\\u00e9"', '"x"', ',"echo":1'),
@@ -648,6 +658,53 @@ def test_a_batch_of_builtins_is_answered_from_the_scan(monkeypatch):
     assert ws.topics == {"t1", "t3"}
 
 
+def set_later(name: str) -> Callable[[Harness, FakeSocket], None]:
+    """A change made between messages that the scan path must see at once (it keeps no copy
+    of the pub/sub state): each one changes what the Python path answers."""
+    def change(h: Harness, ws: FakeSocket) -> None:
+        pubsub = h.engine.pubsub
+        if name == "hook":
+            pubsub.topic_hook = lambda client, topic, action: topic != "t1"
+        elif name == "reserved":
+            pubsub.reserved = lambda topic: topic.startswith("a/")
+        elif name == "reserved-off":
+            pubsub.reserved = None
+        elif name == "max_topic_length":
+            pubsub.max_topic_length = 2
+        elif name == "max_subscriptions":
+            pubsub.max_subscriptions = 1
+        elif name == "claims":
+            ws.client.topics_allowed = ["news"]
+        elif name == "history":
+            from uws_py.realtime.history import HistoryOptions
+            h.engine.add_history(HistoryOptions(pattern="t*"))
+        else:
+            raise AssertionError(name)
+    return change
+
+
+LATER_TEXTS = [f'{{"type":"{kind}","topic":"{topic}","id":{number}}}'
+               for number, (kind, topic) in enumerate(
+                   [("SUBSCRIBE", "news"), ("SUBSCRIBE", "t1"), ("SUBSCRIBE", "news"), ("UNSUBSCRIBE", "t2"),
+                    ("UNSUBSCRIBE", "t1"), ("SUBSCRIBE", "a/b"), ("SUBSCRIBE", "#user:x"), ("SUBSCRIBE", "t1"),
+                    ("SUBSCRIBE", "news"), ("UNSUBSCRIBE", "news"), ("SUBSCRIBE", "é/ü"), ("UNSUBSCRIBE", "zz")])]
+LATER_TEXTS += ['{"type":"PUBLISH","topic":"t1","data":1,"id":90}', '{"type":"PUBLISH","topic":"a/b","data":2,"id":91}',
+                '{"type":"PUBLISH","topic":"#user:x","data":3,"id":92}', '{"type":"PUBLISH","topic":"news","data":4}']
+
+
+@pytest.mark.parametrize("name", ["hook", "reserved", "reserved-off", "max_topic_length", "max_subscriptions",
+                                  "claims", "history"])
+@pytest.mark.parametrize("after", [0, 2, 5])
+def test_scan_path_sees_pubsub_state_set_later(name, after):
+    """Hooks, limits and claims set after messages were answered natively change the next
+    answers exactly as on the Python path (subscribed twice, unsubscribed when not
+    subscribed, reserved and non-ASCII topics included)."""
+    python, native = run_raw(LATER_TEXTS, change=set_later(name), after=after)
+    assert native == python
+    unchanged, _ = run_raw(LATER_TEXTS)
+    assert python != unchanged, "the change made no difference: the test would not see it ignored"
+
+
 def test_scan_path_skips_the_decoder_and_falls_back_to_it(monkeypatch):
     """The common PING, SUBSCRIBE, UNSUBSCRIBE and PUBLISH are answered without orjson.loads;
     an id the scanner does not copy (a float), a topic with an escape and data that orjson
@@ -681,6 +738,38 @@ def test_scan_path_skips_the_decoder_and_falls_back_to_it(monkeypatch):
                       b'{"type":"PONG","serverTime":0,"id":7.0}', b'{"type":"SUBSCRIBED","topic":"t1"}',
                       b'{"type":"PUBLISHED","topic":"t2","id":8}']
     assert ws.topics == {"t1"}
+
+
+def test_scan_path_checks_topics_on_their_bytes(monkeypatch):
+    """The topic checks are made on the scanned UTF-8 (no str made): a non-ASCII topic within
+    max_topic_length characters (more bytes than that) is answered without the decoder; one
+    character over, a reserved topic and a prefix-only match take the decoding path (whose
+    answer the property tests compare)."""
+    from uws_py.realtime import dispatch
+
+    decoded: list[Any] = []
+
+    def counting_loads(data: Any) -> Any:
+        decoded.append(data)
+        return orjson.loads(data)
+
+    monkeypatch.setattr(dispatch, "_loads", counting_loads)
+    h = build(**PUBSUB_LIMITS)
+    ws = h.connect()
+    ws.sent.clear()
+    handler = h.engine.dispatcher.native_handler()
+    within = ["éééééééé", "😀😀😀😀😀😀😀😀", "é/ü", "#contro", "#Control", "#user"]
+    for topic in within:
+        handler(ws, f'{{"type":"SUBSCRIBE","topic":"{topic}","id":1}}', TEXT)
+        handler(ws, f'{{"type":"PUBLISH","topic":"{topic}","data":1,"id":2}}', TEXT)
+        handler(ws, f'{{"type":"UNSUBSCRIBE","topic":"{topic}","id":3}}', TEXT)
+    assert decoded == []
+    assert [orjson.loads(data)["topic"] for data, _ in ws.sent] == [topic for topic in within for _ in range(3)]
+    for topic in ["ééééééééé", "😀😀😀😀😀😀😀😀😀", "#user:", "#user:x", "#control"]:
+        handler(ws, f'{{"type":"SUBSCRIBE","topic":"{topic}","id":1}}', TEXT)
+        handler(ws, f'{{"type":"PUBLISH","topic":"{topic}","data":1,"id":2}}', TEXT)
+    assert len(decoded) == 10
+    assert ws.topics == set()
 
 
 # ---- a handler's reply: the bytes, not only the values -------------------------------------
