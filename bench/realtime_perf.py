@@ -99,6 +99,7 @@ def process_counts(pid: int) -> dict[str, int]:
 
 
 def main() -> None:
+    """Runs one server under the load and prints its figures per message."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--raw", action="store_true", help="the raw App echo instead of RealtimeServer")
     parser.add_argument("--reply", choices=("same", "new"), default="same", help="what the ECHO handler returns")
