@@ -1045,15 +1045,35 @@ bool isFalse(PyObject *object, const Slot &slot, int &plain) {
     return true;
 }
 
+// isNone and isFalse reading the slot in place when it is one (no reference taken, the bool
+// compared), else as they do.
+bool slotIsNone(PyObject *object, const Slot &slot, int &plain) {
+    PyObject **at = slot.at(object);
+    if (!at || !*at) return isNone(object, slot, plain);
+    if (*at != Py_None) plain = 0;
+    return true;
+}
+
+bool slotIsFalse(PyObject *object, const Slot &slot, int &plain) {
+    PyObject **at = slot.at(object);
+    if (!at || (*at != Py_False && *at != Py_True)) return isFalse(object, slot, plain);
+    if (*at == Py_True) plain = 0;
+    return true;
+}
+
 // 1 when `client`'s pub/sub request can be done here, 0 when Python must, -1 on error; the
-// client's ws (a new reference) in `clientWs` when 1.
+// client's ws (a new reference) in `clientWs` when 1. Stops at the first state that is not
+// plain.
 int plainPubSub(RealtimeDispatchObject *self, PyObject *client, PyObject *&clientWs) {
     int plain = 1;
     PyObject *pubsub = self->pubsub;
-    if (!isNone(client, self->clientBatcher, plain) || !isFalse(client, self->clientClosed, plain) ||
-        !isNone(client, self->clientTopicsAllowed, plain) || !isNone(pubsub, self->pubsubTopicHook, plain) ||
-        !isNone(pubsub, self->pubsubBroker, plain) || !isNone(pubsub, self->pubsubRelay, plain) ||
-        !isNone(pubsub, self->pubsubPresence, plain) || !isFalse(pubsub, self->pubsubHistoryOn, plain)) {
+    if (!slotIsNone(client, self->clientBatcher, plain) || (plain && !slotIsFalse(client, self->clientClosed, plain)) ||
+        (plain && !slotIsNone(client, self->clientTopicsAllowed, plain)) ||
+        (plain && !slotIsNone(pubsub, self->pubsubTopicHook, plain)) ||
+        (plain && !slotIsNone(pubsub, self->pubsubBroker, plain)) ||
+        (plain && !slotIsNone(pubsub, self->pubsubRelay, plain)) ||
+        (plain && !slotIsNone(pubsub, self->pubsubPresence, plain)) ||
+        (plain && !slotIsFalse(pubsub, self->pubsubHistoryOn, plain))) {
         return -1;
     }
     if (!plain) return 0;
@@ -1142,6 +1162,19 @@ int plainTopicRequest(RealtimeDispatchObject *self, PyObject *client, PyObject *
     return valid;
 }
 
+// The UTF-8 of a str: its data when it is compact ASCII (no call), else PyUnicode_AsUTF8AndSize's.
+bool utf8View(PyObject *text, std::string_view &view) {
+    if (PyUnicode_IS_COMPACT_ASCII(text)) {
+        view = std::string_view(static_cast<const char *>(PyUnicode_DATA(text)), size_t(PyUnicode_GET_LENGTH(text)));
+        return true;
+    }
+    Py_ssize_t length;
+    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &length);
+    if (!utf8) return false;
+    view = std::string_view(utf8, size_t(length));
+    return true;
+}
+
 // plainTopic on the UTF-8 of a str (a scanned plain string: valid UTF-8 without escapes),
 // with no str made: the same checks, startswith and == being byte tests on UTF-8 and the
 // length counted in code points. 1 valid, 0 not, -1 error.
@@ -1155,15 +1188,10 @@ int plainTopicText(RealtimeDispatchObject *self, std::string_view text, bool che
     Py_DECREF(reserved);
     if (!none) {
         if (!stock) return 0;
-        Py_ssize_t prefixLength, topicLength;
-        const char *prefix = PyUnicode_AsUTF8AndSize(self->reservedPrefix, &prefixLength);
-        const char *control = prefix ? PyUnicode_AsUTF8AndSize(self->reservedTopic, &topicLength) : nullptr;
-        if (!control) return -1;
-        if (text.compare(0, size_t(prefixLength), prefix, size_t(prefixLength)) == 0 &&
-            text.size() >= size_t(prefixLength)) {
-            return 0;
-        }
-        if (text == std::string_view(control, size_t(topicLength))) return 0;
+        std::string_view prefix, control;
+        if (!utf8View(self->reservedPrefix, prefix) || !utf8View(self->reservedTopic, control)) return -1;
+        if (text.size() >= prefix.size() && text.compare(0, prefix.size(), prefix) == 0) return 0;
+        if (text == control) return 0;
     }
     Py_ssize_t maxLength;
     if (!readSize(self->pubsub, self->pubsubMaxTopicLength, maxLength)) return -1;
