@@ -142,10 +142,12 @@ SendStatus WebSocket::send(std::string_view message, OpCode opCode, bool compres
 
 // The payload starts 2 bytes in (the header of a frame under 126 bytes) and the capacity
 // keeps 2 more free, so that a longer one (a 4-byte header: the cork buffer is under 64 KiB)
-// moves its payload 2 bytes on at commit.
+// moves its payload 2 bytes on at commit. A socket whose TCP connection already closed takes
+// no reservation either (its cork buffer would only be dropped).
 WebSocket::InPlace WebSocket::reserveInPlace(bool compress) {
     static_assert(LoopData::kCorkBufferSize <= 0xFFFF, "an in-place frame's header is at most 4 bytes");
-    if (state_ != State::Open || fragmenting_ || (compress && deflate_) || !published_.empty() || bufferedAmount()) {
+    if (state_ != State::Open || isClosed() || fragmenting_ || (compress && deflate_) || !published_.empty() ||
+        bufferedAmount()) {
         return {nullptr, 0};
     }
     LoopData &shared = loop->data();
