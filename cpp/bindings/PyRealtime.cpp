@@ -1648,8 +1648,9 @@ int topicScanned(RealtimeDispatchObject *self, PyObject *client, const uws::Real
     return done;
 }
 
-// {"type":"SUBSCRIBED"|"UNSUBSCRIBED","topic":TOPIC[,"id":ID]}
-void addTopicReply(ReplyText &reply, const uws::RealtimeScan &scan, bool subscribing) {
+// {"type":"SUBSCRIBED"|"UNSUBSCRIBED","topic":TOPIC[,"id":ID]} (into a ReplyText or BatchText)
+template <class Text>
+void addTopicReply(Text &reply, const uws::RealtimeScan &scan, bool subscribing) {
     reply.add(subscribing ? "{\"type\":\"SUBSCRIBED\",\"topic\":" : "{\"type\":\"UNSUBSCRIBED\",\"topic\":");
     reply.add(scan.topic.raw);
     reply.closeWithId(scan.id);
@@ -1684,7 +1685,8 @@ int plainText(PyObject *text, std::string_view &view) {
 }
 
 int publishScanned(RealtimeDispatchObject *self, PyObject *client, const uws::RealtimeScan &scan);
-void addPublishedReply(ReplyText &reply, const uws::RealtimeScan &scan);
+template <class Text>
+void addPublishedReply(Text &reply, const uws::RealtimeScan &scan);
 
 // publishHere from the scan: the MESSAGE {"type":"MESSAGE","topic":..,"data":..,"from":..}
 // written with the data's text copied (only when it is plain: what orjson.dumps would write
@@ -1698,8 +1700,9 @@ int publishFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client
     return reply.sendTo(self, ws) ? 1 : -1;
 }
 
-// {"type":"PUBLISHED","topic":TOPIC[,"id":ID]}
-void addPublishedReply(ReplyText &reply, const uws::RealtimeScan &scan) {
+// {"type":"PUBLISHED","topic":TOPIC[,"id":ID]} (into a ReplyText or BatchText)
+template <class Text>
+void addPublishedReply(Text &reply, const uws::RealtimeScan &scan) {
     reply.add("{\"type\":\"PUBLISHED\",\"topic\":");
     reply.add(scan.topic.raw);
     reply.closeWithId(scan.id);
@@ -1779,6 +1782,73 @@ bool scannedTopType(std::string_view type) {
 // The items of a BATCH answered from the scan at most (a longer one takes the decoding path).
 constexpr size_t kScanBatchItems = 32;
 
+// A BATCH reply's bytes: ReplyText's interface with room on the stack for the replies of a
+// few dozen items (ReplyText's 192 bytes hold about three PONGs; past them it allocates), and
+// kFront bytes kept before them for the frame's start, written last (putFront): the
+// timestamp is read after the items, as Dispatcher.batch reads it, without copying them.
+class BatchText {
+public:
+    static constexpr size_t kFront = 64;
+
+    // What was added since the start: the items.
+    std::string_view added() const { return view().substr(kFront - front_); }
+    // `text` (at most kFront bytes) just before what was added; the view starts with it.
+    void putFront(std::string_view text) {
+        front_ = kFront - text.size();
+        std::memcpy((spill_.empty() ? inline_ : spill_.data()) + front_, text.data(), text.size());
+    }
+    void add(std::string_view text) {
+        if (spill_.empty() && size_ + text.size() <= sizeof inline_) {
+            std::memcpy(inline_ + size_, text.data(), text.size());
+        } else {
+            if (spill_.empty()) spill_.assign(inline_, size_);
+            spill_.append(text);
+        }
+        size_ += text.size();
+    }
+    void add(long long number) {
+        char digits[24];
+        auto result = std::to_chars(digits, digits + sizeof digits, number);
+        add(std::string_view(digits, size_t(result.ptr - digits)));
+    }
+    // ,"id":ID} or } when the request has no id (or a null one), as ReplyText's.
+    void closeWithId(const uws::ScannedValue &id) {
+        if (id.present() && id.kind != uws::JsonKind::Null) {
+            add(",\"id\":");
+            add(id.raw);
+        }
+        add("}");
+    }
+    std::string_view view() const {
+        std::string_view all = spill_.empty() ? std::string_view(inline_, size_) : std::string_view(spill_);
+        return all.substr(front_);
+    }
+
+private:
+    char inline_[2048];
+    size_t size_ = kFront, front_ = kFront;
+    std::string spill_;
+};
+
+// nowMilliseconds() as text, formatted again only when the millisecond changed: the PONGs of
+// one BATCH mostly share theirs.
+class MillisecondsText {
+public:
+    std::string_view now() {
+        long long value = nowMilliseconds();
+        if (value != value_) {
+            value_ = value;
+            length_ = size_t(std::to_chars(digits_, digits_ + sizeof digits_, value).ptr - digits_);
+        }
+        return std::string_view(digits_, length_);
+    }
+
+private:
+    long long value_ = -1;
+    char digits_[24];
+    size_t length_ = 0;
+};
+
 enum class ScannedKind : uint8_t { Ping, Subscribe, Unsubscribe, Publish };
 
 // The stock built-in for a scanned item (the checks answerFromScan makes for a message of
@@ -1837,11 +1907,11 @@ int batchRestInPython(RealtimeDispatchObject *self, PyObject *ws, PyObject *clie
 // nothing) written as Dispatcher.batch's dict encodes. An item the Python path must do
 // hands it and the rest over (batchRestInPython). 1 answered, 0 not, -1 error.
 int batchFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::string_view message,
-                  const uws::RealtimeScan &scan) {
+                  const uws::RealtimeScan &scan, const uws::ScannedItems &scanned) {
+    // The items were scanned with the message (each an object of a type scannedType accepts).
     if (self->collecting || scan.messages.kind != uws::JsonKind::Array) return 0;
-    std::string_view texts[kScanBatchItems];
-    size_t count;
-    if (!uws::scanArrayItems(scan.messages.raw, texts, kScanBatchItems, count)) return 0;
+    size_t count = scanned.count;
+    const uws::RealtimeScan *items = scanned.scans;
     PyObject *maxObject = PyObject_GetAttr(self->dispatcher, names.maxBatchItems);
     Py_ssize_t maxItems = maxObject ? PyLong_AsSsize_t(maxObject) : -1;
     Py_XDECREF(maxObject);
@@ -1850,14 +1920,9 @@ int batchFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, 
     int plain = 1;
     if (!isFalse(client, self->clientClosed, plain)) return -1;
     if (!plain) return 0; // Client.send drops the reply
-    // Scanned in place: a RealtimeScan per item actually there, not kScanBatchItems of them.
-    alignas(uws::RealtimeScan) unsigned char storage[sizeof(uws::RealtimeScan) * kScanBatchItems];
-    uws::RealtimeScan *items = reinterpret_cast<uws::RealtimeScan *>(storage);
     ScannedKind kinds[kScanBatchItems];
     int stock[4] = {-2, -2, -2, -2};
     for (size_t i = 0; i < count; i++) {
-        new (&items[i]) uws::RealtimeScan();
-        if (!uws::scanRealtimeMessage(texts[i], items[i], scannedType)) return 0;
         int known = scannedItem(self, items[i], stock, kinds[i]);
         if (known <= 0) return known;
     }
@@ -1879,7 +1944,8 @@ int batchFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, 
         }
     }
     Py_DECREF(bucket);
-    ReplyText replies;
+    BatchText frame;
+    MillisecondsText clock;
     bool any = false;
     for (size_t i = 0; i < count; i++) {
         const uws::RealtimeScan &item = items[i];
@@ -1892,29 +1958,32 @@ int batchFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, 
             result = publishScanned(self, client, item);
         }
         if (result < 0) return -1;
-        if (result == 0) return batchRestInPython(self, ws, client, message, replies.view(), i);
+        if (result == 0) return batchRestInPython(self, ws, client, message, frame.added(), i);
         if (kind == ScannedKind::Publish && !item.id.present()) continue; // PUBLISHED only with an id
-        if (any) replies.add(",");
+        if (any) frame.add(",");
         any = true;
         if (kind == ScannedKind::Ping) {
-            replies.add("{\"type\":\"PONG\",\"serverTime\":");
-            replies.add(nowMilliseconds());
-            replies.closeWithId(item.id);
+            frame.add("{\"type\":\"PONG\",\"serverTime\":");
+            frame.add(clock.now());
+            frame.closeWithId(item.id);
         } else if (kind == ScannedKind::Publish) {
-            addPublishedReply(replies, item);
+            addPublishedReply(frame, item);
         } else {
-            addTopicReply(replies, item, subscribing);
+            addTopicReply(frame, item, subscribing);
         }
     }
-    ReplyText frame;
     if (any) {
-        frame.add("{\"type\":\"BATCH\",\"timestamp\":");
-        frame.add(nowMilliseconds());
-        frame.add(",\"messages\":[");
-        frame.add(replies.view());
+        // {"type":"BATCH","timestamp":T,"messages":[ before the items: 28 + at most 20 + 13 bytes.
+        constexpr std::string_view start = "{\"type\":\"BATCH\",\"timestamp\":", open = ",\"messages\":[";
+        std::string_view timestamp = clock.now();
+        char front[BatchText::kFront];
+        std::memcpy(front, start.data(), start.size());
+        std::memcpy(front + start.size(), timestamp.data(), timestamp.size());
+        std::memcpy(front + start.size() + timestamp.size(), open.data(), open.size());
+        frame.putFront(std::string_view(front, start.size() + timestamp.size() + open.size()));
         frame.add("]");
     } else if (scan.id.present()) {
-        frame.add("{\"type\":\"ACK\"");
+        frame.putFront("{\"type\":\"ACK\"");
     } else {
         return 1;
     }
@@ -1959,7 +2028,13 @@ int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
     }
     if (!mayBeScannedType(message)) return 0;
     uws::RealtimeScan scan;
-    if (!uws::scanRealtimeMessage(message, scan, scannedTopType) || !scan.type.plainString()) return 0;
+    // A BATCH's items, scanned with it: storage left unset, each constructed as it is scanned.
+    alignas(uws::RealtimeScan) unsigned char storage[sizeof(uws::RealtimeScan) * kScanBatchItems];
+    uws::ScannedItems items;
+    items.scans = reinterpret_cast<uws::RealtimeScan *>(storage);
+    items.capacity = kScanBatchItems;
+    items.filter = scannedType;
+    if (!uws::scanRealtimeMessage(message, scan, scannedTopType, &items) || !scan.type.plainString()) return 0;
     const uws::ScannedValue &id = scan.id;
     if (id.present() && !id.plain) return 0; // copied into the reply as it is
     std::string_view kind = scan.type.text();
@@ -1989,7 +2064,7 @@ int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
         return reply.sendTo(self, ws) ? 1 : -1;
     }
     if (kind == "PUBLISH") return publishFromScan(self, ws, client, scan);
-    if (kind == "BATCH") return batchFromScan(self, ws, client, message, scan);
+    if (kind == "BATCH") return batchFromScan(self, ws, client, message, scan, items);
     return topicFromScan(self, ws, client, scan, kind == "SUBSCRIBE");
 }
 

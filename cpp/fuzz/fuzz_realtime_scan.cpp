@@ -12,9 +12,9 @@
 //    fraction or exponent, integers of 15 digits at most, at most 10 levels and kScanMaxKeys
 //    distinct keys is known;
 //  - a known text followed by one more non-space byte is not;
-//  - scanArrayItems (of the input itself, and of a recorded "messages" array): when it splits,
-//    the text is a valid JSON array, each item a valid JSON value without whitespace around
-//    it, and for an array without whitespace the items joined by commas are the text again.
+//  - with items (a BATCH's "messages" scanned with the message): known only when known
+//    without, with the same top-level fields; the items are then the reference's elements of
+//    that array, in order, each an object whose fields are checked as the message's are.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -217,29 +217,30 @@ void checkField(const uws::ScannedValue &field, std::string_view key, const std:
     }
 }
 
-bool validValue(std::string_view text) {
-    Reference reference{text};
-    return reference.value(0, nullptr) && reference.end();
+// The elements of a JSON array's text, by the reference (the text is known to be valid).
+std::vector<std::string_view> elements(std::string_view array) {
+    std::vector<std::string_view> out;
+    Reference reference{array};
+    reference.at = 1;
+    reference.space();
+    if (!reference.end() && reference.peek() == ']') return out;
+    for (;;) {
+        size_t start = reference.at;
+        if (!reference.value(1, nullptr)) return out;
+        out.push_back(array.substr(start, reference.at - start));
+        reference.space();
+        if (reference.end() || reference.peek() != ',') return out;
+        reference.at++;
+        reference.space();
+    }
 }
 
-// The split of `array` as scanArrayItems gives it, checked as above.
-void checkItems(std::string_view array) {
-    std::string_view items[64];
-    size_t count = 0;
-    if (!uws::scanArrayItems(array, items, 64, count)) return;
-    FUZZ_CHECK(!array.empty() && array.front() == '[' && validValue(array));
-    FUZZ_CHECK(count <= 64);
-    bool spaced = false;
-    for (char c : array) spaced = spaced || c == ' ' || c == '\n' || c == '\t' || c == '\r';
-    std::string joined = "[";
-    for (size_t i = 0; i < count; i++) {
-        FUZZ_CHECK(!items[i].empty() && validValue(items[i]));
-        FUZZ_CHECK(items[i].data() > array.data() && items[i].data() + items[i].size() < array.data() + array.size());
-        if (i) joined += ',';
-        joined.append(items[i]);
-    }
-    joined += ']';
-    if (!spaced) FUZZ_CHECK(joined == array);
+void checkFields(const uws::RealtimeScan &scan, const std::vector<Member> &members) {
+    checkField(scan.type, "type", members);
+    checkField(scan.id, "id", members);
+    checkField(scan.topic, "topic", members);
+    checkField(scan.data, "data", members);
+    checkField(scan.echo, "echo", members);
 }
 
 } // namespace
@@ -269,19 +270,37 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(distinct);
         FUZZ_CHECK(scan.keys == members.size());
         for (const Member &member : members) FUZZ_CHECK(member.key.find('\\') == std::string_view::npos);
-        checkField(scan.type, "type", members);
-        checkField(scan.id, "id", members);
-        checkField(scan.topic, "topic", members);
-        checkField(scan.data, "data", members);
-        checkField(scan.echo, "echo", members);
+        checkFields(scan, members);
         checkField(scan.messages, "messages", members);
-        if (scan.messages.kind == uws::JsonKind::Array) checkItems(scan.messages.raw);
         std::string longer(text);
         longer += 'x';
         uws::RealtimeScan again;
         FUZZ_CHECK(!uws::scanRealtimeMessage(longer, again));
     }
-    checkItems(text);
+    // Again with items: a subset of the known texts, the same fields, the items checked.
+    uws::RealtimeScan itemScans[8];
+    uws::ScannedItems items;
+    items.scans = itemScans;
+    items.capacity = 8;
+    uws::RealtimeScan withItems;
+    if (uws::scanRealtimeMessage(text, withItems, nullptr, &items)) {
+        FUZZ_CHECK(known);
+        FUZZ_CHECK(withItems.keys == scan.keys && withItems.type.raw == scan.type.raw && withItems.id.raw == scan.id.raw);
+        FUZZ_CHECK(withItems.messages.raw == scan.messages.raw && withItems.messages.kind == scan.messages.kind);
+        if (withItems.messages.kind == uws::JsonKind::Array) {
+            std::vector<std::string_view> list = elements(withItems.messages.raw);
+            FUZZ_CHECK(list.size() == items.count && items.count <= 8);
+            for (size_t i = 0; i < list.size() && i < items.count; i++) {
+                Reference item{list[i]};
+                std::vector<Member> itemMembers;
+                FUZZ_CHECK(!list[i].empty() && list[i][0] == '{' && item.value(0, &itemMembers));
+                FUZZ_CHECK(itemScans[i].keys == itemMembers.size());
+                checkFields(itemScans[i], itemMembers);
+            }
+        } else {
+            FUZZ_CHECK(items.count == 0);
+        }
+    }
     if (valid && isObject && reference.simple && distinct && reference.maxDepth <= 10 &&
         members.size() <= uws::kScanMaxKeys) {
         FUZZ_CHECK(known);

@@ -3,6 +3,7 @@
 #include "uws/RealtimeScan.h"
 
 #include <cstring>
+#include <new>
 
 namespace uws {
 
@@ -269,33 +270,31 @@ struct Scanner {
         }
         return true;
     }
-};
 
-} // namespace
-
-bool scanRealtimeMessage(std::string_view message, RealtimeScan &out, ScanTypeFilter filter) {
-    out = RealtimeScan();
-    Scanner scanner{reinterpret_cast<const unsigned char *>(message.data()),
-                    reinterpret_cast<const unsigned char *>(message.data()) + message.size()};
-    scanner.skipSpace();
-    if (scanner.atEnd() || *scanner.at != '{') return false;
-    scanner.at++;
-    scanner.skipSpace();
-    KeyList keys;
-    if (!scanner.atEnd() && *scanner.at == '}') {
-        scanner.at++;
-    } else {
+    // An object at `at` ({), at `depth` (the top-level message is 1), its fields recorded in
+    // `out` (set here), the filter applied to its type; with `items`, its "messages" array's
+    // elements scanned the same way into them.
+    bool message(int depth, RealtimeScan &out, ScanTypeFilter filter, ScannedItems *items) {
+        if (atEnd() || *at != '{') return false;
+        at++;
+        skipSpace();
+        KeyList keys;
+        if (!atEnd() && *at == '}') {
+            at++;
+            out.keys = 0;
+            return true;
+        }
         for (;;) {
-            if (scanner.atEnd() || *scanner.at != '"') return false;
-            const char *keyStart = reinterpret_cast<const char *>(scanner.at) + 1;
+            if (atEnd() || *at != '"') return false;
+            const char *keyStart = reinterpret_cast<const char *>(at) + 1;
             bool escaped;
-            if (!scanner.string(escaped) || escaped) return false;
-            std::string_view key(keyStart, size_t(reinterpret_cast<const char *>(scanner.at) - 1 - keyStart));
+            if (!string(escaped) || escaped) return false;
+            std::string_view key(keyStart, size_t(reinterpret_cast<const char *>(at) - 1 - keyStart));
             if (!keys.add(key)) return false;
-            scanner.skipSpace();
-            if (scanner.atEnd() || *scanner.at != ':') return false;
-            scanner.at++;
-            scanner.skipSpace();
+            skipSpace();
+            if (atEnd() || *at != ':') return false;
+            at++;
+            skipSpace();
             ScannedValue *field = nullptr;
             if (key == "type") field = &out.type;
             else if (key == "id") field = &out.id;
@@ -303,54 +302,71 @@ bool scanRealtimeMessage(std::string_view message, RealtimeScan &out, ScanTypeFi
             else if (key == "data") field = &out.data;
             else if (key == "echo") field = &out.echo;
             else if (key == "messages") field = &out.messages;
-            ScannedValue ignored;
-            bool plain;
-            if (!scanner.value(1, field ? field : &ignored, plain)) return false;
-            if (filter && field == &out.type && !(out.type.plainString() && filter(out.type.text()))) return false;
-            scanner.skipSpace();
-            if (scanner.atEnd()) return false;
-            if (*scanner.at == '}') {
-                scanner.at++;
+            if (items && field == &out.messages && !atEnd() && *at == '[') {
+                if (!itemsOf(depth, out.messages, *items)) return false;
+            } else {
+                ScannedValue ignored;
+                bool plain;
+                if (!value(depth, field ? field : &ignored, plain)) return false;
+                if (filter && field == &out.type && !(out.type.plainString() && filter(out.type.text()))) return false;
+            }
+            skipSpace();
+            if (atEnd()) return false;
+            if (*at == '}') {
+                at++;
                 break;
             }
-            if (*scanner.at != ',') return false;
-            scanner.at++;
-            scanner.skipSpace();
+            if (*at != ',') return false;
+            at++;
+            skipSpace();
         }
+        out.keys = keys.count;
+        return true;
     }
-    scanner.skipSpace();
-    if (!scanner.atEnd()) return false;
-    out.keys = keys.count;
-    return true;
-}
 
-bool scanArrayItems(std::string_view array, std::string_view *items, size_t max, size_t &count) {
-    count = 0;
-    Scanner scanner{reinterpret_cast<const unsigned char *>(array.data()),
-                    reinterpret_cast<const unsigned char *>(array.data()) + array.size()};
-    if (scanner.atEnd() || *scanner.at != '[') return false;
-    scanner.at++;
-    scanner.skipSpace();
-    if (!scanner.atEnd() && *scanner.at == ']') {
-        scanner.at++;
-    } else {
-        for (;;) {
-            const unsigned char *start = scanner.at;
-            bool plain;
-            // Depth 1: the array was scanned within the limit at its own depth, so are its items here.
-            if (count == max || !scanner.value(1, nullptr, plain)) return false;
-            items[count++] = std::string_view(reinterpret_cast<const char *>(start), size_t(scanner.at - start));
-            scanner.skipSpace();
-            if (scanner.atEnd()) return false;
-            if (*scanner.at == ']') {
-                scanner.at++;
-                break;
+    // The "messages" array of an object at `depth`, at `at` ([): each element an object scanned
+    // as a message into items.scans (their own "messages" not split), at most items.capacity.
+    bool itemsOf(int depth, ScannedValue &array, ScannedItems &items) {
+        if (depth + 2 > kScanMaxDepth) return false;
+        const unsigned char *start = at;
+        at++;
+        skipSpace();
+        if (!atEnd() && *at == ']') {
+            at++;
+        } else {
+            for (;;) {
+                if (items.count == items.capacity) return false;
+                RealtimeScan *item = new (&items.scans[items.count]) RealtimeScan();
+                if (!message(depth + 2, *item, items.filter, nullptr)) return false;
+                items.count++;
+                skipSpace();
+                if (atEnd()) return false;
+                if (*at == ']') {
+                    at++;
+                    break;
+                }
+                if (*at != ',') return false;
+                at++;
+                skipSpace();
             }
-            if (*scanner.at != ',') return false;
-            scanner.at++;
-            scanner.skipSpace();
         }
+        array.kind = JsonKind::Array;
+        array.raw = std::string_view(reinterpret_cast<const char *>(start), size_t(at - start));
+        array.plain = false; // not worked out here
+        return true;
     }
+};
+
+} // namespace
+
+bool scanRealtimeMessage(std::string_view message, RealtimeScan &out, ScanTypeFilter filter, ScannedItems *items) {
+    out = RealtimeScan();
+    if (items) items->count = 0;
+    Scanner scanner{reinterpret_cast<const unsigned char *>(message.data()),
+                    reinterpret_cast<const unsigned char *>(message.data()) + message.size()};
+    scanner.skipSpace();
+    if (!scanner.message(1, out, filter, items)) return false;
+    scanner.skipSpace();
     return scanner.atEnd();
 }
 

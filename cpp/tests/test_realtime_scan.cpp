@@ -171,36 +171,67 @@ void testEveryPrefixOfAKnownTextIsUnknown() {
     }
 }
 
-void testBatchMessagesAndTheirItems() {
+bool notBatch(std::string_view type) { return type != "BATCH"; }
+
+void testBatchItemsScannedWithTheMessage() {
     RealtimeScan scan;
-    CHECK(scanRealtimeMessage(R"({"type":"BATCH","id":3,"messages":[ {"type":"PING","id":1} ,7,"a,]b",[1,[2]],{"x":{"y":[]}} ]})",
-                              scan));
+    RealtimeScan storage[4];
+    uws::ScannedItems items;
+    items.scans = storage;
+    items.capacity = 4;
+    items.filter = notBatch;
+    const std::string batch =
+        R"({"type":"BATCH","id":3,"messages":[ {"type":"PING","id":1} ,{"type":"SUBSCRIBE","topic":"a","x":[{"y":2}]},{}]})";
+    CHECK(scanRealtimeMessage(batch, scan, nullptr, &items));
+    CHECK_EQ(items.count, size_t(3));
     CHECK(scan.messages.kind == JsonKind::Array);
-    CHECK(!scan.messages.plain); // spaces
-    std::string_view items[8];
-    size_t count = 99;
-    CHECK(uws::scanArrayItems(scan.messages.raw, items, 8, count));
-    CHECK_EQ(count, size_t(5));
-    CHECK_EQ(items[0], std::string_view(R"({"type":"PING","id":1})"));
-    CHECK_EQ(items[1], std::string_view("7"));
-    CHECK_EQ(items[2], std::string_view(R"("a,]b")"));
-    CHECK_EQ(items[3], std::string_view("[1,[2]]"));
-    CHECK_EQ(items[4], std::string_view(R"({"x":{"y":[]}})"));
-    // No more than `max`: false, the rest not read.
-    CHECK(!uws::scanArrayItems(scan.messages.raw, items, 4, count));
-    CHECK(uws::scanArrayItems("[]", items, 0, count));
-    CHECK_EQ(count, size_t(0));
-    CHECK(uws::scanArrayItems("[ \n]", items, 0, count));
-    CHECK(uws::scanArrayItems("[1]", items, 1, count));
-    CHECK_EQ(count, size_t(1));
-    for (const char *bad : {"", "{}", "[", "[1", "[1,]", "[,1]", "[1]x", "[1] ", " [1]", "[1 2]", "[tru]"}) {
-        check::Scope scope(bad);
-        CHECK(!uws::scanArrayItems(bad, items, 8, count));
+    CHECK(!scan.messages.plain);
+    CHECK_EQ(scan.messages.raw.front(), '[');
+    CHECK_EQ(scan.messages.raw.back(), ']');
+    CHECK_EQ(storage[0].type.text(), std::string_view("PING"));
+    CHECK_EQ(storage[0].id.raw, std::string_view("1"));
+    CHECK_EQ(storage[0].keys, size_t(2));
+    CHECK_EQ(storage[1].topic.raw, std::string_view(R"("a")"));
+    CHECK(!storage[1].id.present());
+    CHECK_EQ(storage[2].keys, size_t(0));
+    CHECK(!storage[2].type.present());
+    // Without items the same text is known, "messages" a plain value like any other.
+    CHECK(scanRealtimeMessage(batch, scan));
+    CHECK(scan.messages.kind == JsonKind::Array);
+    // Known with items only when every element is a known object of an accepted type, and
+    // there are no more than the capacity.
+    const std::string unknown[] = {
+        R"({"type":"BATCH","messages":[7]})", R"({"type":"BATCH","messages":[{"type":"PING"},"x"]})",
+        R"({"type":"BATCH","messages":[{"type":"BATCH","messages":[]}]})",
+        R"({"type":"BATCH","messages":[{"type":"PING","id":1,"id":2}]})",
+        R"({"type":"BATCH","messages":[{"a":1},{"a":2},{"a":3},{"a":4},{"a":5}]})",
+        R"({"type":"BATCH","messages":[{"type":"PING"},]})", R"({"type":"BATCH","messages":[{"type":"PING"}})",
+        R"({"type":"BATCH","messages":[{"a":1e400}]})",
+    };
+    for (const std::string &text : unknown) {
+        check::Scope scope(text);
+        CHECK(!scanRealtimeMessage(text, scan, nullptr, &items));
     }
-    CHECK(scanRealtimeMessage(R"({"type":"BATCH","messages":{"a":1}})", scan));
+    CHECK(scanRealtimeMessage(R"({"type":"BATCH","messages":[{"a":1},{"a":2},{"a":3},{"a":4}]})", scan, nullptr, &items));
+    CHECK_EQ(items.count, size_t(4));
+    CHECK(scanRealtimeMessage(R"({"type":"BATCH","messages":[ ]})", scan, nullptr, &items));
+    CHECK_EQ(items.count, size_t(0));
+    CHECK(scan.messages.kind == JsonKind::Array);
+    CHECK(scanRealtimeMessage(R"({"type":"BATCH","messages":{"a":1}})", scan, nullptr, &items));
     CHECK(scan.messages.kind == JsonKind::Object);
-    CHECK(scanRealtimeMessage(R"({"type":"PING"})", scan));
+    CHECK_EQ(items.count, size_t(0));
+    CHECK(scanRealtimeMessage(R"({"type":"PING"})", scan, nullptr, &items));
     CHECK(!scan.messages.present());
+    // An item's nesting counts from the message (the message 1, the array 2, the item 3):
+    // past kScanMaxDepth inside an item is unknown, at it known, with items or without.
+    std::string deep = R"({"messages":[{"a":)" + std::string(uws::kScanMaxDepth - 2, '[') +
+                       std::string(uws::kScanMaxDepth - 2, ']') + "}]}";
+    CHECK(!scanRealtimeMessage(deep, scan, nullptr, &items));
+    CHECK(!scanRealtimeMessage(deep, scan));
+    std::string shallower = R"({"messages":[{"a":)" + std::string(uws::kScanMaxDepth - 3, '[') +
+                            std::string(uws::kScanMaxDepth - 3, ']') + "}]}";
+    CHECK(scanRealtimeMessage(shallower, scan, nullptr, &items));
+    CHECK(scanRealtimeMessage(shallower, scan));
 }
 
 } // namespace
@@ -214,6 +245,6 @@ int main() {
     RUN_TEST(testFilterStopsAtTheType);
     RUN_TEST(testKeyLimit);
     RUN_TEST(testEveryPrefixOfAKnownTextIsUnknown);
-    RUN_TEST(testBatchMessagesAndTheirItems);
+    RUN_TEST(testBatchItemsScannedWithTheMessage);
     return check::report("test_realtime_scan");
 }

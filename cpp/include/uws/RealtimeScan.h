@@ -3,7 +3,8 @@
 // The realtime layer's native dispatcher answers the built-ins (PING, SUBSCRIBE, ...) from the
 // bytes when this scanner knows the message: it reads the top-level object once, validates the
 // whole text as JSON (RFC 8259), and records where the fields "type", "id", "topic" and "data"
-// are (and "echo", PUBLISH's flag, and "messages", a BATCH's items: scanArrayItems splits them). It has two answers only: "known" (scanRealtimeMessage returns true: the text is JSON
+// are (and "echo", PUBLISH's flag, and "messages", a BATCH's items: scanned as messages too
+// when the caller asks). It has two answers only: "known" (scanRealtimeMessage returns true: the text is JSON
 // that orjson.loads accepts, with the fields as recorded) and "I don't know" (false: the caller
 // decodes the message as before, and that path accepts or words the error). It says "I don't
 // know" for everything where its result might differ from orjson.loads followed by the Python
@@ -64,13 +65,22 @@ struct RealtimeScan {
 // value is not an escape-free string that this accepts.
 using ScanTypeFilter = bool (*)(std::string_view type);
 
+// A BATCH's items, scanned in the same pass as the message (scanRealtimeMessage's `items`).
+struct ScannedItems {
+    RealtimeScan *scans = nullptr; // room for `capacity` (constructed here as they are scanned)
+    size_t capacity = 0;
+    ScanTypeFilter filter = nullptr; // applied to each item's type
+    size_t count = 0;                // set by the scan
+};
+
 // True when `message` is known (see above), with its fields in `out`; false: "I don't know"
 // (or, with a filter, a type the caller does not want: the rest of the text is not read).
-bool scanRealtimeMessage(std::string_view message, RealtimeScan &out, ScanTypeFilter filter = nullptr);
-
-// The elements of `array`, the raw text of a scanned Array value (a BATCH's "messages"), in
-// order into items[0..count), each without the whitespace around it. False when there are
-// more than `max` (the rest is not read) or the text is not a JSON array.
-bool scanArrayItems(std::string_view array, std::string_view *items, size_t max, size_t &count);
+// With `items`, a top-level "messages" that is an array is known only when each of its
+// elements is an object known as a message (items->filter applied to its type; an item's
+// own "messages" is not split), at most items->capacity of them: they are recorded in
+// order, their count in items->count (0 without such an array), and messages.plain is
+// false. Any other "messages" value is recorded as the other fields are.
+bool scanRealtimeMessage(std::string_view message, RealtimeScan &out, ScanTypeFilter filter = nullptr,
+                         ScannedItems *items = nullptr);
 
 } // namespace uws

@@ -612,6 +612,25 @@ def test_a_batch_from_the_scan_gives_the_python_paths_bytes(texts, rate):
     assert native == python
 
 
+def test_a_long_batch_from_the_scan_gives_the_python_paths_bytes():
+    """32 items (the most the scan takes) with long ids, a reply past the stack buffer, and 33
+    (the decoding path): the same bytes on both paths."""
+    texts = ['{"type":"BATCH","id":"%s","messages":[%s]}' % ("b" * 90, ",".join(
+        '{"type":"PING","id":"%s"}' % (str(n) * 100) for n in range(count))) for count in (32, 33)]
+    sent = []
+    for native in (False, True):
+        h = Harness(max_payload_length=100_000, max_batch_items=40)
+        ws = h.connect()
+        ws.sent.clear()
+        handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+        for text in texts:
+            handler(ws, text, TEXT)
+        sent.append([masked(data, ws.client.id) for data, _ in ws.sent])
+    assert sent[0] == sent[1]
+    assert [len(orjson.loads(data)["messages"]) for data in sent[1]] == [32, 33]
+    assert len(sent[1][0]) > 3000
+
+
 def test_a_batch_of_builtins_is_answered_from_the_scan(monkeypatch):
     """A BATCH of PINGs, SUBSCRIBEs, UNSUBSCRIBEs and PUBLISHes that the scanner knows is
     answered without orjson.loads, its reply bytes spelled out; an item for Python (a reserved
