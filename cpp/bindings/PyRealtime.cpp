@@ -245,12 +245,14 @@ double batchSeconds(RealtimeDispatchObject *self, PyObject *ws) {
     return self->clockSeconds;
 }
 
-// TokenBucket.take() for one token: 1 taken, 0 refused, -1 error. The arithmetic is the
-// Python method's, in the same order, so that both paths leave the bucket alike; a refusal
+int truth(PyObject *result);
+
+// TokenBucket.take(count) (one token per message, the rest of a BATCH's items after its
+// first): 1 taken, 0 refused, -1 error. The arithmetic is the Python method's, in the same order, so that both paths leave the bucket alike; a refusal
 // (with its window bookkeeping) and any other clock go to the method itself. `now` is the
 // batch's time (batchSeconds); when the bucket was last updated after it (by the Python path,
 // which reads the clock itself), the clock is read afresh, so no refill is ever negative.
-int takeToken(RealtimeDispatchObject *self, PyObject *bucket, double now) {
+int takeTokens(RealtimeDispatchObject *self, PyObject *bucket, Py_ssize_t count, double now) {
     if (Py_TYPE(bucket) == reinterpret_cast<PyTypeObject *>(self->bucketType)) {
         PyObject **clockAt = self->bucketClock.at(bucket);
         bool ownClock;
@@ -271,20 +273,23 @@ int takeToken(RealtimeDispatchObject *self, PyObject *bucket, double now) {
             if (now < updated) now = monotonicSeconds();
             tokens = tokens + (now - updated) * rate;
             if (tokens > capacity) tokens = capacity;
-            if (tokens >= 1) {
-                if (!storeDouble(bucket, self->bucketUpdated, now) || !storeDouble(bucket, self->bucketTokens, tokens - 1)) {
+            if (tokens >= double(count)) {
+                if (!storeDouble(bucket, self->bucketUpdated, now) ||
+                    !storeDouble(bucket, self->bucketTokens, tokens - double(count))) {
                     return -1;
                 }
                 return 1;
             }
         }
     }
-    PyObject *result = callMethod(names.take, bucket);
-    if (!result) return -1;
-    int taken = PyObject_IsTrue(result);
-    Py_DECREF(result);
+    if (count == 1) return truth(callMethod(names.take, bucket));
+    PyObject *needed = PyLong_FromSsize_t(count);
+    int taken = needed ? truth(callMethod(names.take, bucket, needed)) : -1;
+    Py_XDECREF(needed);
     return taken;
 }
+
+int takeToken(RealtimeDispatchObject *self, PyObject *bucket, double now) { return takeTokens(self, bucket, 1, now); }
 
 // Dispatcher.handle_admitted(ws, client, data, opcode): everything after the token, in Python.
 bool admittedInPython(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::string_view message,
@@ -1353,36 +1358,16 @@ bool batchItems(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, Py
                 PyObject *replies);
 bool batchReply(RealtimeDispatchObject *self, PyObject *client, PyObject *message, PyObject *replies);
 
-// TokenBucket.take(count) for a BATCH's items, as takeToken does it for one: 1 taken, 0
-// refused, -1 error; a refusal and any other clock go to the method itself.
-int takeTokens(RealtimeDispatchObject *self, PyObject *bucket, Py_ssize_t count) {
-    if (Py_TYPE(bucket) == reinterpret_cast<PyTypeObject *>(self->bucketType)) {
-        PyObject *clock = self->bucketClock.get(bucket);
-        if (!clock) return -1;
-        bool ownClock = clock == self->monotonic;
-        Py_DECREF(clock);
-        double tokens, updated, rate, capacity;
-        if (ownClock) {
-            if (!peekDouble(bucket, self->bucketTokens, tokens) || !peekDouble(bucket, self->bucketUpdated, updated) ||
-                !peekDouble(bucket, self->bucketRate, rate) || !peekDouble(bucket, self->bucketCapacity, capacity)) {
-                return -1;
-            }
-            double now = monotonicSeconds();
-            tokens = tokens + (now - updated) * rate;
-            if (tokens > capacity) tokens = capacity;
-            if (tokens >= double(count)) {
-                if (!storeDouble(bucket, self->bucketUpdated, now) ||
-                    !storeDouble(bucket, self->bucketTokens, tokens - double(count))) {
-                    return -1;
-                }
-                return 1;
-            }
-        }
-    }
-    PyObject *needed = PyLong_FromSsize_t(count);
-    int taken = needed ? truth(callMethod(names.take, bucket, needed)) : -1;
-    Py_XDECREF(needed);
-    return taken;
+// A BATCH of `count` items refused by the rate limit: Dispatcher.rate_limited with the id of
+// the decoded request `message` (as Python reads it) and the tokens asked for. True when done.
+bool batchRateLimited(RealtimeDispatchObject *self, PyObject *client, PyObject *bucket, PyObject *message,
+                      Py_ssize_t count) {
+    PyObject *requestId = PyDict_GetItemWithError(message, names.id);
+    PyObject *tokens = requestId || !PyErr_Occurred() ? PyLong_FromSsize_t(count) : nullptr;
+    bool ok = tokens && done(callMethod(names.rateLimited, self->dispatcher, client, bucket,
+                                        requestId ? requestId : Py_None, tokens));
+    Py_XDECREF(tokens);
+    return ok;
 }
 
 // Dispatcher.batch at the top level: the same checks (a failing one goes to Python before
@@ -1406,13 +1391,9 @@ int batchHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyOb
         return -1;
     }
     if (bucket != Py_None && count > 1) {
-        int taken = takeTokens(self, bucket, count - 1);
+        int taken = takeTokens(self, bucket, count - 1, batchSeconds(self, ws));
         if (taken <= 0) {
-            PyObject *requestId = taken == 0 ? PyDict_GetItemWithError(message, names.id) : nullptr;
-            PyObject *tokens = taken == 0 && (requestId || !PyErr_Occurred()) ? PyLong_FromSsize_t(count) : nullptr;
-            bool ok = tokens && done(callMethod(names.rateLimited, self->dispatcher, client, bucket,
-                                                requestId ? requestId : Py_None, tokens));
-            Py_XDECREF(tokens);
+            bool ok = taken == 0 && batchRateLimited(self, client, bucket, message, count);
             Py_DECREF(bucket);
             Py_DECREF(items);
             return ok ? 1 : -1;
@@ -1929,15 +1910,11 @@ int batchFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, 
     PyObject *bucket = self->clientBucket.get(client);
     if (!bucket) return -1;
     if (bucket != Py_None && count > 1) {
-        int taken = takeTokens(self, bucket, Py_ssize_t(count) - 1);
+        int taken = takeTokens(self, bucket, Py_ssize_t(count) - 1, batchSeconds(self, ws));
         if (taken <= 0) {
             // Refused: Dispatcher.rate_limited with the request's id as Python reads it.
             PyObject *decoded = taken == 0 ? decodeMessage(self, message, nullptr) : nullptr;
-            PyObject *requestId = decoded ? PyDict_GetItemWithError(decoded, names.id) : nullptr;
-            PyObject *tokens = decoded && (requestId || !PyErr_Occurred()) ? PyLong_FromSsize_t(Py_ssize_t(count)) : nullptr;
-            bool ok = tokens && done(callMethod(names.rateLimited, self->dispatcher, client, bucket,
-                                                requestId ? requestId : Py_None, tokens));
-            Py_XDECREF(tokens);
+            bool ok = decoded && batchRateLimited(self, client, bucket, decoded, Py_ssize_t(count));
             Py_XDECREF(decoded);
             Py_DECREF(bucket);
             return ok ? 1 : -1;

@@ -631,19 +631,25 @@ def test_a_long_batch_from_the_scan_gives_the_python_paths_bytes():
     assert len(sent[1][0]) > 3000
 
 
-def test_a_batch_of_builtins_is_answered_from_the_scan(monkeypatch):
-    """A BATCH of PINGs, SUBSCRIBEs, UNSUBSCRIBEs and PUBLISHes that the scanner knows is
-    answered without orjson.loads, its reply bytes spelled out; an item for Python (a reserved
-    topic) makes the rest of it, only, take the decoding path."""
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The texts given to orjson.loads by the dispatcher (the decoding path), in order."""
     from uws_py.realtime import dispatch
 
-    decoded: list[Any] = []
+    texts: list[Any] = []
 
     def counting_loads(data: Any) -> Any:
-        decoded.append(data)
+        texts.append(data)
         return orjson.loads(data)
 
     monkeypatch.setattr(dispatch, "_loads", counting_loads)
+    return texts
+
+
+def test_a_batch_of_builtins_is_answered_from_the_scan(decoded):
+    """A BATCH of PINGs, SUBSCRIBEs, UNSUBSCRIBEs and PUBLISHes that the scanner knows is
+    answered without orjson.loads, its reply bytes spelled out; an item for Python (a reserved
+    topic) makes the rest of it, only, take the decoding path."""
     h = build(**PUBSUB_LIMITS)
     watcher, ws = h.connect(), h.connect()
     watcher.client.subscribe("news")
@@ -724,19 +730,10 @@ def test_scan_path_sees_pubsub_state_set_later(name, after):
     assert python != unchanged, "the change made no difference: the test would not see it ignored"
 
 
-def test_scan_path_skips_the_decoder_and_falls_back_to_it(monkeypatch):
+def test_scan_path_skips_the_decoder_and_falls_back_to_it(decoded):
     """The common PING, SUBSCRIBE, UNSUBSCRIBE and PUBLISH are answered without orjson.loads;
     an id the scanner does not copy (a float), a topic with an escape and data that orjson
     would write otherwise (a space) take the decoding path."""
-    from uws_py.realtime import dispatch
-
-    decoded: list[Any] = []
-
-    def counting_loads(data: Any) -> Any:
-        decoded.append(data)
-        return orjson.loads(data)
-
-    monkeypatch.setattr(dispatch, "_loads", counting_loads)
     h = build(**PUBSUB_LIMITS)
     ws = h.connect()
     ws.sent.clear()
@@ -759,20 +756,11 @@ def test_scan_path_skips_the_decoder_and_falls_back_to_it(monkeypatch):
     assert ws.topics == {"t1"}
 
 
-def test_scan_path_checks_topics_on_their_bytes(monkeypatch):
+def test_scan_path_checks_topics_on_their_bytes(decoded):
     """The topic checks are made on the scanned UTF-8 (no str made): a non-ASCII topic within
     max_topic_length characters (more bytes than that) is answered without the decoder; one
     character over, a reserved topic and a prefix-only match take the decoding path (whose
     answer the property tests compare)."""
-    from uws_py.realtime import dispatch
-
-    decoded: list[Any] = []
-
-    def counting_loads(data: Any) -> Any:
-        decoded.append(data)
-        return orjson.loads(data)
-
-    monkeypatch.setattr(dispatch, "_loads", counting_loads)
     h = build(**PUBSUB_LIMITS)
     ws = h.connect()
     ws.sent.clear()
