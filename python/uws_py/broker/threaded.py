@@ -13,6 +13,7 @@ subscription.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 import uuid
@@ -75,6 +76,9 @@ class ThreadedBroker(Broker):
         self._inbox: list[tuple[str, bytes, Optional[tuple[str, int]], bytes]] = []
         self._inbox_lock = threading.Lock()
         self._lifetime_tasks: list[asyncio.Task[None]] = []
+        # The futures of _call's coroutines, held until they end (see _call).
+        self._calls: set[concurrent.futures.Future[Any]] = set()
+        self._calls_lock = threading.Lock()
         self._stopping = False
         self._last_failure_log = 0.0
         self._counters = {"published": 0, "received": 0, "publish_failures": 0, "reconnects": 0, "connected": 0}
@@ -153,9 +157,33 @@ class ThreadedBroker(Broker):
         return dict(self._counters)
 
     def _call(self, coroutine_function: Any, *args: Any) -> None:
+        """Runs ``coroutine_function(*args)`` on the broker's loop (from any thread).
+
+        The loop holds its tasks only weakly, and the task of run_coroutine_threadsafe is
+        reachable from its future: the future is held here until it is done, so a garbage
+        collection cannot destroy the coroutine mid-await. An exception it ends with is logged.
+        """
         loop = self._loop
-        if loop is not None:
-            asyncio.run_coroutine_threadsafe(coroutine_function(*args), loop)
+        if loop is None or loop.is_closed():
+            return  # not started, or stopped: (re)subscriptions are made from _topics on start
+        coroutine = coroutine_function(*args)
+        try:
+            future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+        except RuntimeError:  # the loop closed after the check above
+            coroutine.close()
+            return
+        with self._calls_lock:
+            self._calls.add(future)
+        future.add_done_callback(self._call_done)
+
+    def _call_done(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._calls_lock:
+            self._calls.discard(future)
+        if future.cancelled():
+            return  # cancelled when the loop stops
+        error = future.exception()
+        if error is not None:
+            logger.error("%s: a broker call failed", self.system, exc_info=error)
 
     def _failed(self, count: int) -> None:
         self._counters["publish_failures"] += count

@@ -29,6 +29,13 @@ from .subscription import OnMessage, OnPresence, OnSubscribed, Position, Publica
 
 logger = logging.getLogger("uws_py.sdk")
 
+
+def _log_failure(task: "asyncio.Future[Any]") -> None:
+    """Done callback of the client's background tasks: logs the exception one ended with
+    (a cancelled task is not a failure)."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("a task of the realtime client failed", exc_info=task.exception())
+
 GetToken = Callable[[], Awaitable[str]]
 
 
@@ -146,6 +153,8 @@ class RealtimeClient:
         self._closing = False
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Future[None]] = set()
+        # What an async on_state returned, held until it ends (the loop holds tasks weakly).
+        self._callbacks: set[asyncio.Future[Any]] = set()
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -662,6 +671,7 @@ class RealtimeClient:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
 
     async def _flush_queue(self, ws: ClientConnection) -> None:
         while self._queue and self._ws is ws:
@@ -739,7 +749,10 @@ class RealtimeClient:
             try:
                 result = self.on_state(state, error)
                 if inspect.isawaitable(result):
-                    asyncio.ensure_future(result)
+                    callback = asyncio.ensure_future(result)
+                    self._callbacks.add(callback)
+                    callback.add_done_callback(self._callbacks.discard)
+                    callback.add_done_callback(_log_failure)
             except Exception:
                 logger.exception("on_state raised")
 
