@@ -37,6 +37,7 @@ from urllib.parse import unquote
 
 from .redact import redact, redacting_logger
 from .redis import BACKOFF_CAP, BACKOFF_START, CHANNEL_PREFIX, RedisBroker
+from .redis_pool import without_maintenance_notifications
 
 logger = redacting_logger("uws_py.broker")
 
@@ -133,7 +134,7 @@ def cluster_client(url: str, timeout: Optional[float] = None, **options: Any) ->
     return RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in parsed["nodes"]],
         ssl=parsed["ssl"], username=parsed["username"], password=parsed["password"],
-        socket_connect_timeout=2, socket_timeout=timeout, **options,
+        socket_connect_timeout=2, socket_timeout=timeout, **{**without_maintenance_notifications(), **options},
     )
 
 
@@ -264,7 +265,7 @@ class RedisClusterBroker(RedisBroker):
             # is reported and the shard's topics are subscribed again at their current owner.
             client = aioredis.Redis(host=node.host, port=node.port, ssl=parsed["ssl"], username=parsed["username"],
                                     password=parsed["password"], socket_connect_timeout=2, socket_keepalive=True,
-                                    retry=Retry(NoBackoff(), 0))
+                                    retry=Retry(NoBackoff(), 0), **without_maintenance_notifications())
             pubsub = client.pubsub(ignore_subscribe_messages=False)
             shard = shards[node.name] = _Shard(node.name, client, pubsub)
             shard.task = asyncio.get_running_loop().create_task(self._read_shard(shard))

@@ -11,6 +11,22 @@ from __future__ import annotations
 from typing import Any
 
 
+def without_maintenance_notifications() -> dict[str, Any]:
+    """Client keyword arguments that keep redis-py from asking Redis for maintenance
+    notifications (``CLIENT MAINT_NOTIFICATIONS``, redis-py 8.1 on, RESP3): a Redis that does
+    not know the command refuses it, and redis-py logs "Failed to enable maintenance
+    notifications" on every new connection. Empty for a redis-py without the option.
+
+    Returns:
+        ``{"maint_notifications_config": MaintNotificationsConfig(enabled=False)}``, or ``{}``.
+    """
+    try:
+        from redis.maint_notifications import MaintNotificationsConfig
+    except ImportError:
+        return {}
+    return {"maint_notifications_config": MaintNotificationsConfig(enabled=False)}
+
+
 def check_max_connections(value: Any) -> int:
     """value if it is a positive int (a bool is not); ValueError otherwise."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -44,7 +60,8 @@ def bounded_client(url: str, *, max_connections: int, timeout: float, retry: Any
         import redis.asyncio as module
     else:
         import redis as module  # type: ignore[no-redef]
-    connection: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout}
+    connection: dict[str, Any] = {"socket_connect_timeout": timeout, "socket_timeout": timeout,
+                                  **without_maintenance_notifications()}
     if retry is not None:
         connection["retry"] = retry
     connection.update(options)

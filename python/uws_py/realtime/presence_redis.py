@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import orjson
 
 from ..broker.redact import redact
+from ..broker.redis_pool import without_maintenance_notifications
 from ..broker.redis_cluster import cluster_client, hash_tag, parse_cluster_url
 from .history_redis import MAX_CONNECTIONS, TIMEOUT, UNAVAILABLE_REPLIES, _Script, bounded_client, check_max_connections
 from .presence import PresenceUnavailable, stats_of
@@ -238,10 +239,10 @@ class RedisPresence:
             connection: Any = RedisCluster(
                 startup_nodes=[ClusterNode(host, port) for host, port in parsed["nodes"]], ssl=parsed["ssl"],
                 username=parsed["username"], password=parsed["password"],
-                socket_connect_timeout=self.timeout, socket_timeout=self.timeout)
+                socket_connect_timeout=self.timeout, socket_timeout=self.timeout, **without_maintenance_notifications())
         else:
             connection = redis.Redis.from_url(self.url, socket_connect_timeout=self.timeout,
-                                              socket_timeout=self.timeout)
+                                              socket_timeout=self.timeout, **without_maintenance_notifications())
         with connection as client:
             # A cluster pipeline sends each command to its key's shard (no script in it).
             pipeline = client.pipeline(transaction=False)

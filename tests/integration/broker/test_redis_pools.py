@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import queue
 import threading
 import time
@@ -218,3 +219,35 @@ def test_max_connections_must_be_a_positive_int(value):
         AsyncEmitter("redis://127.0.0.1:1", max_connections=value)
     with pytest.raises(ValueError, match="max_connections"):
         RedisIdempotency(ConcurrentBroker("redis://127.0.0.1:1"), max_connections=value)
+
+
+def test_clients_do_not_ask_for_maintenance_notifications(redis_server, caplog):
+    """redis-py 8.1 asks every new RESP3 connection for CLIENT MAINT_NOTIFICATIONS; our Redis
+    refuses it and redis-py logged "Failed to enable maintenance notifications" each time. The
+    clients we make turn that off; a client made without the option shows the check sees it."""
+    from uws_py.broker.redis_pool import bounded_client
+
+    def notices() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "maintenance notifications" in r.getMessage()]
+
+    async def ours() -> None:
+        client = bounded_client(redis_server.url, max_connections=1, timeout=2.0)
+        await client.ping()
+        await client.aclose()
+        broker = await RedisBroker(redis_server.url)._connect()
+        await broker.ping()
+        await broker.aclose()
+
+    with caplog.at_level(logging.DEBUG, logger="redis"):
+        asyncio.run(ours())
+        blocking = bounded_client(redis_server.url, max_connections=1, timeout=2.0, asynchronous=False)
+        blocking.ping()
+        blocking.close()
+        assert notices() == []
+        # The same pool without the option: redis-py's default asks, and the line is logged.
+        import redis
+
+        plain = redis.Redis.from_pool(redis.BlockingConnectionPool.from_url(redis_server.url, max_connections=1))
+        plain.ping()
+        plain.close()
+    assert len(notices()) >= 1
