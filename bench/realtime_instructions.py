@@ -52,6 +52,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proc import cpu_seconds  # noqa: E402
+
 BENCH = Path(__file__).resolve().parent
 SECRET = "bench-secret-bench-secret-bench-secret"
 
@@ -184,12 +187,6 @@ def drive(port: str, token: str, kind: str, count: int) -> int:
     if failures or any(thread.is_alive() for thread in threads):
         raise RuntimeError(f"the client did not finish: {failures[:1]}")
     return sum(received)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process pid so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

@@ -35,6 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from proc import cpu_seconds, cpu_ticks  # noqa: E402
+
 BENCH = Path(__file__).resolve().parent
 
 # Run as the server's __main__ with --gc: counts collections, prints them at SIGTERM.
@@ -77,16 +80,10 @@ uws_py.RealtimeServer.on = on
 """
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process pid so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def process_counts(pid: int) -> dict[str, int]:
     """User and system CPU ticks, read syscalls (/proc/PID/io syscr: read() on the sockets) and context switches so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    counts = {"user ticks": int(fields[11]), "system ticks": int(fields[12])}
+    user, system = cpu_ticks(pid)
+    counts = {"user ticks": user, "system ticks": system}
     for line in Path(f"/proc/{pid}/io").read_text().splitlines():
         key, value = line.split(":")
         if key == "syscr":
