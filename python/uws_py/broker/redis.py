@@ -32,6 +32,8 @@ CONNECT_TIMEOUT = 2.0
 # needs one; a concurrent caller would wait for it (up to CONNECT_TIMEOUT) instead of opening
 # another and keeping it open afterwards, as redis-py's default pool does.
 CLIENT_CONNECTIONS = 1
+# Seconds the publisher waits for Redis to answer one PUBLISH (RedisBroker's publish_timeout).
+PUBLISH_TIMEOUT = 5.0
 
 # A job for RedisBroker.run: awaited on the broker's loop; its result (or exception) goes to done.
 Job = Callable[[], Awaitable[Any]]
@@ -45,19 +47,34 @@ class RedisBroker(ThreadedBroker):
     second time. While Redis is unreachable, local delivery goes on; publishes made meanwhile
     are counted in ``publish_failures`` and logged (at most once per second), and the broker
     reconnects with backoff and subscribes again to every topic that has local subscribers.
+
+    A PUBLISH that Redis does not answer within ``publish_timeout`` seconds (a frozen or
+    overloaded Redis) ends the connection as a lost one: the publisher reconnects and the
+    publishes queued behind it go out on the new connection. That one is reported failed
+    (``done(False)``, counted in ``publish_failures``) and not sent again, since Redis may
+    still run it when it resumes: it is delivered at most once.
+
+    Args:
+        url: ``redis://host:port/db`` or ``rediss://...``.
+        channel_prefix: what precedes a topic in its channel's name.
+        publish_timeout: seconds to wait for Redis to answer one PUBLISH (a positive number).
     """
 
     system = "Redis"
     # Whether this is the Redis Cluster variant (sharded channels; the history store follows).
     cluster = False
 
-    def __init__(self, url: str, channel_prefix: str = CHANNEL_PREFIX) -> None:
+    def __init__(self, url: str, channel_prefix: str = CHANNEL_PREFIX, *,
+                 publish_timeout: float = PUBLISH_TIMEOUT) -> None:
+        if isinstance(publish_timeout, bool) or not isinstance(publish_timeout, (int, float)) or not publish_timeout > 0:
+            raise ValueError(f"publish_timeout must be a positive number of seconds, not {publish_timeout!r}")
         try:
             importlib.import_module("redis.asyncio")
         except ImportError:
             raise RuntimeError("the Redis broker needs redis-py: pip install 'uws-py[redis]'") from None
         super().__init__(url)
         self.prefix = channel_prefix
+        self.publish_timeout = float(publish_timeout)
         self._jobs: Optional[asyncio.Queue[tuple[Job, Done]]] = None
         self._unordered: set[asyncio.Task[None]] = set()
         self._pubsub: Any = None
@@ -107,10 +124,16 @@ class RedisBroker(ThreadedBroker):
 
     async def _connect(self) -> Any:
         # No limit per reply (socket_timeout=None): the pub/sub connection waits for messages
-        # with get_message's own timeout.
+        # with get_message's own timeout, and the publisher puts its own on each PUBLISH. The
+        # first PING has CONNECT_TIMEOUT: a frozen Redis accepts the connection (its kernel
+        # does) but never answers.
         client = bounded_client(self.url, max_connections=CLIENT_CONNECTIONS, timeout=CONNECT_TIMEOUT,
                                 socket_timeout=None, socket_keepalive=True)
-        await client.ping()
+        try:
+            await asyncio.wait_for(client.ping(), CONNECT_TIMEOUT)
+        except BaseException:
+            await client.aclose()
+            raise
         return client
 
     async def _publisher(self) -> None:
@@ -138,7 +161,17 @@ class RedisBroker(ThreadedBroker):
                     else:
                         (topic, payload, done, trace), retry = retry, None
                     try:
-                        await client.publish(self.channel(topic), self.frame_head(trace) + b"|" + payload)
+                        await asyncio.wait_for(
+                            client.publish(self.channel(topic), self.frame_head(trace) + b"|" + payload),
+                            self.publish_timeout)
+                    except TimeoutError:
+                        # Sent but not answered: Redis may still run it, so it is not sent
+                        # again (at most once); the connection is treated as lost.
+                        self._failed(1)
+                        self._notify(done, False)
+                        logger.warning("Redis did not answer a PUBLISH within %.1f s (it may still be delivered); "
+                                       "reconnecting", self.publish_timeout)
+                        raise
                     except Exception:
                         # A connection that died while idle is only found out by using it:
                         # the message gets one more try on a fresh connection.
