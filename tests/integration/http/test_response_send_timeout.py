@@ -1,7 +1,9 @@
 """Regression: a streamed HTTP response whose client stopped reading was held forever (its
 backpressure buffer, the handler waiting for on_writable). The core now closes such a
-connection after 10 s in which the client took none of the response's bytes (on_aborted runs),
-and a client that reads, however slowly, is not cut."""
+connection after 10 s (App.send_timeout) in which the client took none of the response's bytes
+(on_aborted runs), and a client that reads, however slowly, is not cut. The timing tests set
+send_timeout to SEND_TIMEOUT s, shorter than the default, to take less time (but the slow
+reader's); the default is checked on its own."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ import pytest
 from tests.support.harness import wait_for
 from tests.support.streaming_server import piece
 
-SEND_TIMEOUT = 10.0
+# What the timing tests set app.send_timeout to (the default is DEFAULT_SEND_TIMEOUT).
+SEND_TIMEOUT = 3
+DEFAULT_SEND_TIMEOUT = 10
 TOTAL = 64 * 1024 * 1024
 CHUNK = 64 * 1024
 
@@ -53,6 +57,17 @@ def streaming_handler(mode: str, events: "queue.Queue[tuple[str, float]]"):
     return handler
 
 
+def short_send_timeout(app):
+    app.send_timeout = SEND_TIMEOUT
+    return app
+
+
+def test_the_default_send_timeout_is_ten_seconds():
+    from uws_py import App
+
+    assert App().send_timeout == DEFAULT_SEND_TIMEOUT
+
+
 def request_big(port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
@@ -65,7 +80,8 @@ def request_big(port: int) -> socket.socket:
 @pytest.mark.parametrize("mode", ["write", "try_end"])
 def test_client_that_stops_reading_is_closed_after_the_send_timeout(make_server, recorder, mode):
     events: queue.Queue = queue.Queue()
-    server = make_server(None, "/*", lambda app: app.get("/big", recorder.guard(streaming_handler(mode, events)))
+    server = make_server(None, "/*", lambda app: short_send_timeout(app)
+                         .get("/big", recorder.guard(streaming_handler(mode, events)))
                          .get("/ok", lambda res, req: res.end("fine")))
     sock = request_big(server.address[1])
     try:
@@ -86,12 +102,15 @@ def test_client_that_stops_reading_is_closed_after_the_send_timeout(make_server,
 
 def test_slow_reader_is_not_cut(make_server, recorder):
     events: queue.Queue = queue.Queue()
+    # At the default send timeout: the kernel's send buffer holds far more than this client
+    # takes in a few seconds, so with a timeout of SEND_TIMEOUT the server, which can write
+    # nothing until the buffer drains, would take this client for one that stopped reading.
     server = make_server(None, "/*", lambda app: app.get("/big", recorder.guard(streaming_handler("write", events))))
     sock = request_big(server.address[1])
     try:
         # About 128 KiB/s for longer than the send timeout: the client makes progress, slowly
         # (the 64 MiB body would take minutes), so it is never 10 s without taking bytes.
-        deadline = time.monotonic() + SEND_TIMEOUT + 4
+        deadline = time.monotonic() + DEFAULT_SEND_TIMEOUT + 4
         while time.monotonic() < deadline:
             taken = 0
             while taken < 64 * 1024:
@@ -110,7 +129,7 @@ def test_ended_response_to_a_client_that_stops_reading_is_dropped_after_the_send
     # end() queues the whole body; with "Connection: close" the connection used to wait for
     # the queue to drain however long the client took (forever, for one that stopped reading).
     body = bytes(8 * 1024 * 1024)
-    server = make_server(None, "/*", lambda app: app.get("/big", recorder.guard(lambda res, req: res.end(body))))
+    server = make_server(None, "/*", lambda app: short_send_timeout(app).get("/big", recorder.guard(lambda res, req: res.end(body))))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
     sock.settimeout(5)
