@@ -469,25 +469,23 @@ __attribute__((always_inline)) inline bool copyPlain(const unsigned char *text, 
         std::memcpy(to + length - 8, &word, 8);
         return true;
     }
-    if (length >= 4) {
-        uint32_t head, tail;
-        std::memcpy(&head, text, 4);
-        std::memcpy(&tail, text + length - 4, 4);
-        if (escapesIn(head | uint64_t(tail) << 32)) return false;
-        std::memcpy(to, &head, 4);
-        std::memcpy(to + length - 4, &tail, 4);
+    // A text of 2 to 7 bytes as two overlapping words of `Word` (2 or 4 bytes), its head and
+    // its tail; tested as one word of eight bytes (the pair repeated when it holds four).
+    auto headAndTail = [text, length, to](auto word) __attribute__((always_inline)) {
+        using Word = decltype(word);
+        constexpr size_t size = sizeof(Word);
+        Word head, tail;
+        std::memcpy(&head, text, size);
+        std::memcpy(&tail, text + length - size, size);
+        uint64_t both = uint64_t(head) | uint64_t(tail) << (8 * size);
+        if constexpr (size == 2) both |= both << 32;
+        if (escapesIn(both)) return false;
+        std::memcpy(to, &head, size);
+        std::memcpy(to + length - size, &tail, size);
         return true;
-    }
-    if (length >= 2) {
-        uint16_t head, tail;
-        std::memcpy(&head, text, 2);
-        std::memcpy(&tail, text + length - 2, 2);
-        uint32_t both = head | uint32_t(tail) << 16;
-        if (escapesIn(both | uint64_t(both) << 32)) return false;
-        std::memcpy(to, &head, 2);
-        std::memcpy(to + length - 2, &tail, 2);
-        return true;
-    }
+    };
+    if (length >= 4) return headAndTail(uint32_t());
+    if (length >= 2) return headAndTail(uint16_t());
     if (length == 1) {
         if (jsonEscapes.table[text[0]]) return false;
         to[0] = char(text[0]);
