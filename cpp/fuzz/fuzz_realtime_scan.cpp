@@ -15,12 +15,16 @@
 //  - with items (a BATCH's "messages" scanned with the message): known only when known
 //    without, with the same top-level fields; the items are then the reference's elements of
 //    that array, in order, each an object whose fields are checked as the message's are.
+// And sameness with the byte-at-a-time scanner the word-at-a-time one replaced
+// (cpp/tests/realtime_scan_reference.h): the same verdict and every recorded field, without a
+// filter, with the dispatcher's filters, and with items (capacities 8 and 2).
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "../tests/realtime_scan_reference.h"
 #include "fuzz_support.h"
 #include "uws/RealtimeScan.h"
 
@@ -235,6 +239,30 @@ std::vector<std::string_view> elements(std::string_view array) {
     }
 }
 
+bool itemType(std::string_view type) {
+    return type == "PING" || type == "SUBSCRIBE" || type == "UNSUBSCRIBE" || type == "PUBLISH";
+}
+
+bool topType(std::string_view type) { return itemType(type) || type == "BATCH"; }
+
+// The scanner and the reference agree on `text` in every mode.
+void checkSameAsReference(std::string_view text) {
+    for (int mode = 0; mode < 4; mode++) {
+        uws::ScanTypeFilter filter = mode == 0 ? nullptr : topType;
+        size_t capacity = mode == 3 ? 2 : 8;
+        uws::RealtimeScan itemsA[8], itemsB[8];
+        uws::ScannedItems listA{itemsA, capacity, mode == 1 ? nullptr : itemType};
+        uws::ScannedItems listB{itemsB, capacity, mode == 1 ? nullptr : itemType};
+        bool withItems = mode >= 2;
+        uws::RealtimeScan a, b;
+        bool knownA = uws::scanRealtimeMessage(text, a, filter, withItems ? &listA : nullptr);
+        bool knownB = uws_reference::scanRealtimeMessage(text, b, filter, withItems ? &listB : nullptr);
+        FUZZ_CHECK(uws_reference::scanDifference(knownA, a, knownB, b, withItems ? &listA : nullptr,
+                                                 withItems ? &listB : nullptr)
+                       .empty());
+    }
+}
+
 void checkFields(const uws::RealtimeScan &scan, const std::vector<Member> &members) {
     checkField(scan.type, "type", members);
     checkField(scan.id, "id", members);
@@ -250,6 +278,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     std::string_view text(copy.get(), size);
     uws::RealtimeScan scan;
     bool known = uws::scanRealtimeMessage(text, scan);
+    checkSameAsReference(text);
 
     Reference reference{text};
     std::vector<Member> members;

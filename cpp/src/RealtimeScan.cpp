@@ -1,13 +1,58 @@
 // The realtime message scanner (see RealtimeScan.h for what it knows and what it leaves to
 // the decoder). One pass over the bytes, recursive for nested values with the depth bounded.
+//
+// Where the time goes (callgrind, session 8): string bodies, whitespace and the top-level
+// keys. String bodies are skipped a 64-bit word at a time (stopMask), whitespace is tested on
+// the next byte before any loop (messages rarely have any), and a top-level key is matched by
+// its length and one fixed-size compare. Every load stays inside the text: a word is read only
+// when eight bytes remain, the rest byte by byte. The verdicts and recorded fields are those
+// of the byte-at-a-time scanner kept in cpp/tests/realtime_scan_reference.h, which the unit
+// test and the fuzz target compare this one against.
 #include "uws/RealtimeScan.h"
 
 #include <cstring>
 #include <new>
+#include <type_traits>
 
 namespace uws {
 
 namespace {
+
+constexpr uint64_t kOnes = 0x0101010101010101ull;
+constexpr uint64_t kHighs = 0x8080808080808080ull;
+
+// Eight bytes from `p` as a number whose lowest byte is p[0].
+inline uint64_t loadWord(const unsigned char *p) {
+    uint64_t word;
+    std::memcpy(&word, p, sizeof word);
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    word = __builtin_bswap64(word);
+#endif
+    return word;
+}
+
+// The high bit of each byte of `word` that ends a run of plain string bytes: '"', '\\', a
+// control byte (< 0x20) or a byte >= 0x80. Exact up to and including the first such byte
+// (the lowest set bit), which is all that is used: below it no byte borrows in the three
+// subtractions, and each one sets its byte's high bit only for a stop byte (a quote or
+// backslash XORs to 0, a control byte minus 0x20 wraps, a byte >= 0x80 has it already).
+inline uint64_t stopMask(uint64_t word) {
+    uint64_t quote = word ^ (kOnes * '"');
+    uint64_t backslash = word ^ (kOnes * '\\');
+    return ((quote - kOnes) | (backslash - kOnes) | (word - kOnes * 0x20) | word) & kHighs;
+}
+
+// Bytes a string's body holds as they are (the complement of stopMask's stops).
+inline bool plainStringByte(unsigned char c) { return c >= 0x20 && c < 0x80 && c != '"' && c != '\\'; }
+
+// The number loadWord gives for the bytes of `text` (up to 8, the rest zero).
+constexpr uint64_t wordOf(const char *text) {
+    uint64_t word = 0;
+    for (int i = 0; i < 8 && text[i]; i++) word |= uint64_t(uint8_t(text[i])) << (8 * i);
+    return word;
+}
+
+inline bool isDigit(unsigned char c) { return unsigned(c - '0') < 10; }
 
 // An object's keys so far, to find duplicates. Left uninitialized: the common message stops
 // at its type, and zeroing the arrays cost more than scanning it.
@@ -19,6 +64,11 @@ struct KeyList {
     // False when the key was there already or the list is full.
     bool add(std::string_view key) {
         if (count == kScanMaxKeys) return false;
+        return addNew(key);
+    }
+
+    // False when the key was there already (room is the caller's to check).
+    bool addNew(std::string_view key) {
         for (size_t i = 0; i < count; i++) {
             if (size[i] == key.size() && std::memcmp(data[i], key.data(), key.size()) == 0) return false;
         }
@@ -29,23 +79,50 @@ struct KeyList {
     }
 };
 
+// The field a top-level key names, or null: by length first, then one fixed-size compare.
+ScannedValue *fieldNamed(RealtimeScan &out, const char *key, size_t size) {
+    switch (size) {
+    case 2:
+        return key[0] == 'i' && key[1] == 'd' ? &out.id : nullptr;
+    case 4:
+        if (std::memcmp(key, "type", 4) == 0) return &out.type;
+        if (std::memcmp(key, "data", 4) == 0) return &out.data;
+        if (std::memcmp(key, "echo", 4) == 0) return &out.echo;
+        return nullptr;
+    case 5:
+        return std::memcmp(key, "topic", 5) == 0 ? &out.topic : nullptr;
+    case 8:
+        return std::memcmp(key, "messages", 8) == 0 ? &out.messages : nullptr;
+    default:
+        return nullptr;
+    }
+}
+
+// `out = RealtimeScan()`, field by field: a whole temporary built and copied cost about 50
+// instructions, this a dozen stores.
+// All bytes zero is a cleared RealtimeScan: every kind Absent, raw empty, plain false, 0.
+void clear(RealtimeScan &out) {
+    static_assert(std::is_trivially_copyable<RealtimeScan>::value, "cleared by memset");
+    static_assert(int(JsonKind::Absent) == 0, "cleared by memset");
+    for (ScannedValue *field : {&out.type, &out.id, &out.topic, &out.data, &out.echo, &out.messages}) *field = ScannedValue();
+    out.keys = 0;
+}
+
 struct Scanner {
     const unsigned char *at;
     const unsigned char *end;
 
     bool atEnd() const { return at == end; }
 
-    // True when there was any.
+    // True when there was any. Every JSON space byte is <= ' ', so one compare settles the
+    // common case of none.
     bool skipSpace() {
-        const unsigned char *start = at;
-        while (at != end && (*at == ' ' || *at == '\n' || *at == '\r' || *at == '\t')) at++;
-        return at != start;
-    }
-
-    bool literal(const char *word, size_t length) {
-        if (size_t(end - at) < length || std::memcmp(at, word, length) != 0) return false;
-        at += length;
-        return true;
+        if (at == end || *at > ' ') return false;
+        const unsigned char *p = at;
+        while (p != end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+        bool any = p != at;
+        at = p;
+        return any;
     }
 
     static int hexDigit(unsigned char c) {
@@ -83,41 +160,85 @@ struct Scanner {
         return true;
     }
 
+    // Moves `at` to the next byte of a string's body that is not plain (see stopMask), or to
+    // the end.
+    // (The loops here run on local pointers: a byte read could alias the member `at`, which
+    // would otherwise be stored and reloaded on every step.)
+    void skipPlainRun() {
+        const unsigned char *p = at;
+        while (end - p >= 8) {
+            uint64_t stops = stopMask(loadWord(p));
+            if (stops != 0) {
+                at = p + (__builtin_ctzll(stops) >> 3);
+                return;
+            }
+            p += 8;
+        }
+        while (p != end && plainStringByte(*p)) p++;
+        at = p;
+    }
+
+    // One escape at its backslash.
+    bool escape() {
+        if (++at == end) return false;
+        unsigned char e = *at++;
+        switch (e) {
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
+            return true;
+        case 'u': {
+            if (end - at < 4) return false;
+            int value = 0;
+            for (int i = 0; i < 4; i++) {
+                int digit = hexDigit(at[i]);
+                if (digit < 0) return false;
+                value = value * 16 + digit;
+            }
+            if (value >= 0xD800 && value <= 0xDFFF) return false; // pairs left to the decoder
+            at += 4;
+            return true;
+        }
+        default:
+            return false;
+        }
+    }
+
     // A string at its opening quote; `escaped` tells whether it had an escape.
     bool string(bool &escaped) {
         at++; // the quote
-        escaped = false;
-        while (at != end) {
+        bool anyEscape = false;
+        for (;;) {
+            skipPlainRun();
+            if (at == end) return false;
             unsigned char c = *at;
             if (c == '"') {
                 at++;
+                escaped = anyEscape;
                 return true;
             }
-            if (c < 0x20) return false;
             if (c == '\\') {
-                escaped = true;
-                if (++at == end) return false;
-                unsigned char e = *at++;
-                if (e == 'u') {
-                    if (end - at < 4) return false;
-                    int value = 0;
-                    for (int i = 0; i < 4; i++) {
-                        int digit = hexDigit(at[i]);
-                        if (digit < 0) return false;
-                        value = value * 16 + digit;
-                    }
-                    if (value >= 0xD800 && value <= 0xDFFF) return false; // pairs left to the decoder
-                    at += 4;
-                } else if (!std::strchr("\"\\/bfnrt", e) || e == 0) {
-                    return false;
-                }
+                anyEscape = true;
+                if (!escape()) return false;
             } else if (c >= 0x80) {
                 if (!utf8Sequence()) return false;
             } else {
-                at++;
+                return false; // a control byte
             }
         }
-        return false;
+    }
+
+    // Digits from `at`; how many.
+    size_t digitRun() {
+        const unsigned char *start = at, *p = at;
+        while (p != end && isDigit(*p)) p++;
+        at = p;
+        return size_t(p - start);
     }
 
     // A number at its first character (a digit or '-'). `integer` tells whether it had no
@@ -129,31 +250,29 @@ struct Scanner {
             negative = true;
             at++;
         }
-        size_t digits = 0;
-        uint64_t magnitude = 0;
         if (at == end) return false;
+        const unsigned char *first = at;
+        // Wraps past 19 digits (unsigned): only read for 18 digits at most.
+        uint64_t magnitude = 0;
         if (*at == '0') {
             at++;
-            digits = 1;
-        } else if (*at >= '1' && *at <= '9') {
-            while (at != end && *at >= '0' && *at <= '9') {
-                if (digits < 19) magnitude = magnitude * 10 + uint64_t(*at - '0');
-                digits++;
-                at++;
-            }
+        } else if (isDigit(*at)) {
+            const unsigned char *p = at;
+            do {
+                magnitude = magnitude * 10 + uint64_t(*p - '0');
+                p++;
+            } while (p != end && isDigit(*p));
+            at = p;
         } else {
             return false;
         }
+        size_t digits = size_t(at - first);
         integer = true;
         size_t allDigits = digits;
         if (at != end && *at == '.') {
             integer = false;
             at++;
-            size_t fraction = 0;
-            while (at != end && *at >= '0' && *at <= '9') {
-                fraction++;
-                at++;
-            }
+            size_t fraction = digitRun();
             if (fraction == 0) return false;
             allDigits += fraction;
         }
@@ -161,11 +280,7 @@ struct Scanner {
             integer = false;
             at++;
             if (at != end && (*at == '+' || *at == '-')) at++;
-            size_t exponent = 0;
-            while (at != end && *at >= '0' && *at <= '9') {
-                exponent++;
-                at++;
-            }
+            size_t exponent = digitRun();
             if (exponent == 0 || exponent > 2) return false;
         }
         if (integer) {
@@ -180,6 +295,29 @@ struct Scanner {
         return true;
     }
 
+    // true, false or null at its first letter: `word` of `length` (4 or 5) bytes.
+    bool literal(const char *word, size_t length) {
+        if (size_t(end - at) < length) return false;
+        if (std::memcmp(at, word, 4) != 0 || (length == 5 && at[4] != word[4])) return false;
+        at += length;
+        return true;
+    }
+
+    // Takes `c` if it is next; else skips any space (then not `plain`) and takes `c` if it is
+    // next then.
+    bool takeInside(unsigned char c, bool &plain) {
+        if (at != end && *at == c) {
+            at++;
+            return true;
+        }
+        if (skipSpace()) plain = false;
+        if (at != end && *at == c) {
+            at++;
+            return true;
+        }
+        return false;
+    }
+
     // An array or object at its opening bracket, nested at `depth` + 1.
     bool container(int depth, bool &plain) {
         if (depth + 1 > kScanMaxDepth) return false;
@@ -187,11 +325,7 @@ struct Scanner {
         unsigned char close = object ? '}' : ']';
         KeyList keys; // for the duplicates that orjson would merge (then not plain)
         at++;
-        if (skipSpace()) plain = false;
-        if (at != end && *at == close) {
-            at++;
-            return true;
-        }
+        if (takeInside(close, plain)) return true;
         for (;;) {
             if (object) {
                 const unsigned char *keyStart = at + 1;
@@ -201,35 +335,49 @@ struct Scanner {
                     std::string_view key(reinterpret_cast<const char *>(keyStart), size_t(at - 1 - keyStart));
                     if (escaped || !keys.add(key)) plain = false;
                 }
-                if (skipSpace()) plain = false;
-                if (at == end || *at != ':') return false;
-                at++;
+                if (!takeInside(':', plain)) return false;
                 if (skipSpace()) plain = false;
             }
             bool childPlain;
-            if (!value(depth + 1, nullptr, childPlain)) return false;
-            bool spaced = skipSpace();
-            if (!childPlain || spaced) plain = false;
-            if (at == end) return false;
-            if (*at == close) {
-                at++;
-                return true;
+            if (!valueHere(depth + 1, nullptr, childPlain)) return false;
+            if (!childPlain) plain = false;
+            if (takeInside(',', plain)) {
+                if (skipSpace()) plain = false;
+                continue;
             }
-            if (*at != ',') return false;
+            if (at == end || *at != close) return false;
             at++;
-            if (skipSpace()) plain = false;
+            return true;
         }
     }
 
     // Any value, nested at `depth` (the top-level object is 1). `plain` is set when
     // orjson.dumps(orjson.loads(text)) gives the text back: see ScannedValue::plain.
-    bool value(int depth, ScannedValue *out, bool &plain) {
+    // A call (for nested values: the recursion).
+    __attribute__((noinline)) bool value(int depth, ScannedValue *out, bool &plain) {
+        return valueHere(depth, out, plain);
+    }
+
+    // The same, inlined where the top-level fields are read (most values are there: saves a
+    // call and its register saves per field).
+    // Space before the value is skipped here (a case of the dispatch rather than a test
+    // before it); a container skips it itself first, as it counts against its `plain`.
+    __attribute__((always_inline)) bool valueHere(int depth, ScannedValue *out, bool &plain) {
         if (at == end) return false;
         const unsigned char *start = at;
         JsonKind kind;
         int64_t integer = 0;
         plain = true;
+    dispatch:
         switch (*at) {
+        case ' ':
+        case '\t':
+        case '\n':
+        case '\r':
+            skipSpace();
+            if (at == end) return false;
+            start = at;
+            goto dispatch;
         case '{':
         case '[':
             if (!container(depth, plain)) return false;
@@ -254,13 +402,25 @@ struct Scanner {
             if (!literal("null", 4)) return false;
             kind = JsonKind::Null;
             break;
-        default: {
-            if (*at != '-' && !(*at >= '0' && *at <= '9')) return false;
+        case '-':
+        case '0':
+        case '1':
+        case '2':
+        case '3':
+        case '4':
+        case '5':
+        case '6':
+        case '7':
+        case '8':
+        case '9': {
             bool isInteger = false;
             if (!number(isInteger, plain, integer)) return false;
             kind = isInteger ? JsonKind::Integer : JsonKind::Number;
             if (!isInteger) plain = false;
+            break;
         }
+        default:
+            return false;
         }
         if (out) {
             out->kind = kind;
@@ -271,56 +431,109 @@ struct Scanner {
         return true;
     }
 
+    // Skips any space, then takes `c` if it is next (it usually is, with no space before it).
+    bool take(unsigned char c) {
+        if (at != end && *at == c) {
+            at++;
+            return true;
+        }
+        skipSpace();
+        if (at != end && *at == c) {
+            at++;
+            return true;
+        }
+        return false;
+    }
+
+    // A top-level key at its opening quote: the field it names (null for another key) and its
+    // text. The known keys are matched with their closing quote in one masked word compare;
+    // anything else (an unknown key, an escape, a key near the end of the text) is read as a
+    // string and then named.
+    bool key(RealtimeScan &out, ScannedValue *&field, std::string_view &text) {
+        const unsigned char *body = at + 1;
+        if (end - body >= 8) {
+            uint64_t word = loadWord(body);
+            field = nullptr;
+            size_t size = 0;
+            switch (word & 0xFF) {
+            case 'i':
+                if ((word & 0xFFFFFF) == wordOf("id\"")) field = &out.id, size = 2;
+                break;
+            case 't':
+                if ((word & 0xFFFFFFFFFF) == wordOf("type\"")) field = &out.type, size = 4;
+                else if ((word & 0xFFFFFFFFFFFF) == wordOf("topic\"")) field = &out.topic, size = 5;
+                break;
+            case 'd':
+                if ((word & 0xFFFFFFFFFF) == wordOf("data\"")) field = &out.data, size = 4;
+                break;
+            case 'e':
+                if ((word & 0xFFFFFFFFFF) == wordOf("echo\"")) field = &out.echo, size = 4;
+                break;
+            case 'm':
+                if (word == wordOf("messages") && end - body > 8 && body[8] == '"') field = &out.messages, size = 8;
+                break;
+            }
+            if (field) {
+                text = std::string_view(reinterpret_cast<const char *>(body), size);
+                at = body + size + 1;
+                return true;
+            }
+        }
+        bool escaped;
+        if (!string(escaped) || escaped) return false;
+        text = std::string_view(reinterpret_cast<const char *>(body), size_t(at - 1 - body));
+        field = fieldNamed(out, text.data(), text.size());
+        return true;
+    }
+
     // An object at `at` ({), at `depth` (the top-level message is 1), its fields recorded in
     // `out` (set here), the filter applied to its type; with `items`, its "messages" array's
-    // elements scanned the same way into them.
+    // elements scanned the same way into them. A second key naming a field finds the field
+    // present; other keys are listed to find their duplicates.
     bool message(int depth, RealtimeScan &out, ScanTypeFilter filter, ScannedItems *items) {
         if (atEnd() || *at != '{') return false;
         at++;
-        skipSpace();
-        KeyList keys;
-        if (!atEnd() && *at == '}') {
-            at++;
+        KeyList others;
+        size_t count = 0;
+        if (take('}')) {
             out.keys = 0;
             return true;
         }
         for (;;) {
+            if (!atEnd() && *at != '"') skipSpace();
             if (atEnd() || *at != '"') return false;
-            const char *keyStart = reinterpret_cast<const char *>(at) + 1;
-            bool escaped;
-            if (!string(escaped) || escaped) return false;
-            std::string_view key(keyStart, size_t(reinterpret_cast<const char *>(at) - 1 - keyStart));
-            if (!keys.add(key)) return false;
-            skipSpace();
-            if (atEnd() || *at != ':') return false;
-            at++;
-            skipSpace();
-            ScannedValue *field = nullptr;
-            if (key == "type") field = &out.type;
-            else if (key == "id") field = &out.id;
-            else if (key == "topic") field = &out.topic;
-            else if (key == "data") field = &out.data;
-            else if (key == "echo") field = &out.echo;
-            else if (key == "messages") field = &out.messages;
-            if (items && field == &out.messages && !atEnd() && *at == '[') {
+            ScannedValue *field;
+            std::string_view name;
+            if (!key(out, field, name)) return false;
+            if (count == kScanMaxKeys) return false;
+            if (field ? field->present() : !others.addNew(name)) return false;
+            count++;
+            if (!take(':')) return false;
+            if (field == &out.messages && items) skipSpace();
+            if (field == &out.messages && items && !atEnd() && *at == '[') {
                 if (!itemsOf(depth, out.messages, *items)) return false;
             } else {
-                ScannedValue ignored;
                 bool plain;
-                if (!value(depth, field ? field : &ignored, plain)) return false;
-                if (filter && field == &out.type && !(out.type.plainString() && filter(out.type.text()))) return false;
+                if (!valueHere(depth, field, plain)) return false;
+                // (A string's raw text has its two quotes: text() without its checks.)
+                if (filter && field == &out.type &&
+                    !(out.type.plainString() && filter(std::string_view(out.type.raw.data() + 1, out.type.raw.size() - 2))))
+                    return false;
             }
-            skipSpace();
-            if (atEnd()) return false;
-            if (*at == '}') {
+            if (!atEnd() && *at == ',') {
+                at++;
+                continue;
+            }
+            if (!atEnd() && *at == '}') {
                 at++;
                 break;
             }
-            if (*at != ',') return false;
+            if (take(',')) continue;
+            if (atEnd() || *at != '}') return false;
             at++;
-            skipSpace();
+            break;
         }
-        out.keys = keys.count;
+        out.keys = count;
         return true;
     }
 
@@ -336,7 +549,7 @@ struct Scanner {
         } else {
             for (;;) {
                 if (items.count == items.capacity) return false;
-                RealtimeScan *item = new (&items.scans[items.count]) RealtimeScan();
+                RealtimeScan *item = new (&items.scans[items.count]) RealtimeScan; // cleared by its initializers
                 if (!message(depth + 2, *item, items.filter, nullptr)) return false;
                 items.count++;
                 skipSpace();
@@ -360,7 +573,7 @@ struct Scanner {
 } // namespace
 
 bool scanRealtimeMessage(std::string_view message, RealtimeScan &out, ScanTypeFilter filter, ScannedItems *items) {
-    out = RealtimeScan();
+    clear(out);
     if (items) items->count = 0;
     Scanner scanner{reinterpret_cast<const unsigned char *>(message.data()),
                     reinterpret_cast<const unsigned char *>(message.data()) + message.size()};
