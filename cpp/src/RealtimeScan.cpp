@@ -52,6 +52,26 @@ constexpr uint64_t wordOf(const char *text) {
     return word;
 }
 
+// What a value's first byte starts: one table load and a dense switch rather than a compare
+// tree over the bytes.
+enum class ValueStart : uint8_t { Invalid, Space, Container, String, True, False, Null, Number };
+
+struct ValueStartTable {
+    ValueStart of[256] = {};
+    constexpr ValueStartTable() {
+        for (unsigned char c : {' ', '\t', '\n', '\r'}) of[c] = ValueStart::Space;
+        of[uint8_t('{')] = of[uint8_t('[')] = ValueStart::Container;
+        of[uint8_t('"')] = ValueStart::String;
+        of[uint8_t('t')] = ValueStart::True;
+        of[uint8_t('f')] = ValueStart::False;
+        of[uint8_t('n')] = ValueStart::Null;
+        of[uint8_t('-')] = ValueStart::Number;
+        for (int c = '0'; c <= '9'; c++) of[c] = ValueStart::Number;
+    }
+    constexpr ValueStart operator[](unsigned char c) const { return of[c]; }
+};
+constexpr ValueStartTable kValueStart;
+
 inline bool isDigit(unsigned char c) { return unsigned(c - '0') < 10; }
 
 // An object's keys so far, to find duplicates. Left uninitialized: the common message stops
@@ -258,10 +278,12 @@ struct Scanner {
             at++;
         } else if (isDigit(*at)) {
             const unsigned char *p = at;
+            unsigned digit = unsigned(*p - '0');
             do {
-                magnitude = magnitude * 10 + uint64_t(*p - '0');
-                p++;
-            } while (p != end && isDigit(*p));
+                magnitude = magnitude * 10 + digit;
+                if (++p == end) break;
+                digit = unsigned(*p - '0');
+            } while (digit < 10);
             at = p;
         } else {
             return false;
@@ -339,7 +361,7 @@ struct Scanner {
                 if (skipSpace()) plain = false;
             }
             bool childPlain;
-            if (!valueHere(depth + 1, nullptr, childPlain)) return false;
+            if (!value(depth + 1, nullptr, childPlain)) return false;
             if (!childPlain) plain = false;
             if (takeInside(',', plain)) {
                 if (skipSpace()) plain = false;
@@ -353,66 +375,47 @@ struct Scanner {
 
     // Any value, nested at `depth` (the top-level object is 1). `plain` is set when
     // orjson.dumps(orjson.loads(text)) gives the text back: see ScannedValue::plain.
-    // A call (for nested values: the recursion).
-    __attribute__((noinline)) bool value(int depth, ScannedValue *out, bool &plain) {
-        return valueHere(depth, out, plain);
-    }
-
-    // The same, inlined where the top-level fields are read (most values are there: saves a
-    // call and its register saves per field).
-    // Space before the value is skipped here (a case of the dispatch rather than a test
-    // before it); a container skips it itself first, as it counts against its `plain`.
-    __attribute__((always_inline)) bool valueHere(int depth, ScannedValue *out, bool &plain) {
+    // Inlined where it is read (a call and its register saves per value cost more than a
+    // scalar's scan); the recursion is container's call. Space before the value is skipped
+    // here (a case of the dispatch rather than a test before it); a container skips it first
+    // itself, as it counts against the container's `plain`.
+    __attribute__((always_inline)) bool value(int depth, ScannedValue *out, bool &plain) {
         if (at == end) return false;
         const unsigned char *start = at;
         JsonKind kind;
         int64_t integer = 0;
         plain = true;
     dispatch:
-        switch (*at) {
-        case ' ':
-        case '\t':
-        case '\n':
-        case '\r':
+        switch (kValueStart[*at]) {
+        case ValueStart::Space:
             skipSpace();
             if (at == end) return false;
             start = at;
             goto dispatch;
-        case '{':
-        case '[':
+        case ValueStart::Container:
             if (!container(depth, plain)) return false;
             kind = *start == '{' ? JsonKind::Object : JsonKind::Array;
             break;
-        case '"': {
+        case ValueStart::String: {
             bool escaped;
             if (!string(escaped)) return false;
             kind = JsonKind::String;
             plain = !escaped;
             break;
         }
-        case 't':
+        case ValueStart::True:
             if (!literal("true", 4)) return false;
             kind = JsonKind::True;
             break;
-        case 'f':
+        case ValueStart::False:
             if (!literal("false", 5)) return false;
             kind = JsonKind::False;
             break;
-        case 'n':
+        case ValueStart::Null:
             if (!literal("null", 4)) return false;
             kind = JsonKind::Null;
             break;
-        case '-':
-        case '0':
-        case '1':
-        case '2':
-        case '3':
-        case '4':
-        case '5':
-        case '6':
-        case '7':
-        case '8':
-        case '9': {
+        case ValueStart::Number: {
             bool isInteger = false;
             if (!number(isInteger, plain, integer)) return false;
             kind = isInteger ? JsonKind::Integer : JsonKind::Number;
@@ -445,11 +448,11 @@ struct Scanner {
         return false;
     }
 
-    // A top-level key at its opening quote: the field it names (null for another key) and its
-    // text. The known keys are matched with their closing quote in one masked word compare;
-    // anything else (an unknown key, an escape, a key near the end of the text) is read as a
-    // string and then named.
-    bool key(RealtimeScan &out, ScannedValue *&field, std::string_view &text) {
+    // A top-level key at its opening quote, and the colon after it: the field it names (null
+    // for another key) and its text. A known key is matched with its closing quote and the
+    // colon in one masked word compare; anything else (an unknown key, an escape, space before
+    // the colon, a key near the end of the text) is read as a string, then named.
+    bool keyAndColon(RealtimeScan &out, ScannedValue *&field, std::string_view &text) {
         const unsigned char *body = at + 1;
         if (end - body >= 8) {
             uint64_t word = loadWord(body);
@@ -457,25 +460,26 @@ struct Scanner {
             size_t size = 0;
             switch (word & 0xFF) {
             case 'i':
-                if ((word & 0xFFFFFF) == wordOf("id\"")) field = &out.id, size = 2;
+                if ((word & 0xFFFFFFFF) == wordOf("id\":")) field = &out.id, size = 2;
                 break;
             case 't':
-                if ((word & 0xFFFFFFFFFF) == wordOf("type\"")) field = &out.type, size = 4;
-                else if ((word & 0xFFFFFFFFFFFF) == wordOf("topic\"")) field = &out.topic, size = 5;
+                if ((word & 0xFFFFFFFFFFFF) == wordOf("type\":")) field = &out.type, size = 4;
+                else if ((word & 0xFFFFFFFFFFFFFF) == wordOf("topic\":")) field = &out.topic, size = 5;
                 break;
             case 'd':
-                if ((word & 0xFFFFFFFFFF) == wordOf("data\"")) field = &out.data, size = 4;
+                if ((word & 0xFFFFFFFFFFFF) == wordOf("data\":")) field = &out.data, size = 4;
                 break;
             case 'e':
-                if ((word & 0xFFFFFFFFFF) == wordOf("echo\"")) field = &out.echo, size = 4;
+                if ((word & 0xFFFFFFFFFFFF) == wordOf("echo\":")) field = &out.echo, size = 4;
                 break;
             case 'm':
-                if (word == wordOf("messages") && end - body > 8 && body[8] == '"') field = &out.messages, size = 8;
+                if (word == wordOf("messages") && end - body >= 10 && body[8] == '"' && body[9] == ':')
+                    field = &out.messages, size = 8;
                 break;
             }
             if (field) {
                 text = std::string_view(reinterpret_cast<const char *>(body), size);
-                at = body + size + 1;
+                at = body + size + 2;
                 return true;
             }
         }
@@ -483,7 +487,7 @@ struct Scanner {
         if (!string(escaped) || escaped) return false;
         text = std::string_view(reinterpret_cast<const char *>(body), size_t(at - 1 - body));
         field = fieldNamed(out, text.data(), text.size());
-        return true;
+        return take(':');
     }
 
     // An object at `at` ({), at `depth` (the top-level message is 1), its fields recorded in
@@ -504,17 +508,16 @@ struct Scanner {
             if (atEnd() || *at != '"') return false;
             ScannedValue *field;
             std::string_view name;
-            if (!key(out, field, name)) return false;
+            if (!keyAndColon(out, field, name)) return false;
             if (count == kScanMaxKeys) return false;
             if (field ? field->present() : !others.addNew(name)) return false;
             count++;
-            if (!take(':')) return false;
             if (field == &out.messages && items) skipSpace();
             if (field == &out.messages && items && !atEnd() && *at == '[') {
                 if (!itemsOf(depth, out.messages, *items)) return false;
             } else {
                 bool plain;
-                if (!valueHere(depth, field, plain)) return false;
+                if (!value(depth, field, plain)) return false;
                 // (A string's raw text has its two quotes: text() without its checks.)
                 if (filter && field == &out.type &&
                     !(out.type.plainString() && filter(std::string_view(out.type.raw.data() + 1, out.type.raw.size() - 2))))

@@ -78,6 +78,10 @@ std::vector<std::string> messages() {
         R"({"type":"P\u0049NG","id":1})",
         R"({"type":1,"id":2})",
         R"({"tYpe":"PING","ID":1,"topics":"a","dat":1,"echoes":2,"message":3,"messagesX":4})",
+        R"({"messages" : [{"type":"PING"}],"id" :1,"topic"  :"a","type"
+:"PING","data"	:{},"echo" :true})",
+        R"({"messages":"x","messages!":1,"id:":2,"type:":3,"typ":4,"i":5,"":6})",
+        R"({"type":"PUBLISH","topic":"a","data":[{"type":"x","id":1,"topic":2}],"echo":false,"id":0})",
         "{\"type\":\"caf\xC3\xA9 \xF0\x9F\x98\x80 \xE2\x82\xAC \xEF\xBF\xBF \xF4\x8F\xBF\xBF\"}",
     };
 }
