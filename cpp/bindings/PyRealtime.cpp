@@ -126,6 +126,24 @@ struct Slot {
     }
 };
 
+// A time in milliseconds as text, formatted again only when it changed: the PONGs and BATCH
+// frames of one dispatch share theirs. Zero-filled is unformatted (a number has a digit).
+class MillisecondsText {
+public:
+    std::string_view of(long long value) {
+        if (length_ == 0 || value != value_) {
+            value_ = value;
+            length_ = size_t(std::to_chars(digits_, digits_ + sizeof digits_, value).ptr - digits_);
+        }
+        return std::string_view(digits_, length_);
+    }
+
+private:
+    long long value_;
+    char digits_[24];
+    size_t length_;
+};
+
 struct RealtimeDispatchObject {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -137,6 +155,7 @@ struct RealtimeDispatchObject {
     PyObject *one;          // the int 1: a call count's step, and TEXT as the Python path passes it to ws.send
     unsigned long long sampleMask;
     Py_ssize_t maxPayloadLength;
+    Py_ssize_t maxBatchItems; // Dispatcher.max_batch_items, which sets it here when it changes
     bool compress;
     bool answersPing;       // PING is the stock built-in: PONG is made here
     // SUBSCRIBE, UNSUBSCRIBE, PUBLISH are the stock built-ins: their plain case is done here.
@@ -160,6 +179,12 @@ struct RealtimeDispatchObject {
     const uws::Loop *clockLoop;
     uint64_t clockDispatch;
     double clockSeconds;
+    // protocol.now_ms() for the PONGs' serverTime and the BATCH frames' timestamp, read in the
+    // same way: wallMilliseconds in dispatch number wallDispatch of wallLoop, and its text.
+    const uws::Loop *wallLoop;
+    uint64_t wallDispatch;
+    long long wallMilliseconds;
+    MillisecondsText wallText;
     Slot clientBucket, clientBatcher, bucketClock, bucketTokens, bucketUpdated, bucketRate, bucketCapacity, routeFast,
         routeHandler, routeHistogram, routeCalls, clientTopicsAllowed, clientWs, clientClosed, clientId,
         pubsubTopicHook, pubsubHistoryOn, pubsubBroker, pubsubRelay, pubsubPresence, pubsubReserved,
@@ -1000,6 +1025,28 @@ long long nowMilliseconds() {
     return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
+// protocol.now_ms() for a reply to a message of `ws`: read once per dispatch of the loop, as
+// batchSeconds reads the monotonic clock, and afresh for a socket that is not the core's (tests,
+// calls from Python). A PONG's serverTime is then at most one dispatch's duration earlier than
+// a fresh read would give (the time spent on the events before it in that dispatch): a time
+// taken while the server was handling the events its request arrived with.
+long long dispatchMilliseconds(RealtimeDispatchObject *self, PyObject *ws) {
+    uws::WebSocket *socket = Py_TYPE(ws) == &PyWebSocketType ? reinterpret_cast<PyWebSocketObject *>(ws)->ws : nullptr;
+    if (!socket) return nowMilliseconds();
+    const uws::Loop *loop = socket->loop;
+    if (loop != self->wallLoop || loop->dispatches() != self->wallDispatch || !loop->inDispatch()) {
+        self->wallLoop = loop;
+        self->wallDispatch = loop->dispatches();
+        self->wallMilliseconds = nowMilliseconds();
+    }
+    return self->wallMilliseconds;
+}
+
+// dispatchMilliseconds as text.
+std::string_view dispatchMillisecondsText(RealtimeDispatchObject *self, PyObject *ws) {
+    return self->wallText.of(dispatchMilliseconds(self, ws));
+}
+
 bool isPing(PyObject *kind) {
     return PyUnicode_GET_LENGTH(kind) == 4 && PyUnicode_CompareWithASCIIString(kind, "PING") == 0;
 }
@@ -1018,7 +1065,7 @@ bool answerBuiltin(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
 bool answerPing(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message) {
     PyObject *reply = PyDict_New();
     if (!reply) return false;
-    PyObject *serverTime = PyLong_FromLongLong(nowMilliseconds());
+    PyObject *serverTime = PyLong_FromLongLong(dispatchMilliseconds(self, ws));
     bool ok = serverTime && PyDict_SetItem(reply, names.type, names.pong) == 0 &&
               PyDict_SetItem(reply, names.serverTime, serverTime) == 0 && answerBuiltin(self, ws, client, message, reply);
     Py_XDECREF(serverTime);
@@ -1378,12 +1425,8 @@ int batchHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyOb
     PyObject *items = PyDict_GetItemWithError(message, names.messages);
     if (!items) return PyErr_Occurred() ? -1 : 0;
     if (!PyList_CheckExact(items)) return 0;
-    PyObject *maxObject = PyObject_GetAttr(self->dispatcher, names.maxBatchItems);
-    Py_ssize_t maxItems = maxObject ? PyLong_AsSsize_t(maxObject) : -1;
-    Py_XDECREF(maxObject);
-    if (maxItems == -1 && PyErr_Occurred()) return -1;
     Py_ssize_t count = PyList_GET_SIZE(items);
-    if (count > maxItems) return 0;
+    if (count > self->maxBatchItems) return 0;
     Py_INCREF(items);
     PyObject *bucket = self->clientBucket.get(client);
     if (!bucket) {
@@ -1551,14 +1594,18 @@ bool sendBytes(RealtimeDispatchObject *self, PyObject *ws, std::string_view byte
 }
 
 // A reply's bytes, written with appendJson's buffer and writers: for the socket it answers,
-// in place in its cork buffer when it takes it (as encodeAndSend's replies), else on the
-// stack (the heap if long).
-class ReplyText {
+// in place in its cork buffer when it takes it (as encodeAndSend's replies), else in `Inline`
+// bytes on the stack (the heap past them). ReplyText's 192 bytes hold a reply (about three
+// PONGs), BatchText's 2 KiB the BATCH frame of a few dozen items.
+template <size_t Inline>
+class ReplyBytes {
 public:
-    ReplyText() { out_.startInPlace(inline_, sizeof inline_); }
-    // The reply to ws, sent by sendTo(ws): nothing may be sent to any socket in between.
-    ReplyText(RealtimeDispatchObject *self, PyObject *ws) {
-        uws::WebSocket *socket = Py_TYPE(ws) == &PyWebSocketType ? reinterpret_cast<PyWebSocketObject *>(ws)->ws : nullptr;
+    ReplyBytes() { out_.startInPlace(inline_, sizeof inline_); }
+    // The reply to ws (on the stack when ws is null), sent by sendTo(ws): nothing may be sent
+    // to any socket in between.
+    ReplyBytes(RealtimeDispatchObject *self, PyObject *ws) {
+        uws::WebSocket *socket =
+            ws && Py_TYPE(ws) == &PyWebSocketType ? reinterpret_cast<PyWebSocketObject *>(ws)->ws : nullptr;
         uws::WebSocket::InPlace space = socket ? socket->reserveInPlace(self->compress) : uws::WebSocket::InPlace{nullptr, 0};
         if (space.data) {
             corked_ = socket;
@@ -1567,8 +1614,8 @@ public:
             out_.startInPlace(inline_, sizeof inline_);
         }
     }
-    ReplyText(const ReplyText &) = delete;
-    ReplyText &operator=(const ReplyText &) = delete;
+    ReplyBytes(const ReplyBytes &) = delete;
+    ReplyBytes &operator=(const ReplyBytes &) = delete;
 
     void add(std::string_view text) { out_.append(text.data(), text.size()); }
     void add(long long number) { appendInteger(out_, number); }
@@ -1582,6 +1629,7 @@ public:
         }
         add("}");
     }
+    size_t size() const { return out_.size; }
     std::string_view view() const { return out_.view(); }
     // Queued in the cork buffer where it was written, else sent by sendBytes.
     bool sendTo(RealtimeDispatchObject *self, PyObject *ws) {
@@ -1593,10 +1641,13 @@ public:
     }
 
 private:
-    char inline_[192];
+    char inline_[Inline];
     JsonBuffer out_;
     uws::WebSocket *corked_ = nullptr; // the socket whose cork buffer was lent
 };
+
+using ReplyText = ReplyBytes<192>;
+using BatchText = ReplyBytes<2048>;
 
 // 1 when the built-in `name` is the stock one and no route of that name is registered (the
 // checks handle() makes before builtinHere), 0 not, -1 error.
@@ -1763,73 +1814,6 @@ bool scannedTopType(std::string_view type) {
 // The items of a BATCH answered from the scan at most (a longer one takes the decoding path).
 constexpr size_t kScanBatchItems = 32;
 
-// A BATCH reply's bytes: ReplyText's interface with room on the stack for the replies of a
-// few dozen items (ReplyText's 192 bytes hold about three PONGs; past them it allocates), and
-// kFront bytes kept before them for the frame's start, written last (putFront): the
-// timestamp is read after the items, as Dispatcher.batch reads it, without copying them.
-class BatchText {
-public:
-    static constexpr size_t kFront = 64;
-
-    // What was added since the start: the items.
-    std::string_view added() const { return view().substr(kFront - front_); }
-    // `text` (at most kFront bytes) just before what was added; the view starts with it.
-    void putFront(std::string_view text) {
-        front_ = kFront - text.size();
-        std::memcpy((spill_.empty() ? inline_ : spill_.data()) + front_, text.data(), text.size());
-    }
-    void add(std::string_view text) {
-        if (spill_.empty() && size_ + text.size() <= sizeof inline_) {
-            std::memcpy(inline_ + size_, text.data(), text.size());
-        } else {
-            if (spill_.empty()) spill_.assign(inline_, size_);
-            spill_.append(text);
-        }
-        size_ += text.size();
-    }
-    void add(long long number) {
-        char digits[24];
-        auto result = std::to_chars(digits, digits + sizeof digits, number);
-        add(std::string_view(digits, size_t(result.ptr - digits)));
-    }
-    // ,"id":ID} or } when the request has no id (or a null one), as ReplyText's.
-    void closeWithId(const uws::ScannedValue &id) {
-        if (id.present() && id.kind != uws::JsonKind::Null) {
-            add(",\"id\":");
-            add(id.raw);
-        }
-        add("}");
-    }
-    std::string_view view() const {
-        std::string_view all = spill_.empty() ? std::string_view(inline_, size_) : std::string_view(spill_);
-        return all.substr(front_);
-    }
-
-private:
-    char inline_[2048];
-    size_t size_ = kFront, front_ = kFront;
-    std::string spill_;
-};
-
-// nowMilliseconds() as text, formatted again only when the millisecond changed: the PONGs of
-// one BATCH mostly share theirs.
-class MillisecondsText {
-public:
-    std::string_view now() {
-        long long value = nowMilliseconds();
-        if (value != value_) {
-            value_ = value;
-            length_ = size_t(std::to_chars(digits_, digits_ + sizeof digits_, value).ptr - digits_);
-        }
-        return std::string_view(digits_, length_);
-    }
-
-private:
-    long long value_ = -1;
-    char digits_[24];
-    size_t length_ = 0;
-};
-
 enum class ScannedKind : uint8_t { Ping, Subscribe, Unsubscribe, Publish };
 
 // The stock built-in for a scanned item (the checks answerFromScan makes for a message of
@@ -1882,30 +1866,29 @@ int batchRestInPython(RealtimeDispatchObject *self, PyObject *ws, PyObject *clie
 
 // batchHere from the scan, for a BATCH whose items are all built-ins the scan knows (PING,
 // and SUBSCRIBE, UNSUBSCRIBE, PUBLISH with a plain topic): the same checks first (a failing
-// one sends the whole BATCH to the decoding path, nothing done), the items' tokens, each
-// item done as from the scan with its reply's bytes collected, then the BATCH frame
-// {"type":"BATCH","timestamp":..,"messages":[..](,"id":ID)} (or {"type":"ACK","id":ID}, or
-// nothing) written as Dispatcher.batch's dict encodes. An item the Python path must do
-// hands it and the rest over (batchRestInPython). 1 answered, 0 not, -1 error.
+// one sends the whole BATCH to the decoding path, nothing done), the items' tokens in one
+// take, then each item done as from the scan with its reply's bytes written into the BATCH
+// frame {"type":"BATCH","timestamp":..,"messages":[..](,"id":ID)} (or {"type":"ACK","id":ID},
+// or nothing) as Dispatcher.batch's dict encodes. An item the Python path must do hands it
+// and the rest over (batchRestInPython). 1 answered, 0 not, -1 error.
 int batchFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::string_view message,
                   const uws::RealtimeScan &scan, const uws::ScannedItems &scanned) {
     // The items were scanned with the message (each an object of a type scannedType accepts).
     if (self->collecting || scan.messages.kind != uws::JsonKind::Array) return 0;
     size_t count = scanned.count;
     const uws::RealtimeScan *items = scanned.scans;
-    PyObject *maxObject = PyObject_GetAttr(self->dispatcher, names.maxBatchItems);
-    Py_ssize_t maxItems = maxObject ? PyLong_AsSsize_t(maxObject) : -1;
-    Py_XDECREF(maxObject);
-    if (maxItems == -1 && PyErr_Occurred()) return -1;
-    if (Py_ssize_t(count) > maxItems) return 0;
+    if (Py_ssize_t(count) > self->maxBatchItems) return 0;
     int plain = 1;
     if (!isFalse(client, self->clientClosed, plain)) return -1;
     if (!plain) return 0; // Client.send drops the reply
     ScannedKind kinds[kScanBatchItems];
     int stock[4] = {-2, -2, -2, -2};
+    bool pingsOnly = true, any = false; // any: an item with a reply (all but PUBLISH without an id)
     for (size_t i = 0; i < count; i++) {
         int known = scannedItem(self, items[i], stock, kinds[i]);
         if (known <= 0) return known;
+        pingsOnly = pingsOnly && kinds[i] == ScannedKind::Ping;
+        any = any || kinds[i] != ScannedKind::Publish || items[i].id.present();
     }
     PyObject *bucket = self->clientBucket.get(client);
     if (!bucket) return -1;
@@ -1921,48 +1904,54 @@ int batchFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, 
         }
     }
     Py_DECREF(bucket);
-    BatchText frame;
-    MillisecondsText clock;
-    bool any = false;
+    // The frame written from its start: the timestamp (Dispatcher.batch reads it after the
+    // items) is the dispatch's time, which the PONGs have too. PINGs send nothing while the
+    // frame is written, so theirs goes straight into the cork buffer; the other items may.
+    std::string_view now = dispatchMillisecondsText(self, ws);
+    BatchText frame(self, pingsOnly ? ws : nullptr);
+    if (any) {
+        frame.add("{\"type\":\"BATCH\",\"timestamp\":");
+        frame.add(now);
+        frame.add(",\"messages\":[");
+    } else if (scan.id.present()) {
+        frame.add("{\"type\":\"ACK\"");
+    }
+    size_t itemsStart = frame.size();
+    // {"type":"PONG","serverTime":T, the same for every PING of the frame: 28 + at most 20 bytes.
+    constexpr std::string_view pongStart = "{\"type\":\"PONG\",\"serverTime\":";
+    char pong[pongStart.size() + 24];
+    std::memcpy(pong, pongStart.data(), pongStart.size());
+    std::memcpy(pong + pongStart.size(), now.data(), now.size());
+    std::string_view pongText(pong, pongStart.size() + now.size());
+    bool first = true;
     for (size_t i = 0; i < count; i++) {
         const uws::RealtimeScan &item = items[i];
         ScannedKind kind = kinds[i];
-        bool subscribing = kind == ScannedKind::Subscribe;
-        int result = 1;
-        if (kind == ScannedKind::Subscribe || kind == ScannedKind::Unsubscribe) {
-            result = topicScanned(self, client, item, subscribing);
-        } else if (kind == ScannedKind::Publish) {
-            result = publishScanned(self, client, item);
-        }
-        if (result < 0) return -1;
-        if (result == 0) return batchRestInPython(self, ws, client, message, frame.added(), i);
-        if (kind == ScannedKind::Publish && !item.id.present()) continue; // PUBLISHED only with an id
-        if (any) frame.add(",");
-        any = true;
         if (kind == ScannedKind::Ping) {
-            frame.add("{\"type\":\"PONG\",\"serverTime\":");
-            frame.add(clock.now());
+            if (!first) frame.add(",");
+            first = false;
+            frame.add(pongText);
             frame.closeWithId(item.id);
-        } else if (kind == ScannedKind::Publish) {
+            continue;
+        }
+        bool subscribing = kind == ScannedKind::Subscribe;
+        int result = kind == ScannedKind::Publish ? publishScanned(self, client, item)
+                                                  : topicScanned(self, client, item, subscribing);
+        if (result < 0) return -1;
+        if (result == 0) return batchRestInPython(self, ws, client, message, frame.view().substr(itemsStart), i);
+        if (kind == ScannedKind::Publish && !item.id.present()) continue; // PUBLISHED only with an id
+        if (!first) frame.add(",");
+        first = false;
+        if (kind == ScannedKind::Publish) {
             addPublishedReply(frame, item);
         } else {
             addTopicReply(frame, item, subscribing);
         }
     }
     if (any) {
-        // {"type":"BATCH","timestamp":T,"messages":[ before the items: 28 + at most 20 + 13 bytes.
-        constexpr std::string_view start = "{\"type\":\"BATCH\",\"timestamp\":", open = ",\"messages\":[";
-        std::string_view timestamp = clock.now();
-        char front[BatchText::kFront];
-        std::memcpy(front, start.data(), start.size());
-        std::memcpy(front + start.size(), timestamp.data(), timestamp.size());
-        std::memcpy(front + start.size() + timestamp.size(), open.data(), open.size());
-        frame.putFront(std::string_view(front, start.size() + timestamp.size() + open.size()));
         frame.add("]");
-    } else if (scan.id.present()) {
-        frame.putFront("{\"type\":\"ACK\"");
-    } else {
-        return 1;
+    } else if (!scan.id.present()) {
+        return 1; // no reply: nothing is sent (the written nothing abandoned)
     }
     if (scan.id.present()) {
         // "id" in message: kept when null too.
@@ -1970,7 +1959,7 @@ int batchFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, 
         frame.add(scan.id.raw);
     }
     frame.add("}");
-    return sendBytes(self, ws, frame.view()) ? 1 : -1;
+    return frame.sendTo(self, ws) ? 1 : -1;
 }
 
 // False when `message` starts as most do, {"type":" then a type that is none of those (or
@@ -2036,7 +2025,7 @@ int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
         // Builtins.ping's {"type": "PONG", "serverTime": now_ms()}.
         ReplyText reply(self, ws);
         reply.add("{\"type\":\"PONG\",\"serverTime\":");
-        reply.add(nowMilliseconds());
+        reply.add(dispatchMillisecondsText(self, ws));
         reply.closeWithId(id);
         return reply.sendTo(self, ws) ? 1 : -1;
     }
@@ -2242,6 +2231,13 @@ PyObject *dispatchNew(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     self->one = PyLong_FromLong(1);
     self->sampleMask = sampleMask;
     self->maxPayloadLength = maxPayloadLength;
+    PyObject *maxBatchItems = PyObject_GetAttr(dispatcher, names.maxBatchItems);
+    self->maxBatchItems = maxBatchItems ? PyLong_AsSsize_t(maxBatchItems) : -1;
+    Py_XDECREF(maxBatchItems);
+    if (self->maxBatchItems == -1 && PyErr_Occurred()) {
+        Py_DECREF(self);
+        return nullptr;
+    }
     self->compress = compress != 0;
     self->answersPing = answers[0];
     self->answersSubscribe = answers[1];
@@ -2346,6 +2342,12 @@ bool internNames() {
 
 PyTypeObject RealtimeDispatchType = {PyVarObject_HEAD_INIT(nullptr, 0)};
 
+static PyMemberDef dispatchMembers[] = {
+    {"max_batch_items", T_PYSSIZET, offsetof(RealtimeDispatchObject, maxBatchItems), 0,
+     "The most items of a BATCH answered here (Dispatcher.max_batch_items sets it; more go to Python)."},
+    {nullptr, 0, 0, 0, nullptr},
+};
+
 bool realtimeMessage(PyObject *dispatch, PyObject *ws, std::string_view message, uws::OpCode opCode) {
     auto *self = reinterpret_cast<RealtimeDispatchObject *>(dispatch);
     PyObject *client = clientOf(ws);
@@ -2372,6 +2374,7 @@ bool initRealtimeDispatchType(py::module_ &module) {
     RealtimeDispatchType.tp_dealloc = (destructor)dispatchDealloc;
     RealtimeDispatchType.tp_traverse = (traverseproc)dispatchTraverse;
     RealtimeDispatchType.tp_clear = (inquiry)dispatchClear;
+    RealtimeDispatchType.tp_members = dispatchMembers;
     CounterType.tp_name = "uws_py._core.Counter";
     CounterType.tp_basicsize = sizeof(CounterObject);
     CounterType.tp_flags = Py_TPFLAGS_DEFAULT;
