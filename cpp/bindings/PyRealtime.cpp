@@ -185,6 +185,11 @@ struct RealtimeDispatchObject {
     uint64_t wallDispatch;
     long long wallMilliseconds;
     MillisecondsText wallText;
+    // stockBuiltin of each scanned kind (ScannedKind order), computed for the routes dict's
+    // version stockRoutesVersion (stockKnown false: not yet).
+    bool stockKnown;
+    uint64_t stockRoutesVersion;
+    int8_t stock[5];
     Slot clientBucket, clientBatcher, bucketClock, bucketTokens, bucketUpdated, bucketRate, bucketCapacity, routeFast,
         routeHandler, routeHistogram, routeCalls, clientTopicsAllowed, clientWs, clientClosed, clientId,
         pubsubTopicHook, pubsubHistoryOn, pubsubBroker, pubsubRelay, pubsubPresence, pubsubReserved,
@@ -1801,44 +1806,72 @@ int publishScanned(RealtimeDispatchObject *self, PyObject *client, const uws::Re
     return ok ? 1 : -1;
 }
 
+// The built-ins answered from a scan, in the order of RealtimeDispatchObject::stock; None for
+// every other type.
+enum class ScannedKind : uint8_t { Ping, Subscribe, Unsubscribe, Publish, Batch, None };
+
+// `kind` when `type` (as long as `name`) is `name`, else None: a comparison of a known size.
+template <size_t Size>
+ScannedKind scannedKindIf(std::string_view type, const char (&name)[Size], ScannedKind kind) {
+    return std::memcmp(type.data(), name, Size - 1) == 0 ? kind : ScannedKind::None;
+}
+
+// The kind a type names: the names' lengths differ, so one comparison after the switch.
+ScannedKind scannedKind(std::string_view type) {
+    auto is = [&type](const auto &name, ScannedKind kind) { return scannedKindIf(type, name, kind); };
+    switch (type.size()) {
+    case 4: return is("PING", ScannedKind::Ping);
+    case 5: return is("BATCH", ScannedKind::Batch);
+    case 7: return is("PUBLISH", ScannedKind::Publish);
+    case 9: return is("SUBSCRIBE", ScannedKind::Subscribe);
+    case 11: return is("UNSUBSCRIBE", ScannedKind::Unsubscribe);
+    default: return ScannedKind::None;
+    }
+}
+
 // The types answered from a scan, in a BATCH too: the scan of any other item stops at its type.
 bool scannedType(std::string_view type) {
-    return type == "PING" || type == "SUBSCRIBE" || type == "UNSUBSCRIBE" || type == "PUBLISH";
+    return scannedKind(type) < ScannedKind::Batch;
 }
 
 // Those and BATCH, at the top level: the scan of any other message stops at its type.
 bool scannedTopType(std::string_view type) {
-    return scannedType(type) || type == "BATCH";
+    return scannedKind(type) != ScannedKind::None;
+}
+
+// stockBuiltin for a scanned kind: 1, 0, -1 error. Kept for all five while the routes dict is
+// unchanged (its version tag, as lookupRoute), so that a built-in's message looks no route up.
+int stockScanned(RealtimeDispatchObject *self, ScannedKind kind) {
+    const bool answers[5] = {self->answersPing, self->answersSubscribe, self->answersUnsubscribe,
+                             self->answersPublish, self->answersBatch};
+    PyObject *const kindNames[5] = {names.ping, names.subscribeKind, names.unsubscribeKind, names.publishKind,
+                                    names.batch};
+#if PY_VERSION_HEX < 0x030C0000
+    uint64_t version = reinterpret_cast<PyDictObject *>(self->routes)->ma_version_tag;
+    if (self->stockKnown && version == self->stockRoutesVersion) return self->stock[int(kind)];
+    for (int i = 0; i < 5; i++) {
+        int known = stockBuiltin(self, answers[i], kindNames[i]);
+        if (known < 0) return -1;
+        self->stock[i] = int8_t(known);
+    }
+    self->stockKnown = true;
+    self->stockRoutesVersion = version;
+    return self->stock[int(kind)];
+#else
+    return stockBuiltin(self, answers[int(kind)], kindNames[int(kind)]);
+#endif
 }
 
 // The items of a BATCH answered from the scan at most (a longer one takes the decoding path).
 constexpr size_t kScanBatchItems = 32;
 
-enum class ScannedKind : uint8_t { Ping, Subscribe, Unsubscribe, Publish };
-
 // The stock built-in for a scanned item (the checks answerFromScan makes for a message of
-// its type): 1 with its kind, 0 when the BATCH is for the decoding path, -1 error. `stock`
-// caches stockBuiltin per kind (-2 not asked yet).
-int scannedItem(RealtimeDispatchObject *self, const uws::RealtimeScan &item, int *stock, ScannedKind &kind) {
+// its type): 1 with its kind, 0 when the BATCH is for the decoding path, -1 error.
+int scannedItem(RealtimeDispatchObject *self, const uws::RealtimeScan &item, ScannedKind &kind) {
     if (!item.type.plainString() || (item.id.present() && !item.id.plain)) return 0;
-    std::string_view type = item.type.text();
-    bool answers;
-    PyObject *name;
-    if (type == "PING") {
-        kind = ScannedKind::Ping, answers = self->answersPing, name = names.ping;
-    } else if (type == "SUBSCRIBE") {
-        kind = ScannedKind::Subscribe, answers = self->answersSubscribe, name = names.subscribeKind;
-    } else if (type == "UNSUBSCRIBE") {
-        kind = ScannedKind::Unsubscribe, answers = self->answersUnsubscribe, name = names.unsubscribeKind;
-    } else if (type == "PUBLISH") {
-        kind = ScannedKind::Publish, answers = self->answersPublish, name = names.publishKind;
-        if (!item.data.present()) return 0;
-    } else {
-        return 0;
-    }
-    int &known = stock[int(kind)];
-    if (known == -2) known = stockBuiltin(self, answers, name);
-    return known;
+    kind = scannedKind(item.type.text());
+    if (kind >= ScannedKind::Batch || (kind == ScannedKind::Publish && !item.data.present())) return 0;
+    return stockScanned(self, kind);
 }
 
 // The rest of a BATCH answered from the scan when item `from` is for the Python path (a
@@ -1879,13 +1912,12 @@ int batchFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, 
     const uws::RealtimeScan *items = scanned.scans;
     if (Py_ssize_t(count) > self->maxBatchItems) return 0;
     int plain = 1;
-    if (!isFalse(client, self->clientClosed, plain)) return -1;
+    if (!slotIsFalse(client, self->clientClosed, plain)) return -1;
     if (!plain) return 0; // Client.send drops the reply
     ScannedKind kinds[kScanBatchItems];
-    int stock[4] = {-2, -2, -2, -2};
     bool pingsOnly = true, any = false; // any: an item with a reply (all but PUBLISH without an id)
     for (size_t i = 0; i < count; i++) {
-        int known = scannedItem(self, items[i], stock, kinds[i]);
+        int known = scannedItem(self, items[i], kinds[i]);
         if (known <= 0) return known;
         pingsOnly = pingsOnly && kinds[i] == ScannedKind::Ping;
         any = any || kinds[i] != ScannedKind::Publish || items[i].id.present();
@@ -2003,25 +2035,12 @@ int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
     if (!uws::scanRealtimeMessage(message, scan, scannedTopType, &items) || !scan.type.plainString()) return 0;
     const uws::ScannedValue &id = scan.id;
     if (id.present() && !id.plain) return 0; // copied into the reply as it is
-    std::string_view kind = scan.type.text();
-    int stock;
-    if (kind == "PING") {
-        stock = stockBuiltin(self, self->answersPing, names.ping);
-    } else if (kind == "SUBSCRIBE") {
-        stock = stockBuiltin(self, self->answersSubscribe, names.subscribeKind);
-    } else if (kind == "UNSUBSCRIBE") {
-        stock = stockBuiltin(self, self->answersUnsubscribe, names.unsubscribeKind);
-    } else if (kind == "PUBLISH") {
-        if (!scan.data.present()) return 0;
-        stock = stockBuiltin(self, self->answersPublish, names.publishKind);
-    } else if (kind == "BATCH") {
-        stock = stockBuiltin(self, self->answersBatch, names.batch);
-    } else {
-        return 0;
-    }
+    ScannedKind kind = scannedKind(scan.type.text());
+    if (kind == ScannedKind::None || (kind == ScannedKind::Publish && !scan.data.present())) return 0;
+    int stock = stockScanned(self, kind);
     if (stock > 0) stock = withoutBatcher(self, client);
     if (stock <= 0) return stock;
-    if (kind == "PING") {
+    if (kind == ScannedKind::Ping) {
         // Builtins.ping's {"type": "PONG", "serverTime": now_ms()}.
         ReplyText reply(self, ws);
         reply.add("{\"type\":\"PONG\",\"serverTime\":");
@@ -2029,9 +2048,9 @@ int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
         reply.closeWithId(id);
         return reply.sendTo(self, ws) ? 1 : -1;
     }
-    if (kind == "PUBLISH") return publishFromScan(self, ws, client, scan);
-    if (kind == "BATCH") return batchFromScan(self, ws, client, message, scan, items);
-    return topicFromScan(self, ws, client, scan, kind == "SUBSCRIBE");
+    if (kind == ScannedKind::Publish) return publishFromScan(self, ws, client, scan);
+    if (kind == ScannedKind::Batch) return batchFromScan(self, ws, client, message, scan, items);
+    return topicFromScan(self, ws, client, scan, kind == ScannedKind::Subscribe);
 }
 
 // routes.get(kind), borrowed (null, without an exception, when there is none). The answer for
