@@ -1158,3 +1158,41 @@ def test_pong_times_are_wall_clock_milliseconds_of_the_call():
         times = [reply["timestamp"]] + [pong["serverTime"] for pong in reply["messages"]] if reply["type"] == "BATCH" \
             else [reply["serverTime"]]
         assert len(times) in (1, 3, 5) and all(before <= t <= after for t in times), (text, before, times, after)
+
+
+def test_a_route_named_after_a_builtin_is_honoured_at_once_on_the_scan_path() -> None:
+    """The scan path keeps which built-ins are stock while the routes dict is unchanged: a
+    route in the routes dict under PING or BATCH (add_route refuses those names; the dict is
+    the Router's own) set, replaced or removed between messages takes over (or gives back) at
+    once, as on the Python path."""
+    answers = []
+    for native in (False, True):
+        h = build()
+        ws = h.connect()
+        ws.sent.clear()
+        handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+        routes = h.engine.router.routes
+
+        def send() -> None:
+            handler(ws, '{"type":"PING","id":1}', TEXT)
+            handler(ws, batch_of_pings(2, "2"), TEXT)
+
+        send()
+        routes["PING"] = routes["REPLY"]
+        send()
+        routes["PING"] = routes["ECHO"]  # replaced in place
+        send()
+        del routes["PING"]
+        send()
+        routes["BATCH"] = routes["REPLY"]
+        send()
+        del routes["BATCH"]
+        send()
+        answers.append([re.sub(rb'"(serverTime|timestamp)":\d+', rb'"\1":0', data) for data, _ in ws.sent])
+    assert answers[0] == answers[1]
+    replies = [orjson.loads(data) for data in answers[1]]
+    kinds = [(reply["type"], [item["type"] for item in reply.get("messages", ())]) for reply in replies]
+    # A BATCH's items are the built-ins whatever the routes say (Dispatcher.batch_item).
+    assert kinds == [("PONG", []), ("BATCH", ["PONG", "PONG"]), ("REPLIED", []), ("BATCH", ["PONG", "PONG"]),
+                     ("PING", []), ("BATCH", ["PONG", "PONG"]), ("PONG", []), ("BATCH", ["PONG", "PONG"]),
+                     ("PONG", []), ("REPLIED", []), ("PONG", []), ("BATCH", ["PONG", "PONG"])], kinds
