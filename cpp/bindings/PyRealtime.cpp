@@ -126,6 +126,24 @@ struct Slot {
     }
 };
 
+// A time in milliseconds as text, formatted again only when it changed: the PONGs and BATCH
+// frames of one dispatch share theirs. Zero-filled is unformatted (a number has a digit).
+class MillisecondsText {
+public:
+    std::string_view of(long long value) {
+        if (length_ == 0 || value != value_) {
+            value_ = value;
+            length_ = size_t(std::to_chars(digits_, digits_ + sizeof digits_, value).ptr - digits_);
+        }
+        return std::string_view(digits_, length_);
+    }
+
+private:
+    long long value_;
+    char digits_[24];
+    size_t length_;
+};
+
 struct RealtimeDispatchObject {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -137,6 +155,7 @@ struct RealtimeDispatchObject {
     PyObject *one;          // the int 1: a call count's step, and TEXT as the Python path passes it to ws.send
     unsigned long long sampleMask;
     Py_ssize_t maxPayloadLength;
+    Py_ssize_t maxBatchItems; // Dispatcher.max_batch_items, which sets it here when it changes
     bool compress;
     bool answersPing;       // PING is the stock built-in: PONG is made here
     // SUBSCRIBE, UNSUBSCRIBE, PUBLISH are the stock built-ins: their plain case is done here.
@@ -160,6 +179,17 @@ struct RealtimeDispatchObject {
     const uws::Loop *clockLoop;
     uint64_t clockDispatch;
     double clockSeconds;
+    // protocol.now_ms() for the PONGs' serverTime and the BATCH frames' timestamp, read in the
+    // same way: wallMilliseconds in dispatch number wallDispatch of wallLoop, and its text.
+    const uws::Loop *wallLoop;
+    uint64_t wallDispatch;
+    long long wallMilliseconds;
+    MillisecondsText wallText;
+    // stockBuiltin of each scanned kind (ScannedKind order), computed for the routes dict's
+    // version stockRoutesVersion (stockKnown false: not yet).
+    bool stockKnown;
+    uint64_t stockRoutesVersion;
+    int8_t stock[5];
     Slot clientBucket, clientBatcher, bucketClock, bucketTokens, bucketUpdated, bucketRate, bucketCapacity, routeFast,
         routeHandler, routeHistogram, routeCalls, clientTopicsAllowed, clientWs, clientClosed, clientId,
         pubsubTopicHook, pubsubHistoryOn, pubsubBroker, pubsubRelay, pubsubPresence, pubsubReserved,
@@ -998,6 +1028,28 @@ long long nowMilliseconds() {
     return (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000;
 }
 
+// protocol.now_ms() for a reply to a message of `ws`: read once per dispatch of the loop, as
+// batchSeconds reads the monotonic clock, and afresh for a socket that is not the core's (tests,
+// calls from Python). A PONG's serverTime is then at most one dispatch's duration earlier than
+// a fresh read would give (the time spent on the events before it in that dispatch): a time
+// taken while the server was handling the events its request arrived with.
+long long dispatchMilliseconds(RealtimeDispatchObject *self, PyObject *ws) {
+    uws::WebSocket *socket = Py_TYPE(ws) == &PyWebSocketType ? reinterpret_cast<PyWebSocketObject *>(ws)->ws : nullptr;
+    if (!socket) return nowMilliseconds();
+    const uws::Loop *loop = socket->loop;
+    if (loop != self->wallLoop || loop->dispatches() != self->wallDispatch || !loop->inDispatch()) {
+        self->wallLoop = loop;
+        self->wallDispatch = loop->dispatches();
+        self->wallMilliseconds = nowMilliseconds();
+    }
+    return self->wallMilliseconds;
+}
+
+// dispatchMilliseconds as text.
+std::string_view dispatchMillisecondsText(RealtimeDispatchObject *self, PyObject *ws) {
+    return self->wallText.of(dispatchMilliseconds(self, ws));
+}
+
 bool isPing(PyObject *kind) {
     return PyUnicode_GET_LENGTH(kind) == 4 && PyUnicode_CompareWithASCIIString(kind, "PING") == 0;
 }
@@ -1016,7 +1068,7 @@ bool answerBuiltin(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
 bool answerPing(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *message) {
     PyObject *reply = PyDict_New();
     if (!reply) return false;
-    PyObject *serverTime = PyLong_FromLongLong(nowMilliseconds());
+    PyObject *serverTime = PyLong_FromLongLong(dispatchMilliseconds(self, ws));
     bool ok = serverTime && PyDict_SetItem(reply, names.type, names.pong) == 0 &&
               PyDict_SetItem(reply, names.serverTime, serverTime) == 0 && answerBuiltin(self, ws, client, message, reply);
     Py_XDECREF(serverTime);
@@ -1376,12 +1428,8 @@ int batchHere(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyOb
     PyObject *items = PyDict_GetItemWithError(message, names.messages);
     if (!items) return PyErr_Occurred() ? -1 : 0;
     if (!PyList_CheckExact(items)) return 0;
-    PyObject *maxObject = PyObject_GetAttr(self->dispatcher, names.maxBatchItems);
-    Py_ssize_t maxItems = maxObject ? PyLong_AsSsize_t(maxObject) : -1;
-    Py_XDECREF(maxObject);
-    if (maxItems == -1 && PyErr_Occurred()) return -1;
     Py_ssize_t count = PyList_GET_SIZE(items);
-    if (count > maxItems) return 0;
+    if (count > self->maxBatchItems) return 0;
     Py_INCREF(items);
     PyObject *bucket = self->clientBucket.get(client);
     if (!bucket) {
@@ -1549,14 +1597,18 @@ bool sendBytes(RealtimeDispatchObject *self, PyObject *ws, std::string_view byte
 }
 
 // A reply's bytes, written with appendJson's buffer and writers: for the socket it answers,
-// in place in its cork buffer when it takes it (as encodeAndSend's replies), else on the
-// stack (the heap if long).
-class ReplyText {
+// in place in its cork buffer when it takes it (as encodeAndSend's replies), else in `Inline`
+// bytes on the stack (the heap past them). ReplyText's 192 bytes hold a reply (about three
+// PONGs), BatchText's 2 KiB the BATCH frame of a few dozen items.
+template <size_t Inline>
+class ReplyBytes {
 public:
-    ReplyText() { out_.startInPlace(inline_, sizeof inline_); }
-    // The reply to ws, sent by sendTo(ws): nothing may be sent to any socket in between.
-    ReplyText(RealtimeDispatchObject *self, PyObject *ws) {
-        uws::WebSocket *socket = Py_TYPE(ws) == &PyWebSocketType ? reinterpret_cast<PyWebSocketObject *>(ws)->ws : nullptr;
+    ReplyBytes() { out_.startInPlace(inline_, sizeof inline_); }
+    // The reply to ws (on the stack when ws is null), sent by sendTo(ws): nothing may be sent
+    // to any socket in between.
+    ReplyBytes(RealtimeDispatchObject *self, PyObject *ws) {
+        uws::WebSocket *socket =
+            ws && Py_TYPE(ws) == &PyWebSocketType ? reinterpret_cast<PyWebSocketObject *>(ws)->ws : nullptr;
         uws::WebSocket::InPlace space = socket ? socket->reserveInPlace(self->compress) : uws::WebSocket::InPlace{nullptr, 0};
         if (space.data) {
             corked_ = socket;
@@ -1565,8 +1617,8 @@ public:
             out_.startInPlace(inline_, sizeof inline_);
         }
     }
-    ReplyText(const ReplyText &) = delete;
-    ReplyText &operator=(const ReplyText &) = delete;
+    ReplyBytes(const ReplyBytes &) = delete;
+    ReplyBytes &operator=(const ReplyBytes &) = delete;
 
     void add(std::string_view text) { out_.append(text.data(), text.size()); }
     void add(long long number) { appendInteger(out_, number); }
@@ -1580,6 +1632,7 @@ public:
         }
         add("}");
     }
+    size_t size() const { return out_.size; }
     std::string_view view() const { return out_.view(); }
     // Queued in the cork buffer where it was written, else sent by sendBytes.
     bool sendTo(RealtimeDispatchObject *self, PyObject *ws) {
@@ -1591,10 +1644,13 @@ public:
     }
 
 private:
-    char inline_[192];
+    char inline_[Inline];
     JsonBuffer out_;
     uws::WebSocket *corked_ = nullptr; // the socket whose cork buffer was lent
 };
+
+using ReplyText = ReplyBytes<192>;
+using BatchText = ReplyBytes<2048>;
 
 // 1 when the built-in `name` is the stock one and no route of that name is registered (the
 // checks handle() makes before builtinHere), 0 not, -1 error.
@@ -1748,111 +1804,72 @@ int publishScanned(RealtimeDispatchObject *self, PyObject *client, const uws::Re
     return ok ? 1 : -1;
 }
 
+// The built-ins answered from a scan, in the order of RealtimeDispatchObject::stock; None for
+// every other type.
+enum class ScannedKind : uint8_t { Ping, Subscribe, Unsubscribe, Publish, Batch, None };
+
+// `kind` when `type` (as long as `name`) is `name`, else None: a comparison of a known size.
+template <size_t Size>
+ScannedKind scannedKindIf(std::string_view type, const char (&name)[Size], ScannedKind kind) {
+    return std::memcmp(type.data(), name, Size - 1) == 0 ? kind : ScannedKind::None;
+}
+
+// The kind a type names: the names' lengths differ, so one comparison after the switch.
+ScannedKind scannedKind(std::string_view type) {
+    auto is = [&type](const auto &name, ScannedKind kind) { return scannedKindIf(type, name, kind); };
+    switch (type.size()) {
+    case 4: return is("PING", ScannedKind::Ping);
+    case 5: return is("BATCH", ScannedKind::Batch);
+    case 7: return is("PUBLISH", ScannedKind::Publish);
+    case 9: return is("SUBSCRIBE", ScannedKind::Subscribe);
+    case 11: return is("UNSUBSCRIBE", ScannedKind::Unsubscribe);
+    default: return ScannedKind::None;
+    }
+}
+
 // The types answered from a scan, in a BATCH too: the scan of any other item stops at its type.
 bool scannedType(std::string_view type) {
-    return type == "PING" || type == "SUBSCRIBE" || type == "UNSUBSCRIBE" || type == "PUBLISH";
+    return scannedKind(type) < ScannedKind::Batch;
 }
 
 // Those and BATCH, at the top level: the scan of any other message stops at its type.
 bool scannedTopType(std::string_view type) {
-    return scannedType(type) || type == "BATCH";
+    return scannedKind(type) != ScannedKind::None;
+}
+
+// stockBuiltin for a scanned kind: 1, 0, -1 error. Kept for all five while the routes dict is
+// unchanged (its version tag, as lookupRoute), so that a built-in's message looks no route up.
+int stockScanned(RealtimeDispatchObject *self, ScannedKind kind) {
+    const bool answers[5] = {self->answersPing, self->answersSubscribe, self->answersUnsubscribe,
+                             self->answersPublish, self->answersBatch};
+    PyObject *const kindNames[5] = {names.ping, names.subscribeKind, names.unsubscribeKind, names.publishKind,
+                                    names.batch};
+#if PY_VERSION_HEX < 0x030C0000
+    uint64_t version = reinterpret_cast<PyDictObject *>(self->routes)->ma_version_tag;
+    if (self->stockKnown && version == self->stockRoutesVersion) return self->stock[int(kind)];
+    for (int i = 0; i < 5; i++) {
+        int known = stockBuiltin(self, answers[i], kindNames[i]);
+        if (known < 0) return -1;
+        self->stock[i] = int8_t(known);
+    }
+    self->stockKnown = true;
+    self->stockRoutesVersion = version;
+    return self->stock[int(kind)];
+#else
+    return stockBuiltin(self, answers[int(kind)], kindNames[int(kind)]);
+#endif
 }
 
 // The items of a BATCH answered from the scan at most (a longer one takes the decoding path).
 constexpr size_t kScanBatchItems = 32;
 
-// A BATCH reply's bytes: ReplyText's interface with room on the stack for the replies of a
-// few dozen items (ReplyText's 192 bytes hold about three PONGs; past them it allocates), and
-// kFront bytes kept before them for the frame's start, written last (putFront): the
-// timestamp is read after the items, as Dispatcher.batch reads it, without copying them.
-class BatchText {
-public:
-    static constexpr size_t kFront = 64;
-
-    // What was added since the start: the items.
-    std::string_view added() const { return view().substr(kFront - front_); }
-    // `text` (at most kFront bytes) just before what was added; the view starts with it.
-    void putFront(std::string_view text) {
-        front_ = kFront - text.size();
-        std::memcpy((spill_.empty() ? inline_ : spill_.data()) + front_, text.data(), text.size());
-    }
-    void add(std::string_view text) {
-        if (spill_.empty() && size_ + text.size() <= sizeof inline_) {
-            std::memcpy(inline_ + size_, text.data(), text.size());
-        } else {
-            if (spill_.empty()) spill_.assign(inline_, size_);
-            spill_.append(text);
-        }
-        size_ += text.size();
-    }
-    void add(long long number) {
-        char digits[24];
-        auto result = std::to_chars(digits, digits + sizeof digits, number);
-        add(std::string_view(digits, size_t(result.ptr - digits)));
-    }
-    // ,"id":ID} or } when the request has no id (or a null one), as ReplyText's.
-    void closeWithId(const uws::ScannedValue &id) {
-        if (id.present() && id.kind != uws::JsonKind::Null) {
-            add(",\"id\":");
-            add(id.raw);
-        }
-        add("}");
-    }
-    std::string_view view() const {
-        std::string_view all = spill_.empty() ? std::string_view(inline_, size_) : std::string_view(spill_);
-        return all.substr(front_);
-    }
-
-private:
-    char inline_[2048];
-    size_t size_ = kFront, front_ = kFront;
-    std::string spill_;
-};
-
-// nowMilliseconds() as text, formatted again only when the millisecond changed: the PONGs of
-// one BATCH mostly share theirs.
-class MillisecondsText {
-public:
-    std::string_view now() {
-        long long value = nowMilliseconds();
-        if (value != value_) {
-            value_ = value;
-            length_ = size_t(std::to_chars(digits_, digits_ + sizeof digits_, value).ptr - digits_);
-        }
-        return std::string_view(digits_, length_);
-    }
-
-private:
-    long long value_ = -1;
-    char digits_[24];
-    size_t length_ = 0;
-};
-
-enum class ScannedKind : uint8_t { Ping, Subscribe, Unsubscribe, Publish };
-
 // The stock built-in for a scanned item (the checks answerFromScan makes for a message of
-// its type): 1 with its kind, 0 when the BATCH is for the decoding path, -1 error. `stock`
-// caches stockBuiltin per kind (-2 not asked yet).
-int scannedItem(RealtimeDispatchObject *self, const uws::RealtimeScan &item, int *stock, ScannedKind &kind) {
+// its type): 1 with its kind, 0 when the BATCH is for the decoding path, -1 error.
+int scannedItem(RealtimeDispatchObject *self, const uws::RealtimeScan &item, ScannedKind &kind) {
     if (!item.type.plainString() || (item.id.present() && !item.id.plain)) return 0;
-    std::string_view type = item.type.text();
-    bool answers;
-    PyObject *name;
-    if (type == "PING") {
-        kind = ScannedKind::Ping, answers = self->answersPing, name = names.ping;
-    } else if (type == "SUBSCRIBE") {
-        kind = ScannedKind::Subscribe, answers = self->answersSubscribe, name = names.subscribeKind;
-    } else if (type == "UNSUBSCRIBE") {
-        kind = ScannedKind::Unsubscribe, answers = self->answersUnsubscribe, name = names.unsubscribeKind;
-    } else if (type == "PUBLISH") {
-        kind = ScannedKind::Publish, answers = self->answersPublish, name = names.publishKind;
-        if (!item.data.present()) return 0;
-    } else {
-        return 0;
-    }
-    int &known = stock[int(kind)];
-    if (known == -2) known = stockBuiltin(self, answers, name);
-    return known;
+    kind = scannedKind(item.type.text());
+    if (kind >= ScannedKind::Batch || (kind == ScannedKind::Publish && !item.data.present())) return 0;
+    return stockScanned(self, kind);
 }
 
 // The rest of a BATCH answered from the scan when item `from` is for the Python path (a
@@ -1880,30 +1897,28 @@ int batchRestInPython(RealtimeDispatchObject *self, PyObject *ws, PyObject *clie
 
 // batchHere from the scan, for a BATCH whose items are all built-ins the scan knows (PING,
 // and SUBSCRIBE, UNSUBSCRIBE, PUBLISH with a plain topic): the same checks first (a failing
-// one sends the whole BATCH to the decoding path, nothing done), the items' tokens, each
-// item done as from the scan with its reply's bytes collected, then the BATCH frame
-// {"type":"BATCH","timestamp":..,"messages":[..](,"id":ID)} (or {"type":"ACK","id":ID}, or
-// nothing) written as Dispatcher.batch's dict encodes. An item the Python path must do
-// hands it and the rest over (batchRestInPython). 1 answered, 0 not, -1 error.
+// one sends the whole BATCH to the decoding path, nothing done), the items' tokens in one
+// take, then each item done as from the scan with its reply's bytes written into the BATCH
+// frame {"type":"BATCH","timestamp":..,"messages":[..](,"id":ID)} (or {"type":"ACK","id":ID},
+// or nothing) as Dispatcher.batch's dict encodes. An item the Python path must do hands it
+// and the rest over (batchRestInPython). 1 answered, 0 not, -1 error.
 int batchFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::string_view message,
                   const uws::RealtimeScan &scan, const uws::ScannedItems &scanned) {
     // The items were scanned with the message (each an object of a type scannedType accepts).
     if (self->collecting || scan.messages.kind != uws::JsonKind::Array) return 0;
     size_t count = scanned.count;
     const uws::RealtimeScan *items = scanned.scans;
-    PyObject *maxObject = PyObject_GetAttr(self->dispatcher, names.maxBatchItems);
-    Py_ssize_t maxItems = maxObject ? PyLong_AsSsize_t(maxObject) : -1;
-    Py_XDECREF(maxObject);
-    if (maxItems == -1 && PyErr_Occurred()) return -1;
-    if (Py_ssize_t(count) > maxItems) return 0;
+    if (Py_ssize_t(count) > self->maxBatchItems) return 0;
     int plain = 1;
-    if (!isFalse(client, self->clientClosed, plain)) return -1;
+    if (!slotIsFalse(client, self->clientClosed, plain)) return -1;
     if (!plain) return 0; // Client.send drops the reply
     ScannedKind kinds[kScanBatchItems];
-    int stock[4] = {-2, -2, -2, -2};
+    bool pingsOnly = true, any = false; // any: an item with a reply (all but PUBLISH without an id)
     for (size_t i = 0; i < count; i++) {
-        int known = scannedItem(self, items[i], stock, kinds[i]);
+        int known = scannedItem(self, items[i], kinds[i]);
         if (known <= 0) return known;
+        pingsOnly = pingsOnly && kinds[i] == ScannedKind::Ping;
+        any = any || kinds[i] != ScannedKind::Publish || items[i].id.present();
     }
     PyObject *bucket = self->clientBucket.get(client);
     if (!bucket) return -1;
@@ -1919,48 +1934,54 @@ int batchFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, 
         }
     }
     Py_DECREF(bucket);
-    BatchText frame;
-    MillisecondsText clock;
-    bool any = false;
+    // The frame written from its start: the timestamp (Dispatcher.batch reads it after the
+    // items) is the dispatch's time, which the PONGs have too. PINGs send nothing while the
+    // frame is written, so theirs goes straight into the cork buffer; the other items may.
+    std::string_view now = dispatchMillisecondsText(self, ws);
+    BatchText frame(self, pingsOnly ? ws : nullptr);
+    if (any) {
+        frame.add("{\"type\":\"BATCH\",\"timestamp\":");
+        frame.add(now);
+        frame.add(",\"messages\":[");
+    } else if (scan.id.present()) {
+        frame.add("{\"type\":\"ACK\"");
+    }
+    size_t itemsStart = frame.size();
+    // {"type":"PONG","serverTime":T, the same for every PING of the frame: 28 + at most 20 bytes.
+    constexpr std::string_view pongStart = "{\"type\":\"PONG\",\"serverTime\":";
+    char pong[pongStart.size() + 24];
+    std::memcpy(pong, pongStart.data(), pongStart.size());
+    std::memcpy(pong + pongStart.size(), now.data(), now.size());
+    std::string_view pongText(pong, pongStart.size() + now.size());
+    bool first = true;
     for (size_t i = 0; i < count; i++) {
         const uws::RealtimeScan &item = items[i];
         ScannedKind kind = kinds[i];
-        bool subscribing = kind == ScannedKind::Subscribe;
-        int result = 1;
-        if (kind == ScannedKind::Subscribe || kind == ScannedKind::Unsubscribe) {
-            result = topicScanned(self, client, item, subscribing);
-        } else if (kind == ScannedKind::Publish) {
-            result = publishScanned(self, client, item);
-        }
-        if (result < 0) return -1;
-        if (result == 0) return batchRestInPython(self, ws, client, message, frame.added(), i);
-        if (kind == ScannedKind::Publish && !item.id.present()) continue; // PUBLISHED only with an id
-        if (any) frame.add(",");
-        any = true;
         if (kind == ScannedKind::Ping) {
-            frame.add("{\"type\":\"PONG\",\"serverTime\":");
-            frame.add(clock.now());
+            if (!first) frame.add(",");
+            first = false;
+            frame.add(pongText);
             frame.closeWithId(item.id);
-        } else if (kind == ScannedKind::Publish) {
+            continue;
+        }
+        bool subscribing = kind == ScannedKind::Subscribe;
+        int result = kind == ScannedKind::Publish ? publishScanned(self, client, item)
+                                                  : topicScanned(self, client, item, subscribing);
+        if (result < 0) return -1;
+        if (result == 0) return batchRestInPython(self, ws, client, message, frame.view().substr(itemsStart), i);
+        if (kind == ScannedKind::Publish && !item.id.present()) continue; // PUBLISHED only with an id
+        if (!first) frame.add(",");
+        first = false;
+        if (kind == ScannedKind::Publish) {
             addPublishedReply(frame, item);
         } else {
             addTopicReply(frame, item, subscribing);
         }
     }
     if (any) {
-        // {"type":"BATCH","timestamp":T,"messages":[ before the items: 28 + at most 20 + 13 bytes.
-        constexpr std::string_view start = "{\"type\":\"BATCH\",\"timestamp\":", open = ",\"messages\":[";
-        std::string_view timestamp = clock.now();
-        char front[BatchText::kFront];
-        std::memcpy(front, start.data(), start.size());
-        std::memcpy(front + start.size(), timestamp.data(), timestamp.size());
-        std::memcpy(front + start.size() + timestamp.size(), open.data(), open.size());
-        frame.putFront(std::string_view(front, start.size() + timestamp.size() + open.size()));
         frame.add("]");
-    } else if (scan.id.present()) {
-        frame.putFront("{\"type\":\"ACK\"");
-    } else {
-        return 1;
+    } else if (!scan.id.present()) {
+        return 1; // no reply: nothing is sent (the written nothing abandoned)
     }
     if (scan.id.present()) {
         // "id" in message: kept when null too.
@@ -1968,7 +1989,7 @@ int batchFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, 
         frame.add(scan.id.raw);
     }
     frame.add("}");
-    return sendBytes(self, ws, frame.view()) ? 1 : -1;
+    return frame.sendTo(self, ws) ? 1 : -1;
 }
 
 // False when `message` starts as most do, {"type":" then a type that is none of those (or
@@ -2012,35 +2033,22 @@ int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
     if (!uws::scanRealtimeMessage(message, scan, scannedTopType, &items) || !scan.type.plainString()) return 0;
     const uws::ScannedValue &id = scan.id;
     if (id.present() && !id.plain) return 0; // copied into the reply as it is
-    std::string_view kind = scan.type.text();
-    int stock;
-    if (kind == "PING") {
-        stock = stockBuiltin(self, self->answersPing, names.ping);
-    } else if (kind == "SUBSCRIBE") {
-        stock = stockBuiltin(self, self->answersSubscribe, names.subscribeKind);
-    } else if (kind == "UNSUBSCRIBE") {
-        stock = stockBuiltin(self, self->answersUnsubscribe, names.unsubscribeKind);
-    } else if (kind == "PUBLISH") {
-        if (!scan.data.present()) return 0;
-        stock = stockBuiltin(self, self->answersPublish, names.publishKind);
-    } else if (kind == "BATCH") {
-        stock = stockBuiltin(self, self->answersBatch, names.batch);
-    } else {
-        return 0;
-    }
+    ScannedKind kind = scannedKind(scan.type.text());
+    if (kind == ScannedKind::None || (kind == ScannedKind::Publish && !scan.data.present())) return 0;
+    int stock = stockScanned(self, kind);
     if (stock > 0) stock = withoutBatcher(self, client);
     if (stock <= 0) return stock;
-    if (kind == "PING") {
+    if (kind == ScannedKind::Ping) {
         // Builtins.ping's {"type": "PONG", "serverTime": now_ms()}.
         ReplyText reply(self, ws);
         reply.add("{\"type\":\"PONG\",\"serverTime\":");
-        reply.add(nowMilliseconds());
+        reply.add(dispatchMillisecondsText(self, ws));
         reply.closeWithId(id);
         return reply.sendTo(self, ws) ? 1 : -1;
     }
-    if (kind == "PUBLISH") return publishFromScan(self, ws, client, scan);
-    if (kind == "BATCH") return batchFromScan(self, ws, client, message, scan, items);
-    return topicFromScan(self, ws, client, scan, kind == "SUBSCRIBE");
+    if (kind == ScannedKind::Publish) return publishFromScan(self, ws, client, scan);
+    if (kind == ScannedKind::Batch) return batchFromScan(self, ws, client, message, scan, items);
+    return topicFromScan(self, ws, client, scan, kind == ScannedKind::Subscribe);
 }
 
 // routes.get(kind), borrowed (null, without an exception, when there is none). The answer for
@@ -2240,6 +2248,13 @@ PyObject *dispatchNew(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     self->one = PyLong_FromLong(1);
     self->sampleMask = sampleMask;
     self->maxPayloadLength = maxPayloadLength;
+    PyObject *maxBatchItems = PyObject_GetAttr(dispatcher, names.maxBatchItems);
+    self->maxBatchItems = maxBatchItems ? PyLong_AsSsize_t(maxBatchItems) : -1;
+    Py_XDECREF(maxBatchItems);
+    if (self->maxBatchItems == -1 && PyErr_Occurred()) {
+        Py_DECREF(self);
+        return nullptr;
+    }
     self->compress = compress != 0;
     self->answersPing = answers[0];
     self->answersSubscribe = answers[1];
@@ -2344,6 +2359,12 @@ bool internNames() {
 
 PyTypeObject RealtimeDispatchType = {PyVarObject_HEAD_INIT(nullptr, 0)};
 
+static PyMemberDef dispatchMembers[] = {
+    {"max_batch_items", T_PYSSIZET, offsetof(RealtimeDispatchObject, maxBatchItems), 0,
+     "The most items of a BATCH answered here (Dispatcher.max_batch_items sets it; more go to Python)."},
+    {nullptr, 0, 0, 0, nullptr},
+};
+
 bool realtimeMessage(PyObject *dispatch, PyObject *ws, std::string_view message, uws::OpCode opCode) {
     auto *self = reinterpret_cast<RealtimeDispatchObject *>(dispatch);
     PyObject *client = clientOf(ws);
@@ -2370,6 +2391,7 @@ bool initRealtimeDispatchType(py::module_ &module) {
     RealtimeDispatchType.tp_dealloc = (destructor)dispatchDealloc;
     RealtimeDispatchType.tp_traverse = (traverseproc)dispatchTraverse;
     RealtimeDispatchType.tp_clear = (inquiry)dispatchClear;
+    RealtimeDispatchType.tp_members = dispatchMembers;
     CounterType.tp_name = "uws_py._core.Counter";
     CounterType.tp_basicsize = sizeof(CounterObject);
     CounterType.tp_flags = Py_TPFLAGS_DEFAULT;

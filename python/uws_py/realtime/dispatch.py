@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import sys
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Union
@@ -60,7 +61,10 @@ class Dispatcher:
                  runner: "CoroutineRunner", rate_limit: Optional[RateLimit], max_payload_length: int,
                  compress: bool = False, max_batch_items: int = 100) -> None:
         self.compress = compress
-        self.max_batch_items = max_batch_items
+        # The native handlers made by native_handler(): each keeps max_batch_items in C,
+        # given the new value when it is set (the property below).
+        self._natives: list[Any] = []
+        self._max_batch_items = operator.index(max_batch_items)
         self.router = router
         self.routes = router.routes  # read directly on the hot path
         self.builtins = {**builtins, "BATCH": self.batch}
@@ -69,6 +73,22 @@ class Dispatcher:
         self.rate_limit = rate_limit
         self.max_payload_length = max_payload_length
         self.binary_handler: Optional[Callable[["Client", bytes], Any]] = None
+
+    @property
+    def max_batch_items(self) -> int:
+        """The most messages one BATCH may hold (more: LIMIT_EXCEEDED).
+
+        Setting it takes effect from the next message, on the Python path and in every
+        native handler this dispatcher made (which keep it as a C integer).
+        """
+        return self._max_batch_items
+
+    @max_batch_items.setter
+    def max_batch_items(self, value: int) -> None:
+        value = operator.index(value)
+        for native in self._natives:
+            native.max_batch_items = value
+        self._max_batch_items = value
 
     def on_message(self, ws: Any, data: Union[str, bytes], opcode: int) -> None:
         """The route's ``message`` handler.
@@ -174,9 +194,11 @@ class Dispatcher:
         pubsub = getattr(getattr(self.builtins.get("PUBLISH"), "__self__", None), "pubsub", None)
         if pubsub is None:
             native = native & {"PING", "BATCH"}
-        return RealtimeDispatch(self, self.routes, _loads, _dumps, Client, Route, TokenBucket, time.monotonic,
-                                LATENCY_SAMPLE_MASK, self.max_payload_length, self.compress, native, pubsub,
-                                is_reserved, USER_TOPIC_PREFIX, CONTROL_TOPIC)
+        handler = RealtimeDispatch(self, self.routes, _loads, _dumps, Client, Route, TokenBucket, time.monotonic,
+                                   LATENCY_SAMPLE_MASK, self.max_payload_length, self.compress, native, pubsub,
+                                   is_reserved, USER_TOPIC_PREFIX, CONTROL_TOPIC)
+        self._natives.append(handler)
+        return handler
 
     def rate_limited(self, client: "Client", bucket: TokenBucket, request_id: Any = None, tokens: int = 1) -> None:
         """A message over the rate limit: RATE_LIMITED with retryAfter, or 1008 for a client

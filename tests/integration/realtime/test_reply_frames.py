@@ -153,3 +153,47 @@ def test_a_reply_after_the_handler_closed_the_socket_is_not_sent(serve):
     # The server goes on for the others.
     send_json(other, {"type": "SIZED", "id": 3, "n": 2})
     assert frames(other, 1)[0][0] == expected({"type": "SIZED", "text": "xx"}, 3)
+
+
+def pongs(ids: list[Any]) -> list[dict]:
+    return [{"type": "PONG", "serverTime": 0, "id": number} for number in ids]
+
+
+def test_batches_of_pings_are_written_in_place_or_sent_whole_with_the_dispatchs_time(serve):
+    """BATCHes of PINGs answered from the scan: their frames written in the cork buffer while
+    they fit and sent through send() when one does not (20 KiB, more than the cork buffer),
+    every frame orjson's bytes for Dispatcher.batch's dict, in order; the times (one clock
+    read per dispatch) within the wall-clock milliseconds around the exchange."""
+    import re
+    import time
+
+    live = serve(reply_server())
+    client = join(live)
+    long_id = "i" * 600
+    requests = [{"type": "BATCH", "id": n, "messages": [{"type": "PING", "id": i} for i in range(n % 32 + 1)]}
+                for n in range(40)]
+    requests.insert(20, {"type": "BATCH", "id": "big", "messages": [{"type": "PING", "id": long_id}] * 32})
+    requests.append({"type": "PING", "id": "last"})
+    before = time.time_ns() // 1_000_000
+    pipelined(client, requests)
+    got = frames(client, len(requests))
+    after = time.time_ns() // 1_000_000
+    payloads = [payload for payload, compressed, _ in got if not compressed]
+    times = [int(t) for payload in payloads for t in re.findall(rb'"(?:serverTime|timestamp)":(\d+)', payload)]
+    assert len(times) == sum(len(r["messages"]) + 1 for r in requests[:-1]) + 1
+    assert all(before <= t <= after for t in times), (before, min(times), max(times), after)
+    masked = [re.sub(rb'"(serverTime|timestamp)":\d+', rb'"\1":0', payload) for payload in payloads]
+    assert masked[:-1] == [orjson.dumps({"type": "BATCH", "timestamp": 0,
+                                         "messages": pongs([item["id"] for item in r["messages"]]), "id": r["id"]})
+                           for r in requests[:-1]]
+    assert masked[-1] == b'{"type":"PONG","serverTime":0,"id":"last"}'
+    assert len(payloads[20]) > 16 * 1024
+    # A later dispatch reads the clock again.
+    for request in ({"type": "PING", "id": 1}, {"type": "BATCH", "messages": [{"type": "PING"}]}):
+        time.sleep(0.02)
+        before = time.time_ns() // 1_000_000
+        pipelined(client, [request])
+        [(payload, _, _)] = frames(client, 1)
+        after = time.time_ns() // 1_000_000
+        later = [int(t) for t in re.findall(rb'"(?:serverTime|timestamp)":(\d+)', payload)]
+        assert later and all(before <= t <= after for t in later), (before, later, after)

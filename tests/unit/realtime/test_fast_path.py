@@ -1038,3 +1038,161 @@ def test_native_reader_hands_over_the_last_type() -> None:
         replies = [orjson.loads(data) for data, _ in echo_bytes(texts, native)]
         assert [(reply["type"], reply.get("id")) for reply in replies] == [
             ("ECHO", 1), ("ERROR", 2), ("ERROR", 3), ("ECHO", 4)], (native, replies)
+
+
+# ---- BATCH from the scan: its sizes and limits, and the clock of its replies ----
+def batch_of_pings(count: int, request_id: Optional[str] = None) -> str:
+    """{"type":"BATCH"[,"id":ID],"messages":[count PINGs with ids 0..count-1]}"""
+    items = ",".join('{"type":"PING","id":%d}' % number for number in range(count))
+    return '{"type":"BATCH",%s"messages":[%s]}' % ("" if request_id is None else f'"id":{request_id},', items)
+
+
+def test_batches_of_every_size_to_the_limit_and_one_past_it(decoded):
+    """BATCHes of 0 to max_batch_items (5) PINGs, with an id and without, are answered from
+    the scan (no orjson.loads) with the Python path's bytes: nothing or an ACK for none, one
+    BATCH frame of as many PONGs else; one more item is refused with LIMIT_EXCEEDED."""
+    texts = [batch_of_pings(count, request_id) for count in range(7) for request_id in (None, '"b"')]
+    python, native = run_raw(texts)
+    assert native == python
+    decoded.clear()
+    h = build(**PUBSUB_LIMITS)
+    ws = h.connect()
+    ws.sent.clear()
+    handler = h.engine.dispatcher.native_handler()
+    for text in texts:
+        handler(ws, text, TEXT)
+    assert decoded == texts[-2:]  # only the two over the limit took the decoding path
+    replies = [orjson.loads(data) for data, _ in ws.sent]
+    assert replies[0] == {"type": "ACK", "id": "b"}
+    for count, (plain, with_id) in enumerate(zip(replies[1:10:2], replies[2:11:2]), start=1):
+        for reply in (plain, with_id):
+            assert reply["type"] == "BATCH" and [pong["id"] for pong in reply["messages"]] == list(range(count))
+            assert {pong["type"] for pong in reply["messages"]} == {"PONG"}
+        assert "id" not in plain and with_id["id"] == "b"
+    over = replies[11:]
+    assert [(r["type"], r["code"], r.get("id")) for r in over] == [("ERROR", "LIMIT_EXCEEDED", None),
+                                                                     ("ERROR", "LIMIT_EXCEEDED", "b")]
+    assert over[0]["message"] == "a BATCH holds at most 5 messages, this one 6"
+
+
+def test_max_batch_items_set_between_messages_is_seen_by_both_paths(decoded):
+    """Dispatcher.max_batch_items lowered, then raised, between messages: the native handler
+    (which keeps it in C) refuses and answers as the Python path does from the next message on,
+    on the scan path and on the decoding path (an id the scan does not copy)."""
+    texts = [batch_of_pings(3, "1"), batch_of_pings(3, "1.5"),
+             batch_of_pings(3, "2"), batch_of_pings(3, "2.5"), batch_of_pings(2, "3"),
+             batch_of_pings(7, "4"), batch_of_pings(7, "4.5")]
+
+    def limits(h: Harness, ws: FakeSocket) -> None:
+        h.engine.dispatcher.max_batch_items = 2
+
+    python, native = run_raw(texts, change=limits, after=2)
+    assert native == python
+    h = build(**PUBSUB_LIMITS)
+    ws = h.connect()
+    ws.sent.clear()
+    dispatcher = h.engine.dispatcher
+    handler = dispatcher.native_handler()
+    assert handler.max_batch_items == 5
+    for number, text in enumerate(texts):
+        if number == 2:
+            dispatcher.max_batch_items = 2
+        if number == 5:
+            dispatcher.max_batch_items = 8
+        handler(ws, text, TEXT)
+    assert handler.max_batch_items == dispatcher.max_batch_items == 8
+    replies = [orjson.loads(data) for data, _ in ws.sent]
+    assert [(r["type"], r.get("code"), r["id"], len(r.get("messages", ()))) for r in replies] == [
+        ("BATCH", None, 1, 3), ("BATCH", None, 1.5, 3), ("ERROR", "LIMIT_EXCEEDED", 2, 0),
+        ("ERROR", "LIMIT_EXCEEDED", 2.5, 0), ("BATCH", None, 3, 2), ("BATCH", None, 4, 7), ("BATCH", None, 4.5, 7)]
+    assert replies[2]["message"] == "a BATCH holds at most 2 messages, this one 3"
+    with pytest.raises(TypeError):
+        dispatcher.max_batch_items = 2.5  # type: ignore[assignment]
+    assert handler.max_batch_items == 8
+
+
+def test_a_batch_over_the_rate_limit_midway_is_refused_whole_as_python_does():
+    """A bucket with tokens for part of a BATCH (5 a minute, a clock that stands still): the
+    whole BATCH is refused (none of its items done) with the Python path's RATE_LIMITED text
+    and retryAfter, byte for byte, while the frame's own token is taken; then the frame's own
+    token is refused too."""
+    texts = [batch_of_pings(2, "1"), '{"type":"BATCH","id":2,"messages":[{"type":"SUBSCRIBE","topic":"t1"},'
+             '{"type":"PING"},{"type":"PING"},{"type":"PING"}]}', batch_of_pings(4, "3"), batch_of_pings(4, "4"),
+             batch_of_pings(4, "5")]
+    sent = []
+    for native in (False, True):
+        h = build(**PUBSUB_LIMITS, rate_limit=RateLimit(messages=5, per_seconds=60, close_after=3))
+        ws = h.connect()
+        ws.client.bucket = TokenBucket(h.engine.options.rate_limit, clock=ManualClock())
+        ws.sent.clear()
+        handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+        for text in texts:
+            handler(ws, text, TEXT)
+        sent.append(([re.sub(rb'"(serverTime|timestamp)":\d+', rb'"\1":0', data) for data, _ in ws.sent],
+                     ws.ended, sorted(ws.topics), h.engine.metrics.rate_limited))
+    assert sent[0] == sent[1]
+    frames, _, subscribed, refused = sent[1]
+    refusal = b'{"type":"ERROR","code":"RATE_LIMITED","message":"rate limit exceeded: this BATCH needs 4 tokens",'
+    assert frames == [
+        b'{"type":"BATCH","timestamp":0,"messages":[{"type":"PONG","serverTime":0,"id":0},'
+        b'{"type":"PONG","serverTime":0,"id":1}],"id":1}',
+        refusal + b'"id":2,"retryAfter":24001}', refusal + b'"id":3,"retryAfter":36001}',
+        refusal + b'"id":4,"retryAfter":48001}',
+        b'{"type":"ERROR","code":"RATE_LIMITED","message":"rate limit exceeded","retryAfter":12001}']
+    assert subscribed == [] and refused == 4
+
+
+def test_pong_times_are_wall_clock_milliseconds_of_the_call():
+    """serverTime of a PONG (from the scan, alone or in a BATCH, and decoded) and a BATCH's
+    timestamp lie within the wall-clock milliseconds before and after the call."""
+    h = build()
+    ws = h.connect()
+    handler = h.engine.dispatcher.native_handler()
+    for text in ('{"type":"PING","id":1}', '{"type":"PING","id":1.5}', batch_of_pings(4, "2"),
+                 '{"type":"BATCH","id":2.5,"messages":[{"type":"PING","id":1.5},{"type":"PING"}]}'):
+        ws.sent.clear()
+        before = time.time_ns() // 1_000_000
+        handler(ws, text, TEXT)
+        after = time.time_ns() // 1_000_000
+        (reply,) = [orjson.loads(data) for data, _ in ws.sent]
+        times = [reply["timestamp"]] + [pong["serverTime"] for pong in reply["messages"]] if reply["type"] == "BATCH" \
+            else [reply["serverTime"]]
+        assert len(times) in (1, 3, 5) and all(before <= t <= after for t in times), (text, before, times, after)
+
+
+def test_a_route_named_after_a_builtin_is_honoured_at_once_on_the_scan_path() -> None:
+    """The scan path keeps which built-ins are stock while the routes dict is unchanged: a
+    route in the routes dict under PING or BATCH (add_route refuses those names; the dict is
+    the Router's own) set, replaced or removed between messages takes over (or gives back) at
+    once, as on the Python path."""
+    answers = []
+    for native in (False, True):
+        h = build()
+        ws = h.connect()
+        ws.sent.clear()
+        handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+        routes = h.engine.router.routes
+
+        def send() -> None:
+            handler(ws, '{"type":"PING","id":1}', TEXT)
+            handler(ws, batch_of_pings(2, "2"), TEXT)
+
+        send()
+        routes["PING"] = routes["REPLY"]
+        send()
+        routes["PING"] = routes["ECHO"]  # replaced in place
+        send()
+        del routes["PING"]
+        send()
+        routes["BATCH"] = routes["REPLY"]
+        send()
+        del routes["BATCH"]
+        send()
+        answers.append([re.sub(rb'"(serverTime|timestamp)":\d+', rb'"\1":0', data) for data, _ in ws.sent])
+    assert answers[0] == answers[1]
+    replies = [orjson.loads(data) for data in answers[1]]
+    kinds = [(reply["type"], [item["type"] for item in reply.get("messages", ())]) for reply in replies]
+    # A BATCH's items are the built-ins whatever the routes say (Dispatcher.batch_item).
+    assert kinds == [("PONG", []), ("BATCH", ["PONG", "PONG"]), ("REPLIED", []), ("BATCH", ["PONG", "PONG"]),
+                     ("PING", []), ("BATCH", ["PONG", "PONG"]), ("PONG", []), ("BATCH", ["PONG", "PONG"]),
+                     ("PONG", []), ("REPLIED", []), ("PONG", []), ("BATCH", ["PONG", "PONG"])], kinds
