@@ -1701,24 +1701,6 @@ int topicFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, 
     return reply.sendTo(self, ws) ? 1 : -1;
 }
 
-// The UTF-8 of a str that orjson.dumps writes with no escape (no '"', '\\' or control
-// character), in `view`: 1, 0 when it has such a character (or lone surrogates), -1 error.
-int plainText(PyObject *text, std::string_view &view) {
-    if (!PyUnicode_CheckExact(text)) return 0;
-    Py_ssize_t length;
-    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &length);
-    if (!utf8) {
-        PyErr_Clear();
-        return 0;
-    }
-    for (Py_ssize_t i = 0; i < length; i++) {
-        unsigned char c = static_cast<unsigned char>(utf8[i]);
-        if (c < 0x20 || c == '"' || c == '\\') return 0;
-    }
-    view = std::string_view(utf8, size_t(length));
-    return 1;
-}
-
 int publishScanned(RealtimeDispatchObject *self, PyObject *client, const uws::RealtimeScan &scan);
 template <class Text>
 void addPublishedReply(Text &reply, const uws::RealtimeScan &scan);
@@ -1743,8 +1725,26 @@ void addPublishedReply(Text &reply, const uws::RealtimeScan &scan) {
     reply.closeWithId(scan.id);
 }
 
+// The truth of a bool without a call, of anything else by PyObject_IsTrue: 1, 0, -1 error.
+int truthOf(PyObject *value) {
+    if (value == Py_True) return 1;
+    if (value == Py_False) return 0;
+    return PyObject_IsTrue(value);
+}
+
+// A MESSAGE's "from", the client's id, when it is written here (escaped as orjson escapes
+// it): an exact str with its UTF-8 in `view`, 1; 0 for anything else (orjson's rules).
+int fromText(PyObject *from, std::string_view &view) {
+    if (!PyUnicode_CheckExact(from)) return 0;
+    if (utf8View(from, view)) return 1;
+    PyErr_Clear(); // lone surrogates: the Python path's encode says what happens
+    return 0;
+}
+
 // publishFromScan without the PUBLISHED reply: the MESSAGE fanned out and echoed. 1 done, 0
-// for the Python path (nothing done), -1 error.
+// for the Python path (nothing done), -1 error. The topic's subscribers are found first: a
+// topic nobody subscribes to (the publish still counted by the core) gets no MESSAGE written
+// unless it is echoed.
 int publishScanned(RealtimeDispatchObject *self, PyObject *client, const uws::RealtimeScan &scan) {
     if (!scan.data.plain || !scan.topic.plainString()) return 0;
     bool echo;
@@ -1764,42 +1764,49 @@ int publishScanned(RealtimeDispatchObject *self, PyObject *client, const uws::Re
     PyObject *clientWs = nullptr;
     int valid = plainTopicTextRequest(self, client, view, true, clientWs);
     if (valid <= 0) return valid;
-    if (Py_TYPE(clientWs) == &PyWebSocketType && !nativeSocket(clientWs)) valid = 0; // closed
-    PyObject *compressFlag = valid > 0 ? self->pubsubCompress.get(self->pubsub) : nullptr;
-    int compress = compressFlag ? PyObject_IsTrue(compressFlag) : 0;
+    uws::WebSocket *socket = nativeSocket(clientWs);
+    PyObject *compressFlag = nullptr, *from = nullptr;
+    int compress = -1;
+    std::string_view fromView;
+    if (!socket && Py_TYPE(clientWs) == &PyWebSocketType) {
+        valid = 0; // closed
+    } else if (!(compressFlag = self->pubsubCompress.get(self->pubsub)) || (compress = truthOf(compressFlag)) < 0 ||
+               !(from = self->clientId.get(client))) {
+        valid = -1;
+    } else {
+        valid = fromText(from, fromView);
+    }
     Py_XDECREF(compressFlag);
-    if (valid > 0 && (!compressFlag || compress < 0)) valid = -1;
-    PyObject *from = valid > 0 ? self->clientId.get(client) : nullptr;
-    if (valid > 0 && !from) valid = -1;
-    std::string_view fromText;
-    if (valid > 0) valid = plainText(from, fromText);
     if (valid <= 0) {
         Py_XDECREF(from);
         Py_DECREF(clientWs);
         return valid;
     }
-    ReplyText delivery;
-    delivery.add("{\"type\":\"MESSAGE\",\"topic\":");
-    delivery.add(scan.topic.raw);
-    delivery.add(",\"data\":");
-    delivery.add(scan.data.raw);
-    delivery.add(",\"from\":");
-    delivery.addString(fromText);
-    delivery.add("}");
-    Py_DECREF(from);
-    std::string_view bytes = delivery.view();
+    uws::Topic *topic = socket ? socket->startPublish(view) : nullptr;
     bool ok = true;
-    if (uws::WebSocket *socket = nativeSocket(clientWs)) {
-        socket->publish(view, bytes, uws::OpCode::Text, compress != 0);
-    } else {
-        PyObject *topic = topicObject(nullptr, view);
-        PyObject *payload = topic ? PyBytes_FromStringAndSize(bytes.data(), Py_ssize_t(bytes.size())) : nullptr;
-        ok = payload &&
-             truth(callMethod(names.publish, clientWs, topic, payload, self->one, compress ? Py_True : Py_False)) >= 0;
-        Py_XDECREF(payload);
-        Py_XDECREF(topic);
+    if (topic || echo || !socket) {
+        ReplyText delivery;
+        delivery.add("{\"type\":\"MESSAGE\",\"topic\":");
+        delivery.add(scan.topic.raw);
+        delivery.add(",\"data\":");
+        delivery.add(scan.data.raw);
+        delivery.add(",\"from\":");
+        delivery.addString(fromView);
+        delivery.add("}");
+        std::string_view bytes = delivery.view();
+        if (topic) {
+            socket->publishTo(*topic, bytes, uws::OpCode::Text, compress != 0);
+        } else if (!socket) {
+            PyObject *name = topicObject(nullptr, view);
+            PyObject *payload = name ? PyBytes_FromStringAndSize(bytes.data(), Py_ssize_t(bytes.size())) : nullptr;
+            ok = payload &&
+                 truth(callMethod(names.publish, clientWs, name, payload, self->one, compress ? Py_True : Py_False)) >= 0;
+            Py_XDECREF(payload);
+            Py_XDECREF(name);
+        }
+        if (ok && echo) ok = sendBytes(self, clientWs, bytes);
     }
-    if (ok && echo) ok = sendBytes(self, clientWs, bytes);
+    Py_DECREF(from);
     Py_DECREF(clientWs);
     return ok ? 1 : -1;
 }

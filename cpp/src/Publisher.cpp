@@ -12,9 +12,18 @@ namespace uws {
 
 bool Publisher::publish(std::string_view topicName, std::string_view message, OpCode opCode, bool compress,
                         WebSocket *except) {
-    stats_.publishes.add();
-    Topic *topic = topics_.find(topicName);
+    Topic *topic = start(topicName);
     if (!topic) return false;
+    deliver(*topic, message, opCode, compress, except);
+    return true;
+}
+
+Topic *Publisher::start(std::string_view topicName) {
+    stats_.publishes.add();
+    return topics_.find(topicName);
+}
+
+void Publisher::deliver(Topic &topic, std::string_view message, OpCode opCode, bool compress, WebSocket *except) {
     char header[kMaxServerHeaderSize];
     std::string_view frameHeader(header, formatFrameHeader(header, opCode, message.size()));
     // Compressed once per shared-compressor window size; dedicated compressors (each with
@@ -32,7 +41,7 @@ bool Publisher::publish(std::string_view topicName, std::string_view message, Op
     droppedSockets_.clear();
     uint64_t delivered = 0;
     std::string &scratch = loop_.data().compressScratch;
-    for (const Topic::Entry &entry : topic->subscribers) {
+    for (const Topic::Entry &entry : topic.subscribers) {
         WebSocket *ws = static_cast<WebSocket *>(entry.subscriber->owner);
         if (ws == except || !ws->isOpen()) continue;
         SendStatus status;
@@ -83,7 +92,6 @@ bool Publisher::publish(std::string_view topicName, std::string_view message, Op
         }
     }
     if (!loop_.inDispatch()) drain();
-    return true;
 }
 
 void Publisher::drain() {

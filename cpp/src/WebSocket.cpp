@@ -267,6 +267,12 @@ bool WebSocket::publish(std::string_view topic, std::string_view message, OpCode
     return context->publisher->publish(topic, message, opCode, compress, this);
 }
 
+Topic *WebSocket::startPublish(std::string_view topic) { return context->publisher->start(topic); }
+
+void WebSocket::publishTo(Topic &topic, std::string_view message, OpCode opCode, bool compress) {
+    context->publisher->deliver(topic, message, opCode, compress, this);
+}
+
 SendStatus WebSocket::queuePublished(std::string_view header, std::string_view payload) {
     if (state_ != State::Open) return SendStatus::Dropped;
     if (wouldDrop(header.size() + payload.size())) return SendStatus::Dropped;

@@ -17,6 +17,7 @@ namespace uws {
 class Loop;
 struct LoopData;
 class TopicTree;
+struct Topic;
 class WebSocket;
 
 class Publisher {
@@ -29,6 +30,12 @@ public:
     // Returns whether the topic had subscribers.
     bool publish(std::string_view topic, std::string_view message, OpCode opCode, bool compress,
                  WebSocket *except = nullptr);
+    // publish in two halves, for a caller that builds the message only when someone will
+    // receive it: start counts the publish (as publish does) and returns the topic, or null
+    // when it has no subscribers (the publish is then complete); deliver sends to the topic's
+    // subscribers. Nothing may subscribe or unsubscribe between the two: the topic can go.
+    Topic *start(std::string_view topic);
+    void deliver(Topic &topic, std::string_view message, OpCode opCode, bool compress, WebSocket *except);
     // A socket's publish batch went from empty to not empty.
     void markPublished(WebSocket *ws) { publishedSockets_.push_back(ws); }
     // Writes every pending publish batch: one write per subscriber.

@@ -85,6 +85,11 @@ public:
     // Publishes to every subscriber of topic except this socket.
     bool publish(std::string_view topic, std::string_view message, OpCode opCode = OpCode::Binary,
                  bool compress = false);
+    // publish in two halves (Publisher::start and deliver): startPublish counts the publish
+    // and returns the topic, null when nobody subscribes (done); publishTo sends the message
+    // to its subscribers except this socket, before anything subscribes or unsubscribes.
+    Topic *startPublish(std::string_view topic);
+    void publishTo(Topic &topic, std::string_view message, OpCode opCode, bool compress);
 
     // Fan-out: a published frame is appended here and the whole batch leaves in one write
     // when the loop iteration ends (or before anything else is sent to this socket).

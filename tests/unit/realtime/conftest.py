@@ -63,6 +63,7 @@ class FakeSocket:
         self.sent: list[tuple[bytes, int]] = []
         self.topics: set[str] = set()
         self.ended: list[tuple[int, str]] = []
+        self.published: list[tuple[str, bytes, bool]] = []  # what this socket published, with compress
 
     def get_user_data(self) -> Client:
         return self.client
@@ -92,6 +93,7 @@ class FakeSocket:
         return present
 
     def publish(self, topic: str, payload: bytes, opcode: int = TEXT, compress: bool = False) -> bool:
+        self.published.append((topic, bytes(payload), bool(compress)))
         others = [ws for ws in self.loop.subscribers.get(topic, []) if ws is not self]
         for ws in others:
             ws.send(payload, opcode)

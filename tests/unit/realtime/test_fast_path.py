@@ -523,14 +523,15 @@ def run_raw(texts: list[str], rate: int = 0, change: Optional[Callable[[Harness,
         watcher.sent.clear()
         ws.sent.clear()
         handler = h.engine.dispatcher.native_handler() if native else h.engine.dispatcher.on_message
+        sender = ws.client.id  # a change may give it another one: the first is masked
         for number, text in enumerate(texts):
             if change is not None and number == after:
                 change(h, ws)
             handler(ws, text, TEXT)
-        sender = ws.client.id
         results.append({"frames": [masked(data, sender) for data, _ in ws.sent],
                         "watcher": [masked(data, sender) for data, _ in watcher.sent],
                         "published": [(topic, masked(data, sender)) for topic, data, _ in h.loop.published],
+                        "fanned_out": [(topic, masked(data, sender), compress) for topic, data, compress in ws.published],
                         "topics": sorted(ws.topics), "errors": dict(h.engine.metrics.errors), "ended": ws.ended,
                         "rate_limited": h.engine.metrics.rate_limited})
     return results[0], results[1]
@@ -700,6 +701,10 @@ def set_later(name: str) -> Callable[[Harness, FakeSocket], None]:
             pubsub.max_subscriptions = 1
         elif name == "claims":
             ws.client.topics_allowed = ["news"]
+        elif name == "compress":
+            pubsub.compress = not pubsub.compress
+        elif name == "client_id":
+            ws.client.id = 'c"2\\\né'  # one the MESSAGE's "from" escapes
         elif name == "history":
             from uws_py.realtime.history import HistoryOptions
             h.engine.add_history(HistoryOptions(pattern="t*"))
@@ -718,7 +723,7 @@ LATER_TEXTS += ['{"type":"PUBLISH","topic":"t1","data":1,"id":90}', '{"type":"PU
 
 
 @pytest.mark.parametrize("name", ["hook", "reserved", "reserved-off", "max_topic_length", "max_subscriptions",
-                                  "claims", "history"])
+                                  "claims", "history", "compress", "client_id"])
 @pytest.mark.parametrize("after", [0, 2, 5])
 def test_scan_path_sees_pubsub_state_set_later(name, after):
     """Hooks, limits and claims set after messages were answered natively change the next
