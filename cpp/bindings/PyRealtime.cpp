@@ -1620,7 +1620,12 @@ public:
     ReplyBytes(const ReplyBytes &) = delete;
     ReplyBytes &operator=(const ReplyBytes &) = delete;
 
-    void add(std::string_view text) { out_.append(text.data(), text.size()); }
+    __attribute__((always_inline)) void add(std::string_view text) { out_.append(text.data(), text.size()); }
+    // A string literal: a copy of a size known here, written without a call.
+    template <size_t Size>
+    __attribute__((always_inline)) void add(const char (&literal)[Size]) {
+        out_.append(literal, Size - 1);
+    }
     void add(long long number) { appendInteger(out_, number); }
     // A str's JSON, quoted and escaped as orjson writes it.
     void addString(std::string_view text) { appendJsonString(out_, text.data(), Py_ssize_t(text.size())); }
@@ -1844,25 +1849,35 @@ bool scannedTopType(std::string_view type) {
     return scannedKind(type) != ScannedKind::None;
 }
 
-// stockBuiltin for a scanned kind: 1, 0, -1 error. Kept for all five while the routes dict is
-// unchanged (its version tag, as lookupRoute), so that a built-in's message looks no route up.
-int stockScanned(RealtimeDispatchObject *self, ScannedKind kind) {
+// stockBuiltin of the five scanned kinds into self->stock, for the routes dict's `version`:
+// false on error.
+__attribute__((noinline)) bool refreshStock(RealtimeDispatchObject *self, uint64_t version) {
     const bool answers[5] = {self->answersPing, self->answersSubscribe, self->answersUnsubscribe,
                              self->answersPublish, self->answersBatch};
     PyObject *const kindNames[5] = {names.ping, names.subscribeKind, names.unsubscribeKind, names.publishKind,
                                     names.batch};
-#if PY_VERSION_HEX < 0x030C0000
-    uint64_t version = reinterpret_cast<PyDictObject *>(self->routes)->ma_version_tag;
-    if (self->stockKnown && version == self->stockRoutesVersion) return self->stock[int(kind)];
     for (int i = 0; i < 5; i++) {
         int known = stockBuiltin(self, answers[i], kindNames[i]);
-        if (known < 0) return -1;
+        if (known < 0) return false;
         self->stock[i] = int8_t(known);
     }
     self->stockKnown = true;
     self->stockRoutesVersion = version;
+    return true;
+}
+
+// stockBuiltin for a scanned kind: 1, 0, -1 error. Kept for all five while the routes dict is
+// unchanged (its version tag, as lookupRoute), so that a built-in's message looks no route up.
+int stockScanned(RealtimeDispatchObject *self, ScannedKind kind) {
+#if PY_VERSION_HEX < 0x030C0000
+    uint64_t version = reinterpret_cast<PyDictObject *>(self->routes)->ma_version_tag;
+    if ((!self->stockKnown || version != self->stockRoutesVersion) && !refreshStock(self, version)) return -1;
     return self->stock[int(kind)];
 #else
+    const bool answers[5] = {self->answersPing, self->answersSubscribe, self->answersUnsubscribe,
+                             self->answersPublish, self->answersBatch};
+    PyObject *const kindNames[5] = {names.ping, names.subscribeKind, names.unsubscribeKind, names.publishKind,
+                                    names.batch};
     return stockBuiltin(self, answers[int(kind)], kindNames[int(kind)]);
 #endif
 }
