@@ -499,13 +499,15 @@ struct Scanner {
         at++;
         KeyList others;
         size_t count = 0;
-        if (take('}')) {
+        if ((atEnd() || *at != '"') && take('}')) {
             out.keys = 0;
             return true;
         }
         for (;;) {
-            if (!atEnd() && *at != '"') skipSpace();
-            if (atEnd() || *at != '"') return false;
+            if (atEnd() || *at != '"') {
+                skipSpace();
+                if (atEnd() || *at != '"') return false;
+            }
             ScannedValue *field;
             std::string_view name;
             if (!keyAndColon(out, field, name)) return false;
@@ -555,15 +557,13 @@ struct Scanner {
                 RealtimeScan *item = new (&items.scans[items.count]) RealtimeScan; // cleared by its initializers
                 if (!message(depth + 2, *item, items.filter, nullptr)) return false;
                 items.count++;
-                skipSpace();
-                if (atEnd()) return false;
-                if (*at == ']') {
-                    at++;
-                    break;
+                if (take(',')) {
+                    skipSpace();
+                    continue;
                 }
-                if (*at != ',') return false;
+                if (atEnd() || *at != ']') return false;
                 at++;
-                skipSpace();
+                break;
             }
         }
         array.kind = JsonKind::Array;
