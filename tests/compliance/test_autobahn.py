@@ -89,13 +89,20 @@ def suite_runs(tmp_path_factory):
             results[name] = (kosoku.returncode, output, reports)
         yield results
     finally:
+        # Every process is stopped even when one of them exited badly (that one is reported
+        # after): a crashed echo server used to leave the TLS suite's server running.
+        failures = []
         for server, kosoku, _ in runs.values():
             if kosoku.poll() is None:
                 kosoku.kill()
                 kosoku.wait()
-            stop(server)
-        for helper in helpers:
-            stop(helper)
+        for process in [server for server, _, _ in runs.values()] + helpers:
+            try:
+                stop(process)
+            except AssertionError as failure:
+                failures.append(failure)
+        if failures:
+            raise failures[0]
 
 
 @pytest.mark.parametrize("suite", list(SUITES))

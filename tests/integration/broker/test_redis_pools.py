@@ -251,3 +251,39 @@ def test_clients_do_not_ask_for_maintenance_notifications(redis_server, caplog):
         plain.ping()
         plain.close()
     assert len(notices()) >= 1
+
+
+def test_cluster_clients_do_not_ask_for_maintenance_notifications(caplog):
+    """The same for Redis Cluster: the cluster client (publishing, history) and the broker's
+    per-shard receiving connections (9 such log lines in this scenario before)."""
+    from tests.support.procutil import RedisCluster
+    from uws_py.broker.redis_cluster import RedisClusterBroker, cluster_client
+
+    cluster = RedisCluster(masters=3).start()
+    loop = ServerLoop()
+    received: list = []
+    try:
+        with caplog.at_level(logging.DEBUG, logger="redis"):
+            async def direct() -> None:
+                client = cluster_client(cluster.url, timeout=2.0)
+                await client.initialize()
+                await client.set("k", 1)
+                await client.aclose()
+
+            asyncio.run(direct())
+            subscribed = threading.Event()
+            publisher, receiver = RedisClusterBroker(cluster.url), RedisClusterBroker(cluster.url)
+            receiver.start(lambda topic, payload: received.append(payload), loop.schedule)
+            receiver.subscribe("maint", subscribed.set)
+            publisher.start(lambda topic, payload: None, loop.schedule)
+            try:
+                loop.run_until(lambda: subscribed.is_set() and publisher.ready.is_set(), timeout=15)
+                publisher.publish("maint", b"one")
+                loop.run_until(lambda: received == [b"one"], timeout=10)
+            finally:
+                publisher.stop()
+                receiver.stop()
+    finally:
+        cluster.cleanup()
+    assert received == [b"one"]
+    assert [r.getMessage() for r in caplog.records if "maintenance notifications" in r.getMessage()] == []
