@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from uws_py import Batching, RateLimit
 from uws_py.ratelimit import TokenBucket
 from uws_py.realtime.protocol import INVALID_MESSAGE, ProtocolError
+from uws_py.realtime.routing import Route
 
 from .conftest import TEXT, FakeSocket, Harness
 
@@ -240,6 +241,37 @@ def test_ping_is_answered_natively_and_a_replaced_ping_is_honoured():
     h.engine.dispatcher.builtins["PING"] = lambda client, message, out: {"type": "PONG", "custom": True}
     h.engine.dispatcher.native_handler()(ws, '{"type":"PING","id":6}', TEXT)
     assert [orjson.loads(data) for data, _ in ws.sent] == [{"type": "PONG", "custom": True, "id": 6}]
+
+
+@pytest.mark.parametrize("kind", ["PING", "SUBSCRIBE", "UNSUBSCRIBE", "PUBLISH", "BATCH"])
+def test_a_route_added_for_a_builtin_later_replaces_it_on_the_same_handler(kind):
+    """The native handler remembers that no built-in had a route while the routes dict is
+    unchanged: another route added, then one for the built-in, then that one removed, must
+    each be seen at the next message."""
+    h = build()
+    ws = h.connect()
+    handler = h.engine.dispatcher.native_handler()
+    texts = {"PING": '{"type":"PING","id":1}', "SUBSCRIBE": '{"type":"SUBSCRIBE","topic":"t","id":1}',
+             "UNSUBSCRIBE": '{"type":"UNSUBSCRIBE","topic":"t","id":1}',
+             "PUBLISH": '{"type":"PUBLISH","topic":"t","data":1,"id":1}',
+             "BATCH": '{"type":"BATCH","id":1,"messages":[{"type":"PING"}]}'}
+    for text in texts.values():
+        handler(ws, text, TEXT)
+    ws.sent.clear()
+    h.engine.add_route("OTHER", lambda client, message: {"type": "OTHER"})
+    handler(ws, texts[kind], TEXT)
+    builtin = [orjson.loads(data)["type"] for data, _ in ws.sent]
+    assert builtin and builtin != ["ROUTED"]
+    ws.sent.clear()
+    # add_route refuses a built-in's name; a route in the dict (as the Python path would
+    # honour it) is what the C path checks.
+    h.engine.router.routes[kind] = Route(kind, lambda client, message: {"type": "ROUTED"}, None)
+    handler(ws, texts[kind], TEXT)
+    assert [orjson.loads(data) for data, _ in ws.sent] == [{"type": "ROUTED", "id": 1}]
+    ws.sent.clear()
+    del h.engine.router.routes[kind]
+    handler(ws, texts[kind], TEXT)
+    assert [orjson.loads(data)["type"] for data, _ in ws.sent] == builtin
 
 
 # ---- PUBLISH / SUBSCRIBE / UNSUBSCRIBE: the C path's plain case against the Python built-ins ----
