@@ -174,10 +174,6 @@ struct RealtimeDispatchObject {
     // routes dict's version is still lastRoutesVersion (any change to the dict changes it).
     PyObject *lastKind, *lastRoute;
     uint64_t lastRoutesVersion;
-    // The routes dict's version at which none of the built-ins' names had a route, valid when
-    // stockRoutesKnown: while it holds, stockBuiltin looks nothing up.
-    uint64_t stockRoutesVersion;
-    bool stockRoutesKnown;
     // PubSub.max_topic_length's int as last read, and its value: an int is immutable and the
     // one held here cannot be freed (its address reused), so while the slot holds it the
     // value stands.
@@ -1687,27 +1683,10 @@ using ReplyText = ReplyBytes<192>;
 using BatchText = ReplyBytes<2048>;
 
 // 1 when the built-in `name` is the stock one and no route of that name is registered (the
-// checks handle() makes before builtinHere), 0 not, -1 error. While the routes dict is
-// unchanged since none of the built-ins had a route (its version tag), nothing is looked up.
+// checks handle() makes before builtinHere), 0 not, -1 error. stockScanned keeps its answers
+// while the routes dict is unchanged (its version tag), so a built-in's message looks nothing up.
 int stockBuiltin(RealtimeDispatchObject *self, bool answers, PyObject *name) {
     if (!answers) return 0;
-#if PY_VERSION_HEX < 0x030C0000
-    uint64_t version = reinterpret_cast<PyDictObject *>(self->routes)->ma_version_tag;
-    if (self->stockRoutesKnown && version == self->stockRoutesVersion) return 1;
-    bool unrouted = true;
-    for (PyObject *builtin : {names.ping, names.subscribeKind, names.unsubscribeKind, names.publishKind, names.batch}) {
-        if (PyDict_GetItemWithError(self->routes, builtin)) {
-            unrouted = false;
-        } else if (PyErr_Occurred()) {
-            return -1;
-        }
-    }
-    if (unrouted) {
-        self->stockRoutesKnown = true;
-        self->stockRoutesVersion = version;
-        return 1;
-    }
-#endif
     PyObject *route = PyDict_GetItemWithError(self->routes, name);
     if (route) return 0;
     return PyErr_Occurred() ? -1 : 1;
@@ -2331,7 +2310,6 @@ PyObject *dispatchNew(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     self->answersPublish = answers[3];
     self->answersBatch = answers[4];
     self->collecting = nullptr;
-    self->stockRoutesKnown = false;
     self->maxTopicLengthObject = nullptr;
     self->nativeJson = false;
     if (PyObject *orjson = PyImport_ImportModule("orjson")) {
