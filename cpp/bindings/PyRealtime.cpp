@@ -145,6 +145,31 @@ private:
     size_t length_;
 };
 
+// A clock read once per batch of the loop's events: `value` was read in dispatch number
+// `dispatch` of `loop`. In zero-filled memory (the dispatcher object's), so no initializers.
+template <class T>
+struct PerDispatch {
+    const uws::Loop *loop;
+    uint64_t dispatch;
+    T value;
+
+    // The time for a message on `ws`: read() once per dispatch of its loop, afresh for a socket
+    // that is not the core's or outside a dispatch.
+    template <class Read>
+    T at(PyObject *ws, Read read) {
+        uws::WebSocket *socket =
+            Py_TYPE(ws) == &PyWebSocketType ? reinterpret_cast<PyWebSocketObject *>(ws)->ws : nullptr;
+        if (!socket) return read();
+        const uws::Loop *now = socket->loop;
+        if (now != loop || now->dispatches() != dispatch || !now->inDispatch()) {
+            loop = now;
+            dispatch = now->dispatches();
+            value = read();
+        }
+        return value;
+    }
+};
+
 struct RealtimeDispatchObject {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -179,17 +204,12 @@ struct RealtimeDispatchObject {
     // value stands.
     PyObject *maxTopicLengthObject;
     Py_ssize_t maxTopicLengthValue;
-    // The token bucket's clock, read once per batch of the loop's events: clockSeconds was
-    // read in dispatch number clockDispatch of clockLoop (a clock read costs 47-51 ns of CPU
-    // on the bench machine's VM, 2-5 % of the whole realtime path per message).
-    const uws::Loop *clockLoop;
-    uint64_t clockDispatch;
-    double clockSeconds;
+    // The token bucket's clock, read once per batch of the loop's events (a clock read costs
+    // 47-51 ns of CPU on the bench machine's VM, 2-5 % of the whole realtime path per message).
+    PerDispatch<double> clock;
     // protocol.now_ms() for the PONGs' serverTime and the BATCH frames' timestamp, read in the
-    // same way: wallMilliseconds in dispatch number wallDispatch of wallLoop, and its text.
-    const uws::Loop *wallLoop;
-    uint64_t wallDispatch;
-    long long wallMilliseconds;
+    // same way, and its text.
+    PerDispatch<long long> wall;
     MillisecondsText wallText;
     // stockBuiltin of each scanned kind (ScannedKind order), computed for the routes dict's
     // version stockRoutesVersion (stockKnown false: not yet).
@@ -268,18 +288,7 @@ __attribute__((always_inline)) inline bool storeDouble(PyObject *object, const S
 // refusal goes to TokenBucket.take(), which reads the clock itself); the one difference is
 // that a full bucket's `updated` may be set up to one batch earlier, so the next refill counts
 // that part of the batch too (rate x the batch's duration, at most, once per full bucket).
-double batchSeconds(RealtimeDispatchObject *self, PyObject *ws) {
-    if (Py_TYPE(ws) != &PyWebSocketType) return monotonicSeconds();
-    uws::WebSocket *socket = reinterpret_cast<PyWebSocketObject *>(ws)->ws;
-    if (!socket) return monotonicSeconds();
-    const uws::Loop *loop = socket->loop;
-    if (loop != self->clockLoop || loop->dispatches() != self->clockDispatch || !loop->inDispatch()) {
-        self->clockLoop = loop;
-        self->clockDispatch = loop->dispatches();
-        self->clockSeconds = monotonicSeconds();
-    }
-    return self->clockSeconds;
-}
+double batchSeconds(RealtimeDispatchObject *self, PyObject *ws) { return self->clock.at(ws, monotonicSeconds); }
 
 int truth(PyObject *result);
 
@@ -1040,15 +1049,7 @@ long long nowMilliseconds() {
 // a fresh read would give (the time spent on the events before it in that dispatch): a time
 // taken while the server was handling the events its request arrived with.
 long long dispatchMilliseconds(RealtimeDispatchObject *self, PyObject *ws) {
-    uws::WebSocket *socket = Py_TYPE(ws) == &PyWebSocketType ? reinterpret_cast<PyWebSocketObject *>(ws)->ws : nullptr;
-    if (!socket) return nowMilliseconds();
-    const uws::Loop *loop = socket->loop;
-    if (loop != self->wallLoop || loop->dispatches() != self->wallDispatch || !loop->inDispatch()) {
-        self->wallLoop = loop;
-        self->wallDispatch = loop->dispatches();
-        self->wallMilliseconds = nowMilliseconds();
-    }
-    return self->wallMilliseconds;
+    return self->wall.at(ws, nowMilliseconds);
 }
 
 // dispatchMilliseconds as text.
