@@ -491,8 +491,41 @@ struct Scanner {
     // `out` (set here), the filter applied to its type; with `items`, its "messages" array's
     // elements scanned the same way into them. A second key naming a field finds the field
     // present; other keys are listed to find their duplicates.
+    // {"type":"PING","id":N}: the PING our clients send (the JavaScript client's request()
+    // writes its keys in this order), N a canonical integer of 1-16 digits within 2^53.
+    // Recorded as the loop in message() records it, in one pass: true when taken; false when
+    // the text is any other, for message() to read (it is also false when the filter refuses
+    // PING, and message() then refuses it too).
+    bool canonicalPing(RealtimeScan &out, ScanTypeFilter filter) {
+        constexpr size_t kHead = 20; // {"type":"PING","id":
+        if (size_t(end - at) < kHead + 2 || loadWord(at) != wordOf("{\"type\":") ||
+            loadWord(at + 8) != wordOf("\"PING\",\"") || (loadWord(at + 12) >> 32) != (wordOf("id\":") & 0xFFFFFFFF)) {
+            return false;
+        }
+        const unsigned char *digits = at + kHead, *p = digits;
+        uint64_t magnitude = 0;
+        while (p != end && isDigit(*p) && p - digits < 17) magnitude = magnitude * 10 + unsigned(*p++ - '0');
+        size_t count = size_t(p - digits);
+        if (count == 0 || count > 16 || (count > 1 && *digits == '0') || magnitude > (uint64_t(1) << 53) || p == end ||
+            *p != '}') {
+            return false;
+        }
+        if (filter && !filter(std::string_view(reinterpret_cast<const char *>(at) + 9, 4))) return false;
+        out.type.kind = JsonKind::String;
+        out.type.raw = std::string_view(reinterpret_cast<const char *>(at) + 8, 6);
+        out.type.plain = true;
+        out.id.kind = JsonKind::Integer;
+        out.id.raw = std::string_view(reinterpret_cast<const char *>(digits), count);
+        out.id.plain = true;
+        out.id.integer = int64_t(magnitude);
+        out.keys = 2;
+        at = p + 1;
+        return true;
+    }
+
     bool message(int depth, RealtimeScan &out, ScanTypeFilter filter, ScannedItems *items) {
         if (atEnd() || *at != '{') return false;
+        if (canonicalPing(out, filter)) return true;
         at++;
         KeyList others;
         size_t count = 0;

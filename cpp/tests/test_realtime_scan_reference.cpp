@@ -167,7 +167,34 @@ void testKeyCounts() {
 
 } // namespace
 
+// The canonical PING ({"type":"PING","id":N}, read in one pass) and its near misses: each id
+// of testNumbers' and of 15-17 digits, alone and as BATCH items, every byte at every position
+// of it, and the text cut or extended at every length.
+void testCanonicalPing() {
+    const std::string ids[] = {
+        "0", "-0", "00", "01", "-1", "1", "9", "10", "1234", "123456789012345", "999999999999999", "1234567890123456",
+        "9007199254740992", "9007199254740993", "9999999999999999", "12345678901234567", "99999999999999999", "1.0",
+        "1e2", "1 ", " 1", "\"1\"", "null", "true", "[1]", "{}", "", "1,\"x\":2", "1,\"id\":2", "1,\"type\":\"PING\"",
+    };
+    for (const std::string &id : ids) {
+        std::string ping = "{\"type\":\"PING\",\"id\":" + id + "}";
+        sameWithEdges(ping);
+        same(R"({"type":"BATCH","messages":[)" + ping + "," + ping + "]}");
+        same(R"({"type":"BATCH","id":7,"messages":[)" + ping + R"(,{"type":"PING","id":2}],"x":1})");
+    }
+    const std::string text = R"({"type":"PING","id":1234567})";
+    for (size_t position = 0; position < text.size(); position++) {
+        for (int byte = 0; byte < 256; byte++) {
+            std::string changed = text;
+            changed[position] = char(byte);
+            same(changed);
+            same(R"({"type":"BATCH","messages":[)" + changed + "]}");
+        }
+    }
+}
+
 int main() {
+    RUN_TEST(testCanonicalPing);
     RUN_TEST(testMessagesAndTheirEdges);
     RUN_TEST(testEveryByteAtEveryPosition);
     RUN_TEST(testStopsAtEveryOffset);
