@@ -1876,15 +1876,24 @@ bool scannedTopType(std::string_view type) {
     return scannedKind(type) != ScannedKind::None;
 }
 
-// stockBuiltin of the five scanned kinds into self->stock, for the routes dict's `version`:
+// stockBuiltin for a scanned kind, looked up afresh: 1, 0, -1 error.
+int stockOfKind(RealtimeDispatchObject *self, ScannedKind kind) {
+    switch (kind) {
+    case ScannedKind::Ping: return stockBuiltin(self, self->answersPing, names.ping);
+    case ScannedKind::Subscribe: return stockBuiltin(self, self->answersSubscribe, names.subscribeKind);
+    case ScannedKind::Unsubscribe: return stockBuiltin(self, self->answersUnsubscribe, names.unsubscribeKind);
+    case ScannedKind::Publish: return stockBuiltin(self, self->answersPublish, names.publishKind);
+    case ScannedKind::Batch: return stockBuiltin(self, self->answersBatch, names.batch);
+    default: return 0;
+    }
+}
+
+// stockOfKind of the five scanned kinds into self->stock, for the routes dict's `version`:
 // false on error.
 __attribute__((noinline)) bool refreshStock(RealtimeDispatchObject *self, uint64_t version) {
-    const bool answers[5] = {self->answersPing, self->answersSubscribe, self->answersUnsubscribe,
-                             self->answersPublish, self->answersBatch};
-    PyObject *const kindNames[5] = {names.ping, names.subscribeKind, names.unsubscribeKind, names.publishKind,
-                                    names.batch};
-    for (int i = 0; i < 5; i++) {
-        int known = stockBuiltin(self, answers[i], kindNames[i]);
+    static_assert(sizeof self->stock == size_t(ScannedKind::None), "one entry per scanned kind");
+    for (int i = 0; i < int(ScannedKind::None); i++) {
+        int known = stockOfKind(self, ScannedKind(i));
         if (known < 0) return false;
         self->stock[i] = int8_t(known);
     }
@@ -1901,11 +1910,7 @@ int stockScanned(RealtimeDispatchObject *self, ScannedKind kind) {
     if ((!self->stockKnown || version != self->stockRoutesVersion) && !refreshStock(self, version)) return -1;
     return self->stock[int(kind)];
 #else
-    const bool answers[5] = {self->answersPing, self->answersSubscribe, self->answersUnsubscribe,
-                             self->answersPublish, self->answersBatch};
-    PyObject *const kindNames[5] = {names.ping, names.subscribeKind, names.unsubscribeKind, names.publishKind,
-                                    names.batch};
-    return stockBuiltin(self, answers[int(kind)], kindNames[int(kind)]);
+    return stockOfKind(self, kind);
 #endif
 }
 
