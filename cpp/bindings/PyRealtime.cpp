@@ -292,41 +292,49 @@ double batchSeconds(RealtimeDispatchObject *self, PyObject *ws) { return self->c
 
 int truth(PyObject *result);
 
-// TokenBucket.take(count) (one token per message, the rest of a BATCH's items after its
-// first): 1 taken, 0 refused, -1 error. The arithmetic is the Python method's, in the same order, so that both paths leave the bucket alike; a refusal
-// (with its window bookkeeping) and any other clock go to the method itself. `now` is the
-// batch's time (batchSeconds); when the bucket was last updated after it (by the Python path,
-// which reads the clock itself), the clock is read afresh, so no refill is ever negative.
-int takeTokens(RealtimeDispatchObject *self, PyObject *bucket, Py_ssize_t count, double now) {
-    if (Py_TYPE(bucket) == reinterpret_cast<PyTypeObject *>(self->bucketType)) {
-        PyObject **clockAt = self->bucketClock.at(bucket);
-        bool ownClock;
-        if (clockAt && *clockAt) {
-            ownClock = *clockAt == self->monotonic;
-        } else {
-            PyObject *clock = self->bucketClock.get(bucket);
-            if (!clock) return -1;
-            ownClock = clock == self->monotonic;
-            Py_DECREF(clock);
-        }
-        if (ownClock) {
-            double tokens, updated, rate, capacity;
-            if (!peekDouble(bucket, self->bucketTokens, tokens) || !peekDouble(bucket, self->bucketUpdated, updated) ||
-                !peekDouble(bucket, self->bucketRate, rate) || !peekDouble(bucket, self->bucketCapacity, capacity)) {
-                return -1;
-            }
-            if (now < updated) now = monotonicSeconds();
-            tokens = tokens + (now - updated) * rate;
-            if (tokens > capacity) tokens = capacity;
-            if (tokens >= double(count)) {
-                if (!storeDouble(bucket, self->bucketUpdated, now) ||
-                    !storeDouble(bucket, self->bucketTokens, tokens - double(count))) {
-                    return -1;
-                }
-                return 1;
-            }
-        }
+// TokenBucket.take(first) then, when `rest` is not 0, take(rest), both at `now`, done in C
+// when both are granted: 1 taken, 0 for the method (nothing changed: another clock, or too
+// few tokens), -1 error. The arithmetic is the Python method's, in the same order, so that
+// both paths leave the bucket alike: the second take's refill is (now - now) x rate, 0, and
+// its tokens are within the capacity already, so it only subtracts. `now` is the batch's time
+// (batchSeconds); when the bucket was last updated after it (by the Python path, which reads
+// the clock itself), the clock is read afresh, so no refill is ever negative.
+int takeHere(RealtimeDispatchObject *self, PyObject *bucket, Py_ssize_t first, Py_ssize_t rest, double now) {
+    if (Py_TYPE(bucket) != reinterpret_cast<PyTypeObject *>(self->bucketType)) return 0;
+    PyObject **clockAt = self->bucketClock.at(bucket);
+    bool ownClock;
+    if (clockAt && *clockAt) {
+        ownClock = *clockAt == self->monotonic;
+    } else {
+        PyObject *clock = self->bucketClock.get(bucket);
+        if (!clock) return -1;
+        ownClock = clock == self->monotonic;
+        Py_DECREF(clock);
     }
+    if (!ownClock) return 0;
+    double tokens, updated, rate, capacity;
+    if (!peekDouble(bucket, self->bucketTokens, tokens) || !peekDouble(bucket, self->bucketUpdated, updated) ||
+        !peekDouble(bucket, self->bucketRate, rate) || !peekDouble(bucket, self->bucketCapacity, capacity)) {
+        return -1;
+    }
+    if (now < updated) now = monotonicSeconds();
+    tokens = tokens + (now - updated) * rate;
+    if (tokens > capacity) tokens = capacity;
+    if (tokens < double(first)) return 0;
+    tokens = tokens - double(first);
+    if (rest != 0) {
+        if (tokens < double(rest)) return 0;
+        tokens = tokens - double(rest);
+    }
+    if (!storeDouble(bucket, self->bucketUpdated, now) || !storeDouble(bucket, self->bucketTokens, tokens)) return -1;
+    return 1;
+}
+
+// TokenBucket.take(count) (one token per message, the rest of a BATCH's items after its
+// first): 1 taken, 0 refused, -1 error. Done in C when granted (takeHere); a refusal (with its
+// window bookkeeping) and any other clock go to the method itself.
+int takeTokens(RealtimeDispatchObject *self, PyObject *bucket, Py_ssize_t count, double now) {
+    if (int here = takeHere(self, bucket, count, 0, now)) return here;
     if (count == 1) return truth(callMethod(names.take, bucket));
     PyObject *needed = PyLong_FromSsize_t(count);
     int taken = needed ? truth(callMethod(names.take, bucket, needed)) : -1;
@@ -335,6 +343,24 @@ int takeTokens(RealtimeDispatchObject *self, PyObject *bucket, Py_ssize_t count,
 }
 
 int takeToken(RealtimeDispatchObject *self, PyObject *bucket, double now) { return takeTokens(self, bucket, 1, now); }
+
+// The token of a message of `client` not taken yet: `untaken` is its bucket (borrowed; Py_None
+// without a rate limit), set to null here, so that it is taken once. A refusal is answered by
+// Dispatcher.rate_limited. 1 taken, 0 refused (answered), -1 error.
+__attribute__((noinline, cold)) int takeUntakenInPython(RealtimeDispatchObject *self, PyObject *client,
+                                                         PyObject *bucket) {
+    int taken = truth(callMethod(names.take, bucket));
+    if (taken != 0) return taken;
+    return done(callMethod(names.rateLimited, self->dispatcher, client, bucket)) ? 0 : -1;
+}
+
+inline int takeUntaken(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *&untaken) {
+    PyObject *bucket = untaken;
+    untaken = nullptr;
+    if (!bucket || bucket == Py_None) return 1;
+    if (int here = takeHere(self, bucket, 1, 0, batchSeconds(self, ws))) return here;
+    return takeUntakenInPython(self, client, bucket); // TokenBucket.take(): a refusal or another clock
+}
 
 // Dispatcher.handle_admitted(ws, client, data, opcode): everything after the token, in Python.
 bool admittedInPython(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::string_view message,
@@ -446,6 +472,30 @@ struct JsonBuffer {
     __attribute__((always_inline)) void append(const char *bytes, size_t length) {
         reserve(length);
         std::memcpy(data + size, bytes, length);
+        size += length;
+    }
+    // append for the short texts replies copy from a request (an id, a timestamp, a topic):
+    // up to 16 bytes with two loads and two stores that overlap, no call; longer by memcpy.
+    __attribute__((always_inline)) void appendShort(const char *bytes, size_t length) {
+        reserve(length);
+        char *to = data + size;
+        if (length >= 8 && length <= 16) {
+            uint64_t head, tail;
+            std::memcpy(&head, bytes, 8);
+            std::memcpy(&tail, bytes + length - 8, 8);
+            std::memcpy(to, &head, 8);
+            std::memcpy(to + length - 8, &tail, 8);
+        } else if (length >= 4 && length < 8) {
+            uint32_t head, tail;
+            std::memcpy(&head, bytes, 4);
+            std::memcpy(&tail, bytes + length - 4, 4);
+            std::memcpy(to, &head, 4);
+            std::memcpy(to + length - 4, &tail, 4);
+        } else if (length < 4) {
+            for (size_t i = 0; i < length; i++) to[i] = bytes[i];
+        } else {
+            std::memcpy(to, bytes, length);
+        }
         size += length;
     }
     std::string_view view() const { return std::string_view(data, size); }
@@ -1646,7 +1696,7 @@ public:
     ReplyBytes(const ReplyBytes &) = delete;
     ReplyBytes &operator=(const ReplyBytes &) = delete;
 
-    __attribute__((always_inline)) void add(std::string_view text) { out_.append(text.data(), text.size()); }
+    __attribute__((always_inline)) void add(std::string_view text) { out_.appendShort(text.data(), text.size()); }
     // A string literal: a copy of a size known here, written without a call.
     template <size_t Size>
     __attribute__((always_inline)) void add(const char (&literal)[Size]) {
@@ -1656,7 +1706,7 @@ public:
     // A str's JSON, quoted and escaped as orjson writes it.
     void addString(std::string_view text) { appendJsonString(out_, text.data(), Py_ssize_t(text.size())); }
     // ,"id":ID} or } when the request has no id (or a null one).
-    void closeWithId(const uws::ScannedValue &id) {
+    __attribute__((always_inline)) void closeWithId(const uws::ScannedValue &id) {
         if (id.present() && id.kind != uws::JsonKind::Null) {
             add(",\"id\":");
             add(id.raw);
@@ -1866,14 +1916,17 @@ ScannedKind scannedKind(std::string_view type) {
     }
 }
 
-// The types answered from a scan, in a BATCH too: the scan of any other item stops at its type.
-bool scannedType(std::string_view type) {
-    return scannedKind(type) < ScannedKind::Batch;
+// The types answered from a scan, in a BATCH too, their ScannedKind their code (the scan's
+// typeCode): the scan of any other item stops at its type.
+int scannedType(std::string_view type) {
+    ScannedKind kind = scannedKind(type);
+    return kind < ScannedKind::Batch ? int(kind) : -1;
 }
 
 // Those and BATCH, at the top level: the scan of any other message stops at its type.
-bool scannedTopType(std::string_view type) {
-    return scannedKind(type) != ScannedKind::None;
+int scannedTopType(std::string_view type) {
+    ScannedKind kind = scannedKind(type);
+    return kind != ScannedKind::None ? int(kind) : -1;
 }
 
 // stockBuiltin for a scanned kind, looked up afresh: 1, 0, -1 error.
@@ -1920,10 +1973,35 @@ constexpr size_t kScanBatchItems = 32;
 // The stock built-in for a scanned item (the checks answerFromScan makes for a message of
 // its type): 1 with its kind, 0 when the BATCH is for the decoding path, -1 error.
 int scannedItem(RealtimeDispatchObject *self, const uws::RealtimeScan &item, ScannedKind &kind) {
+    // (A plain type is one scannedType took: its kind is the scan's typeCode.)
     if (!item.type.plainString() || (item.id.present() && !item.id.plain)) return 0;
-    kind = scannedKind(item.type.text());
+    kind = ScannedKind(item.typeCode);
     if (kind >= ScannedKind::Batch || (kind == ScannedKind::Publish && !item.data.present())) return 0;
     return stockScanned(self, kind);
+}
+
+// The tokens of a scanned BATCH of `count` items whose frame's token is `untaken` (not null;
+// see takeUntaken): one for the frame and one per item after the first, as handle takes the
+// frame's and batchHere the items' (TokenBucket.take(), then take(count - 1)). Both in one
+// go when both are granted in C; else those two takes in turn, a refusal answered as theirs
+// (the items' by Dispatcher.rate_limited with the request's id as Python reads it). 1 taken,
+// 0 refused (answered), -1 error.
+int takeBatchUntaken(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *&untaken, size_t count,
+                     std::string_view message) {
+    PyObject *bucket = untaken;
+    if (bucket == Py_None || count <= 1) return takeUntaken(self, ws, client, untaken);
+    untaken = nullptr;
+    double now = batchSeconds(self, ws);
+    Py_ssize_t rest = Py_ssize_t(count) - 1;
+    if (int here = takeHere(self, bucket, 1, rest, now)) return here;
+    int taken = takeToken(self, bucket, now);
+    if (taken == 0) return done(callMethod(names.rateLimited, self->dispatcher, client, bucket)) ? 0 : -1;
+    if (taken > 0) taken = takeTokens(self, bucket, rest, now);
+    if (taken != 0) return taken;
+    PyObject *decoded = decodeMessage(self, message, nullptr);
+    bool ok = decoded && batchRateLimited(self, client, bucket, decoded, Py_ssize_t(count));
+    Py_XDECREF(decoded);
+    return ok ? 0 : -1;
 }
 
 // The rest of a BATCH answered from the scan when item `from` is for the Python path (a
@@ -1951,13 +2029,13 @@ int batchRestInPython(RealtimeDispatchObject *self, PyObject *ws, PyObject *clie
 
 // batchHere from the scan, for a BATCH whose items are all built-ins the scan knows (PING,
 // and SUBSCRIBE, UNSUBSCRIBE, PUBLISH with a plain topic): the same checks first (a failing
-// one sends the whole BATCH to the decoding path, nothing done), the items' tokens in one
-// take, then each item done as from the scan with its reply's bytes written into the BATCH
+// one sends the whole BATCH to the decoding path, nothing done, its token `untaken`), the
+// frame's and the items' tokens (takeBatchUntaken), then each item done as from the scan with its reply's bytes written into the BATCH
 // frame {"type":"BATCH","timestamp":..,"messages":[..](,"id":ID)} (or {"type":"ACK","id":ID},
 // or nothing) as Dispatcher.batch's dict encodes. An item the Python path must do hands it
 // and the rest over (batchRestInPython). 1 answered, 0 not, -1 error.
-int batchFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::string_view message,
-                  const uws::RealtimeScan &scan, const uws::ScannedItems &scanned) {
+int batchFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *&untaken,
+                  std::string_view message, const uws::RealtimeScan &scan, const uws::ScannedItems &scanned) {
     // The items were scanned with the message (each an object of a type scannedType accepts).
     if (self->collecting || scan.messages.kind != uws::JsonKind::Array) return 0;
     size_t count = scanned.count;
@@ -1974,20 +2052,8 @@ int batchFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, 
         pingsOnly = pingsOnly && kinds[i] == ScannedKind::Ping;
         any = any || kinds[i] != ScannedKind::Publish || items[i].id.present();
     }
-    PyObject *bucket = self->clientBucket.get(client);
-    if (!bucket) return -1;
-    if (bucket != Py_None && count > 1) {
-        int taken = takeTokens(self, bucket, Py_ssize_t(count) - 1, batchSeconds(self, ws));
-        if (taken <= 0) {
-            // Refused: Dispatcher.rate_limited with the request's id as Python reads it.
-            PyObject *decoded = taken == 0 ? decodeMessage(self, message, nullptr) : nullptr;
-            bool ok = decoded && batchRateLimited(self, client, bucket, decoded, Py_ssize_t(count));
-            Py_XDECREF(decoded);
-            Py_DECREF(bucket);
-            return ok ? 1 : -1;
-        }
-    }
-    Py_DECREF(bucket);
+    int taken = takeBatchUntaken(self, ws, client, untaken, count, message);
+    if (taken <= 0) return taken < 0 ? -1 : 1;
     // The frame written from its start: the timestamp (Dispatcher.batch reads it after the
     // items) is the dispatch's time, which the PONGs have too. PINGs send nothing while the
     // frame is written, so theirs goes straight into the cork buffer; the other items may.
@@ -2071,7 +2137,11 @@ bool mayBeScannedType(std::string_view message) {
 }
 
 // A built-in answered from the message's bytes: 1 answered, 0 for the decoding path, -1 error.
-int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::string_view message) {
+// `untaken` is the message's token, not taken yet (takeUntaken): taken here once the message is
+// known to be answered here (so before anything is done for it; the scan changes nothing), and
+// null then; else the decoding path takes it.
+int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *&untaken,
+                   std::string_view message) {
     if (!self->answersPing && !self->answersSubscribe && !self->answersUnsubscribe && !self->answersPublish &&
         !self->answersBatch) {
         return 0;
@@ -2087,11 +2157,14 @@ int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
     if (!uws::scanRealtimeMessage(message, scan, scannedTopType, &items) || !scan.type.plainString()) return 0;
     const uws::ScannedValue &id = scan.id;
     if (id.present() && !id.plain) return 0; // copied into the reply as it is
-    ScannedKind kind = scannedKind(scan.type.text());
+    ScannedKind kind = ScannedKind(scan.typeCode); // scannedTopType's, for a plain type
     if (kind == ScannedKind::None || (kind == ScannedKind::Publish && !scan.data.present())) return 0;
     int stock = stockScanned(self, kind);
     if (stock > 0) stock = withoutBatcher(self, client);
     if (stock <= 0) return stock;
+    if (kind == ScannedKind::Batch) return batchFromScan(self, ws, client, untaken, message, scan, items);
+    int taken = takeUntaken(self, ws, client, untaken);
+    if (taken <= 0) return taken < 0 ? -1 : 1;
     if (kind == ScannedKind::Ping) {
         // Builtins.ping's {"type": "PONG", "serverTime": now_ms()}.
         ReplyText reply(self, ws);
@@ -2101,7 +2174,6 @@ int answerFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client,
         return reply.sendTo(self, ws) ? 1 : -1;
     }
     if (kind == ScannedKind::Publish) return publishFromScan(self, ws, client, scan);
-    if (kind == ScannedKind::Batch) return batchFromScan(self, ws, client, message, scan, items);
     return topicFromScan(self, ws, client, scan, kind == ScannedKind::Subscribe);
 }
 
@@ -2129,20 +2201,19 @@ bool handle(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, std::s
             PyObject *opCodeObject, bool binary, PyObject *data) {
     PyObject *bucket = self->clientBucket.get(client);
     if (!bucket) return false;
-    if (bucket != Py_None) {
-        int taken = takeToken(self, bucket, batchSeconds(self, ws));
-        if (taken <= 0) {
-            bool ok = taken == 0 && done(callMethod(names.rateLimited, self->dispatcher, client, bucket));
-            Py_DECREF(bucket);
-            return ok;
-        }
+    // The size is in bytes already: the same test as the Python path's on decoded text.
+    bool oversize = binary || Py_ssize_t(message.size()) > self->maxPayloadLength;
+    // The message's token: taken by answerFromScan when it answers the message, else here,
+    // before anything else is done for it (as Dispatcher.on_message takes it first).
+    PyObject *untaken = bucket;
+    int scanned = oversize ? 0 : answerFromScan(self, ws, client, untaken, message);
+    if (scanned == 0 && untaken) {
+        int taken = takeUntaken(self, ws, client, untaken);
+        if (taken <= 0) scanned = taken < 0 ? -1 : 1;
     }
     Py_DECREF(bucket);
-    // The size is in bytes already: the same test as the Python path's on decoded text.
-    if (binary || Py_ssize_t(message.size()) > self->maxPayloadLength) {
-        return admittedInPython(self, ws, client, message, opCodeObject, binary, data);
-    }
-    if (int scanned = answerFromScan(self, ws, client, message)) return scanned > 0;
+    if (scanned) return scanned > 0;
+    if (oversize) return admittedInPython(self, ws, client, message, opCodeObject, binary, data);
     PyObject *kind = nullptr;
     PyObject *decoded = decodeMessage(self, message, data, &kind);
     if (!decoded) {

@@ -239,11 +239,17 @@ std::vector<std::string_view> elements(std::string_view array) {
     }
 }
 
-bool itemType(std::string_view type) {
-    return type == "PING" || type == "SUBSCRIBE" || type == "UNSUBSCRIBE" || type == "PUBLISH";
+// The dispatcher's filters, with a distinct code per type (so that a code recorded for the
+// wrong type, or not at all, is a difference).
+int itemType(std::string_view type) {
+    if (type == "PING") return 0;
+    if (type == "SUBSCRIBE") return 1;
+    if (type == "UNSUBSCRIBE") return 2;
+    if (type == "PUBLISH") return 3;
+    return -1;
 }
 
-bool topType(std::string_view type) { return itemType(type) || type == "BATCH"; }
+int topType(std::string_view type) { return type == "BATCH" ? 4 : itemType(type); }
 
 // The scanner and the reference agree on `text` in every mode.
 void checkSameAsReference(std::string_view text) {

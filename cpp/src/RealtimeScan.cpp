@@ -123,6 +123,7 @@ ScannedValue *fieldNamed(RealtimeScan &out, const char *key, size_t size) {
 void clear(RealtimeScan &out) {
     for (ScannedValue *field : {&out.type, &out.id, &out.topic, &out.data, &out.echo, &out.messages}) *field = ScannedValue();
     out.keys = 0;
+    out.typeCode = -1;
 }
 
 struct Scanner {
@@ -510,7 +511,9 @@ struct Scanner {
             *p != '}') {
             return false;
         }
-        if (filter && !filter(std::string_view(reinterpret_cast<const char *>(at) + 9, 4))) return false;
+        int code = filter ? filter(std::string_view(reinterpret_cast<const char *>(at) + 9, 4)) : -1;
+        if (filter && code < 0) return false;
+        out.typeCode = code;
         out.type.kind = JsonKind::String;
         out.type.raw = std::string_view(reinterpret_cast<const char *>(at) + 8, 6);
         out.type.plain = true;
@@ -551,9 +554,13 @@ struct Scanner {
                 bool plain;
                 if (!value(depth, field, plain)) return false;
                 // (A string's raw text has its two quotes: text() without its checks.)
-                if (filter && field == &out.type &&
-                    !(out.type.plainString() && filter(std::string_view(out.type.raw.data() + 1, out.type.raw.size() - 2))))
-                    return false;
+                if (filter && field == &out.type) {
+                    int code = out.type.plainString()
+                                   ? filter(std::string_view(out.type.raw.data() + 1, out.type.raw.size() - 2))
+                                   : -1;
+                    if (code < 0) return false;
+                    out.typeCode = code;
+                }
             }
             if (!atEnd() && *at == ',') {
                 at++;

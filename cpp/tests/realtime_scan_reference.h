@@ -325,7 +325,11 @@ struct Scanner {
                 ScannedValue ignored;
                 bool plain;
                 if (!value(depth, field ? field : &ignored, plain)) return false;
-                if (filter && field == &out.type && !(out.type.plainString() && filter(out.type.text()))) return false;
+                if (filter && field == &out.type) {
+                    int code = out.type.plainString() ? filter(out.type.text()) : -1;
+                    if (code < 0) return false;
+                    out.typeCode = code;
+                }
             }
             skipSpace();
             if (atEnd()) return false;
@@ -411,6 +415,7 @@ inline std::string scanDifference(bool knownA, const RealtimeScan &a, bool known
         if (x.integer != y.integer) return std::string(names[i]) + ": integer";
     }
     if (a.keys != b.keys) return "keys";
+    if (a.typeCode != b.typeCode) return "typeCode";
     if (itemsA && itemsB) {
         if (itemsA->count != itemsB->count) return "items: count";
         for (size_t i = 0; i < itemsA->count; i++) {

@@ -140,18 +140,20 @@ void testUnknown() {
     }
 }
 
-bool onlyPing(std::string_view type) { return type == "PING"; }
+int onlyPing(std::string_view type) { return type == "PING" ? 7 : -1; }
 
 void testFilterStopsAtTheType() {
     RealtimeScan scan;
     CHECK(scanRealtimeMessage(R"({"type":"PING","id":1})", scan, onlyPing));
     CHECK_EQ(scan.id.raw, std::string_view("1"));
+    CHECK_EQ(scan.typeCode, 7);
     CHECK(!scanRealtimeMessage(R"({"type":"ECHO","id":1})", scan, onlyPing));
     CHECK(!scanRealtimeMessage(R"({"type":"P\u0049NG"})", scan, onlyPing));
     CHECK(!scanRealtimeMessage(R"({"type":1})", scan, onlyPing));
     // Unfiltered, the rest would be read: here it is invalid, and not read.
     CHECK(!scanRealtimeMessage(R"({"type":"ECHO",)", scan, onlyPing));
     CHECK(scanRealtimeMessage(R"({"id":1,"type":"PING"})", scan, onlyPing));
+    CHECK_EQ(scan.typeCode, 7);
     CHECK(!scanRealtimeMessage(R"({"type":"PING",})", scan, onlyPing)); // still validated
 }
 
@@ -171,7 +173,8 @@ void testEveryPrefixOfAKnownTextIsUnknown() {
     }
 }
 
-bool notBatch(std::string_view type) { return type != "BATCH"; }
+// Every type but BATCH, its code its length.
+int notBatch(std::string_view type) { return type != "BATCH" ? int(type.size()) : -1; }
 
 void testBatchItemsScannedWithTheMessage() {
     RealtimeScan scan;
@@ -191,6 +194,10 @@ void testBatchItemsScannedWithTheMessage() {
     CHECK_EQ(storage[0].type.text(), std::string_view("PING"));
     CHECK_EQ(storage[0].id.raw, std::string_view("1"));
     CHECK_EQ(storage[0].keys, size_t(2));
+    CHECK_EQ(storage[0].typeCode, 4); // the filter's code, recorded by the canonical PING's match
+    CHECK_EQ(storage[1].typeCode, 9); // and by the general loop
+    CHECK_EQ(storage[2].typeCode, -1); // no type
+    CHECK_EQ(scan.typeCode, -1);       // no filter
     CHECK_EQ(storage[1].topic.raw, std::string_view(R"("a")"));
     CHECK(!storage[1].id.present());
     CHECK_EQ(storage[2].keys, size_t(0));

@@ -60,11 +60,15 @@ struct ScannedValue {
 struct RealtimeScan {
     ScannedValue type, id, topic, data, echo, messages;
     size_t keys = 0; // top-level keys
+    // The filter's code for the type (see ScanTypeFilter); -1 without a filter or a "type".
+    int typeCode = -1;
 };
 
-// Which types the caller answers from a scan: the scan stops at the "type" field when its
-// value is not an escape-free string that this accepts.
-using ScanTypeFilter = bool (*)(std::string_view type);
+// Which types the caller answers from a scan, and its code for each (so that the caller does
+// not tell the types apart again): a code >= 0 for a type it accepts, recorded as the scan's
+// typeCode, or a negative number. The scan stops at the "type" field when its value is not an
+// escape-free string that this accepts.
+using ScanTypeFilter = int (*)(std::string_view type);
 
 // A BATCH's items, scanned in the same pass as the message (scanRealtimeMessage's `items`).
 struct ScannedItems {
