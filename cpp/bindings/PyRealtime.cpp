@@ -110,6 +110,11 @@ struct Slot {
         if (offset < 0 || Py_TYPE(object) != type) return nullptr;
         return reinterpret_cast<PyObject **>(reinterpret_cast<char *>(object) + offset);
     }
+    // at() for an object the caller found to be exactly of the slot's type.
+    __attribute__((always_inline)) PyObject **ofType(PyObject *object) const {
+        if (offset < 0) return nullptr;
+        return reinterpret_cast<PyObject **>(reinterpret_cast<char *>(object) + offset);
+    }
     // A new reference; null with AttributeError when unset, as getattr. Inlined: the pub/sub
     // path reads a dozen of these per message.
     __attribute__((always_inline)) PyObject *get(PyObject *object) const {
@@ -259,8 +264,10 @@ bool writeDouble(PyObject *object, const Slot &slot, double value) {
 }
 
 // A float slot's value read without taking a reference: the common case of readDouble.
+// OfType: the caller found `object` to be exactly of the slot's type.
+template <bool OfType = false>
 __attribute__((always_inline)) inline bool peekDouble(PyObject *object, const Slot &slot, double &out) {
-    PyObject **at = slot.at(object);
+    PyObject **at = OfType ? slot.ofType(object) : slot.at(object);
     if (at && *at && PyFloat_CheckExact(*at)) {
         out = PyFloat_AS_DOUBLE(*at);
         return true;
@@ -270,9 +277,10 @@ __attribute__((always_inline)) inline bool peekDouble(PyObject *object, const Sl
 
 // writeDouble without a new float when the slot's float is referenced by the slot alone: no
 // one else can see it, so changing its value in place is the same as replacing it (and saves
-// an allocation and a deallocation per message).
+// an allocation and a deallocation per message). OfType as peekDouble's.
+template <bool OfType = false>
 __attribute__((always_inline)) inline bool storeDouble(PyObject *object, const Slot &slot, double value) {
-    PyObject **at = slot.at(object);
+    PyObject **at = OfType ? slot.ofType(object) : slot.at(object);
     if (at && *at && PyFloat_CheckExact(*at) && Py_REFCNT(*at) == 1) {
         reinterpret_cast<PyFloatObject *>(*at)->ob_fval = value;
         return true;
@@ -301,7 +309,7 @@ int truth(PyObject *result);
 // the clock itself), the clock is read afresh, so no refill is ever negative.
 int takeHere(RealtimeDispatchObject *self, PyObject *bucket, Py_ssize_t first, Py_ssize_t rest, double now) {
     if (Py_TYPE(bucket) != reinterpret_cast<PyTypeObject *>(self->bucketType)) return 0;
-    PyObject **clockAt = self->bucketClock.at(bucket);
+    PyObject **clockAt = self->bucketClock.ofType(bucket);
     bool ownClock;
     if (clockAt && *clockAt) {
         ownClock = *clockAt == self->monotonic;
@@ -313,8 +321,9 @@ int takeHere(RealtimeDispatchObject *self, PyObject *bucket, Py_ssize_t first, P
     }
     if (!ownClock) return 0;
     double tokens, updated, rate, capacity;
-    if (!peekDouble(bucket, self->bucketTokens, tokens) || !peekDouble(bucket, self->bucketUpdated, updated) ||
-        !peekDouble(bucket, self->bucketRate, rate) || !peekDouble(bucket, self->bucketCapacity, capacity)) {
+    if (!peekDouble<true>(bucket, self->bucketTokens, tokens) ||
+        !peekDouble<true>(bucket, self->bucketUpdated, updated) || !peekDouble<true>(bucket, self->bucketRate, rate) ||
+        !peekDouble<true>(bucket, self->bucketCapacity, capacity)) {
         return -1;
     }
     if (now < updated) now = monotonicSeconds();
@@ -326,8 +335,9 @@ int takeHere(RealtimeDispatchObject *self, PyObject *bucket, Py_ssize_t first, P
         if (tokens < double(rest)) return 0;
         tokens = tokens - double(rest);
     }
-    if (!storeDouble(bucket, self->bucketUpdated, now) || !storeDouble(bucket, self->bucketTokens, tokens)) return -1;
-    return 1;
+    bool stored =
+        storeDouble<true>(bucket, self->bucketUpdated, now) && storeDouble<true>(bucket, self->bucketTokens, tokens);
+    return stored ? 1 : -1;
 }
 
 // TokenBucket.take(count) (one token per message, the rest of a BATCH's items after its
@@ -424,6 +434,33 @@ constexpr int maxJsonDepth = 32; // orjson allows more; deeper replies are rare 
 // written a few bytes at a time). It writes into its own storage, or in place into memory
 // lent to it (a socket's cork buffer, see uws::WebSocket::reserveInPlace) until that is full:
 // it then moves what it wrote into its storage and goes on there.
+// `length` bytes from `bytes` to `to`, for the short texts replies copy from a request (an id,
+// a timestamp, a topic): up to 16 bytes with two loads and two stores that overlap, no call;
+// longer ones by memcpy.
+__attribute__((always_inline)) inline void copyShort(char *to, const char *bytes, size_t length) {
+    if (length >= 8 && length <= 16) {
+        uint64_t head, tail;
+        std::memcpy(&head, bytes, 8);
+        std::memcpy(&tail, bytes + length - 8, 8);
+        std::memcpy(to, &head, 8);
+        std::memcpy(to + length - 8, &tail, 8);
+    } else if (length >= 4 && length < 8) {
+        uint32_t head, tail;
+        std::memcpy(&head, bytes, 4);
+        std::memcpy(&tail, bytes + length - 4, 4);
+        std::memcpy(to, &head, 4);
+        std::memcpy(to + length - 4, &tail, 4);
+    } else if (length < 4) {
+        if (length != 0) { // 1-3 bytes: the first, the middle and the last (some the same)
+            to[0] = bytes[0];
+            to[length / 2] = bytes[length / 2];
+            to[length - 1] = bytes[length - 1];
+        }
+    } else {
+        std::memcpy(to, bytes, length);
+    }
+}
+
 struct JsonBuffer {
     char *data = nullptr;
     size_t size = 0, capacity = 0;
@@ -474,28 +511,10 @@ struct JsonBuffer {
         std::memcpy(data + size, bytes, length);
         size += length;
     }
-    // append for the short texts replies copy from a request (an id, a timestamp, a topic):
-    // up to 16 bytes with two loads and two stores that overlap, no call; longer by memcpy.
+    // append for a short text (copyShort).
     __attribute__((always_inline)) void appendShort(const char *bytes, size_t length) {
         reserve(length);
-        char *to = data + size;
-        if (length >= 8 && length <= 16) {
-            uint64_t head, tail;
-            std::memcpy(&head, bytes, 8);
-            std::memcpy(&tail, bytes + length - 8, 8);
-            std::memcpy(to, &head, 8);
-            std::memcpy(to + length - 8, &tail, 8);
-        } else if (length >= 4 && length < 8) {
-            uint32_t head, tail;
-            std::memcpy(&head, bytes, 4);
-            std::memcpy(&tail, bytes + length - 4, 4);
-            std::memcpy(to, &head, 4);
-            std::memcpy(to + length - 4, &tail, 4);
-        } else if (length < 4) {
-            for (size_t i = 0; i < length; i++) to[i] = bytes[i];
-        } else {
-            std::memcpy(to, bytes, length);
-        }
+        copyShort(data + size, bytes, length);
         size += length;
     }
     std::string_view view() const { return std::string_view(data, size); }
@@ -1713,6 +1732,13 @@ public:
         }
         add("}");
     }
+    // Room for `more` bytes at end(), then wrote(n) for the n written there.
+    __attribute__((always_inline)) char *room(size_t more) {
+        out_.reserve(more);
+        return end();
+    }
+    char *end() { return out_.data + out_.size; }
+    void wrote(size_t written) { out_.size += written; }
     size_t size() const { return out_.size; }
     std::string_view view() const { return out_.view(); }
     // Queued in the cork buffer where it was written, else sent by sendBytes.
@@ -1980,6 +2006,39 @@ int scannedItem(RealtimeDispatchObject *self, const uws::RealtimeScan &item, Sca
     return stockScanned(self, kind);
 }
 
+// A BATCH's PONG, ,{"type":"PONG","serverTime":T,"id":ID} (without the comma first, without
+// ,"id":ID when the PING has none or a null one), written with one room check and copies of
+// sizes known here: the same text for every PING of the frame, its id copied from the request.
+class PongHead {
+public:
+    explicit PongHead(std::string_view now) {
+        constexpr std::string_view start = ",{\"type\":\"PONG\",\"serverTime\":";
+        std::memcpy(text_, start.data(), start.size());
+        std::memcpy(text_ + start.size(), now.data(), now.size()); // at most 20 digits
+        std::memcpy(text_ + start.size() + now.size(), ",\"id\":", 6);
+        size_ = start.size() + now.size() + 6;
+    }
+    template <class Text>
+    __attribute__((always_inline)) void addTo(Text &frame, const uws::ScannedValue &id, bool first) {
+        bool withId = id.present() && id.kind != uws::JsonKind::Null;
+        size_t skip = first ? 1 : 0, head = size_ - (withId ? 0 : 6), idSize = withId ? id.raw.size() : 0;
+        char *to = frame.room(kCopied + idSize + 1);
+        std::memcpy(to, text_ + skip, kCopied); // a fixed size: its bytes past the head are written over or left unsent
+        to += head - skip;
+        if (withId) {
+            copyShort(to, id.raw.data(), idSize);
+            to += idSize;
+        }
+        *to++ = '}';
+        frame.wrote(size_t(to - frame.end()));
+    }
+
+private:
+    static constexpr size_t kCopied = 64; // >= the longest head: 30 + 20 + 6
+    char text_[kCopied + 1] = {};
+    size_t size_;
+};
+
 // The tokens of a scanned BATCH of `count` items whose frame's token is `untaken` (not null;
 // see takeUntaken): one for the frame and one per item after the first, as handle takes the
 // frame's and batchHere the items' (TokenBucket.take(), then take(count - 1)). Both in one
@@ -2067,21 +2126,14 @@ int batchFromScan(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, 
         frame.add("{\"type\":\"ACK\"");
     }
     size_t itemsStart = frame.size();
-    // {"type":"PONG","serverTime":T, the same for every PING of the frame: 28 + at most 20 bytes.
-    constexpr std::string_view pongStart = "{\"type\":\"PONG\",\"serverTime\":";
-    char pong[pongStart.size() + 24];
-    std::memcpy(pong, pongStart.data(), pongStart.size());
-    std::memcpy(pong + pongStart.size(), now.data(), now.size());
-    std::string_view pongText(pong, pongStart.size() + now.size());
+    PongHead pong(now);
     bool first = true;
     for (size_t i = 0; i < count; i++) {
         const uws::RealtimeScan &item = items[i];
         ScannedKind kind = kinds[i];
         if (kind == ScannedKind::Ping) {
-            if (!first) frame.add(",");
+            pong.addTo(frame, item.id, first);
             first = false;
-            frame.add(pongText);
-            frame.closeWithId(item.id);
             continue;
         }
         bool subscribing = kind == ScannedKind::Subscribe;

@@ -592,7 +592,10 @@ struct Scanner {
             for (;;) {
                 if (items.count == items.capacity) return false;
                 RealtimeScan *item = new (&items.scans[items.count]) RealtimeScan; // cleared by its initializers
-                if (!message(depth + 2, *item, items.filter, nullptr)) return false;
+                // message() tries the canonical PING first too; tried here, a PING item is
+                // taken without message()'s own setting up.
+                bool ping = !atEnd() && *at == '{' && canonicalPing(*item, items.filter);
+                if (!ping && !message(depth + 2, *item, items.filter, nullptr)) return false;
                 items.count++;
                 if (take(',')) {
                     skipSpace();
