@@ -1694,8 +1694,10 @@ bool sendBytes(RealtimeDispatchObject *self, PyObject *ws, std::string_view byte
 // A reply's bytes, written with appendJson's buffer and writers: for the socket it answers,
 // in place in its cork buffer when it takes it (as encodeAndSend's replies), else in `Inline`
 // bytes on the stack (the heap past them). ReplyText's 192 bytes hold a reply (about three
-// PONGs), BatchText's 2 KiB the BATCH frame of a few dozen items.
-template <size_t Inline>
+// PONGs), BatchText's 2 KiB the BATCH frame of a few dozen items. HeaderRoom: the frame
+// header expected in the cork buffer (reserveInPlace), 2 bytes for a short reply, 4 for a
+// BATCH frame, which is mostly longer than 125 bytes.
+template <size_t Inline, size_t HeaderRoom>
 class ReplyBytes {
 public:
     ReplyBytes() { out_.startInPlace(inline_, sizeof inline_); }
@@ -1704,7 +1706,8 @@ public:
     ReplyBytes(RealtimeDispatchObject *self, PyObject *ws) {
         uws::WebSocket *socket =
             ws && Py_TYPE(ws) == &PyWebSocketType ? reinterpret_cast<PyWebSocketObject *>(ws)->ws : nullptr;
-        uws::WebSocket::InPlace space = socket ? socket->reserveInPlace(self->compress) : uws::WebSocket::InPlace{nullptr, 0};
+        uws::WebSocket::InPlace space =
+            socket ? socket->reserveInPlace(self->compress, HeaderRoom) : uws::WebSocket::InPlace{nullptr, 0};
         if (space.data) {
             corked_ = socket;
             out_.startInPlace(space.data, space.capacity);
@@ -1744,7 +1747,7 @@ public:
     // Queued in the cork buffer where it was written, else sent by sendBytes.
     bool sendTo(RealtimeDispatchObject *self, PyObject *ws) {
         if (corked_ && out_.inPlace()) {
-            corked_->commitInPlace(out_.size, uws::OpCode::Text);
+            corked_->commitInPlace(out_.size, uws::OpCode::Text, HeaderRoom);
             return true;
         }
         return sendBytes(self, ws, view());
@@ -1756,8 +1759,8 @@ private:
     uws::WebSocket *corked_ = nullptr; // the socket whose cork buffer was lent
 };
 
-using ReplyText = ReplyBytes<192>;
-using BatchText = ReplyBytes<2048>;
+using ReplyText = ReplyBytes<192, 2>;
+using BatchText = ReplyBytes<2048, 4>;
 
 // 1 when the built-in `name` is the stock one and no route of that name is registered (the
 // checks handle() makes before builtinHere), 0 not, -1 error. stockScanned keeps its answers

@@ -144,7 +144,7 @@ SendStatus WebSocket::send(std::string_view message, OpCode opCode, bool compres
 // keeps 2 more free, so that a longer one (a 4-byte header: the cork buffer is under 64 KiB)
 // moves its payload 2 bytes on at commit. A socket whose TCP connection already closed takes
 // no reservation either (its cork buffer would only be dropped).
-WebSocket::InPlace WebSocket::reserveInPlace(bool compress) {
+WebSocket::InPlace WebSocket::reserveInPlace(bool compress, size_t headerRoom) {
     static_assert(LoopData::kCorkBufferSize <= 0xFFFF, "an in-place frame's header is at most 4 bytes");
     if (state_ != State::Open || isClosed() || fragmenting_ || (compress && deflate_) || !published_.empty() ||
         bufferedAmount()) {
@@ -157,15 +157,17 @@ WebSocket::InPlace WebSocket::reserveInPlace(bool compress) {
     }
     size_t used = shared.corkLength + 4;
     if (used >= LoopData::kCorkBufferSize) return {nullptr, 0};
-    return {shared.corkBuffer + shared.corkLength + 2, LoopData::kCorkBufferSize - used};
+    return {shared.corkBuffer + shared.corkLength + (headerRoom == 4 ? 4 : 2), LoopData::kCorkBufferSize - used};
 }
 
-SendStatus WebSocket::commitInPlace(size_t length, OpCode opCode) {
+SendStatus WebSocket::commitInPlace(size_t length, OpCode opCode, size_t headerRoom) {
     LoopData &shared = loop->data();
     char *frame = shared.corkBuffer + shared.corkLength;
     char header[kMaxServerHeaderSize];
     size_t headerLength = formatFrameHeader(header, opCode, length);
-    if (headerLength == 4) std::memmove(frame + 4, frame + 2, length); // before the header covers its start
+    headerRoom = headerRoom == 4 ? 4 : 2;
+    // Moved before the header is written (a longer one would cover the payload's start).
+    if (headerLength != headerRoom) std::memmove(frame + headerLength, frame + headerRoom, length);
     std::memcpy(frame, header, headerLength);
     shared.corkLength += headerLength + length;
     AppStats &stats = *context->stats;

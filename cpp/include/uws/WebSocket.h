@@ -38,12 +38,15 @@ public:
     // decide: the socket not open or sending fragments, bytes queued that go first, no
     // dispatch to cork in, or compress asked for on a socket that negotiated it. Nothing may
     // write to any socket of the loop between the two calls; not committing abandons it.
+    // headerRoom is the header the writer expects, given to both calls: 2 bytes (a payload of
+    // at most 125 bytes) or 4 (up to 64 KiB); a payload of the other size is moved by 2 bytes
+    // when it is committed.
     struct InPlace {
         char *data;
         size_t capacity;
     };
-    InPlace reserveInPlace(bool compress);
-    SendStatus commitInPlace(size_t length, OpCode opCode);
+    InPlace reserveInPlace(bool compress, size_t headerRoom = 2);
+    SendStatus commitInPlace(size_t length, OpCode opCode, size_t headerRoom = 2);
 
     // One message in fragments (RFC 6455 5.4): the first fragment carries opCode (and with
     // compress the RSV1 bit, for the whole message), the last one FIN. Control frames may
