@@ -378,11 +378,14 @@ class Dispatcher:
         if bucket is not None and len(messages) > 1 and not bucket.take(len(messages) - 1):
             self.rate_limited(client, bucket, message.get("id"), len(messages))
             return REPLIED
+        # The BATCH's time is when it was taken up, before its items (the native path gives
+        # it the time its PONGs have, the dispatch's).
+        timestamp = now_ms()
         replies: list[Any] = []
         for item in messages:
             self.batch_item(client, item, replies)
         if replies:
-            reply = {"type": "BATCH", "timestamp": now_ms(), "messages": replies}
+            reply = {"type": "BATCH", "timestamp": timestamp, "messages": replies}
             if "id" in message:
                 reply["id"] = message["id"]
             client.send(reply)

@@ -1197,6 +1197,24 @@ def test_pong_times_are_wall_clock_milliseconds_of_the_call():
         assert len(times) in (1, 3, 5) and all(before <= t <= after for t in times), (text, before, times, after)
 
 
+def test_a_batch_timestamp_is_taken_before_its_items_on_the_python_path(monkeypatch: pytest.MonkeyPatch):
+    """Dispatcher.batch reads the BATCH's time before its items run, so that it is never later
+    than their PONGs' serverTime (the native path gives both the dispatch's time): with a clock
+    that ticks at every read, the timestamp is the first reading."""
+    from uws_py.realtime import builtins, dispatch
+
+    ticks = iter(range(1000, 2000))
+    monkeypatch.setattr(dispatch, "now_ms", lambda: next(ticks))
+    monkeypatch.setattr(builtins, "now_ms", lambda: next(ticks))
+    h = build()
+    ws = h.connect()
+    ws.sent.clear()
+    h.engine.dispatcher.on_message(ws, batch_of_pings(3, "1"), TEXT)
+    (reply,) = [orjson.loads(data) for data, _ in ws.sent]
+    assert reply["timestamp"] == 1000
+    assert [pong["serverTime"] for pong in reply["messages"]] == [1001, 1002, 1003]
+
+
 def test_a_route_named_after_a_builtin_is_honoured_at_once_on_the_scan_path() -> None:
     """The scan path keeps which built-ins are stock while the routes dict is unchanged: a
     route in the routes dict under PING or BATCH (add_route refuses those names; the dict is
