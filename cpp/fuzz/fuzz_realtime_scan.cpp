@@ -239,26 +239,14 @@ std::vector<std::string_view> elements(std::string_view array) {
     }
 }
 
-// The dispatcher's filters, with a distinct code per type (so that a code recorded for the
-// wrong type, or not at all, is a difference).
-int itemType(std::string_view type) {
-    if (type == "PING") return 0;
-    if (type == "SUBSCRIBE") return 1;
-    if (type == "UNSUBSCRIBE") return 2;
-    if (type == "PUBLISH") return 3;
-    return -1;
-}
-
-int topType(std::string_view type) { return type == "BATCH" ? 4 : itemType(type); }
-
 // The scanner and the reference agree on `text` in every mode.
 void checkSameAsReference(std::string_view text) {
     for (int mode = 0; mode < 4; mode++) {
-        uws::ScanTypeFilter filter = mode == 0 ? nullptr : topType;
+        uws::ScanTypeFilter filter = mode == 0 ? nullptr : uws_reference::topType;
         size_t capacity = mode == 3 ? 2 : 8;
         uws::RealtimeScan itemsA[8], itemsB[8];
-        uws::ScannedItems listA{itemsA, capacity, mode == 1 ? nullptr : itemType};
-        uws::ScannedItems listB{itemsB, capacity, mode == 1 ? nullptr : itemType};
+        uws::ScannedItems listA{itemsA, capacity, mode == 1 ? nullptr : uws_reference::itemType};
+        uws::ScannedItems listB{itemsB, capacity, mode == 1 ? nullptr : uws_reference::itemType};
         bool withItems = mode >= 2;
         uws::RealtimeScan a, b;
         bool knownA = uws::scanRealtimeMessage(text, a, filter, withItems ? &listA : nullptr);

@@ -380,6 +380,19 @@ struct Scanner {
 
 } // namespace
 
+// For the comparisons: the dispatcher's filters (a BATCH's items, the top level), with a
+// distinct code per type, so that a code recorded for the wrong type, or not at all, is a
+// difference.
+inline int itemType(std::string_view type) {
+    if (type == "PING") return 0;
+    if (type == "SUBSCRIBE") return 1;
+    if (type == "UNSUBSCRIBE") return 2;
+    if (type == "PUBLISH") return 3;
+    return -1;
+}
+
+inline int topType(std::string_view type) { return type == "BATCH" ? 4 : itemType(type); }
+
 inline bool scanRealtimeMessage(std::string_view message, RealtimeScan &out, ScanTypeFilter filter = nullptr,
                                 ScannedItems *items = nullptr) {
     out = RealtimeScan();

@@ -20,18 +20,6 @@ namespace {
 using uws::RealtimeScan;
 using uws::ScannedItems;
 
-// The dispatcher's filters, with a distinct code per type (so that a code recorded for the
-// wrong type, or not at all, is a difference).
-int itemType(std::string_view type) {
-    if (type == "PING") return 0;
-    if (type == "SUBSCRIBE") return 1;
-    if (type == "UNSUBSCRIBE") return 2;
-    if (type == "PUBLISH") return 3;
-    return -1;
-}
-
-int topType(std::string_view type) { return type == "BATCH" ? 4 : itemType(type); }
-
 size_t compared = 0;
 
 // Scans `text` both ways in every mode and checks they agree.
@@ -40,11 +28,11 @@ void same(const std::string &text) {
     std::copy(text.begin(), text.end(), copy.get());
     std::string_view exact(copy.get(), text.size());
     for (int mode = 0; mode < 4; mode++) {
-        uws::ScanTypeFilter filter = mode == 0 ? nullptr : topType;
+        uws::ScanTypeFilter filter = mode == 0 ? nullptr : uws_reference::topType;
         size_t capacity = mode == 3 ? 2 : 8;
         RealtimeScan itemsA[8], itemsB[8];
-        ScannedItems listA{itemsA, capacity, mode == 1 ? nullptr : itemType};
-        ScannedItems listB{itemsB, capacity, mode == 1 ? nullptr : itemType};
+        ScannedItems listA{itemsA, capacity, mode == 1 ? nullptr : uws_reference::itemType};
+        ScannedItems listB{itemsB, capacity, mode == 1 ? nullptr : uws_reference::itemType};
         bool withItems = mode >= 2;
         RealtimeScan a, b;
         bool knownA = uws::scanRealtimeMessage(exact, a, filter, withItems ? &listA : nullptr);
