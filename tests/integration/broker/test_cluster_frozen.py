@@ -1,0 +1,146 @@
+"""A frozen Redis Cluster master (SIGSTOP) and the cluster broker's publisher: a publish the
+master does not answer within ``publish_timeout`` is reported failed and never sent again.
+The publisher used to send it again (its own retries, and redis-py's cluster retries after a
+timeout), and the frozen master, which had received it, ran it when it resumed: twice.
+
+The guarantee tested (docs/topics/scaling.md): a plain publish on a cluster is delivered at
+most once. Every publish confirmed (``done(True)``) arrives once; a failed one is counted in
+``publish_failures`` and arrives once or not at all; the other shards' publishes wait behind
+the failing ones (one publisher keeps its order) and arrive; publishing goes on after SIGCONT.
+
+The cluster's node timeout (15 s) is far longer than the freeze, so no node is marked failed
+and the cluster state stays ok: the frozen master is only slow, never failed over."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import threading
+import time
+
+import pytest
+from redis.crc import key_slot
+
+from tests.support.procutil import RedisCluster
+from tests.support.serverloop import ServerLoop
+from uws_py.broker.redis_cluster import RedisClusterBroker, cluster_channel
+
+LIMIT = 0.5
+# COUNT publishes, one every INTERVAL s, on topics of the three shards in turn; the master of
+# the first topic's shard is frozen from FREEZE_AT s on for FROZEN s.
+COUNT = 360
+INTERVAL = 0.01
+FREEZE_AT = 1.0
+FROZEN = 3 * LIMIT
+NODE_TIMEOUT_MS = 15000
+
+
+@pytest.fixture
+def cluster():
+    if not RedisCluster.available():
+        pytest.fail("redis-server and redis-cli are needed for the Redis Cluster tests")
+    started = RedisCluster(masters=3, node_timeout=NODE_TIMEOUT_MS).start()
+    yield started
+    started.cleanup()
+
+
+def one_topic_per_master(cluster: RedisCluster) -> list:
+    """Three topics, the first on one master, the second and third on the other two."""
+    ranges = cluster.slot_ranges()
+    by_port: dict = {}
+    for n in range(1000):
+        topic = f"frozen.{n}"
+        port = cluster.port_of_slot(key_slot(cluster_channel("uws:", topic).encode()), ranges)
+        by_port.setdefault(port, topic)
+        if len(by_port) == 3:
+            return [by_port[port] for port in sorted(by_port)]
+    raise AssertionError(f"1,000 topics do not cover three masters: {by_port}")
+
+
+def test_a_frozen_master_gets_no_publish_twice_and_publishing_goes_on(cluster):
+    topics = one_topic_per_master(cluster)
+    ranges = cluster.slot_ranges()
+    victim = cluster.port_of_slot(key_slot(cluster_channel("uws:", topics[0]).encode()), ranges)
+    pid = cluster.processes[victim].pid
+    loop = ServerLoop()
+    received: list = []
+    publisher = RedisClusterBroker(cluster.url, publish_timeout=LIMIT)
+    receiver = RedisClusterBroker(cluster.url)
+    confirmed_subscriptions = threading.Semaphore(0)
+    receiver.start(lambda topic, payload: received.append((topic, int(payload))), loop.schedule)
+    for topic in topics:
+        receiver.subscribe(topic, confirmed_subscriptions.release)
+    publisher.start(lambda topic, payload: None, loop.schedule)
+    subscribed = [0]
+
+    def all_subscribed() -> bool:
+        while confirmed_subscriptions.acquire(blocking=False):
+            subscribed[0] += 1
+        return subscribed[0] == len(topics) and publisher.ready.is_set()
+
+    results: dict = {}
+    failed_at: list = []
+    stopped_at = resumed_at = 0.0
+    resumed_index = COUNT
+    try:
+        assert loop.run_until(all_subscribed, timeout=15), "the receiver did not subscribe to the three topics"
+
+        def done(n: int):
+            def record(ok: bool) -> None:
+                results[n] = ok
+                if not ok:
+                    failed_at.append(time.monotonic())
+            return record
+
+        start = time.monotonic()
+        for n in range(COUNT):
+            # Paced on the test's thread, which runs the brokers' callbacks meanwhile.
+            loop.run_until(lambda: time.monotonic() >= start + n * INTERVAL, timeout=COUNT * INTERVAL + 1)
+            now = time.monotonic()
+            if not stopped_at and now >= start + FREEZE_AT:
+                os.kill(pid, signal.SIGSTOP)
+                stopped_at = time.monotonic()
+            if stopped_at and not resumed_at and now >= stopped_at + FROZEN:
+                os.kill(pid, signal.SIGCONT)
+                resumed_at = time.monotonic()
+                resumed_index = n
+            publisher.publish(topics[n % 3], b"%d" % n, done(n))
+        if not resumed_at:
+            os.kill(pid, signal.SIGCONT)
+            resumed_at = time.monotonic()
+
+        def settled() -> bool:
+            confirmed = {n for n, ok in list(results.items()) if ok}
+            return len(results) == COUNT and {n for _, n in received} >= confirmed
+
+        loop.run_until(settled, timeout=20)
+        # A second copy would come right behind the first: wait a little for one.
+        loop.run_until(lambda: False, timeout=1.0)
+        stats = publisher.stats()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        publisher.stop()
+        receiver.stop()
+
+    copies = collections.Counter(n for _, n in received)
+    repeated = sorted(n for n, c in copies.items() if c > 1)
+    delivered = {n for n, ok in results.items() if ok}
+    failed = {n for n, ok in results.items() if not ok}
+    print(f"\nfrozen master {victim} for {resumed_at - stopped_at:.2f} s: {len(received)} received, "
+          f"{len(repeated)} repeated, {len(failed)} failed {sorted(failed)}, "
+          f"{COUNT - len(copies)} missing, stats {stats}")
+    assert len(results) == COUNT, f"{COUNT - len(results)} publishes never got their done callback"
+    assert all(topic == topics[n % 3] for topic, n in received), "a publish arrived on another topic"
+    assert repeated == [], f"{len(repeated)} publishes arrived twice: {repeated[:20]}"
+    assert delivered <= set(copies), f"confirmed but missing: {sorted(delivered - set(copies))[:20]}"
+    # What is missing failed, and every failure is counted. Only the frozen shard's publishes
+    # failed: the others waited behind them and went out.
+    assert set(range(COUNT)) - set(copies) <= failed, sorted(set(range(COUNT)) - set(copies) - failed)
+    assert len(failed) >= 1 and stats["publish_failures"] == len(failed), (sorted(failed), stats)
+    assert all(n % 3 == 0 for n in failed), f"a healthy shard's publish failed: {sorted(failed)}"
+    # The first failure was reported while the master was still frozen, after about the limit.
+    assert stopped_at + LIMIT * 0.9 <= failed_at[0] < resumed_at, (failed_at[0] - stopped_at, resumed_at - stopped_at)
+    # Publishing went on: everything published after SIGCONT was confirmed.
+    assert resumed_index < COUNT and set(range(resumed_index, COUNT)) <= delivered, \
+        sorted(set(range(resumed_index, COUNT)) - delivered)
