@@ -13,6 +13,7 @@ and the cluster state stays ok: the frozen master is only slow, never failed ove
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import os
 import signal
@@ -20,11 +21,14 @@ import threading
 import time
 
 import pytest
+import redis
 from redis.crc import key_slot
 
 from tests.support.procutil import RedisCluster
 from tests.support.serverloop import ServerLoop
 from uws_py.broker.redis_cluster import RedisClusterBroker, cluster_channel
+from uws_py.realtime.history import HistoryOptions, HistoryPolicy, HistoryUnavailable, message_parts
+from uws_py.realtime.history_redis import RedisHistory
 
 LIMIT = 0.5
 # COUNT publishes, one every INTERVAL s, on topics of the three shards in turn; the master of
@@ -45,12 +49,12 @@ def cluster():
     started.cleanup()
 
 
-def one_topic_per_master(cluster: RedisCluster) -> list:
+def one_topic_per_master(cluster: RedisCluster, prefix: str = "frozen") -> list:
     """Three topics, the first on one master, the second and third on the other two."""
     ranges = cluster.slot_ranges()
     by_port: dict = {}
     for n in range(1000):
-        topic = f"frozen.{n}"
+        topic = f"{prefix}.{n}"
         port = cluster.port_of_slot(key_slot(cluster_channel("uws:", topic).encode()), ranges)
         by_port.setdefault(port, topic)
         if len(by_port) == 3:
@@ -144,3 +148,47 @@ def test_a_frozen_master_gets_no_publish_twice_and_publishing_goes_on(cluster):
     # Publishing went on: everything published after SIGCONT was confirmed.
     assert resumed_index < COUNT and set(range(resumed_index, COUNT)) <= delivered, \
         sorted(set(range(resumed_index, COUNT)) - delivered)
+
+
+def test_a_history_publish_to_a_frozen_master_is_not_run_twice(cluster):
+    """The history store's script call (offset, stream entry and SPUBLISH in one) that the
+    master does not answer within the store's timeout fails as unavailable and is not sent
+    again: when the master resumes it runs it once, at one offset. The store's client used to
+    retry once after a timeout; with the master resumed by then, it ran twice (two offsets)."""
+    topic = one_topic_per_master(cluster, "h")[0]
+    victim = cluster.port_of_slot(key_slot(cluster_channel("uws:", topic).encode()))
+    pid = cluster.processes[victim].pid
+    history = RedisHistory(cluster.url, HistoryPolicy([HistoryOptions("h.*", size=100, ttl=300)]),
+                           cluster=True, timeout=LIMIT)
+
+    async def scenario():
+        for n in range(3):
+            await history.publish(topic, *message_parts(topic, n, "c1"))
+        os.kill(pid, signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        # Resumed after the first attempt's limit, before a second attempt's would end.
+        asyncio.get_running_loop().call_later(1.5 * LIMIT, os.kill, pid, signal.SIGCONT)
+        try:
+            outcome = await history.publish(topic, *message_parts(topic, "frozen", "c1"))
+        except HistoryUnavailable as exc:
+            outcome = exc
+        failed_after = time.monotonic() - stopped_at
+        await asyncio.sleep(2 * LIMIT)
+        after = await history.publish(topic, *message_parts(topic, "after", "c1"))
+        await history.aclose()
+        return outcome, failed_after, after
+
+    try:
+        outcome, failed_after, after = asyncio.run(scenario())
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    with redis.Redis(host="127.0.0.1", port=victim, socket_timeout=5) as client:
+        entries = client.xrange(history.keys(topic)[0])
+    frozen = [entry_id for entry_id, fields in entries if b'"data":"frozen"' in fields[b"p"]]
+    print(f"\nhistory publish to frozen master {victim}: {outcome!r} after {failed_after:.2f} s; "
+          f"stored at {frozen}; next offset {after[0].offset}")
+    assert len(frozen) <= 1, f"one publish stored at {len(frozen)} offsets: {frozen}"
+    assert isinstance(outcome, HistoryUnavailable), outcome
+    assert failed_after < 1.5 * LIMIT, failed_after
+    # The master ran the unanswered script when it resumed (offset 4); the next one is 5.
+    assert frozen == [b"4-0"] and after[0].offset == 5, (frozen, after)
