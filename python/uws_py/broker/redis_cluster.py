@@ -26,6 +26,7 @@ after a failover.
   a server (:func:`certainly_not_sent`: the connect failed, the slot has no master, the reply
   was ``CLUSTERDOWN``; ``MOVED``, ``ASK`` and ``TRYAGAIN`` are followed inside redis-py), after
   short pauses (``PUBLISH_RETRY_PAUSES``) on the same client, which reads the slot map again.
+  An idle connection the master has closed (a restart) is replaced before the write.
   A publish that was (or may have been) written and not answered within ``publish_timeout``
   (a frozen or stalled master), or whose connection was lost after the write, is not sent
   again, since the master may still run it: it is reported failed (``done(False)``) and
@@ -269,6 +270,7 @@ class RedisClusterBroker(RedisBroker):
                 try:
                     if client is None:
                         client = await self._connect(publishing=True)
+                    await self._drop_closed_connection(client, self.channel(topic))
                     sent = True  # from here on it may have been written
                     await asyncio.wait_for(client.spublish(self.channel(topic), frame), self.publish_timeout)
                     self._counters["published"] += 1
@@ -294,6 +296,30 @@ class RedisClusterBroker(RedisBroker):
                         self._notify(done, False)
                     else:
                         await asyncio.sleep(pause)
+
+    @staticmethod
+    async def _drop_closed_connection(client: Any, channel: str) -> None:
+        """Closes the idle connection to channel's master if that master has closed it (a
+        restart, a crash the kernel reported): its FIN, or anything unasked for, is waiting
+        to be read. The publish then goes out on a fresh connection; written on this one, it
+        would fail as a connection lost after the write and not be sent again. A node that
+        is gone without a word (no FIN) is found by the publish timing out."""
+        try:
+            node = client.get_node_from_key(channel)
+            connection = node.acquire_connection() if node is not None else None
+        except Exception:
+            return  # the publish itself finds out (no master for the slot, no free connection)
+        if connection is None:
+            return
+        try:
+            # can_read: data buffered or end of stream; an idle connection has neither.
+            if connection.is_connected and await connection.can_read():
+                logger.debug("Redis Cluster connection to %s closed by the server; reconnecting", node.name)
+                await connection.disconnect()
+        except Exception:
+            await connection.disconnect()
+        finally:
+            node.release(connection)
 
     async def _apply_subscription(self, topic: str, subscribe: bool) -> None:
         shards, lock = self._shards, self._shard_lock
