@@ -185,6 +185,34 @@ def no_cluster_retries() -> Any:
     return Retry(NoBackoff(), 0)
 
 
+async def drop_closed_connections(client: Any, key: Optional[str]) -> None:
+    """Closes the idle connections to key's master that the master has closed (a restart, a
+    crash the kernel reported: the end of stream, or anything unasked for, waits to be read),
+    so that the next command goes out on a fresh connection. Written on such a connection it
+    would fail as a connection lost after the write, which is never sent again. A master
+    gone without a word (no FIN) is found by the command timing out.
+
+    Args:
+        client: a redis-py asyncio RedisCluster.
+        key: the key (or sharded channel) the next command is for; None: every node's.
+    """
+    try:
+        nodes = client.get_nodes() if key is None else [client.get_node_from_key(key)]
+    except Exception:
+        return  # the command itself finds out (no master for the slot)
+    for node in nodes:
+        # redis-py keeps a node's idle connections in ClusterNode._free (it has no public
+        # list); if that changes, nothing is checked here and such a command fails (never twice).
+        for connection in tuple(getattr(node, "_free", ())):
+            try:
+                # can_read: data buffered or end of stream; an idle connection has neither.
+                if connection.is_connected and await connection.can_read():
+                    logger.debug("Redis Cluster connection to %s was closed by the server; reconnecting", node.name)
+                    await connection.disconnect()
+            except Exception:
+                await connection.disconnect()
+
+
 class _Shard:
     """The receiving connection to one master and the channels subscribed on it."""
 
@@ -270,7 +298,7 @@ class RedisClusterBroker(RedisBroker):
                 try:
                     if client is None:
                         client = await self._connect(publishing=True)
-                    await self._drop_closed_connection(client, self.channel(topic))
+                    await drop_closed_connections(client, self.channel(topic))
                     sent = True  # from here on it may have been written
                     await asyncio.wait_for(client.spublish(self.channel(topic), frame), self.publish_timeout)
                     self._counters["published"] += 1
@@ -296,30 +324,6 @@ class RedisClusterBroker(RedisBroker):
                         self._notify(done, False)
                     else:
                         await asyncio.sleep(pause)
-
-    @staticmethod
-    async def _drop_closed_connection(client: Any, channel: str) -> None:
-        """Closes the idle connection to channel's master if that master has closed it (a
-        restart, a crash the kernel reported): its FIN, or anything unasked for, is waiting
-        to be read. The publish then goes out on a fresh connection; written on this one, it
-        would fail as a connection lost after the write and not be sent again. A node that
-        is gone without a word (no FIN) is found by the publish timing out."""
-        try:
-            node = client.get_node_from_key(channel)
-            connection = node.acquire_connection() if node is not None else None
-        except Exception:
-            return  # the publish itself finds out (no master for the slot, no free connection)
-        if connection is None:
-            return
-        try:
-            # can_read: data buffered or end of stream; an idle connection has neither.
-            if connection.is_connected and await connection.can_read():
-                logger.debug("Redis Cluster connection to %s closed by the server; reconnecting", node.name)
-                await connection.disconnect()
-        except Exception:
-            await connection.disconnect()
-        finally:
-            node.release(connection)
 
     async def _apply_subscription(self, topic: str, subscribe: bool) -> None:
         shards, lock = self._shards, self._shard_lock

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from ..broker.redact import redact
 from ..broker.redis import CHANNEL_PREFIX
-from ..broker.redis_cluster import certainly_not_sent, cluster_channel, cluster_client, hash_tag, no_cluster_retries
+from ..broker.redis_cluster import (certainly_not_sent, cluster_channel, cluster_client, drop_closed_connections,
+                                    hash_tag, no_cluster_retries)
 from ..broker.redis_pool import bounded_client, check_max_connections
 from .history import (
     DEFAULT_RECOVER_LIMIT,
@@ -367,6 +368,8 @@ class RedisHistory:
         try:
             try:
                 try:
+                    if self.cluster:
+                        await drop_closed_connections(client, keys[0])
                     return await client.evalsha(script.sha, len(keys), *keys, *args)
                 except Exception as exc:
                     # A cluster's script call that certainly reached no node (no master for
@@ -377,6 +380,8 @@ class RedisHistory:
                     return await client.evalsha(script.sha, len(keys), *keys, *args)
             except exceptions.NoScriptError:
                 # A restarted (or flushed) Redis forgot the script: load it once, then retry.
+                if self.cluster:
+                    await drop_closed_connections(client, None)  # SCRIPT LOAD goes to every master
                 await client.script_load(script.source)
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
         except exceptions.TimeoutError as exc:

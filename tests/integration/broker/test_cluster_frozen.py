@@ -9,7 +9,12 @@ most once. Every publish confirmed (``done(True)``) arrives once; a failed one i
 the failing ones (one publisher keeps its order) and arrive; publishing goes on after SIGCONT.
 
 The cluster's node timeout (15 s) is far longer than the freeze, so no node is marked failed
-and the cluster state stays ok: the frozen master is only slow, never failed over."""
+and the cluster state stays ok: the frozen master is only slow, never failed over.
+
+The last test is the other side: idle connections a restarted master closed are replaced
+before anything is written on them, so not sending twice does not cost the first publish
+after a restart (test_broker.py's test_first_publish_after_broker_restart_reaches_other_processes
+checks the same for the broker)."""
 
 from __future__ import annotations
 
@@ -192,3 +197,27 @@ def test_a_history_publish_to_a_frozen_master_is_not_run_twice(cluster):
     assert failed_after < 1.5 * LIMIT, failed_after
     # The master ran the unanswered script when it resumed (offset 4); the next one is 5.
     assert frozen == [b"4-0"] and after[0].offset == 5, (frozen, after)
+
+
+def test_the_first_history_publish_after_a_cluster_restart_is_not_refused(cluster):
+    """The other side of sending nothing twice: the store's idle connections, which the
+    restarted masters closed, are replaced before the write (the closed connection is seen
+    before anything is written on it), so the first publish after the restart goes through
+    instead of failing as a connection lost after the write."""
+    topics = one_topic_per_master(cluster, "h")
+    history = RedisHistory(cluster.url, HistoryPolicy([HistoryOptions("h.*", size=100, ttl=300)]),
+                           cluster=True, timeout=2.0)
+
+    async def scenario():
+        for topic in topics:
+            await history.publish(topic, *message_parts(topic, "before", "c1"))
+        await asyncio.to_thread(cluster.stop_all)
+        await asyncio.to_thread(cluster.start_all)
+        try:
+            # The nodes keep no data: each topic starts again at offset 1 in a new epoch.
+            return [(await history.publish(topic, *message_parts(topic, "after", "c1")))[0].offset
+                    for topic in topics]
+        finally:
+            await history.aclose()
+
+    assert asyncio.run(scenario()) == [1, 1, 1]
