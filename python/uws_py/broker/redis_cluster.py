@@ -22,9 +22,17 @@ after a failover.
   (``on_connection(False, topics)``, ``connected`` 0), so that the server catches up (or tells
   ``insufficient_state`` to) the subscribers of those topics only, and ``on_connection(True)``
   follows once every topic is confirmed again.
-  A cluster publish that fails (the slot has no reachable master) is tried again after short
-  pauses (``PUBLISH_RETRY_PAUSES``) on the same client, which reads the slot map again, then
-  counted in ``publish_failures``; only that message is dropped.
+- Publishing, at most once: a plain publish is sent again only when it certainly did not reach
+  a server (:func:`certainly_not_sent`: the connect failed, the slot has no master, the reply
+  was ``CLUSTERDOWN``; ``MOVED``, ``ASK`` and ``TRYAGAIN`` are followed inside redis-py), after
+  short pauses (``PUBLISH_RETRY_PAUSES``) on the same client, which reads the slot map again.
+  An idle connection the master has closed (a restart) is replaced before the write.
+  A publish that was (or may have been) written and not answered within ``publish_timeout``
+  (a frozen or stalled master), or whose connection was lost after the write, is not sent
+  again, since the master may still run it: it is reported failed (``done(False)``) and
+  counted in ``publish_failures``, redis-py drops that connection (a late reply is never read
+  as another command's), and the publisher goes on with the next message. redis-py's own
+  cluster retries are off for the publishing client (they would resend after a timeout).
 """
 
 from __future__ import annotations
@@ -54,8 +62,12 @@ PUBLISH_RETRY_PAUSES = (0.0, 0.1, 0.3, None)
 # no master yet (a failover): what is published to the promoted replica before the next pass is
 # missed by this process, unseen by any counter.
 SHARD_REPAIR_INTERVAL = 0.25
-# Seconds for one connect or one publish before it counts as failed.
+# Seconds for one connect or one publish before it counts as failed (RedisClusterBroker's
+# publish_timeout).
 PUBLISH_TIMEOUT = 5.0
+# How redis-py words a failure to open a connection (redis.utils.format_error_message and
+# Connection.connect_check_health): nothing of a command was written then.
+_CONNECT_FAILED = (" connecting to ", "Timeout connecting to server")
 
 
 def hash_tag(topic: str) -> str:
@@ -138,6 +150,69 @@ def cluster_client(url: str, timeout: Optional[float] = None, **options: Any) ->
     )
 
 
+def certainly_not_sent(exc: BaseException) -> bool:
+    """Whether the command that failed with exc certainly did not reach (or was refused
+    unrun by) a Redis Cluster node, so that sending it again cannot run it twice.
+
+    True for: no master known for the slot (``SlotNotCoveredError``), the cluster not reachable
+    to read its slot map (``RedisClusterException``), a ``CLUSTERDOWN``, ``TRYAGAIN``,
+    ``MOVED`` or ``ASK`` reply (redis-py follows the last three itself, up to its TTL:
+    ``ClusterError``), a pool with no free connection, and a connection that could not be
+    opened. False for everything else, a timeout or a connection lost after the write
+    above all: the node may have run it (a frozen master runs it when it resumes).
+
+    Args:
+        exc: what redis-py's cluster client raised.
+    """
+    from redis import exceptions
+
+    if isinstance(exc, (exceptions.RedisClusterException, exceptions.ClusterError, exceptions.TryAgainError,
+                        exceptions.AskError, exceptions.MaxConnectionsError)):
+        return True
+    if isinstance(exc, (exceptions.ConnectionError, exceptions.TimeoutError)) and len(exc.args) == 1:
+        message = str(exc.args[0])
+        return message.startswith("Error") and _CONNECT_FAILED[0] in message or message == _CONNECT_FAILED[1]
+    return False
+
+
+def no_cluster_retries() -> Any:
+    """A redis-py ``Retry`` that makes its cluster client try each command once: its retry
+    after a ``TimeoutError`` or ``ConnectionError`` would send again what a stalled node may
+    still run. (Redirections, ``MOVED``/``ASK``/``TRYAGAIN``, are followed all the same.)"""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return Retry(NoBackoff(), 0)
+
+
+async def drop_closed_connections(client: Any, key: Optional[str]) -> None:
+    """Closes the idle connections to key's master that the master has closed (a restart, a
+    crash the kernel reported: the end of stream, or anything unasked for, waits to be read),
+    so that the next command goes out on a fresh connection. Written on such a connection it
+    would fail as a connection lost after the write, which is never sent again. A master
+    gone without a word (no FIN) is found by the command timing out.
+
+    Args:
+        client: a redis-py asyncio RedisCluster.
+        key: the key (or sharded channel) the next command is for; None: every node's.
+    """
+    try:
+        nodes = client.get_nodes() if key is None else [client.get_node_from_key(key)]
+    except Exception:
+        return  # the command itself finds out (no master for the slot)
+    for node in nodes:
+        # redis-py keeps a node's idle connections in ClusterNode._free (it has no public
+        # list); if that changes, nothing is checked here and such a command fails (never twice).
+        for connection in tuple(getattr(node, "_free", ())):
+            try:
+                # can_read: data buffered or end of stream; an idle connection has neither.
+                if connection.is_connected and await connection.can_read():
+                    logger.debug("Redis Cluster connection to %s was closed by the server; reconnecting", node.name)
+                    await connection.disconnect()
+            except Exception:
+                await connection.disconnect()
+
+
 class _Shard:
     """The receiving connection to one master and the channels subscribed on it."""
 
@@ -159,10 +234,18 @@ class RedisClusterBroker(RedisBroker):
     system = "Redis Cluster"
     cluster = True
 
-    def __init__(self, url: str, channel_prefix: str = CHANNEL_PREFIX) -> None:
+    def __init__(self, url: str, channel_prefix: str = CHANNEL_PREFIX, *,
+                 publish_timeout: float = PUBLISH_TIMEOUT) -> None:
+        """
+        Args:
+            url: ``redis+cluster://host:port,host:port`` (``rediss+cluster://`` for TLS).
+            channel_prefix: what precedes a topic's hash tag in its channel's name.
+            publish_timeout: seconds for one publish, connect included (a positive number); a
+                publish not answered by then is reported failed and not sent again.
+        """
         check_redis_py()
         parse_cluster_url(url)
-        super().__init__(url, channel_prefix)
+        super().__init__(url, channel_prefix, publish_timeout=publish_timeout)
         self._shards: Optional[dict[str, _Shard]] = None
         self._topology: Any = None
         self._shard_lock: Optional[asyncio.Lock] = None
@@ -186,10 +269,19 @@ class RedisClusterBroker(RedisBroker):
 
     # -- broker thread ---------------------------------------------------------------------
 
-    async def _connect(self) -> Any:
-        client = cluster_client(self.url, timeout=PUBLISH_TIMEOUT, socket_keepalive=True)
+    async def _connect(self, publishing: bool = False) -> Any:
+        """A cluster client with its slot map read: the publisher's (publishing), or the
+        subscriber's, which reads the slot map and pings."""
+        if publishing:
+            # No retry inside redis-py (no_cluster_retries): the publisher decides what is sent
+            # again. socket_timeout bounds each reply; a timed-out reply's connection is closed
+            # by redis-py (Connection.read_response disconnects on a timeout or a cancellation).
+            client = cluster_client(self.url, timeout=self.publish_timeout, socket_keepalive=True,
+                                    retry=no_cluster_retries())
+        else:
+            client = cluster_client(self.url, timeout=PUBLISH_TIMEOUT, socket_keepalive=True)
         try:
-            await asyncio.wait_for(client.initialize(), PUBLISH_TIMEOUT)
+            await asyncio.wait_for(client.initialize(), max(self.publish_timeout, PUBLISH_TIMEOUT))
         except BaseException:
             await client.aclose()
             raise
@@ -202,19 +294,30 @@ class RedisClusterBroker(RedisBroker):
             topic, payload, done, trace = await self._outbox.get()
             frame = self.frame_head(trace) + b"|" + payload
             for attempt, pause in enumerate(PUBLISH_RETRY_PAUSES, 1):
+                sent = False
                 try:
                     if client is None:
-                        client = await self._connect()
-                    await asyncio.wait_for(client.spublish(self.channel(topic), frame), PUBLISH_TIMEOUT)
+                        client = await self._connect(publishing=True)
+                    await drop_closed_connections(client, self.channel(topic))
+                    sent = True  # from here on it may have been written
+                    await asyncio.wait_for(client.spublish(self.channel(topic), frame), self.publish_timeout)
                     self._counters["published"] += 1
                     self._notify(done, True)
                     break
                 except Exception as exc:
-                    logger.debug("Redis Cluster publish failed (attempt %d): %r", attempt, exc)
                     # The client is kept: redis-py reads the slot map again itself, with the
                     # failed node moved last. A fresh client would take the first master of the
                     # slot map as its default node, and while that one is the dead master every
                     # publish, to every shard, would fail until its replica is promoted.
+                    if sent and not certainly_not_sent(exc):
+                        # Written (or maybe written) and not answered: the master may still
+                        # run it, so it is not sent again (at most once).
+                        self._failed(1)
+                        self._notify(done, False)
+                        logger.warning("Redis Cluster did not answer a publish on %r (%r); not sent again, "
+                                       "it may still be delivered", topic, exc)
+                        break
+                    logger.debug("Redis Cluster publish not sent (attempt %d): %r", attempt, exc)
                     if pause is None:
                         # Only this message is lost: the next ones may go to healthy shards.
                         self._failed(1)

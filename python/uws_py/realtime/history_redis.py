@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from ..broker.redact import redact
 from ..broker.redis import CHANNEL_PREFIX
-from ..broker.redis_cluster import cluster_channel, cluster_client, hash_tag
+from ..broker.redis_cluster import (certainly_not_sent, cluster_channel, cluster_client, drop_closed_connections,
+                                    hash_tag, no_cluster_retries)
 from ..broker.redis_pool import bounded_client, check_max_connections
 from .history import (
     DEFAULT_RECOVER_LIMIT,
@@ -341,10 +342,10 @@ class RedisHistory:
 
     def _connection(self) -> Any:
         if self._client is None and self.cluster:
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-
-            self._client = cluster_client(self.url, timeout=self.timeout, retry=Retry(NoBackoff(), 1))
+            # No retry inside redis-py: its cluster client retries after a TimeoutError too,
+            # which would run a publish script twice (two offsets) on a stalled master. _call
+            # tries again once when the script certainly was not sent.
+            self._client = cluster_client(self.url, timeout=self.timeout, retry=no_cluster_retries())
         if self._client is None:
             from redis.asyncio.retry import Retry
             from redis.backoff import NoBackoff
@@ -366,9 +367,21 @@ class RedisHistory:
         client = self._connection()
         try:
             try:
-                return await client.evalsha(script.sha, len(keys), *keys, *args)
+                try:
+                    if self.cluster:
+                        await drop_closed_connections(client, keys[0])
+                    return await client.evalsha(script.sha, len(keys), *keys, *args)
+                except Exception as exc:
+                    # A cluster's script call that certainly reached no node (no master for
+                    # the slot, CLUSTERDOWN, the connect failed) gets one more try, with the
+                    # slot map read again; never one that may have run.
+                    if not (self.cluster and certainly_not_sent(exc)):
+                        raise
+                    return await client.evalsha(script.sha, len(keys), *keys, *args)
             except exceptions.NoScriptError:
                 # A restarted (or flushed) Redis forgot the script: load it once, then retry.
+                if self.cluster:
+                    await drop_closed_connections(client, None)  # SCRIPT LOAD goes to every master
                 await client.script_load(script.source)
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
         except exceptions.TimeoutError as exc:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import os
-import queue
 import signal
 import threading
 import time
@@ -21,6 +20,7 @@ import time
 import pytest
 
 from tests.support.procutil import RedisServer
+from tests.support.serverloop import ServerLoop
 from uws_py.broker.redis import CONNECT_TIMEOUT, RedisBroker
 
 LIMIT = 0.5
@@ -28,28 +28,6 @@ LIMIT = 0.5
 INTERVAL = 0.01
 PUBLISHING = 4.0
 FREEZE_AT = 1.0
-
-
-class ServerLoop:
-    """The server's loop as a broker sees it: ``schedule`` queues a callback from any thread;
-    ``run_until`` runs them on the test's thread until a condition holds or the time is up."""
-
-    def __init__(self) -> None:
-        self.callbacks: queue.Queue = queue.Queue()
-
-    def schedule(self, callback) -> None:
-        self.callbacks.put(callback)
-
-    def run_until(self, condition, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while not condition():
-            if time.monotonic() > deadline:
-                return False
-            try:
-                self.callbacks.get(timeout=0.02)()
-            except queue.Empty:
-                pass
-        return True
 
 
 @pytest.fixture
