@@ -129,6 +129,10 @@ void clear(RealtimeScan &out) {
 struct Scanner {
     const unsigned char *at;
     const unsigned char *end;
+    // The code the last filter asked gave PING (canonicalPing's, kept for the next PING: a
+    // BATCH's items are mostly PINGs, and a filter is a function of the type alone).
+    ScanTypeFilter pingFilter = nullptr;
+    int pingCode = -1;
 
     bool atEnd() const { return at == end; }
 
@@ -511,9 +515,12 @@ struct Scanner {
             *p != '}') {
             return false;
         }
-        int code = filter ? filter(std::string_view(reinterpret_cast<const char *>(at) + 9, 4)) : -1;
-        if (filter && code < 0) return false;
-        out.typeCode = code;
+        if (filter != pingFilter) {
+            pingCode = filter ? filter(std::string_view(reinterpret_cast<const char *>(at) + 9, 4)) : -1;
+            pingFilter = filter;
+        }
+        if (filter && pingCode < 0) return false;
+        out.typeCode = pingCode;
         out.type.kind = JsonKind::String;
         out.type.raw = std::string_view(reinterpret_cast<const char *>(at) + 8, 6);
         out.type.plain = true;

@@ -67,7 +67,8 @@ struct RealtimeScan {
 // Which types the caller answers from a scan, and its code for each (so that the caller does
 // not tell the types apart again): a code >= 0 for a type it accepts, recorded as the scan's
 // typeCode, or a negative number. The scan stops at the "type" field when its value is not an
-// escape-free string that this accepts.
+// escape-free string that this accepts. It must answer for the type alone (the same code
+// every time): a scan may reuse its answer for a type it asked about before.
 using ScanTypeFilter = int (*)(std::string_view type);
 
 // A BATCH's items, scanned in the same pass as the message (scanRealtimeMessage's `items`).
