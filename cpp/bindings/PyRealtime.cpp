@@ -352,11 +352,8 @@ int takeTokens(RealtimeDispatchObject *self, PyObject *bucket, Py_ssize_t count,
     return taken;
 }
 
-int takeToken(RealtimeDispatchObject *self, PyObject *bucket, double now) { return takeTokens(self, bucket, 1, now); }
-
-// The token of a message of `client` not taken yet: `untaken` is its bucket (borrowed; Py_None
-// without a rate limit), set to null here, so that it is taken once. A refusal is answered by
-// Dispatcher.rate_limited. 1 taken, 0 refused (answered), -1 error.
+// TokenBucket.take() for a message of `client`, a refusal answered by Dispatcher.rate_limited
+// (takeUntaken's slow path): 1 taken, 0 refused (answered), -1 error.
 __attribute__((noinline, cold)) int takeUntakenInPython(RealtimeDispatchObject *self, PyObject *client,
                                                          PyObject *bucket) {
     int taken = truth(callMethod(names.take, bucket));
@@ -364,6 +361,9 @@ __attribute__((noinline, cold)) int takeUntakenInPython(RealtimeDispatchObject *
     return done(callMethod(names.rateLimited, self->dispatcher, client, bucket)) ? 0 : -1;
 }
 
+// The token of a message of `client` not taken yet: `untaken` is its bucket (borrowed; Py_None
+// without a rate limit), set to null here, so that it is taken once. A refusal is answered by
+// Dispatcher.rate_limited. 1 taken, 0 refused (answered), -1 error.
 inline int takeUntaken(RealtimeDispatchObject *self, PyObject *ws, PyObject *client, PyObject *&untaken) {
     PyObject *bucket = untaken;
     untaken = nullptr;
@@ -2056,9 +2056,10 @@ int takeBatchUntaken(RealtimeDispatchObject *self, PyObject *ws, PyObject *clien
     double now = batchSeconds(self, ws);
     Py_ssize_t rest = Py_ssize_t(count) - 1;
     if (int here = takeHere(self, bucket, 1, rest, now)) return here;
-    int taken = takeToken(self, bucket, now);
-    if (taken == 0) return done(callMethod(names.rateLimited, self->dispatcher, client, bucket)) ? 0 : -1;
-    if (taken > 0) taken = takeTokens(self, bucket, rest, now);
+    int taken = takeHere(self, bucket, 1, 0, now);
+    if (taken == 0) taken = takeUntakenInPython(self, client, bucket);
+    if (taken <= 0) return taken;
+    taken = takeTokens(self, bucket, rest, now);
     if (taken != 0) return taken;
     PyObject *decoded = decodeMessage(self, message, nullptr);
     bool ok = decoded && batchRateLimited(self, client, bucket, decoded, Py_ssize_t(count));
