@@ -12,11 +12,15 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import procutil
 
 BENCH = Path(__file__).resolve().parents[3] / "bench"
 SHORT = ["--warmup", "0.2", "--duration", "0.4"]
@@ -215,3 +219,35 @@ def test_the_report_gives_a_batch_per_frame_and_per_item(runner, scenario_by_num
     assert "2.00× · 1.00×" in frame
     # Per item: 0.5 and 1.0 µs per PING against uWS.js's 1.0 and 2.0 µs per PING echoed.
     assert "2.00× · 2.00×" in item and "| 2.00× |" in item
+
+
+@pytest.fixture(scope="module")
+def batch_reply_server():
+    """start(how): batch_reply_server.py (beside this file) answering `how`, on its port; every
+    one started is stopped by its PID at the end."""
+    started: list = []
+
+    def start(how: str) -> int:
+        port = procutil.free_port()
+        process = procutil.Process([sys.executable, str(Path(__file__).with_name("batch_reply_server.py")), str(port), how],
+                                   env={**os.environ, "PYTHONPATH": str(BENCH.parent / "python")})
+        started.append(process)
+        process.wait_for_lines(re.compile(r"^listening \d+"))
+        return port
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.mark.parametrize("how", ["item-id", "frame-id", "no-time", "extra-byte"])
+def test_the_batch_reply_check_counts_a_reply_wrong_in_one_place(loadgen, batch_reply_server, how):
+    """--reply batch compares the whole reply: one PONG's id, the frame's id, a missing time,
+    one byte too many each make every reply a mismatch; the same reply right makes none."""
+    status, result = run_loadgen(loadgen, "--port", str(batch_reply_server("right")), "--connections", "2", "--inflight", "2",
+                                 "--payload", "batch", "--reply", "batch", *SHORT)
+    assert status == 0 and result["ok"] and result["messages"] > 0, result
+    status, result = run_loadgen(loadgen, "--port", str(batch_reply_server(how)), "--connections", "2", "--inflight", "2",
+                                 "--payload", "batch", "--reply", "batch", *SHORT)
+    assert status == 1 and not result["ok"]
+    assert result["messages"] > 0 and result["errors"]["mismatches"] >= result["messages"], result
