@@ -3,6 +3,7 @@ loaded machine where times are not.
 
 usage: python bench/realtime_instructions.py [--python-path | --raw] [--message echo|ping|publish|publish-none|subscribe|batch]
                                             [--reply same|new] [--seconds N] [--count N] [--keep FILE]
+                                            [--from-frame]
 
 Runs scenario 8's server (RealtimeServer with JWT, rate limit, handler metrics and an ECHO
 handler, as bench/servers/uwspy_realtime.py) under callgrind, collecting only inside
@@ -29,6 +30,10 @@ each of 4 connections, every wait bounded by a timeout so that it stops by itsel
              (counted per frame: divide by 4 for a PING in it)
 The instructions are then divided by the number of those requests (the few SUBSCRIBEs that set
 up the publish run are counted in the total but not in the divisor: 1 in --count / 1 or less).
+
+--from-frame collects inside uws::WebSocket::onData instead: the frames' parse, unmasking and
+UTF-8 check of the bytes read are counted too (still not the read or the sendmsg), so the core's
+share of a message shows beside the realtime layer's.
 
 --cpu runs the server without valgrind and prints its CPU time (user + system, from /proc)
 over the load, per message instead: a time, so noisy on a shared machine, and with the
@@ -201,6 +206,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=4000, help="requests sent (ping, publish, subscribe)")
     parser.add_argument("--cpu", action="store_true", help="server CPU µs per message, without valgrind")
     parser.add_argument("--keep", type=Path, help="copy the callgrind output here (for callgrind_annotate)")
+    parser.add_argument("--from-frame", action="store_true",
+                        help="count from the frame's parse (uws::WebSocket::onData) instead of onMessage")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.raw and args.message != "echo":
@@ -211,7 +218,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "callgrind.out"
         log = Path(folder) / "server.log"
-        command = [] if args.cpu else ["valgrind", "--tool=callgrind", "--toggle-collect=uws::WebSocket::onMessage*",
+        collected = "uws::WebSocket::onData*" if args.from_frame else "uws::WebSocket::onMessage*"
+        command = [] if args.cpu else ["valgrind", "--tool=callgrind", f"--toggle-collect={collected}",
                                        f"--callgrind-out-file={out}"]
         command += [sys.executable, __file__, "--serve"]
         if args.python_path:
@@ -262,7 +270,7 @@ def main() -> None:
               f"server CPU {cpu:.3f} s, {cpu / calls * 1e6:.2f} µs per message")
         return
     print(f"{path}, {args.message}: {calls} messages ({received} answers counted by the client), "
-          f"{instructions} instructions in onMessage, {instructions / calls:.0f} per message")
+          f"{instructions} instructions in {'onData' if args.from_frame else 'onMessage'}, {instructions / calls:.0f} per message")
 
 
 if __name__ == "__main__":

@@ -486,15 +486,39 @@ void testUnmaskInPlace() {
                     original[i] = char(i * 31 + length);
                 }
                 std::vector<char> actual = original;
-                uws::unmaskInPlace(actual.data() + alignment, length, mask, offset);
+                bool ascii = uws::unmaskInPlace(actual.data() + alignment, length, mask, offset);
                 std::vector<char> expected = original;
+                bool expectedAscii = true;
                 for (size_t i = 0; i < length; i++) {
                     expected[alignment + i] = char(original[alignment + i] ^ mask[(offset + i) % 4]);
+                    expectedAscii = expectedAscii && uint8_t(expected[alignment + i]) < 0x80;
                 }
-                if (actual != expected) {
+                if (actual != expected || ascii != expectedAscii) {
                     mismatches++;
                     check::Scope scope("offset ", offset, " length ", length, " alignment ", alignment);
                     CHECK_EQ(actual, expected);
+                    CHECK_EQ(ascii, expectedAscii);
+                }
+            }
+        }
+    }
+    CHECK_EQ(mismatches, 0);
+
+    // The ASCII answer for one byte of 0x80 or above at each place (the rest ASCII), unmasked
+    // from every offset: false; the same text all ASCII: true.
+    for (unsigned offset = 0; offset < 4; offset++) {
+        for (size_t length = 1; length <= 40; length++) {
+            for (size_t high = 0; high <= length; high++) { // high == length: none
+                std::vector<char> plain(length, 'a');
+                if (high < length) plain[high] = char(0x80 | (high & 0x7F));
+                std::vector<char> masked = plain;
+                for (size_t i = 0; i < length; i++) masked[i] = char(plain[i] ^ mask[(offset + i) % 4]);
+                bool ascii = uws::unmaskInPlace(masked.data(), length, mask, offset);
+                if (masked != plain || ascii != (high == length)) {
+                    mismatches++;
+                    check::Scope scope("offset ", offset, " length ", length, " high byte at ", high);
+                    CHECK_EQ(masked, plain);
+                    CHECK_EQ(ascii, high == length);
                 }
             }
         }

@@ -44,12 +44,15 @@ inline bool isValidCloseCode(uint16_t code) {
     return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) || (code >= 3000 && code <= 4999);
 }
 
-// XORs len bytes with the 4-byte mask, starting at mask position offset; 8 bytes per step.
-inline void unmaskInPlace(char *data, size_t length, const uint8_t mask[4], unsigned offset) {
+// XORs len bytes with the 4-byte mask, starting at mask position offset; 16 bytes per step,
+// then 8 and 4, then single bytes. Returns whether every unmasked byte is ASCII (below 0x80),
+// found in the same pass: a text message of ASCII (most JSON is) needs no UTF-8 check then.
+inline bool unmaskInPlace(char *data, size_t length, const uint8_t mask[4], unsigned offset) {
     uint8_t rotated[4] = {mask[offset & 3], mask[(offset + 1) & 3], mask[(offset + 2) & 3], mask[(offset + 3) & 3]};
     uint32_t mask32;
     std::memcpy(&mask32, rotated, 4);
     const uint64_t mask64 = (uint64_t(mask32) << 32) | mask32;
+    uint64_t seen = 0; // every unmasked byte ORed into its lane
     size_t i = 0;
     for (; i + 16 <= length; i += 16) {
         uint64_t a, b;
@@ -59,10 +62,29 @@ inline void unmaskInPlace(char *data, size_t length, const uint8_t mask[4], unsi
         b ^= mask64;
         std::memcpy(data + i, &a, 8);
         std::memcpy(data + i + 8, &b, 8);
+        seen |= a | b;
+    }
+    if (i + 8 <= length) {
+        uint64_t a;
+        std::memcpy(&a, data + i, 8);
+        a ^= mask64;
+        std::memcpy(data + i, &a, 8);
+        seen |= a;
+        i += 8;
+    }
+    if (i + 4 <= length) {
+        uint32_t a;
+        std::memcpy(&a, data + i, 4);
+        a ^= mask32;
+        std::memcpy(data + i, &a, 4);
+        seen |= a;
+        i += 4;
     }
     for (; i < length; i++) {
         data[i] = char(data[i] ^ rotated[i & 3]);
+        seen |= uint8_t(data[i]);
     }
+    return (seen & 0x8080808080808080ULL) == 0;
 }
 
 // Largest frame header a server writes: 2 + 8 bytes (servers never mask).
@@ -264,14 +286,14 @@ bool WebSocketParser::startFrame(const uint8_t *header, char *&data, size_t &len
 
     // Fast path: a whole control frame, or a whole unfragmented message, already in the buffer.
     if (payloadLength <= length && (isControl || (fin && opCode != OpCode::Continuation))) {
-        unmaskInPlace(data, size_t(payloadLength), maskKey, 0);
+        bool ascii = unmaskInPlace(data, size_t(payloadLength), maskKey, 0);
         char *payload = data;
         data += payloadLength;
         length -= size_t(payloadLength);
         if (isControl) {
             return dispatchControl(opCode, payload, size_t(payloadLength), sink);
         }
-        if (opCode == OpCode::Text && !compressed && !isValidUtf8(payload, size_t(payloadLength))) {
+        if (opCode == OpCode::Text && !compressed && !ascii && !isValidUtf8(payload, size_t(payloadLength))) {
             return fail(sink, CloseCode::InvalidPayload, "invalid UTF-8 in text message");
         }
         return sink.onMessage(payload, size_t(payloadLength), opCode, compressed);
