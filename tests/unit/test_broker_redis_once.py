@@ -1,7 +1,9 @@
-"""uws_py.broker.redis_cluster.certainly_not_sent: which failures of redis-py's cluster client
-let the broker and the history store send a command again (it reached no node), and which
-never do (it may have run: a timeout, a connection lost after the write). No sockets: the
-exceptions are built as redis-py builds them."""
+"""uws_py.broker.redis_once: which failures of redis-py's clients (one Redis or a Cluster) let
+the brokers and the history store send a command again (it reached no server), and which never
+do (it may have run: a timeout, a connection lost after the write); that redis-py retries
+nothing itself for them, and that its pool of one Redis still checks an idle connection before
+handing it out (what keeps an idle restart from costing a publish). No sockets: the exceptions
+are built as redis-py builds them."""
 
 from __future__ import annotations
 
@@ -12,7 +14,12 @@ from redis import exceptions
 from redis.asyncio import connection as aio_connection
 from redis.utils import format_error_message
 
-from uws_py.broker.redis_cluster import RedisClusterBroker, certainly_not_sent, no_cluster_retries
+from uws_py.broker.redis import RedisBroker
+from uws_py.broker.redis_cluster import RedisClusterBroker
+from uws_py.broker.redis_once import certainly_not_sent, no_retries
+from uws_py.broker.redis_pool import NO_FREE_CONNECTION, bounded_client, no_free_connection
+
+BROKERS = [(RedisBroker, "redis://127.0.0.1:6379/0"), (RedisClusterBroker, "redis+cluster://127.0.0.1:7000")]
 
 
 @pytest.mark.parametrize("exc", [
@@ -56,15 +63,37 @@ def test_redis_py_still_words_a_connect_timeout_as_certainly_not_sent_expects():
     assert '"Timeout connecting to server"' in inspect.getsource(aio_connection.AbstractConnection.connect_check_health)
 
 
-def test_the_publishing_client_gets_no_redis_py_retries():
-    assert no_cluster_retries().get_retries() == 0
+def test_redis_py_still_checks_an_idle_connection_before_handing_it_out():
+    # One Redis: a connection the server closed while idle is replaced by the pool before the
+    # command is written (the restart tests of test_redis_cut_reply.py count on it). If
+    # redis-py stops doing so, such a publish is reported failed (never sent twice): this
+    # test says so.
+    source = inspect.getsource(aio_connection.ConnectionPool.ensure_connection)
+    assert "can_read()" in source and "disconnect()" in source
+    assert "self.ensure_connection(connection)" in inspect.getsource(aio_connection.BlockingConnectionPool.get_connection)
 
 
+def test_the_clients_get_no_redis_py_retries():
+    assert no_retries().get_retries() == 0
+    client = bounded_client("redis://127.0.0.1:6379/0", max_connections=1, timeout=1.0, retry=no_retries())
+    connection = client.connection_pool.make_connection()
+    assert connection.retry.get_retries() == 0
+
+
+def test_a_pool_with_no_free_connection_is_told_apart():
+    assert no_free_connection(exceptions.ConnectionError(NO_FREE_CONNECTION))
+    assert not no_free_connection(exceptions.ConnectionError("Connection closed by server."))
+    assert "ConnectionError(\"No connection available.\")" in inspect.getsource(
+        aio_connection.BlockingConnectionPool.get_connection)
+
+
+@pytest.mark.parametrize("broker, url", BROKERS, ids=lambda value: getattr(value, "__name__", ""))
 @pytest.mark.parametrize("bad", [0, -1, True, "1", None])
-def test_publish_timeout_must_be_a_positive_number(bad):
+def test_publish_timeout_must_be_a_positive_number(broker, url, bad):
     with pytest.raises(ValueError, match="publish_timeout"):
-        RedisClusterBroker("redis+cluster://127.0.0.1:7000", publish_timeout=bad)
+        broker(url, publish_timeout=bad)
 
 
-def test_publish_timeout_is_kept():
-    assert RedisClusterBroker("redis+cluster://127.0.0.1:7000", publish_timeout=0.25).publish_timeout == 0.25
+@pytest.mark.parametrize("broker, url", BROKERS, ids=lambda value: getattr(value, "__name__", ""))
+def test_publish_timeout_is_kept(broker, url):
+    assert broker(url, publish_timeout=0.25).publish_timeout == 0.25
