@@ -592,8 +592,11 @@ def test_cli_broker_publish_timeout_reaches_the_redis_brokers():
     environment = resolve(["serve", "--broker", "redis://127.0.0.1:6379/0"], {"UWS_PY_BROKER_PUBLISH_TIMEOUT": "2.5"})
     assert environment.broker_publish_timeout == 2.5
     # Not given: the brokers' own default.
+    from uws_py.broker import redis as redis_broker, redis_cluster
+
     default = resolve(["serve", "--broker", "redis://127.0.0.1:6379/0"])
     assert realtime_keywords(default, REALTIME_OPTIONS)["broker"].publish_timeout == 5.0
+    assert default.broker_publish_timeout == redis_broker.PUBLISH_TIMEOUT == redis_cluster.PUBLISH_TIMEOUT
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan"])

@@ -23,8 +23,9 @@ after a failover.
   ``insufficient_state`` to) the subscribers of those topics only, and ``on_connection(True)``
   follows once every topic is confirmed again.
 - Publishing, at most once: a plain publish is sent again only when it certainly did not reach
-  a server (:func:`~uws_py.broker.redis_once.certainly_not_sent`: the connect failed, the slot has no master, the reply
-  was ``CLUSTERDOWN``; ``MOVED``, ``ASK`` and ``TRYAGAIN`` are followed inside redis-py), after
+  a server (:func:`~uws_py.broker.redis_once.certainly_not_sent`: the connect failed, the slot
+  has no master, the reply was ``CLUSTERDOWN``; ``MOVED``, ``ASK`` and ``TRYAGAIN`` are
+  followed inside redis-py), after
   short pauses (``PUBLISH_RETRY_PAUSES``) on the same client, which reads the slot map again.
   An idle connection the master has closed (a restart) is replaced before the write.
   A publish that was (or may have been) written and not answered within ``publish_timeout``
