@@ -101,3 +101,19 @@ def test_publish_timeout_must_be_a_positive_number(broker, url, bad):
 @pytest.mark.parametrize("broker, url", BROKERS, ids=lambda value: getattr(value, "__name__", ""))
 def test_publish_timeout_is_kept(broker, url):
     assert broker(url, publish_timeout=0.25).publish_timeout == 0.25
+
+
+@pytest.mark.parametrize("exc, may_be_applied", [
+    (exceptions.ConnectionError(format_error_message("127.0.0.1:6379", ConnectionRefusedError(111, "refused"))), False),
+    (exceptions.ConnectionError(NO_FREE_CONNECTION), False),
+    (exceptions.ConnectionError("Connection closed by server."), True),
+    (exceptions.ConnectionError("Error while reading from 127.0.0.1:6379 : (104, 'Connection reset by peer')"), True),
+    (exceptions.TimeoutError("Timeout reading from 127.0.0.1:6379"), True),
+], ids=lambda value: str(value)[:30])
+def test_the_history_store_says_whether_a_failed_write_may_still_be_applied(exc, may_be_applied):
+    from uws_py.realtime.history import HistoryUnavailable
+
+    store = RedisHistory("redis://127.0.0.1:6379/0", HistoryPolicy([HistoryOptions("chat.*")]))
+    failure = store._failure(exc)
+    assert isinstance(failure, HistoryUnavailable)
+    assert ("may still be applied" in str(failure)) is may_be_applied, failure
