@@ -150,9 +150,11 @@ REALTIME_OPTIONS = (
     "max_subscriptions", "max_topic_length", "trusted_proxy", "dashboard_token", "dashboard_path", "report_interval",
     "presence", "presence_ttl", "presence_diff_interval", "close_on_backpressure_limit", "api_key", "api_path",
     "max_connections", "max_connections_per_ip", "max_upgrades_per_second", "retry_after",
-    "max_lifetime",
+    "max_lifetime", "broker_publish_timeout",
 )
 _SSL_OPTIONS = ("ssl_certfile", "ssl_keyfile", "ssl_keyfile_password")
+# The --broker schemes --broker-publish-timeout applies to.
+REDIS_BROKER_SCHEMES = ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
 
 
 def _flag(name: str) -> str:
@@ -184,13 +186,19 @@ def realtime_keywords(config: ServeConfig, names: Sequence[str]) -> dict[str, An
     if "rate_limit" in names:
         limit = parse_rate_limit(config.rate_limit)
         keywords["rate_limit"] = RateLimit(messages=limit[0], per_seconds=limit[1]) if limit else None
+    if "broker_publish_timeout" in config.given and not (config.broker or "").startswith(REDIS_BROKER_SCHEMES):
+        # A NATS broker (or a target's own broker) would ignore it.
+        raise ConfigError("--broker-publish-timeout goes with a redis://, rediss://, redis+cluster:// or "
+                          "rediss+cluster:// --broker")
     if "broker" in names or "history_store" in names:
         broker = None
         if config.broker:
             from .broker import from_url
 
+            redis = config.broker.startswith(REDIS_BROKER_SCHEMES)
             try:
-                broker = from_url(config.broker, config.history_store)
+                broker = from_url(config.broker, config.history_store,
+                                  publish_timeout=config.broker_publish_timeout if redis else None)
             except (RuntimeError, ValueError) as exc:
                 raise ConfigError(str(exc)) from None
         keywords["broker"] = broker

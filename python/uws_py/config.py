@@ -49,6 +49,9 @@ class ServeConfig:
         "help": "close a client that falls 1 MiB behind with 1008 instead of dropping its messages"})
     broker: Optional[str] = field(default=None, metadata={"help": "redis://host:port/db, redis+cluster://host:port,host:port or nats://host:port, for pub/sub across workers"})
     history_store: Optional[str] = field(default=None, metadata={"help": "with a nats:// --broker: the redis:// or redis+cluster:// URL keeping history topics and presence"})
+    broker_publish_timeout: float = field(default=5.0, metadata={
+        "help": "with a redis:// or redis+cluster:// --broker: seconds to wait for Redis to answer one publish; "
+                "one not answered is reported failed and not sent again"})
     history: list[str] = field(default_factory=list, metadata={
         "help": "PATTERN[:SIZE[:TTL]] topics keeping a history, e.g. 'chat.*:100:300' (repeatable; "
                 "env: comma-separated; file: [[history]] pattern/size/ttl)"})
@@ -161,6 +164,8 @@ class ServeConfig:
             raise ConfigError(f"--trusted-proxy: {exc}".replace("trusted_proxies: ", "")) from None
         for spec in self.presence:
             parse_presence(spec)
+        if not self.broker_publish_timeout > 0:
+            raise ConfigError(f"--broker-publish-timeout must be > 0 seconds, not {self.broker_publish_timeout}")
         if not (self.presence_ttl > 0 and self.presence_diff_interval > 0):
             raise ConfigError("--presence-ttl and --presence-diff-interval must be > 0")
         if self.history_recover_limit < 0:

@@ -580,3 +580,38 @@ def test_max_lifetime_from_the_command_line_and_the_environment_reaches_the_real
 def test_max_lifetime_out_of_range_is_refused(value):
     with pytest.raises(ConfigError, match="--max-lifetime"):
         resolve(["serve", "--max-lifetime", value])
+
+
+def test_cli_broker_publish_timeout_reaches_the_redis_brokers():
+    from uws_py.cli import REALTIME_OPTIONS, realtime_keywords
+
+    for url in ("redis://127.0.0.1:6379/0", "redis+cluster://127.0.0.1:7000"):
+        config = resolve(["serve", "--broker", url, "--broker-publish-timeout", "0.75"])
+        assert config.broker_publish_timeout == 0.75
+        assert realtime_keywords(config, REALTIME_OPTIONS)["broker"].publish_timeout == 0.75
+    environment = resolve(["serve", "--broker", "redis://127.0.0.1:6379/0"], {"UWS_PY_BROKER_PUBLISH_TIMEOUT": "2.5"})
+    assert environment.broker_publish_timeout == 2.5
+    # Not given: the brokers' own default.
+    from uws_py.broker import redis as redis_broker, redis_cluster
+
+    default = resolve(["serve", "--broker", "redis://127.0.0.1:6379/0"])
+    assert realtime_keywords(default, REALTIME_OPTIONS)["broker"].publish_timeout == 5.0
+    assert default.broker_publish_timeout == redis_broker.PUBLISH_TIMEOUT == redis_cluster.PUBLISH_TIMEOUT
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_cli_broker_publish_timeout_must_be_positive(value):
+    with pytest.raises(ConfigError, match="--broker-publish-timeout must be > 0"):
+        resolve(["serve", "--broker", "redis://127.0.0.1:6379/0", "--broker-publish-timeout", value])
+
+
+def test_cli_broker_publish_timeout_goes_with_a_redis_broker_only():
+    from uws_py.cli import REALTIME_OPTIONS, realtime_keywords
+
+    for argv in (["serve", "--broker", "nats://127.0.0.1:4222", "--broker-publish-timeout", "1"],
+                 ["serve", "--broker-publish-timeout", "1"]):
+        with pytest.raises(ConfigError, match="--broker-publish-timeout goes with a redis://"):
+            realtime_keywords(resolve(argv), REALTIME_OPTIONS)
+    # A NATS broker without the option is built as before.
+    nats = resolve(["serve", "--broker", "nats://127.0.0.1:4222"])
+    assert realtime_keywords(nats, REALTIME_OPTIONS)["broker"] is not None

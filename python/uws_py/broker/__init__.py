@@ -77,7 +77,7 @@ class Broker(ABC):
         """Counters: published, received, publish_failures, reconnects, connected (0/1)."""
 
 
-def from_url(url: str, history_store: Optional[str] = None) -> Broker:
+def from_url(url: str, history_store: Optional[str] = None, *, publish_timeout: Optional[float] = None) -> Broker:
     """The broker a URL names: ``redis://``/``rediss://`` a :class:`~uws_py.broker.redis.RedisBroker`,
     ``redis+cluster://``/``rediss+cluster://`` a
     :class:`~uws_py.broker.redis_cluster.RedisClusterBroker`, ``nats://``/``tls://`` a
@@ -87,25 +87,30 @@ def from_url(url: str, history_store: Optional[str] = None) -> Broker:
         url: the broker URL
         history_store: for a NATS broker, the Redis (or Redis Cluster) URL that keeps history topics
             (None: no history topics).
+        publish_timeout: a Redis (or Redis Cluster) broker's ``publish_timeout`` (None: its
+            default); not for NATS.
 
     Raises:
         RuntimeError: when the client library is missing
-        ValueError: for another scheme, or a history_store beside a Redis broker (which is its own
-            store).
+        ValueError: for another scheme, a history_store beside a Redis broker (which is its own
+            store), a publish_timeout for NATS or not a positive number.
     """
     scheme = url.partition("://")[0]
+    timeout = {} if publish_timeout is None else {"publish_timeout": publish_timeout}
     if scheme in ("nats", "tls"):
         from .nats import NatsBroker
 
+        if timeout:
+            raise ValueError("publish_timeout is for a Redis broker; the NATS broker has none")
         return NatsBroker(url, history=from_url(history_store) if history_store else None)
     if history_store:
         raise ValueError("--history-store is for a NATS broker; a Redis broker keeps the history itself")
     if scheme in ("redis+cluster", "rediss+cluster"):
         from .redis_cluster import RedisClusterBroker
 
-        return RedisClusterBroker(url)
+        return RedisClusterBroker(url, **timeout)
     if scheme in ("redis", "rediss"):
         from .redis import RedisBroker
 
-        return RedisBroker(url)
+        return RedisBroker(url, **timeout)
     raise ValueError(f"no broker for URL scheme {scheme!r}")

@@ -14,6 +14,7 @@ import importlib
 from typing import Any, Awaitable, Callable, Coroutine, Optional
 
 from .redact import redacting_logger
+from .redis_once import certainly_not_sent, no_retries
 from .redis_pool import bounded_client
 from .threaded import ThreadedBroker, parse_frame
 
@@ -48,11 +49,15 @@ class RedisBroker(ThreadedBroker):
     are counted in ``publish_failures`` and logged (at most once per second), and the broker
     reconnects with backoff and subscribes again to every topic that has local subscribers.
 
-    A PUBLISH that Redis does not answer within ``publish_timeout`` seconds (a frozen or
-    overloaded Redis) ends the connection as a lost one: the publisher reconnects and the
-    publishes queued behind it go out on the new connection. That one is reported failed
-    (``done(False)``, counted in ``publish_failures``) and not sent again, since Redis may
-    still run it when it resumes: it is delivered at most once.
+    A PUBLISH is sent to Redis once (``uws_py.broker.redis_once``). One that Redis does not
+    answer within ``publish_timeout`` seconds (a frozen or overloaded Redis), or whose
+    connection is lost after it was written, ends the connection as a lost one: the publisher
+    reconnects and the publishes queued behind it go out on the new connection, in their
+    order. That one is reported failed (``done(False)``, counted in ``publish_failures``) and
+    not sent again, since Redis may have run it or still run it when it resumes: it is
+    delivered at most once. Only a PUBLISH that certainly never left (no connection could be
+    opened) goes again, first on the next connection. An idle connection Redis closed (a
+    restart) is replaced before anything is written on it, so it costs no publish.
 
     Args:
         url: ``redis://host:port/db`` or ``rediss://...``.
@@ -126,9 +131,10 @@ class RedisBroker(ThreadedBroker):
         # No limit per reply (socket_timeout=None): the pub/sub connection waits for messages
         # with get_message's own timeout, and the publisher puts its own on each PUBLISH. The
         # first PING has CONNECT_TIMEOUT: a frozen Redis accepts the connection (its kernel
-        # does) but never answers.
+        # does) but never answers. No retry inside redis-py (no_retries): the publisher decides
+        # what is sent again, and the subscriber reconnects itself.
         client = bounded_client(self.url, max_connections=CLIENT_CONNECTIONS, timeout=CONNECT_TIMEOUT,
-                                socket_timeout=None, socket_keepalive=True)
+                                retry=no_retries(), socket_timeout=None, socket_keepalive=True)
         try:
             await asyncio.wait_for(client.ping(), CONNECT_TIMEOUT)
         except BaseException:
@@ -164,18 +170,23 @@ class RedisBroker(ThreadedBroker):
                         await asyncio.wait_for(
                             client.publish(self.channel(topic), self.frame_head(trace) + b"|" + payload),
                             self.publish_timeout)
-                    except TimeoutError:
-                        # Sent but not answered: Redis may still run it, so it is not sent
-                        # again (at most once); the connection is treated as lost.
+                    except Exception as exc:
+                        if certainly_not_sent(exc):
+                            # Nothing of it left (no connection could be opened): it goes
+                            # first on the next connection, ahead of the ones behind it.
+                            retry = (topic, payload, done, trace)
+                            raise
+                        # Written, or maybe: Redis may have run it (its answer lost with the
+                        # connection) or may still run it (frozen), so it is not sent again
+                        # (at most once); the connection is treated as lost.
                         self._failed(1)
                         self._notify(done, False)
-                        logger.warning("Redis did not answer a PUBLISH within %.1f s (it may still be delivered); "
-                                       "reconnecting", self.publish_timeout)
-                        raise
-                    except Exception:
-                        # A connection that died while idle is only found out by using it:
-                        # the message gets one more try on a fresh connection.
-                        retry = (topic, payload, done, trace)
+                        if isinstance(exc, TimeoutError):
+                            logger.warning("Redis did not answer a PUBLISH within %.1f s (it may still be delivered); "
+                                           "reconnecting", self.publish_timeout)
+                        else:
+                            logger.warning("lost the Redis connection during a PUBLISH (%r); not sent again, it may "
+                                           "have been delivered; reconnecting", exc)
                         raise
                     self._counters["published"] += 1
                     self._notify(done, True)

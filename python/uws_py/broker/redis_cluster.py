@@ -23,8 +23,9 @@ after a failover.
   ``insufficient_state`` to) the subscribers of those topics only, and ``on_connection(True)``
   follows once every topic is confirmed again.
 - Publishing, at most once: a plain publish is sent again only when it certainly did not reach
-  a server (:func:`certainly_not_sent`: the connect failed, the slot has no master, the reply
-  was ``CLUSTERDOWN``; ``MOVED``, ``ASK`` and ``TRYAGAIN`` are followed inside redis-py), after
+  a server (:func:`~uws_py.broker.redis_once.certainly_not_sent`: the connect failed, the slot
+  has no master, the reply was ``CLUSTERDOWN``; ``MOVED``, ``ASK`` and ``TRYAGAIN`` are
+  followed inside redis-py), after
   short pauses (``PUBLISH_RETRY_PAUSES``) on the same client, which reads the slot map again.
   An idle connection the master has closed (a restart) is replaced before the write.
   A publish that was (or may have been) written and not answered within ``publish_timeout``
@@ -45,6 +46,7 @@ from urllib.parse import unquote
 
 from .redact import redact, redacting_logger
 from .redis import BACKOFF_CAP, BACKOFF_START, CHANNEL_PREFIX, RedisBroker
+from .redis_once import certainly_not_sent, drop_closed, no_retries
 from .redis_pool import without_maintenance_notifications
 
 logger = redacting_logger("uws_py.broker")
@@ -65,9 +67,6 @@ SHARD_REPAIR_INTERVAL = 0.25
 # Seconds for one connect or one publish before it counts as failed (RedisClusterBroker's
 # publish_timeout).
 PUBLISH_TIMEOUT = 5.0
-# How redis-py words a failure to open a connection (redis.utils.format_error_message and
-# Connection.connect_check_health): nothing of a command was written then.
-_CONNECT_FAILED = (" connecting to ", "Timeout connecting to server")
 
 
 def hash_tag(topic: str) -> str:
@@ -150,47 +149,11 @@ def cluster_client(url: str, timeout: Optional[float] = None, **options: Any) ->
     )
 
 
-def certainly_not_sent(exc: BaseException) -> bool:
-    """Whether the command that failed with exc certainly did not reach (or was refused
-    unrun by) a Redis Cluster node, so that sending it again cannot run it twice.
-
-    True for: no master known for the slot (``SlotNotCoveredError``), the cluster not reachable
-    to read its slot map (``RedisClusterException``), a ``CLUSTERDOWN``, ``TRYAGAIN``,
-    ``MOVED`` or ``ASK`` reply (redis-py follows the last three itself, up to its TTL:
-    ``ClusterError``), a pool with no free connection, and a connection that could not be
-    opened. False for everything else, a timeout or a connection lost after the write
-    above all: the node may have run it (a frozen master runs it when it resumes).
-
-    Args:
-        exc: what redis-py's cluster client raised.
-    """
-    from redis import exceptions
-
-    if isinstance(exc, (exceptions.RedisClusterException, exceptions.ClusterError, exceptions.TryAgainError,
-                        exceptions.AskError, exceptions.MaxConnectionsError)):
-        return True
-    if isinstance(exc, (exceptions.ConnectionError, exceptions.TimeoutError)) and len(exc.args) == 1:
-        message = str(exc.args[0])
-        return message.startswith("Error") and _CONNECT_FAILED[0] in message or message == _CONNECT_FAILED[1]
-    return False
-
-
-def no_cluster_retries() -> Any:
-    """A redis-py ``Retry`` that makes its cluster client try each command once: its retry
-    after a ``TimeoutError`` or ``ConnectionError`` would send again what a stalled node may
-    still run. (Redirections, ``MOVED``/``ASK``/``TRYAGAIN``, are followed all the same.)"""
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    return Retry(NoBackoff(), 0)
-
-
 async def drop_closed_connections(client: Any, key: Optional[str]) -> None:
     """Closes the idle connections to key's master that the master has closed (a restart, a
-    crash the kernel reported: the end of stream, or anything unasked for, waits to be read),
-    so that the next command goes out on a fresh connection. Written on such a connection it
-    would fail as a connection lost after the write, which is never sent again. A master
-    gone without a word (no FIN) is found by the command timing out.
+    crash the kernel reported), so that the next command goes out on a fresh connection
+    (:func:`uws_py.broker.redis_once.drop_closed`; redis-py's cluster nodes hand out an idle
+    connection unchecked).
 
     Args:
         client: a redis-py asyncio RedisCluster.
@@ -203,14 +166,7 @@ async def drop_closed_connections(client: Any, key: Optional[str]) -> None:
     for node in nodes:
         # redis-py keeps a node's idle connections in ClusterNode._free (it has no public
         # list); if that changes, nothing is checked here and such a command fails (never twice).
-        for connection in tuple(getattr(node, "_free", ())):
-            try:
-                # can_read: data buffered or end of stream; an idle connection has neither.
-                if connection.is_connected and await connection.can_read():
-                    logger.debug("Redis Cluster connection to %s was closed by the server; reconnecting", node.name)
-                    await connection.disconnect()
-            except Exception:
-                await connection.disconnect()
+        await drop_closed(getattr(node, "_free", ()), node.name)
 
 
 class _Shard:
@@ -273,11 +229,11 @@ class RedisClusterBroker(RedisBroker):
         """A cluster client with its slot map read: the publisher's (publishing), or the
         subscriber's, which reads the slot map and pings."""
         if publishing:
-            # No retry inside redis-py (no_cluster_retries): the publisher decides what is sent
+            # No retry inside redis-py (no_retries): the publisher decides what is sent
             # again. socket_timeout bounds each reply; a timed-out reply's connection is closed
             # by redis-py (Connection.read_response disconnects on a timeout or a cancellation).
             client = cluster_client(self.url, timeout=self.publish_timeout, socket_keepalive=True,
-                                    retry=no_cluster_retries())
+                                    retry=no_retries())
         else:
             client = cluster_client(self.url, timeout=PUBLISH_TIMEOUT, socket_keepalive=True)
         try:
@@ -357,8 +313,6 @@ class RedisClusterBroker(RedisBroker):
     async def _shard_for(self, shards: dict[str, _Shard], channel: str) -> _Shard:
         """The receiving connection of channel's master, opened on first use."""
         import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
 
         node = self._topology.get_node_from_key(channel)
         shard = shards.get(node.name)
@@ -368,7 +322,7 @@ class RedisClusterBroker(RedisBroker):
             # is reported and the shard's topics are subscribed again at their current owner.
             client = aioredis.Redis(host=node.host, port=node.port, ssl=parsed["ssl"], username=parsed["username"],
                                     password=parsed["password"], socket_connect_timeout=2, socket_keepalive=True,
-                                    retry=Retry(NoBackoff(), 0), **without_maintenance_notifications())
+                                    retry=no_retries(), **without_maintenance_notifications())
             pubsub = client.pubsub(ignore_subscribe_messages=False)
             shard = shards[node.name] = _Shard(node.name, client, pubsub)
             shard.task = asyncio.get_running_loop().create_task(self._read_shard(shard))

@@ -34,6 +34,18 @@ def check_max_connections(value: Any) -> int:
     return value
 
 
+# How redis-py's BlockingConnectionPool words a call that found no free connection in time.
+NO_FREE_CONNECTION = "No connection available."
+
+
+def no_free_connection(exc: BaseException) -> bool:
+    """Whether exc is a bounded client's call giving up on waiting for a free connection
+    (nothing of it was sent)."""
+    from redis import exceptions
+
+    return isinstance(exc, exceptions.ConnectionError) and exc.args == (NO_FREE_CONNECTION,)
+
+
 def bounded_client(url: str, *, max_connections: int, timeout: float, retry: Any = None,
                    asynchronous: bool = True, **options: Any) -> Any:
     """A redis-py client whose pool opens at most max_connections to the Redis at url.

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from ..broker.redact import redact
 from ..broker.redis import CHANNEL_PREFIX
-from ..broker.redis_cluster import (certainly_not_sent, cluster_channel, cluster_client, drop_closed_connections,
-                                    hash_tag, no_cluster_retries)
-from ..broker.redis_pool import bounded_client, check_max_connections
+from ..broker.redis_cluster import cluster_channel, cluster_client, drop_closed_connections, hash_tag
+from ..broker.redis_once import certainly_not_sent, no_retries
+from ..broker.redis_pool import bounded_client, check_max_connections, no_free_connection
 from .history import (
     DEFAULT_RECOVER_LIMIT,
     POSITION_TTL_FACTOR,
@@ -247,7 +247,7 @@ class RedisHistory:
         try:
             replies = await pipe.execute(raise_on_error=False)
         except (exceptions.ConnectionError, exceptions.TimeoutError, OSError) as exc:
-            failure = HistoryUnavailable(f"history storage unreachable at {redact(self.url)}: {exc}")
+            failure = self._failure(exc)
             for index, _, _ in calls:
                 results[index] = failure
             return results
@@ -333,35 +333,35 @@ class RedisHistory:
     async def _read_entries(self, topic: str, options: HistoryOptions, mode: str, start: str,
                             count: int) -> tuple[Position, list[Publication]]:
         ttl_ms = max(1, int(options.ttl * 1000)) * POSITION_TTL_FACTOR
+        # The read script is idempotent (it starts a missing position with the epoch it is
+        # given, the same both times): it may go again after a lost connection.
         epoch, top, entries = await self._call(
-            self._read, self.keys(topic), (self._epochs(), ttl_ms, mode, start, count)
+            self._read, self.keys(topic), (self._epochs(), ttl_ms, mode, start, count), idempotent=True
         )
         found = [Publication(int(entry_id.split(b"-", 1)[0]), dict(_pairs(fields))[b"p"])
                  for entry_id, fields in entries]
         return Position(epoch.decode(), int(top)), found
 
     def _connection(self) -> Any:
+        # No retry inside redis-py (no_retries): it would send the publish script again after
+        # a connection lost once it was written (or, in a cluster, after a timeout), storing
+        # one publish at two offsets. _call decides what goes again. An idle connection Redis
+        # closed (a restart) is replaced before the write: by redis-py's pool of one Redis
+        # when it hands it out, by drop_closed_connections for a cluster's node.
         if self._client is None and self.cluster:
-            # No retry inside redis-py: its cluster client retries after a TimeoutError too,
-            # which would run a publish script twice (two offsets) on a stalled master. _call
-            # tries again once when the script certainly was not sent.
-            self._client = cluster_client(self.url, timeout=self.timeout, retry=no_cluster_retries())
+            self._client = cluster_client(self.url, timeout=self.timeout, retry=no_retries())
         if self._client is None:
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
-            from redis.exceptions import ConnectionError as RedisConnectionError
-
-            # One retry: a connection that died while idle is only found out by using it. Not
-            # after a timeout: the script was sent and a slow Redis still runs it, so sending it
-            # again would store one publish at two offsets (the chaos test redis-sleep).
             # A blocking pool: at most max_connections, a burst waits for a free one.
-            self._client = bounded_client(
-                self.url, max_connections=self.max_connections, timeout=self.timeout,
-                retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-            )
+            self._client = bounded_client(self.url, max_connections=self.max_connections, timeout=self.timeout,
+                                          retry=no_retries())
         return self._client
 
-    async def _call(self, script: _Script, keys: tuple[str, str], args: tuple[Any, ...]) -> Any:
+    async def _call(self, script: _Script, keys: tuple[str, str], args: tuple[Any, ...], *,
+                    idempotent: bool = False) -> Any:
+        """Runs script on keys and args; a call that failed goes again once if it certainly
+        was not sent (no connection could be opened; a cluster with no master for the slot or
+        CLUSTERDOWN, with the slot map read again), or, idempotent (a read), after any lost
+        connection; never a publish that may have run."""
         from redis import exceptions
 
         client = self._connection()
@@ -372,10 +372,7 @@ class RedisHistory:
                         await drop_closed_connections(client, keys[0])
                     return await client.evalsha(script.sha, len(keys), *keys, *args)
                 except Exception as exc:
-                    # A cluster's script call that certainly reached no node (no master for
-                    # the slot, CLUSTERDOWN, the connect failed) gets one more try, with the
-                    # slot map read again; never one that may have run.
-                    if not (self.cluster and certainly_not_sent(exc)):
+                    if not (certainly_not_sent(exc) or idempotent and isinstance(exc, exceptions.ConnectionError)):
                         raise
                     return await client.evalsha(script.sha, len(keys), *keys, *args)
             except exceptions.NoScriptError:
@@ -384,24 +381,31 @@ class RedisHistory:
                     await drop_closed_connections(client, None)  # SCRIPT LOAD goes to every master
                 await client.script_load(script.source)
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
-        except exceptions.TimeoutError as exc:
-            # Sent but not answered: a slow (frozen) Redis may still run it.
-            raise HistoryUnavailable(f"history storage did not answer within {self.timeout} s at {redact(self.url)} "
-                                     f"(a write may still be applied)") from exc
-        except (exceptions.ConnectionError, OSError, exceptions.ClusterError, exceptions.RedisClusterException) as exc:
-            raise HistoryUnavailable(f"history storage unreachable at {redact(self.url)}: {exc}") from exc
-        except exceptions.ResponseError as exc:
-            failure = self._failure(exc)
-            if failure is exc:
-                raise
-            raise failure from exc
+        except Exception as exc:
+            raise self._failure(exc) from exc
 
     def _failure(self, exc: BaseException) -> BaseException:
-        """What a failed command is reported as: HistoryUnavailable for the replies that mean
-        "cannot take it now", the error itself otherwise."""
-        if str(exc).startswith(UNAVAILABLE_REPLIES):
-            return HistoryUnavailable(f"history storage refused the write at {redact(self.url)}: {exc}")
-        return exc
+        """What a failed command is reported as: HistoryUnavailable when storage could not be
+        used (saying whether the write may still be applied), the error itself otherwise."""
+        from redis import exceptions
+
+        where = redact(self.url)
+        if isinstance(exc, exceptions.ResponseError) and not isinstance(exc, exceptions.ClusterError):
+            if str(exc).startswith(UNAVAILABLE_REPLIES):
+                return HistoryUnavailable(f"history storage refused the write at {where}: {exc}")
+            return exc
+        if not isinstance(exc, (exceptions.ConnectionError, exceptions.TimeoutError, OSError, exceptions.ClusterError,
+                                exceptions.RedisClusterException)):
+            return exc
+        if certainly_not_sent(exc) or no_free_connection(exc):
+            return HistoryUnavailable(f"history storage unreachable at {where}: {exc}")
+        if isinstance(exc, exceptions.TimeoutError):
+            # Sent but not answered: a slow (frozen) Redis may still run it.
+            return HistoryUnavailable(f"history storage did not answer within {self.timeout} s at {where} "
+                                      f"(a write may still be applied)")
+        # The connection was lost once the command was (or may have been) written: Redis may
+        # have run it.
+        return HistoryUnavailable(f"history storage connection lost at {where}: {exc} (a write may still be applied)")
 
 
 def _pairs(flat: Any) -> Any:
