@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import os
 import re
 import subprocess
 import sys
@@ -229,8 +228,8 @@ def batch_reply_server():
 
     def start(how: str) -> int:
         port = procutil.free_port()
-        process = procutil.Process([sys.executable, str(Path(__file__).with_name("batch_reply_server.py")), str(port), how],
-                                   env={**os.environ, "PYTHONPATH": str(BENCH.parent / "python")})
+        # The uws_py this test imports (the installed one, or PYTHONPATH's), as the bench servers.
+        process = procutil.Process([sys.executable, str(Path(__file__).with_name("batch_reply_server.py")), str(port), how])
         started.append(process)
         process.wait_for_lines(re.compile(r"^listening \d+"))
         return port
